@@ -1,0 +1,165 @@
+"""Actors and references to them.
+
+An actor is an object with an id, living on one :class:`~actorrt.core.host.Host`,
+whose handlers ``handle_<op>`` are called one message at a time in arrival order.
+A handler's keyword parameters *are* its message type: the dispatch table, built
+once per class, checks each incoming message's fields against them at the edge.
+
+A handler replies by returning a value. One that cannot answer yet (an empty queue,
+a held lock) declares a ``reply`` parameter, keeps the :class:`Reply` and answers
+later; it never blocks the mailbox. ``async def`` handlers run as tasks owned by the
+actor and may interleave with later messages at their ``await`` points.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from .errors import ActorDeadError
+
+if TYPE_CHECKING:
+    from .comm import Comm
+    from .host import Host
+
+
+class ActorRef:
+    """Where an actor lives: ``(host address, actor id)``. Small and msgpack-able."""
+
+    __slots__ = ("address", "id")
+
+    def __init__(self, address: str, id: str) -> None:
+        self.address = address
+        self.id = id
+
+    def __iter__(self) -> Any:
+        return iter((self.address, self.id))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and self.address == other.address and self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash((self.address, self.id))
+
+    def __reduce__(self) -> Any:
+        return ActorRef, (self.address, self.id)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.address!r}, {self.id!r})"
+
+
+class Handler(NamedTuple):
+    name: str
+    params: frozenset[str]
+    required: frozenset[str]
+    wants_reply: bool
+    wants_origin: bool
+    is_async: bool
+
+
+# Parameters the host supplies itself; never read from the message.
+_INJECTED = frozenset({"reply", "origin"})
+
+
+def _build_handlers(cls: type) -> dict[str, Handler]:
+    table: dict[str, Handler] = {}
+    for attr in dir(cls):
+        if not attr.startswith("handle_"):
+            continue
+        fn = getattr(cls, attr)
+        if not callable(fn):
+            continue
+        sig = inspect.signature(fn)
+        params = [p for p in list(sig.parameters.values())[1:] if p.kind is not p.VAR_KEYWORD]
+        names = frozenset(p.name for p in params) - _INJECTED
+        required = frozenset(p.name for p in params if p.default is p.empty) - _INJECTED
+        table[attr[len("handle_"):]] = Handler(
+            attr, names, required, "reply" in sig.parameters, "origin" in sig.parameters,
+            inspect.iscoroutinefunction(fn),
+        )
+    return table
+
+
+class Actor:
+    """Base class of everything that receives messages."""
+
+    _handlers: dict[str, Handler] = {}
+    host: "Host"
+    id: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = _build_handlers(cls)
+
+    @property
+    def ref(self) -> ActorRef:
+        return ActorRef(self.host.address, self.id)
+
+    # lifecycle hooks -------------------------------------------------------
+    def on_start(self) -> None:
+        """Called once the actor is registered on its host."""
+
+    def on_stop(self) -> None:
+        """Called when the actor is removed from its host."""
+
+    # conveniences ----------------------------------------------------------
+    def tell(self, ref: ActorRef, op: str, **fields: Any) -> None:
+        self.host.tell(ref, op, **fields)
+
+    def ask(self, ref: ActorRef, op: str, **fields: Any) -> "asyncio.Future[Any]":
+        return self.host.ask(ref, op, **fields)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'id', '?')}>"
+
+
+class Reply:
+    """The right to answer one ask, possibly later. Answering twice is a no-op."""
+
+    __slots__ = ("_send", "done", "actor")
+
+    def __init__(self, send: Callable[[bool, Any], None], actor: Actor | None = None) -> None:
+        self._send = send
+        self.done = False
+        self.actor = actor
+
+    def ok(self, value: Any = None) -> None:
+        if not self.done:
+            self.done = True
+            self._untrack()
+            self._send(True, value)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self._untrack()
+            self._send(False, exc)
+
+    def _untrack(self) -> None:
+        if self.actor is not None:
+            self.actor.__dict__.get("_open_replies", set()).discard(self)
+
+
+def track_reply(actor: Actor, reply: Reply) -> None:
+    """Remember a deferred reply so stopping the actor can fail it."""
+    reply.actor = actor
+    actor.__dict__.setdefault("_open_replies", set()).add(reply)
+
+
+def fail_open_replies(actor: Actor) -> None:
+    for reply in list(actor.__dict__.get("_open_replies", ())):
+        reply.fail(ActorDeadError(f"actor {actor.id!r} stopped before replying"))
+    for task in list(actor.__dict__.get("_tasks", ())):
+        task.cancel()
+
+
+def own_task(actor: Actor, coro: Any) -> "asyncio.Task[Any]":
+    """Run ``coro`` as a task owned by ``actor``: cancelled when the actor stops."""
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks: set = actor.__dict__.setdefault("_tasks", set())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+Origin = "Comm | None"

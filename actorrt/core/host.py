@@ -1,0 +1,353 @@
+"""The Host: one per process role. Owns the loop's listener, the connections to peer
+hosts and the registry of actors, and routes every message to its actor.
+
+Envelope of every message: ``[dest_actor_id, op, request_id, fields]``; a reply is
+``["", "_reply", request_id, {"value": v}]`` or ``{"error": Pickled, "tb": str}``.
+Messages to an actor on this same host skip the wire but are still delivered on a
+later loop turn, so local and remote calls have the same asynchronous semantics.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from typing import Any, Callable
+
+from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
+from .comm import Comm, CommClosedError, Listener, connect
+from .errors import ActorNotFoundError, BadMessageError, UnknownOpError
+from .serialize import Pickled, dumps_exception, loads_exception
+
+logger = logging.getLogger("actorrt.host")
+
+REPLY = "_reply"
+
+
+class Host:
+    """Actor registry, router and connection pool of one process role."""
+
+    def __init__(self, address: str | None = "inproc://", *, secret: bytes | None = None,
+                 name: str = "host", shortcut: bool = True,
+                 max_frame_bytes: int = 1 << 30, connect_timeout: float = 10.0) -> None:
+        self.requested_address = address
+        self.secret = secret
+        self.name = name
+        self.shortcut = shortcut
+        self.max_frame_bytes = max_frame_bytes
+        self.connect_timeout = connect_timeout
+        # A host that does not listen (a client) still needs a name peers can key it by.
+        self.address = address or f"client://{os.getpid()}-{os.urandom(6).hex()}"
+        self.status = "created"
+        self.actors: dict[str, Actor] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._listener: Listener | None = None
+        self._comms: dict[str, Comm] = {}
+        self._all_comms: set[Comm] = set()
+        self._connecting: dict[str, asyncio.Task[Comm]] = {}
+        self._queued: dict[str, list] = {}
+        self._rids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future, Comm | None]] = {}
+        self._pending_by_comm: dict[Comm, set[int]] = {}
+        self._local_batch: list = []
+        self._local_scheduled = False
+        self._ids = itertools.count(1)
+        self.peer_lost_callbacks: list[Callable[[str, Comm], None]] = []
+
+    # lifecycle -------------------------------------------------------------
+    async def start(self) -> "Host":
+        self.loop = asyncio.get_running_loop()
+        if self.requested_address:
+            self._listener = Listener(self.requested_address, self._on_new_comm, self.secret,
+                                      ActorRef, self.max_frame_bytes, shortcut=self.shortcut)
+            await self._listener.start()
+            self.address = self._listener.address
+        self.status = "running"
+        return self
+
+    async def close(self) -> None:
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        for actor_id in list(self.actors):
+            self.stop_actor(actor_id)
+        for task in list(self._connecting.values()):
+            task.cancel()
+        if self._listener is not None:
+            await self._listener.stop()
+        for comm in list(self._all_comms):
+            comm.close()
+        self._fail_pending(None, CommClosedError(f"host {self.address} closed"))
+        # Let transports finish closing so no socket outlives the host.
+        await asyncio.sleep(0)
+        self.status = "closed"
+
+    async def __aenter__(self) -> "Host":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # actors ----------------------------------------------------------------
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    def spawn(self, actor: Actor, actor_id: str | None = None) -> ActorRef:
+        actor.host = self
+        actor.id = actor_id or self.new_id(type(actor).__name__.lower())
+        if actor.id in self.actors:
+            raise ValueError(f"actor id {actor.id!r} already in use on {self.address}")
+        self.actors[actor.id] = actor
+        actor.on_start()
+        return ActorRef(self.address, actor.id)
+
+    def stop_actor(self, actor_id: str) -> None:
+        actor = self.actors.pop(actor_id, None)
+        if actor is None:
+            return
+        try:
+            actor.on_stop()
+        finally:
+            fail_open_replies(actor)
+
+    # sending ---------------------------------------------------------------
+    def tell(self, ref: ActorRef, op: str, **fields: Any) -> None:
+        self._send(ref.address, [ref.id, op, 0, fields])
+
+    def ask(self, ref: ActorRef, op: str, **fields: Any) -> "asyncio.Future[Any]":
+        assert self.loop is not None, "host not started"
+        fut = self.loop.create_future()
+        rid = next(self._rids)
+        comm = self._send(ref.address, [ref.id, op, rid, fields])
+        self._pending[rid] = (fut, comm)
+        if comm is not None:
+            self._pending_by_comm.setdefault(comm, set()).add(rid)
+        return fut
+
+    def _send(self, address: str, msg: list) -> Comm | None:
+        """Route one message; returns the comm it went on (None if local or queued)."""
+        if address == self.address:
+            self._local_batch.append(msg)
+            if not self._local_scheduled:
+                self._local_scheduled = True
+                assert self.loop is not None
+                self.loop.call_soon(self._drain_local)
+            return None
+        comm = self._comms.get(address)
+        if comm is not None and not comm.closed:
+            comm.send(msg)
+            return comm
+        self._queue_for_connect(address, msg)
+        return None
+
+    def _drain_local(self) -> None:
+        self._local_scheduled = False
+        batch, self._local_batch = self._local_batch, []
+        self._on_messages(batch, None)
+
+    def _queue_for_connect(self, address: str, msg: list) -> None:
+        self._queued.setdefault(address, []).append(msg)
+        if address not in self._connecting:
+            task = asyncio.get_running_loop().create_task(self._connect_and_flush(address))
+            self._connecting[address] = task
+
+    async def _connect_and_flush(self, address: str) -> None:
+        try:
+            comm = await self.connect(address)
+        except BaseException as e:
+            self._connecting.pop(address, None)
+            queued = self._queued.pop(address, [])
+            err = e if isinstance(e, Exception) else CommClosedError(f"connect to {address} cancelled")
+            for msg in queued:
+                self._fail_rid(msg[2], err)
+            if not isinstance(e, Exception):
+                raise
+            logger.info("could not reach %s: %s", address, e)
+            return
+        self._connecting.pop(address, None)
+        for msg in self._queued.pop(address, []):
+            comm.send(msg)
+            if msg[2]:
+                entry = self._pending.get(msg[2])
+                if entry is not None:
+                    self._pending[msg[2]] = (entry[0], comm)
+                    self._pending_by_comm.setdefault(comm, set()).add(msg[2])
+
+    async def connect(self, address: str) -> Comm:
+        """Return the open comm to ``address``, opening one if needed."""
+        comm = self._comms.get(address)
+        if comm is not None and not comm.closed:
+            return comm
+        comm = await connect(address, local_address=self.address, secret=self.secret,
+                             ref_type=ActorRef, timeout=self.connect_timeout,
+                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut)
+        if self.status in ("closing", "closed"):
+            comm.close()
+            raise CommClosedError(f"host {self.address} closed while connecting")
+        existing = self._comms.get(address)
+        self._adopt(comm, address)
+        return existing if existing is not None and not existing.closed else comm
+
+    def _on_new_comm(self, comm: Comm) -> None:
+        self._adopt(comm, comm.peer_address)
+
+    def _adopt(self, comm: Comm, address: str | None) -> None:
+        comm.on_messages = self._on_messages
+        comm.on_close = self._on_comm_closed
+        self._all_comms.add(comm)
+        if address and (address not in self._comms or self._comms[address].closed):
+            self._comms[address] = comm
+
+    def _on_comm_closed(self, comm: Comm, exc: BaseException | None) -> None:
+        self._all_comms.discard(comm)
+        address = comm.peer_address
+        if address and self._comms.get(address) is comm:
+            del self._comms[address]
+        self._fail_pending(comm, CommClosedError(
+            f"connection to {address} closed before the reply arrived" + (f" ({exc})" if exc else "")))
+        if address and self.status == "running":
+            for cb in list(self.peer_lost_callbacks):
+                try:
+                    cb(address, comm)
+                except Exception:
+                    logger.exception("peer-lost callback failed")
+
+    def _fail_pending(self, comm: Comm | None, exc: Exception) -> None:
+        rids = list(self._pending) if comm is None else self._pending_by_comm.pop(comm, ())
+        for rid in rids:
+            self._fail_rid(rid, exc)
+
+    def _fail_rid(self, rid: int, exc: BaseException) -> None:
+        entry = self._pending.pop(rid, None) if rid else None
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    def is_connected(self, address: str) -> bool:
+        comm = self._comms.get(address)
+        return comm is not None and not comm.closed
+
+    # receiving -------------------------------------------------------------
+    def _on_messages(self, batch: list, comm: Comm | None) -> None:
+        actors = self.actors
+        for msg in batch:
+            try:
+                dest, op, rid, fields = msg
+            except (TypeError, ValueError):
+                logger.warning("dropping malformed message from %s", comm)
+                continue
+            if op == REPLY:
+                self._on_reply(rid, fields)
+                continue
+            actor = actors.get(dest)
+            if actor is None:
+                if rid:
+                    self._reply(comm, rid, False, ActorNotFoundError(
+                        f"no actor {dest!r} on {self.address} (op {op!r})"))
+                else:
+                    logger.debug("dropping %r for missing actor %r", op, dest)
+                continue
+            self._dispatch(actor, op, rid, fields, comm)
+
+    def _dispatch(self, actor: Actor, op: str, rid: int, fields: Any, comm: Comm | None) -> None:
+        handler = actor._handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            self._reply_or_log(comm, rid, UnknownOpError(f"{type(actor).__name__} has no op {op!r}"))
+            return
+        if not isinstance(fields, dict) or not (handler.required <= fields.keys() <= handler.params):
+            self._reply_or_log(comm, rid, _field_error(actor, op, handler, fields))
+            return
+        kwargs = fields
+        if handler.wants_reply:
+            reply = Reply(self._replier(comm, rid))
+            track_reply(actor, reply)
+            kwargs = {**fields, "reply": reply}
+        if handler.wants_origin:
+            kwargs = {**kwargs, "origin": comm}
+        method = getattr(actor, handler.name)
+        try:
+            result = method(**kwargs)
+        except Exception as e:
+            if handler.wants_reply:
+                reply.fail(e)  # type: ignore[possibly-undefined]
+            else:
+                self._reply_or_log(comm, rid, e)
+            return
+        if handler.is_async:
+            task = own_task(actor, result)
+            if not handler.wants_reply:
+                task.add_done_callback(lambda t: self._reply_from_task(t, comm, rid, actor, op))
+            return
+        if rid and not handler.wants_reply:
+            self._reply(comm, rid, True, result)
+
+    def _reply_from_task(self, task: asyncio.Task, comm: Comm | None, rid: int, actor: Actor, op: str) -> None:
+        if task.cancelled():
+            from .errors import ActorDeadError
+            self._reply_or_log(comm, rid, ActorDeadError(f"actor {actor.id!r} stopped while handling {op!r}"))
+        elif task.exception() is not None:
+            self._reply_or_log(comm, rid, task.exception())  # type: ignore[arg-type]
+        elif rid:
+            self._reply(comm, rid, True, task.result())
+
+    def _reply_or_log(self, comm: Comm | None, rid: int, exc: BaseException) -> None:
+        if rid:
+            self._reply(comm, rid, False, exc)
+        else:
+            logger.error("error handling a tell: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+    def _replier(self, comm: Comm | None, rid: int) -> Callable[[bool, Any], None]:
+        def send(ok: bool, value: Any) -> None:
+            if rid:
+                self._reply(comm, rid, ok, value)
+            elif not ok:
+                logger.error("error in deferred tell: %r", value)
+        return send
+
+    def _reply(self, comm: Comm | None, rid: int, ok: bool, value: Any) -> None:
+        if comm is None:  # a local ask: resolve on a later turn, like a remote one
+            self._local_batch.append(["", REPLY, rid, {"value": value} if ok else {"exc": value}])
+            if not self._local_scheduled:
+                self._local_scheduled = True
+                assert self.loop is not None
+                self.loop.call_soon(self._drain_local)
+            return
+        if comm.closed:
+            return
+        if ok:
+            comm.send(["", REPLY, rid, {"value": value}])
+        else:
+            blob, tb = dumps_exception(value)
+            comm.send(["", REPLY, rid, {"error": blob, "tb": tb}])
+
+    def _on_reply(self, rid: int, fields: dict) -> None:
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return  # the asker gave up (timeout) or the host is closing
+        fut, comm = entry
+        if comm is not None:
+            rids = self._pending_by_comm.get(comm)
+            if rids is not None:
+                rids.discard(rid)
+        if fut.done():
+            return
+        if "value" in fields:
+            fut.set_result(fields["value"])
+        elif "exc" in fields:
+            fut.set_exception(fields["exc"])
+        else:
+            err = fields.get("error")
+            exc = loads_exception(err, fields.get("tb")) if isinstance(err, Pickled) else \
+                BadMessageError(f"malformed reply {fields!r}")
+            fut.set_exception(exc)
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} {self.address} {self.status}>"
+
+
+def _field_error(actor: Actor, op: str, handler: Any, fields: Any) -> BadMessageError:
+    if not isinstance(fields, dict):
+        return BadMessageError(f"{type(actor).__name__}.{op}: fields must be a map")
+    missing = sorted(handler.required - fields.keys())
+    unknown = sorted(fields.keys() - handler.params)
+    return BadMessageError(
+        f"{type(actor).__name__}.{op}: missing fields {missing}, unknown fields {unknown}")
