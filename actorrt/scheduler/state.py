@@ -1,0 +1,744 @@
+"""The scheduler's task state machine. No I/O: stimuli in, instructions out.
+
+Every public ``handle_*`` method takes a stimulus (a client submitted a graph, a
+worker finished a task, a worker died, ...) and returns the instructions the
+:class:`~actorrt.scheduler.actor.Scheduler` must carry out (compute this on that
+worker, free these keys, tell this client its key is ready). Nothing here sends a
+message, sleeps or reads a clock other than for the story's timestamps, so the
+hardest logic of the runtime is tested by feeding events and asserting instructions.
+
+A task's states::
+
+    released -> waiting -> queued -> processing -> memory
+                                              \\-> erred
+    (any) -> released -> forgotten
+
+A key is *needed* while some holder wants it (a client's Future, fire-and-forget,
+a queue or variable holding a Future) or while a needed task depends on it.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from typing import Any, Callable, Iterable, NamedTuple
+
+from sortedcontainers import SortedKeyList
+
+# --- instructions ------------------------------------------------------------
+
+
+class Compute(NamedTuple):
+    worker: str
+    key: str
+    spec: Any
+    deps: dict  # dep key -> [worker addresses holding it]
+    name: str
+    actor: bool
+
+
+class Free(NamedTuple):
+    worker: str
+    keys: list
+
+
+class Report(NamedTuple):
+    """Tell ``client`` about ``key``: status is memory, erred, cancelled or lost."""
+    client: str
+    key: str
+    status: str
+    info: dict
+
+
+Instruction = Compute | Free | Report
+
+FIRE_AND_FORGET = "fire-and-forget"
+
+
+class KilledWorker(Exception):
+    """A task was running on too many workers that died; it is not retried again."""
+
+
+class TaskState:
+    __slots__ = ("key", "state", "spec", "name", "dependencies", "dependents", "waiting_on",
+                 "waiters", "who_has", "processing_on", "priority", "retries", "who_wants",
+                 "exception", "traceback", "blame", "nbytes", "type", "suspicious",
+                 "workers", "allow_other_workers", "actor")
+
+    def __init__(self, key: str, spec: Any, name: str) -> None:
+        self.key = key
+        self.state = "released"
+        self.spec = spec
+        self.name = name
+        self.dependencies: set[TaskState] = set()
+        self.dependents: set[TaskState] = set()
+        self.waiting_on: set[TaskState] = set()   # dependencies not yet in memory
+        self.waiters: set[TaskState] = set()      # active dependents that still need us
+        self.who_has: set[WorkerState] = set()
+        self.processing_on: WorkerState | None = None
+        self.priority: tuple = ()
+        self.retries = 0
+        self.who_wants: set[str] = set()
+        self.exception: Any = None
+        self.traceback: str | None = None
+        self.blame: str | None = None
+        self.nbytes = 0
+        self.type: str | None = None
+        self.suspicious = 0
+        self.workers: set[str] | None = None
+        self.allow_other_workers = False
+        self.actor = False
+
+    def __lt__(self, other: "TaskState") -> bool:
+        return self.priority < other.priority
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+
+class WorkerState:
+    __slots__ = ("address", "nthreads", "processing", "has_what", "capacity", "nbytes", "seq")
+
+    def __init__(self, address: str, nthreads: int, saturation: float, seq: int) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.processing: set[TaskState] = set()
+        self.has_what: set[TaskState] = set()
+        self.capacity = max(1, int(nthreads * saturation))
+        self.nbytes = 0
+        self.seq = seq
+
+    @property
+    def occupancy(self) -> float:
+        return len(self.processing) / self.nthreads
+
+    def __repr__(self) -> str:
+        return f"<WorkerState {self.address} {len(self.processing)}/{self.capacity}>"
+
+
+class TaskSpec(NamedTuple):
+    """One task of a submitted graph, as the scheduler sees it."""
+    key: str
+    spec: Any
+    deps: tuple
+    name: str = ""
+    priority: int = 0
+    retries: int = 0
+    workers: tuple | None = None
+    allow_other_workers: bool = False
+    actor: bool = False
+
+
+class InvalidStateError(AssertionError):
+    pass
+
+
+class SchedulerState:
+    """All tasks and workers, and the transitions between task states."""
+
+    def __init__(self, *, saturation: float = 2.0, allowed_failures: int = 3,
+                 story_length: int = 100_000, validate: bool = False) -> None:
+        self.tasks: dict[str, TaskState] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.clients: set[str] = set()
+        self.saturation = saturation
+        self.allowed_failures = allowed_failures
+        self.validate_each = validate
+        self.log: deque[tuple] = deque(maxlen=story_length)
+        # Workers with a free slot, least occupied first, kept ordered as it changes.
+        self.idle: SortedKeyList = SortedKeyList(key=lambda ws: (ws.occupancy, ws.seq))
+        self.queued: list[tuple[tuple, int, TaskState]] = []   # heap
+        self.unrunnable: set[TaskState] = set()                  # restricted to absent workers
+        self._seq = itertools.count()
+        self._generation = itertools.count()
+        self._worker_seq = itertools.count()
+        self._out: list[Instruction] = []
+        self._transitions: dict[tuple[str, str], Callable[[TaskState, str], dict]] = {
+            ("released", "waiting"): self._released_waiting,
+            ("released", "erred"): self._to_erred,
+            ("released", "forgotten"): self._released_forgotten,
+            ("waiting", "queued"): self._waiting_queued,
+            ("waiting", "released"): self._waiting_released,
+            ("waiting", "erred"): self._to_erred,
+            ("queued", "processing"): self._queued_processing,
+            ("queued", "released"): self._waiting_released,
+            ("queued", "erred"): self._to_erred,
+            ("processing", "memory"): self._processing_memory,
+            ("processing", "erred"): self._to_erred,
+            ("processing", "released"): self._processing_released,
+            ("processing", "queued"): self._processing_queued,
+            ("memory", "released"): self._memory_released,
+            ("erred", "released"): self._erred_released,
+        }
+
+    # ------------------------------------------------------------------ stimuli
+    def handle_add_client(self, client: str) -> list[Instruction]:
+        self.clients.add(client)
+        return []
+
+    def handle_remove_client(self, client: str, stimulus_id: str) -> list[Instruction]:
+        self.clients.discard(client)
+        keys = [ts.key for ts in self.tasks.values() if client in ts.who_wants]
+        return self.handle_release_keys(client, keys, stimulus_id)
+
+    def handle_update_graph(self, client: str, tasks: Iterable[TaskSpec], wanted: Iterable[str],
+                            stimulus_id: str) -> list[Instruction]:
+        """A client submitted tasks and wants the keys ``wanted``."""
+        generation = next(self._generation)
+        new: list[TaskState] = []
+        missing: dict[str, str] = {}
+        for spec in tasks:
+            ts = self.tasks.get(spec.key)
+            if ts is None:
+                ts = self.tasks[spec.key] = TaskState(spec.key, spec.spec, spec.name)
+                new.append(ts)
+            elif ts.state == "released" and ts.spec is None:
+                ts.spec = spec.spec
+                new.append(ts)
+            else:
+                continue  # same key already known (pure=True dedup): keep what we have
+            ts.priority = (-spec.priority, generation, next(self._seq))
+            ts.retries = spec.retries
+            ts.actor = spec.actor
+            if spec.workers is not None:
+                ts.workers = set(spec.workers)
+                ts.allow_other_workers = spec.allow_other_workers
+            for dep_key in spec.deps:
+                dep = self.tasks.get(dep_key)
+                if dep is None:
+                    missing[spec.key] = dep_key
+                    continue
+                ts.dependencies.add(dep)
+                dep.dependents.add(ts)
+        recs: dict[str, str] = {}
+        for key in wanted:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.who_wants.add(client)
+            if ts.state in ("memory", "erred"):
+                self._report(ts, only=client)
+            elif ts.state == "released":
+                recs[key] = "waiting"
+        for ts in new:
+            if ts.key in missing:
+                ts.exception = _missing_dependency_error(ts.key, missing[ts.key])
+                recs[ts.key] = "erred"
+            elif ts.state == "released" and self._needed(ts):
+                recs.setdefault(ts.key, "waiting")
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_update_data(self, client: str, who_has: dict[str, list[str]], nbytes: dict[str, int],
+                           types: dict[str, str], stimulus_id: str) -> list[Instruction]:
+        """Data was placed on workers directly (scatter)."""
+        for key, addresses in who_has.items():
+            holders = [self.workers[a] for a in addresses if a in self.workers]
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = TaskState(key, None, key.split("-", 1)[0])
+            ts.who_wants.add(client)
+            if not holders:
+                ts.exception = RuntimeError(f"no live worker holds scattered key {key!r}")
+                self._run({key: "erred"}, stimulus_id)
+                continue
+            if ts.state == "memory":
+                continue
+            self._story(ts, ts.state, "memory", stimulus_id)
+            ts.state = "memory"
+            ts.nbytes = nbytes.get(key, 0)
+            ts.type = types.get(key)
+            for ws in holders:
+                self._add_holder(ts, ws)
+            self._report(ts, only=client)
+        return self._flush()
+
+    def handle_release_keys(self, holder: str, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
+        """``holder`` no longer wants ``keys`` (its Futures were dropped)."""
+        recs: dict[str, str] = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or holder not in ts.who_wants:
+                continue
+            ts.who_wants.discard(holder)
+            if not self._needed(ts):
+                recs[key] = "released"
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_want_keys(self, holder: str, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
+        """``holder`` wants ``keys`` too (a Future was unpickled, fire_and_forget, ...)."""
+        recs: dict[str, str] = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.who_wants.add(holder)
+            if ts.state in ("memory", "erred") and holder in self.clients:
+                self._report(ts, only=holder)
+            elif ts.state == "released":
+                recs[key] = "waiting"
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_cancel(self, keys: Iterable[str], reason: str, stimulus_id: str) -> list[Instruction]:
+        """Cancel ``keys`` and everything that depends on them, for every holder."""
+        stack = [self.tasks[k] for k in keys if k in self.tasks]
+        seen: set[TaskState] = set()
+        while stack:
+            ts = stack.pop()
+            if ts in seen:
+                continue
+            seen.add(ts)
+            stack.extend(ts.dependents)
+        recs: dict[str, str] = {}
+        for ts in seen:
+            for client in ts.who_wants:
+                if client in self.clients:
+                    self._out.append(Report(client, ts.key, "cancelled", {"reason": reason}))
+            ts.who_wants.clear()
+            recs[ts.key] = "released"
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_retry(self, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
+        """Run erred tasks (and their erred dependencies) again."""
+        recs: dict[str, str] = {}
+        stack = [self.tasks[k] for k in keys if k in self.tasks]
+        while stack:
+            ts = stack.pop()
+            if ts.state != "erred":
+                continue
+            ts.exception = ts.traceback = ts.blame = None
+            self._story(ts, "erred", "released", stimulus_id)
+            ts.state = "released"
+            recs[ts.key] = "waiting"
+            stack.extend(ts.dependencies)
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_add_worker(self, address: str, nthreads: int, stimulus_id: str) -> list[Instruction]:
+        if address in self.workers:
+            return []
+        ws = WorkerState(address, max(1, nthreads), self.saturation, next(self._worker_seq))
+        self.workers[address] = ws
+        self.idle.add(ws)
+        recs: dict[str, str] = {}
+        for ts in list(self.unrunnable):
+            if ts.workers is not None and address in ts.workers or ts.allow_other_workers:
+                self.unrunnable.discard(ts)
+                self._push_queue(ts)
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_remove_worker(self, address: str, stimulus_id: str) -> list[Instruction]:
+        """A worker left or died: rerun what it was running, recompute what it alone held."""
+        ws = self.workers.pop(address, None)
+        if ws is None:
+            return []
+        if ws in self.idle:
+            self.idle.remove(ws)
+        recs: dict[str, str] = {}
+        for ts in list(ws.processing):
+            ts.suspicious += 1
+            if ts.suspicious > self.allowed_failures:
+                ts.exception = KilledWorker(
+                    f"task {ts.key!r} was running on {ts.suspicious} workers that died; "
+                    "not retrying it (it may be crashing them)")
+                recs[ts.key] = "erred"
+            else:
+                recs[ts.key] = "queued"
+        for ts in list(ws.has_what):
+            ts.who_has.discard(ws)
+            if not ts.who_has:
+                recs[ts.key] = "released"
+        ws.has_what.clear()
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    def handle_task_finished(self, worker: str, key: str, nbytes: int, type: str | None,
+                             stimulus_id: str) -> list[Instruction]:
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ws is None:
+            return []
+        if ts is None or ts.state in ("released", "forgotten", "waiting", "queued", "erred"):
+            # Nobody wants this result any more (it was released while running).
+            self._out.append(Free(worker, [key]))
+            return self._flush()
+        if ts.state == "memory":
+            self._add_holder(ts, ws)
+            return self._flush()
+        if ts.processing_on is not ws:
+            return []  # a stale report from a worker this task was moved away from
+        ts.nbytes = nbytes
+        ts.type = type
+        self._run({key: "memory"}, stimulus_id, worker=ws)
+        return self._flush()
+
+    def handle_task_erred(self, worker: str, key: str, exception: Any, traceback: str | None,
+                          stimulus_id: str) -> list[Instruction]:
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
+            return []
+        if ts.retries > 0:
+            ts.retries -= 1
+            self._run({key: "queued"}, stimulus_id)
+        else:
+            ts.exception = exception
+            ts.traceback = traceback
+            self._run({key: "erred"}, stimulus_id)
+        return self._flush()
+
+    def handle_missing_data(self, worker: str, key: str, missing: dict[str, list[str]],
+                            stimulus_id: str) -> list[Instruction]:
+        """``worker`` could not fetch inputs of ``key`` from the workers said to hold them."""
+        recs: dict[str, str] = {}
+        for dep_key, bad in missing.items():
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                continue
+            for address in bad:
+                bws = self.workers.get(address)
+                if bws is not None and bws in dep.who_has:
+                    dep.who_has.discard(bws)
+                    bws.has_what.discard(dep)
+            if dep.state == "memory" and not dep.who_has:
+                recs[dep_key] = "released"
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is not None and ts.state == "processing" and ts.processing_on is ws:
+            recs[key] = "queued"
+        self._run(recs, stimulus_id)
+        return self._flush()
+
+    # ------------------------------------------------------------- transitions
+    def _run(self, recs: dict[str, str], stimulus_id: str, worker: WorkerState | None = None) -> None:
+        """Apply recommendations until none remain, then fill free worker slots."""
+        while recs:
+            key, finish = recs.popitem()
+            ts = self.tasks.get(key)
+            if ts is None or ts.state == finish:
+                continue
+            start = ts.state
+            func = self._transitions.get((start, finish))
+            if func is None:
+                # No direct edge (e.g. erred -> waiting): go through 'released'.
+                if (start, "released") in self._transitions and ("released", finish) in self._transitions:
+                    recs[key] = finish
+                    func, finish = self._transitions[(start, "released")], "released"
+                else:
+                    raise InvalidStateError(f"no transition {start} -> {finish} for {key!r}")
+            more = func(ts, stimulus_id)
+            self._story(ts, start, finish, stimulus_id)
+            for k, v in more.items():
+                if recs.get(k) == "released" and v != "released":
+                    continue
+                recs[k] = v
+        self._fill_workers(stimulus_id)
+        if self.validate_each:
+            self.validate()
+
+    def _story(self, ts: TaskState, start: str, finish: str, stimulus_id: str) -> None:
+        self.log.append((ts.key, start, finish, stimulus_id, time.time()))
+
+    def _needed(self, ts: TaskState) -> bool:
+        return bool(ts.who_wants) or bool(ts.waiters)
+
+    def _released_waiting(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        recs: dict[str, str] = {}
+        if ts.spec is None:
+            ts.exception = RuntimeError(
+                f"the data of {ts.key!r} was lost (it was scattered and its worker is gone) "
+                "and it has no recipe to recompute it")
+            return {ts.key: "erred"}
+        ts.state = "waiting"
+        for dep in ts.dependencies:
+            dep.waiters.add(ts)
+            if dep.state == "erred":
+                ts.blame = dep.blame or dep.key
+                ts.exception, ts.traceback = dep.exception, dep.traceback
+                recs[ts.key] = "erred"
+            elif dep.state != "memory":
+                ts.waiting_on.add(dep)
+                if dep.state == "released":
+                    recs[dep.key] = "waiting"
+        if not ts.waiting_on and ts.key not in recs:
+            recs[ts.key] = "queued"
+        return recs
+
+    def _waiting_queued(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        ts.state = "queued"
+        self._push_queue(ts)
+        return {}
+
+    def _push_queue(self, ts: TaskState) -> None:
+        heapq.heappush(self.queued, (ts.priority, next(self._seq), ts))
+
+    def _fill_workers(self, stimulus_id: str) -> None:
+        """Move queued tasks onto workers with free slots, highest priority first."""
+        queue = self.queued
+        while queue and self.idle:
+            _, _, ts = queue[0]
+            if ts.state != "queued" or ts in self.unrunnable:
+                heapq.heappop(queue)
+                continue
+            ws = self._decide_worker(ts)
+            if ws is None:
+                heapq.heappop(queue)
+                self.unrunnable.add(ts)
+                continue
+            heapq.heappop(queue)
+            self._queued_processing(ts, stimulus_id, ws)
+            self._story(ts, "queued", "processing", stimulus_id)
+
+    def _decide_worker(self, ts: TaskState) -> WorkerState | None:
+        """Where ``ts`` runs: its restriction, else the free holder of most input bytes,
+        else the least occupied free worker."""
+        if ts.workers is not None:
+            allowed = [self.workers[a] for a in ts.workers if a in self.workers]
+            free = [ws for ws in allowed if len(ws.processing) < ws.capacity]
+            if free:
+                return min(free, key=lambda ws: (ws.occupancy, ws.seq))
+            if allowed or not ts.allow_other_workers:
+                if not allowed:
+                    return None
+                return min(allowed, key=lambda ws: (ws.occupancy, ws.seq))
+        if ts.dependencies:
+            held: dict[WorkerState, int] = {}
+            for dep in ts.dependencies:
+                for ws in dep.who_has:
+                    held[ws] = held.get(ws, 0) + dep.nbytes + 1
+            free = [ws for ws in held if len(ws.processing) < ws.capacity]
+            if free:
+                return max(free, key=lambda ws: (held[ws], -ws.occupancy, -ws.seq))
+        return self.idle[0]
+
+    def _queued_processing(self, ts: TaskState, stimulus_id: str,
+                           ws: WorkerState | None = None) -> dict[str, str]:
+        if ws is None:
+            ws = self._decide_worker(ts)
+            if ws is None:
+                self.unrunnable.add(ts)
+                return {}
+        in_idle = len(ws.processing) < ws.capacity
+        if in_idle:
+            self.idle.remove(ws)
+        ws.processing.add(ts)
+        if len(ws.processing) < ws.capacity:
+            self.idle.add(ws)
+        ts.state = "processing"
+        ts.processing_on = ws
+        deps = {dep.key: [w.address for w in dep.who_has] for dep in ts.dependencies}
+        self._out.append(Compute(ws.address, ts.key, ts.spec, deps, ts.name, ts.actor))
+        return {}
+
+    def _leave_worker(self, ts: TaskState) -> WorkerState | None:
+        ws = ts.processing_on
+        ts.processing_on = None
+        if ws is None or ws.address not in self.workers:
+            return None
+        was_idle = len(ws.processing) < ws.capacity
+        if was_idle:
+            self.idle.remove(ws)
+        ws.processing.discard(ts)
+        self.idle.add(ws)
+        return ws
+
+    def _add_holder(self, ts: TaskState, ws: WorkerState) -> None:
+        ts.who_has.add(ws)
+        ws.has_what.add(ts)
+
+    def _processing_memory(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        ws = ts.processing_on
+        self._leave_worker(ts)
+        assert ws is not None
+        self._add_holder(ts, ws)
+        ts.state = "memory"
+        ts.suspicious = 0
+        recs: dict[str, str] = {}
+        for dts in ts.waiters:
+            if ts in dts.waiting_on:
+                dts.waiting_on.discard(ts)
+                if not dts.waiting_on and dts.state == "waiting":
+                    recs[dts.key] = "queued"
+        self._unlink_inputs(ts, recs)
+        if ts.who_wants:
+            self._report(ts)
+        elif not ts.waiters:
+            recs[ts.key] = "released"
+        return recs
+
+    def _unlink_inputs(self, ts: TaskState, recs: dict[str, str]) -> None:
+        """``ts`` no longer needs its inputs: release the ones nobody else needs."""
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+            if not self._needed(dep) and dep.state not in ("released", "forgotten"):
+                recs[dep.key] = "released"
+        ts.waiting_on.clear()
+
+    def _processing_queued(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        ws = self._leave_worker(ts)
+        if ws is not None:
+            self._out.append(Free(ws.address, [ts.key]))
+        ts.state = "waiting"
+        recs: dict[str, str] = {}
+        for dep in ts.dependencies:
+            if dep.state != "memory":
+                ts.waiting_on.add(dep)
+                if dep.state == "released":
+                    recs[dep.key] = "waiting"
+        if ts.waiting_on:
+            return recs
+        ts.state = "queued"
+        self._push_queue(ts)
+        return recs
+
+    def _processing_released(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        ws = self._leave_worker(ts)
+        if ws is not None:
+            self._out.append(Free(ws.address, [ts.key]))
+        return self._to_released(ts)
+
+    def _waiting_released(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        self.unrunnable.discard(ts)  # a queued entry is skipped lazily when popped
+        return self._to_released(ts)
+
+    def _memory_released(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        by_worker: dict[str, list[str]] = {}
+        for ws in ts.who_has:
+            ws.has_what.discard(ts)
+            by_worker.setdefault(ws.address, []).append(ts.key)
+        for address, keys in by_worker.items():
+            self._out.append(Free(address, keys))
+        ts.who_has.clear()
+        recs = self._to_released(ts)
+        if self._needed(ts):
+            # Data lost while still wanted: compute it again from its recipe.
+            for client in ts.who_wants:
+                if client in self.clients:
+                    self._out.append(Report(client, ts.key, "lost", {}))
+            recs[ts.key] = "waiting"
+            for dts in ts.waiters:
+                if dts.state in ("queued", "waiting"):
+                    dts.waiting_on.add(ts)
+                    if dts.state == "queued":
+                        dts.state = "waiting"
+        return recs
+
+    def _erred_released(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        ts.exception = ts.traceback = ts.blame = None
+        return self._to_released(ts)
+
+    def _to_released(self, ts: TaskState) -> dict[str, str]:
+        ts.state = "released"
+        recs: dict[str, str] = {}
+        self._unlink_inputs(ts, recs)
+        if not self._needed(ts) and not any(d.state != "forgotten" for d in ts.dependents):
+            recs[ts.key] = "forgotten"
+        elif self._needed(ts) and ts.who_wants and not ts.waiters:
+            pass
+        return recs
+
+    def _released_forgotten(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        ts.state = "forgotten"
+        del self.tasks[ts.key]
+        recs: dict[str, str] = {}
+        for dep in ts.dependencies:
+            dep.dependents.discard(ts)
+            if dep.state == "released" and not self._needed(dep) and not dep.dependents:
+                recs[dep.key] = "forgotten"
+        for dts in ts.dependents:
+            dts.dependencies.discard(ts)
+        return recs
+
+    def _to_erred(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        if ts.state == "processing":
+            self._leave_worker(ts)
+        ts.state = "erred"
+        recs: dict[str, str] = {}
+        for dts in ts.dependents:
+            if dts.state in ("waiting", "queued", "released") and self._needed(dts):
+                dts.exception, dts.traceback = ts.exception, ts.traceback
+                dts.blame = ts.blame or ts.key
+                recs[dts.key] = "erred"
+        self._unlink_inputs(ts, recs)
+        for dts in ts.dependents:
+            dts.waiting_on.discard(ts)
+        if ts.who_wants:
+            self._report(ts)
+        elif not ts.waiters:
+            recs.setdefault(ts.key, "released")
+        return recs
+
+    def _report(self, ts: TaskState, only: str | None = None) -> None:
+        clients = (only,) if only is not None else ts.who_wants
+        if ts.state == "memory":
+            info: dict = {"workers": [ws.address for ws in ts.who_has], "type": ts.type}
+            status = "memory"
+        else:
+            info = {"exception": ts.exception, "traceback": ts.traceback, "blame": ts.blame}
+            status = "erred"
+        for client in clients:
+            if client in self.clients:
+                self._out.append(Report(client, ts.key, status, info))
+
+    def _flush(self) -> list[Instruction]:
+        out, self._out = self._out, []
+        return out
+
+    # ---------------------------------------------------------- introspection
+    def story(self, *keys: str) -> list[tuple]:
+        """Every recorded transition of ``keys``: (key, start, finish, stimulus_id, time)."""
+        wanted = set(keys)
+        return [entry for entry in self.log if entry[0] in wanted]
+
+    def validate(self) -> None:
+        """Check the invariants that tie tasks, workers and states together."""
+        for key, ts in self.tasks.items():
+            _check(ts.key == key, f"{ts} stored under {key!r}")
+            s = ts.state
+            _check(s in {"released", "waiting", "queued", "processing", "memory", "erred"},
+                   f"{ts} has unknown state")
+            _check((s == "processing") == (ts.processing_on is not None), f"{ts} processing_on mismatch")
+            if s == "processing":
+                _check(ts in ts.processing_on.processing, f"{ts} not in its worker's processing")  # type: ignore[union-attr]
+                _check(ts.processing_on.address in self.workers, f"{ts} on a removed worker")  # type: ignore[union-attr]
+            _check((s == "memory") == bool(ts.who_has), f"{ts} who_has {ts.who_has} mismatch")
+            for ws in ts.who_has:
+                _check(ts in ws.has_what, f"{ts} not in has_what of {ws}")
+            if s == "waiting":
+                _check(bool(ts.waiting_on), f"{ts} waiting on nothing")
+            if s == "queued":
+                _check(not ts.waiting_on, f"{ts} ready but waiting on {ts.waiting_on}")
+                for dep in ts.dependencies:
+                    _check(dep.state == "memory", f"{ts} ready but input {dep} not in memory")
+            for dep in ts.waiting_on:
+                _check(dep.state != "memory", f"{ts} waiting on {dep} which is in memory")
+            for dts in ts.waiters:
+                _check(dts in ts.dependents, f"waiter {dts} of {ts} is not a dependent")
+                _check(dts.key in self.tasks, f"waiter {dts} of {ts} is forgotten")
+            for dep in ts.dependencies:
+                _check(ts in dep.dependents, f"{ts} missing from dependents of {dep}")
+        for address, ws in self.workers.items():
+            for ts in ws.processing:
+                _check(ts.state == "processing" and ts.processing_on is ws, f"{ws} processing {ts}")
+            for ts in ws.has_what:
+                _check(ws in ts.who_has, f"{ws} has {ts} but is not in its who_has")
+            _check((ws in self.idle) == (len(ws.processing) < ws.capacity), f"{ws} idle-set mismatch")
+
+    def __repr__(self) -> str:
+        return f"<SchedulerState {len(self.tasks)} tasks, {len(self.workers)} workers>"
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise InvalidStateError(msg)
+
+
+def _missing_dependency_error(key: str, dep_key: str) -> Exception:
+    return KeyError(
+        f"task {key!r} depends on {dep_key!r}, which the scheduler does not know "
+        "(was its Future released or cancelled before submission?)")

@@ -1,0 +1,179 @@
+"""The scheduler's state machine, driven by stimuli alone: no sockets, no sleeps."""
+import pytest
+
+from actorrt.scheduler.state import (Compute, Free, KilledWorker, Report, SchedulerState,
+                                     TaskSpec)
+
+
+def make(nworkers=2, nthreads=1, saturation=2.0):
+    s = SchedulerState(saturation=saturation, validate=True)
+    s.handle_add_client("c")
+    for i in range(nworkers):
+        s.handle_add_worker(f"w{i}", nthreads, "add")
+    return s
+
+
+def computes(instrs):
+    return [i for i in instrs if isinstance(i, Compute)]
+
+
+def reports(instrs):
+    return [(i.key, i.status) for i in instrs if isinstance(i, Report)]
+
+
+def test_single_task_life_cycle():
+    s = make()
+    out = s.handle_update_graph("c", [TaskSpec("a", "spec-a", ())], ["a"], "s1")
+    (c,) = computes(out)
+    assert c.key == "a" and c.spec == "spec-a" and c.deps == {}
+    assert s.tasks["a"].state == "processing"
+    out = s.handle_task_finished(c.worker, "a", 8, "int", "s2")
+    assert reports(out) == [("a", "memory")]
+    assert out[0].info["workers"] == [c.worker]
+    out = s.handle_release_keys("c", ["a"], "s3")
+    assert out == [Free(c.worker, ["a"])]
+    assert "a" not in s.tasks
+    assert [e[1:3] for e in s.story("a")] == [("released", "waiting"), ("waiting", "queued"),
+                                              ("queued", "processing"), ("processing", "memory"),
+                                              ("memory", "released"), ("released", "forgotten")]
+
+
+def test_dependency_runs_after_input_and_on_holder():
+    s = make()
+    s.handle_update_graph("c", [TaskSpec("x", "sx", ()), TaskSpec("y", "sy", ("x",))], ["y"], "s1")
+    assert s.tasks["y"].state == "waiting"
+    wx = s.tasks["x"].processing_on.address
+    out = s.handle_task_finished(wx, "x", 100, "int", "s2")
+    (cy,) = computes(out)
+    assert cy.key == "y" and cy.worker == wx and cy.deps == {"x": [wx]}
+    out = s.handle_task_finished(wx, "y", 8, "int", "s3")
+    # x is no longer needed by anyone once y is done: it is freed in the same step.
+    assert Free(wx, ["x"]) in out and ("y", "memory") in reports(out)
+    assert s.tasks["x"].state == "released"
+
+
+def test_saturation_queues_excess_and_fills_on_completion():
+    s = make(nworkers=1, nthreads=1, saturation=2.0)
+    specs = [TaskSpec(f"t{i}", i, (), priority=0) for i in range(5)]
+    out = s.handle_update_graph("c", specs, [t.key for t in specs], "s1")
+    assert [c.key for c in computes(out)] == ["t0", "t1"]
+    assert sum(ts.state == "queued" for ts in s.tasks.values()) == 3
+    out = s.handle_task_finished("w0", "t0", 1, "int", "s2")
+    assert [c.key for c in computes(out)] == ["t2"]
+
+
+def test_priority_orders_queue():
+    s = make(nworkers=1, nthreads=1, saturation=1.0)
+    s.handle_update_graph("c", [TaskSpec("busy", 0, ())], ["busy"], "s0")
+    s.handle_update_graph("c", [TaskSpec("low", 0, ())], ["low"], "s1")
+    s.handle_update_graph("c", [TaskSpec("high", 0, (), priority=10)], ["high"], "s2")
+    out = s.handle_task_finished("w0", "busy", 1, "int", "s3")
+    assert [c.key for c in computes(out)] == ["high"]
+
+
+def test_error_propagates_to_dependents_with_blame():
+    s = make()
+    s.handle_update_graph("c", [TaskSpec("x", 0, ()), TaskSpec("y", 0, ("x",))], ["x", "y"], "s1")
+    w = s.tasks["x"].processing_on.address
+    out = s.handle_task_erred(w, "x", "EXC", "TB", "s2")
+    assert sorted(reports(out)) == [("x", "erred"), ("y", "erred")]
+    assert s.tasks["y"].blame == "x" and s.tasks["y"].exception == "EXC"
+
+
+def test_retries_rerun_then_fail():
+    s = make(nworkers=1)
+    s.handle_update_graph("c", [TaskSpec("x", 0, (), retries=1)], ["x"], "s1")
+    out = s.handle_task_erred("w0", "x", "E", "T", "s2")
+    assert [c.key for c in computes(out)] == ["x"]
+    out = s.handle_task_erred("w0", "x", "E", "T", "s3")
+    assert reports(out) == [("x", "erred")]
+
+
+def test_worker_death_reruns_processing_and_recomputes_lost_data():
+    s = make(nworkers=2)
+    s.handle_update_graph("c", [TaskSpec("x", 0, ())], ["x"], "s1")
+    wx = s.tasks["x"].processing_on.address
+    s.handle_task_finished(wx, "x", 1, "int", "s2")
+    s.handle_update_graph("c", [TaskSpec("y", 0, ("x",))], ["y"], "s3")
+    wy = s.tasks["y"].processing_on.address
+    assert wy == wx
+    out = s.handle_remove_worker(wx, "s4")
+    other = next(iter(s.workers))
+    assert ("x", "lost") in reports(out)
+    assert [c.key for c in computes(out)] == ["x"]
+    assert s.tasks["y"].state == "waiting"
+    out = s.handle_task_finished(other, "x", 1, "int", "s5")
+    assert [c.key for c in computes(out)] == ["y"]
+
+
+def test_task_killing_workers_fails_with_killed_worker():
+    s = SchedulerState(allowed_failures=1, validate=True)
+    s.handle_add_client("c")
+    s.handle_add_worker("w0", 1, "a")
+    s.handle_update_graph("c", [TaskSpec("bomb", 0, ())], ["bomb"], "s1")
+    for i in range(2):
+        s.handle_add_worker(f"w{i + 1}", 1, "a")
+        out = s.handle_remove_worker(s.tasks["bomb"].processing_on.address, f"kill{i}")
+    assert reports(out) == [("bomb", "erred")]
+    assert isinstance(s.tasks["bomb"].exception, KilledWorker)
+
+
+def test_release_while_processing_frees_on_finish():
+    s = make(nworkers=1)
+    s.handle_update_graph("c", [TaskSpec("x", 0, ())], ["x"], "s1")
+    out = s.handle_release_keys("c", ["x"], "s2")
+    assert out == [Free("w0", ["x"])]
+    assert "x" not in s.tasks
+    out = s.handle_task_finished("w0", "x", 1, "int", "s3")
+    assert out == [Free("w0", ["x"])]
+
+
+def test_cancel_cascades_to_dependents():
+    s = make()
+    s.handle_update_graph("c", [TaskSpec("x", 0, ()), TaskSpec("y", 0, ("x",))], ["x", "y"], "s1")
+    out = s.handle_cancel(["x"], "cancelled by user", "s2")
+    assert sorted(reports(out)) == [("x", "cancelled"), ("y", "cancelled")]
+    assert not s.tasks
+
+
+def test_restrictions_and_unrunnable_until_worker_joins():
+    s = make(nworkers=1)
+    s.handle_update_graph("c", [TaskSpec("x", 0, (), workers=("w9",))], ["x"], "s1")
+    assert s.tasks["x"].state == "queued"
+    out = s.handle_add_worker("w9", 1, "s2")
+    assert [(c.key, c.worker) for c in computes(out)] == [("x", "w9")]
+
+
+def test_missing_dependency_errs_clearly():
+    s = make()
+    out = s.handle_update_graph("c", [TaskSpec("y", 0, ("gone",))], ["y"], "s1")
+    assert reports(out) == [("y", "erred")]
+    assert "gone" in str(s.tasks["y"].exception)
+
+
+def test_scattered_data_and_pure_dedup():
+    s = make()
+    out = s.handle_update_data("c", {"d": ["w1"]}, {"d": 10}, {"d": "int"}, "s1")
+    assert reports(out) == [("d", "memory")]
+    s.handle_update_graph("c", [TaskSpec("y", 0, ("d",))], ["y"], "s2")
+    assert s.tasks["y"].processing_on.address == "w1"
+    again = s.handle_update_graph("c", [TaskSpec("y", 0, ("d",))], ["y"], "s3")
+    assert computes(again) == []
+
+
+def test_many_tasks_hypothesis_style_invariants():
+    s = make(nworkers=3, nthreads=2)
+    keys = [f"k{i}" for i in range(200)]
+    specs = [TaskSpec(k, 0, (keys[i - 1],) if i % 3 else ()) for i, k in enumerate(keys)]
+    out = s.handle_update_graph("c", specs, keys, "s1")
+    done = 0
+    pending = computes(out)
+    while pending:
+        c = pending.pop(0)
+        out = s.handle_task_finished(c.worker, c.key, 1, "int", f"f{done}")
+        pending.extend(computes(out))
+        done += 1
+    assert done == 200
+    assert all(ts.state == "memory" for ts in s.tasks.values())
+    s.handle_release_keys("c", keys, "end")
+    assert not s.tasks
