@@ -55,6 +55,7 @@ class Handler(NamedTuple):
     wants_reply: bool
     wants_origin: bool
     is_async: bool
+    var_keyword: bool = False  # ``**fields``: accepts fields beyond its named parameters
 
 
 # Parameters the host supplies itself; never read from the message.
@@ -70,12 +71,13 @@ def _build_handlers(cls: type) -> dict[str, Handler]:
         if not callable(fn):
             continue
         sig = inspect.signature(fn)
-        params = [p for p in list(sig.parameters.values())[1:] if p.kind is not p.VAR_KEYWORD]
+        all_params = list(sig.parameters.values())[1:]
+        params = [p for p in all_params if p.kind is not p.VAR_KEYWORD]
         names = frozenset(p.name for p in params) - _INJECTED
         required = frozenset(p.name for p in params if p.default is p.empty) - _INJECTED
         table[attr[len("handle_"):]] = Handler(
             attr, names, required, "reply" in sig.parameters, "origin" in sig.parameters,
-            inspect.iscoroutinefunction(fn),
+            inspect.iscoroutinefunction(fn), any(p.kind is p.VAR_KEYWORD for p in all_params),
         )
     return table
 
@@ -103,10 +105,10 @@ class Actor:
         """Called when the actor is removed from its host."""
 
     # conveniences ----------------------------------------------------------
-    def tell(self, ref: ActorRef, op: str, **fields: Any) -> None:
+    def tell(self, ref: ActorRef, op: str, /, **fields: Any) -> None:
         self.host.tell(ref, op, **fields)
 
-    def ask(self, ref: ActorRef, op: str, **fields: Any) -> "asyncio.Future[Any]":
+    def ask(self, ref: ActorRef, op: str, /, **fields: Any) -> "asyncio.Future[Any]":
         return self.host.ask(ref, op, **fields)
 
     def __repr__(self) -> str:

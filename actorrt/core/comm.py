@@ -15,9 +15,12 @@ Wire format of one write (one *batch* of messages)::
     frame 1..n-1    out-of-band pickle buffers
 
 Before any message carrying a pickle is read, both ends prove they know the
-cluster's secret: each sends a hello with a random nonce, then an HMAC over the
-peer's nonce and its own. Until then only plain msgpack without extension types is
-decoded, so an unauthenticated peer can never make us load a pickle.
+cluster's secret: each sends a hello with a random nonce, then an HMAC over its
+role (``connect`` or ``accept``), the peer's nonce and its own. The role keeps a
+listener from being used as an oracle for its own challenge (a reflection attack:
+open a second connection, hand it the first one's nonce, replay its answer). Until
+then only small frames of plain msgpack without extension types are decoded, so an
+unauthenticated peer can never make us load a pickle nor buffer much.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import logging
 import os
 import socket
 import struct
+import weakref
 from typing import Any, Callable
 
 import msgpack
@@ -40,6 +44,7 @@ logger = logging.getLogger("actorrt.comm")
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
 MAX_FRAMES = 1 << 16
+MAX_HANDSHAKE_BYTES = 4096
 _HEAD = struct.Struct("!I")
 
 OnMessages = Callable[[list, "Comm"], None]
@@ -63,8 +68,13 @@ def split_host_port(rest: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _mac(secret: bytes, first: bytes, second: bytes) -> bytes:
-    return hmac.new(secret, b"actorrt-auth" + first + second, hashlib.sha256).digest()
+ROLE_CONNECT = b"connect"
+ROLE_ACCEPT = b"accept"
+
+
+def _mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
+    """Proof sent by the side playing ``role``: HMAC over (role, peer nonce, own nonce)."""
+    return hmac.new(secret, b"actorrt-auth:" + role + b":" + first + second, hashlib.sha256).digest()
 
 
 class Comm:
@@ -77,6 +87,9 @@ class Comm:
         self.closed = False
         self.on_messages: OnMessages | None = None
         self.on_close: OnClose | None = None
+        # Called with (message, exception) for a message that cannot be encoded, so
+        # the host can fail the ask or send an error reply instead of going silent.
+        self.on_unencodable: Callable[[Any, BaseException], None] | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._outbox: list = []
@@ -124,9 +137,11 @@ class TCPComm(Comm, asyncio.Protocol):
         ref_type: type,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         on_open: Callable[["TCPComm"], None] | None = None,
+        accepting: bool = False,
     ) -> None:
         Comm.__init__(self)
         self.local_address = local_address
+        self._role, self._peer_role = (ROLE_ACCEPT, ROLE_CONNECT) if accepting else (ROLE_CONNECT, ROLE_ACCEPT)
         self._secret = secret
         self._ref_type = ref_type
         self._max_frame = max_frame_bytes
@@ -148,6 +163,9 @@ class TCPComm(Comm, asyncio.Protocol):
         self._write_frames([msgpack.packb(hello)])
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._buf and not self.closed:
+            logger.warning("connection from %s closed in the middle of a frame (%d bytes unread)",
+                           self.peer_address or self._peername(), len(self._buf))
         self._closed(CommClosedError(f"connection to {self.peer_address} lost" + (f": {exc}" if exc else "")))
 
     def data_received(self, data: bytes) -> None:
@@ -185,14 +203,16 @@ class TCPComm(Comm, asyncio.Protocol):
             return None, pos
         lengths = struct.unpack_from(f"!{n}Q", buf, pos + 4)
         total = sum(lengths)
-        if total > self._max_frame:
-            raise ValueError(f"message of {total} bytes exceeds the limit of {self._max_frame}")
+        limit = self._max_frame if self._phase == "open" else MAX_HANDSHAKE_BYTES
+        if total > limit:
+            raise ValueError(f"message of {total} bytes exceeds the limit of {limit}")
         if avail < head + total:
             return None, pos
         frames = []
         off = pos + head
         for length in lengths:
-            frames.append(bytes(buf[off : off + length]))
+            # One copy, and writable: numpy arrays loaded from these buffers must be too.
+            frames.append(buf[off : off + length])
             off += length
         return frames, off
 
@@ -212,14 +232,17 @@ class TCPComm(Comm, asyncio.Protocol):
             nonce = msg.get("nonce")
             if not isinstance(nonce, bytes) or len(nonce) != 16:
                 raise ValueError("malformed handshake nonce")
+            address = msg.get("address")
+            if address is not None and not isinstance(address, str):
+                raise ValueError("malformed handshake address")
             self._peer_nonce = nonce
-            self.peer_address = msg.get("address")
-            mac = _mac(self._secret, nonce, self._nonce) if self._secret else b""
+            self.peer_address = address
+            mac = _mac(self._secret, self._role, nonce, self._nonce) if self._secret else b""
             self._write_frames([msgpack.packb({"mac": mac})])
             self._phase = "proof"
         elif self._phase == "proof":
             mac = msg.get("mac")
-            expected = _mac(self._secret, self._nonce, self._peer_nonce) if self._secret else b""
+            expected = _mac(self._secret, self._peer_role, self._nonce, self._peer_nonce) if self._secret else b""
             if not isinstance(mac, bytes) or not hmac.compare_digest(mac, expected):
                 err = AuthenticationError(
                     f"peer {self._peername()} failed authentication (wrong or missing cluster secret)"
@@ -257,8 +280,11 @@ class TCPComm(Comm, asyncio.Protocol):
                 try:
                     pack_frames([m], self._ref_type)
                     good.append(m)
-                except Exception:
-                    logger.exception("dropping unencodable message %r", m[:2] if isinstance(m, (list, tuple)) else m)
+                except Exception as e:
+                    logger.error("dropping unencodable message %r: %s",
+                                 m[:2] if isinstance(m, (list, tuple)) else m, e)
+                    if self.on_unencodable is not None:
+                        self.on_unencodable(m, e)
             if good:
                 frames = pack_frames(good, self._ref_type)
         if frames is not None:
@@ -339,6 +365,8 @@ class Listener:
         self.shortcut = shortcut
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Accepted connections; those still in the handshake belong to nobody else.
+        self._accepted: weakref.WeakSet[TCPComm] = weakref.WeakSet()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -362,7 +390,10 @@ class Listener:
         _local_listeners[self.address] = self
 
     def _make_protocol(self) -> TCPComm:
-        return TCPComm(self.address, self.secret, self.ref_type, self.max_frame_bytes, on_open=self.on_comm)
+        comm = TCPComm(self.address, self.secret, self.ref_type, self.max_frame_bytes,
+                       on_open=self.on_comm, accepting=True)
+        self._accepted.add(comm)
+        return comm
 
     def accept_inproc(self, client_address: str | None) -> InprocComm:
         theirs, ours = inproc_pair(client_address, self.address)
@@ -376,6 +407,9 @@ class Listener:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        for comm in list(self._accepted):
+            if not comm.ready.done():  # opened ones are closed by their host
+                comm.close(CommClosedError(f"listener {self.address} stopped during the handshake"))
 
 
 # Listeners of this process, by address: a host connecting to one of these on the
@@ -385,27 +419,41 @@ _local_listeners: dict[str, Listener] = {}
 
 async def connect(address: str, *, local_address: str | None, secret: bytes | None,
                   ref_type: type, timeout: float = 10.0,
-                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, shortcut: bool = True) -> Comm:
-    """Open an authenticated connection to ``address``, retrying until ``timeout``."""
+                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, shortcut: bool = True,
+                  on_messages: OnMessages | None = None) -> Comm:
+    """Open an authenticated connection to ``address``, retrying until ``timeout``.
+
+    ``on_messages`` is installed before the handshake: the peer may send as soon as
+    it has verified us, possibly in the same read as its proof, before we return.
+    """
     scheme, rest = parse_address(address)
     loop = asyncio.get_running_loop()
     listener = _local_listeners.get(address)
     if listener is not None and listener._loop is loop and (listener.shortcut and shortcut or scheme == "inproc"):
-        return listener.accept_inproc(local_address)
+        theirs = listener.accept_inproc(local_address)
+        theirs.on_messages = on_messages
+        return theirs
     if scheme == "inproc":
         raise CommClosedError(f"no in-process listener at {address}")
     host, port = split_host_port(rest)
     deadline = loop.time() + timeout
     delay = 0.01
+
+    def factory() -> TCPComm:
+        comm = TCPComm(local_address, secret, ref_type, max_frame_bytes)
+        comm.on_messages = on_messages
+        return comm
+
     while True:
         try:
             _, comm = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: TCPComm(local_address, secret, ref_type, max_frame_bytes), host, port
-                ),
-                max(0.01, deadline - loop.time()),
+                loop.create_connection(factory, host, port), max(0.01, deadline - loop.time()),
             )
-            await asyncio.wait_for(comm.ready, max(0.01, deadline - loop.time()))
+            try:
+                await asyncio.wait_for(asyncio.shield(comm.ready), max(0.01, deadline - loop.time()))
+            except BaseException:  # timed out or cancelled mid-handshake: do not leak the socket
+                comm.close()
+                raise
             return comm
         except AuthenticationError:
             raise

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .comm import Comm, CommClosedError, Listener, connect
-from .errors import ActorNotFoundError, BadMessageError, UnknownOpError
+from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
 from .serialize import Pickled, dumps_exception, loads_exception
 
 logger = logging.getLogger("actorrt.host")
@@ -71,8 +71,11 @@ class Host:
         self.status = "closing"
         for actor_id in list(self.actors):
             self.stop_actor(actor_id)
-        for task in list(self._connecting.values()):
+        connecting = list(self._connecting.values())
+        for task in connecting:
             task.cancel()
+        # Await them: a connect cancelled mid-handshake closes its socket as it unwinds.
+        await asyncio.gather(*connecting, return_exceptions=True)
         if self._listener is not None:
             await self._listener.stop()
         for comm in list(self._all_comms):
@@ -111,10 +114,10 @@ class Host:
             fail_open_replies(actor)
 
     # sending ---------------------------------------------------------------
-    def tell(self, ref: ActorRef, op: str, **fields: Any) -> None:
+    def tell(self, ref: ActorRef, op: str, /, **fields: Any) -> None:
         self._send(ref.address, [ref.id, op, 0, fields])
 
-    def ask(self, ref: ActorRef, op: str, **fields: Any) -> "asyncio.Future[Any]":
+    def ask(self, ref: ActorRef, op: str, /, **fields: Any) -> "asyncio.Future[Any]":
         assert self.loop is not None, "host not started"
         fut = self.loop.create_future()
         rid = next(self._rids)
@@ -180,7 +183,8 @@ class Host:
             return comm
         comm = await connect(address, local_address=self.address, secret=self.secret,
                              ref_type=ActorRef, timeout=self.connect_timeout,
-                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut)
+                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
+                             on_messages=self._on_messages)
         if self.status in ("closing", "closed"):
             comm.close()
             raise CommClosedError(f"host {self.address} closed while connecting")
@@ -194,6 +198,7 @@ class Host:
     def _adopt(self, comm: Comm, address: str | None) -> None:
         comm.on_messages = self._on_messages
         comm.on_close = self._on_comm_closed
+        comm.on_unencodable = lambda msg, exc: self._on_unencodable(comm, msg, exc)
         self._all_comms.add(comm)
         if address and (address not in self._comms or self._comms[address].closed):
             self._comms[address] = comm
@@ -211,6 +216,16 @@ class Host:
                     cb(address, comm)
                 except Exception:
                     logger.exception("peer-lost callback failed")
+
+    def _on_unencodable(self, comm: Comm, msg: Any, exc: BaseException) -> None:
+        """A message could not be encoded: every ask still resolves."""
+        if not (isinstance(msg, list) and len(msg) == 4 and msg[2]):
+            return
+        err = SerializationError(f"cannot send {msg[1]!r} to {comm.peer_address}: {exc}")
+        if msg[1] == REPLY:
+            self._reply(comm, msg[2], False, err)
+        else:
+            self._fail_rid(msg[2], err)
 
     def _fail_pending(self, comm: Comm | None, exc: Exception) -> None:
         rids = list(self._pending) if comm is None else self._pending_by_comm.pop(comm, ())
@@ -232,28 +247,30 @@ class Host:
         for msg in batch:
             try:
                 dest, op, rid, fields = msg
-            except (TypeError, ValueError):
-                logger.warning("dropping malformed message from %s", comm)
-                continue
-            if op == REPLY:
-                self._on_reply(rid, fields)
-                continue
-            actor = actors.get(dest)
-            if actor is None:
-                if rid:
-                    self._reply(comm, rid, False, ActorNotFoundError(
-                        f"no actor {dest!r} on {self.address} (op {op!r})"))
-                else:
-                    logger.debug("dropping %r for missing actor %r", op, dest)
-                continue
-            self._dispatch(actor, op, rid, fields, comm)
+                if op == REPLY:
+                    self._on_reply(rid, fields)
+                    continue
+                actor = actors.get(dest)
+                if actor is None:
+                    if rid:
+                        self._reply(comm, rid, False, ActorNotFoundError(
+                            f"no actor {dest!r} on {self.address} (op {op!r})"))
+                    else:
+                        logger.debug("dropping %r for missing actor %r", op, dest)
+                    continue
+                self._dispatch(actor, op, rid, fields, comm)
+            except Exception as e:
+                # A malformed message (unhashable id, reply that is not a map...) from
+                # a peer: drop it, keep the rest of the batch and the connection.
+                logger.warning("dropping malformed message %.200r from %s: %s", msg, comm, e)
 
     def _dispatch(self, actor: Actor, op: str, rid: int, fields: Any, comm: Comm | None) -> None:
         handler = actor._handlers.get(op) if isinstance(op, str) else None
         if handler is None:
             self._reply_or_log(comm, rid, UnknownOpError(f"{type(actor).__name__} has no op {op!r}"))
             return
-        if not isinstance(fields, dict) or not (handler.required <= fields.keys() <= handler.params):
+        if not isinstance(fields, dict) or not (
+                handler.required <= fields.keys() and (handler.var_keyword or fields.keys() <= handler.params)):
             self._reply_or_log(comm, rid, _field_error(actor, op, handler, fields))
             return
         kwargs = fields
@@ -274,15 +291,24 @@ class Host:
             return
         if handler.is_async:
             task = own_task(actor, result)
-            if not handler.wants_reply:
+            if handler.wants_reply:
+                task.add_done_callback(lambda t: self._fail_reply_from_task(t, reply, actor, op))
+            else:
                 task.add_done_callback(lambda t: self._reply_from_task(t, comm, rid, actor, op))
             return
         if rid and not handler.wants_reply:
             self._reply(comm, rid, True, result)
 
+    @staticmethod
+    def _fail_reply_from_task(task: asyncio.Task, reply: Reply, actor: Actor, op: str) -> None:
+        # An async handler that took `reply` and then raised must not leave its ask hanging.
+        if task.cancelled():
+            reply.fail(ActorDeadError(f"actor {actor.id!r} stopped while handling {op!r}"))
+        elif task.exception() is not None:
+            reply.fail(task.exception())  # type: ignore[arg-type]
+
     def _reply_from_task(self, task: asyncio.Task, comm: Comm | None, rid: int, actor: Actor, op: str) -> None:
         if task.cancelled():
-            from .errors import ActorDeadError
             self._reply_or_log(comm, rid, ActorDeadError(f"actor {actor.id!r} stopped while handling {op!r}"))
         elif task.exception() is not None:
             self._reply_or_log(comm, rid, task.exception())  # type: ignore[arg-type]
@@ -324,6 +350,8 @@ class Host:
         if entry is None:
             return  # the asker gave up (timeout) or the host is closing
         fut, comm = entry
+        if not isinstance(fields, dict):
+            fields = {"exc": BadMessageError(f"malformed reply {fields!r}")}
         if comm is not None:
             rids = self._pending_by_comm.get(comm)
             if rids is not None:

@@ -10,6 +10,7 @@ unpickles user code); only the host that needs the object calls :meth:`Pickled.l
 """
 from __future__ import annotations
 
+import io
 import pickle
 import traceback
 from typing import Any, Iterable
@@ -40,25 +41,37 @@ class Pickled:
     @classmethod
     def dumps(cls, obj: Any, what: str = "object") -> "Pickled":
         """Pickle ``obj``; raise :class:`SerializationError` naming it on failure."""
-        buffers: list[pickle.PickleBuffer] = []
+        buffers: list[Any] = []
 
         def keep_large(buf: pickle.PickleBuffer) -> bool:
             # Returning False keeps the buffer out of band (a frame of its own).
-            if buf.raw().nbytes >= OOB_MIN_BYTES:
-                buffers.append(buf)
+            raw = buf.raw()
+            if raw.nbytes >= OOB_MIN_BYTES:
+                buffers.append(raw)
                 return False
             return True
 
         try:
-            header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large)
+            if _has_large_bytes(obj):
+                # The C pickler writes exact bytes/bytearray in band without asking
+                # reducer_override, so only persistent_id can take them out of band.
+                f = io.BytesIO()
+                pickler = _BytesPickler(f, protocol=5, buffer_callback=keep_large)
+                pickler.dump(obj)
+                header = f.getvalue()
+                buffers.extend(reversed(pickler.oob))  # persistent id -i-1 indexes from the end
+            else:
+                header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large)
         except Exception as e:
             raise SerializationError(
                 f"cannot pickle {what} {_short_repr(obj)}: {type(e).__name__}: {e}"
             ) from e
-        return cls(header, [b.raw() for b in buffers])
+        return cls(header, buffers)
 
     def loads(self) -> Any:
-        return pickle.loads(self.header, buffers=self.buffers)
+        if _BINPERSID not in self.header:  # fast path; 'Q' in data only costs the slow one
+            return pickle.loads(self.header, buffers=self.buffers)
+        return _BytesUnpickler(io.BytesIO(self.header), buffers=self.buffers).load()
 
     @property
     def nbytes(self) -> int:
@@ -78,6 +91,72 @@ class Pickled:
 
     def __repr__(self) -> str:
         return f"<Pickled {self.nbytes} bytes, {len(self.buffers)} buffers>"
+
+
+_BINPERSID = pickle.BINPERSID
+
+
+def _has_large_bytes(obj: Any, depth: int = 3) -> bool:
+    """Cheap look for big bytes/bytearray near the top of ``obj`` (task args, results).
+
+    Pickling with a ``persistent_id`` costs a Python call per object (3x slower on a
+    list of a million ints), so we pay it only when it moves a large buffer. Bytes
+    buried deeper than this stay in band: correct, one copy more.
+    """
+    t = type(obj)
+    if t is bytes or t is bytearray:
+        return len(obj) >= OOB_MIN_BYTES
+    if depth > 1:
+        if (t is tuple or t is list) and len(obj) <= 64:
+            return any(_has_large_bytes(x, depth - 1) for x in obj)
+        if t is dict and len(obj) <= 64:
+            return any(_has_large_bytes(x, depth - 1) for x in obj.values())
+    return False
+
+
+class _BytesPickler(cloudpickle.Pickler):
+    """cloudpickle, with large bytes/bytearray referenced by persistent id.
+
+    Their buffers are appended after protocol-5 buffers, in reverse, so id ``-i-1``
+    indexes from the end and the unpickler's in-order buffer stream is undisturbed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.oob: list[Any] = []
+        self._seen: dict[int, int] = {}  # persistent_id runs before the memo: dedupe here
+
+    def persistent_id(self, obj: Any) -> Any:
+        t = type(obj)
+        if (t is bytes or t is bytearray) and len(obj) >= OOB_MIN_BYTES:
+            index = self._seen.get(id(obj))
+            if index is None:
+                self.oob.append(obj)
+                index = self._seen[id(obj)] = -len(self.oob)
+            return (t is bytearray, index)
+        return None
+
+
+class _BytesUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, *, buffers: list[Any]) -> None:
+        super().__init__(file, buffers=buffers)
+        self._buffers = buffers
+        self._loaded: dict[Any, Any] = {}  # keep aliasing: one object per persistent id
+
+    def persistent_load(self, pid: Any) -> Any:
+        obj = self._loaded.get(pid)
+        if obj is None:
+            try:
+                mutable, index = pid
+                buf = self._buffers[index]
+            except Exception:
+                raise pickle.UnpicklingError(f"bad persistent id {pid!r}") from None
+            if mutable:
+                obj = bytearray(buf)
+            else:
+                obj = buf if type(buf) is bytes else bytes(buf)
+            self._loaded[pid] = obj
+        return obj
 
 
 def _short_repr(obj: Any, limit: int = 80) -> str:
@@ -108,16 +187,18 @@ def dumps_exception(exc: BaseException) -> tuple[Pickled, str]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         blob = Pickled.dumps(exc, what="exception")
-        pickle.loads(blob.header, buffers=blob.buffers)  # some exceptions pickle but cannot load
+        blob.loads()  # some exceptions pickle but cannot load
     except Exception:
-        blob = Pickled.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        blob = Pickled.dumps(RuntimeError(f"{type(exc).__name__}: {_short_repr(exc, 1000)}"))
     return blob, tb
 
 
 def loads_exception(blob: Pickled, tb: str | None) -> BaseException:
     """Rebuild a remote exception with its remote traceback attached as the cause."""
     exc = blob.loads()
-    if tb and isinstance(exc, BaseException):
+    if not isinstance(exc, BaseException):
+        return TypeError(f"remote error is not an exception: {_short_repr(exc)}")
+    if tb:
         exc.__cause__ = RemoteTraceback(tb)
     return exc
 
@@ -150,14 +231,26 @@ def unpack_frames(frames: list[Any], ref_type: type) -> list[Any]:
     """Decode frames made by :func:`pack_frames`; buffers become zero-copy views."""
 
     def ext_hook(code: int, data: bytes) -> Any:
+        # Malformed input of any shape is a ValueError, so the transport can tell a
+        # bad peer from a bug of ours.
         if code == EXT_PICKLE:
-            header, start, n = msgpack.unpackb(data)
-            if start < 1 or start + n > len(frames):
+            value = msgpack.unpackb(data)
+            if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], bytes)
+                    and type(value[1]) is int and type(value[2]) is int):
+                raise ValueError("malformed pickle extension")
+            header, start, n = value
+            if start < 1 or n < 0 or start + n > len(frames):
                 raise ValueError("pickle refers to a missing buffer frame")
             return Pickled(header, list(frames[start : start + n]))
         if code == EXT_REF:
-            return ref_type(*msgpack.unpackb(data, raw=False))
+            value = msgpack.unpackb(data, raw=False)
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+                raise ValueError("malformed actor ref extension")
+            return ref_type(*value)
         raise ValueError(f"unknown msgpack extension type {code}")
+
+    if not frames:
+        raise ValueError("no frames")
 
     messages = msgpack.unpackb(
         frames[0], ext_hook=ext_hook, raw=False, use_list=True, strict_map_key=False

@@ -1,0 +1,29 @@
+"""actorrt: an actor-centric distributed runtime with the dask.distributed futures API.
+
+>>> from actorrt import Client            # doctest: +SKIP
+>>> client = Client()                      # doctest: +SKIP
+>>> client.submit(sum, [1, 2]).result()    # doctest: +SKIP
+3
+"""
+from .client.client import Client
+from .client.future import CancelledError, Future, FutureCancelledError, futures_of
+from .context import get_client, get_worker, rejoin, secede, worker_client
+from .core.errors import ActorDeadError, CommClosedError, SerializationError
+from .deploy.local import LocalCluster
+from .scheduler.state import KilledWorker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorDeadError", "CancelledError", "Client", "CommClosedError", "Future",
+    "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
+    "get_client", "get_worker", "rejoin", "secede", "worker_client",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("actorrt."):
+        try:
+            _obj.__module__ = "actorrt"
+        except (AttributeError, TypeError):
+            pass

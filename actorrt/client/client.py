@@ -1,0 +1,710 @@
+"""The Client: dask.distributed's futures API over actorrt's actors.
+
+The async code is the truth; the sync face runs it on the client's loop thread.
+Submitting is cheap and never blocks: the task is pickled in the caller's thread (so
+an unpicklable argument fails right there), a Future is returned, and the task joins
+an outbox that goes to the scheduler as one message per loop turn.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import itertools
+import logging
+import os
+import random
+import threading
+import uuid
+import weakref
+from typing import Any, Callable, Iterable
+
+from ..core import Actor, ActorRef, Host, Pickled
+from ..core.errors import CommClosedError
+from ..spec import funcname, pack_args, replace_refs, substitute
+from ..utils import LoopRunner
+from .future import DONE, CancelledError, Future, FutureState, futures_of
+
+logger = logging.getLogger("actorrt.client")
+
+SCHEDULER_ID = "scheduler"
+WORKER_ID = "worker"
+
+_default_client: "weakref.ref[Client] | None" = None
+
+
+def default_client() -> "Client | None":
+    c = _default_client() if _default_client is not None else None
+    return c if c is not None and c.status == "running" else None
+
+
+class ClientActor(Actor):
+    """Receives the scheduler's reports about this client's keys."""
+
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+
+    def handle_report(self, msgs: list) -> None:
+        futures = self.client._states
+        for key, status, info in msgs:
+            st = futures.get(key)
+            if st is None:
+                continue
+            if status == "memory":
+                st.finish(info.get("workers", []), info.get("type"))
+            elif status == "erred":
+                st.err(info.get("exception"), info.get("traceback"))
+            elif status == "cancelled":
+                st.cancel(info.get("reason"))
+            elif status == "lost":
+                st.lost()
+
+
+class Client:
+    """Connect to a cluster (or start a local one) and run work on it.
+
+    >>> client = Client()                          # doctest: +SKIP
+    >>> client.submit(lambda x: x + 1, 1).result() # doctest: +SKIP
+    2
+    """
+
+    def __init__(self, address: Any = None, *, n_workers: int | None = None,
+                 threads_per_worker: int | None = None, processes: bool = True,
+                 asynchronous: bool = False, timeout: float = 30, secret: bytes | str | None = None,
+                 set_as_default: bool = True, name: str | None = None, **cluster_kwargs: Any) -> None:
+        self.asynchronous = asynchronous
+        self.id = f"client-{name or ''}{uuid.uuid4().hex[:12]}"
+        self.status = "created"
+        self.timeout = timeout
+        self.cluster: Any = None
+        self._own_cluster = False
+        self._address = address
+        self._secret = _secret_bytes(secret)
+        self._cluster_args = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                  processes=processes, **cluster_kwargs)
+        self._set_as_default = set_as_default
+        self._states: dict[str, FutureState] = {}
+        self._refcount: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._outbox: list[list] = []
+        self._flush_scheduled = False
+        self._fn_cache: dict[int, tuple[Any, Pickled]] = {}
+        self._counter = itertools.count()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._own_host = True
+        self._loop_runner: LoopRunner | None = None
+        self.host: Host
+        self.scheduler: ActorRef
+        self.loop: asyncio.AbstractEventLoop
+        self._loop_thread: int | None = None
+        self._start_task: Any = None
+        if not asynchronous:
+            self._loop_runner = LoopRunner("actorrt-client")
+            self.loop = self._loop_runner.loop
+            self._loop_thread = self._loop_runner.thread.ident
+            try:
+                self._loop_runner.run(self._start, timeout=timeout + 5)
+            except BaseException:
+                self._loop_runner.run(self._close_async)
+                self._loop_runner.stop()
+                raise
+
+    @classmethod
+    def _on_host(cls, host: Host, scheduler_address: str, asynchronous: bool = False) -> "Client":
+        """A client sharing an existing host (a worker's), its loop and its connections."""
+        self = cls.__new__(cls)
+        cls.__init__(self, scheduler_address, asynchronous=True, set_as_default=False)
+        self.asynchronous = asynchronous
+        self._own_host = False
+        self.host = host
+        assert host.loop is not None
+        self.loop = host.loop
+        self._loop_thread = threading.get_ident()  # built on the host's loop thread
+        self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
+        host.spawn(ClientActor(self), self.id)
+        self.status = "running"
+        host.tell(self.scheduler, "register_client", client=self.id, ref=ActorRef(host.address, self.id))
+        return self
+
+    # --- start and stop -------------------------------------------------------
+    def __await__(self) -> Any:
+        return self._started().__await__()
+
+    async def _started(self) -> "Client":
+        if self.status == "created":
+            await self._start()
+        return self
+
+    async def _start(self) -> "Client":
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        address = self._address
+        if address is None:
+            from ..deploy.local import LocalCluster
+            args = {k: v for k, v in self._cluster_args.items() if v is not None}
+            self.cluster = LocalCluster(asynchronous=True, **args)
+            await self.cluster
+            self._own_cluster = True
+            address = self.cluster.scheduler_address
+            self._secret = self.cluster.secret
+        elif not isinstance(address, str):  # a cluster object
+            self.cluster = address
+            if getattr(address, "asynchronous", True):
+                await address
+            address = address.scheduler_address
+            self._secret = self._secret or getattr(self.cluster, "secret", None)
+        if self._secret is None and os.environ.get("ACTORRT_SECRET"):
+            self._secret = _secret_bytes(os.environ["ACTORRT_SECRET"])
+        self.host = Host(None, secret=self._secret, name="client", connect_timeout=self.timeout)
+        await self.host.start()
+        self.scheduler = ActorRef(address, SCHEDULER_ID)
+        actor = ClientActor(self)
+        self.host.spawn(actor, self.id)
+        await asyncio.wait_for(
+            self.host.ask(self.scheduler, "register_client", client=self.id, ref=actor.ref),
+            self.timeout)
+        self.host.peer_lost_callbacks.append(self._on_peer_lost)
+        self.status = "running"
+        if self._set_as_default:
+            global _default_client
+            _default_client = weakref.ref(self)
+        return self
+
+    def _on_peer_lost(self, address: str, comm: Any) -> None:
+        if address == self.scheduler.address and self.status == "running":
+            logger.warning("client %s lost its scheduler at %s", self.id, address)
+            for st in list(self._states.values()):
+                if not st.done():
+                    st.err(RuntimeError(f"lost connection to the scheduler at {address}"), None)
+
+    async def __aenter__(self) -> "Client":
+        return await self._started()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._close_async()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self, timeout: float | None = None) -> Any:
+        """Release everything this client holds; stop the cluster it started."""
+        if self.asynchronous:
+            return self._close_async()
+        if self.status in ("closing", "closed"):
+            return None
+        if self._loop_runner is not None:
+            try:
+                self._loop_runner.run(self._close_async, timeout=timeout or self.timeout)
+            finally:
+                self._loop_runner.stop()
+        else:
+            self.sync(self._close_async)
+        return None
+
+    async def _close_async(self) -> None:
+        if self.status in ("closing", "closed"):
+            return
+        was_running = self.status == "running"
+        self.status = "closing"
+        global _default_client
+        if _default_client is not None and _default_client() is self:
+            _default_client = None
+        if was_running:
+            self._flush()
+            try:
+                self.host.tell(self.scheduler, "unregister_client", client=self.id)
+            except CommClosedError:
+                pass
+        if self._own_host and hasattr(self, "host"):
+            # Let the unregister message leave before the connection goes.
+            await asyncio.sleep(0)
+            await self.host.close()
+        elif hasattr(self, "host"):
+            self.host.stop_actor(self.id)
+        if self._own_cluster and self.cluster is not None:
+            await self.cluster._close_async()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        for st in self._states.values():
+            if not st.done():
+                st.cancel("the client closed")
+        self.status = "closed"
+
+    # --- the sync face --------------------------------------------------------
+    def sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run coroutine function ``fn`` on the loop: awaitable if asynchronous, else its result.
+
+        Called from a task on a worker, the task's thread slot is given back while it
+        waits, so nested gathers cannot starve the pool (dask/distributed#4738).
+        """
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if self.asynchronous:
+            return fn(*args, **kwargs)
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("blocking call on the client's event loop; use `await` "
+                               "(Client(asynchronous=True)) from async code")
+        from ..worker.pool import current_job, current_pool
+        pool = current_pool()
+        seceded = pool is not None and current_job() is not None and pool.loop is self.loop and pool.secede()
+        try:
+            fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
+            return fut.result()
+        finally:
+            if seceded:
+                assert pool is not None
+                pool.rejoin()
+
+    def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _callback_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="actorrt-callback")
+        return self._executor
+
+    # --- futures bookkeeping -------------------------------------------------
+    def _register_future(self, key: str, inform: bool = False) -> FutureState:
+        with self._lock:
+            st = self._states.get(key)
+            if st is None:
+                st = self._states[key] = FutureState(key)
+                self._refcount[key] = 1
+                if inform:
+                    self._queue_locked("want_keys", key)
+            else:
+                self._refcount[key] += 1
+        return st
+
+    def _inc_ref(self, key: str) -> None:
+        with self._lock:
+            self._refcount[key] = self._refcount.get(key, 0) + 1
+
+    def _dec_ref(self, key: str) -> None:
+        with self._lock:
+            n = self._refcount.get(key, 0) - 1
+            if n > 0:
+                self._refcount[key] = n
+                return
+            self._refcount.pop(key, None)
+            st = self._states.pop(key, None)
+            if st is None or self.status not in ("running", "created"):
+                return
+            self._queue_locked("release_keys", key)
+
+    def _queue_locked(self, op: str, item: Any) -> None:
+        """Append to the scheduler outbox (lock held); consecutive ops of one kind merge."""
+        box = self._outbox
+        if box and box[-1][0] == op:
+            box[-1][1].append(item)
+        else:
+            box.append([op, [item]])
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            if threading.get_ident() == self._loop_thread:
+                self.loop.call_soon(self._flush)
+            else:
+                try:
+                    self.loop.call_soon_threadsafe(self._flush)
+                except RuntimeError:
+                    pass  # loop closed
+
+    def _flush(self) -> None:
+        with self._lock:
+            box, self._outbox = self._outbox, []
+            self._flush_scheduled = False
+        if self.status not in ("running", "closing"):
+            return
+        tell = self.host.tell
+        for op, items in box:
+            try:
+                if op == "update_graph":
+                    tasks = [t for t, _ in items]
+                    wanted = [k for _, k in items if k is not None]
+                    tell(self.scheduler, "update_graph", client=self.id, tasks=tasks, wanted=wanted)
+                elif op in ("release_keys", "want_keys"):
+                    tell(self.scheduler, op, client=self.id, keys=items)
+                elif op == "update_data":
+                    for who_has, nbytes, types in items:
+                        tell(self.scheduler, "update_data", client=self.id, who_has=who_has,
+                             nbytes=nbytes, types=types)
+                elif op == "cancel":
+                    for keys, force in items:
+                        tell(self.scheduler, "cancel", client=self.id, keys=keys, force=force)
+                elif op == "retry":
+                    tell(self.scheduler, "retry", keys=[k for ks in items for k in ks])
+            except CommClosedError:
+                logger.warning("scheduler connection closed; dropped %s", op)
+
+    # --- submitting ------------------------------------------------------------
+    def _pickled_function(self, func: Any) -> Pickled:
+        hit = self._fn_cache.get(id(func))
+        if hit is not None and hit[0] is func:
+            return hit[1]
+        blob = Pickled.dumps(func, what="function")
+        if len(self._fn_cache) > 1000:
+            self._fn_cache.clear()
+        self._fn_cache[id(func)] = (func, blob)
+        return blob
+
+    def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
+               workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
+               priority: int = 0, pure: bool | None = None, actor: bool = False, actors: bool = False,
+               **kwargs: Any) -> Future:
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future at once."""
+        if not callable(func):
+            raise TypeError(f"first argument to submit must be callable, got {type(func).__name__}: {func!r}")
+        self._check_running()
+        actor = actor or actors
+        if pure is None:
+            pure = not actor
+        fn_blob = self._pickled_function(func)
+        [future] = self._submit_batch(func, fn_blob, [(args, kwargs)], [key] if key else None, pure,
+                                      workers, allow_other_workers, retries or 0, priority, actor)
+        return future
+
+    def map(self, func: Callable[..., Any], *iterables: Iterable, key: str | list | None = None,
+            workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
+            priority: int = 0, pure: bool | None = None, actor: bool = False, actors: bool = False,
+            batch_size: int | None = None, **kwargs: Any) -> list[Future]:
+        """Submit ``func`` over the items of ``iterables``; one Future per item."""
+        if not callable(func):
+            raise TypeError(f"first argument to map must be callable, got {type(func).__name__}: {func!r}")
+        if not iterables:
+            raise TypeError("map needs at least one iterable")
+        for it in iterables:
+            if isinstance(it, (str, bytes, dict)) or not hasattr(it, "__iter__"):
+                raise TypeError(f"map's arguments must be iterables (not str, bytes or dict), got "
+                                f"{type(it).__name__}")
+        self._check_running()
+        actor = actor or actors
+        if pure is None:
+            pure = not actor
+        calls = [(args, kwargs) for args in zip(*iterables)]
+        keys: list[str] | None = None
+        if isinstance(key, (list, tuple)):
+            if len(key) != len(calls):
+                raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
+            keys = list(key)
+        fn_blob = self._pickled_function(func)
+        prefix = key if isinstance(key, str) else None
+        return self._submit_batch(func, fn_blob, calls, keys, pure, workers, allow_other_workers,
+                                  retries or 0, priority, actor, prefix=prefix)
+
+    def _submit_batch(self, func: Any, fn_blob: Pickled, calls: list[tuple[tuple, dict]],
+                      keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
+                      retries: int, priority: int, actor: bool, prefix: str | None = None) -> list[Future]:
+        name = prefix or funcname(func)
+        restrict = _normalize_workers(workers)
+        specs = []
+        out_keys = []
+        is_ref = self._ref_key
+        for i, (args, kwargs) in enumerate(calls):
+            deps: set[str] = set()
+            args2 = replace_refs(args, is_ref, deps)
+            kwargs2 = replace_refs(kwargs, is_ref, deps) if kwargs else kwargs
+            args_blob = pack_args(args2, kwargs2)
+            if keys is not None:
+                k = keys[i]
+            elif pure:
+                h = hashlib.blake2b(fn_blob.header, digest_size=16)
+                if args_blob is not None:
+                    h.update(args_blob.header)
+                    for b in args_blob.buffers:
+                        h.update(b)
+                k = f"{name}-{h.hexdigest()}"
+            else:
+                k = f"{name}-{uuid.uuid4().hex}"
+            out_keys.append(k)
+            specs.append([k, [fn_blob, args_blob], sorted(deps), name, priority, retries,
+                          restrict, allow_other_workers, actor])
+        futures = []
+        with self._lock:
+            states, refcount = self._states, self._refcount
+            for k, spec in zip(out_keys, specs):
+                st = states.get(k)
+                if st is None:
+                    st = states[k] = FutureState(k)
+                    refcount[k] = 1
+                    self._queue_locked("update_graph", (spec, k))
+                else:
+                    refcount[k] += 1
+                    if st.status == "cancelled":
+                        st.status = "pending"
+                        self._queue_locked("update_graph", (spec, k))
+                futures.append(Future.__new__(Future))
+                f = futures[-1]
+                f.key, f.client, f._state, f._released = k, self, st, False
+        return futures
+
+    def _ref_key(self, obj: Any) -> str | None:
+        if isinstance(obj, Future):
+            if obj.client is not self and obj.key not in self._states:
+                raise ValueError(f"{obj!r} belongs to another client")
+            return obj.key
+        return None
+
+    def _check_running(self) -> None:
+        if self.status not in ("running",):
+            raise RuntimeError(f"client is {self.status}; cannot submit work")
+
+    # --- gathering -------------------------------------------------------------
+    def gather(self, futures: Any, errors: str = "raise", direct: Any = None,
+               asynchronous: bool | None = None) -> Any:
+        """The values of ``futures`` (a Future or nested lists/tuples/dicts of them)."""
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        return self.sync(self._gather, futures, errors)
+
+    async def _gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
+        flat = futures_of(futures)
+        values = await self._gather_keys(flat, errors, timeout)
+        data = {f.key: v for f, v in zip(flat, values) if v is not _SKIP}
+        return _rebuild(futures, data, errors)
+
+    async def _wait_states(self, states: list[FutureState], timeout: float | None = None) -> None:
+        """Return once every state is done; TimeoutError after ``timeout`` seconds."""
+        pending = [st for st in states if not st.done()]
+        if not pending:
+            return
+        done = self.loop.create_future()
+        remaining = [len(pending)]
+
+        def one_done(_: FutureState) -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0 and not done.done():
+                done.set_result(None)
+
+        for st in pending:
+            st.add_callback(one_done)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{len([s for s in pending if not s.done()])} futures not done "
+                               f"after {timeout} s") from None
+
+    async def _gather_keys(self, futures: list[Future], errors: str, timeout: float | None) -> list:
+        loop = self.loop
+        deadline = None if timeout is None else loop.time() + timeout
+        values: dict[str, Any] = {}
+        for attempt in range(20):
+            states = [f._state for f in futures if f.key not in values]
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            await self._wait_states(states, remaining)
+            for st in states:
+                if st.status in ("error", "cancelled"):
+                    if errors == "raise":
+                        exc = st.exception()
+                        assert exc is not None
+                        raise exc
+                    values[st.key] = _SKIP
+            wanted = [st for st in states if st.status == "finished" and st.key not in values]
+            if not wanted:
+                break
+            got, missing = await self._fetch([st.key for st in wanted], {st.key: st.workers for st in wanted})
+            values.update(got)
+            if not missing:
+                break
+            # The holders lost the data: ask where it lives now, or wait for a recompute.
+            who_has = await self.host.ask(self.scheduler, "who_has", keys=missing)
+            for key in missing:
+                st = self._states.get(key)
+                if st is not None and st.status == "finished":
+                    if who_has.get(key):
+                        st.workers = who_has[key]
+                    else:
+                        st.lost()
+        return [values.get(f.key, _SKIP) for f in futures]
+
+    async def _fetch(self, keys: list[str], holders: dict[str, list[str]]) -> tuple[dict, list]:
+        by_worker: dict[str, list[str]] = {}
+        missing = []
+        for key in keys:
+            ws = holders.get(key)
+            if not ws:
+                missing.append(key)
+            else:
+                by_worker.setdefault(ws[0] if len(ws) == 1 else random.choice(ws), []).append(key)
+        replies = await asyncio.gather(*[
+            self.host.ask(ActorRef(w, WORKER_ID), "get_data", keys=ks) for w, ks in by_worker.items()
+        ], return_exceptions=True)
+        values: dict[str, Any] = {}
+        for (w, ks), reply in zip(by_worker.items(), replies):
+            if isinstance(reply, BaseException):
+                missing.extend(ks)
+                continue
+            for key in ks:
+                blob = reply.get(key)
+                if blob is None:
+                    missing.append(key)
+                else:
+                    values[key] = blob.loads()
+        return values, missing
+
+    # --- scatter -------------------------------------------------------------
+    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, hash: bool = True,
+                direct: Any = None, timeout: float | None = None) -> Any:
+        """Put local data on workers; returns Futures in the shape of ``data``."""
+        return self.sync(self._scatter, data, workers, broadcast, hash, timeout=timeout)
+
+    async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash_keys: bool,
+                       timeout: float | None = None) -> Any:
+        if isinstance(data, dict):
+            items = list(data.items())
+        elif isinstance(data, (list, tuple, set, frozenset)):
+            items = [(None, v) for v in data]
+        else:
+            items = [(None, data)]
+        blobs = []
+        for k, v in items:
+            blob = Pickled.dumps(v, what="scattered value")
+            if k is None:
+                if hash_keys:
+                    h = hashlib.blake2b(blob.header, digest_size=16)
+                    for b in blob.buffers:
+                        h.update(b)
+                    k = f"{type(v).__name__}-{h.hexdigest()}"
+                else:
+                    k = f"{type(v).__name__}-{uuid.uuid4().hex}"
+            blobs.append((str(k), blob))
+        info = await self.host.ask(self.scheduler, "workers")
+        addresses = sorted(info)
+        restrict = _normalize_workers(workers)
+        if restrict:
+            addresses = [a for a in addresses if a in restrict]
+        if not addresses:
+            raise RuntimeError("no workers to scatter to")
+        placement: dict[str, dict[str, Pickled]] = {}
+        for i, (k, blob) in enumerate(blobs):
+            targets = addresses if broadcast else [addresses[i % len(addresses)]]
+            for a in targets:
+                placement.setdefault(a, {})[k] = blob
+        replies = await asyncio.gather(*[
+            self.host.ask(ActorRef(a, WORKER_ID), "put_data", data=d) for a, d in placement.items()])
+        who_has: dict[str, list[str]] = {}
+        nbytes: dict[str, int] = {}
+        types: dict[str, str] = {}
+        for a, reply in zip(placement, replies):
+            for k, (n, t) in reply.items():
+                who_has.setdefault(k, []).append(a)
+                nbytes[k], types[k] = n, t
+        futures = {}
+        with self._lock:
+            self._queue_locked("update_data", (who_has, nbytes, types))
+        for k, _ in blobs:
+            f = Future(k, self, inform=False)
+            if not f._state.done():
+                f._state.finish(who_has[k], types[k])
+            futures[k] = f
+        if isinstance(data, dict):
+            return {k: futures[str(k)] for k in data}
+        out = [futures[k] for k, _ in blobs]
+        if isinstance(data, (list, tuple, set, frozenset)):
+            return type(data)(out) if not isinstance(data, (set, frozenset)) else out
+        return out[0]
+
+    # --- cancel, retry ---------------------------------------------------------
+    def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> Any:
+        """Stop the tasks behind ``futures`` (and what depends on them)."""
+        flat = futures_of(futures)
+        keys = [f.key for f in flat]
+        with self._lock:
+            self._queue_locked("cancel", (keys, force))
+
+        def mark() -> None:
+            for f in flat:
+                f._state.cancel(reason or f"{f.key} was cancelled")
+        self._call_on_loop(mark)
+        if self.asynchronous:
+            return _done_coro()
+        return None
+
+    def retry(self, futures: Any) -> Any:
+        """Run failed tasks again."""
+        flat = futures_of(futures)
+
+        def reset() -> None:
+            for f in flat:
+                if f._state.status == "error":
+                    f._state.status = "pending"
+        self._call_on_loop(reset)
+        with self._lock:
+            self._queue_locked("retry", [f.key for f in flat])
+        if self.asynchronous:
+            return _done_coro()
+        return None
+
+    # --- introspection ----------------------------------------------------------
+    def scheduler_info(self) -> Any:
+        return self.sync(self._ask_scheduler, "identity")
+
+    def nthreads(self) -> Any:
+        return self.sync(self._nthreads)
+
+    ncores = nthreads
+
+    async def _nthreads(self, timeout: float | None = None) -> dict:
+        info = await self.host.ask(self.scheduler, "workers")
+        return {a: i["nthreads"] for a, i in info.items()}
+
+    def story(self, *keys: str) -> Any:
+        return self.sync(self._ask_scheduler, "story", keys=list(keys))
+
+    async def _ask_scheduler(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+        return await asyncio.wait_for(self.host.ask(self.scheduler, op, **fields), timeout)
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
+        return self.sync(self._ask_scheduler, "wait_for_workers", n=n_workers, timeout=timeout)
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    def __repr__(self) -> str:
+        addr = self.scheduler.address if hasattr(self, "scheduler") else self._address
+        return f"<Client: scheduler={addr!r} status={self.status}>"
+
+
+class _Skip:
+    def __repr__(self) -> str:
+        return "<skip>"
+
+
+_SKIP = _Skip()
+
+
+def _rebuild(obj: Any, data: dict, errors: str) -> Any:
+    if isinstance(obj, Future):
+        return data.get(obj.key, _SKIP)
+    typ = type(obj)
+    if typ in (list, tuple, set, frozenset):
+        items = [_rebuild(x, data, errors) for x in obj]
+        return typ(x for x in items if x is not _SKIP)
+    if typ is dict:
+        out = {k: _rebuild(v, data, errors) for k, v in obj.items()}
+        return {k: v for k, v in out.items() if v is not _SKIP}
+    return obj
+
+
+def _normalize_workers(workers: Any) -> list[str] | None:
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        return [workers]
+    return list(workers)
+
+
+def _secret_bytes(secret: bytes | str | None) -> bytes | None:
+    if secret is None or isinstance(secret, bytes):
+        return secret
+    return secret.encode()
+
+
+async def _done_coro() -> None:
+    return None

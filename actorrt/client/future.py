@@ -1,0 +1,241 @@
+"""Futures: each is a pending reply from the scheduler about one key.
+
+Every :class:`Future` object for a key shares one :class:`FutureState`, which the
+client's actor updates when a report arrives. Nothing polls: waiting means
+registering a callback that the report runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ..core.serialize import Pickled, loads_exception
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class CancelledError(concurrent.futures.CancelledError):
+    """The future's key was cancelled (by this client, another, or a cancelled input)."""
+
+
+FutureCancelledError = CancelledError
+
+DONE = frozenset({"finished", "error", "cancelled"})
+
+
+class FutureState:
+    """What the client knows about one key. Mutated only on the client's loop."""
+
+    __slots__ = ("key", "status", "type", "workers", "_exception", "_exc_obj", "traceback_text",
+                 "cancel_reason", "_callbacks", "__weakref__")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.status = "pending"
+        self.type: str | None = None
+        self.workers: list[str] = []
+        self._exception: Any = None
+        self._exc_obj: BaseException | None = None
+        self.traceback_text: str | None = None
+        self.cancel_reason: str | None = None
+        self._callbacks: list[Callable[["FutureState"], None]] = []
+
+    def done(self) -> bool:
+        return self.status in DONE
+
+    def finish(self, workers: list[str], typ: str | None) -> None:
+        self.status = "finished"
+        self.workers = list(workers)
+        self.type = typ
+        self._fire()
+
+    def err(self, exception: Any, traceback: str | None) -> None:
+        self.status = "error"
+        self._exception = exception
+        self._exc_obj = None
+        self.traceback_text = traceback
+        self._fire()
+
+    def cancel(self, reason: str | None = None) -> None:
+        if self.status in DONE and self.status != "finished":
+            return
+        self.status = "cancelled"
+        self.cancel_reason = reason
+        self._fire()
+
+    def lost(self) -> None:
+        self.status = "pending"
+        self.workers = []
+
+    def exception(self) -> BaseException | None:
+        if self.status == "cancelled":
+            return CancelledError(self.cancel_reason or f"{self.key} was cancelled")
+        if self.status != "error":
+            return None
+        if self._exc_obj is None:
+            exc = self._exception
+            if isinstance(exc, Pickled):
+                try:
+                    exc = loads_exception(exc, self.traceback_text)
+                except Exception as e:  # the exception's class is unknown here
+                    exc = RuntimeError(f"task {self.key!r} failed; its exception could not be loaded: {e}")
+            elif not isinstance(exc, BaseException):
+                exc = RuntimeError(str(exc))
+            self._exc_obj = exc
+        return self._exc_obj
+
+    def add_callback(self, fn: Callable[["FutureState"], None]) -> None:
+        """Call ``fn(state)`` once done (now, if already done). Loop thread only."""
+        if self.done():
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def _fire(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb(self)
+            except Exception:
+                import logging
+                logging.getLogger("actorrt.client").exception("future callback failed")
+
+    def __repr__(self) -> str:
+        return f"<FutureState {self.key} {self.status}>"
+
+
+class Future:
+    """A remote result: the pending reply about ``key``.
+
+    >>> x = client.submit(inc, 1)       # doctest: +SKIP
+    >>> x.result()                      # doctest: +SKIP
+    2
+    """
+
+    __slots__ = ("key", "client", "_state", "_released", "__weakref__")
+
+    def __init__(self, key: str, client: "Client | None" = None, state: FutureState | None = None,
+                 inform: bool = True) -> None:
+        if client is None:
+            from ..context import get_client
+            client = get_client()
+        self.key = key
+        self.client = client
+        self._released = False
+        self._state = state if state is not None else client._register_future(key, inform=inform)
+        if state is not None:
+            client._inc_ref(key)
+
+    # status ------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    @property
+    def type(self) -> str | None:
+        return self._state.type
+
+    def done(self) -> bool:
+        return self._state.done()
+
+    def cancelled(self) -> bool:
+        return self._state.status == "cancelled"
+
+    # results -----------------------------------------------------------------
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's value; raises its exception, or TimeoutError after ``timeout`` s."""
+        return self.client.sync(self._result, timeout=timeout)
+
+    async def _result(self, timeout: float | None = None) -> Any:
+        return (await self.client._gather_keys([self], "raise", timeout))[0]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self.client.sync(self._exception, timeout=timeout)
+
+    async def _exception(self, timeout: float | None = None) -> BaseException | None:
+        await self.client._wait_states([self._state], timeout)
+        return self._state.exception()
+
+    def traceback(self, timeout: float | None = None) -> str | None:
+        """The formatted remote traceback of a failed task (text), else None."""
+        return self.client.sync(self._traceback, timeout=timeout)
+
+    async def _traceback(self, timeout: float | None = None) -> str | None:
+        await self.client._wait_states([self._state], timeout)
+        return self._state.traceback_text
+
+    def __await__(self) -> Any:
+        return self._result().__await__()
+
+    def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
+        """Call ``fn(future)`` once the future is done, on a thread of the client."""
+        client = self.client
+
+        def run(_: FutureState) -> None:
+            if client.asynchronous:
+                fn(self)
+            else:  # never run user code on the client's event loop thread
+                client._callback_executor().submit(fn, self)
+
+        client._call_on_loop(self._state.add_callback, run)
+
+    # life cycle --------------------------------------------------------------
+    def cancel(self, force: bool = False) -> Any:
+        return self.client.cancel([self], force=force)
+
+    def retry(self) -> Any:
+        return self.client.retry([self])
+
+    def release(self) -> None:
+        """Drop this future's claim on the key now rather than at garbage collection."""
+        if not self._released:
+            self._released = True
+            self.client._dec_ref(self.key)
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:
+            pass  # interpreter shutdown or a closed client
+
+    def __reduce__(self) -> Any:
+        return _rebuild_future, (self.key,)
+
+    def __repr__(self) -> str:
+        name = self.key.rsplit("-", 1)[0] if "-" in self.key else self.key
+        extra = f", type: {self.type}" if self.type and self.status == "finished" else ""
+        return f"<Future: {name} status: {self.status}{extra}, key: {self.key}>"
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Future) and other.key == self.key and other.client is self.client
+
+
+def _rebuild_future(key: str) -> Future:
+    """Unpickling a Future binds it to the client of wherever it lands (a task's worker)."""
+    from ..context import get_client
+    client = get_client()
+    return Future(key, client, inform=True)
+
+
+def futures_of(obj: Any) -> list[Future]:
+    """All futures inside ``obj`` (nested lists, tuples, sets, dicts), in order."""
+    out: list[Future] = []
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Future):
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append(x)
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            stack.extend(reversed(list(x)))
+        elif isinstance(x, dict):
+            stack.extend(reversed(list(x.values())))
+    return out

@@ -1,0 +1,130 @@
+"""Command-line entry points: ``actorrt-scheduler``, ``actorrt-worker``, ``actorrt demo``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+
+def _secret(args: Any) -> bytes | None:
+    value = os.environ.get("ACTORRT_SECRET")
+    if value is None:
+        return None
+    try:
+        return bytes.fromhex(value) if getattr(args, "secret_from_env", False) else value.encode()
+    except ValueError:
+        return value.encode()
+
+
+async def _run_until_signal(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+
+
+async def _scheduler(args: Any) -> None:
+    from .local import start_scheduler
+    host, _ = await start_scheduler(f"tcp://{args.host}:{args.port}", secret=_secret(args))
+    print(f"actorrt scheduler at {host.address}", flush=True)
+    try:
+        await _run_until_signal(asyncio.Event())
+    finally:
+        await host.close()
+
+
+async def _worker(args: Any) -> None:
+    from ..worker import start_worker
+    host, worker = await start_worker(args.scheduler, nthreads=args.nthreads,
+                                      address=f"tcp://{args.host}:0", secret=_secret(args),
+                                      name=args.name or "")
+    stop = asyncio.Event()
+    assert worker.closed is not None
+    closed = asyncio.ensure_future(worker.closed.wait())
+    signalled = asyncio.ensure_future(_run_until_signal(stop))
+    try:
+        await asyncio.wait([closed, signalled], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (closed, signalled):
+            t.cancel()
+        await host.close()
+
+
+def _demo(args: Any) -> None:
+    from .. import Client
+
+    def inc(x: int) -> int:
+        return x + 1
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    t0 = time.perf_counter()
+    with Client(n_workers=args.n_workers, threads_per_worker=args.threads) as client:
+        t1 = time.perf_counter()
+        print(f"started a local cluster with {len(client.nthreads())} worker processes "
+              f"in {t1 - t0:.2f} s: {client.scheduler_address}")
+        x = client.submit(inc, 1)
+        y = client.submit(inc, x)
+        z = client.submit(add, x, y)
+        print(f"graph: z = add(inc(1), inc(inc(1))) = {z.result()}    {z}")
+        t2 = time.perf_counter()
+        futures = client.map(inc, range(args.n))
+        total = sum(client.gather(futures))
+        t3 = time.perf_counter()
+        print(f"map: {args.n} tasks, sum = {total}, {t3 - t2:.2f} s ({args.n / (t3 - t2):,.0f} tasks/s)")
+    print(f"closed the cluster; total {time.perf_counter() - t0:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="actorrt", description="actorrt command line")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="start a local cluster and run a small workload")
+    d.add_argument("--n", type=int, default=10_000, help="number of tasks in the map")
+    d.add_argument("--n-workers", type=int, default=2)
+    d.add_argument("--threads", type=int, default=1)
+    s = sub.add_parser("scheduler", help="run a scheduler")
+    _scheduler_args(s)
+    w = sub.add_parser("worker", help="run a worker")
+    _worker_args(w)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cmd == "demo":
+        _demo(args)
+    elif args.cmd == "scheduler":
+        asyncio.run(_scheduler(args))
+    else:
+        asyncio.run(_worker(args))
+
+
+def _scheduler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (non-loopback needs ACTORRT_SECRET)")
+    p.add_argument("--port", type=int, default=8786)
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scheduler", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--nthreads", type=int, default=1)
+    p.add_argument("--name", default=None)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
+
+
+def scheduler_main() -> None:
+    main(["scheduler", *sys.argv[1:]])
+
+
+def worker_main() -> None:
+    main(["worker", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

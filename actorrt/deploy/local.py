@@ -1,0 +1,231 @@
+"""LocalCluster: a scheduler and workers on this machine, in processes or in-process."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+from ..core import Host
+from ..scheduler import Scheduler, SchedulerState
+from ..scheduler.actor import SCHEDULER_ID
+from ..utils import LoopRunner
+from ..worker import start_worker
+
+logger = logging.getLogger("actorrt.deploy")
+
+
+async def start_scheduler(address: str = "tcp://127.0.0.1:0", *, secret: bytes | None = None,
+                          validate: bool = False, **state_kwargs: Any) -> tuple[Host, Scheduler]:
+    """Start a scheduler host on the running loop, with its system actors."""
+    host = Host(address, secret=secret, name="scheduler")
+    await host.start()
+    scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs))
+    host.spawn(scheduler, SCHEDULER_ID)
+    _install_system_actors(host)
+    return host, scheduler
+
+
+def _install_system_actors(host: Host) -> None:
+    """The named system actors (queues, locks, ...) live beside the scheduler."""
+    try:
+        from ..coordination.registry import install
+    except ImportError:
+        return
+    install(host)
+
+
+def _default_layout(n_workers: int | None, threads_per_worker: int | None) -> tuple[int, int]:
+    cores = os.cpu_count() or 1
+    if n_workers is None and threads_per_worker is None:
+        n_workers = min(cores, 4)
+    if n_workers is None:
+        n_workers = max(1, cores // (threads_per_worker or 1))
+    if threads_per_worker is None:
+        threads_per_worker = max(1, cores // max(n_workers, 1))
+    return n_workers, threads_per_worker
+
+
+class LocalCluster:
+    """A scheduler in this process and ``n_workers`` workers.
+
+    ``processes=True`` starts each worker as its own Python process talking TCP on
+    127.0.0.1; ``processes=False`` runs them on this process's loop over ``inproc://``.
+    A random cluster secret is made so that every connection is authenticated.
+    """
+
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
+                 processes: bool = True, *, asynchronous: bool = False, secret: bytes | None = None,
+                 host: str = "127.0.0.1", scheduler_port: int = 0, validate: bool = False,
+                 worker_env: dict | None = None, **state_kwargs: Any) -> None:
+        self.n_workers, self.threads_per_worker = _default_layout(n_workers, threads_per_worker)
+        self.processes = processes
+        self.asynchronous = asynchronous
+        self.secret = secret if secret is not None else os.urandom(32)
+        self.validate = validate
+        self.status = "created"
+        self._listen = f"tcp://{host}:{scheduler_port}" if processes else "inproc://"
+        self._state_kwargs = state_kwargs
+        self._worker_env = worker_env or {}
+        self.scheduler_host: Host | None = None
+        self.scheduler: Scheduler | None = None
+        self.workers: dict[str, Any] = {}  # name -> Popen or (Host, Worker)
+        self._names = iter(range(1 << 30))
+        self._loop_runner: LoopRunner | None = None
+        if not asynchronous:
+            self._loop_runner = LoopRunner("actorrt-cluster")
+            self._loop_runner.run(self._start)
+
+    def __await__(self) -> Any:
+        return self._started().__await__()
+
+    async def _started(self) -> "LocalCluster":
+        if self.status == "created":
+            await self._start()
+        return self
+
+    async def _start(self) -> "LocalCluster":
+        self.status = "starting"
+        self.scheduler_host, self.scheduler = await start_scheduler(
+            self._listen, secret=self.secret, validate=self.validate, **self._state_kwargs)
+        await self._scale_async(self.n_workers)
+        self.status = "running"
+        return self
+
+    @property
+    def scheduler_address(self) -> str:
+        assert self.scheduler_host is not None, "cluster not started"
+        return self.scheduler_host.address
+
+    # --- workers -------------------------------------------------------------
+    def _sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.asynchronous:
+            return fn(*args, **kwargs)
+        assert self._loop_runner is not None
+        return self._loop_runner.run(fn, *args, **kwargs)
+
+    def scale(self, n: int) -> Any:
+        """Grow or shrink to ``n`` workers."""
+        return self._sync(self._scale_async, n)
+
+    async def _scale_async(self, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"cannot scale to {n} workers")
+        while len(self.workers) > n:
+            name = sorted(self.workers, key=int)[-1]
+            await self._stop_worker(name)
+        started = [self._start_worker(self.threads_per_worker) for _ in range(n - len(self.workers))]
+        if started:
+            await asyncio.gather(*started)
+
+    def start_worker(self, nthreads: int | None = None, ncores: int | None = None, **kw: Any) -> Any:
+        """Add one worker (``ncores`` is the older spelling of ``nthreads``)."""
+        return self._sync(self._start_worker, nthreads or ncores or self.threads_per_worker)
+
+    async def _start_worker(self, nthreads: int) -> str:
+        name = str(next(self._names))
+        address = self.scheduler_address
+        if not self.processes:
+            host, worker = await start_worker(address, nthreads=nthreads, address="inproc://",
+                                              secret=self.secret, name=name)
+            self.workers[name] = (host, worker)
+            return host.address
+        env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actorrt.deploy.cli", "worker", address, "--nthreads", str(nthreads),
+             "--name", name, "--secret-from-env"],
+            env=env, stdin=subprocess.DEVNULL)
+        self.workers[name] = proc
+        assert self.scheduler is not None
+        host = self.scheduler_host
+        assert host is not None
+        # Registered once its host shows up among the scheduler's workers.
+        while True:
+            for addr, info in self.scheduler.worker_info.items():
+                if info.get("name") == name:
+                    return addr
+            if proc.poll() is not None:
+                del self.workers[name]
+                raise RuntimeError(f"worker process {name} exited with code {proc.returncode} at start")
+            await self._wait_registration()
+
+    async def _wait_registration(self) -> None:
+        assert self.scheduler_host is not None
+        try:
+            await asyncio.wait_for(self.scheduler_host.ask(
+                self.scheduler.ref, "wait_for_workers", n=len(self.scheduler.worker_info) + 1), 0.5)  # type: ignore[union-attr]
+        except asyncio.TimeoutError:
+            pass
+
+    async def _stop_worker(self, name: str) -> None:
+        entry = self.workers.pop(name, None)
+        if entry is None:
+            return
+        if isinstance(entry, tuple):
+            host, worker = entry
+            addr = host.address
+            host.tell(worker.scheduler, "unregister_worker", address=addr)
+            await asyncio.sleep(0)
+            await host.close()
+            return
+        proc: subprocess.Popen = entry
+        addr = next((a for a, i in (self.scheduler.worker_info.items() if self.scheduler else [])
+                     if i.get("name") == name), None)
+        if addr is not None and self.scheduler_host is not None:
+            from ..core import ActorRef
+            self.scheduler_host.tell(ActorRef(addr, "worker"), "close")
+        await _wait_process(proc, 5.0)
+
+    def worker_addresses(self) -> list[str]:
+        assert self.scheduler is not None
+        return sorted(self.scheduler.worker_info)
+
+    # --- closing -------------------------------------------------------------
+    def close(self, timeout: float | None = None) -> Any:
+        if self.asynchronous:
+            return self._close_async()
+        if self.status == "closed":
+            return None
+        assert self._loop_runner is not None
+        try:
+            self._loop_runner.run(self._close_async)
+        finally:
+            self._loop_runner.stop()
+        return None
+
+    async def _close_async(self) -> None:
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        await asyncio.gather(*[self._stop_worker(n) for n in list(self.workers)])
+        if self.scheduler_host is not None:
+            await self.scheduler_host.close()
+        self.status = "closed"
+
+    async def __aenter__(self) -> "LocalCluster":
+        return await self._started()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._close_async()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "processes" if self.processes else "in-process"
+        addr = self.scheduler_host.address if self.scheduler_host else None
+        return f"<LocalCluster {addr} {len(self.workers)} workers ({kind}) {self.status}>"
+
+
+async def _wait_process(proc: subprocess.Popen, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.run_in_executor(None, proc.wait), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await loop.run_in_executor(None, proc.wait)

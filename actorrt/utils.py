@@ -1,0 +1,74 @@
+"""Small helpers shared by the client, worker and deploy layers."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Awaitable, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopRunner:
+    """An asyncio loop running in a daemon thread: the engine of every sync face."""
+
+    def __init__(self, name: str = "actorrt-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        self.loop.run_forever()
+        # Drain what is left so no task is destroyed pending.
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None,
+            **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the loop and wait for its result."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("cannot block on the event loop from its own thread; use the async API")
+        fut = asyncio.run_coroutine_threadsafe(_call(fn, args, kwargs), self.loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(10)
+
+
+async def _call(fn: Callable[..., Awaitable[T]], args: tuple, kwargs: dict) -> T:
+    return await fn(*args, **kwargs)
+
+
+def sizeof(obj: Any) -> int:
+    """A cheap estimate of an object's memory footprint."""
+    nbytes = getattr(obj, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(obj, (bytes, bytearray, memoryview, str)):
+        return len(obj)
+    import sys
+    try:
+        return sys.getsizeof(obj)
+    except Exception:
+        return 64

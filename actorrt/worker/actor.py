@@ -1,0 +1,229 @@
+"""The Worker actor: a data store, a thread pool, and the spawner of Task actors."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from typing import Any
+
+from ..core import Actor, ActorRef, Host, Pickled, own_task
+from ..core.errors import CommClosedError
+from .pool import TaskPool
+from .task import Task
+
+logger = logging.getLogger("actorrt.worker")
+
+WORKER_ID = "worker"
+SCHEDULER_ID = "scheduler"
+
+
+class Worker(Actor):
+    """Holds results, runs tasks, serves its data to peers and clients."""
+
+    def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "") -> None:
+        self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
+        self.nthreads = nthreads
+        self.name = name
+        self.data: dict[str, Any] = {}
+        self.tasks: dict[str, Task] = {}
+        self._functions: dict[bytes, Any] = {}
+        self._fetching: dict[str, asyncio.Future] = {}
+        self._finished: list = []
+        self._erred: list = []
+        self._report_scheduled = False
+        self.pool: TaskPool
+        self.closed: asyncio.Event | None = None
+        self._client: Any = None
+
+    def on_start(self) -> None:
+        self.pool = TaskPool(self.nthreads, name=f"actorrt-{self.name or 'worker'}")
+        self.closed = asyncio.Event()
+        self.host.peer_lost_callbacks.append(self._on_peer_lost)
+
+    async def register(self) -> None:
+        await self.host.ask(self.scheduler, "register_worker", address=self.host.address,
+                            nthreads=self.nthreads, name=self.name, pid=os.getpid())
+
+    def on_stop(self) -> None:
+        self.pool.close()
+        if self._on_peer_lost in self.host.peer_lost_callbacks:
+            self.host.peer_lost_callbacks.remove(self._on_peer_lost)
+        for fut in self._fetching.values():
+            if not fut.done():
+                fut.cancel()
+        assert self.closed is not None
+        self.closed.set()
+
+    def _on_peer_lost(self, address: str, comm: Any) -> None:
+        if address == self.scheduler.address:
+            logger.info("worker %s lost its scheduler; stopping", self.host.address)
+            self.host.stop_actor(self.id)
+
+    # --- scheduler instructions ---------------------------------------------
+    def handle_compute(self, tasks: list) -> None:
+        host = self.host
+        for key, spec, deps, name, actor in tasks:
+            old = self.tasks.get(key)
+            if old is not None:
+                host.stop_actor(old.id)
+            if key in self.data:  # already here (e.g. recomputed elsewhere and copied)
+                self.report_finished(key, 0, type(self.data[key]).__name__)
+                continue
+            task = self._make_task(key, spec, deps, name, actor)
+            self.tasks[key] = task
+            host.spawn(task, f"task-{key}")
+
+    def _make_task(self, key: str, spec: Any, deps: dict, name: str, actor: bool) -> Task:
+        return Task(self, key, spec, deps, name)
+
+    def handle_free_keys(self, keys: list) -> None:
+        for key in keys:
+            self.data.pop(key, None)
+            task = self.tasks.pop(key, None)
+            if task is not None:
+                self.host.stop_actor(task.id)
+
+    def handle_close(self) -> None:
+        self.host.stop_actor(self.id)
+
+    # --- data ----------------------------------------------------------------
+    def handle_get_data(self, keys: list) -> dict:
+        out = {}
+        for key in keys:
+            if key in self.data:
+                out[key] = Pickled.dumps(self.data[key], what=f"result of {key!r}")
+        return out
+
+    def handle_put_data(self, data: dict) -> dict:
+        """Scattered data arrives: store it and say how big each value is."""
+        from ..utils import sizeof
+        info = {}
+        for key, blob in data.items():
+            value = blob.loads()
+            self.data[key] = value
+            info[key] = [sizeof(value), type(value).__name__]
+        return info
+
+    def handle_keys(self) -> list:
+        return list(self.data)
+
+    def client(self) -> Any:
+        """This worker's client for tasks: shares the host, the loop and the connections."""
+        if self._client is None:
+            from ..client.client import Client
+            loop = self.host.loop
+            assert loop is not None
+
+            async def make() -> Any:
+                if self._client is None:
+                    self._client = Client._on_host(self.host, self.scheduler.address)
+                return self._client
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                self._client = Client._on_host(self.host, self.scheduler.address)
+            else:  # from a task's thread: build it on the loop, which owns the host
+                asyncio.run_coroutine_threadsafe(make(), loop).result()
+        return self._client
+
+    def handle_identity(self) -> dict:
+        return {"address": self.host.address, "nthreads": self.nthreads, "name": self.name,
+                "keys": len(self.data), "running": self.pool.running}
+
+    def store(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def load_function(self, blob: Pickled) -> Any:
+        fn = self._functions.get(blob.header)
+        if fn is None:
+            fn = blob.loads()
+            if len(self._functions) > 1000:
+                self._functions.clear()
+            self._functions[blob.header] = fn
+        return fn
+
+    async def fetch(self, missing: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Bring ``missing`` inputs here from peers; return those that could not be had."""
+        by_peer: dict[str, list[str]] = {}
+        waits = []
+        for key, holders in missing.items():
+            if key in self._fetching:
+                waits.append(self._fetching[key])
+                continue
+            candidates = [h for h in holders if h != self.host.address]
+            if not candidates:
+                continue
+            by_peer.setdefault(random.choice(candidates), []).append(key)
+        loop = asyncio.get_running_loop()
+        for peer, keys in by_peer.items():
+            fut = loop.create_future()
+            for key in keys:
+                self._fetching[key] = fut
+            waits.append(fut)
+            own_task(self, self._fetch_from(peer, keys, fut))
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+        return {k: h for k, h in missing.items() if k not in self.data}
+
+    async def _fetch_from(self, peer: str, keys: list[str], fut: asyncio.Future) -> None:
+        try:
+            got = await self.host.ask(ActorRef(peer, WORKER_ID), "get_data", keys=keys)
+            for key, blob in got.items():
+                self.data[key] = blob.loads()
+        except Exception as e:
+            logger.info("could not fetch %s from %s: %s", keys, peer, e)
+        finally:
+            for key in keys:
+                if self._fetching.get(key) is fut:
+                    del self._fetching[key]
+            if not fut.done():
+                fut.set_result(None)
+
+    # --- reports, batched per loop turn -------------------------------------
+    def report_finished(self, key: str, nbytes: int, typ: str) -> None:
+        self._finished.append([key, nbytes, typ])
+        self._schedule_report()
+
+    def report_erred(self, key: str, exc: Pickled, tb: str) -> None:
+        self._erred.append([key, exc, tb])
+        self._schedule_report()
+
+    def report_missing(self, task: Task, missing: dict) -> None:
+        if self.tasks.get(task.key) is task:
+            del self.tasks[task.key]
+        self.host.stop_actor(task.id)
+        self.host.tell(self.scheduler, "missing_data", worker=self.host.address, key=task.key,
+                       missing=missing)
+
+    def _schedule_report(self) -> None:
+        if not self._report_scheduled:
+            self._report_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_reports)
+
+    def _send_reports(self) -> None:
+        self._report_scheduled = False
+        finished, self._finished = self._finished, []
+        erred, self._erred = self._erred, []
+        try:
+            self.host.tell(self.scheduler, "tasks_done", worker=self.host.address,
+                           finished=finished, erred=erred)
+        except CommClosedError:
+            pass
+
+
+async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str = "tcp://127.0.0.1:0",
+                       secret: bytes | None = None, name: str = "") -> tuple[Host, Worker]:
+    """Start a worker host on the running loop and register it with the scheduler."""
+    host = Host(address, secret=secret, name=name or "worker")
+    await host.start()
+    worker = Worker(scheduler_address, nthreads=nthreads, name=name)
+    host.spawn(worker, WORKER_ID)
+    try:
+        await worker.register()
+    except BaseException:
+        await host.close()
+        raise
+    return host, worker

@@ -1,0 +1,166 @@
+"""The worker's thread pool: ``nthreads`` execution slots, threads on demand.
+
+Slot accounting lives on the event loop (single-threaded, no locks). A task that
+blocks waiting for other tasks can *secede*: it gives its slot back, so the pool
+starts the next job on another thread, and *rejoin* takes a slot again before it
+continues. Completions are handed back to the loop in bursts: one
+``call_soon_threadsafe`` wakes the loop for however many jobs finished meanwhile.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections import deque
+from typing import Any, Callable
+
+_local = threading.local()
+
+
+class Job:
+    """One call to run on the pool. ``done(job)`` is called on the loop afterwards."""
+
+    __slots__ = ("fn", "done", "result", "error", "holds_slot", "context")
+
+    def __init__(self, fn: Callable[[], Any], done: Callable[["Job"], None], context: Any = None) -> None:
+        self.fn = fn
+        self.done = done
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.holds_slot = False
+        self.context = context
+
+
+def current_job() -> Job | None:
+    """The job the calling thread is running, if it is a pool thread."""
+    return getattr(_local, "job", None)
+
+
+def current_pool() -> "TaskPool | None":
+    return getattr(_local, "pool", None)
+
+
+class TaskPool:
+    def __init__(self, nthreads: int, name: str = "actorrt-worker") -> None:
+        if nthreads < 1:
+            raise ValueError(f"nthreads must be at least 1, got {nthreads}")
+        self.nthreads = nthreads
+        self.name = name
+        self.loop = asyncio.get_running_loop()
+        self.running = 0                 # slots in use (loop side)
+        self.ready: deque[Job] = deque()  # waiting for a slot
+        self._rejoiners: deque[threading.Event] = deque()
+        self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._busy_threads = 0
+        self._done: deque[Job] = deque()
+        self._lock = threading.Lock()
+        self._wakeup_pending = False
+        self.closed = False
+
+    # loop side -------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        self.ready.append(job)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._rejoiners and self.running < self.nthreads:
+            self.running += 1
+            self._rejoiners.popleft().set()
+        while self.ready and self.running < self.nthreads:
+            job = self.ready.popleft()
+            job.holds_slot = True
+            self.running += 1
+            if self._busy_threads >= len(self._threads):
+                self._spawn_thread()
+            self._busy_threads += 1
+            self._work.put(job)
+
+    def _spawn_thread(self) -> None:
+        t = threading.Thread(target=self._thread_main, name=f"{self.name}-{len(self._threads)}",
+                             daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _drain(self) -> None:
+        with self._lock:
+            jobs = list(self._done)
+            self._done.clear()
+            self._wakeup_pending = False
+        for job in jobs:
+            self._busy_threads -= 1
+            if job.holds_slot:
+                self.running -= 1
+        self._dispatch()
+        for job in jobs:
+            job.done(job)
+
+    def _on_secede(self, job: Job) -> None:
+        if job.holds_slot:
+            job.holds_slot = False
+            self.running -= 1
+            self._dispatch()
+
+    def _on_rejoin(self, job: Job, event: threading.Event) -> None:
+        if job.holds_slot:
+            event.set()
+            return
+        job.holds_slot = True
+        self._rejoiners.append(event)
+        self._dispatch()
+
+    @property
+    def idle(self) -> bool:
+        return self.running == 0 and not self.ready
+
+    def close(self) -> None:
+        """Stop threads once they finish their current job; jobs not started are dropped."""
+        self.closed = True
+        self.ready.clear()
+        for _ in self._threads:
+            self._work.put(None)
+
+    def join(self, timeout: float = 5.0) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    # thread side -----------------------------------------------------------
+    def _thread_main(self) -> None:
+        _local.pool = self
+        while True:
+            job = self._work.get()
+            if job is None:
+                return
+            _local.job = job
+            try:
+                job.result = job.fn()
+            except BaseException as e:  # reported to the task, never kills the thread
+                job.error = e
+            finally:
+                _local.job = None
+            with self._lock:
+                self._done.append(job)
+                if self._wakeup_pending:
+                    continue
+                self._wakeup_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                return  # loop closed: the worker is gone
+
+    def secede(self) -> bool:
+        """Called from a pool thread: give this job's slot back. Returns False outside a job."""
+        job = current_job()
+        if job is None or not job.holds_slot:
+            return False
+        self.loop.call_soon_threadsafe(self._on_secede, job)
+        return True
+
+    def rejoin(self) -> None:
+        """Called from a pool thread after :meth:`secede`: wait for a slot again."""
+        job = current_job()
+        if job is None:
+            return
+        event = threading.Event()
+        self.loop.call_soon_threadsafe(self._on_rejoin, job, event)
+        event.wait()

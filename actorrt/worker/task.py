@@ -1,0 +1,82 @@
+"""The short-lived Task actor: gather inputs, run once on the pool, store, report, vanish."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core import Actor, own_task
+from ..core.serialize import dumps_exception
+from ..spec import substitute
+from ..utils import sizeof
+from .pool import Job
+
+if TYPE_CHECKING:
+    from .actor import Worker
+
+logger = logging.getLogger("actorrt.worker")
+
+
+class Task(Actor):
+    """One run of one key on this worker. Spawned by the Worker; stops itself when done."""
+
+    def __init__(self, worker: "Worker", key: str, spec: Any, deps: dict, name: str) -> None:
+        self.worker = worker
+        self.key = key
+        self.spec = spec
+        self.deps = deps
+        self.name = name
+        self.start_time = 0.0
+
+    def on_start(self) -> None:
+        data = self.worker.data
+        missing = {k: holders for k, holders in self.deps.items() if k not in data}
+        if missing:
+            own_task(self, self._fetch_then_run(missing))
+        else:
+            self._run()
+
+    async def _fetch_then_run(self, missing: dict) -> None:
+        failed = await self.worker.fetch(missing)
+        if self.worker.tasks.get(self.key) is not self:
+            return
+        if failed:
+            self.worker.report_missing(self, failed)
+            return
+        self._run()
+
+    def _run(self) -> None:
+        data = self.worker.data
+        try:
+            inputs = {k: data[k] for k in self.deps}
+        except KeyError as e:  # freed between fetch and run: ask the scheduler again
+            self.worker.report_missing(self, {e.args[0]: self.deps.get(e.args[0], [])})
+            return
+        self.worker.pool.submit(Job(lambda: self._execute(inputs), self._done, context=self))
+
+    def _execute(self, inputs: dict) -> Any:
+        """Runs on a pool thread."""
+        self.start_time = time.time()
+        fn_blob, args_blob = self.spec
+        fn = self.worker.load_function(fn_blob)
+        if args_blob is None:
+            return fn()
+        args, kwargs = args_blob.loads()
+        if inputs:
+            args = substitute(args, inputs)
+            kwargs = substitute(kwargs, inputs)
+        return fn(*args, **kwargs)
+
+    def _done(self, job: Job) -> None:
+        worker = self.worker
+        current = worker.tasks.get(self.key) is self
+        if current:
+            del worker.tasks[self.key]
+            if job.error is None:
+                worker.store(self.key, job.result)
+                worker.report_finished(self.key, sizeof(job.result), type(job.result).__name__)
+            else:
+                blob, tb = dumps_exception(job.error)
+                worker.report_erred(self.key, blob, tb)
+        self.host.stop_actor(self.id)
