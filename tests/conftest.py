@@ -1,6 +1,12 @@
+import os
 import threading
 
 import pytest
+
+# Worker processes must be able to import the test modules whose functions they run
+# (functions defined in an importable module are pickled by reference, as in dask).
+_here = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_here, os.environ.get("PYTHONPATH")) if p)
 
 from actorrt import Client, LocalCluster
 
