@@ -20,7 +20,7 @@ import weakref
 from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Host, Pickled
-from ..core.errors import CommClosedError
+from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
 from .future import DONE, CancelledError, Future, FutureState, futures_of
@@ -29,6 +29,8 @@ logger = logging.getLogger("actorrt.client")
 
 SCHEDULER_ID = "scheduler"
 WORKER_ID = "worker"
+
+_FETCH_ATTEMPTS = 20
 
 _default_client: "weakref.ref[Client] | None" = None
 
@@ -98,15 +100,21 @@ class Client:
         self.loop: asyncio.AbstractEventLoop
         self._loop_thread: int | None = None
         self._start_task: Any = None
+        self._own_loop = True
         if not asynchronous:
-            self._loop_runner = LoopRunner("actorrt-client")
+            shared = getattr(address, "_loop_runner", None)
+            if shared is not None:  # a sync LocalCluster: share its loop (and inproc addresses)
+                self._loop_runner, self._own_loop = shared, False
+            else:
+                self._loop_runner = LoopRunner("actorrt-client")
             self.loop = self._loop_runner.loop
             self._loop_thread = self._loop_runner.thread.ident
             try:
                 self._loop_runner.run(self._start, timeout=timeout + 5)
             except BaseException:
                 self._loop_runner.run(self._close_async)
-                self._loop_runner.stop()
+                if self._own_loop:
+                    self._loop_runner.stop()
                 raise
 
     @classmethod
@@ -199,7 +207,8 @@ class Client:
             try:
                 self._loop_runner.run(self._close_async, timeout=timeout or self.timeout)
             finally:
-                self._loop_runner.stop()
+                if self._own_loop:
+                    self._loop_runner.stop()
         else:
             self.sync(self._close_async)
         return None
@@ -493,7 +502,7 @@ class Client:
         loop = self.loop
         deadline = None if timeout is None else loop.time() + timeout
         values: dict[str, Any] = {}
-        for attempt in range(20):
+        for attempt in range(_FETCH_ATTEMPTS):
             states = [f._state for f in futures if f.key not in values]
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             await self._wait_states(states, remaining)
@@ -520,6 +529,9 @@ class Client:
                         st.workers = who_has[key]
                     else:
                         st.lost()
+        else:
+            raise RuntimeError(f"could not fetch {missing} from any worker after "
+                               f"{_FETCH_ATTEMPTS} attempts")
         return [values.get(f.key, _SKIP) for f in futures]
 
     async def _fetch(self, keys: list[str], holders: dict[str, list[str]]) -> tuple[dict, list]:
@@ -536,9 +548,11 @@ class Client:
         ], return_exceptions=True)
         values: dict[str, Any] = {}
         for (w, ks), reply in zip(by_worker.items(), replies):
-            if isinstance(reply, BaseException):
-                missing.extend(ks)
+            if isinstance(reply, (CommClosedError, ActorNotFoundError)):
+                missing.extend(ks)  # the holder is gone: look elsewhere
                 continue
+            if isinstance(reply, BaseException):
+                raise reply  # e.g. a result that cannot be pickled: say so
             for key in ks:
                 blob = reply.get(key)
                 if blob is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -51,6 +52,9 @@ def gen_cluster(n_workers: int = 2, threads_per_worker: int = 1, timeout: float 
             result = asyncio.run(main())
             _check_threads(before)
             return result
+        # pytest must not mistake the client and cluster parameters for fixtures.
+        params = list(inspect.signature(fn).parameters.values())[2:]
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         return wrapper
     return decorator
 

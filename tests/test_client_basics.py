@@ -1,0 +1,190 @@
+"""The foundation's user-facing behaviour, over in-process and process clusters."""
+import asyncio
+import pickle
+import threading
+import time
+
+import pytest
+
+import actorrt
+from actorrt import Client, Future, SerializationError
+from actorrt.testing import gen_cluster, wait_until
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def double(x):
+    return 2 * x
+
+
+def bad(x):
+    raise ValueError(f"bad input {x}")
+
+
+@pytest.fixture(params=["inproc", "processes"])
+def any_client(request, client, pclient):
+    return client if request.param == "inproc" else pclient
+
+
+def test_submit_dependencies_and_result(any_client):
+    c = any_client
+    x = c.submit(inc, 1)
+    y = c.submit(inc, x)
+    z = c.submit(add, x, y)
+    assert z.result() == 5
+    assert x.done() and x.status == "finished"
+    assert repr(x).startswith("<Future: inc status: finished, type: int, key: inc-")
+
+
+def test_map_and_gather(any_client):
+    futures = any_client.map(inc, range(1000))
+    assert any_client.gather(futures) == list(range(1, 1001))
+
+
+def test_map_many_iterables_and_kwargs(client):
+    assert client.gather(client.map(add, [1, 2], [10, 20])) == [11, 22]
+    assert client.gather(client.map(add, [1, 2], y=5)) == [6, 7]
+
+
+def test_futures_nested_in_arguments_are_dependencies(any_client):
+    c = any_client
+    a, b = c.submit(inc, 1), c.submit(inc, 2)
+    total = c.submit(sum, [a, b, 10])
+    assert total.result() == 15
+    d = c.submit(lambda d: d["x"] + d["y"][0], {"x": a, "y": (b,)})
+    assert d.result() == 5
+
+
+def test_gather_nested_structures(client):
+    a, b = client.submit(inc, 1), client.submit(inc, 2)
+    assert client.gather({"a": a, "bs": [b, (a, 7)]}) == {"a": 2, "bs": [3, (2, 7)]}
+
+
+def test_pure_keys_are_deterministic_and_impure_unique(client):
+    assert client.submit(inc, 1).key == client.submit(inc, 1).key
+    assert client.submit(inc, 1).key != client.submit(inc, 2).key
+    assert client.submit(inc, 1, pure=False).key != client.submit(inc, 1, pure=False).key
+    assert client.submit(inc, 1, key="mine").key == "mine"
+
+
+def test_exception_keeps_type_message_and_user_frame(any_client):
+    f = any_client.submit(bad, 3)
+    with pytest.raises(ValueError, match="bad input 3") as info:
+        f.result()
+    assert "in bad" in "".join(str(info.value.__cause__))
+    assert isinstance(f.exception(), ValueError)
+    assert "bad input 3" in f.traceback()
+    assert f.status == "error"
+
+
+def test_dependents_of_erred_task_err_and_skip(client):
+    f = client.submit(bad, 1)
+    g = client.submit(inc, f)
+    ok = client.submit(inc, 1)
+    with pytest.raises(ValueError, match="bad input 1"):
+        g.result()
+    assert client.gather([f, ok, g], errors="skip") == [2]
+    with pytest.raises(ValueError):
+        client.gather([ok, g])
+
+
+def test_non_callable_raises_type_error_at_once(client):
+    with pytest.raises(TypeError, match="callable"):
+        client.submit(42)
+    with pytest.raises(TypeError, match="callable"):
+        client.map("not callable", [1])
+
+
+def test_unpicklable_argument_raises_naming_it(any_client):
+    lock = threading.Lock()
+    with pytest.raises(SerializationError, match="lock"):
+        any_client.submit(inc, lock)
+    assert any_client.submit(inc, 1).result() == 2  # the cluster is fine
+
+
+def test_unpicklable_result_errs_the_task_not_the_worker(any_client):
+    f = any_client.submit(lambda: threading.Lock())
+    with pytest.raises(Exception, match="lock"):
+        f.result()
+    assert any_client.submit(inc, 41).result() == 42
+
+
+def test_result_timeout_leaves_task_running(client):
+    ev = client.submit(time.sleep, 0.5, pure=False)
+    with pytest.raises(TimeoutError):
+        ev.result(timeout=0.01)
+    assert ev.result(timeout=10) is None
+
+
+def test_releasing_futures_frees_worker_data(client):
+    futures = client.map(inc, range(50))
+    client.gather(futures)
+    workers = [w for _, w in client.cluster.workers.values()]
+    assert sum(len(w.data) for w in workers) == 50
+    del futures
+    wait_until(lambda: sum(len(w.data) for w in workers) == 0)
+    wait_until(lambda: not client.cluster.scheduler.state.tasks)
+
+
+def test_scatter_and_use(any_client):
+    c = any_client
+    [d] = c.scatter([10])
+    assert d.result() == 10
+    assert c.submit(inc, d).result() == 11
+    m = c.scatter({"k1": 1, "k2": 2})
+    assert c.gather(m) == {"k1": 1, "k2": 2}
+    b = c.scatter(5, broadcast=True)
+    assert c.submit(double, b).result() == 10
+
+
+def test_cancel_future(client):
+    f = client.submit(time.sleep, 5, pure=False)
+    f.cancel()
+    with pytest.raises(actorrt.CancelledError):
+        f.result(timeout=5)
+    assert f.cancelled()
+
+
+def test_add_done_callback(client):
+    got = []
+    done = threading.Event()
+    f = client.submit(inc, 1)
+    f.add_done_callback(lambda fut: (got.append(fut.result()), done.set()))
+    assert done.wait(10)
+    assert got == [2]
+
+
+def test_large_buffers_round_trip(pclient):
+    np = pytest.importorskip("numpy")
+    x = np.arange(1_000_000, dtype="f8")
+    f = pclient.submit(lambda a: a * 2, x)
+    assert float(f.result().sum()) == float(x.sum() * 2)
+
+
+def test_future_pickles_by_key(client):
+    f = client.submit(inc, 1)
+    g = pickle.loads(pickle.dumps(f))
+    assert g.key == f.key and g.result() == 2
+
+
+@gen_cluster()
+async def test_async_client(c, cluster):
+    x = c.submit(inc, 1)
+    y = c.submit(inc, x)
+    assert await y == 3
+    assert await c.gather(c.map(inc, range(10))) == list(range(1, 11))
+    with pytest.raises(ValueError):
+        await c.submit(bad, 1)
+
+
+def test_async_client_context_manager_with_processes():
+    async def main():
+        async with Client(asynchronous=True, n_workers=1, threads_per_worker=1) as c:
+            return await c.submit(add, 1, 2)
+    assert asyncio.run(main()) == 3
