@@ -77,6 +77,16 @@ class Task(Actor):
                 worker.store(self.key, job.result)
                 worker.report_finished(self.key, sizeof(job.result), type(job.result).__name__)
             else:
-                blob, tb = dumps_exception(job.error)
+                blob, tb = dumps_exception(_user_frames_only(job.error))
                 worker.report_erred(self.key, blob, tb)
         self.host.stop_actor(self.id)
+
+
+def _user_frames_only(exc: BaseException) -> BaseException:
+    """Drop the runtime's own frames so the remote traceback starts at the user's call."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not Task._execute.__code__:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_next is not None:
+        return exc.with_traceback(tb.tb_next)
+    return exc
