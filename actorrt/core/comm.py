@@ -444,17 +444,24 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
         comm.on_messages = on_messages
         return comm
 
+    async def attempt() -> TCPComm:
+        _, comm = await loop.create_connection(factory, host, port)
+        try:
+            await asyncio.shield(comm.ready)
+        except BaseException:  # timed out or cancelled mid-handshake: do not leak the socket
+            comm.close()
+            raise
+        return comm
+
     while True:
         try:
-            _, comm = await asyncio.wait_for(
-                loop.create_connection(factory, host, port), max(0.01, deadline - loop.time()),
-            )
-            try:
-                await asyncio.wait_for(asyncio.shield(comm.ready), max(0.01, deadline - loop.time()))
-            except BaseException:  # timed out or cancelled mid-handshake: do not leak the socket
-                comm.close()
-                raise
-            return comm
+            if hasattr(asyncio, "timeout_at"):
+                # Python 3.11+. Not wait_for: it runs the attempt as another task and
+                # swallows our cancellation when the attempt finishes at the same moment
+                # (bpo-42130), so closing a host could hang on a connect.
+                async with asyncio.timeout_at(max(deadline, loop.time() + 0.01)):
+                    return await attempt()
+            return await asyncio.wait_for(attempt(), max(0.01, deadline - loop.time()))
         except AuthenticationError:
             raise
         except (OSError, asyncio.TimeoutError, CommClosedError) as e:

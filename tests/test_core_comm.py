@@ -1,0 +1,734 @@
+"""actorrt.core comms and hosts: one contract over both transports, then TCP only.
+
+Every test is a plain function running its own event loop; tests synchronise on
+replies, events and log records, never on sleeps.
+"""
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+
+import msgpack
+import pytest
+
+from actorrt.core import (
+    Actor, ActorDeadError, ActorNotFoundError, ActorRef, AuthenticationError, BadMessageError,
+    CommClosedError, Host, Pickled, SerializationError, UnknownOpError,
+)
+from actorrt.core.comm import PROTOCOL_VERSION, ROLE_CONNECT, TCPComm, InprocComm, _mac
+from actorrt.core.serialize import EXT_PICKLE, RemoteTraceback
+
+SECRET = b"cluster-secret"
+TRANSPORTS = ["tcp", "inproc"]
+
+
+# --- harness -------------------------------------------------------------------
+
+
+def run(coro, timeout=4.0):
+    """Run one test coroutine on a fresh loop, failing (not hanging) past ``timeout``."""
+    async def main():
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(main())
+
+
+def _open_sockets():
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return n
+
+
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """No threads, sockets, or asyncio complaints (unretrieved errors, destroyed tasks)."""
+    threads, sockets = set(threading.enumerate()), _open_sockets()
+    complaints = _Recorder()
+    logging.getLogger("asyncio").addHandler(complaints)
+    try:
+        yield
+        gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(complaints)
+    assert set(threading.enumerate()) <= threads, "test left threads behind"
+    assert _open_sockets() <= sockets, "test left sockets open"
+    assert complaints.messages == []
+
+
+def address_for(transport):
+    return "tcp://127.0.0.1:0" if transport == "tcp" else "inproc://"
+
+
+@contextlib.asynccontextmanager
+async def hosts(transport, n=2, secrets=None, **kw):
+    """Started hosts on ``transport`` (``n``, or one per secret); TCP ones never take the
+    in-process shortcut, so real sockets are used."""
+    secrets = secrets if secrets is not None else [None] * n
+    n = len(secrets)
+    kw.setdefault("connect_timeout", 2.0)
+    async with contextlib.AsyncExitStack() as stack:
+        out = []
+        for i in range(n):
+            h = Host(address_for(transport), secret=secrets[i], name=f"h{i}", shortcut=False, **kw)
+            out.append(await stack.enter_async_context(h))
+        yield out
+
+
+class LogWaiter(logging.Handler):
+    """Collects actorrt log records; ``await wait_for(text)`` until one contains it."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record):
+        self.records.append(record.getMessage())
+        self._changed.set()
+
+    async def wait_for(self, text):
+        while not any(text in r for r in self.records):
+            self._changed.clear()
+            await self._changed.wait()
+        return next(r for r in self.records if text in r)
+
+
+@contextlib.contextmanager
+def watch_logs():
+    waiter = LogWaiter()
+    logger = logging.getLogger("actorrt")
+    logger.addHandler(waiter)
+    try:
+        yield waiter
+    finally:
+        logger.removeHandler(waiter)
+
+
+class CustomError(Exception):
+    pass
+
+
+class Unencodable:
+    pass
+
+
+class Echo(Actor):
+    def __init__(self):
+        self.seen = []
+        self.held = None
+        self.go = asyncio.Event()
+
+    def handle_echo(self, x):
+        return x
+
+    def handle_record(self, x):
+        self.seen.append(x)
+
+    def handle_get(self):
+        return list(self.seen)
+
+    def handle_add(self, a, b=0):
+        return a + b
+
+    def handle_kw(self, a, **rest):
+        return [a, sorted(rest)]
+
+    def handle_fail(self, msg):
+        raise CustomError(msg)
+
+    def handle_wait(self, reply):  # deferred: answered by a later `release`
+        self.held = reply
+
+    def handle_release(self, value=None, error=None):
+        if error is not None:
+            self.held.fail(CustomError(error))
+        else:
+            self.held.ok(value)
+
+    async def handle_slow(self, x):
+        await self.go.wait()
+        return x * 2
+
+    def handle_open_gate(self):
+        self.go.set()
+
+    async def handle_async_fail(self):
+        await asyncio.sleep(0)
+        raise CustomError("async")
+
+    async def handle_async_deferred_fail(self, reply):
+        await asyncio.sleep(0)
+        raise CustomError("async deferred")
+
+    def handle_who(self, origin):
+        return origin is not None
+
+    def handle_bad_value(self):
+        return Unencodable()
+
+
+# --- contract: both transports -------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_ask_tell_round_trip(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            ref = b.spawn(Echo(), "echo")
+            assert ref == ActorRef(b.address, "echo")
+            assert await a.ask(ref, "echo", x={"k": [1, "two", None]}) == {"k": [1, "two", None]}
+            a.tell(ref, "record", x=1)
+            assert await a.ask(ref, "get") == [1]
+            assert await a.ask(ref, "add", a=2) == 2
+            assert await a.ask(ref, "add", a=2, b=3) == 5
+            assert await a.ask(ref, "kw", a=1, z=2, y=3) == [1, ["y", "z"]]
+            p = Pickled.dumps(lambda: 41)
+            back = await a.ask(ref, "echo", x=p)
+            assert back == p and back.loads()() == 41
+            back = await a.ask(ref, "echo", x=ref)
+            assert back == ref and type(back) is ActorRef
+            assert await a.ask(ref, "who") is True
+            comm = a._comms[b.address]
+            assert isinstance(comm, TCPComm if transport == "tcp" else InprocComm)
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_local_ask_keeps_async_semantics(transport):
+    async def main():
+        async with hosts(transport, n=1) as (a,):
+            ref = a.spawn(Echo())
+            fut = a.ask(ref, "echo", x=1)
+            assert not fut.done()  # delivered on a later turn, like a remote ask
+            assert await fut == 1
+            with pytest.raises(CustomError):
+                await a.ask(ref, "fail", msg="local")
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_order_of_many_messages_from_one_sender(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            echo = Echo()
+            ref = b.spawn(echo)
+            futs = []
+            for i in range(2000):
+                if i % 7 == 0:
+                    futs.append(a.ask(ref, "record", x=i))
+                else:
+                    a.tell(ref, "record", x=i)
+                if i % 500 == 0:
+                    await asyncio.sleep(0)  # spread over several batches (and connect)
+            assert await a.ask(ref, "get") == list(range(2000))
+            await asyncio.gather(*futs)
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sends_in_one_loop_turn_arrive_in_one_batch(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            batches = []
+            on_messages = b._on_messages
+
+            def recording(batch, comm):
+                batches.append(len(batch))
+                on_messages(batch, comm)
+            b._on_messages = recording  # installed on comms as they are adopted
+            ref = b.spawn(Echo())
+            await a.ask(ref, "echo", x=0)  # connection open: measure the steady state
+            batches.clear()
+            for i in range(100):
+                a.tell(ref, "record", x=i)
+            assert len(await a.ask(ref, "get")) == 100
+            assert batches == [101]
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_error_reply_keeps_exception_type_and_remote_traceback(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            ref = b.spawn(Echo())
+            with pytest.raises(CustomError, match="boom") as info:
+                await a.ask(ref, "fail", msg="boom")
+            cause = info.value.__cause__
+            assert isinstance(cause, RemoteTraceback) and "handle_fail" in cause.tb
+            assert await a.ask(ref, "echo", x=1) == 1  # the actor survives its error
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_unknown_op_wrong_fields_unknown_actor(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            ref = b.spawn(Echo())
+            with pytest.raises(UnknownOpError, match="nope"):
+                await a.ask(ref, "nope")
+            with pytest.raises(BadMessageError, match=r"missing fields \['a'\]"):
+                await a.ask(ref, "add", b=1)
+            with pytest.raises(BadMessageError, match=r"unknown fields \['c'\]"):
+                await a.ask(ref, "add", a=1, c=2)
+            with pytest.raises(BadMessageError):
+                await a.ask(ref, "wait", reply=1)  # injected parameters are not fields
+            with pytest.raises(ActorNotFoundError, match="ghost"):
+                await a.ask(ActorRef(b.address, "ghost"), "echo", x=1)
+            # A tell with the same problems is logged, and nothing else breaks.
+            with watch_logs() as logs:
+                a.tell(ref, "nope")
+                await logs.wait_for("has no op 'nope'")
+            assert await a.ask(ref, "echo", x=2) == 2
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_deferred_reply(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            ref = b.spawn(Echo())
+            waiting = a.ask(ref, "wait")
+            assert await a.ask(ref, "echo", x=1) == 1  # the mailbox is not blocked
+            assert not waiting.done()
+            a.tell(ref, "release", value=[1, 2])
+            assert await waiting == [1, 2]
+            waiting = a.ask(ref, "wait")
+            a.tell(ref, "release", error="later")
+            with pytest.raises(CustomError, match="later"):
+                await waiting
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_async_handler(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            ref = b.spawn(Echo())
+            slow = a.ask(ref, "slow", x=21)
+            assert await a.ask(ref, "echo", x=1) == 1  # interleaves at the await
+            assert not slow.done()
+            a.tell(ref, "open_gate")
+            assert await slow == 42
+            with pytest.raises(CustomError, match="async"):
+                await a.ask(ref, "async_fail")
+            # Took `reply`, then raised: the ask still resolves.
+            with pytest.raises(CustomError, match="async deferred"):
+                await a.ask(ref, "async_deferred_fail")
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stopping_an_actor_fails_its_deferred_replies(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            ref = b.spawn(Echo(), "echo")
+            waiting = a.ask(ref, "wait")
+            slow = a.ask(ref, "slow", x=1)
+            await a.ask(ref, "echo", x=0)  # both are now held by the actor
+            b.stop_actor("echo")
+            with pytest.raises(ActorDeadError):
+                await waiting
+            with pytest.raises(ActorDeadError):
+                await slow
+            with pytest.raises(ActorNotFoundError):
+                await a.ask(ref, "echo", x=1)
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_peer_host_closing_fails_pending_asks_and_fires_peer_lost(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            lost = asyncio.Event()
+            calls = []
+
+            def on_lost(address, comm):
+                calls.append(address)
+                lost.set()
+            a.peer_lost_callbacks.append(on_lost)
+            ref = b.spawn(Echo())
+            slow = a.ask(ref, "slow", x=1)  # an async handler, cancelled by the close
+            waiting = a.ask(ref, "wait")     # a deferred reply, failed by the close
+            await a.ask(ref, "echo", x=0)
+            await b.close()
+            with pytest.raises(CommClosedError):
+                await slow
+            with pytest.raises(ActorDeadError):
+                await waiting
+            await lost.wait()
+            assert calls == [b.address]
+            # Asking the closed peer again fails too, within the connect timeout.
+            a.connect_timeout = 0.2
+            with pytest.raises(CommClosedError):
+                await a.ask(ref, "echo", x=1)
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_closing_a_host_fails_its_own_pending_asks(transport):
+    async def main():
+        async with hosts(transport) as (a, b):
+            seen_by_b = []
+            b_lost = asyncio.Event()
+
+            def on_lost(address, comm):
+                seen_by_b.append(address)
+                b_lost.set()
+            b.peer_lost_callbacks.append(on_lost)
+            ref = b.spawn(Echo())
+            remote = a.ask(ref, "wait")
+            local = a.ask(a.spawn(Echo()), "wait")
+            await a.ask(ref, "echo", x=0)
+            await a.close()
+            with pytest.raises(CommClosedError):
+                await remote
+            with pytest.raises((CommClosedError, ActorDeadError)):
+                await local
+            assert await b.ask(ref, "echo", x=1) == 1  # b is fine
+            await b_lost.wait()  # b learns on a later turn
+            assert seen_by_b == [a.address]
+    run(main())
+
+
+# --- TCP only --------------------------------------------------------------------
+
+
+def test_unencodable_values_fail_the_ask_over_tcp():
+    async def main():
+        async with hosts("tcp") as (a, b):
+            ref = b.spawn(Echo())
+            with pytest.raises(SerializationError, match="Unencodable"):
+                await a.ask(ref, "bad_value")
+            with pytest.raises(SerializationError, match="Unencodable"):
+                await a.ask(ref, "echo", x=Unencodable())
+            assert await a.ask(ref, "echo", x=1) == 1
+    run(main())
+
+
+def test_hmac_same_secret_talks():
+    async def main():
+        async with hosts("tcp", secrets=[SECRET, SECRET]) as (a, b):
+            ref = b.spawn(Echo())
+            assert await a.ask(ref, "echo", x="hi") == "hi"
+            assert b.secret == SECRET
+    run(main())
+
+
+@pytest.mark.parametrize("client_secret,server_secret", [
+    (b"wrong", SECRET), (None, SECRET), (SECRET, None),
+], ids=["wrong", "client-missing", "server-missing"])
+def test_hmac_failure_raises_and_listener_keeps_serving(client_secret, server_secret):
+    async def main():
+        async with hosts("tcp", secrets=[server_secret, client_secret, server_secret]) as (b, bad, good):
+            ref = b.spawn(Echo())
+            with watch_logs() as logs:
+                with pytest.raises(AuthenticationError):
+                    await bad.connect(b.address)
+                with pytest.raises(AuthenticationError):
+                    await bad.ask(ref, "echo", x=1)
+                if server_secret is not None:
+                    await logs.wait_for("failed authentication")
+            assert not bad.is_connected(b.address)
+            assert await good.ask(ref, "echo", x=2) == 2
+    run(main())
+
+
+def test_non_loopback_listen_without_secret_is_refused():
+    async def main():
+        with pytest.raises(ValueError, match="secret"):
+            await Host("tcp://0.0.0.0:0").start()
+        async with Host("tcp://0.0.0.0:0", secret=SECRET) as h:  # with a secret it is fine
+            assert h.address.startswith("tcp://0.0.0.0:")
+    run(main())
+
+
+# Raw-socket helpers speaking the documented wire format.
+
+def frames_bytes(frames):
+    return struct.pack(f"!I{len(frames)}Q", len(frames), *map(len, frames)) + b"".join(frames)
+
+
+async def read_frames(reader):
+    (n,) = struct.unpack("!I", await reader.readexactly(4))
+    lengths = struct.unpack(f"!{n}Q", await reader.readexactly(8 * n))
+    return [await reader.readexactly(length) for length in lengths]
+
+
+async def raw_connect(address):
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    hello = msgpack.unpackb((await read_frames(reader))[0])
+    return reader, writer, hello
+
+
+async def drain_to_eof(reader, writer):
+    """Wait until the host closes on us, then close our end."""
+    with contextlib.suppress(ConnectionError):
+        await reader.read()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+def hello_frame(nonce, address="tcp://raw-peer:1"):
+    return msgpack.packb({"v": PROTOCOL_VERSION, "nonce": nonce, "address": address})
+
+
+def evil_reply_frame(flag, rids):
+    """A batch of error replies whose exception, if ever unpickled, creates ``flag``."""
+    evil = pickle.dumps(ValueError(Touch(flag)), protocol=5)
+    ext = msgpack.ExtType(EXT_PICKLE, msgpack.packb([evil, 1, 0]))
+    return msgpack.packb([["", "_reply", rid, {"error": ext, "tb": "evil"}] for rid in rids])
+
+
+class Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (type(self.path).touch, (self.path,))
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "bad frame count"),
+    (struct.pack("!I", 0), "bad frame count 0"),
+    (frames_bytes([b"\xc1\xc1"]), "closing connection"),                      # not msgpack
+    (frames_bytes([msgpack.packb([1, 2])]), "malformed handshake"),
+    (frames_bytes([msgpack.packb({"v": 99, "nonce": b"x" * 16})]), "protocol 99"),
+    (frames_bytes([msgpack.packb({"v": PROTOCOL_VERSION, "nonce": 1})]), "nonce"),
+    (struct.pack("!IQ", 1, 10_000) + b"x" * 100, "exceeds the limit"),        # oversized
+    (struct.pack("!IQ", 1, 100) + b"x" * 10, "in the middle of a frame"),     # truncated
+], ids=["http", "zero-frames", "not-msgpack", "not-a-map", "version", "nonce", "oversized",
+        "truncated"])
+def test_bad_bytes_close_that_connection_only(payload, reason):
+    async def main():
+        async with hosts("tcp", secrets=[SECRET, SECRET]) as (b, good):
+            ref = b.spawn(Echo())
+            with watch_logs() as logs:
+                reader, writer, _ = await raw_connect(b.address)
+                writer.write(payload)
+                if reason == "in the middle of a frame":
+                    writer.write_eof()
+                await drain_to_eof(reader, writer)
+                await logs.wait_for(reason)
+            assert await good.ask(ref, "echo", x=1) == 1
+    run(main())
+
+
+def test_oversized_message_from_an_authenticated_peer_closes_only_that_connection():
+    async def main():
+        async with hosts("tcp", n=2, max_frame_bytes=4000) as (b, a):
+            ref = b.spawn(Echo())
+            assert await a.ask(ref, "echo", x="small") == "small"
+            with watch_logs() as logs:
+                with pytest.raises(CommClosedError):
+                    await a.ask(ref, "echo", x="x" * 5000)
+                await logs.wait_for("exceeds the limit of 4000")
+            assert await a.ask(ref, "echo", x="small again") == "small again"  # reconnects
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["instead-of-hello", "instead-of-proof", "after-wrong-proof",
+                                 "reflected-proof"])
+def test_unauthenticated_peer_never_gets_a_pickle_loaded(how, tmp_path):
+    flag = tmp_path / "pwned"
+
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (b,):
+            held = b.spawn(Echo())
+            pending = b.ask(held, "wait")  # a pending ask: replies for it would be unpickled
+            await b.ask(held, "echo", x=0)
+            rids = list(b._pending)
+            evil = evil_reply_frame(flag, rids)
+            with watch_logs() as logs:
+                reader, writer, hello = await raw_connect(b.address)
+                if how == "instead-of-hello":
+                    writer.write(frames_bytes([evil]))
+                elif how == "instead-of-proof":
+                    writer.write(frames_bytes([hello_frame(os.urandom(16))]) + frames_bytes([evil]))
+                elif how == "after-wrong-proof":
+                    writer.write(frames_bytes([hello_frame(os.urandom(16))])
+                                 + frames_bytes([msgpack.packb({"mac": b"\x00" * 32})])
+                                 + frames_bytes([evil]))
+                else:
+                    # Reflection: make the listener answer its own challenge on a second
+                    # connection, then replay that answer as our proof on the first.
+                    r2, w2, hello2 = await raw_connect(b.address)
+                    w2.write(frames_bytes([hello_frame(hello["nonce"])]))
+                    their_proof = (await read_frames(r2))[0]
+                    writer.write(frames_bytes([hello_frame(hello2["nonce"])])
+                                 + frames_bytes([their_proof]) + frames_bytes([evil]))
+                    w2.close()
+                    await w2.wait_closed()
+                await drain_to_eof(reader, writer)
+                reason = "extension types" if how.startswith("instead") else "failed authentication"
+                await logs.wait_for(reason)
+            assert not flag.exists()
+            assert not pending.done()
+            b.tell(held, "release", value="fine")
+            assert await pending == "fine"
+    run(main())
+    assert not flag.exists()
+
+
+def test_authenticated_raw_peer_can_deliver_a_pickle_control(tmp_path):
+    """Control for the test above: the same bytes after a correct handshake do load."""
+    flag = tmp_path / "pwned"
+
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (b,):
+            held = b.spawn(Echo())
+            pending = b.ask(held, "wait")
+            await b.ask(held, "echo", x=0)
+            reader, writer, hello = await raw_connect(b.address)
+            nonce = os.urandom(16)
+            proof = _mac(SECRET, ROLE_CONNECT, hello["nonce"], nonce)
+            writer.write(frames_bytes([hello_frame(nonce)]) + frames_bytes([msgpack.packb({"mac": proof})])
+                         + frames_bytes([evil_reply_frame(flag, list(b._pending))]))
+            with pytest.raises(ValueError):
+                await pending
+            assert flag.exists()
+            writer.close()
+            await writer.wait_closed()
+    run(main())
+
+
+def test_messages_arriving_with_the_handshake_proof_are_not_lost():
+    """A peer may send right after its proof, in the same read, before connect returns."""
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (a,):
+            sink = a.spawn(Echo(), "sink")
+            server_done = asyncio.Event()
+
+            async def serve(reader, writer):
+                nonce = os.urandom(16)
+                writer.write(frames_bytes([hello_frame(nonce, "tcp://raw-server:1")]))
+                peer = msgpack.unpackb((await read_frames(reader))[0])
+                proof = _mac(SECRET, b"accept", peer["nonce"], nonce)
+                batch = msgpack.packb([["sink", "record", 0, {"x": "early"}]])
+                writer.write(frames_bytes([msgpack.packb({"mac": proof})]) + frames_bytes([batch]))
+                await read_frames(reader)  # the client's proof
+                await drain_to_eof(reader, writer)
+                server_done.set()
+
+            server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            comm = await a.connect(f"tcp://127.0.0.1:{port}")
+            assert await a.ask(sink, "get") == ["early"]
+            comm.close()
+            await server_done.wait()
+            server.close()
+            await server.wait_closed()
+    run(main())
+
+
+def test_host_close_drops_connections_still_in_handshake():
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (b,):
+            reader, writer, _ = await raw_connect(b.address)  # never proves anything
+            await b.close()
+            await drain_to_eof(reader, writer)  # the host closed its end
+    run(main())
+
+
+def test_connect_timeout_mid_handshake_and_close_while_connecting_leak_nothing():
+    async def main():
+        accepted = asyncio.Queue()
+        eofs = asyncio.Queue()
+
+        async def serve(reader, writer):  # accepts, then says nothing
+            await accepted.put(None)
+            await drain_to_eof(reader, writer)
+            await eofs.put(None)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        address = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            async with hosts("tcp", n=1, connect_timeout=0.2) as (a,):
+                with pytest.raises(CommClosedError, match="could not connect"):
+                    await a.connect(address)
+                await accepted.get()
+                await eofs.get()  # our half-open socket was closed
+                a.connect_timeout = 30
+                pending = a.ask(ActorRef(address, "x"), "echo", x=1)
+                await accepted.get()
+                await a.close()  # cancels the connect: the ask fails, the socket closes
+                with pytest.raises(CommClosedError):
+                    await pending
+                await eofs.get()
+        finally:
+            server.close()
+            await server.wait_closed()
+    run(main())
+
+
+# --- a real second process ---------------------------------------------------------
+
+CHILD = textwrap.dedent("""
+    import asyncio, os, sys
+    from actorrt.core import Actor, Host
+
+    class Echo(Actor):
+        def handle_echo(self, x):
+            return x
+        def handle_pid(self):
+            return os.getpid()
+        def handle_wait(self, reply):
+            self.held = reply
+
+    async def main():
+        async with Host("tcp://127.0.0.1:0", secret=os.environb[b"SECRET"]) as h:
+            h.spawn(Echo(), "echo")
+            print(h.address, flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+""")
+
+
+def test_cross_process_ask_and_kill_fails_pending_asks():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "SECRET": SECRET.decode(), "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, env=env)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "child did not start"
+        address = proc.stdout.readline().decode().strip()
+        assert address.startswith("tcp://127.0.0.1:")
+
+        async def main():
+            async with Host(None, secret=SECRET) as a:
+                ref = ActorRef(address, "echo")
+                assert await a.ask(ref, "echo", x=[1, {"two": b"3"}]) == [1, {"two": b"3"}]
+                assert await a.ask(ref, "pid") == proc.pid
+                lost = asyncio.Event()
+                a.peer_lost_callbacks.append(lambda addr, comm: lost.set())
+                waiting = a.ask(ref, "wait")
+                await a.ask(ref, "echo", x=0)  # the child now holds `waiting`
+                proc.kill()
+                with pytest.raises(CommClosedError):
+                    await waiting
+                await lost.wait()
+        run(main(), timeout=8)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
