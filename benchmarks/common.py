@@ -94,6 +94,40 @@ def timeit(fn: Callable[[], Any], repeat: int = 3, setup: Callable[[], Any] | No
     return best
 
 
+def tree_cpu_seconds(root: int | None = None) -> float | None:
+    """CPU seconds (user + system) used so far by process ``root`` and its live descendants.
+
+    Linux only (reads /proc); None elsewhere. Used to report CPU per task summed over
+    client, scheduler and worker processes, whatever the runtime's process tree.
+    """
+    if not os.path.isdir("/proc"):
+        return None
+    root = os.getpid() if root is None else root
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        # Fields after the ")" that closes the command name: state ppid ... utime(12) stime(13)
+        fields = text[text.rindex(")") + 2:].split()
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+        todo.extend(children.get(pid, ()))
+    return total
+
+
 # --- clients --------------------------------------------------------------------
 @contextlib.contextmanager
 def actorrt_client(n_workers: int = N_WORKERS, threads_per_worker: int = THREADS_PER_WORKER,
@@ -146,7 +180,8 @@ class Workload:
     """One thing to time on each runtime.
 
     ``run(client)`` does the work (its wall time is measured). With ``tasks`` set, the
-    table shows throughput (tasks/s) instead of seconds. With ``needs_client=False``,
+    table shows throughput (``unit``/s) instead of seconds, or with ``per_task`` the
+    time per task (e.g. a round trip's latency). With ``needs_client=False``,
     ``run`` receives the runtime's client factory instead (a context manager; e.g.
     to time start-up) and is run once per repetition on no shared client.
     """
@@ -154,6 +189,8 @@ class Workload:
     name: str
     run: Callable[[Any], Any]
     tasks: int | None = None
+    per_task: bool = False
+    unit: str = "tasks"
     needs_client: bool = True
     repeat: int | None = None          # overrides --repeat (e.g. slow start-up timings)
     runtimes: tuple[str, ...] = RUNTIMES
@@ -166,16 +203,21 @@ class Row:
     workload: str
     seconds: dict[str, float | None] = field(default_factory=dict)
     tasks: int | None = None
+    per_task: bool = False
+    unit: str = "tasks"
 
     def value(self, runtime: str) -> float | None:
+        """What the table shows: seconds, seconds per task, or tasks per second."""
         s = self.seconds.get(runtime)
         if s is None or self.tasks is None:
             return s
+        if self.per_task:
+            return s / self.tasks
         return self.tasks / s if s > 0 else float("inf")
 
     @property
-    def unit(self) -> str:
-        return "tasks/s" if self.tasks is not None else "s"
+    def rate_unit(self) -> str | None:
+        return f"{self.unit}/s" if self.tasks is not None and not self.per_task else None
 
     @property
     def ratio(self) -> float | None:
@@ -187,21 +229,24 @@ class Row:
 
 
 def compare(workloads: Sequence[Workload], args: argparse.Namespace,
-            client_kwargs: dict[str, dict] | None = None) -> list[Row]:
+            client_kwargs: dict[str, dict] | None = None,
+            factories: dict[str, Callable[..., Any]] | None = None) -> list[Row]:
     """Run every workload on every runtime, one client per runtime; return the rows.
 
     The runtimes run one after the other (never side by side) so that neither steals
-    the other's two cores.
+    the other's two cores. ``factories`` replaces the client context managers (e.g.
+    with a pair of connected hosts) for scripts that measure something else.
     """
     only = getattr(args, "only", [])
     chosen = [w for w in workloads if not only or any(o in w.name for o in only)]
-    rows = {w.name: Row(w.name, tasks=w.tasks) for w in chosen}
+    rows = {w.name: Row(w.name, tasks=w.tasks, per_task=w.per_task, unit=w.unit) for w in chosen}
+    makers = {**CLIENTS, **(factories or {})}
     for runtime in runtimes(args):
         todo = [w for w in chosen if runtime in w.runtimes]
         if not todo:
             continue
         kwargs = (client_kwargs or {}).get(runtime, {})
-        factory = _bind(CLIENTS[runtime], kwargs)
+        factory = _bind(makers[runtime], kwargs)
         print(f"# {runtime}: {len(todo)} workload(s)", file=sys.stderr, flush=True)
         shared = [w for w in todo if w.needs_client]
         if shared:
@@ -228,31 +273,39 @@ def _time_one(w: Workload, target: Any, args: argparse.Namespace) -> float:
 
 
 # --- the table ------------------------------------------------------------------------
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "tasks/s":
-        return f"{value:,.0f} tasks/s"
-    if value < 0.01:
+def fmt_seconds(value: float) -> str:
+    """Seconds in a readable unit: s, ms or µs."""
+    if value < 1e-3:
+        return f"{value * 1e6:.1f} µs"
+    if value < 0.1:
         return f"{value * 1e3:.2f} ms"
     return f"{value:.3f} s"
+
+
+def _fmt(value: float | None, rate_unit: str | None) -> str:
+    if value is None:
+        return "-"
+    if rate_unit is not None:
+        return f"{value:,.0f} {rate_unit}"
+    return fmt_seconds(value)
+
+
+def format_columns(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """A plain text table: first column left-aligned, the others right-aligned."""
+    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    for line in lines:
+        out.append(" | ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]))
+    return "\n".join(out)
 
 
 def format_table(rows: Sequence[Row | tuple], title: str | None = None) -> str:
     """The table as text. Rows are `Row`s or tuples ``(workload, actorrt_s, dask_s[, tasks])``."""
     norm = [r if isinstance(r, Row) else _row_from_tuple(r) for r in rows]
-    header = ("workload", "actorrt", "dask", "ratio")
-    lines = [(r.workload, _fmt(r.value("actorrt"), r.unit), _fmt(r.value("dask"), r.unit),
+    lines = [(r.workload, _fmt(r.value("actorrt"), r.rate_unit), _fmt(r.value("dask"), r.rate_unit),
               "n/a" if r.ratio is None else f"{r.ratio:.1f}x") for r in norm]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
-    out = []
-    if title:
-        out.append(title)
-    out.append(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    out.append("-+-".join("-" * w for w in widths))
-    for line in lines:
-        out.append(" | ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]))
+    out = [title] if title else []
+    out.append(format_columns(("workload", "actorrt", "dask", "ratio"), lines))
     out.append("ratio = dask time / actorrt time (>1 means actorrt faster)")
     return "\n".join(out)
 

@@ -1,0 +1,157 @@
+"""The foundation's workloads (issue 2) on actorrt and dask.distributed, side by side.
+
+    python benchmarks/bench_core.py            # full sizes, best of 3
+    python benchmarks/bench_core.py --quick    # tiny sizes, seconds
+
+Both runtimes get ``Client(n_workers=2, threads_per_worker=1)`` with worker processes.
+Workloads: submit+gather of 5,000 trivial tasks; map of 10,000; the 256x(inc, double,
+add) chain + sum; a pairwise tree reduction of 1,024 inputs; client start-up (Client()
+to first result). A second table gives the CPU time per task summed over every process
+of the cluster (client, scheduler, workers) for the submit and map workloads.
+
+Every repetition uses fresh arguments so that pure (hashed) keys never hit results
+left over from the previous repetition.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (Row, Workload, compare, format_columns, parse_args, print_table,  # noqa: E402
+                    tree_cpu_seconds)
+
+
+def inc(x):
+    return x + 1
+
+
+def double(x):
+    return 2 * x
+
+
+def add(x, y):
+    return x + y
+
+
+# Fresh inputs for every repetition (see the module docstring).
+_fresh = itertools.count(1)
+
+
+def _offset(n: int) -> int:
+    return next(_fresh) * 10 * n
+
+
+# CPU seconds of the whole process tree, per (runtime, workload), of the last repetition.
+cpu_used: dict[tuple[str, str], float] = {}
+
+
+def _with_cpu(name: str, body):
+    """Wrap ``body(client)`` to record the cluster's CPU seconds it used."""
+    def run(client):
+        before = tree_cpu_seconds()
+        result = body(client)
+        after = tree_cpu_seconds()
+        if before is not None and after is not None:
+            runtime = "dask" if type(client).__module__.startswith("distributed") else "actorrt"
+            cpu_used[(runtime, name)] = after - before
+        return result
+    return run
+
+
+def submit_gather(n: int):
+    def run(client):
+        start = _offset(n)
+        futures = [client.submit(inc, start + i) for i in range(n)]
+        results = client.gather(futures)
+        assert results[-1] == start + n
+    return run
+
+
+def map_gather(n: int):
+    def run(client):
+        start = _offset(n)
+        results = client.gather(client.map(inc, range(start, start + n)))
+        assert results[0] == start + 1
+    return run
+
+
+def chain(n: int):
+    """for i in range(n): x = inc(i); y = double(x); z = add(x, y) -> sum(zs)."""
+    def run(client):
+        start = _offset(n)
+        zs = []
+        for i in range(start, start + n):
+            x = client.submit(inc, i)
+            y = client.submit(double, x)
+            zs.append(client.submit(add, x, y))
+        total = client.submit(sum, zs).result()
+        assert total == sum(3 * (i + 1) for i in range(start, start + n))
+    return run
+
+
+def tree(n: int):
+    """Pairwise reduction: n inputs, then add pairs level by level down to one."""
+    def run(client):
+        start = _offset(n)
+        level = client.map(inc, range(start, start + n))
+        while len(level) > 1:
+            level = [client.submit(add, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        assert level[0].result() == sum(range(start + 1, start + n + 1))
+    return run
+
+
+def startup(make_client):
+    """Client() (cluster with worker processes included) to the first result."""
+    with make_client() as client:
+        assert client.submit(inc, _offset(1)).result() > 0
+
+
+def workloads(quick: bool) -> list[Workload]:
+    n_submit, n_map, n_chain, n_tree = (200, 400, 16, 64) if quick else (5_000, 10_000, 256, 1_024)
+    submit_name = f"submit+gather {n_submit:,} tasks"
+    map_name = f"map+gather {n_map:,} tasks"
+    return [
+        Workload(submit_name, _with_cpu(submit_name, submit_gather(n_submit)), tasks=n_submit),
+        Workload(map_name, _with_cpu(map_name, map_gather(n_map)), tasks=n_map),
+        Workload(f"chain {n_chain}x(inc, double, add) + sum", chain(n_chain)),
+        Workload(f"tree reduction of {n_tree:,} inputs", tree(n_tree)),
+        Workload("client start-up to first result", startup, needs_client=False),
+    ]
+
+
+def cpu_rows(rows: list[Row]) -> list[tuple[str, str, str, str]]:
+    """CPU ms per task over all processes, for the workloads that recorded it."""
+    out = []
+    for row in rows:
+        if row.tasks is None:
+            continue
+        per = {rt: cpu_used.get((rt, row.workload)) for rt in ("actorrt", "dask")}
+        if per["actorrt"] is None:
+            continue
+        cells = ["-" if v is None else f"{v / row.tasks * 1e3:.3f} ms" for v in per.values()]
+        ratio = ("n/a" if per["dask"] is None or not per["actorrt"]
+                 else f"{per['dask'] / per['actorrt']:.1f}x")
+        out.append((row.workload, *cells, ratio))
+    return out
+
+
+def print_cpu_table(lines: list[tuple[str, str, str, str]]) -> None:
+    if not lines:
+        return
+    print()
+    print(format_columns(("CPU per task (all processes)", "actorrt", "dask", "ratio"), lines))
+    print("CPU = user + system seconds of the client, scheduler and worker processes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__, argv)
+    rows = compare(workloads(args.quick), args)
+    print_table(rows, title="actorrt vs dask.distributed: 2 worker processes x 1 thread")
+    print_cpu_table(cpu_rows(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Every benchmark script runs with --quick and prints its comparison table.
+
+Benchmarks are not tests: nothing here looks at the figures, only that each script
+runs to the end (with and without dask.distributed installed) and prints a table.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+NOT_SCRIPTS = {"common.py"}
+SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
+
+# Hides dask.distributed from a script as if it were not installed, then runs it.
+_WITHOUT_DASK = """
+import runpy, sys
+for name in ("distributed", "dask"):
+    sys.modules[name] = None   # import fails and find_spec says "absent"
+script = sys.argv[1]
+sys.argv = [script, *sys.argv[2:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def _run(argv: list, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(argv, cwd=BENCH_DIR.parent, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _check_table(proc: subprocess.CompletedProcess, dask_expected: bool) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    lines = proc.stdout.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("workload") and line.rstrip().endswith("ratio")]
+    assert headers, f"no table in the output:\n{proc.stdout}"
+    rows = lines[headers[0] + 2:]
+    assert rows and "|" in rows[0], f"table has no rows:\n{proc.stdout}"
+    cells = [c.strip() for c in rows[0].split("|")]
+    assert cells[1] != "-", f"no actorrt figure:\n{proc.stdout}"
+    if not dask_expected:
+        assert cells[2] == "-" and cells[3] == "n/a", f"dask column should be empty:\n{proc.stdout}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_runs_quick(script):
+    from importlib.util import find_spec
+    proc = _run([sys.executable, str(BENCH_DIR / script), "--quick"], timeout=220)
+    _check_table(proc, dask_expected=find_spec("distributed") is not None)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_script_runs_without_dask():
+    """With dask.distributed absent, the dask column is empty and nothing fails."""
+    proc = _run([sys.executable, "-c", _WITHOUT_DASK, str(BENCH_DIR / "bench_core.py"), "--quick"],
+                timeout=220)
+    _check_table(proc, dask_expected=False)
+    assert "# dask:" not in proc.stderr  # the harness never tried to start it
