@@ -17,6 +17,7 @@ import textwrap
 import threading
 
 import msgpack
+import numpy as np
 import pytest
 
 from actorrt.core import (
@@ -115,11 +116,14 @@ class LogWaiter(logging.Handler):
 def watch_logs():
     waiter = LogWaiter()
     logger = logging.getLogger("actorrt")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # whatever the root level, warnings reach us
     logger.addHandler(waiter)
     try:
         yield waiter
     finally:
         logger.removeHandler(waiter)
+        logger.setLevel(level)
 
 
 class CustomError(Exception):
@@ -203,6 +207,10 @@ def test_ask_tell_round_trip(transport):
             p = Pickled.dumps(lambda: 41)
             back = await a.ask(ref, "echo", x=p)
             assert back == p and back.loads()() == 41
+            arr = np.arange(100_000)
+            back = (await a.ask(ref, "echo", x=Pickled.dumps({"arr": arr}))).loads()["arr"]
+            np.testing.assert_array_equal(back, arr)
+            back[0] = -1  # delivered into writable memory, like the original
             back = await a.ask(ref, "echo", x=ref)
             assert back == ref and type(back) is ActorRef
             assert await a.ask(ref, "who") is True
