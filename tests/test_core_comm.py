@@ -598,12 +598,23 @@ def test_unauthenticated_peer_never_gets_a_pickle_loaded(how, tmp_path):
 
 
 def test_authenticated_raw_peer_can_deliver_a_pickle_control(tmp_path):
-    """Control for the test above: the same bytes after a correct handshake do load."""
+    """Control for the test above: the same pickle after a correct handshake does load
+    (here by a handler that opens it); but as a reply to an ask that did not go out on
+    that connection it is dropped unopened."""
     flag = tmp_path / "pwned"
+
+    class Loader(Actor):
+        def handle_load(self, blob):
+            try:
+                blob.loads()
+            except Exception:
+                pass
+            return "loaded"
 
     async def main():
         async with hosts("tcp", secrets=[SECRET]) as (b,):
             held = b.spawn(Echo())
+            loader = b.spawn(Loader(), "loader")
             pending = b.ask(held, "wait")
             await b.ask(held, "echo", x=0)
             reader, writer, hello = await raw_connect(b.address)
@@ -611,9 +622,18 @@ def test_authenticated_raw_peer_can_deliver_a_pickle_control(tmp_path):
             proof = _mac(SECRET, ROLE_CONNECT, hello["nonce"], nonce)
             writer.write(frames_bytes([hello_frame(nonce)]) + frames_bytes([msgpack.packb({"mac": proof})])
                          + frames_bytes([evil_reply_frame(flag, list(b._pending))]))
-            with pytest.raises(ValueError):
-                await pending
+            await b.ask(held, "echo", x=1)  # a turn for the forged reply to be seen and dropped
+            assert not flag.exists() and not pending.done()
+            evil = pickle.dumps(ValueError(Touch(flag)), protocol=5)
+            ext = msgpack.ExtType(EXT_PICKLE, msgpack.packb([evil, 1, 0]))
+            writer.write(frames_bytes([msgpack.packb([["loader", "load", 7, {"blob": ext}]])]))
+            while True:  # skip the listener's proof; wait for the reply to request 7
+                msg = msgpack.unpackb((await read_frames(reader))[0], strict_map_key=False)
+                if isinstance(msg, list) and msg[0][2] == 7:
+                    break
             assert flag.exists()
+            b.tell(held, "release", value="fine")
+            assert await pending == "fine"
             writer.close()
             await writer.wait_closed()
     run(main())
@@ -740,3 +760,17 @@ def test_cross_process_ask_and_kill_fails_pending_asks():
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_silent_peer_is_closed_after_the_handshake_timeout(monkeypatch):
+    """A socket that never completes the handshake does not hold a connection forever."""
+    import actorrt.core.comm as comm_mod
+    monkeypatch.setattr(comm_mod, "HANDSHAKE_TIMEOUT", 0.05)
+
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (b,):
+            reader, writer, hello = await raw_connect(b.address)
+            assert await reader.read() == b""  # the listener hung up on us
+            writer.close()
+            await writer.wait_closed()
+    run(main())

@@ -45,6 +45,9 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
 MAX_FRAMES = 1 << 16
 MAX_HANDSHAKE_BYTES = 4096
+# An accepted socket that has not proven itself by then is closed, so idle or hostile
+# peers cannot hold connections open forever.
+HANDSHAKE_TIMEOUT = 10.0
 _HEAD = struct.Struct("!I")
 
 OnMessages = Callable[[list, "Comm"], None]
@@ -150,6 +153,7 @@ class TCPComm(Comm, asyncio.Protocol):
         self._buf = bytearray()
         self._phase = "hello"  # hello -> proof -> open
         self._nonce = os.urandom(16)
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self._peer_nonce = b""
 
     # asyncio.Protocol ------------------------------------------------------
@@ -161,8 +165,17 @@ class TCPComm(Comm, asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hello = {"v": PROTOCOL_VERSION, "nonce": self._nonce, "address": self.local_address}
         self._write_frames([msgpack.packb(hello)])
+        self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        if self._phase != "open" and not self.closed:
+            logger.warning("closing connection from %s: no handshake within %s s",
+                           self._peername(), HANDSHAKE_TIMEOUT)
+            self.close(CommClosedError("handshake timed out"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         if self._buf and not self.closed:
             logger.warning("connection from %s closed in the middle of a frame (%d bytes unread)",
                            self.peer_address or self._peername(), len(self._buf))
@@ -251,6 +264,8 @@ class TCPComm(Comm, asyncio.Protocol):
                 self.close(err)
                 return
             self._phase = "open"
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
             self.ready.set_result(None)
             if self._on_open is not None:
                 self._on_open(self)

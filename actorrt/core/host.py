@@ -27,11 +27,11 @@ REPLY = "_reply"
 class Host:
     """Actor registry, router and connection pool of one process role."""
 
-    def __init__(self, address: str | None = "inproc://", *, secret: bytes | None = None,
+    def __init__(self, address: str | None = "inproc://", *, secret: bytes | str | None = None,
                  name: str = "host", shortcut: bool = True,
                  max_frame_bytes: int = 1 << 30, connect_timeout: float = 10.0) -> None:
         self.requested_address = address
-        self.secret = secret
+        self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
         self.shortcut = shortcut
         self.max_frame_bytes = max_frame_bytes
@@ -248,7 +248,7 @@ class Host:
             try:
                 dest, op, rid, fields = msg
                 if op == REPLY:
-                    self._on_reply(rid, fields)
+                    self._on_reply(rid, fields, comm)
                     continue
                 actor = actors.get(dest)
                 if actor is None:
@@ -345,11 +345,17 @@ class Host:
             blob, tb = dumps_exception(value)
             comm.send(["", REPLY, rid, {"error": blob, "tb": tb}])
 
-    def _on_reply(self, rid: int, fields: dict) -> None:
-        entry = self._pending.pop(rid, None)
+    def _on_reply(self, rid: int, fields: dict, origin: Comm | None) -> None:
+        entry = self._pending.get(rid)
         if entry is None:
             return  # the asker gave up (timeout) or the host is closing
         fut, comm = entry
+        if comm is not origin:
+            # Only the connection the ask went out on may answer it: another peer
+            # guessing request ids must not resolve our futures.
+            logger.warning("dropping a reply to request %s from the wrong connection %s", rid, origin)
+            return
+        del self._pending[rid]
         if not isinstance(fields, dict):
             fields = {"exc": BadMessageError(f"malformed reply {fields!r}")}
         if comm is not None:
