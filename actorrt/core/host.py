@@ -29,7 +29,7 @@ class Host:
 
     def __init__(self, address: str | None = "inproc://", *, secret: bytes | str | None = None,
                  name: str = "host", shortcut: bool = True,
-                 max_frame_bytes: int = 1 << 30, connect_timeout: float = 10.0) -> None:
+                 max_frame_bytes: int = 1 << 30, connect_timeout: float = 3.0) -> None:
         self.requested_address = address
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
@@ -176,13 +176,13 @@ class Host:
                     self._pending[msg[2]] = (entry[0], comm)
                     self._pending_by_comm.setdefault(comm, set()).add(msg[2])
 
-    async def connect(self, address: str) -> Comm:
+    async def connect(self, address: str, timeout: float | None = None) -> Comm:
         """Return the open comm to ``address``, opening one if needed."""
         comm = self._comms.get(address)
         if comm is not None and not comm.closed:
             return comm
         comm = await connect(address, local_address=self.address, secret=self.secret,
-                             ref_type=ActorRef, timeout=self.connect_timeout,
+                             ref_type=ActorRef, timeout=timeout or self.connect_timeout,
                              max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
                              on_messages=self._on_messages)
         if self.status in ("closing", "closed"):
