@@ -254,9 +254,9 @@ class TCPComm(Comm, asyncio.Protocol):
             self._write_frames([msgpack.packb({"mac": mac})])
             self._phase = "proof"
         elif self._phase == "proof":
-            mac = msg.get("mac")
+            proof: Any = msg.get("mac")
             expected = _mac(self._secret, self._peer_role, self._nonce, self._peer_nonce) if self._secret else b""
-            if not isinstance(mac, bytes) or not hmac.compare_digest(mac, expected):
+            if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
                 err = AuthenticationError(
                     f"peer {self._peername()} failed authentication (wrong or missing cluster secret)"
                 )

@@ -44,7 +44,7 @@ class Host:
         self._listener: Listener | None = None
         self._comms: dict[str, Comm] = {}
         self._all_comms: set[Comm] = set()
-        self._connecting: dict[str, asyncio.Task[Comm]] = {}
+        self._connecting: dict[str, asyncio.Task[None]] = {}
         self._queued: dict[str, list] = {}
         self._rids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future, Comm | None]] = {}
