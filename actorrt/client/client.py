@@ -256,9 +256,9 @@ class Client:
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("blocking call on the client's event loop; use `await` "
                                "(Client(asynchronous=True)) from async code")
-        from ..worker.pool import current_job, current_pool
+        from ..worker.pool import current_pool
         pool = current_pool()
-        seceded = pool is not None and current_job() is not None and pool.loop is self.loop and pool.secede()
+        seceded = pool is not None and pool.secede()
         try:
             fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
             return fut.result()

@@ -116,8 +116,7 @@ class Scheduler(Actor):
                                [k, "cancelled", {"reason": f"{k} cancelled by this client"}])
                 self._apply(self.state.handle_release_keys(client, shared, self._sid("cancel")))
                 keys = [k for k in keys if k not in shared]
-        self._apply(self.state.handle_cancel(keys, f"{keys[0] if keys else ''} was cancelled",
-                                             self._sid("cancel")))
+        self._apply(self.state.handle_cancel(keys, None, self._sid("cancel")))
 
     def handle_retry(self, keys: list) -> None:
         self._apply(self.state.handle_retry(keys, self._sid("retry")))
@@ -152,6 +151,11 @@ class Scheduler(Actor):
         for key, exc, tb in erred:
             out += state.handle_task_erred(worker, key, exc, tb, self._sid("task-erred"))
         self._apply(out)
+
+    def handle_long_running(self, worker: str, keys: list) -> None:
+        """Tasks on ``worker`` gave their thread slots back (seceded while waiting)."""
+        for key in keys:
+            self._apply(self.state.handle_long_running(worker, key, self._sid("long-running")))
 
     def handle_missing_data(self, worker: str, key: str, missing: dict) -> None:
         self._apply(self.state.handle_missing_data(worker, key, missing, self._sid("missing-data")))

@@ -98,20 +98,30 @@ class TaskState:
 
 
 class WorkerState:
-    __slots__ = ("address", "nthreads", "processing", "has_what", "capacity", "nbytes", "seq")
+    __slots__ = ("address", "nthreads", "processing", "long_running", "has_what", "capacity",
+                 "nbytes", "seq")
 
     def __init__(self, address: str, nthreads: int, saturation: float, seq: int) -> None:
         self.address = address
         self.nthreads = nthreads
         self.processing: set[TaskState] = set()
+        # Running tasks that gave their thread slot back (secede, or blocked on other
+        # futures): they no longer count against capacity, so the work they wait for
+        # can be placed here (a nested gather on a one-thread worker cannot deadlock).
+        self.long_running: set[TaskState] = set()
         self.has_what: set[TaskState] = set()
         self.capacity = max(1, int(nthreads * saturation))
         self.nbytes = 0
         self.seq = seq
 
     @property
+    def busy(self) -> int:
+        """Tasks holding a thread slot here."""
+        return len(self.processing) - len(self.long_running)
+
+    @property
     def occupancy(self) -> float:
-        return len(self.processing) / self.nthreads
+        return self.busy / self.nthreads
 
     def __repr__(self) -> str:
         return f"<WorkerState {self.address} {len(self.processing)}/{self.capacity}>"
@@ -272,8 +282,8 @@ class SchedulerState:
         recs: dict[str, str] = {}
         for key in keys:
             ts = self.tasks.get(key)
-            if ts is None:
-                continue
+            if ts is None or holder == FIRE_AND_FORGET and ts.state in ("memory", "erred"):
+                continue  # fire-and-forget of finished work: nothing left to keep alive
             ts.who_wants.add(holder)
             if ts.state in ("memory", "erred") and holder in self.clients:
                 self._report(ts, only=holder)
@@ -282,21 +292,29 @@ class SchedulerState:
         self._run(recs, stimulus_id)
         return self._flush()
 
-    def handle_cancel(self, keys: Iterable[str], reason: str, stimulus_id: str) -> list[Instruction]:
-        """Cancel ``keys`` and everything that depends on them, for every holder."""
-        stack = [self.tasks[k] for k in keys if k in self.tasks]
-        seen: set[TaskState] = set()
+    def handle_cancel(self, keys: Iterable[str], reason: str | None, stimulus_id: str) -> list[Instruction]:
+        """Cancel ``keys`` and everything that depends on them, for every holder.
+
+        Each report names the key that was cancelled: a dependent's reason says which
+        of its inputs was, so a user looking at a downstream CancelledError knows why.
+        """
+        stack = [(self.tasks[k], k) for k in keys if k in self.tasks]
+        root_of: dict[TaskState, str] = {}
         while stack:
-            ts = stack.pop()
-            if ts in seen:
+            ts, root = stack.pop()
+            if ts in root_of:
                 continue
-            seen.add(ts)
-            stack.extend(ts.dependents)
+            root_of[ts] = root
+            stack.extend((dts, root) for dts in ts.dependents)
         recs: dict[str, str] = {}
-        for ts in seen:
+        for ts, root in root_of.items():
+            if ts.key == root:
+                why = reason or f"{root} was cancelled"
+            else:
+                why = f"{ts.key} was cancelled because its input {root} was cancelled"
             for client in ts.who_wants:
                 if client in self.clients:
-                    self._out.append(Report(client, ts.key, "cancelled", {"reason": reason}))
+                    self._out.append(Report(client, ts.key, "cancelled", {"reason": why}))
             ts.who_wants.clear()
             recs[ts.key] = "released"
         self._run(recs, stimulus_id)
@@ -390,6 +408,20 @@ class SchedulerState:
             ts.exception = exception
             ts.traceback = traceback
             self._run({key: "erred"}, stimulus_id)
+        return self._flush()
+
+    def handle_long_running(self, worker: str, key: str, stimulus_id: str) -> list[Instruction]:
+        """A running task gave its thread slot back: free the slot for queued work."""
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ws is None or ts.processing_on is not ws or ts in ws.long_running:
+            return []
+        if ws.busy < ws.capacity:
+            self.idle.remove(ws)
+        ws.long_running.add(ts)
+        self.idle.add(ws)  # busy just dropped below capacity
+        self._story(ts, "processing", "long-running", stimulus_id)
+        self._fill_workers(stimulus_id)
         return self._flush()
 
     def handle_missing_data(self, worker: str, key: str, missing: dict[str, list[str]],
@@ -499,7 +531,7 @@ class SchedulerState:
         else the least occupied free worker."""
         if ts.workers is not None:
             allowed = [self.workers[a] for a in ts.workers if a in self.workers]
-            free = [ws for ws in allowed if len(ws.processing) < ws.capacity]
+            free = [ws for ws in allowed if ws.busy < ws.capacity]
             if free:
                 return min(free, key=lambda ws: (ws.occupancy, ws.seq))
             if allowed or not ts.allow_other_workers:
@@ -511,7 +543,7 @@ class SchedulerState:
             for dep in ts.dependencies:
                 for ws in dep.who_has:
                     held[ws] = held.get(ws, 0) + dep.nbytes + 1
-            free = [ws for ws in held if len(ws.processing) < ws.capacity]
+            free = [ws for ws in held if ws.busy < ws.capacity]
             if free:
                 return max(free, key=lambda ws: (held[ws], -ws.occupancy, -ws.seq))
         return self.idle[0]
@@ -523,11 +555,11 @@ class SchedulerState:
             if ws is None:
                 self.unrunnable.add(ts)
                 return {}
-        in_idle = len(ws.processing) < ws.capacity
+        in_idle = ws.busy < ws.capacity
         if in_idle:
             self.idle.remove(ws)
         ws.processing.add(ts)
-        if len(ws.processing) < ws.capacity:
+        if ws.busy < ws.capacity:
             self.idle.add(ws)
         ts.state = "processing"
         ts.processing_on = ws
@@ -540,10 +572,11 @@ class SchedulerState:
         ts.processing_on = None
         if ws is None or ws.address not in self.workers:
             return None
-        was_idle = len(ws.processing) < ws.capacity
+        was_idle = ws.busy < ws.capacity
         if was_idle:
             self.idle.remove(ws)
         ws.processing.discard(ts)
+        ws.long_running.discard(ts)
         self.idle.add(ws)
         return ws
 
@@ -565,6 +598,7 @@ class SchedulerState:
                 if not dts.waiting_on and dts.state == "waiting":
                     recs[dts.key] = "queued"
         self._unlink_inputs(ts, recs)
+        ts.who_wants.discard(FIRE_AND_FORGET)  # its work is done: let the result go
         if ts.who_wants:
             self._report(ts)
         elif not ts.waiters:
@@ -667,6 +701,7 @@ class SchedulerState:
         self._unlink_inputs(ts, recs)
         for dts in ts.dependents:
             dts.waiting_on.discard(ts)
+        ts.who_wants.discard(FIRE_AND_FORGET)  # nobody to tell: free the exception too
         if ts.who_wants:
             self._report(ts)
         elif not ts.waiters:
@@ -727,7 +762,8 @@ class SchedulerState:
                 _check(ts.state == "processing" and ts.processing_on is ws, f"{ws} processing {ts}")
             for ts in ws.has_what:
                 _check(ws in ts.who_has, f"{ws} has {ts} but is not in its who_has")
-            _check((ws in self.idle) == (len(ws.processing) < ws.capacity), f"{ws} idle-set mismatch")
+            _check((ws in self.idle) == (ws.busy < ws.capacity), f"{ws} idle-set mismatch")
+            _check(ws.long_running <= ws.processing, f"{ws} long-running tasks not processing")
 
     def __repr__(self) -> str:
         return f"<SchedulerState {len(self.tasks)} tasks, {len(self.workers)} workers>"

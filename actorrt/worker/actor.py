@@ -38,6 +38,7 @@ class Worker(Actor):
 
     def on_start(self) -> None:
         self.pool = TaskPool(self.nthreads, name=f"actorrt-{self.name or 'worker'}")
+        self.pool.on_secede = self._job_seceded
         self.closed = asyncio.Event()
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
 
@@ -183,6 +184,16 @@ class Worker(Actor):
                 fut.set_result(None)
 
     # --- reports, batched per loop turn -------------------------------------
+    def _job_seceded(self, job: Any) -> None:
+        """A task gave its slot back: the scheduler may place more work here meanwhile."""
+        task = job.context
+        if isinstance(task, Task) and self.tasks.get(task.key) is task:
+            try:
+                self.host.tell(self.scheduler, "long_running", worker=self.host.address,
+                               keys=[task.key])
+            except CommClosedError:
+                pass
+
     def report_finished(self, key: str, nbytes: int, typ: str) -> None:
         self._finished.append([key, nbytes, typ])
         self._schedule_report()

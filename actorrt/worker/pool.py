@@ -20,14 +20,15 @@ _local = threading.local()
 class Job:
     """One call to run on the pool. ``done(job)`` is called on the loop afterwards."""
 
-    __slots__ = ("fn", "done", "result", "error", "holds_slot", "context")
+    __slots__ = ("fn", "done", "result", "error", "holds_slot", "seceded", "context")
 
     def __init__(self, fn: Callable[[], Any], done: Callable[["Job"], None], context: Any = None) -> None:
         self.fn = fn
         self.done = done
         self.result: Any = None
         self.error: BaseException | None = None
-        self.holds_slot = False
+        self.holds_slot = False   # loop side: counts in ``running``
+        self.seceded = False      # thread side: secede() called and not yet rejoined
         self.context = context
 
 
@@ -57,6 +58,9 @@ class TaskPool:
         self._lock = threading.Lock()
         self._wakeup_pending = False
         self.closed = False
+        # Called on the loop with a job that just gave its slot back (the worker tells
+        # the scheduler, which stops counting the task against the worker's capacity).
+        self.on_secede: Callable[[Job], None] | None = None
 
     # loop side -------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -100,6 +104,8 @@ class TaskPool:
             job.holds_slot = False
             self.running -= 1
             self._dispatch()
+            if self.on_secede is not None:
+                self.on_secede(job)
 
     def _on_rejoin(self, job: Job, event: threading.Event) -> None:
         if job.holds_slot:
@@ -151,16 +157,20 @@ class TaskPool:
     def secede(self) -> bool:
         """Called from a pool thread: give this job's slot back. Returns False outside a job."""
         job = current_job()
-        if job is None or not job.holds_slot:
+        # ``seceded`` is the thread's own view: ``holds_slot`` changes on the loop later,
+        # so a second secede() before the loop ran must not count twice.
+        if job is None or job.seceded:
             return False
+        job.seceded = True
         self.loop.call_soon_threadsafe(self._on_secede, job)
         return True
 
     def rejoin(self) -> None:
         """Called from a pool thread after :meth:`secede`: wait for a slot again."""
         job = current_job()
-        if job is None:
+        if job is None or not job.seceded:
             return
+        job.seceded = False
         event = threading.Event()
         self.loop.call_soon_threadsafe(self._on_rejoin, job, event)
         event.wait()
