@@ -1,0 +1,280 @@
+"""The user-facing side of a system actor: a small picklable proxy.
+
+A proxy knows its primitive's kind and name (plus the options it was made with). On
+first use it asks the scheduler host's registry for the actor's ref, once; after that
+every operation is one ask straight to that actor. Pickled, a proxy carries only
+name and options and binds lazily to the client of wherever it is unpickled (the
+task's worker inside a task), so passing one to a task is cheap and safe.
+
+The async code is the truth: each operation is a coroutine function ``_op``; the
+public method returns its coroutine when the client is asynchronous, or runs it on
+the client's loop and returns its value otherwise (``Client.sync``, which from inside
+a task also gives the task's thread slot back while it blocks).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import math
+import uuid
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator
+
+from ..client.future import futures_of
+from ..core import ActorRef, Pickled
+from .registry import REGISTRY_ID
+
+if TYPE_CHECKING:
+    from ..client.client import Client
+
+
+def check_name(name: Any, kind: str) -> str:
+    """A primitive's name: the given string, or a fresh unique one for ``None``."""
+    if name is None:
+        return f"{kind}-{uuid.uuid4().hex}"
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a string, got {type(name).__name__}: {name!r}")
+    if not name:
+        raise ValueError(f"{kind} name must not be empty")
+    return name
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """``None`` (wait forever) or a non-negative number of seconds."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if timeout < 0 or math.isnan(timeout):
+        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+    return float(timeout)
+
+
+def check_lease_timeout(blocking: bool, timeout: Any) -> float | None:
+    """The actor-side timeout of ``acquire(blocking, timeout)``: 0 means 'try once'."""
+    timeout = check_timeout(timeout)
+    if not blocking:
+        if timeout not in (None, 0.0):
+            raise ValueError("can't specify a timeout for a non-blocking acquire")
+        return 0.0
+    return timeout
+
+
+def dump_value(value: Any, what: str) -> tuple[Pickled, list[str]]:
+    """Pickle ``value`` here (so a bad value fails before anything is sent) and list
+    the keys of the Futures inside it, which the receiving actor keeps alive."""
+    blob = Pickled.dumps(value, what=what)
+    return blob, [f.key for f in futures_of(value)]
+
+
+def load_value(blob: Pickled) -> Any:
+    # Unpickled in the caller's thread: a Future inside binds to get_client() there,
+    # which inside a task is the task's worker's client.
+    return blob.loads()
+
+
+class _Done:
+    """An already-finished awaitable (``await pub.put(x)`` works on both faces)."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+DONE = _Done()
+
+
+async def _then(coro: Awaitable[Any], then: Callable[[Any], Any]) -> Any:
+    return then(await coro)
+
+
+class Proxy:
+    """Base of Queue, Lock, Semaphore, Event, Variable, Pub, Sub and Condition."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, name: str | None = None, client: "Client | None" = None) -> None:
+        self.name = check_name(name, type(self).__name__)
+        self._client = client
+        self._ref: ActorRef | None = None
+        # Identifies this proxy object as a holder (of a lease, a subscription).
+        self._token = uuid.uuid4().hex
+        self._calls = itertools.count()
+
+    # --- binding ------------------------------------------------------------------
+    @property
+    def client(self) -> "Client":
+        """The client this proxy talks through (bound on first use)."""
+        if self._client is None:
+            from ..context import get_client
+            self._client = get_client()
+        return self._client
+
+    def _options(self) -> dict:
+        """Options the actor is created with (and checked against on later lookups)."""
+        return {}
+
+    async def _resolve(self) -> ActorRef:
+        ref = self._ref
+        if ref is None:
+            client = self.client
+            registry = ActorRef(client.scheduler.address, REGISTRY_ID)
+            ref = await client.host.ask(registry, "get_or_create", kind=self.kind, name=self.name,
+                                        options=self._options())
+            self._ref = ref
+        return ref
+
+    def __await__(self) -> Any:
+        """``await proxy`` resolves the actor up front (optional) and returns the proxy."""
+        async def resolved() -> "Proxy":
+            await self._resolve()
+            return self
+        return resolved().__await__()
+
+    # --- talking ------------------------------------------------------------------
+    def _call(self, op: str, *, then: Callable[[Any], Any] | None = None, blocking: bool = False,
+              on_late: Callable[[Any], None] | None = None, **fields: Any) -> Any:
+        """One ask to the actor, on the client's face.
+
+        ``then`` post-processes the reply in the caller's thread (where unpickled
+        Futures must bind); ``blocking`` marks an ask whose reply may wait (it gets a
+        call id, so a caller that gives up can withdraw it, see ``_ask_blocking``).
+        """
+        client = self.client
+        if blocking:
+            fields["call"] = f"{self._token}-{next(self._calls)}"
+        if client.asynchronous:
+            return self._call_async(op, fields, then, blocking, on_late)
+        if self._ref is None:
+            run_on_loop(client, self._resolve)
+        assert self._ref is not None
+        value = ask_on_loop(client, self._ref, op, fields, may_block=blocking)
+        return value if then is None else then(value)
+
+    async def _call_async(self, op: str, fields: dict, then: Callable[[Any], Any] | None,
+                          blocking: bool, on_late: Callable[[Any], None] | None) -> Any:
+        ref = self._ref or await self._resolve()
+        if blocking:
+            value = await self._ask_blocking(ref, op, fields, on_late)
+        else:
+            value = await self.client.host.ask(ref, op, **fields)
+        return value if then is None else then(value)
+
+    async def _ask_blocking(self, ref: ActorRef, op: str, fields: dict,
+                            on_late: Callable[[Any], None] | None) -> Any:
+        """An ask that may wait long. If the caller gives up (its task is cancelled), the
+        actor is told to drop the request, and a reply already on its way goes to
+        ``on_late`` (e.g. to put received items back) instead of being lost."""
+        host = self.client.host
+        fut = host.ask(ref, op, **fields)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            host.tell(ref, "abandon", call=fields["call"])
+            fut.add_done_callback(lambda f: _late_reply(f, on_late))
+            raise
+
+    def _run(self, fn: Callable[[], Awaitable[Any]], *, then: Callable[[Any], Any] | None = None,
+             may_block: bool = False) -> Any:
+        """Run coroutine function ``fn`` on the client's face (for what is not one ask)."""
+        client = self.client
+        if client.asynchronous:
+            return fn() if then is None else _then(fn(), then)
+        value = run_on_loop(client, fn, may_block=may_block)
+        return value if then is None else then(value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.name}>"
+
+
+# --- the sync face ------------------------------------------------------------------
+# A sync call from a thread crosses to the client's loop and back. It does not go
+# through a coroutine per ask (one loop callback starts the ask, the reply's callback
+# completes a concurrent future) and gives a task's thread slot back only when the
+# reply is slow in coming: an uncontended lock or a non-empty queue answers within
+# a round trip, and seceding costs two more loop wake-ups.
+
+#: how long a possibly-blocking call keeps its task's thread slot before giving it back
+SECEDE_AFTER = 0.005
+
+
+def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict, may_block: bool = False) -> Any:
+    """Send one ask from this (non-loop) thread and wait for its reply."""
+    loop = _check_not_on_loop(client)
+    result: concurrent.futures.Future = concurrent.futures.Future()
+    loop.call_soon_threadsafe(_start_ask, client, ref, op, fields, result)
+    return _wait(result, may_block)
+
+
+def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]], may_block: bool = False) -> Any:
+    """Run coroutine function ``fn`` on the client's loop from this thread; its value."""
+    loop = _check_not_on_loop(client)
+    return _wait(asyncio.run_coroutine_threadsafe(fn(), loop), may_block)  # type: ignore[arg-type]
+
+
+def _check_not_on_loop(client: "Client") -> asyncio.AbstractEventLoop:
+    loop = client.loop
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise RuntimeError("blocking call on the client's event loop; use `await` "
+                           "(Client(asynchronous=True)) from async code")
+    return loop
+
+
+def _start_ask(client: "Client", ref: ActorRef, op: str, fields: dict,
+               result: concurrent.futures.Future) -> None:
+    try:
+        fut = client.host.ask(ref, op, **fields)
+    except BaseException as e:
+        result.set_exception(e)
+        return
+    fut.add_done_callback(lambda f: _copy_outcome(f, result))
+
+
+def _copy_outcome(fut: "asyncio.Future[Any]", result: concurrent.futures.Future) -> None:
+    if fut.cancelled():
+        result.set_exception(asyncio.CancelledError())
+    elif fut.exception() is not None:
+        result.set_exception(fut.exception())
+    else:
+        result.set_result(fut.result())
+
+
+def _wait(result: concurrent.futures.Future, may_block: bool) -> Any:
+    if may_block:
+        try:
+            return result.result(SECEDE_AFTER)
+        except TimeoutError:
+            if result.done():
+                raise  # the call's own TimeoutError
+        with _slot_given_back():
+            return result.result()
+    return result.result()
+
+
+@contextlib.contextmanager
+def _slot_given_back() -> Iterator[None]:
+    """Inside a task, let the worker run another task while this one waits
+    (dask/distributed#4738: blocked tasks must not starve the pool)."""
+    from ..context import rejoin, secede
+    try:
+        secede()
+        seceded = True
+    except ValueError:  # not in a task, or the slot was given back already
+        seceded = False
+    try:
+        yield
+    finally:
+        if seceded:
+            rejoin()
+
+
+def _late_reply(fut: "asyncio.Future[Any]", on_late: Callable[[Any], None] | None) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()  # retrieved, so asyncio does not log it as lost
+    if exc is None and on_late is not None:
+        on_late(fut.result())

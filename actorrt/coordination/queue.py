@@ -1,0 +1,245 @@
+"""Queue: a named FIFO shared by every client and task of the cluster.
+
+The queue is a system actor on the scheduler host holding pickled items. ``get`` on
+an empty queue and ``put`` on a full one are asks whose reply waits until they can be
+served or their timeout (enforced here) expires. Items are never unpickled on the
+scheduler; Futures inside them stay alive while queued (see ``KeyHolder``).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..core import Pickled, Reply
+from ._actor import KeyHolder, SystemActor, Waiter
+from ._proxy import Proxy, check_timeout, dump_value, load_value
+
+if TYPE_CHECKING:
+    from ..client.client import Client
+    from ..core.comm import Comm
+
+Item = tuple[Pickled, list]  # (pickled value, keys of the Futures inside it)
+
+
+def check_maxsize(maxsize: Any) -> int:
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+        raise TypeError(f"Queue maxsize must be an int, got {type(maxsize).__name__}: {maxsize!r}")
+    if maxsize < 0:
+        raise ValueError(f"Queue maxsize must be >= 0 (0 means unbounded), got {maxsize}")
+    return maxsize
+
+
+class QueueActor(SystemActor):
+    """The state of one named queue: items, blocked getters, blocked putters."""
+
+    kind = "queue"
+
+    def __init__(self, name: str, maxsize: int = 0) -> None:
+        super().__init__(name)
+        self.maxsize = check_maxsize(maxsize)
+        self.items: deque[Item] = deque()
+        self.getters: deque[Waiter] = deque()   # data: (count, getter's client id); count 1..n
+        self.putters: deque[Waiter] = deque()   # data: Item
+        self.calls: dict[str, Waiter] = {}
+        self.keys: KeyHolder
+
+    def on_start(self) -> None:
+        self.keys = KeyHolder(self, f"queue/{self.name}")
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        self.keys.drop_all()
+
+    def check_options(self, options: dict) -> None:
+        maxsize = options.get("maxsize", 0)
+        if maxsize and maxsize != self.maxsize:
+            raise ValueError(f"Queue {self.name!r} exists with maxsize={self.maxsize}, "
+                             f"not {maxsize}")
+
+    # --- handlers ---------------------------------------------------------------
+    def handle_put(self, call: str, value: Pickled, keys: list, reply: Reply, origin: "Comm | None",
+                   timeout: float | None = None) -> None:
+        waiter = self.waiter(reply, origin, call, data=(value, keys))
+        self._enqueue(self.putters, waiter, timeout)
+
+    def handle_get(self, call: str, client: str, reply: Reply, origin: "Comm | None",
+                   timeout: float | None = None, count: int = 1) -> None:
+        if count == 0:  # batch=True: whatever is there now, possibly nothing
+            items = list(self.items)
+            self.items.clear()
+            self._hand_over(self.waiter(reply, origin, call, data=(0, client)), items)
+            self._pump()
+            return
+        if 0 < self.maxsize < count:
+            raise ValueError(f"cannot get a batch of {count} from Queue {self.name!r} of maxsize "
+                             f"{self.maxsize}: it never holds that many")
+        self._enqueue(self.getters, self.waiter(reply, origin, call, data=(count, client)), timeout)
+
+    def handle_qsize(self) -> int:
+        return len(self.items)
+
+    def handle_abandon(self, call: str) -> None:
+        """The caller gave up on ``call`` (its task was cancelled)."""
+        waiter = self.calls.get(call)
+        if waiter is not None:
+            self._drop(waiter, None)
+
+    def handle_unget(self, items: list) -> None:
+        """Items that reached a caller after it gave up go back to the front."""
+        for value, keys in reversed(items):
+            self.items.appendleft((value, keys))
+            self.keys.hold(keys)
+        self._pump()
+
+    # --- machinery ----------------------------------------------------------------
+    def _enqueue(self, line: deque[Waiter], waiter: Waiter, timeout: float | None) -> None:
+        line.append(waiter)
+        self.calls[waiter.call] = waiter
+        self._pump()
+        if waiter.reply.done:
+            return
+        if timeout == 0:
+            self._drop(waiter, None)
+        else:
+            self.arm(waiter, timeout, lambda w: self._drop(w, None))
+
+    def _drop(self, waiter: Waiter, answer: Any) -> None:
+        """Take a waiting call out of line (timed out, abandoned, its host lost)."""
+        for line in (self.getters, self.putters):
+            try:
+                line.remove(waiter)
+            except ValueError:
+                continue
+        self._forget(waiter)
+        waiter.answer(answer)
+        self._pump()  # a blocked head may have been holding back the calls behind it
+
+    def _forget(self, waiter: Waiter) -> None:
+        self.calls.pop(waiter.call, None)
+        self.disarm(waiter)
+
+    def _has_room(self) -> bool:
+        return self.maxsize == 0 or len(self.items) < self.maxsize
+
+    def _pump(self) -> None:
+        """Admit blocked putters while there is room; serve getters in arrival order."""
+        progressed = True
+        while progressed:
+            progressed = False
+            while self.putters and self._has_room():
+                waiter = self.putters.popleft()
+                self._forget(waiter)
+                if not waiter.alive():
+                    waiter.answer(None)  # its host is gone: the item never enters
+                    continue
+                value, keys = waiter.data
+                self.items.append((value, keys))
+                self.keys.hold(keys)
+                waiter.answer(True)
+                progressed = True
+            while self.getters:
+                waiter = self.getters[0]
+                if not waiter.alive():  # its host is gone: an item handed to it would be lost
+                    self.getters.popleft()
+                    self._forget(waiter)
+                    waiter.answer(None)
+                    continue
+                count = waiter.data[0]
+                if len(self.items) < count:
+                    break
+                self.getters.popleft()
+                self._forget(waiter)
+                self._hand_over(waiter, [self.items.popleft() for _ in range(count)])
+                progressed = True
+
+    def _hand_over(self, waiter: Waiter, items: list[Item]) -> None:
+        keys = [k for _, ks in items for k in ks]
+        if keys:
+            self.keys.give(waiter.data[1], keys)
+            self.keys.drop(keys)
+        waiter.answer([[value, ks] for value, ks in items])
+
+    def peer_lost(self, address: str) -> None:
+        for line in (self.getters, self.putters):
+            for waiter in [w for w in line if w.address == address]:
+                line.remove(waiter)
+                self._forget(waiter)
+                waiter.answer(None)
+        self._pump()
+
+
+class Queue(Proxy):
+    """A cluster-wide FIFO queue, reachable by name from clients and tasks.
+
+    ``put`` blocks while a bounded queue (``maxsize > 0``) is full; ``get`` blocks while
+    it is empty. Both take ``timeout=`` and raise ``TimeoutError`` when it expires,
+    leaving the queue as it was. Futures put on a queue stay alive while queued and
+    come out as Futures.
+
+    >>> q = Queue("jobs")                      # doctest: +SKIP
+    >>> q.put(1); q.put(client.submit(inc, 1)) # doctest: +SKIP
+    >>> q.get(), q.get().result()              # doctest: +SKIP
+    (1, 2)
+    >>> q.get(timeout=0.1)                     # doctest: +SKIP
+    Traceback (most recent call last):
+    TimeoutError: Queue 'jobs': get timed out after 0.1 s
+    """
+
+    kind = "queue"
+
+    def __init__(self, name: str | None = None, client: "Client | None" = None, maxsize: int = 0) -> None:
+        super().__init__(name, client)
+        self.maxsize = check_maxsize(maxsize)
+
+    def _options(self) -> dict:
+        return {"maxsize": self.maxsize} if self.maxsize else {}
+
+    def __reduce__(self) -> Any:
+        return Queue, (self.name, None, self.maxsize)
+
+    def put(self, value: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Append ``value``; waits for room in a bounded queue (TimeoutError after ``timeout``)."""
+        timeout = check_timeout(timeout)
+        blob, keys = dump_value(value, f"item for Queue {self.name!r}")
+
+        def done(ok: bool | None) -> None:
+            if ok is None:
+                raise TimeoutError(f"Queue {self.name!r}: put timed out after {timeout} s (queue full)")
+        return self._call("put", blocking=True, then=done, value=blob, keys=keys, timeout=timeout)
+
+    def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
+        """Remove and return the oldest item.
+
+        ``batch=True`` returns a list of every item queued right now (maybe empty,
+        never waits); ``batch=n`` waits for ``n`` items and returns them as a list.
+        """
+        timeout = check_timeout(timeout)
+        count = _batch_count(batch)
+
+        def loaded(items: list | None) -> Any:
+            if items is None:
+                raise TimeoutError(f"Queue {self.name!r}: get timed out after {timeout} s")
+            if batch is False:
+                return load_value(items[0][0])
+            return [load_value(value) for value, _ in items]
+        return self._call("get", blocking=True, then=loaded, on_late=self._unget,
+                          client=self.client.id, timeout=timeout, count=count)
+
+    def _unget(self, items: Any) -> None:
+        if items and self._ref is not None:
+            self.client.host.tell(self._ref, "unget", items=items)
+
+    def qsize(self) -> Any:
+        """The number of items in the queue now."""
+        return self._call("qsize")
+
+
+def _batch_count(batch: Any) -> int:
+    """How many items one ``get`` takes: 1 (batch=False), 0 = all there (True), or n."""
+    if batch is False:
+        return 1
+    if batch is True:
+        return 0
+    if isinstance(batch, int) and batch >= 1:
+        return batch
+    raise ValueError(f"batch must be True, False or a positive int, got {batch!r}")
