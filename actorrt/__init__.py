@@ -8,6 +8,7 @@
 from .client.client import Client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .context import get_client, get_worker, rejoin, secede, worker_client
+from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
 from .core.errors import ActorDeadError, CommClosedError, SerializationError
 from .deploy.local import LocalCluster
 from .scheduler.state import KilledWorker
@@ -18,6 +19,7 @@ __all__ = [
     "ActorDeadError", "CancelledError", "Client", "CommClosedError", "Future",
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
     "get_client", "get_worker", "rejoin", "secede", "worker_client",
+    "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
 ]
 
 for _name in __all__:
