@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -216,10 +217,18 @@ class Future:
         return isinstance(other, Future) and other.key == self.key and other.client is self.client
 
 
+#: Set while unpickling a value received by a given client (a Queue item, a Variable's
+#: value): Futures inside bind to that client rather than to get_client()'s.
+UNPICKLING_CLIENT: "contextvars.ContextVar[Client | None]" = contextvars.ContextVar(
+    "actorrt_unpickling_client", default=None)
+
+
 def _rebuild_future(key: str) -> Future:
     """Unpickling a Future binds it to the client of wherever it lands (a task's worker)."""
-    from ..context import get_client
-    client = get_client()
+    client = UNPICKLING_CLIENT.get()
+    if client is None:
+        from ..context import get_client
+        client = get_client()
     return Future(key, client, inform=True)
 
 

@@ -21,7 +21,7 @@ import math
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator
 
-from ..client.future import futures_of
+from ..client.future import UNPICKLING_CLIENT, futures_of
 from ..core import ActorRef, Pickled
 from .registry import REGISTRY_ID
 
@@ -68,10 +68,13 @@ def dump_value(value: Any, what: str) -> tuple[Pickled, list[str]]:
     return blob, [f.key for f in futures_of(value)]
 
 
-def load_value(blob: Pickled) -> Any:
-    # Unpickled in the caller's thread: a Future inside binds to get_client() there,
-    # which inside a task is the task's worker's client.
-    return blob.loads()
+def load_value(blob: Pickled, client: "Client") -> Any:
+    """Unpickle a received value; Futures inside bind to ``client``, the receiver's."""
+    token = UNPICKLING_CLIENT.set(client)
+    try:
+        return blob.loads()
+    finally:
+        UNPICKLING_CLIENT.reset(token)
 
 
 class _Done:

@@ -236,7 +236,7 @@ class MultiLock(_LockBase):
             raise ValueError("MultiLock needs at least one name")
         for n in names:
             if not isinstance(n, str):
-                raise TypeError(f"MultiLock names must be strings, got {type(n).__name__}: {n!r}")
+                raise TypeError(f"MultiLock name must be a string, got {type(n).__name__}: {n!r}")
         checked = [check_name(n, "MultiLock") for n in names]
         super().__init__(checked[0], client)
         self.names = list(dict.fromkeys(checked))

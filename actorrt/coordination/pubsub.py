@@ -215,7 +215,10 @@ class Sub(Proxy):
     def get(self, timeout: float | None = None) -> Any:
         """The next message; TimeoutError if none arrives within ``timeout`` seconds."""
         timeout = check_timeout(timeout)
-        return self._run(lambda: self._next(timeout), then=load_value, may_block=True)
+        return self._run(lambda: self._next(timeout), then=self._load, may_block=True)
+
+    def _load(self, blob: Pickled) -> Any:
+        return load_value(blob, self.client)
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -225,7 +228,7 @@ class Sub(Proxy):
         return self
 
     async def __anext__(self) -> Any:
-        return load_value(await self._next(None))
+        return self._load(await self._next(None))
 
     def close(self) -> None:
         """Unsubscribe now (also done when the Sub is garbage collected)."""

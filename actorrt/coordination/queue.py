@@ -220,8 +220,8 @@ class Queue(Proxy):
             if items is None:
                 raise TimeoutError(f"Queue {self.name!r}: get timed out after {timeout} s")
             if batch is False:
-                return load_value(items[0][0])
-            return [load_value(value) for value, _ in items]
+                return load_value(items[0][0], self.client)
+            return [load_value(value, self.client) for value, _ in items]
         return self._call("get", blocking=True, then=loaded, on_late=self._unget,
                           client=self.client.id, timeout=timeout, count=count)
 

@@ -108,7 +108,7 @@ class Variable(Proxy):
             if blobs is None:
                 raise TimeoutError(f"Variable {self.name!r}: get timed out after {timeout} s "
                                    "(no value was set)")
-            return load_value(blobs[0])
+            return load_value(blobs[0], self.client)
         return self._call("get", blocking=True, then=loaded, client=self.client.id, timeout=timeout)
 
     def delete(self) -> Any:
