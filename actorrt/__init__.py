@@ -5,6 +5,7 @@
 >>> client.submit(sum, [1, 2]).result()    # doctest: +SKIP
 3
 """
+from .client.actor_handle import Actor, ActorFuture
 from .client.client import Client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .context import get_client, get_worker, rejoin, secede, worker_client
@@ -16,7 +17,7 @@ from .scheduler.state import KilledWorker
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorDeadError", "CancelledError", "Client", "CommClosedError", "Future",
+    "Actor", "ActorDeadError", "ActorFuture", "CancelledError", "Client", "CommClosedError", "Future",
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
     "get_client", "get_worker", "rejoin", "secede", "worker_client",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",

@@ -24,6 +24,11 @@ from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
 from .future import DONE, CancelledError, Future, FutureState, futures_of
+from ..core.errors import SerializationError
+from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
+                           get_named_actor, is_actor_handle, load_binding, submit_when_ready,
+                           waits_for_actor_futures)
+
 
 logger = logging.getLogger("actorrt.client")
 
@@ -371,11 +376,21 @@ class Client:
             raise TypeError(f"first argument to submit must be callable, got {type(func).__name__}: {func!r}")
         self._check_running()
         actor = actor or actors
+        if actor and not isinstance(actor, dict):  # options: name, max_restarts, ... (actor_handle.py)
+            actor, key = actor_options(kwargs, key, self)
         if pure is None:
             pure = not actor
         fn_blob = self._pickled_function(func)
-        [future] = self._submit_batch(func, fn_blob, [(args, kwargs)], [key] if key else None, pure,
-                                      workers, allow_other_workers, retries or 0, priority, actor)
+        try:
+            [future] = self._submit_batch(func, fn_blob, [(args, kwargs)], [key] if key else None, pure,
+                                          workers, allow_other_workers, retries or 0, priority, actor)
+        except SerializationError as e:
+            if not waits_for_actor_futures(e):
+                raise
+            # The arguments hold actor calls still in flight: send the task once they reply.
+            return submit_when_ready(self, func, args, kwargs, key, dict(
+                workers=workers, allow_other_workers=allow_other_workers, retries=retries,
+                priority=priority, pure=pure, actor=actor))
         return future
 
     def map(self, func: Callable[..., Any], *iterables: Iterable, key: str | list | None = None,
@@ -393,6 +408,8 @@ class Client:
                                 f"{type(it).__name__}")
         self._check_running()
         actor = actor or actors
+        if actor and not isinstance(actor, dict):
+            actor, _ = actor_options(kwargs, None, self, allow_name=False)
         if pure is None:
             pure = not actor
         calls = [(args, kwargs) for args in zip(*iterables)]
@@ -403,8 +420,16 @@ class Client:
             keys = list(key)
         fn_blob = self._pickled_function(func)
         prefix = key if isinstance(key, str) else None
-        return self._submit_batch(func, fn_blob, calls, keys, pure, workers, allow_other_workers,
-                                  retries or 0, priority, actor, prefix=prefix)
+        try:
+            return self._submit_batch(func, fn_blob, calls, keys, pure, workers, allow_other_workers,
+                                      retries or 0, priority, actor, prefix=prefix)
+        except SerializationError as e:
+            if not waits_for_actor_futures(e):
+                raise
+            options = dict(workers=workers, allow_other_workers=allow_other_workers, retries=retries,
+                           priority=priority, pure=pure, actor=actor)
+            return [submit_when_ready(self, func, a, kw, keys[i] if keys else None, options)
+                    for i, (a, kw) in enumerate(calls)]
 
     def _submit_batch(self, func: Any, fn_blob: Pickled, calls: list[tuple[tuple, dict]],
                       keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
@@ -457,7 +482,7 @@ class Client:
             if obj.client is not self and obj.key not in self._states:
                 raise ValueError(f"{obj!r} belongs to another client")
             return obj.key
-        return None
+        return is_actor_handle(obj)  # a task given a handle depends on the actor's key
 
     def _check_running(self) -> None:
         if self.status not in ("running",):
@@ -475,6 +500,9 @@ class Client:
         flat = futures_of(futures)
         values = await self._gather_keys(flat, errors, timeout)
         data = {f.key: v for f, v in zip(flat, values) if v is not _SKIP}
+        calls = actor_futures_of(futures)
+        if calls:  # actor calls: their replies are already in this process
+            data.update(await gather_actor_futures(calls, errors, timeout))
         return _rebuild(futures, data, errors)
 
     async def _wait_states(self, states: list[FutureState], timeout: float | None = None) -> None:
@@ -558,7 +586,7 @@ class Client:
                 if blob is None:
                     missing.append(key)
                 else:
-                    values[key] = blob.loads()
+                    values[key] = load_binding(blob, self)  # actor handles bind to this client
         return values, missing
 
     # --- scatter -------------------------------------------------------------
@@ -667,6 +695,13 @@ class Client:
         info = await self.host.ask(self.scheduler, "workers")
         return {a: i["nthreads"] for a, i in info.items()}
 
+    def get_actor(self, name: str, timeout: float | None = None) -> Any:
+        """The handle of the actor created with ``submit(Cls, actor=True, name=name)``.
+
+        >>> cache = client.get_actor("cache")   # doctest: +SKIP
+        """
+        return self.sync(get_named_actor, self, name, timeout=timeout)
+
     def story(self, *keys: str) -> Any:
         return self.sync(self._ask_scheduler, "story", keys=list(keys))
 
@@ -694,7 +729,7 @@ _SKIP = _Skip()
 
 
 def _rebuild(obj: Any, data: dict, errors: str) -> Any:
-    if isinstance(obj, Future):
+    if isinstance(obj, (Future, ActorFuture)):
         return data.get(obj.key, _SKIP)
     typ = type(obj)
     if typ in (list, tuple, set, frozenset):

@@ -11,6 +11,7 @@ from ..core import Actor, ActorRef, Reply
 from ..core.comm import Comm
 from ..core.serialize import dumps_exception
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskSpec
+from .user_actors import ActorDirectory
 
 logger = logging.getLogger("actorrt.scheduler")
 
@@ -29,6 +30,7 @@ class Scheduler(Actor):
         self._out: dict[ActorRef, dict[str, list]] = {}
         self._flush_scheduled = False
         self._worker_waiters: list[tuple[int, Reply]] = []
+        self.actors = ActorDirectory(self.state)  # user actors: locations and names
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -36,6 +38,7 @@ class Scheduler(Actor):
     def on_stop(self) -> None:
         if self._on_peer_lost in self.host.peer_lost_callbacks:
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
+        self.actors.close()
 
     def _sid(self, what: str) -> str:
         return f"{what}-{next(self._stimuli)}"
@@ -98,7 +101,19 @@ class Scheduler(Actor):
     # --- client stimuli ----------------------------------------------------
     def handle_update_graph(self, client: str, tasks: list, wanted: list) -> None:
         specs = [TaskSpec(*t) for t in tasks]
+        specs, wanted, refused = self.actors.refuse_taken_names(client, specs, wanted)
+        self._apply(refused)
         self._apply(self.state.handle_update_graph(client, specs, wanted, self._sid("update-graph")))
+
+    # --- user actors (calls never come here; see user_actors.py) -----------------
+    def handle_actor_status(self, key: str, reply: Reply, stale: str = "") -> None:
+        """Where actor ``key`` lives now; deferred while it restarts."""
+        self.actors.status(key, stale, reply)
+
+    def handle_get_actor(self, client: str, key: str) -> bool:
+        """``client.get_actor(name)``: True, and ``client`` holds the actor, if it exists."""
+        return self.actors.want_named(client, key, lambda c, keys: self._apply(
+            self.state.handle_want_keys(c, keys, self._sid("get-actor"))))
 
     def handle_release_keys(self, client: str, keys: list) -> None:
         self._apply(self.state.handle_release_keys(client, keys, self._sid("release")))
@@ -172,6 +187,8 @@ class Scheduler(Actor):
                 ref = self.client_refs.get(ins.client)
                 if ref is not None:
                     self._send(ref, "report", [ins.key, ins.status, _wire_info(ins.info)])
+        if self.actors.waiters:  # a handle waits to learn where its actor went
+            self.actors.wake()
 
     def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
         """Queue items for ``op`` at ``ref``; one message per (ref, op) per loop turn."""

@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from sortedcontainers import SortedKeyList
 
+from ..core.errors import ActorDeadError
+
 # --- instructions ------------------------------------------------------------
 
 
@@ -64,7 +66,7 @@ class TaskState:
     __slots__ = ("key", "state", "spec", "name", "dependencies", "dependents", "waiting_on",
                  "waiters", "who_has", "processing_on", "priority", "retries", "who_wants",
                  "exception", "traceback", "blame", "nbytes", "type", "suspicious",
-                 "workers", "allow_other_workers", "actor")
+                 "workers", "allow_other_workers", "actor", "restarts")
 
     def __init__(self, key: str, spec: Any, name: str) -> None:
         self.key = key
@@ -88,7 +90,8 @@ class TaskState:
         self.suspicious = 0
         self.workers: set[str] | None = None
         self.allow_other_workers = False
-        self.actor = False
+        self.actor: Any = False  # a user actor's options (a dict), or True; False for a task
+        self.restarts = 0        # how often this actor was re-created after its worker died
 
     def __lt__(self, other: "TaskState") -> bool:
         return self.priority < other.priority
@@ -160,6 +163,7 @@ class SchedulerState:
         self.idle: SortedKeyList = SortedKeyList(key=lambda ws: (ws.occupancy, ws.seq))
         self.queued: list[tuple[tuple, int, TaskState]] = []   # heap
         self.unrunnable: set[TaskState] = set()                  # restricted to absent workers
+        self.actor_tasks: set[TaskState] = set()                 # user actors, to spread them
         self._seq = itertools.count()
         self._generation = itertools.count()
         self._worker_seq = itertools.count()
@@ -180,6 +184,7 @@ class SchedulerState:
             ("processing", "queued"): self._processing_queued,
             ("memory", "released"): self._memory_released,
             ("erred", "released"): self._erred_released,
+            ("memory", "erred"): self._memory_erred,
         }
 
     # ------------------------------------------------------------------ stimuli
@@ -211,6 +216,8 @@ class SchedulerState:
             ts.priority = (-spec.priority, generation, next(self._seq))
             ts.retries = spec.retries
             ts.actor = spec.actor
+            if spec.actor:
+                self.actor_tasks.add(ts)
             if spec.workers is not None:
                 ts.workers = set(spec.workers)
                 ts.allow_other_workers = spec.allow_other_workers
@@ -282,7 +289,8 @@ class SchedulerState:
         recs: dict[str, str] = {}
         for key in keys:
             ts = self.tasks.get(key)
-            if ts is None or holder == FIRE_AND_FORGET and ts.state in ("memory", "erred"):
+            if ts is None or holder == FIRE_AND_FORGET and ts.state in ("memory", "erred") and not (
+                    ts.actor and ts.state == "memory"):  # (a live actor is kept: it is a service)
                 continue  # fire-and-forget of finished work: nothing left to keep alive
             ts.who_wants.add(holder)
             if ts.state in ("memory", "erred") and holder in self.clients:
@@ -370,7 +378,7 @@ class SchedulerState:
         for ts in list(ws.has_what):
             ts.who_has.discard(ws)
             if not ts.who_has:
-                recs[ts.key] = "released"
+                recs[ts.key] = self._actor_lost(ts, address) if ts.actor else "released"
         ws.has_what.clear()
         self._run(recs, stimulus_id)
         return self._flush()
@@ -503,6 +511,8 @@ class SchedulerState:
 
     def _waiting_queued(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
         ts.state = "queued"
+        if ts.actor:  # an actor is built in its own lane, not a task slot: place it now
+            return {ts.key: "processing"}
         self._push_queue(ts)
         return {}
 
@@ -528,7 +538,9 @@ class SchedulerState:
 
     def _decide_worker(self, ts: TaskState) -> WorkerState | None:
         """Where ``ts`` runs: its restriction, else the free holder of most input bytes,
-        else the least occupied free worker."""
+        else the least occupied free worker. Actors go where the fewest actors live."""
+        if ts.actor:
+            return self._decide_actor_worker(ts)
         if ts.workers is not None:
             allowed = [self.workers[a] for a in ts.workers if a in self.workers]
             free = [ws for ws in allowed if ws.busy < ws.capacity]
@@ -548,6 +560,26 @@ class SchedulerState:
                 return max(free, key=lambda ws: (held[ws], -ws.occupancy, -ws.seq))
         return self.idle[0]
 
+    def _decide_actor_worker(self, ts: TaskState) -> WorkerState | None:
+        """Spread actors: the allowed worker hosting the fewest, then the least occupied.
+
+        An actor does not hold a thread slot once built (it has its own lane), so a
+        busy worker is no reason to avoid it; counting live actors is O(actors).
+        """
+        candidates = list(self.workers.values())
+        if ts.workers is not None:
+            allowed = [self.workers[a] for a in ts.workers if a in self.workers]
+            if allowed or not ts.allow_other_workers:
+                candidates = allowed
+        if not candidates:
+            return None
+        hosted: dict[WorkerState, int] = {}
+        for other in self.actor_tasks:
+            homes = (other.processing_on,) if other.processing_on is not None else other.who_has
+            for home in homes:
+                hosted[home] = hosted.get(home, 0) + 1
+        return min(candidates, key=lambda ws: (hosted.get(ws, 0), ws.occupancy, ws.seq))
+
     def _queued_processing(self, ts: TaskState, stimulus_id: str,
                            ws: WorkerState | None = None) -> dict[str, str]:
         if ws is None:
@@ -559,6 +591,8 @@ class SchedulerState:
         if in_idle:
             self.idle.remove(ws)
         ws.processing.add(ts)
+        if ts.actor:  # built in its own lane: it holds no thread slot
+            ws.long_running.add(ts)
         if ws.busy < ws.capacity:
             self.idle.add(ws)
         ts.state = "processing"
@@ -577,7 +611,8 @@ class SchedulerState:
             self.idle.remove(ws)
         ws.processing.discard(ts)
         ws.long_running.discard(ts)
-        self.idle.add(ws)
+        if ws.busy < ws.capacity:  # (a task holding no slot leaves busy unchanged)
+            self.idle.add(ws)
         return ws
 
     def _add_holder(self, ts: TaskState, ws: WorkerState) -> None:
@@ -598,7 +633,8 @@ class SchedulerState:
                 if not dts.waiting_on and dts.state == "waiting":
                     recs[dts.key] = "queued"
         self._unlink_inputs(ts, recs)
-        ts.who_wants.discard(FIRE_AND_FORGET)  # its work is done: let the result go
+        if not ts.actor:  # an actor's work is to be there: fire-and-forget keeps it
+            ts.who_wants.discard(FIRE_AND_FORGET)  # its work is done: let the result go
         if ts.who_wants:
             self._report(ts)
         elif not ts.waiters:
@@ -662,6 +698,28 @@ class SchedulerState:
                         dts.state = "waiting"
         return recs
 
+    def _actor_lost(self, ts: TaskState, address: str) -> str:
+        """An actor's only worker is gone, and its state with it: restart it from its
+        constructor if it may (``max_restarts``), else it is dead. Never silently."""
+        limit = ts.actor.get("max_restarts", 0) if isinstance(ts.actor, dict) else 0
+        if self._needed(ts) and (limit < 0 or ts.restarts < limit):
+            ts.restarts += 1
+            return "released"  # -> waiting again: re-created on another worker
+        ts.exception = ActorDeadError(
+            f"actor {ts.name} ({ts.key}) died with its worker {address}"
+            + (f" after {ts.restarts} restart(s) (max_restarts={limit})" if limit else
+               " (no restarts: max_restarts=0)"))
+        ts.traceback = None
+        return "erred"
+
+    def _memory_erred(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
+        """A held actor died: its key fails, so its handles and dependents learn it."""
+        for ws in ts.who_has:
+            ws.has_what.discard(ts)
+            self._out.append(Free(ws.address, [ts.key]))
+        ts.who_has.clear()
+        return self._to_erred(ts, stimulus_id)
+
     def _erred_released(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
         ts.exception = ts.traceback = ts.blame = None
         return self._to_released(ts)
@@ -679,6 +737,7 @@ class SchedulerState:
     def _released_forgotten(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
         ts.state = "forgotten"
         del self.tasks[ts.key]
+        self.actor_tasks.discard(ts)
         recs: dict[str, str] = {}
         for dep in ts.dependencies:
             dep.dependents.discard(ts)

@@ -11,6 +11,7 @@ from ..core import Actor, ActorRef, Host, Pickled, own_task
 from ..core.errors import CommClosedError
 from .pool import TaskPool
 from .task import Task
+from .user_actor import make_actor_task, stop_user_actor
 
 logger = logging.getLogger("actorrt.worker")
 
@@ -35,6 +36,7 @@ class Worker(Actor):
         self.pool: TaskPool
         self.closed: asyncio.Event | None = None
         self._client: Any = None
+        self.user_actors: dict[str, Any] = {}  # key -> UserActor hosted here (user_actor.py)
 
     def on_start(self) -> None:
         self.pool = TaskPool(self.nthreads, name=f"actorrt-{self.name or 'worker'}")
@@ -68,6 +70,10 @@ class Worker(Actor):
             old = self.tasks.get(key)
             if old is not None:
                 host.stop_actor(old.id)
+            if key in self.data and actor:
+                # A copy of an actor's handle fetched as some task's input: the actor
+                # itself is to be created here (a restart), not the copy reported.
+                del self.data[key]
             if key in self.data:  # already here (e.g. recomputed elsewhere and copied)
                 self.report_finished(key, 0, type(self.data[key]).__name__)
                 continue
@@ -75,7 +81,9 @@ class Worker(Actor):
             self.tasks[key] = task
             host.spawn(task, f"task-{key}")
 
-    def _make_task(self, key: str, spec: Any, deps: dict, name: str, actor: bool) -> Task:
+    def _make_task(self, key: str, spec: Any, deps: dict, name: str, actor: Any) -> Task:
+        if actor:  # ``actor`` is the actor's options (a dict) or True
+            return make_actor_task(self, key, spec, deps, name, actor)
         return Task(self, key, spec, deps, name)
 
     def handle_free_keys(self, keys: list) -> None:
@@ -84,6 +92,8 @@ class Worker(Actor):
             task = self.tasks.pop(key, None)
             if task is not None:
                 self.host.stop_actor(task.id)
+            if key in self.user_actors:
+                stop_user_actor(self, key)
 
     def handle_close(self) -> None:
         self.host.stop_actor(self.id)

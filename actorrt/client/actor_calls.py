@@ -1,0 +1,221 @@
+"""Sending actor calls: one ask from the caller's host straight to the actor's host.
+
+Every client (a user's, or the one a worker shares with its tasks and actors) has one
+:class:`Caller`. Calls made from other threads join a small outbox that is flushed
+onto the client's loop once per loop turn (one ``call_soon_threadsafe`` for however
+many calls arrived), so a tight loop of ``counter.increment()`` costs one wake-up of
+the loop per batch, not per call. Calls from one thread keep their order: the outbox
+is FIFO and a host keeps per-connection order.
+
+Each actor the client talks to has a :class:`Link`: where the actor lives now and
+whether that is being re-learned. The scheduler is asked only after a failure:
+
+* a call that never reached the actor (the connection could not be opened, or the
+  host no longer holds the actor) waits for the scheduler's answer and is sent again
+  to wherever the actor lives now — a restarted actor, if it restarts;
+* a call that was in flight when the connection dropped may have run, so it fails
+  with :class:`ActorDeadError`; later calls wait for the scheduler's answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ..core import ActorRef
+from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
+
+if TYPE_CHECKING:
+    from .actor_handle import ActorFutureState
+    from .client import Client
+
+logger = logging.getLogger("actorrt.actors")
+
+CALL = "call"        # op: run a method
+GETATTR = "getattr"  # op: read an attribute
+
+
+class Call:
+    """One method call or attribute read on its way to an actor."""
+
+    __slots__ = ("op", "name", "args", "state")
+
+    def __init__(self, op: str, name: str, args: Any, state: "ActorFutureState") -> None:
+        self.op = op
+        self.name = name
+        self.args = args
+        self.state = state
+
+
+class Link:
+    """What one client knows about where one actor lives."""
+
+    __slots__ = ("key", "label", "ref", "resolving", "backlog", "dead", "__weakref__")
+
+    def __init__(self, key: str, label: str, ref: ActorRef) -> None:
+        self.key = key
+        self.label = label              # "Counter (key Counter-ab12...)" for error messages
+        self.ref = ref
+        self.resolving = False          # asking the scheduler where the actor is
+        self.backlog: list[Call] = []   # calls waiting for that answer, in order
+        self.dead: ActorDeadError | None = None
+
+
+class Caller:
+    """A client's sender of actor calls (see the module docstring)."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = weakref.ref(client)
+        self.host = client.host
+        self.loop = client.loop
+        self.scheduler = client.scheduler
+        self.loop_thread = client._loop_thread
+        # Shared by every handle of one actor in this client; gone with the last handle.
+        self.links: weakref.WeakValueDictionary[str, Link] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._outbox: list[tuple[Link, Call]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task] = set()
+
+    def link(self, key: str, label: str, ref: ActorRef) -> Link:
+        """The link to actor ``key``; a fresh one if the known one is dead and ``ref`` is newer."""
+        link = self.links.get(key)
+        if link is None or (link.dead is not None and link.ref != ref):
+            link = self.links[key] = Link(key, label, ref)
+        return link
+
+    # --- sending: any thread ------------------------------------------------------
+    def send(self, link: Link, call: Call) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self._dispatch(link, call)
+            return
+        with self._lock:
+            self._outbox.append((link, call))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop is closed: so is the client
+            self._flush_closed()
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+            self._scheduled = False
+        for link, call in batch:
+            self._dispatch(link, call)
+
+    def _flush_closed(self) -> None:
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+        for _, call in batch:
+            call.state.err(RuntimeError("the client closed before the actor call was sent"))
+
+    # --- the loop side ---------------------------------------------------------------
+    def _dispatch(self, link: Link, call: Call) -> None:
+        if link.dead is not None:
+            call.state.err(link.dead)
+        elif link.resolving:
+            link.backlog.append(call)
+        else:
+            self._ask(link, call)
+
+    def _ask(self, link: Link, call: Call) -> None:
+        host, ref = self.host, link.ref
+        # Whether the message can have reached the actor if this ask fails: not when
+        # the connection is still to be opened (a dead host refuses it).
+        reachable = ref.address == host.address or host.is_connected(ref.address)
+        try:
+            if call.op == CALL:
+                fut = host.ask(ref, CALL, method=call.name, args=call.args)
+            else:
+                fut = host.ask(ref, GETATTR, name=call.name)
+        except Exception as e:  # the host is closing
+            call.state.err(self._closed_error(e))
+            return
+        fut.add_done_callback(functools.partial(self._on_reply, link, call, reachable))
+
+    def _on_reply(self, link: Link, call: Call, reachable: bool, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            call.state.err(ActorDeadError(f"call {call.name}() on actor {link.label} was cancelled"))
+            return
+        exc = fut.exception()
+        if exc is None:
+            call.state.finish(fut.result())
+            return
+        if self._client_gone():
+            call.state.err(self._closed_error(exc))
+        elif isinstance(exc, ActorNotFoundError) or (
+                not reachable and isinstance(exc, (CommClosedError, OSError))):
+            # It never reached the actor: send it again once we know where the actor is.
+            link.backlog.append(call)
+            self._resolve(link)
+        elif isinstance(exc, ActorDeadError):  # the host stopped the actor under this call
+            call.state.err(ActorDeadError(
+                f"actor {link.label} stopped before replying to {call.name}(): it was released, "
+                f"or its worker is closing"))
+            self._resolve(link)
+        elif isinstance(exc, (CommClosedError, OSError)):
+            call.state.err(ActorDeadError(
+                f"actor {link.label} died before replying to {call.name}() "
+                f"(its worker {link.ref.address} went away: {exc})"))
+            self._resolve(link)
+        else:
+            call.state.err(exc)  # the method's own exception
+
+    # --- re-learning where an actor lives ------------------------------------------------
+    def _resolve(self, link: Link) -> None:
+        if link.resolving or link.dead is not None:
+            return
+        link.resolving = True
+        task = self.loop.create_task(self._locate(link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _locate(self, link: Link) -> None:
+        """Ask the scheduler where the actor lives; it answers once it knows (DESIGN §1)."""
+        try:
+            info = await self.host.ask(self.scheduler, "actor_status", key=link.key,
+                                       stale=link.ref.address)
+        except asyncio.CancelledError:
+            info = {"status": "dead", "reason": "the client closed"}
+        except Exception as e:
+            info = {"status": "dead", "reason": f"the scheduler could not be asked ({e})"}
+        if info.get("status") == "ok":
+            link.ref = ActorRef(info["address"], link.ref.id)
+        else:
+            link.dead = ActorDeadError(f"actor {link.label} {info.get('reason', 'is gone')}")
+        link.resolving = False
+        backlog, link.backlog = link.backlog, []
+        for call in backlog:
+            self._dispatch(link, call)
+
+    # --- closing -----------------------------------------------------------------------------
+    def _client_gone(self) -> bool:
+        client = self._client()
+        return client is None or client.status not in ("running", "created")
+
+    def _closed_error(self, exc: BaseException) -> BaseException:
+        return RuntimeError(f"the client closed before the actor replied ({exc})")
+
+    def __repr__(self) -> str:
+        return f"<Caller {self.host.address} {len(self.links)} actors>"
+
+
+_callers: "weakref.WeakKeyDictionary[Client, Caller]" = weakref.WeakKeyDictionary()
+_callers_lock = threading.Lock()
+
+
+def caller_of(client: "Client") -> Caller:
+    """The client's caller, made on first use."""
+    caller = _callers.get(client)
+    if caller is None:
+        with _callers_lock:
+            caller = _callers.get(client)
+            if caller is None:
+                caller = _callers[client] = Caller(client)
+    return caller

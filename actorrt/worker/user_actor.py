@@ -1,0 +1,316 @@
+"""Hosting user actors on a worker.
+
+``client.submit(Counter, actor=True)`` reaches a worker as a task whose spec says it
+is an actor. :class:`ActorCreation` (a short-lived Task) runs the constructor and
+then registers a :class:`UserActor` — a core actor with id ``actor-<key>`` on the
+worker's host — and stores an (unbound) :class:`~actorrt.client.actor_handle.Actor`
+handle under the key, so ``future.result()`` returns a handle.
+
+Each user actor has its own execution lane (:class:`Lane`): one dedicated thread, or
+up to ``max_concurrency`` threads. Sync methods never run on the worker's task pool,
+so a slow actor never blocks another, a task, or an actor it calls on the same worker
+(two actors calling each other on one worker do not deadlock — dask/distributed#4224).
+``async def`` methods run on the worker's event loop and may interleave at ``await``.
+
+Ordering: calls start in the order they arrive (one caller's calls arrive in the
+order sent). An async call starts once every earlier sync call has finished, so it
+sees their effects; later calls do not wait for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import queue
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..core import Actor, Pickled, Reply, own_task
+from ..core.serialize import dumps_exception
+from .pool import Job, _local as _pool_local
+from .task import Task
+
+if TYPE_CHECKING:
+    from .actor import Worker
+
+logger = logging.getLogger("actorrt.worker")
+
+SYNC, ASYNC, ATTRIBUTE = 0, 1, 2
+
+
+def actor_id(key: str) -> str:
+    """The id of the user actor for ``key`` on its worker's host (the same after a restart)."""
+    return "actor-" + key
+
+
+def public_methods(cls: type) -> frozenset[str]:
+    """The names a handle may call: public callables of the class."""
+    return frozenset(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
+
+
+def public_attributes(instance: Any) -> frozenset[str]:
+    """Public non-method attributes of ``instance`` now: instance variables, properties."""
+    names = {n for n in getattr(instance, "__dict__", {}) if not n.startswith("_")}
+    cls = type(instance)
+    names |= {n for n in dir(cls) if not n.startswith("_") and not callable(getattr(cls, n, None))}
+    return frozenset(names)
+
+
+# What the scheduler is told a handle weighs (never measured: probing a handle's
+# attributes would ask the actor).
+HANDLE_NBYTES = 256
+
+
+class Lane:
+    """One actor's threads: runs its sync calls in arrival order, at most ``max_concurrency``
+    at once. Completions go back to the loop in bursts (one wake-up for many)."""
+
+    def __init__(self, max_concurrency: int, name: str, key: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.max_concurrency = max_concurrency
+        self.name = name
+        self.key = key
+        self.closed = False
+        self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._outstanding = 0            # submitted, not yet handed back (loop side)
+        self._done: deque[Job] = deque()
+        self._lock = threading.Lock()
+        self._wakeup_pending = False
+
+    def submit(self, job: Job) -> None:
+        """Loop side: queue ``job``; ``job.done(job)`` runs on the loop afterwards."""
+        self._outstanding += 1
+        if self._outstanding > len(self._threads) and len(self._threads) < self.max_concurrency:
+            t = threading.Thread(target=self._main, name=f"{self.name}-{len(self._threads)}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        self._work.put(job)
+
+    def close(self) -> None:
+        """Threads stop after their current call; calls not started are dropped."""
+        self.closed = True
+        for _ in self._threads:
+            self._work.put(None)
+
+    def _drain(self) -> None:
+        with self._lock:
+            jobs = list(self._done)
+            self._done.clear()
+            self._wakeup_pending = False
+        self._outstanding -= len(jobs)
+        for job in jobs:
+            job.done(job)
+
+    def _main(self) -> None:
+        from ..client.actor_handle import running_actor
+        running_actor.key = self.key
+        running_actor.max_concurrency = self.max_concurrency
+        while True:
+            job = self._work.get()
+            if job is None or self.closed:
+                if job is None:
+                    return
+                continue
+            # The job's context makes get_worker()/get_client() work inside methods.
+            _pool_local.job = job
+            try:
+                job.result = job.fn()
+            except BaseException as e:  # reported to the caller; never kills the lane
+                job.error = e
+            finally:
+                _pool_local.job = None
+            with self._lock:
+                self._done.append(job)
+                if self._wakeup_pending:
+                    continue
+                self._wakeup_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                return  # loop closed: the worker is gone
+
+    def __repr__(self) -> str:
+        return f"<Lane {self.name} {len(self._threads)}/{self.max_concurrency} threads>"
+
+
+class UserActor(Actor):
+    """A user's object living on this worker, served one call per message."""
+
+    def __init__(self, worker: "Worker", key: str, instance: Any, lane: Lane, label: str) -> None:
+        self.worker = worker
+        self.key = key
+        self.instance = instance
+        self.lane = lane
+        self.label = label
+        self.methods = public_methods(type(instance))
+        self._kinds: dict[str, int] = {}
+        self._sync_running = 0
+        self._blocked: deque[tuple[int, str, Any, Reply]] = deque()  # behind an async call
+
+    def on_stop(self) -> None:
+        self.lane.close()
+        self.instance = None  # its state is freed with it
+        self._blocked.clear()  # their replies fail with ActorDeadError (tracked by the host)
+        if self.worker.user_actors.get(self.key) is self:
+            del self.worker.user_actors[self.key]
+
+    # --- messages ---------------------------------------------------------------------
+    def handle_call(self, method: str, reply: Reply, args: Pickled | None = None) -> None:
+        kind = self._kinds.get(method)
+        if kind is None:
+            if method not in self.methods:
+                raise AttributeError(f"actor {self.label} has no method {method!r} "
+                                     f"(methods: {', '.join(sorted(self.methods)) or 'none'})")
+            fn = getattr(self.instance, method)
+            kind = self._kinds[method] = ASYNC if inspect.iscoroutinefunction(fn) else SYNC
+        self._submit(kind, method, args, reply)
+
+    def handle_getattr(self, name: str, reply: Reply) -> None:
+        if name.startswith("_"):
+            raise AttributeError(f"actor {self.label}: private attribute {name!r} is not readable")
+        self._submit(ATTRIBUTE, name, None, reply)
+
+    def handle_info(self) -> dict:
+        return {"key": self.key, "class": self.label, "methods": sorted(self.methods),
+                "max_concurrency": self.lane.max_concurrency, "running": self._sync_running,
+                "waiting": len(self._blocked)}
+
+    # --- ordering ---------------------------------------------------------------------------
+    def _submit(self, kind: int, name: str, args: Any, reply: Reply) -> None:
+        if self._blocked or (kind == ASYNC and self._sync_running):
+            self._blocked.append((kind, name, args, reply))
+        else:
+            self._start(kind, name, args, reply)
+
+    def _start(self, kind: int, name: str, args: Any, reply: Reply) -> None:
+        if kind == ASYNC:
+            own_task(self, self._run_async(name, args, reply))
+            return
+        self._sync_running += 1
+        self.lane.submit(Job(functools.partial(self._run_sync, kind, name, args),
+                             functools.partial(self._sync_done, reply), context=self))
+
+    def _sync_done(self, reply: Reply, job: Job) -> None:
+        self._sync_running -= 1
+        if job.error is not None:
+            reply.fail(job.error)
+        else:
+            reply.ok(job.result)
+        while self._blocked:
+            kind = self._blocked[0][0]
+            if kind == ASYNC and self._sync_running:
+                break
+            self._start(*self._blocked.popleft())
+
+    # --- running ------------------------------------------------------------------------------
+    def _run_sync(self, kind: int, name: str, args: Pickled | None) -> Any:
+        """On a lane thread: the method's result, pickled here rather than on the loop."""
+        if kind == ATTRIBUTE:
+            value = _read_attribute(self.instance, name, self.label)
+        else:
+            fn = getattr(self.instance, name)
+            if args is None:
+                value = fn()
+            else:
+                a, kw = args.loads()
+                value = fn(*a, **kw)
+        return None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()")
+
+    async def _run_async(self, name: str, args: Pickled | None, reply: Reply) -> None:
+        from ..client.actor_handle import binding
+        try:
+            if args is None:
+                a, kw = (), {}
+            else:
+                with binding(self.worker.client()):  # handles in the arguments bind here
+                    a, kw = args.loads()
+            value = await getattr(self.instance, name)(*a, **kw)
+            reply.ok(None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()"))
+        except Exception as e:
+            reply.fail(e)
+
+    def __repr__(self) -> str:
+        return f"<UserActor {self.label} on {getattr(self, 'host', None) and self.host.address}>"
+
+
+def _read_attribute(instance: Any, name: str, label: str) -> Any:
+    try:
+        return getattr(instance, name)
+    except AttributeError:
+        methods = sorted(public_methods(type(instance)))
+        raise AttributeError(f"actor {label} has no attribute {name!r} "
+                             f"(methods: {', '.join(methods) or 'none'})") from None
+
+
+class ActorCreation(Task):
+    """The task behind ``submit(Cls, actor=True)``: construct, register, store a handle."""
+
+    def __init__(self, worker: "Worker", key: str, spec: Any, deps: dict, name: str,
+                 options: dict) -> None:
+        super().__init__(worker, key, spec, deps, name)
+        self.options = options
+        self.lane: Lane | None = None
+
+    def _run(self) -> None:
+        data = self.worker.data
+        try:
+            inputs = {k: data[k] for k in self.deps}
+        except KeyError as e:
+            self.worker.report_missing(self, {e.args[0]: self.deps.get(e.args[0], [])})
+            return
+        n = int(self.options.get("max_concurrency", 1) or 1)
+        self.lane = Lane(n, f"actorrt-actor-{self.name}", self.key)
+        # The constructor runs in the actor's own lane, like its methods (thread-locals,
+        # get_worker() inside __init__).
+        self.lane.submit(Job(lambda: self._execute(inputs), self._constructed, context=self))
+
+    def on_stop(self) -> None:
+        if self.lane is not None:  # stopped before the actor was handed its lane
+            self.lane.close()
+
+    def _constructed(self, job: Job) -> None:
+        worker, lane = self.worker, self.lane
+        assert lane is not None
+        self.lane = None
+        if worker.tasks.get(self.key) is not self:  # released or re-placed meanwhile
+            lane.close()
+            self.host.stop_actor(self.id)
+            return
+        del worker.tasks[self.key]
+        if job.error is not None:
+            lane.close()
+            blob, tb = dumps_exception(job.error)
+            worker.report_erred(self.key, blob, tb)
+        else:
+            handle = host_actor(worker, self.key, self.name, job.result, lane)
+            worker.store(self.key, handle)
+            worker.report_finished(self.key, HANDLE_NBYTES, "Actor")
+        self.host.stop_actor(self.id)
+
+
+def host_actor(worker: "Worker", key: str, label: str, instance: Any, lane: Lane) -> Any:
+    """Register ``instance`` as a user actor on ``worker``'s host; return its unbound handle."""
+    from ..client.actor_handle import Actor as ActorHandle
+    stop_user_actor(worker, key)
+    ua = UserActor(worker, key, instance, lane, label)
+    ref = worker.host.spawn(ua, actor_id(key))
+    worker.user_actors[key] = ua
+    return ActorHandle(key, type(instance).__name__, ref, ua.methods, None, public_attributes(instance))
+
+
+def stop_user_actor(worker: "Worker", key: str) -> None:
+    """Stop the actor for ``key`` if this worker hosts it (its key was freed)."""
+    ua = worker.user_actors.pop(key, None)
+    if ua is not None:
+        worker.host.stop_actor(ua.id)
+
+
+def make_actor_task(worker: "Worker", key: str, spec: Any, deps: dict, name: str,
+                    options: Any) -> ActorCreation:
+    return ActorCreation(worker, key, spec, deps, name, options if isinstance(options, dict) else {})
+
+
+__all__ = ["ActorCreation", "Lane", "UserActor", "actor_id", "make_actor_task", "stop_user_actor"]
