@@ -70,6 +70,10 @@ class SystemActor(Actor):
     def check_options(self, options: dict) -> None:
         """Raise ValueError if a proxy asks for this name with conflicting options."""
 
+    def options(self) -> dict:
+        """The options this actor was made with (told to every proxy that resolves it)."""
+        return {}
+
     def peer_lost(self, address: str) -> None:
         """The host at ``address`` is gone: drop its waiters, release its leases."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import math
 import uuid
@@ -100,6 +101,7 @@ class Proxy:
         self.name = check_name(name, type(self).__name__)
         self._client = client
         self._ref: ActorRef | None = None
+        self._actor_options: dict = {}
         # Identifies this proxy object as a holder (of a lease, a subscription).
         self._token = uuid.uuid4().hex
         self._calls = itertools.count()
@@ -122,8 +124,9 @@ class Proxy:
         if ref is None:
             client = self.client
             registry = ActorRef(client.scheduler.address, REGISTRY_ID)
-            ref = await client.host.ask(registry, "get_or_create", kind=self.kind, name=self.name,
-                                        options=self._options())
+            ref, options = await client.host.ask(registry, "get_or_create", kind=self.kind,
+                                                 name=self.name, options=self._options())
+            self._actor_options = options
             self._ref = ref
         return ref
 
@@ -215,13 +218,17 @@ def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]], may_block: b
     return _wait(asyncio.run_coroutine_threadsafe(fn(), loop), may_block)  # type: ignore[arg-type]
 
 
+def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Have the loop call ``fn`` soon, without waiting. Calls from one thread run in
+    the order made, and before any later ask from that thread."""
+    if kwargs:
+        fn = functools.partial(fn, **kwargs)
+    client.loop.call_soon_threadsafe(fn, *args)
+
+
 def _check_not_on_loop(client: "Client") -> asyncio.AbstractEventLoop:
     loop = client.loop
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if asyncio._get_running_loop() is loop:  # (the non-raising form: this is a hot path)
         raise RuntimeError("blocking call on the client's event loop; use `await` "
                            "(Client(asynchronous=True)) from async code")
     return loop

@@ -13,7 +13,6 @@ topic has added it, and nothing is forwarded through intermediaries.)
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import uuid
 from collections import deque
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from ..core import Actor, ActorRef, Pickled
 from ._actor import SystemActor
-from ._proxy import DONE, Proxy, check_timeout, load_value, run_on_loop
+from ._proxy import DONE, Proxy, call_on_loop, check_timeout, load_value, run_on_loop
 
 if TYPE_CHECKING:
     from ..client.client import Client
@@ -131,8 +130,7 @@ class Pub(Proxy):
             self._put_on_loop(blob)
             return DONE
         ref = self._ref or run_on_loop(client, self._resolve)
-        # Same thread, same order: call_soon_threadsafe keeps successive puts in order.
-        client.loop.call_soon_threadsafe(functools.partial(client.host.tell, ref, "publish", msgs=[blob]))
+        call_on_loop(client, client.host.tell, ref, "publish", msgs=[blob])
         return None
 
     def _put_on_loop(self, blob: Pickled) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Pickled, Reply
 from ._actor import KeyHolder, SystemActor, Waiter
-from ._proxy import Proxy, check_timeout, dump_value, load_value
+from ._proxy import DONE, Proxy, call_on_loop, check_timeout, dump_value, load_value
 
 if TYPE_CHECKING:
     from ..client.client import Client
@@ -50,6 +50,9 @@ class QueueActor(SystemActor):
         super().on_stop()
         self.keys.drop_all()
 
+    def options(self) -> dict:
+        return {"maxsize": self.maxsize}
+
     def check_options(self, options: dict) -> None:
         maxsize = options.get("maxsize", 0)
         if maxsize and maxsize != self.maxsize:
@@ -61,6 +64,13 @@ class QueueActor(SystemActor):
                    timeout: float | None = None) -> None:
         waiter = self.waiter(reply, origin, call, data=(value, keys))
         self._enqueue(self.putters, waiter, timeout)
+
+    def handle_put_nowait(self, value: Pickled) -> None:
+        """A put that needs no answer: a plain item (no Futures) on an unbounded queue."""
+        if self.maxsize:
+            raise RuntimeError(f"put_nowait on bounded Queue {self.name!r}")
+        self.items.append((value, []))
+        self._pump()
 
     def handle_get(self, call: str, client: str, reply: Reply, origin: "Comm | None",
                    timeout: float | None = None, count: int = 1) -> None:
@@ -201,11 +211,29 @@ class Queue(Proxy):
         """Append ``value``; waits for room in a bounded queue (TimeoutError after ``timeout``)."""
         timeout = check_timeout(timeout)
         blob, keys = dump_value(value, f"item for Queue {self.name!r}")
+        if not keys and self._ref is not None and self._actor_options.get("maxsize") == 0:
+            # Nothing to wait for: send it on and return (see ``_put_nowait``).
+            return self._put_nowait(blob)
 
         def done(ok: bool | None) -> None:
             if ok is None:
                 raise TimeoutError(f"Queue {self.name!r}: put timed out after {timeout} s (queue full)")
         return self._call("put", blocking=True, then=done, value=blob, keys=keys, timeout=timeout)
+
+    def _put_nowait(self, blob: Pickled) -> Any:
+        """An unbounded queue's put of a plain item is a tell, not an ask: it cannot
+        fail or wait there, and one host's messages reach the queue in the order sent,
+        so anything this thread does next (a get, a qsize, setting an Event, finishing
+        its task) is seen after the item is in. This is what lets a producer stream.
+        A put holding Futures stays an ask: the queue must claim their keys before the
+        putter may let go of them."""
+        client, ref = self.client, self._ref
+        assert ref is not None
+        if client.asynchronous:
+            client.host.tell(ref, "put_nowait", value=blob)
+            return DONE
+        call_on_loop(client, client.host.tell, ref, "put_nowait", value=blob)
+        return None
 
     def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
         """Remove and return the oldest item.

@@ -44,7 +44,9 @@ class Registry(Actor):
         if self._on_peer_lost in self.host.peer_lost_callbacks:
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
 
-    def handle_get_or_create(self, kind: str, name: str, options: dict | None = None) -> ActorRef:
+    def handle_get_or_create(self, kind: str, name: str, options: dict | None = None) -> list:
+        """``[ref, options]`` of the actor: where it is, and the options it really has
+        (e.g. the maxsize of a queue first made by someone else)."""
         cls = self.kinds.get(kind)
         if cls is None:
             raise ValueError(f"unknown coordination primitive {kind!r}; known: {sorted(self.kinds)}")
@@ -61,7 +63,7 @@ class Registry(Actor):
             self.actors[slot] = actor
         else:
             actor.check_options(options)
-        return actor.ref
+        return [actor.ref, actor.options()]
 
     def handle_names(self, kind: str | None = None) -> list:
         """The ``[kind, name]`` of every live system actor (or of one kind)."""
