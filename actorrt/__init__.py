@@ -8,6 +8,7 @@
 from .client.actor_handle import Actor, ActorFuture
 from .client.client import Client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
+from .client.waiting import as_completed, fire_and_forget, wait
 from .context import get_client, get_worker, rejoin, secede, worker_client
 from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
 from .core.errors import ActorDeadError, CommClosedError, SerializationError
@@ -20,6 +21,7 @@ __all__ = [
     "Actor", "ActorDeadError", "ActorFuture", "CancelledError", "Client", "CommClosedError", "Future",
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
     "get_client", "get_worker", "rejoin", "secede", "worker_client",
+    "as_completed", "fire_and_forget", "wait",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
 ]
 

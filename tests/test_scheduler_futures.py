@@ -153,3 +153,14 @@ def test_retry_after_error_runs_again():
     assert s.tasks["x"].exception is None
     out = s.handle_task_finished("w0", "x", 1, "int", "s4")
     assert reports(out) == [("x", "memory")]
+
+
+def test_cancel_requester_not_told_about_its_own_keys():
+    s = make()
+    s.handle_add_client("other")
+    s.handle_update_graph("c", [TaskSpec("x", 0, ()), TaskSpec("y", 0, ("x",))], ["x", "y"], "s1")
+    s.handle_want_keys("other", ["x"], "s2")
+    out = s.handle_cancel(["x"], None, "s3", requester="c")
+    got = sorted((i.client, i.key) for i in out if isinstance(i, Report))
+    # c learns only about the dependent; the other holder learns about x.
+    assert got == [("c", "y"), ("other", "x")]

@@ -29,6 +29,7 @@ from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_
                            get_named_actor, is_actor_handle, load_binding, submit_when_ready,
                            waits_for_actor_futures)
 
+FIRE_AND_FORGET = "fire-and-forget"  # the scheduler's holder name (scheduler/state.py)
 
 logger = logging.getLogger("actorrt.client")
 
@@ -289,7 +290,7 @@ class Client:
             st = self._states.get(key)
             if st is None:
                 st = self._states[key] = FutureState(key)
-                self._refcount[key] = 1
+                self._refcount[key] = self._refcount.get(key, 0) + 1  # cancelled futures may remain
                 if inform:
                     self._queue_locked("want_keys", key)
             else:
@@ -353,6 +354,9 @@ class Client:
                         tell(self.scheduler, "cancel", client=self.id, keys=keys, force=force)
                 elif op == "retry":
                     tell(self.scheduler, "retry", keys=[k for ks in items for k in ks])
+                elif op == "fire_and_forget":
+                    # The scheduler's holder that keeps work alive until it is done.
+                    tell(self.scheduler, "want_keys", client=FIRE_AND_FORGET, keys=items)
             except CommClosedError:
                 logger.warning("scheduler connection closed; dropped %s", op)
 
@@ -463,15 +467,14 @@ class Client:
             states, refcount = self._states, self._refcount
             for k, spec in zip(out_keys, specs):
                 st = states.get(k)
-                if st is None:
+                if st is None or st.status == "cancelled":
+                    # New, or submitted again after a cancel: a fresh state, so the old
+                    # Futures stay cancelled while the new ones follow the new run.
                     st = states[k] = FutureState(k)
-                    refcount[k] = 1
+                    refcount[k] = refcount.get(k, 0) + 1
                     self._queue_locked("update_graph", (spec, k))
                 else:
                     refcount[k] += 1
-                    if st.status == "cancelled":
-                        st.status = "pending"
-                        self._queue_locked("update_graph", (spec, k))
                 futures.append(Future.__new__(Future))
                 f = futures[-1]
                 f.key, f.client, f._state, f._released = k, self, st, False
@@ -657,6 +660,12 @@ class Client:
         flat = futures_of(futures)
         keys = [f.key for f in flat]
         with self._lock:
+            # Detach the cancelled states now (not when the loop gets to it): a submit of
+            # the same key right after this call must start afresh, and late reports
+            # about the cancelled run must not reach the new one.
+            for f in flat:
+                if self._states.get(f.key) is f._state:
+                    del self._states[f.key]
             self._queue_locked("cancel", (keys, force))
 
         def mark() -> None:

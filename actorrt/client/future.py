@@ -30,7 +30,7 @@ DONE = frozenset({"finished", "error", "cancelled"})
 class FutureState:
     """What the client knows about one key. Mutated only on the client's loop."""
 
-    __slots__ = ("key", "status", "type", "workers", "_exception", "_exc_obj", "traceback_text",
+    __slots__ = ("key", "status", "type", "workers", "_exception", "traceback_text",
                  "cancel_reason", "_callbacks", "__weakref__")
 
     def __init__(self, key: str) -> None:
@@ -39,7 +39,6 @@ class FutureState:
         self.type: str | None = None
         self.workers: list[str] = []
         self._exception: Any = None
-        self._exc_obj: BaseException | None = None
         self.traceback_text: str | None = None
         self.cancel_reason: str | None = None
         self._callbacks: list[Callable[["FutureState"], None]] = []
@@ -56,7 +55,6 @@ class FutureState:
     def err(self, exception: Any, traceback: str | None) -> None:
         self.status = "error"
         self._exception = exception
-        self._exc_obj = None
         self.traceback_text = traceback
         self._fire()
 
@@ -76,17 +74,18 @@ class FutureState:
             return CancelledError(self.cancel_reason or f"{self.key} was cancelled")
         if self.status != "error":
             return None
-        if self._exc_obj is None:
-            exc = self._exception
-            if isinstance(exc, Pickled):
-                try:
-                    exc = loads_exception(exc, self.traceback_text)
-                except Exception as e:  # the exception's class is unknown here
-                    exc = RuntimeError(f"task {self.key!r} failed; its exception could not be loaded: {e}")
-            elif not isinstance(exc, BaseException):
-                exc = RuntimeError(str(exc))
-            self._exc_obj = exc
-        return self._exc_obj
+        # A fresh object per call: a raised exception collects the frames it passes
+        # through (which hold Futures); cached here, it would keep its own Future, and
+        # so the erred key and its data, alive for ever (dask/distributed#8790).
+        exc = self._exception
+        if isinstance(exc, Pickled):
+            try:
+                return loads_exception(exc, self.traceback_text)
+            except Exception as e:  # the exception's class is unknown here
+                return RuntimeError(f"task {self.key!r} failed; its exception could not be loaded: {e}")
+        if isinstance(exc, BaseException):
+            return exc.with_traceback(None)
+        return RuntimeError(str(exc))
 
     def add_callback(self, fn: Callable[["FutureState"], None]) -> None:
         """Call ``fn(state)`` once done (now, if already done). Loop thread only."""

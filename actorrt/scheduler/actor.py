@@ -27,7 +27,7 @@ class Scheduler(Actor):
         self.client_refs: dict[str, ActorRef] = {}
         self.worker_info: dict[str, dict] = {}
         self._stimuli = itertools.count()
-        self._out: dict[ActorRef, dict[str, list]] = {}
+        self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
@@ -126,12 +126,10 @@ class Scheduler(Actor):
             # Only this client's interest goes away unless nobody else wants the keys.
             shared = [k for k in keys if k in self.state.tasks and self.state.tasks[k].who_wants - {client}]
             if shared:
-                for k in shared:
-                    self._send(self.client_refs[client], "report",
-                               [k, "cancelled", {"reason": f"{k} cancelled by this client"}])
+                # The client marked its own futures cancelled already; no report needed.
                 self._apply(self.state.handle_release_keys(client, shared, self._sid("cancel")))
                 keys = [k for k in keys if k not in shared]
-        self._apply(self.state.handle_cancel(keys, None, self._sid("cancel")))
+        self._apply(self.state.handle_cancel(keys, None, self._sid("cancel"), requester=client))
 
     def handle_retry(self, keys: list) -> None:
         self._apply(self.state.handle_retry(keys, self._sid("retry")))
@@ -191,8 +189,17 @@ class Scheduler(Actor):
             self.actors.wake()
 
     def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
-        """Queue items for ``op`` at ``ref``; one message per (ref, op) per loop turn."""
-        self._out.setdefault(ref, {}).setdefault(op, []).extend(items)
+        """Queue items for ``op`` at ``ref``, batched per loop turn.
+
+        Consecutive items of one op share a message, but ops keep their order: a
+        ``compute``, ``free_keys``, ``compute`` of one key (cancelled, then submitted
+        again) must not reach the worker as compute, compute, free.
+        """
+        queue = self._out.setdefault(ref, [])
+        if queue and queue[-1][0] == op:
+            queue[-1][1].extend(items)
+        else:
+            queue.append((op, list(items)))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -201,7 +208,7 @@ class Scheduler(Actor):
         self._flush_scheduled = False
         out, self._out = self._out, {}
         for ref, ops in out.items():
-            for op, items in ops.items():
+            for op, items in ops:
                 field = {"compute": "tasks", "free_keys": "keys", "report": "msgs"}[op]
                 try:
                     self.host.tell(ref, op, **{field: items})

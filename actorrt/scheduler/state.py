@@ -300,11 +300,14 @@ class SchedulerState:
         self._run(recs, stimulus_id)
         return self._flush()
 
-    def handle_cancel(self, keys: Iterable[str], reason: str | None, stimulus_id: str) -> list[Instruction]:
+    def handle_cancel(self, keys: Iterable[str], reason: str | None, stimulus_id: str,
+                      requester: str | None = None) -> list[Instruction]:
         """Cancel ``keys`` and everything that depends on them, for every holder.
 
         Each report names the key that was cancelled: a dependent's reason says which
         of its inputs was, so a user looking at a downstream CancelledError knows why.
+        The ``requester`` is not told about the keys it cancelled itself (it knows, and
+        may already have submitted them again).
         """
         stack = [(self.tasks[k], k) for k in keys if k in self.tasks]
         root_of: dict[TaskState, str] = {}
@@ -321,7 +324,7 @@ class SchedulerState:
             else:
                 why = f"{ts.key} was cancelled because its input {root} was cancelled"
             for client in ts.who_wants:
-                if client in self.clients:
+                if client in self.clients and not (client == requester and ts.key == root):
                     self._out.append(Report(client, ts.key, "cancelled", {"reason": why}))
             ts.who_wants.clear()
             recs[ts.key] = "released"

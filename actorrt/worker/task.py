@@ -79,7 +79,8 @@ class Task(Actor):
             else:
                 blob, tb = dumps_exception(_user_frames_only(job.error))
                 worker.report_erred(self.key, blob, tb)
-        self.host.stop_actor(self.id)
+        if self.host.actors.get(self.id) is self:  # not a newer run of the same key
+            self.host.stop_actor(self.id)
 
 
 def _user_frames_only(exc: BaseException) -> BaseException:
