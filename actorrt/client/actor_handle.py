@@ -156,6 +156,11 @@ def _resolved(value: Any) -> Any:
     return value
 
 
+def _set_once(fut: "asyncio.Future[Any] | concurrent.futures.Future[Any]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 # thread-local: the actor whose lane this thread runs (set by the worker's lanes), to
 # refuse an actor waiting on its own reply, which could never come.
 running_actor = threading.local()
@@ -241,13 +246,13 @@ class ActorFuture:
         if st.status != "pending":
             return
         loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any]
         if loop is self.client.loop:
             waiter = loop.create_future()
-            st.add_callback(lambda _: waiter.done() or waiter.set_result(None))
+            st.add_callback(lambda _: _set_once(waiter))
         else:  # awaited on another loop: hop through a thread-safe future
-            cf: concurrent.futures.Future = concurrent.futures.Future()
-            self.client.loop.call_soon_threadsafe(
-                st.add_callback, lambda _: cf.done() or cf.set_result(None))
+            cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self.client.loop.call_soon_threadsafe(st.add_callback, lambda _: _set_once(cf))
             waiter = asyncio.wrap_future(cf)
         try:
             await asyncio.wait_for(waiter, timeout)

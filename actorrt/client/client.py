@@ -373,7 +373,7 @@ class Client:
 
     def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
                workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
-               priority: int = 0, pure: bool | None = None, actor: bool = False, actors: bool = False,
+               priority: int = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
                **kwargs: Any) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future at once."""
         if not callable(func):
@@ -399,7 +399,7 @@ class Client:
 
     def map(self, func: Callable[..., Any], *iterables: Iterable, key: str | list | None = None,
             workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
-            priority: int = 0, pure: bool | None = None, actor: bool = False, actors: bool = False,
+            priority: int = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
             batch_size: int | None = None, **kwargs: Any) -> list[Future]:
         """Submit ``func`` over the items of ``iterables``; one Future per item."""
         if not callable(func):
@@ -437,7 +437,7 @@ class Client:
 
     def _submit_batch(self, func: Any, fn_blob: Pickled, calls: list[tuple[tuple, dict]],
                       keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
-                      retries: int, priority: int, actor: bool, prefix: str | None = None) -> list[Future]:
+                      retries: int, priority: int, actor: bool | dict, prefix: str | None = None) -> list[Future]:
         name = prefix or funcname(func)
         restrict = _normalize_workers(workers)
         specs = []

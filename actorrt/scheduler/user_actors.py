@@ -12,7 +12,7 @@ import asyncio
 from typing import Any, Callable
 
 from ..core import Reply
-from .state import Report, SchedulerState, TaskSpec, TaskState
+from .state import Instruction, Report, SchedulerState, TaskSpec, TaskState
 
 # How long a handle is kept waiting when it says it cannot reach the worker that the
 # scheduler still believes alive: the scheduler normally learns of a worker's death
@@ -76,7 +76,7 @@ class ActorDirectory:
 
     # --- names ---------------------------------------------------------------------------
     def refuse_taken_names(self, client: str, specs: list[TaskSpec], wanted: list[str],
-                           ) -> tuple[list[TaskSpec], list[str], list[Report]]:
+                           ) -> tuple[list[TaskSpec], list[str], list[Instruction]]:
         """Drop new named actors whose name is in use (unless ``get_if_exists``) and
         report the error to the submitting client alone."""
         refused: dict[str, str] = {}
@@ -89,7 +89,7 @@ class ActorDirectory:
                 refused[spec.key] = options["name"]
         if not refused:
             return specs, wanted, []
-        reports = [Report(client, key, "erred", {
+        reports: list[Instruction] = [Report(client, key, "erred", {
             "exception": ValueError(f"an actor named {name!r} already exists; pass "
                                     "get_if_exists=True to use it"),
             "traceback": None, "blame": None}) for key, name in refused.items()]

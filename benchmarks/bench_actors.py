@@ -1,0 +1,147 @@
+"""Actor calls, actorrt vs dask.distributed (issue 4).
+
+Workloads, on two worker processes with one thread each:
+
+* client -> actor: ``counter.increment().result()`` one at a time, 2,000 calls:
+  median and 99th percentile round trip;
+* pipelined: 10,000 calls sent at once, then every result waited for: calls/s;
+* task -> actor: a task making 2,000 sequential calls, the task on the other worker
+  than the actor (and, actorrt only, on the actor's own worker): median round trip;
+* actor -> actor: an actor calling another on the other worker (and, actorrt only,
+  on its own worker: dask's actors share one thread per worker and deadlock there,
+  dask/distributed#4224): median round trip.
+
+Run from the repository root: ``python benchmarks/bench_actors.py [--quick]``.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import CLIENTS, Row, parse_args, print_table, runtimes  # noqa: E402
+
+SIZES = {"seq": 2_000, "pipelined": 10_000, "task": 2_000, "actor": 2_000}
+QUICK = {"seq": 50, "pipelined": 200, "task": 50, "actor": 50}
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def increment(self) -> int:
+        self.n += 1
+        return self.n
+
+
+class Driver:
+    """An actor that times its own calls to another actor."""
+
+    def drive(self, other: Any, n: int) -> list[float]:
+        return _time_calls(other, n)
+
+
+def _time_calls(counter: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        counter.increment().result()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def task_calls(counter: Any, n: int) -> list[float]:
+    return _time_calls(counter, n)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- one runtime -------------------------------------------------------------------------
+
+
+def actor_on(client: Any, cls: type, address: str) -> Any:
+    return client.submit(cls, actor=True, workers=[address]).result()
+
+
+def measure(runtime: str, client: Any, sizes: dict[str, int], only: list[str]) -> dict[str, float]:
+    """Seconds per workload (latencies) or total seconds (the pipelined run)."""
+    addresses = sorted(client.nthreads() if runtime == "actorrt" else client.scheduler_info()["workers"])
+    a, b = addresses[0], addresses[1]
+    out: dict[str, float] = {}
+
+    def wanted(name: str) -> bool:
+        return not only or any(o in name for o in only)
+
+    counter = actor_on(client, Counter, a)
+    for _ in range(20):  # warm up connections and code paths
+        counter.increment().result()
+    if wanted("sequential"):
+        lat = _time_calls(counter, sizes["seq"])
+        out["seq-median"] = statistics.median(lat)
+        out["seq-p99"] = percentile(lat, 0.99)
+    if wanted("pipelined"):
+        n = sizes["pipelined"]
+        start = time.perf_counter()
+        futures = [counter.increment() for _ in range(n)]
+        for f in futures:
+            f.result()
+        out["pipelined"] = time.perf_counter() - start
+    if wanted("task"):
+        lat = client.submit(task_calls, counter, sizes["task"], workers=[b], pure=False).result()
+        out["task-other"] = statistics.median(lat)
+        if runtime == "actorrt":
+            lat = client.submit(task_calls, counter, sizes["task"], workers=[a], pure=False).result()
+            out["task-same"] = statistics.median(lat)
+    if wanted("actor"):
+        far = actor_on(client, Driver, b)
+        out["actor-other"] = statistics.median(far.drive(counter, sizes["actor"]).result())
+        if runtime == "actorrt":
+            near = actor_on(client, Driver, a)
+            out["actor-same"] = statistics.median(near.drive(counter, sizes["actor"]).result())
+    return out
+
+
+ROWS: list[tuple[str, str, bool]] = [
+    # (label, measurement, is a rate over the pipelined calls)
+    ("client->actor round trip, median", "seq-median", False),
+    ("client->actor round trip, p99", "seq-p99", False),
+    ("client->actor pipelined", "pipelined", True),
+    ("task->actor round trip, median (other worker)", "task-other", False),
+    ("task->actor round trip, median (same worker)", "task-same", False),
+    ("actor->actor round trip, median (other worker)", "actor-other", False),
+    ("actor->actor round trip, median (same worker)", "actor-same", False),
+]
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    sizes = QUICK if args.quick else SIZES
+    results: dict[str, dict[str, float]] = {}
+    for runtime in runtimes(args):
+        print(f"# {runtime}", file=sys.stderr, flush=True)
+        make: Callable[..., Any] = CLIENTS[runtime]
+        with make() as client:
+            results[runtime] = measure(runtime, client, sizes, args.only)
+    rows = []
+    for label, key, rate in ROWS:
+        seconds = {rt: results[rt].get(key) for rt in results}
+        if all(v is None for v in seconds.values()):
+            continue
+        if rate:
+            rows.append(Row(f"{label} ({sizes['pipelined']:,} calls)", seconds,
+                            tasks=sizes["pipelined"], unit="calls"))
+        else:
+            rows.append(Row(label, seconds))
+    print_table(rows, title=f"actor calls: 2 worker processes x 1 thread"
+                            f"{' (--quick sizes)' if args.quick else ''}")
+    print("targets (issue 4): sequential and task->actor ratio >= 4, pipelined ratio >= 10")
+
+
+if __name__ == "__main__":  # dask's worker processes re-import this module
+    main()

@@ -1,0 +1,178 @@
+"""User actors on real worker processes: pickling, calls across hosts, worker death."""
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+
+import pytest
+
+import actorrt
+from actorrt import ActorDeadError, Client
+from actorrt.testing import wait_until
+
+
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+        self.pid = os.getpid()
+
+    def increment(self, by=1):
+        self.n += by
+        return self.n
+
+    def where(self):
+        return actorrt.get_worker().host.address
+
+    def fail(self, message):
+        raise KeyError(message)
+
+    async def slow_read(self):
+        await asyncio.sleep(0.001)
+        return self.n
+
+    def block(self, seconds):
+        import time
+        time.sleep(seconds)  # stands for a long computation; the worker is killed under it
+        return "done"
+
+
+class Forwarder:
+    def forward(self, other, by):
+        return other.increment(by).result()
+
+    async def forward_async(self, other, by):
+        return await other.increment(by)
+
+
+def use(counter, by):
+    return counter.increment(by).result()
+
+
+def where_am_i():
+    return actorrt.get_worker().host.address
+
+
+def test_issue_example_over_processes(pclient):
+    counter = pclient.submit(Counter, 10, actor=True).result()
+    assert counter.increment().result() == 11
+    assert counter.n == 11
+    assert pclient.gather([counter.increment() for _ in range(3)]) == [12, 13, 14]
+    assert pclient.submit(use, counter, 5).result() == 19
+    assert counter.slow_read().result() == 19
+    assert counter.pid != os.getpid()
+
+
+def test_task_on_other_worker_calls_actor(pclient):
+    counter = pclient.submit(Counter, actor=True).result()
+    home = counter.where().result()
+    other = next(a for a in pclient.nthreads() if a != home)
+    task = pclient.submit(use, counter, 3, workers=[other], pure=False)
+    assert task.result() == 3
+    assert pclient.submit(where_am_i, workers=[other], pure=False).result() == other
+
+
+def test_actor_calls_actor_across_and_within_workers(pclient):
+    addresses = sorted(pclient.nthreads())
+    target = pclient.submit(Counter, actor=True, workers=[addresses[0]]).result()
+    near = pclient.submit(Forwarder, actor=True, workers=[addresses[0]]).result()
+    far = pclient.submit(Forwarder, actor=True, workers=[addresses[1]]).result()
+    assert near.forward(target, 1).result(timeout=10) == 1
+    assert far.forward(target, 2).result(timeout=10) == 3
+    assert far.forward_async(target, 3).result(timeout=10) == 6
+
+
+def test_errors_keep_type_and_remote_traceback(pclient):
+    counter = pclient.submit(Counter, actor=True).result()
+    f = counter.fail("missing")
+    with pytest.raises(KeyError, match="missing") as info:
+        f.result()
+    assert "in fail" in f.traceback()
+    assert "raise KeyError" in str(info.value.__cause__)
+    assert counter.increment().result() == 1
+
+
+def test_ordering_and_pipelining_over_tcp(pclient):
+    counter = pclient.submit(Counter, actor=True).result()
+    futures = [counter.increment() for _ in range(2000)]
+    assert [f.result() for f in futures] == list(range(1, 2001))
+
+
+def test_released_actor_stops_in_its_process(pclient):
+    future = pclient.submit(Counter, actor=True)
+    handle = future.result()
+    key = future.key
+    copy = pclient.submit(lambda c: c, handle, pure=False).result()  # a handle back from a task
+    del future, handle
+    gc.collect()
+    assert copy.increment().result() == 1  # the copy holds the actor too
+    del copy
+    gc.collect()
+
+    def gone():
+        states = pclient.sync(pclient._ask_scheduler, "key_states", keys=[key])
+        return states[key] == "forgotten"
+    wait_until(gone, timeout=10)
+
+
+def test_handle_from_another_client_and_names(pclient):
+    cache = pclient.submit(Counter, 1, actor=True, name="proc-cache").result()
+    with Client(pclient.scheduler.address, secret=pclient.cluster.secret, set_as_default=False) as other:
+        theirs = other.get_actor("proc-cache")
+        assert theirs.increment().result() == 2
+        with pytest.raises(ValueError, match="already exists"):
+            other.submit(Counter, actor=True, name="proc-cache").result()
+    assert cache.increment().result() == 3
+
+
+# --- worker death ---------------------------------------------------------------------------
+
+
+def _kill_worker(client, address):
+    cluster = client.cluster
+    name = cluster.scheduler.worker_info[address]["name"]
+    cluster.workers[name].kill()
+
+
+@pytest.fixture
+def fresh():
+    """A cluster of its own: these tests kill workers."""
+    with Client(n_workers=2, threads_per_worker=1) as c:
+        yield c
+
+
+def test_killed_worker_fails_pending_and_later_calls(fresh):
+    counter = fresh.submit(Counter, actor=True).result()
+    assert counter.increment().result() == 1
+    pending = counter.block(30)
+    _kill_worker(fresh, counter._ref.address)
+    with pytest.raises(ActorDeadError, match="Counter"):
+        pending.result(timeout=20)
+    with pytest.raises(ActorDeadError, match="Counter"):
+        counter.increment().result(timeout=20)
+    # The cluster keeps working.
+    assert fresh.submit(sum, [1, 2]).result(timeout=20) == 3
+
+
+def test_killed_worker_restarts_actor(fresh):
+    future = fresh.submit(Counter, 100, actor=True, max_restarts=1)
+    counter = future.result()
+    home = counter._ref.address
+    assert counter.increment().result() == 101
+    pending = counter.block(30)
+    _kill_worker(fresh, home)
+    with pytest.raises(ActorDeadError):
+        pending.result(timeout=20)
+    # Calls made while it restarts wait for it; its state starts over from the constructor.
+    later = [counter.increment() for _ in range(3)]
+    assert [f.result(timeout=20) for f in later] == [101, 102, 103]
+    assert counter.where().result(timeout=20) != home
+    assert future.result(timeout=20) == counter
+
+
+def test_example_script_runs():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "actor_counter.py")],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "counter: 14" in out.stdout
