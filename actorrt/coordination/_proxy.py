@@ -6,10 +6,11 @@ every operation is one ask straight to that actor. Pickled, a proxy carries only
 name and options and binds lazily to the client of wherever it is unpickled (the
 task's worker inside a task), so passing one to a task is cheap and safe.
 
-The async code is the truth: each operation is a coroutine function ``_op``; the
-public method returns its coroutine when the client is asynchronous, or runs it on
-the client's loop and returns its value otherwise (``Client.sync``, which from inside
-a task also gives the task's thread slot back while it blocks).
+Each operation is one ask (``Proxy._call``): with an asynchronous client the public
+method returns a coroutine that awaits the reply; with a synchronous one it sends the
+ask from the calling thread through the client's loop and waits for the reply there
+(see "the sync face" below; from inside a task, a call that must wait gives the
+task's thread slot back meanwhile, as ``Client.sync`` does).
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ class Proxy:
         if self._ref is None:
             run_on_loop(client, self._resolve)
         assert self._ref is not None
-        value = ask_on_loop(client, self._ref, op, fields, may_block=blocking)
+        value = ask_on_loop(client, self._ref, op, fields, may_block=blocking, on_late=on_late)
         return value if then is None else then(value)
 
     async def _call_async(self, op: str, fields: dict, then: Callable[[Any], Any] | None,
@@ -204,12 +205,24 @@ class Proxy:
 SECEDE_AFTER = 0.005
 
 
-def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict, may_block: bool = False) -> Any:
-    """Send one ask from this (non-loop) thread and wait for its reply."""
+def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict, may_block: bool = False,
+                on_late: Callable[[Any], None] | None = None) -> Any:
+    """Send one ask from this (non-loop) thread and wait for its reply.
+
+    If the wait is interrupted (Ctrl-C), a blocking ask is withdrawn as a cancelled
+    async one is: the actor drops it, and a late reply goes to ``on_late``.
+    """
     loop = _check_not_on_loop(client)
     result: concurrent.futures.Future = concurrent.futures.Future()
     loop.call_soon_threadsafe(_start_ask, client, ref, op, fields, result)
-    return _wait(result, may_block)
+    try:
+        return _wait(result, may_block)
+    except BaseException:
+        if "call" in fields and not result.done():
+            call_on_loop(client, client.host.tell, ref, "abandon", call=fields["call"])
+            result.add_done_callback(
+                lambda r: on_late(r.result()) if on_late and r.exception() is None else None)
+        raise
 
 
 def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]], may_block: bool = False) -> Any:

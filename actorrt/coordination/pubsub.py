@@ -213,6 +213,14 @@ class Sub(Proxy):
     def get(self, timeout: float | None = None) -> Any:
         """The next message; TimeoutError if none arrives within ``timeout`` seconds."""
         timeout = check_timeout(timeout)
+        inbox = self._inbox
+        if inbox is not None and inbox.buffer and not self.client.asynchronous:
+            # Already here: take it without a trip through the loop. The loop thread
+            # only appends; deque.popleft is atomic, so threads never share a message.
+            try:
+                return self._load(inbox.buffer.popleft())
+            except IndexError:
+                pass  # another thread took the last one
         return self._run(lambda: self._next(timeout), then=self._load, may_block=True)
 
     def _load(self, blob: Pickled) -> Any:
