@@ -1,8 +1,18 @@
-"""What code running inside a task can reach: its worker, a client, its thread slot."""
+"""What code running inside a task can reach: its worker, a client, its thread slot.
+
+Inside a task, :func:`get_client` returns the worker's own client: it shares the
+worker's host, event loop and connections, so a task that submits more work opens
+no connection of its own. Every blocking call of that client (``result``,
+``gather``, ``wait``, iterating ``as_completed``) gives the task's thread slot back
+while it waits and takes one again afterwards, so tasks that wait on tasks cannot
+starve a worker of threads (dask/distributed#4738, #7223). :func:`secede`,
+:func:`rejoin` and :func:`worker_client` remain for code written for dask and for
+long waits on things other than futures.
+"""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .worker.pool import current_job, current_pool
 
@@ -12,7 +22,13 @@ if TYPE_CHECKING:
 
 
 def get_worker() -> "Worker":
-    """The Worker running the current task; ValueError outside a task."""
+    """The Worker running the current task; ValueError outside a task.
+
+    >>> def where():                         # doctest: +SKIP
+    ...     return get_worker().host.address
+    >>> client.submit(where).result()        # doctest: +SKIP
+    'tcp://127.0.0.1:40123'
+    """
     job = current_job()
     task = getattr(job, "context", None) if job is not None else None
     worker = getattr(task, "worker", None)
@@ -25,7 +41,16 @@ def get_client(timeout: float | None = None) -> "Client":
     """The client to use here: the task's worker's client inside a task, else the default.
 
     Inside a task the client shares the worker's host, loop and connections; no new
-    connection is opened per task.
+    connection is opened per task. Outside a task it is the last Client created in
+    this process; with none, ``ValueError``.
+
+    >>> def fib(n):                                          # doctest: +SKIP
+    ...     if n < 2:
+    ...         return n
+    ...     c = get_client()
+    ...     return sum(c.gather([c.submit(fib, n - 1), c.submit(fib, n - 2)]))
+    >>> client.submit(fib, 15).result()                      # doctest: +SKIP
+    610
     """
     try:
         worker = get_worker()
@@ -36,29 +61,45 @@ def get_client(timeout: float | None = None) -> "Client":
     from .client.client import default_client
     client = default_client()
     if client is None:
-        raise ValueError("get_client() found no client: call it inside a task, or create a "
-                         "Client first")
+        raise ValueError("get_client() was called outside a task and no Client is running in "
+                         "this process: call it inside a task, or create a Client first")
     return client
 
 
 def secede() -> None:
-    """Give this task's thread slot back to the worker (for long waits on other work)."""
+    """Give this task's thread slot back to the worker (before a long wait).
+
+    The scheduler may then place other work on the slot. Calling it again before
+    :func:`rejoin` does nothing. ValueError outside a task.
+    """
     pool = current_pool()
-    if pool is None or not pool.secede():
+    if pool is None or current_job() is None:
         raise ValueError("secede() must be called inside a task running on a worker")
+    pool.secede()
 
 
 def rejoin() -> None:
-    """Take a thread slot again after :func:`secede`; waits until one is free."""
+    """Take a thread slot again after :func:`secede`; waits until one is free.
+
+    Does nothing if the task holds its slot. ValueError outside a task.
+    """
     pool = current_pool()
-    if pool is None:
+    if pool is None or current_job() is None:
         raise ValueError("rejoin() must be called inside a task running on a worker")
     pool.rejoin()
 
 
 @contextlib.contextmanager
 def worker_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator["Client"]:
-    """A client for use inside a task, with the task's slot given back meanwhile."""
+    """A client for use inside a task, with the task's slot given back meanwhile.
+
+    Kept for code written for dask: in actorrt, ``get_client()`` does the same, as its
+    blocking calls give the slot back by themselves.
+
+    >>> def total(n):                                        # doctest: +SKIP
+    ...     with worker_client() as c:
+    ...         return sum(c.gather(c.map(abs, range(n))))
+    """
     client = get_client(timeout)
     pool = current_pool()
     seceded = bool(separate_thread and pool is not None and pool.secede())
