@@ -243,7 +243,9 @@ class Client:
             await self.cluster._close_async()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
-        for st in self._states.values():
+        with self._lock:  # Futures dropped on other threads change the dict meanwhile
+            states = list(self._states.values())
+        for st in states:
             if not st.done():
                 st.cancel("the client closed")
         self.status = "closed"
