@@ -430,3 +430,20 @@ def test_sync_calls_from_many_threads(client):
     assert sorted(got) == sorted((i, j) for i in range(4) for j in range(20))
     for i in range(4):
         assert [j for k, j in got if k == i] == list(range(20))
+
+
+def put_many(name, n):
+    q = Queue(name)
+    for i in range(n):
+        q.put(i)  # after the first, each is sent without waiting for a reply
+    return n
+
+
+@pytest.mark.parametrize("fixture", ["client", "pclient"])
+def test_items_put_by_a_finished_task_are_all_there(request, fixture):
+    """A put on an unbounded queue does not wait for the queue's answer, yet when the
+    task is seen finished every item is in: one host's messages arrive in order."""
+    c = request.getfixturevalue(fixture)
+    name = f"finished-{fixture}"
+    assert c.submit(put_many, name, 200, pure=False).result() == 200
+    assert Queue(name, client=c).get(batch=True) == list(range(200))
