@@ -82,6 +82,25 @@ def test_actor_calls_actor_across_and_within_workers(pclient):
     assert far.forward_async(target, 3).result(timeout=10) == 6
 
 
+class Peer:
+    def __init__(self):
+        self.hits = 0
+
+    def hit(self):
+        self.hits += 1
+        return self.hits
+
+    async def hit_other(self, other):
+        return await other.hit()
+
+
+def test_two_actors_calling_each_other_on_one_worker(pclient):
+    w = sorted(pclient.nthreads())[0]
+    a, b = (pclient.submit(Peer, actor=True, workers=[w]).result() for _ in range(2))
+    pclient.gather([(a.hit_other(b), b.hit_other(a)) for _ in range(20)])
+    assert (a.hits, b.hits) == (20, 20)
+
+
 def test_errors_keep_type_and_remote_traceback(pclient):
     counter = pclient.submit(Counter, actor=True).result()
     f = counter.fail("missing")

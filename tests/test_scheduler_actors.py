@@ -139,3 +139,83 @@ def test_plain_tasks_still_recomputed_when_worker_dies():
     s.handle_task_finished(c.worker, "x", 8, "int", "done")
     out = s.handle_remove_worker(c.worker, "died")
     assert [k.key for k in computes(out)] == ["x"]
+
+
+# --- the scheduler's actor directory: deferred "where is it now?" answers -----------------
+
+import asyncio  # noqa: E402
+
+from actorrt.core import Reply  # noqa: E402
+from actorrt.scheduler.user_actors import ActorDirectory  # noqa: E402
+
+
+def answer():
+    got = []
+    return Reply(lambda ok, value: got.append(value)), got
+
+
+def test_directory_answers_at_once_when_known():
+    s = make()
+    d = ActorDirectory(s)
+    w = create(s, actor("a"))
+    reply, got = answer()
+    d.status("a", "tcp://elsewhere", reply)
+    assert got == [{"status": "ok", "address": w}]
+    reply, got = answer()
+    d.status("nope", w, reply)
+    assert got[0]["status"] == "released"
+
+
+def test_directory_waits_through_a_restart():
+    async def main():
+        s = make(nworkers=2)
+        d = ActorDirectory(s, stale_timeout=0.01)
+        w = create(s, actor("a", max_restarts=1))
+        reply, got = answer()
+        d.status("a", w, reply)  # the caller cannot reach w; the scheduler still believes in it
+        assert got == [] and d.waiters["a"][0][2] is not None
+        (c,) = computes(s.handle_remove_worker(w, "died"))
+        d.wake()
+        assert got == [] and d.waiters["a"][0][2] is None  # restarting: no give-up timer
+        await asyncio.sleep(0.05)  # longer than stale_timeout: must not be declared dead
+        assert got == []
+        s.handle_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
+        d.wake()
+        assert got == [{"status": "ok", "address": c.worker}] and not d.waiters
+    asyncio.run(main())
+
+
+def test_directory_reports_death_and_gives_up_on_silent_worker():
+    async def main():
+        s = make(nworkers=2)
+        d = ActorDirectory(s, stale_timeout=0.01)
+        w = create(s, actor("a"))
+        reply, got = answer()
+        d.status("a", w, reply)
+        s.handle_remove_worker(w, "died")
+        d.wake()
+        assert got[0]["status"] == "dead" and "died with its worker" in got[0]["reason"]
+        w2 = create(s, actor("b"))
+        reply, got = answer()
+        d.status("b", w2, reply)
+        while not got:
+            await asyncio.sleep(0.005)
+        assert got[0]["status"] == "dead" and "not answered" in got[0]["reason"]
+        assert not d.waiters
+    asyncio.run(main())
+
+
+def test_directory_refuses_taken_names():
+    s = make()
+    d = ActorDirectory(s)
+    named = TaskSpec("named-actor-x", "spec", (), name="C",
+                     actor={"max_concurrency": 1, "max_restarts": 0, "name": "x"})
+    specs, wanted, refused = d.refuse_taken_names("c", [named], ["named-actor-x"])
+    assert specs == [named] and refused == []
+    create(s, named)
+    specs, wanted, refused = d.refuse_taken_names("c2", [named], ["named-actor-x"])
+    assert specs == [] and wanted == []
+    assert refused[0].client == "c2" and refused[0].status == "erred"
+    assert "already exists" in str(refused[0].info["exception"])
+    again = named._replace(actor={**named.actor, "get_if_exists": True})
+    assert d.refuse_taken_names("c2", [again], ["named-actor-x"])[0] == [again]

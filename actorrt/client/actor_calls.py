@@ -53,10 +53,11 @@ class Call:
 class Link:
     """What one client knows about where one actor lives."""
 
-    __slots__ = ("key", "label", "ref", "resolving", "backlog", "dead", "__weakref__")
+    __slots__ = ("key", "label", "ref", "resolving", "backlog", "dead", "caller", "__weakref__")
 
-    def __init__(self, key: str, label: str, ref: ActorRef) -> None:
+    def __init__(self, key: str, label: str, ref: ActorRef, caller: "Caller") -> None:
         self.key = key
+        self.caller = caller
         self.label = label              # "Counter (key Counter-ab12...)" for error messages
         self.ref = ref
         self.resolving = False          # asking the scheduler where the actor is
@@ -82,10 +83,11 @@ class Caller:
 
     def link(self, key: str, label: str, ref: ActorRef) -> Link:
         """The link to actor ``key``; a fresh one if the known one is dead and ``ref`` is newer."""
-        link = self.links.get(key)
-        if link is None or (link.dead is not None and link.ref != ref):
-            link = self.links[key] = Link(key, label, ref)
-        return link
+        with self._lock:  # (any thread: handles are used from tasks, actors, user threads)
+            link = self.links.get(key)
+            if link is None or (link.dead is not None and link.ref != ref):
+                link = self.links[key] = Link(key, label, ref, self)
+            return link
 
     # --- sending: any thread ------------------------------------------------------
     def send(self, link: Link, call: Call) -> None:

@@ -49,6 +49,9 @@ class ActorDirectory:
             for stale, reply, timer in self.waiters[key]:
                 verdict = _verdict(ts, stale)
                 if verdict is None and not reply.done:
+                    if timer is not None and ts is not None and ts.state != "memory":
+                        timer.cancel()  # a restart is under way: it may take as long as it takes
+                        timer = None
                     still.append((stale, reply, timer))
                     continue
                 if timer is not None:

@@ -1,0 +1,419 @@
+"""ActorFuture: the pending reply of one actor call, usable like a Future.
+
+An actor call's reply is resolved on the client's loop (the call's ask completes) and
+waited on from any thread: ``result()`` blocks the calling thread on an event, not on
+a round trip through the loop (``Client.sync``), which keeps a sequential call at one
+network round trip plus two thread hand-offs.
+
+The loop-side protocol is :class:`~actorrt.client.future.FutureState`'s (``key``,
+``status``, ``done()``, ``exception()``, ``add_callback``), so ``gather``, ``wait``
+and ``as_completed`` take ActorFutures as they take Futures.
+
+ActorFutures as ``submit`` arguments: an actor call's reply lives only in the caller's
+process (one reply, no scheduler key), so the client resolves them itself. A finished
+ActorFuture pickles as its value; a ``submit`` whose arguments hold unfinished ones
+returns its Future at once and sends the task when they have all replied (see
+:func:`submit_when_ready`). No extra message to the scheduler or the workers.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..core import Pickled
+from ..core.serialize import RemoteTraceback
+from ..spec import funcname
+from .future import Future, FutureState
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+# --- the state of one call's reply ------------------------------------------------------
+
+_WAIT_LOCK = threading.Lock()
+
+
+class ActorFutureState:
+    """The reply to one actor call. Resolved on the client's loop; waited on from any thread.
+
+    It speaks the loop-side protocol of :class:`~actorrt.client.future.FutureState`
+    (``key``, ``status``, ``done()``, ``exception()``, ``add_callback(fn)``), so code
+    that waits on Futures' states (``wait``, ``as_completed``, ``gather``) can wait on
+    actor calls too.
+    """
+
+    __slots__ = ("key", "status", "_value", "_loaded", "_exc", "_callbacks", "_event",
+                 "type", "workers", "cancel_reason", "traceback_text", "__weakref__")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.status = "pending"            # -> "finished" | "error"
+        self._value: Any = None            # a Pickled (or None) until loaded
+        self._loaded = False
+        self._exc: BaseException | None = None
+        self._callbacks: list[Callable[["ActorFutureState"], None]] = []
+        self._event: threading.Event | None = None
+        self.type: str | None = None
+        self.workers: list[str] = []
+        self.cancel_reason: str | None = None
+        self.traceback_text: str | None = None
+
+    def done(self) -> bool:
+        return self.status != "pending"
+
+    # loop side -----------------------------------------------------------------------
+    def finish(self, value: Any) -> None:
+        self._settle("finished", value, None)
+
+    def err(self, exc: BaseException) -> None:
+        if isinstance(exc.__cause__, RemoteTraceback):
+            self.traceback_text = exc.__cause__.tb
+        self._settle("error", None, exc)
+
+    def _settle(self, status: str, value: Any, exc: BaseException | None) -> None:
+        with _WAIT_LOCK:
+            if self.status != "pending":
+                return
+            self._value, self._exc = value, exc
+            self.status = status
+            event = self._event
+        if event is not None:
+            event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb(self)
+            except Exception:
+                import logging
+                logging.getLogger("actorrt.actors").exception("actor future callback failed")
+
+    def add_callback(self, fn: Callable[["ActorFutureState"], None]) -> None:
+        """Call ``fn(state)`` once done (now, if already done). Loop thread only."""
+        if self.status != "pending":
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    # any thread -------------------------------------------------------------------------
+    def wait(self, timeout: float | None) -> bool:
+        """Block this (non-loop) thread until done; False on timeout."""
+        with _WAIT_LOCK:
+            if self.status != "pending":
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+    def exception(self) -> BaseException | None:
+        return self._exc if self.status == "error" else None
+
+    def value(self) -> Any:
+        """The reply's value (unpickled in the calling thread, once); raises its error."""
+        if self.status == "error":
+            assert self._exc is not None
+            raise self._exc
+        if not self._loaded:
+            raw = self._value
+            value = raw.loads() if type(raw) is Pickled else raw
+            with _WAIT_LOCK:
+                if not self._loaded:
+                    self._value, self._loaded = value, True
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<ActorFutureState {self.key} {self.status}>"
+
+
+class ActorFutureNotReady(TypeError):
+    """An unfinished (or failed) ActorFuture was pickled; it has no value to carry yet."""
+
+
+def _resolved(value: Any) -> Any:
+    return value
+
+
+def _set_once(fut: "asyncio.Future[Any] | concurrent.futures.Future[Any]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+# thread-local: the actor whose lane this thread runs (set by the worker's lanes), to
+# refuse an actor waiting on its own reply, which could never come.
+running_actor = threading.local()
+
+
+class ActorFuture:
+    """The pending reply of one actor method call (or attribute read).
+
+    >>> f = counter.increment()        # doctest: +SKIP
+    >>> f.result()                     # doctest: +SKIP
+    11
+    >>> await counter.increment()      # doctest: +SKIP  (async code)
+    12
+
+    Usable like a :class:`Future`: ``result(timeout)``, ``exception()``, ``done()``,
+    ``add_done_callback``, ``await``; in ``client.gather``, ``wait``, ``as_completed``;
+    and as an argument to ``submit`` (the task receives its value).
+    """
+
+    __slots__ = ("key", "client", "_state", "_actor_key", "__weakref__")
+
+    def __init__(self, state: ActorFutureState, client: "Client", actor_key: str) -> None:
+        self.key = state.key
+        self.client = client
+        self._state = state
+        self._actor_key = actor_key
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    def done(self) -> bool:
+        return self._state.status != "pending"
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The method's return value; raises its exception, TimeoutError after ``timeout`` s.
+
+        With an asynchronous client this returns an awaitable instead.
+        """
+        if self.client.asynchronous:
+            return self._result_async(timeout)
+        self._wait(timeout)
+        return self._state.value()
+
+    def exception(self, timeout: float | None = None) -> Any:
+        """The method's exception, or None if it returned."""
+        if self.client.asynchronous:
+            return self._exception_async(timeout)
+        self._wait(timeout)
+        return self._state.exception()
+
+    def traceback(self) -> str | None:
+        """The remote traceback (text) of a failed call, else None."""
+        return self._state.traceback_text
+
+    def _wait(self, timeout: float | None) -> None:
+        st = self._state
+        if st.status != "pending":
+            return
+        if threading.get_ident() == self.client._loop_thread:
+            raise RuntimeError("blocking on an ActorFuture from the event loop; use `await` in async code")
+        if (getattr(running_actor, "key", None) == self._actor_key
+                and getattr(running_actor, "max_concurrency", 1) == 1):
+            raise RuntimeError(f"actor {self._actor_key!r} is waiting for its own reply, which cannot "
+                               "come while it waits (deadlock); return the ActorFuture, or make the "
+                               "method async and await it")
+        if not st.wait(timeout):
+            raise TimeoutError(f"actor call {self.key} not done after {timeout} s")
+
+    async def _result_async(self, timeout: float | None = None) -> Any:
+        await self._done_async(timeout)
+        return self._state.value()
+
+    async def _exception_async(self, timeout: float | None = None) -> BaseException | None:
+        await self._done_async(timeout)
+        return self._state.exception()
+
+    async def _done_async(self, timeout: float | None) -> None:
+        st = self._state
+        if st.status != "pending":
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any]
+        if loop is self.client.loop:
+            waiter = loop.create_future()
+            st.add_callback(lambda _: _set_once(waiter))
+        else:  # awaited on another loop: hop through a thread-safe future
+            cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self.client.loop.call_soon_threadsafe(st.add_callback, lambda _: _set_once(cf))
+            waiter = asyncio.wrap_future(cf)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"actor call {self.key} not done after {timeout} s") from None
+
+    def __await__(self) -> Any:
+        return self._result_async().__await__()
+
+    def add_done_callback(self, fn: Callable[["ActorFuture"], Any]) -> None:
+        """Call ``fn(actor_future)`` once done, on a thread of the client (never its loop
+        for a synchronous client)."""
+        client = self.client
+
+        def run(_: ActorFutureState) -> None:
+            if client.asynchronous:
+                fn(self)
+            else:
+                client._callback_executor().submit(fn, self)
+
+        client._call_on_loop(self._state.add_callback, run)
+
+    def __reduce__(self) -> Any:
+        st = self._state
+        if st.status == "finished":
+            return _resolved, (st.value(),)
+        raise ActorFutureNotReady(
+            f"{self!r} has no value yet: pass it straight to submit() (which waits for it), "
+            "or pass its result()")
+
+    def __repr__(self) -> str:
+        return f"<ActorFuture: {self.key} status: {self.status}>"
+
+
+# --- ActorFutures inside other structures ------------------------------------------------------------
+
+
+def actor_futures_of(obj: Any) -> list[ActorFuture]:
+    """The ActorFutures inside ``obj`` (nested lists, tuples, sets, dicts), in order."""
+    out: list[ActorFuture] = []
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is ActorFuture:
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append(x)
+        elif t in (list, tuple, set, frozenset):
+            stack.extend(reversed(list(x)))
+        elif t is dict:
+            stack.extend(reversed(list(x.values())))
+    return out
+
+
+def _with_values(obj: Any) -> Any:
+    t = type(obj)
+    if t is ActorFuture:
+        return obj._state.value()
+    if t in (list, tuple, set, frozenset):
+        return t(_with_values(x) for x in obj)
+    if t is dict:
+        return {k: _with_values(v) for k, v in obj.items()}
+    return obj
+
+
+async def wait_actor_futures(futures: list[ActorFuture], timeout: float | None = None) -> None:
+    """Return once every actor future is done (on the client's loop)."""
+    pending = [f._state for f in futures if f._state.status == "pending"]
+    if not pending:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    remaining = [len(pending)]
+
+    def one_done(_: ActorFutureState) -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0 and not done.done():
+            done.set_result(None)
+
+    for st in pending:
+        st.add_callback(one_done)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"{sum(not st.done() for st in pending)} actor futures not done "
+                           f"after {timeout} s") from None
+
+
+async def gather_actor_futures(futures: list[ActorFuture], errors: str = "raise",
+                               timeout: float | None = None) -> dict[str, Any]:
+    """``{key: value}`` of actor futures for ``client.gather``; failed ones raise or are left out."""
+    await wait_actor_futures(futures, timeout)
+    out: dict[str, Any] = {}
+    for f in futures:
+        st = f._state
+        if st.status == "error":
+            if errors == "raise":
+                st.value()  # raises
+            continue
+        out[f.key] = st.value()
+    return out
+
+
+def waits_for_actor_futures(exc: BaseException) -> bool:
+    """Whether pickling task arguments failed on an unfinished ActorFuture."""
+    return isinstance(exc.__cause__, ActorFutureNotReady) or isinstance(exc, ActorFutureNotReady)
+
+
+def submit_when_ready(client: "Client", func: Callable[..., Any], args: tuple, kwargs: dict,
+                      key: str | None, submit_kwargs: dict) -> Future:
+    """``client.submit`` for arguments holding unfinished ActorFutures.
+
+    Returns the Future at once; when every ActorFuture has replied, the task is
+    submitted with their values (from the client's loop). A failed call fails the
+    Future with the call's exception. The key is fresh unless given (content hashing,
+    ``pure``, needs the values).
+    """
+    pending = actor_futures_of((args, kwargs))
+    if not pending:  # (map: this item has none)
+        return client.submit(func, *args, key=key, **submit_kwargs, **kwargs)
+    key = key or f"{funcname(func)}-{uuid.uuid4().hex}"
+    if key in client._states:  # as submit: an existing key wins over the new spec
+        return Future(key, client)
+    state = FutureState(key)
+    future = Future.__new__(Future)
+    future.key, future.client, future._state, future._released = key, client, state, False
+    alive = weakref.ref(future)
+    remaining = [len(pending)]
+
+    def one_done(_: ActorFutureState) -> None:
+        remaining[0] -= 1
+        if remaining[0]:
+            return
+        f = alive()
+        if f is None or f._released or state.status == "cancelled":
+            return  # dropped before its inputs arrived: never submitted
+        failed = next((a for a in pending if a._state.status == "error"), None)
+        if failed is not None:
+            state.err(failed._state.exception(), failed._state.traceback_text)
+            return
+        try:
+            real = client.submit(func, *_with_values(args), key=key, **submit_kwargs,
+                                 **_with_values(kwargs))
+        except Exception as e:
+            state.err(e, None)
+            return
+        _adopt(client, real, state)
+
+    def watch() -> None:
+        for a in pending:
+            a._state.add_callback(one_done)
+
+    client._call_on_loop(watch)
+    return future
+
+
+def _adopt(client: "Client", real: Future, state: FutureState) -> None:
+    """Let the user's Future (``state``) stand in for ``real``, which was just submitted."""
+    with client._lock:
+        if client._states.get(real.key) is real._state and client._refcount.get(real.key) == 1:
+            client._states[real.key] = state  # the scheduler's reports now reach the user's Future
+            real._released = True             # whose reference this one becomes
+            return
+    # Someone submitted the same key meanwhile: follow its state instead. The reference
+    # ``real`` holds is kept (never released) so the result cannot vanish under us.
+    real._released = True
+
+    def mirror(s: FutureState) -> None:
+        if s.status == "finished":
+            state.finish(s.workers, s.type)
+        elif s.status == "error":
+            state.err(s._exception, s.traceback_text)
+        else:
+            state.cancel(s.cancel_reason)
+    real._state.add_callback(mirror)
+
+
+__all__ = ["ActorFuture", "ActorFutureNotReady", "ActorFutureState", "actor_futures_of",
+           "gather_actor_futures", "submit_when_ready", "wait_actor_futures",
+           "waits_for_actor_futures"]
