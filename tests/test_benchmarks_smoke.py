@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-NOT_SCRIPTS = {"common.py"}
+NOT_SCRIPTS = {"common.py", "profile_core.py"}  # a helper, and a profiler (not a comparison)
 SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
 
 # Hides dask.distributed from a script as if it were not installed, then runs it.
