@@ -656,6 +656,47 @@ class Client:
             return type(data)(out) if not isinstance(data, (set, frozenset)) else out
         return out[0]
 
+    # --- graphs (translation in graph.py) ---------------------------------------
+    def get(self, dsk: Any, keys: Any, workers: Any = None, allow_other_workers: bool = False,
+            retries: int | None = None, priority: int = 0, sync: bool = True, **kwargs: Any) -> Any:
+        """Run a task graph and return the values of ``keys`` (nested like ``keys``).
+
+        Usable as a dask scheduler: ``dask.compute(x, scheduler=client.get)``.
+
+        >>> client.get({"x": 1, "y": (inc, "x")}, "y")    # doctest: +SKIP
+        2
+        """
+        from . import graph
+        # Extra keywords are what dask forwards from compute(**kwargs): not ours to judge.
+        return graph.get(self, dsk, keys, sync=sync, workers=workers, retries=retries,
+                         allow_other_workers=allow_other_workers, priority=priority)
+
+    def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
+                workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
+                priority: int = 0, **kwargs: Any) -> Any:
+        """Start computing dask collections; a Future per collection (values if ``sync``).
+
+        >>> total = client.compute(dask.delayed(sum)([1, 2]))   # doctest: +SKIP
+        >>> total.result()                                     # doctest: +SKIP
+        3
+        """
+        from . import graph
+        return graph.compute(self, collections, optimize_graph=optimize_graph, sync=sync,
+                             workers=workers, allow_other_workers=allow_other_workers,
+                             retries=retries, priority=priority)
+
+    def persist(self, collections: Any, optimize_graph: bool = True, workers: Any = None,
+                allow_other_workers: bool = False, retries: int | None = None, priority: int = 0,
+                **kwargs: Any) -> Any:
+        """Start computing dask collections; the same collections, backed by Futures.
+
+        >>> x = client.persist(dask.array.ones(10, chunks=5))   # doctest: +SKIP
+        """
+        from . import graph
+        return graph.persist(self, collections, optimize_graph=optimize_graph, workers=workers,
+                             allow_other_workers=allow_other_workers, retries=retries,
+                             priority=priority)
+
     # --- cancel, retry ---------------------------------------------------------
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> Any:
         """Stop the tasks behind ``futures`` (and what depends on them)."""

@@ -117,6 +117,10 @@ class Future:
 
     __slots__ = ("key", "client", "_state", "_released", "__weakref__")
 
+    # dask treats objects with this flag as data already computed elsewhere: a Future
+    # inside a dask graph or a ``dask.delayed`` call becomes a reference to its key.
+    __dask_future__ = True
+
     def __init__(self, key: str, client: "Client | None" = None, state: FutureState | None = None,
                  inform: bool = True) -> None:
         if client is None:
@@ -212,6 +216,9 @@ class Future:
     def __hash__(self) -> int:
         return hash(self.key)
 
+    def __dask_tokenize__(self) -> str:
+        return self.key
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Future) and other.key == self.key and other.client is self.client
 
@@ -246,4 +253,7 @@ def futures_of(obj: Any) -> list[Future]:
             stack.extend(reversed(list(x)))
         elif isinstance(x, dict):
             stack.extend(reversed(list(x.values())))
+        elif callable(getattr(x, "__dask_graph__", None)) and not isinstance(x, type):
+            from .graph import futures_in_collection  # a persisted dask collection
+            stack.extend(reversed(futures_in_collection(x)))
     return out
