@@ -100,6 +100,12 @@ class Caller:
     def call_self(self, me):
         return me.call_self(me).result()
 
+    def keep(self, other):
+        self.kept = other
+
+    def call_kept(self, by=1):
+        return self.kept.increment(by).result()
+
 
 def add(a, b):
     return a + b
@@ -169,6 +175,25 @@ def test_calls_from_one_caller_run_in_order(client):
     futures = [log.add(i) for i in range(300)]
     assert [f.result() for f in futures] == list(range(1, 301))
     assert log.items == list(range(300))
+
+
+def test_many_threads_calling_one_actor(client):
+    log = client.submit(Log, actor=True).result()
+    results = {}
+
+    def caller(k):
+        futures = [log.add((k, i)) for i in range(200)]
+        results[k] = [f.result(timeout=30) for f in futures]
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(n for r in results.values() for n in r) == list(range(1, 801))
+    items = log.items
+    for k in range(4):  # each thread's calls ran in the order that thread sent them
+        assert [i for kk, i in items if kk == k] == list(range(200))
 
 
 def test_sync_methods_never_overlap(client):
@@ -621,6 +646,32 @@ async def test_calls_made_before_the_death_is_noticed_wait_for_restart(client, c
     # Either the calls were refused by the dead host (then re-sent after the restart)
     # or they were cut off in flight: never silently lost, never hung.
     assert results == [8, 9, 10]
+
+
+@gen_cluster()
+async def test_calls_never_touch_the_scheduler(client, cluster):
+    counter = await client.submit(Counter, actor=True)
+    caller = await client.submit(Caller, actor=True)
+    # (Handing a handle over is not a call: the receiver's copy tells the scheduler it
+    # holds the actor.) Connections are open after this.
+    await caller.keep(counter)
+    assert await caller.call_kept() == 1
+    hosts = [client.host] + [host for host, _ in cluster.workers.values()]
+    sent = []
+    comms = [h._comms[cluster.scheduler_address] for h in hosts]
+    for comm in comms:
+        original = comm.send
+        comm.send = lambda msg, original=original: (sent.append(msg[1]), original(msg))[1]
+    try:
+        for _ in range(50):
+            await counter.increment()
+        await client.gather([counter.increment() for _ in range(50)])
+        assert await caller.call_kept() == 102
+        assert await counter.n == 102
+    finally:
+        for comm in comms:
+            del comm.send
+    assert sent == []
 
 
 def test_exports():

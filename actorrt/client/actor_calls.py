@@ -119,7 +119,9 @@ class Caller:
 
     # --- the loop side ---------------------------------------------------------------
     def _dispatch(self, link: Link, call: Call) -> None:
-        if link.dead is not None:
+        if self._client_gone() or self.host.status != "running":  # raced with close()
+            call.state.err(RuntimeError(f"the client closed before {call.name}() was sent"))
+        elif link.dead is not None:
             call.state.err(link.dead)
         elif link.resolving:
             link.backlog.append(call)
