@@ -13,6 +13,7 @@ from .context import get_client, get_worker, rejoin, secede, worker_client
 from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
 from .core.errors import ActorDeadError, CommClosedError, SerializationError
 from .deploy.local import LocalCluster
+from .diagnostics.progress import progress
 from .scheduler.state import KilledWorker
 
 __version__ = "0.1.0"
@@ -21,7 +22,7 @@ __all__ = [
     "Actor", "ActorDeadError", "ActorFuture", "CancelledError", "Client", "CommClosedError", "Future",
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
     "get_client", "get_worker", "rejoin", "secede", "worker_client",
-    "as_completed", "fire_and_forget", "wait",
+    "as_completed", "fire_and_forget", "progress", "wait",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
 ]
 

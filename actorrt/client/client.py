@@ -495,11 +495,25 @@ class Client:
 
     # --- gathering -------------------------------------------------------------
     def gather(self, futures: Any, errors: str = "raise", direct: Any = None,
-               asynchronous: bool | None = None) -> Any:
-        """The values of ``futures`` (a Future or nested lists/tuples/dicts of them)."""
+               asynchronous: bool | None = None, progress: bool = False) -> Any:
+        """The values of ``futures`` (a Future or nested lists/tuples/dicts of them).
+
+        ``progress=True`` shows a progress bar while the futures finish
+        (see :func:`actorrt.progress`).
+        """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        if progress:
+            from ..diagnostics.progress import progress as show_progress
+            if self.asynchronous:
+                return self._gather_after(show_progress(futures), futures, errors)
+            show_progress(futures)
         return self.sync(self._gather, futures, errors)
+
+    async def _gather_after(self, shown: Any, futures: Any, errors: str) -> Any:
+        if shown is not None:
+            await shown
+        return await self._gather(futures, errors)
 
     async def _gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
         flat = futures_of(futures)
