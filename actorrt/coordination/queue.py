@@ -77,13 +77,17 @@ class QueueActor(SystemActor):
         if count == 0:  # batch=True: whatever is there now, possibly nothing
             items = list(self.items)
             self.items.clear()
-            self._hand_over(self.waiter(reply, origin, call, data=(0, client)), items)
-            self._pump()
+        elif not self.getters and len(self.items) >= count:  # served at once: the common case
+            items = [self.items.popleft() for _ in range(count)]
+        else:
+            if 0 < self.maxsize < count:
+                raise ValueError(f"cannot get a batch of {count} from Queue {self.name!r} of "
+                                 f"maxsize {self.maxsize}: it never holds that many")
+            self._enqueue(self.getters, self.waiter(reply, origin, call, data=(count, client)), timeout)
             return
-        if 0 < self.maxsize < count:
-            raise ValueError(f"cannot get a batch of {count} from Queue {self.name!r} of maxsize "
-                             f"{self.maxsize}: it never holds that many")
-        self._enqueue(self.getters, self.waiter(reply, origin, call, data=(count, client)), timeout)
+        self._hand_over(client, reply, items)
+        if self.putters:
+            self._pump()
 
     def handle_qsize(self) -> int:
         return len(self.items)
@@ -159,15 +163,18 @@ class QueueActor(SystemActor):
                     break
                 self.getters.popleft()
                 self._forget(waiter)
-                self._hand_over(waiter, [self.items.popleft() for _ in range(count)])
+                waiter.cancel_timer()
+                self._hand_over(waiter.data[1], waiter.reply,
+                                [self.items.popleft() for _ in range(count)])
                 progressed = True
 
-    def _hand_over(self, waiter: Waiter, items: list[Item]) -> None:
+    def _hand_over(self, client: str, reply: Reply, items: list[Item]) -> None:
+        """Answer a get with ``items``; their Futures' keys pass to the getter's client."""
         keys = [k for _, ks in items for k in ks]
         if keys:
-            self.keys.give(waiter.data[1], keys)
+            self.keys.give(client, keys)
             self.keys.drop(keys)
-        waiter.answer([[value, ks] for value, ks in items])
+        reply.ok([[value, ks] for value, ks in items])
 
     def peer_lost(self, address: str) -> None:
         for line in (self.getters, self.putters):
