@@ -6,10 +6,9 @@ Workloads, on two worker processes with one thread each:
   median and 99th percentile round trip;
 * pipelined: 10,000 calls sent at once, then every result waited for: calls/s;
 * task -> actor: a task making 2,000 sequential calls, the task on the other worker
-  than the actor (and, actorrt only, on the actor's own worker): median round trip;
-* actor -> actor: an actor calling another on the other worker (and, actorrt only,
-  on its own worker: dask's actors share one thread per worker and deadlock there,
-  dask/distributed#4224): median round trip.
+  than the actor, and on the actor's own worker: median round trip;
+* actor -> actor: an actor calling another on the other worker, and on its own
+  worker: median round trip.
 
 Each figure is the best of ``--repeat`` runs (3; 1 with ``--quick``). Run from the
 repository root: ``python benchmarks/bench_actors.py [--quick]``.
@@ -106,15 +105,12 @@ def measure(runtime: str, client: Any, sizes: dict[str, int], only: list[str],
         return statistics.median(task.result())
     if wanted("task"):
         out["task-other"] = best(repeat, lambda: in_task(b))
-        if runtime == "actorrt":
-            out["task-same"] = best(repeat, lambda: in_task(a))
+        out["task-same"] = best(repeat, lambda: in_task(a))
     if wanted("actor"):
         far = actor_on(client, Driver, b)
         out["actor-other"] = best(repeat, lambda: statistics.median(far.drive(counter, sizes["actor"]).result()))
-        if runtime == "actorrt":
-            near = actor_on(client, Driver, a)
-            out["actor-same"] = best(repeat, lambda: statistics.median(
-                near.drive(counter, sizes["actor"]).result()))
+        near = actor_on(client, Driver, a)
+        out["actor-same"] = best(repeat, lambda: statistics.median(near.drive(counter, sizes["actor"]).result()))
     return out
 
 
