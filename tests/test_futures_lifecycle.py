@@ -115,6 +115,14 @@ def test_release_forgets_key_at_once(any_client):
     wait_until(lambda: key_state(any_client, key) == "forgotten")
 
 
+def test_result_after_release_says_so(client):
+    f = client.submit(inc, 1)
+    f.result()
+    f.release()
+    with pytest.raises(RuntimeError, match="was released"):
+        f.result()
+
+
 def test_release_keeps_other_futures_of_same_key(client):
     a = client.submit(inc, 1)
     b = client.submit(inc, 1)

@@ -154,6 +154,9 @@ class Future:
         return self.client.sync(self._result, timeout=timeout)
 
     async def _result(self, timeout: float | None = None) -> Any:
+        if self._released:  # its data may be gone: say so rather than wait for it
+            raise RuntimeError(f"the Future for {self.key!r} was released; it has no result "
+                               "any more")
         return (await self.client._gather_keys([self], "raise", timeout))[0]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
