@@ -169,8 +169,11 @@ class Client:
             self._secret = self._secret or getattr(self.cluster, "secret", None)
         if self._secret is None and os.environ.get("ACTORRT_SECRET"):
             self._secret = _secret_bytes(os.environ["ACTORRT_SECRET"])
-        self.host = Host(None, secret=self._secret, name="client", connect_timeout=self.timeout)
+        self.host = Host(None, secret=self._secret, name="client")
         await self.host.start()
+        # The scheduler may still be starting: wait for it as long as `timeout` says.
+        # Later connections (to workers) fail fast, so a dead peer is noticed quickly.
+        await self.host.connect(address, timeout=self.timeout)
         self.scheduler = ActorRef(address, SCHEDULER_ID)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)

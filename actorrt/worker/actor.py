@@ -44,7 +44,8 @@ class Worker(Actor):
         self.closed = asyncio.Event()
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
 
-    async def register(self) -> None:
+    async def register(self, timeout: float = 30.0) -> None:
+        await self.host.connect(self.scheduler.address, timeout=timeout)
         await self.host.ask(self.scheduler, "register_worker", address=self.host.address,
                             nthreads=self.nthreads, name=self.name, pid=os.getpid())
 
@@ -193,7 +194,6 @@ class Worker(Actor):
             if not fut.done():
                 fut.set_result(None)
 
-    # --- reports, batched per loop turn -------------------------------------
     def _job_seceded(self, job: Any) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
         task = job.context
@@ -204,6 +204,7 @@ class Worker(Actor):
             except CommClosedError:
                 pass
 
+    # --- reports, batched per loop turn -------------------------------------
     def report_finished(self, key: str, nbytes: int, typ: str) -> None:
         self._finished.append([key, nbytes, typ])
         self._schedule_report()
