@@ -103,10 +103,15 @@ def test_keys_helpers():
 
 
 # --- dask collections -------------------------------------------------------------------
-dask = pytest.importorskip("dask")
+@pytest.fixture
+def dask():
+    # Imported when a test runs, not at collection: importing dask installs tblib's
+    # exception pickling for every exception class defined so far, which would change
+    # other modules' tests.
+    return pytest.importorskip("dask")
 
 
-def test_compute_delayed(any_client):
+def test_compute_delayed(any_client, dask):
     c = any_client
     x = dask.delayed(add)(1, 2)
     y = dask.delayed(add)(x, 10)
@@ -115,7 +120,7 @@ def test_compute_delayed(any_client):
     assert c.compute([x, y, 5], sync=True) == [3, 13, 5]
 
 
-def test_dask_compute_with_client_get(any_client):
+def test_dask_compute_with_client_get(any_client, dask):
     da = pytest.importorskip("dask.array")
     a = da.arange(100, chunks=10)
     assert dask.compute(a.sum(), scheduler=any_client.get) == (4950,)
@@ -123,7 +128,7 @@ def test_dask_compute_with_client_get(any_client):
     assert y.compute(scheduler=any_client.get) == 3
 
 
-def test_compute_and_persist_dask_array(any_client):
+def test_compute_and_persist_dask_array(any_client, dask):
     da = pytest.importorskip("dask.array")
     c = any_client
     a = da.ones((20, 20), chunks=(5, 5))
@@ -135,7 +140,7 @@ def test_compute_and_persist_dask_array(any_client):
     assert p.sum().compute(scheduler=c.get) == 800
 
 
-def test_persist_delayed_and_list(client):
+def test_persist_delayed_and_list(client, dask):
     x = dask.delayed(add)(1, 2)
     y = dask.delayed(inc)(x)
     px, py = client.persist([x, y])
@@ -144,14 +149,14 @@ def test_persist_delayed_and_list(client):
     assert py.compute(scheduler=client.get) == 4
 
 
-def test_delayed_with_future_argument(any_client):
+def test_delayed_with_future_argument(any_client, dask):
     c = any_client
     f = c.submit(inc, 5)
     assert c.compute(dask.delayed(inc)(f)).result() == 7
     assert c.compute(dask.delayed(sum)([f, f, 1])).result() == 13
 
 
-def test_compute_errors_and_non_collections(client):
+def test_compute_errors_and_non_collections(client, dask):
     assert client.compute(5) == 5
     f = client.compute(dask.delayed(bad)(1))
     with pytest.raises(ValueError, match="bad 1"):
@@ -160,6 +165,7 @@ def test_compute_errors_and_non_collections(client):
 
 @gen_cluster()
 async def test_compute_async(c, cluster):
+    dask = pytest.importorskip("dask")
     y = dask.delayed(inc)(1)
     assert await c.compute(y) == 2
     assert await c.compute([y], sync=True) == [2]
