@@ -17,7 +17,12 @@ def client():
     before = set(threading.enumerate())
     with Client(n_workers=2, threads_per_worker=1, processes=False, validate=True) as c:
         yield c
-        c.cluster.scheduler.state.validate() if c.cluster and c.cluster.scheduler else None
+        if c.cluster and c.cluster.scheduler:
+            state = c.cluster.scheduler.state
+
+            async def validate():  # on the loop: the state is only ever touched there
+                state.validate()
+            c.sync(validate)
     from actorrt.testing import _check_threads
     _check_threads(before)
 
