@@ -167,3 +167,27 @@ def test_get_worker_inside_task(client):
     addresses = set(client.gather(client.map(lambda i: get_worker().host.address, range(10),
                                              pure=False)))
     assert addresses <= set(client.cluster.worker_addresses())
+
+
+def test_blocking_call_in_task_gives_slot_back_and_tells_scheduler_once(client):
+    """Many blocking calls from one task: one long-running message, the slot returned each time."""
+    from actorrt import get_client
+
+    def many_waits(n):
+        c = get_client()
+        return sum(c.submit(lambda i: i, i, pure=False).result() for i in range(n))
+
+    scheduler = client.cluster.scheduler
+    seen = []
+    original = scheduler.handle_long_running
+
+    def spy(worker, keys):
+        seen.extend(keys)
+        return original(worker, keys)
+
+    scheduler.handle_long_running = spy
+    try:
+        assert client.submit(many_waits, 20).result() == sum(range(20))
+    finally:
+        scheduler.handle_long_running = original
+    assert len(seen) == 1

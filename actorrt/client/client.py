@@ -269,6 +269,8 @@ class Client:
                                "(Client(asynchronous=True)) from async code")
         from ..worker.pool import current_pool
         pool = current_pool()
+        if pool is not None and pool.loop is self.loop:
+            return pool.block_on(lambda: fn(*args, **kwargs))
         seceded = pool is not None and pool.secede()
         try:
             fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)

@@ -197,7 +197,8 @@ class Worker(Actor):
     def _job_seceded(self, job: Any) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
         task = job.context
-        if isinstance(task, Task) and self.tasks.get(task.key) is task:
+        if isinstance(task, Task) and self.tasks.get(task.key) is task and not task.told_long_running:
+            task.told_long_running = True  # once per run: the scheduler's view does not flip back
             try:
                 self.host.tell(self.scheduler, "long_running", worker=self.host.address,
                                keys=[task.key])

@@ -115,6 +115,33 @@ class TaskPool:
         self._rejoiners.append(event)
         self._dispatch()
 
+    def _begin_block(self, job: Job, start: Callable[[], Any], waiter: "_Blocked") -> None:
+        """Loop side of :meth:`block_on`: start the work, give the slot back meanwhile."""
+        try:
+            fut = asyncio.ensure_future(start())
+        except BaseException as e:
+            waiter.finish(None, e)
+            return
+        gave_back = job.holds_slot and not fut.done()
+        if gave_back:
+            self._on_secede(job)
+        fut.add_done_callback(lambda f: self._end_block(job, f, waiter, gave_back))
+
+    def _end_block(self, job: Job, fut: "asyncio.Future[Any]", waiter: "_Blocked", gave_back: bool) -> None:
+        if fut.cancelled():
+            waiter.result, waiter.error = None, asyncio.CancelledError()
+        else:
+            waiter.result, waiter.error = (fut.result(), None) if fut.exception() is None \
+                else (None, fut.exception())
+        if not gave_back:
+            waiter.event.set()
+            return
+        # Take a slot again before the thread continues: at once if one is free,
+        # else the thread waits its turn (before queued tasks) like a rejoin.
+        job.holds_slot = True
+        self._rejoiners.append(waiter.event)
+        self._dispatch()
+
     @property
     def idle(self) -> bool:
         return self.running == 0 and not self.ready
@@ -165,6 +192,25 @@ class TaskPool:
         self.loop.call_soon_threadsafe(self._on_secede, job)
         return True
 
+    def block_on(self, start: Callable[[], Any]) -> Any:
+        """From a pool thread: run the awaitable ``start()`` makes on the loop and wait.
+
+        The job's thread slot is given back while it waits and taken again before it
+        returns, as secede/rejoin would, but with one hand-off to the loop and one back
+        instead of three: blocking calls inside tasks (``result()``, actor calls, locks,
+        queues) cost little more than from a client.
+        """
+        job = current_job()
+        if job is None or job.seceded:  # not a task, or already seceded by hand
+            fut = asyncio.run_coroutine_threadsafe(_as_coroutine(start), self.loop)
+            return fut.result()
+        waiter = _Blocked()
+        self.loop.call_soon_threadsafe(self._begin_block, job, start, waiter)
+        waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
     def rejoin(self) -> None:
         """Called from a pool thread after :meth:`secede`: wait for a slot again."""
         job = current_job()
@@ -174,3 +220,22 @@ class TaskPool:
         event = threading.Event()
         self.loop.call_soon_threadsafe(self._on_rejoin, job, event)
         event.wait()
+
+
+class _Blocked:
+    """A thread waiting in :meth:`TaskPool.block_on` and what it will get."""
+
+    __slots__ = ("event", "result", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        self.result, self.error = result, error
+        self.event.set()
+
+
+async def _as_coroutine(start: Callable[[], Any]) -> Any:
+    return await start()

@@ -28,6 +28,7 @@ class Task(Actor):
         self.deps = deps
         self.name = name
         self.start_time = 0.0
+        self.told_long_running = False
 
     def on_start(self) -> None:
         data = self.worker.data
