@@ -177,3 +177,30 @@ def test_many_tasks_hypothesis_style_invariants():
     assert all(ts.state == "memory" for ts in s.tasks.values())
     s.handle_release_keys("c", keys, "end")
     assert not s.tasks
+
+
+def test_saturation_adapts_to_task_duration():
+    s = SchedulerState(validate=True, queued_seconds=0.02, max_saturation=32)
+    s.handle_add_client("c")
+    s.handle_add_worker("w0", 1, "a")
+    keys = [f"t{i}" for i in range(200)]
+    out = s.handle_update_graph("c", [TaskSpec(k, 0, ()) for k in keys], keys, "s1")
+    assert len(computes(out)) == 2  # unknown duration: two per thread to start with
+    pending = computes(out)
+    for i in range(40):  # fast tasks: 100 us each
+        c = pending.pop(0)
+        pending += computes(s.handle_task_finished("w0", c.key, 1, "int", f"f{i}", duration=1e-4))
+    assert s.workers["w0"].capacity == 32 and len(s.workers["w0"].processing) == 32
+    for i in range(60):  # slow tasks: 50 ms each -> no more than one per thread
+        c = pending.pop(0)
+        pending += computes(s.handle_task_finished("w0", c.key, 1, "int", f"g{i}", duration=0.05))
+    assert s.workers["w0"].capacity == 1
+
+
+def test_fixed_saturation_does_not_adapt():
+    s = SchedulerState(saturation=3.0, validate=True)
+    s.handle_add_worker("w0", 2, "a")
+    s.handle_add_client("c")
+    s.handle_update_graph("c", [TaskSpec("t", 0, ())], ["t"], "s1")
+    s.handle_task_finished("w0", "t", 1, "int", "s2", duration=1e-5)
+    assert s.workers["w0"].capacity == 6

@@ -159,8 +159,9 @@ class Scheduler(Actor):
     def handle_tasks_done(self, worker: str, finished: list, erred: list) -> None:
         state = self.state
         out: list[Instruction] = []
-        for key, nbytes, typ in finished:
-            out += state.handle_task_finished(worker, key, nbytes, typ, self._sid("task-finished"))
+        for key, nbytes, typ, *duration in finished:
+            out += state.handle_task_finished(worker, key, nbytes, typ, self._sid("task-finished"),
+                                              duration[0] if duration else None)
         for key, exc, tb in erred:
             out += state.handle_task_erred(worker, key, exc, tb, self._sid("task-erred"))
         self._apply(out)

@@ -150,12 +150,22 @@ class InvalidStateError(AssertionError):
 class SchedulerState:
     """All tasks and workers, and the transitions between task states."""
 
-    def __init__(self, *, saturation: float = 2.0, allowed_failures: int = 3,
-                 story_length: int = 100_000, validate: bool = False) -> None:
+    def __init__(self, *, saturation: float | None = None, allowed_failures: int = 3,
+                 story_length: int = 100_000, validate: bool = False,
+                 queued_seconds: float = 0.02, max_saturation: float = 32.0) -> None:
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.clients: set[str] = set()
-        self.saturation = saturation
+        # How many tasks a worker holds per thread. Given, it is fixed; else it adapts
+        # to the tasks' run time so that each thread has about ``queued_seconds`` of
+        # work in hand: short tasks go out in large batches (one message carries many),
+        # long ones barely queue, so a worker that frees up still finds work to take.
+        self.adaptive = saturation is None
+        self.saturation = 2.0 if saturation is None else saturation
+        self.queued_seconds = queued_seconds
+        self.max_saturation = max_saturation
+        self.mean_duration: float | None = None
+        self._durations_seen = 0
         self.allowed_failures = allowed_failures
         self.validate_each = validate
         self.log: deque[tuple] = deque(maxlen=story_length)
@@ -387,11 +397,13 @@ class SchedulerState:
         return self._flush()
 
     def handle_task_finished(self, worker: str, key: str, nbytes: int, type: str | None,
-                             stimulus_id: str) -> list[Instruction]:
+                             stimulus_id: str, duration: float | None = None) -> list[Instruction]:
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is None:
             return []
+        if duration is not None and self.adaptive and ts is not None and not ts.actor:
+            self._observe_duration(duration)
         if ts is None or ts.state in ("released", "forgotten", "waiting", "queued", "erred"):
             # Nobody wants this result any more (it was released while running).
             self._out.append(Free(worker, [key]))
@@ -405,6 +417,27 @@ class SchedulerState:
         ts.type = type
         self._run({key: "memory"}, stimulus_id, worker=ws)
         return self._flush()
+
+    def _observe_duration(self, duration: float) -> None:
+        """Fold a task's run time into the mean; re-size worker capacity now and then."""
+        mean = self.mean_duration
+        self.mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
+        self._durations_seen += 1
+        if self._durations_seen % 16 == 0 or mean is None:
+            wanted = self.queued_seconds / max(self.mean_duration, 1e-6)
+            wanted = min(self.max_saturation, max(1.0, wanted))
+            if abs(wanted - self.saturation) > 0.25 * self.saturation:
+                self.set_saturation(wanted)
+
+    def set_saturation(self, saturation: float) -> None:
+        """Change how many tasks each worker may hold per thread."""
+        self.saturation = saturation
+        for ws in self.workers.values():
+            if ws.busy < ws.capacity:
+                self.idle.remove(ws)
+            ws.capacity = max(1, int(ws.nthreads * saturation))
+            if ws.busy < ws.capacity:
+                self.idle.add(ws)
 
     def handle_task_erred(self, worker: str, key: str, exception: Any, traceback: str | None,
                           stimulus_id: str) -> list[Instruction]:

@@ -206,8 +206,8 @@ class Worker(Actor):
                 pass
 
     # --- reports, batched per loop turn -------------------------------------
-    def report_finished(self, key: str, nbytes: int, typ: str) -> None:
-        self._finished.append([key, nbytes, typ])
+    def report_finished(self, key: str, nbytes: int, typ: str, duration: float | None = None) -> None:
+        self._finished.append([key, nbytes, typ] if duration is None else [key, nbytes, typ, duration])
         self._schedule_report()
 
     def report_erred(self, key: str, exc: Pickled, tb: str) -> None:

@@ -29,6 +29,7 @@ class Task(Actor):
         self.name = name
         self.start_time = 0.0
         self.told_long_running = False
+        self.duration = 0.0
 
     def on_start(self) -> None:
         data = self.worker.data
@@ -59,6 +60,13 @@ class Task(Actor):
     def _execute(self, inputs: dict) -> Any:
         """Runs on a pool thread."""
         self.start_time = time.time()
+        start = time.perf_counter()
+        try:
+            return self._call(inputs)
+        finally:
+            self.duration = time.perf_counter() - start
+
+    def _call(self, inputs: dict) -> Any:
         fn_blob, args_blob = self.spec
         fn = self.worker.load_function(fn_blob)
         if args_blob is None:
@@ -76,7 +84,10 @@ class Task(Actor):
             del worker.tasks[self.key]
             if job.error is None:
                 worker.store(self.key, job.result)
-                worker.report_finished(self.key, sizeof(job.result), type(job.result).__name__)
+                # A task that waited on others says nothing about how long work takes.
+                duration = None if self.told_long_running else self.duration
+                worker.report_finished(self.key, sizeof(job.result), type(job.result).__name__,
+                                       duration)
             else:
                 blob, tb = dumps_exception(_user_frames_only(job.error))
                 worker.report_erred(self.key, blob, tb)
@@ -87,7 +98,7 @@ class Task(Actor):
 def _user_frames_only(exc: BaseException) -> BaseException:
     """Drop the runtime's own frames so the remote traceback starts at the user's call."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code is not Task._execute.__code__:
+    while tb is not None and tb.tb_frame.f_code is not Task._call.__code__:
         tb = tb.tb_next
     if tb is not None and tb.tb_next is not None:
         return exc.with_traceback(tb.tb_next)
