@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..core import Pickled
 from ..core.serialize import RemoteTraceback
 from ..spec import funcname
-from .future import Future, FutureState
+from .future import Future, FutureState, wait_all
 
 if TYPE_CHECKING:
     from .client import Client
@@ -304,25 +304,7 @@ def _with_values(obj: Any) -> Any:
 
 async def wait_actor_futures(futures: list[ActorFuture], timeout: float | None = None) -> None:
     """Return once every actor future is done (on the client's loop)."""
-    pending = [f._state for f in futures if f._state.status == "pending"]
-    if not pending:
-        return
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    remaining = [len(pending)]
-
-    def one_done(_: ActorFutureState) -> None:
-        remaining[0] -= 1
-        if remaining[0] == 0 and not done.done():
-            done.set_result(None)
-
-    for st in pending:
-        st.add_callback(one_done)
-    try:
-        await asyncio.wait_for(done, timeout)
-    except asyncio.TimeoutError:
-        raise TimeoutError(f"{sum(not st.done() for st in pending)} actor futures not done "
-                           f"after {timeout} s") from None
+    await wait_all([f._state for f in futures], timeout, "actor futures")
 
 
 async def gather_actor_futures(futures: list[ActorFuture], errors: str = "raise",

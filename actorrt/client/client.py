@@ -23,7 +23,7 @@ from ..core import Actor, ActorRef, Host, Pickled
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
-from .future import DONE, CancelledError, Future, FutureState, futures_of
+from .future import DONE, CancelledError, Future, FutureState, futures_of, wait_all
 from ..core.errors import SerializationError
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
                            get_named_actor, is_actor_handle, load_binding, submit_when_ready,
@@ -531,24 +531,7 @@ class Client:
 
     async def _wait_states(self, states: list[FutureState], timeout: float | None = None) -> None:
         """Return once every state is done; TimeoutError after ``timeout`` seconds."""
-        pending = [st for st in states if not st.done()]
-        if not pending:
-            return
-        done = self.loop.create_future()
-        remaining = [len(pending)]
-
-        def one_done(_: FutureState) -> None:
-            remaining[0] -= 1
-            if remaining[0] == 0 and not done.done():
-                done.set_result(None)
-
-        for st in pending:
-            st.add_callback(one_done)
-        try:
-            await asyncio.wait_for(done, timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"{len([s for s in pending if not s.done()])} futures not done "
-                               f"after {timeout} s") from None
+        await wait_all(states, timeout)
 
     async def _gather_keys(self, futures: list[Future], errors: str, timeout: float | None) -> list:
         loop = self.loop

@@ -107,6 +107,33 @@ class FutureState:
         return f"<FutureState {self.key} {self.status}>"
 
 
+async def wait_all(states: Iterable[Any], timeout: float | None = None, what: str = "futures") -> None:
+    """Return once every state (anything with ``done()`` and ``add_callback``) is done.
+
+    Runs on the client's loop; completion is pushed by the states' callbacks, so
+    nothing polls. TimeoutError after ``timeout`` seconds.
+    """
+    pending = [st for st in states if not st.done()]
+    if not pending:
+        return
+    done = asyncio.get_running_loop().create_future()
+    remaining = len(pending)
+
+    def one_done(_: Any) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not done.done():
+            done.set_result(None)
+
+    for st in pending:
+        st.add_callback(one_done)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"{sum(not st.done() for st in pending)} {what} not done "
+                           f"after {timeout} s") from None
+
+
 class Future:
     """A remote result: the pending reply about ``key``.
 

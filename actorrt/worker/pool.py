@@ -32,6 +32,52 @@ class Job:
         self.context = context
 
 
+def run_job(job: Job) -> None:
+    """Run ``job`` on this thread, keeping its outcome; never raises."""
+    _local.job = job
+    try:
+        job.result = job.fn()
+    except BaseException as e:  # reported to whoever waits on the job, never kills the thread
+        job.error = e
+    finally:
+        _local.job = None
+
+
+class Completions:
+    """Hands finished jobs from threads back to the loop: one wake-up per burst.
+
+    A thread finishing while a wake-up is already pending only appends, so a loop busy
+    elsewhere collects many completions in one turn instead of one callback each.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_jobs: Callable[[list[Job]], None]) -> None:
+        self._loop = loop
+        self._on_jobs = on_jobs
+        self._done: deque[Job] = deque()
+        self._lock = threading.Lock()
+        self._wakeup_pending = False
+
+    def put(self, job: Job) -> bool:
+        """Thread side. False once the loop is closed (the worker is gone)."""
+        with self._lock:
+            self._done.append(job)
+            if self._wakeup_pending:
+                return True
+            self._wakeup_pending = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            return False
+        return True
+
+    def _drain(self) -> None:
+        with self._lock:
+            jobs = list(self._done)
+            self._done.clear()
+            self._wakeup_pending = False
+        self._on_jobs(jobs)
+
+
 def current_job() -> Job | None:
     """The job the calling thread is running, if it is a pool thread."""
     return getattr(_local, "job", None)
@@ -54,9 +100,7 @@ class TaskPool:
         self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy_threads = 0
-        self._done: deque[Job] = deque()
-        self._lock = threading.Lock()
-        self._wakeup_pending = False
+        self._completions = Completions(self.loop, self._on_done)
         self.closed = False
         # Called on the loop with a job that just gave its slot back (the worker tells
         # the scheduler, which stops counting the task against the worker's capacity).
@@ -86,11 +130,7 @@ class TaskPool:
         self._threads.append(t)
         t.start()
 
-    def _drain(self) -> None:
-        with self._lock:
-            jobs = list(self._done)
-            self._done.clear()
-            self._wakeup_pending = False
+    def _on_done(self, jobs: list[Job]) -> None:
         for job in jobs:
             self._busy_threads -= 1
             if job.holds_slot:
@@ -164,21 +204,8 @@ class TaskPool:
             job = self._work.get()
             if job is None:
                 return
-            _local.job = job
-            try:
-                job.result = job.fn()
-            except BaseException as e:  # reported to the task, never kills the thread
-                job.error = e
-            finally:
-                _local.job = None
-            with self._lock:
-                self._done.append(job)
-                if self._wakeup_pending:
-                    continue
-                self._wakeup_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
+            run_job(job)
+            if not self._completions.put(job):
                 return  # loop closed: the worker is gone
 
     def secede(self) -> bool:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..core import Actor, Pickled, Reply, own_task
 from ..core.serialize import dumps_exception
-from .pool import Job, _local as _pool_local
+from .pool import Completions, Job, run_job
 from .task import Task
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ class Lane:
         self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._outstanding = 0            # submitted, not yet handed back (loop side)
-        self._done: deque[Job] = deque()
-        self._lock = threading.Lock()
-        self._wakeup_pending = False
+        self._completions = Completions(self.loop, self._on_done)
 
     def submit(self, job: Job) -> None:
         """Loop side: queue ``job``; ``job.done(job)`` runs on the loop afterwards."""
@@ -95,11 +93,7 @@ class Lane:
         for _ in self._threads:
             self._work.put(None)
 
-    def _drain(self) -> None:
-        with self._lock:
-            jobs = list(self._done)
-            self._done.clear()
-            self._wakeup_pending = False
+    def _on_done(self, jobs: list[Job]) -> None:
         self._outstanding -= len(jobs)
         for job in jobs:
             job.done(job)
@@ -115,21 +109,8 @@ class Lane:
                     return
                 continue
             # The job's context makes get_worker()/get_client() work inside methods.
-            _pool_local.job = job
-            try:
-                job.result = job.fn()
-            except BaseException as e:  # reported to the caller; never kills the lane
-                job.error = e
-            finally:
-                _pool_local.job = None
-            with self._lock:
-                self._done.append(job)
-                if self._wakeup_pending:
-                    continue
-                self._wakeup_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
+            run_job(job)
+            if not self._completions.put(job):
                 return  # loop closed: the worker is gone
 
     def __repr__(self) -> str:
