@@ -25,6 +25,7 @@ from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
 from .future import DONE, CancelledError, Future, FutureState, futures_of, wait_all
 from ..core.errors import SerializationError
+from .extras import ClientExtras, resources_not_enforced, without_dask_only_options
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
                            get_named_actor, is_actor_handle, load_binding, submit_when_ready,
                            waits_for_actor_futures)
@@ -68,7 +69,7 @@ class ClientActor(Actor):
                 st.lost()
 
 
-class Client:
+class Client(ClientExtras):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
@@ -155,7 +156,8 @@ class Client:
         address = self._address
         if address is None:
             from ..deploy.local import LocalCluster
-            args = {k: v for k, v in self._cluster_args.items() if v is not None}
+            args = without_dask_only_options(
+                {k: v for k, v in self._cluster_args.items() if v is not None})
             self.cluster = LocalCluster(asynchronous=True, **args)
             await self.cluster
             self._own_cluster = True
@@ -381,11 +383,17 @@ class Client:
     def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
                workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
                priority: int = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
-               **kwargs: Any) -> Future:
-        """Run ``func(*args, **kwargs)`` on a worker; returns a Future at once."""
+               resources: dict | None = None, fifo_timeout: Any = None, **kwargs: Any) -> Future:
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future at once.
+
+        ``resources=`` is accepted but not enforced (a warning says so: docs/api.md);
+        ``fifo_timeout=`` is accepted and has no meaning here.
+        """
         if not callable(func):
             raise TypeError(f"first argument to submit must be callable, got {type(func).__name__}: {func!r}")
         self._check_running()
+        if resources:
+            resources_not_enforced(resources)
         actor = actor or actors
         if actor and not isinstance(actor, dict):  # options: name, max_restarts, ... (actor_handle.py)
             actor, key = actor_options(kwargs, key, self)
@@ -407,8 +415,15 @@ class Client:
     def map(self, func: Callable[..., Any], *iterables: Iterable, key: str | list | None = None,
             workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
             priority: int = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
-            batch_size: int | None = None, **kwargs: Any) -> list[Future]:
-        """Submit ``func`` over the items of ``iterables``; one Future per item."""
+            batch_size: int | None = None, resources: dict | None = None, fifo_timeout: Any = None,
+            **kwargs: Any) -> list[Future]:
+        """Submit ``func`` over the items of ``iterables``; one Future per item.
+
+        ``batch_size`` and ``fifo_timeout`` are accepted for dask's sake (every call
+        goes out in one message per loop turn anyway); ``resources`` as in :meth:`submit`.
+        """
+        if resources:
+            resources_not_enforced(resources)
         if not callable(func):
             raise TypeError(f"first argument to map must be callable, got {type(func).__name__}: {func!r}")
         if not iterables:
@@ -736,19 +751,7 @@ class Client:
             return _done_coro()
         return None
 
-    # --- introspection ----------------------------------------------------------
-    def scheduler_info(self) -> Any:
-        return self.sync(self._ask_scheduler, "identity")
-
-    def nthreads(self) -> Any:
-        return self.sync(self._nthreads)
-
-    ncores = nthreads
-
-    async def _nthreads(self, timeout: float | None = None) -> dict:
-        info = await self.host.ask(self.scheduler, "workers")
-        return {a: i["nthreads"] for a, i in info.items()}
-
+    # --- introspection (more in extras.py) -----------------------------------------
     def get_actor(self, name: str, timeout: float | None = None) -> Any:
         """The handle of the actor created with ``submit(Cls, actor=True, name=name)``.
 

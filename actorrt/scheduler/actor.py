@@ -7,9 +7,10 @@ import itertools
 import logging
 from typing import Any
 
-from ..core import Actor, ActorRef, Reply
+from ..core import Actor, ActorRef, Pickled, Reply
 from ..core.comm import Comm
 from ..core.serialize import dumps_exception
+from .datasets import Datasets
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskSpec
 from .user_actors import ActorDirectory
 
@@ -31,6 +32,7 @@ class Scheduler(Actor):
         self._flush_scheduled = False
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
+        self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -137,9 +139,53 @@ class Scheduler(Actor):
     def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict) -> None:
         self._apply(self.state.handle_update_data(client, who_has, nbytes, types, self._sid("scatter")))
 
-    def handle_who_has(self, keys: list) -> dict:
+    def handle_who_has(self, keys: list | None = None) -> dict:
+        """Where each key's data is; every key in memory when ``keys`` is None."""
         tasks = self.state.tasks
+        if keys is None:
+            keys = [k for k, ts in tasks.items() if ts.who_has]
         return {k: [ws.address for ws in tasks[k].who_has] if k in tasks else [] for k in keys}
+
+    def handle_has_what(self, workers: list | None = None) -> dict:
+        """The keys each worker holds (``client.has_what``)."""
+        ws_by = self.state.workers
+        return {a: [ts.key for ts in ws_by[a].has_what] if a in ws_by else []
+                for a in (ws_by if workers is None else workers)}
+
+    def handle_processing(self, workers: list | None = None) -> dict:
+        """The keys each worker is running or has queued (``client.processing``)."""
+        ws_by = self.state.workers
+        return {a: [ts.key for ts in ws_by[a].processing] if a in ws_by else []
+                for a in (ws_by if workers is None else workers)}
+
+    async def handle_run(self, function: Pickled, args: Pickled | None = None, wait: bool = True) -> list:
+        """``client.run_on_scheduler``: call a function here, on the loop (actorrt/run.py)."""
+        from ..run import run_here
+        return await run_here(self, "dask_scheduler", function, args, wait)
+
+    def handle_restart(self, reason: str = "the cluster restarted") -> int:
+        """Cancel every task for every holder and drop the datasets (``client.restart``).
+
+        The workers themselves are replaced by whoever owns them (the LocalCluster).
+        """
+        for name in self.datasets.names():
+            self.datasets.unpublish(name)
+        keys = list(self.state.tasks)
+        self._apply(self.state.handle_cancel(keys, reason, self._sid("restart")))
+        return len(keys)
+
+    # --- published datasets (datasets.py) -----------------------------------------
+    def handle_publish_dataset(self, name: str, data: Pickled, keys: list, override: bool = False) -> None:
+        self.datasets.publish(name, data, keys, override)
+
+    def handle_get_dataset(self, name: str) -> Pickled | None:
+        return self.datasets.get(name)
+
+    def handle_list_datasets(self) -> list:
+        return self.datasets.names()
+
+    def handle_unpublish_dataset(self, name: str) -> bool:
+        return self.datasets.unpublish(name)
 
     def handle_key_states(self, keys: list) -> dict:
         return {k: self.state.tasks[k].state if k in self.state.tasks else "forgotten" for k in keys}

@@ -141,6 +141,16 @@ class Worker(Actor):
                 asyncio.run_coroutine_threadsafe(make(), loop).result()
         return self._client
 
+    async def handle_run(self, function: Pickled, args: Pickled | None = None, wait: bool = True) -> list:
+        """``client.run``: call a function here, on the loop (see actorrt/run.py)."""
+        from ..run import run_here
+        return await run_here(self, "dask_worker", function, args, wait)
+
+    @property
+    def address(self) -> str:
+        """This worker's address, as ``client.run`` and ``who_has`` name it."""
+        return self.host.address
+
     def handle_identity(self) -> dict:
         return {"address": self.host.address, "nthreads": self.nthreads, "name": self.name,
                 "keys": len(self.data), "running": self.pool.running}

@@ -1,0 +1,564 @@
+"""The rest of dask.distributed's Client API: cluster housekeeping and introspection.
+
+:class:`ClientExtras` is a mixin of :class:`~actorrt.Client`; it holds what a user
+switching from dask reaches for beyond submit/map/gather: ``run`` and
+``run_on_scheduler``, ``who_has``/``has_what``/``processing``/``nthreads``,
+``scheduler_info``, published datasets, ``upload_file``, ``restart``,
+``get_versions``, ``Client.current()`` and ``as_current()``. Every method has the
+sync/async face of the rest of the Client: with ``asynchronous=True`` it returns an
+awaitable.
+
+See docs/api.md for the full table of dask.distributed names and their status here.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import platform
+import sys
+import weakref
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from ..core import ActorRef, Pickled
+from ..core.errors import ActorNotFoundError, CommClosedError
+from ..core.serialize import loads_exception
+from ..spec import pack_args
+from .future import UNPICKLING_CLIENT, CancelledError, Future, futures_of
+
+if TYPE_CHECKING:
+    from .client import Client
+
+WORKER_ID = "worker"
+ON_ERROR = ("raise", "return", "ignore")
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+NO_DEFAULT: Any = _NoDefault()
+
+
+class ClientExtras:
+    """Mixin: the Client methods beyond submitting and gathering (dask.distributed's names)."""
+
+    # --- run a function on every worker / on the scheduler -----------------------
+    def run(self: "Client", function: Callable[..., Any], *args: Any, workers: Any = None,
+            wait: bool = True, nanny: bool = False, on_error: str = "raise", **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` on each worker; ``{worker address: result}``.
+
+        The call runs on the worker's event loop thread, between messages (keep it
+        short; a coroutine function is awaited there). A ``dask_worker`` parameter
+        receives the Worker. ``workers`` limits it to some workers (addresses or
+        names); ``on_error`` is ``"raise"`` (the first failure), ``"return"`` (the
+        exception as that worker's value) or ``"ignore"`` (leave that worker out).
+        With ``wait=False`` a coroutine function is started and left running, and
+        ``run`` returns None.
+
+        >>> client.run(os.getpid)                               # doctest: +SKIP
+        {'tcp://127.0.0.1:40123': 4242, 'tcp://127.0.0.1:40125': 4243}
+        >>> client.run(lambda dask_worker: len(dask_worker.data))   # doctest: +SKIP
+        {'tcp://127.0.0.1:40123': 3, 'tcp://127.0.0.1:40125': 0}
+        """
+        _check_run_args(function, wait, on_error)
+        if nanny:
+            raise ValueError("actorrt workers have no nanny process: run(..., nanny=True) is "
+                             "not supported; leave nanny=False to run on the workers")
+        fn_blob, args_blob = _pack_call(function, args, kwargs)
+        return self.sync(_run_on_workers, self, fn_blob, args_blob, workers, wait, on_error)
+
+    def run_on_scheduler(self: "Client", function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` on the scheduler's loop; its result.
+
+        A ``dask_scheduler`` parameter receives the Scheduler actor.
+
+        >>> client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.state.tasks))  # doctest: +SKIP
+        0
+        """
+        _check_run_args(function, True, "raise")
+        fn_blob, args_blob = _pack_call(function, args, kwargs)
+        return self.sync(_run_on_scheduler, self, fn_blob, args_blob)
+
+    # --- where things are -----------------------------------------------------------
+    def who_has(self: "Client", futures: Any = None, **kwargs: Any) -> Any:
+        """``{key: [worker addresses]}`` for ``futures`` (every key in memory if None).
+
+        >>> x = client.submit(inc, 1); x.result()      # doctest: +SKIP
+        >>> client.who_has([x])                         # doctest: +SKIP
+        {'inc-5e3c...': ['tcp://127.0.0.1:40123']}
+        """
+        keys = None if futures is None else [f.key for f in futures_of(futures)]
+        return self.sync(_ask_after_flush, self, "who_has", keys=keys)
+
+    def has_what(self: "Client", workers: Any = None, **kwargs: Any) -> Any:
+        """``{worker address: [keys it holds]}`` (for ``workers``, addresses or names)."""
+        return self.sync(_per_worker, self, "has_what", workers)
+
+    def processing(self: "Client", workers: Any = None) -> Any:
+        """``{worker address: [keys placed there and not finished]}``."""
+        return self.sync(_per_worker, self, "processing", workers)
+
+    def nthreads(self: "Client", workers: Any = None, **kwargs: Any) -> Any:
+        """``{worker address: number of threads}``."""
+        return self.sync(_nthreads, self, workers)
+
+    ncores = nthreads
+
+    def scheduler_info(self: "Client", n_workers: int = -1, **kwargs: Any) -> Any:
+        """The cluster at a glance, shaped like dask's: ``{"type", "address", "workers": {...}}``.
+
+        >>> sorted(client.scheduler_info()["workers"])   # doctest: +SKIP
+        ['tcp://127.0.0.1:40123', 'tcp://127.0.0.1:40125']
+        """
+        return self.sync(_scheduler_info, self, n_workers)
+
+    def futures_of(self: "Client", futures: Any) -> list[Future]:
+        """The Futures inside ``futures`` (nested containers, persisted collections)."""
+        return futures_of(futures)
+
+    @property
+    def dashboard_link(self) -> None:
+        """None: actorrt has no web dashboard yet (dask's is a URL)."""
+        return None
+
+    def get_versions(self: "Client", check: bool = False, packages: Any = None) -> Any:
+        """Python and package versions of the client, the scheduler and each worker.
+
+        ``check=True`` raises ``ValueError`` when a package's version differs between
+        them (a common cause of unpickling errors).
+        """
+        return self.sync(_get_versions, self, check, list(packages or ()))
+
+    # --- published datasets -------------------------------------------------------
+    def publish_dataset(self: "Client", *args: Any, name: str | None = None, override: bool = False,
+                        **kwargs: Any) -> Any:
+        """Keep values (and the results of the Futures inside them) under names on the cluster.
+
+        ``publish_dataset(x=future)`` or ``publish_dataset(value, name="x")``. Another
+        client fetches them with :meth:`get_dataset`; the results stay on the workers
+        until :meth:`unpublish_dataset`, even once every Future is dropped. A name in
+        use raises ``KeyError`` unless ``override=True``.
+
+        >>> client.publish_dataset(totals=client.submit(sum, [1, 2]))   # doctest: +SKIP
+        >>> other_client.get_dataset("totals").result()                  # doctest: +SKIP
+        3
+        """
+        items = _datasets_to_publish(args, name, kwargs)
+        blobs = [(n, *_dump_dataset(n, v)) for n, v in items.items()]  # pickle before sending
+        return self.sync(_publish, self, blobs, override)
+
+    def get_dataset(self: "Client", name: str, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
+        """The value published under ``name``; ``default``, or ``KeyError``, if none."""
+        _check_dataset_name(name)
+        return self.sync(_get_dataset, self, name, default)
+
+    def list_datasets(self: "Client", **kwargs: Any) -> Any:
+        """The names of the published datasets."""
+        return self.sync(_list_datasets, self)
+
+    def unpublish_dataset(self: "Client", name: str, **kwargs: Any) -> Any:
+        """Forget dataset ``name`` (its results are freed unless a Future still holds them)."""
+        _check_dataset_name(name)
+        return self.sync(_unpublish, self, name)
+
+    @property
+    def datasets(self) -> "Datasets":
+        """The published datasets as a mapping: ``client.datasets["x"] = future``."""
+        return Datasets(self)  # type: ignore[arg-type]
+
+    # --- files and restarts -----------------------------------------------------------
+    def upload_file(self: "Client", filename: str, load: bool = True) -> Any:
+        """Send a local ``.py``, ``.zip`` or ``.egg`` file to every worker and import it there.
+
+        The file lands in a directory on each worker's ``sys.path``. Workers that
+        join later do not get it (dask's do): upload again after scaling up.
+        """
+        with open(filename, "rb") as f:
+            data = f.read()
+        base = os.path.basename(filename)
+        if not base.endswith((".py", ".zip", ".egg")):
+            raise ValueError(f"upload_file takes a .py, .zip or .egg file, got {base!r}")
+        return self.sync(_upload, self, base, data, load)
+
+    def restart(self: "Client", timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+        """Cancel every task of every client and replace the cluster's workers with fresh ones.
+
+        Every Future becomes cancelled (``result()`` raises ``CancelledError``) and
+        the published datasets are dropped. Needs the cluster object: a
+        :class:`~actorrt.LocalCluster` this client started or was given. Worker
+        processes are stopped and started anew; in-process workers are replaced, but
+        a task still running on one of their threads cannot be killed and finishes
+        unseen.
+        """
+        return self.sync(_restart, self, timeout, wait_for_workers)
+
+    # --- the current client -----------------------------------------------------------
+    @classmethod
+    def current(cls, allow_global: bool = True) -> "Client":
+        """The client to use here: inside a task its worker's, else the default one.
+
+        ``ValueError`` when there is none.
+        """
+        from ..context import get_client
+        return get_client()
+
+    @contextlib.contextmanager
+    def as_current(self: "Client") -> Iterator["Client"]:
+        """Make this client the default (for ``get_client()`` outside tasks) in a ``with``."""
+        from . import client as client_module
+        before = client_module._default_client
+        client_module._default_client = weakref.ref(self)
+        try:
+            yield self
+        finally:
+            client_module._default_client = before
+
+
+def default_client(c: "Client | None" = None) -> "Client":
+    """``c`` if given, else the running default client; ``ValueError`` when there is none.
+
+    >>> client = Client()          # doctest: +SKIP
+    >>> default_client() is client  # doctest: +SKIP
+    True
+    """
+    if c is not None:
+        return c
+    from .client import default_client as current_default
+    found = current_default()
+    if found is None:
+        raise ValueError("no running Client found: create one with actorrt.Client(...) first")
+    return found
+
+
+class Datasets(MutableMapping):
+    """``client.datasets``: published datasets as a mapping (each access asks the scheduler)."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def __getitem__(self, name: str) -> Any:
+        return self._client.get_dataset(name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._client.publish_dataset(value, name=name, override=True)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._client.list_datasets():
+            raise KeyError(name)
+        self._client.unpublish_dataset(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._client.list_datasets())
+
+    def __len__(self) -> int:
+        return len(self._client.list_datasets())
+
+
+# --- options dask takes that mean nothing here ------------------------------------------
+#: LocalCluster/Client keywords of dask that change nothing about how work runs here:
+#: accepted so that ``Client(n_workers=2, memory_limit="4GB")`` works after an import
+#: switch. (Memory limits are not enforced: docs/api.md.)
+DASK_ONLY_OPTIONS = frozenset({
+    "dashboard_address", "worker_dashboard_address", "memory_limit", "silence_logs",
+    "local_directory", "direct_to_workers", "heartbeat_interval", "connection_limit",
+})
+
+
+def without_dask_only_options(kwargs: dict) -> dict:
+    """``kwargs`` for a LocalCluster, less the dask options that mean nothing here."""
+    return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS}
+
+
+class ResourcesNotEnforcedWarning(UserWarning):
+    """``resources=`` was given; actorrt places the task as if it were not."""
+
+
+def resources_not_enforced(resources: Any) -> None:
+    import warnings
+    warnings.warn(f"resources={resources!r} is not enforced by actorrt: the task is placed as if "
+                  "no resources were asked for (use workers= to pin it)",
+                  ResourcesNotEnforcedWarning, stacklevel=3)
+
+
+# --- run --------------------------------------------------------------------------
+def _check_run_args(function: Any, wait: bool, on_error: str) -> None:
+    if not callable(function):
+        raise TypeError(f"run needs a callable, got {type(function).__name__}: {function!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if not wait and not inspect.iscoroutinefunction(function):
+        raise ValueError("run(..., wait=False) needs a coroutine function (async def): a plain "
+                         "function runs to its end before the worker replies anyway")
+
+
+def _pack_call(function: Any, args: tuple, kwargs: dict) -> tuple[Pickled, Pickled | None]:
+    # Pickled in the caller's thread, so an unpicklable argument fails right here.
+    return Pickled.dumps(function, what="function"), pack_args(args, kwargs)
+
+
+def _outcome(reply: Any, where: str) -> tuple[bool, Any]:
+    """``(ok, value or exception)`` from a run reply, or from the error that replaced it."""
+    if isinstance(reply, (CommClosedError, ActorNotFoundError)):
+        return False, type(reply)(f"{where} went away during run: {reply}")
+    if isinstance(reply, BaseException):
+        return False, reply
+    if reply[0] == "ok":
+        return True, reply[1].loads()
+    return False, loads_exception(reply[1], reply[2])
+
+
+async def _run_on_workers(client: "Client", fn: Pickled, args: Pickled | None, workers: Any,
+                          wait: bool, on_error: str, timeout: float | None = None) -> Any:
+    info = await client.host.ask(client.scheduler, "workers")
+    targets = _resolve_workers(info, workers)
+    replies = await asyncio.wait_for(asyncio.gather(*[
+        client.host.ask(ActorRef(a, WORKER_ID), "run", function=fn, args=args, wait=wait)
+        for a in targets], return_exceptions=True), timeout)
+    results: dict[str, Any] = {}
+    for address, reply in zip(targets, replies):
+        ok, value = _outcome(reply, f"worker {address}")
+        if ok or on_error == "return":
+            results[address] = value
+        elif on_error == "raise":
+            raise value
+    return results if wait else None
+
+
+async def _run_on_scheduler(client: "Client", fn: Pickled, args: Pickled | None,
+                            timeout: float | None = None) -> Any:
+    reply = await asyncio.wait_for(
+        client.host.ask(client.scheduler, "run", function=fn, args=args, wait=True), timeout)
+    ok, value = _outcome(reply, "the scheduler")
+    if not ok:
+        raise value
+    return value
+
+
+def _resolve_workers(info: dict, workers: Any) -> list[str]:
+    """Worker addresses for ``workers`` (None: all; else addresses or names)."""
+    if workers is None:
+        return sorted(info)
+    if isinstance(workers, (str, int)):
+        workers = [workers]
+    by_name = {str(i.get("name")): a for a, i in info.items()}
+    out = []
+    for w in workers:
+        address = w if w in info else by_name.get(str(w))
+        if address is None:
+            raise ValueError(f"no worker {w!r} in the cluster; its workers are {sorted(info)}")
+        out.append(address)
+    return out
+
+
+# --- introspection ----------------------------------------------------------------
+async def _ask_after_flush(client: "Client", op: str, timeout: float | None = None, **fields: Any) -> Any:
+    # Submissions still in the client's outbox must reach the scheduler first.
+    client._flush()
+    return await asyncio.wait_for(client.host.ask(client.scheduler, op, **fields), timeout)
+
+
+async def _per_worker(client: "Client", op: str, workers: Any, timeout: float | None = None) -> dict:
+    addresses = None
+    if workers is not None:
+        addresses = _resolve_workers(await client.host.ask(client.scheduler, "workers"), workers)
+    return await _ask_after_flush(client, op, workers=addresses, timeout=timeout)
+
+
+async def _nthreads(client: "Client", workers: Any, timeout: float | None = None) -> dict:
+    info = await client.host.ask(client.scheduler, "workers")
+    return {a: info[a]["nthreads"] for a in _resolve_workers(info, workers)}
+
+
+async def _scheduler_info(client: "Client", n_workers: int, timeout: float | None = None) -> dict:
+    ident = await asyncio.wait_for(client.host.ask(client.scheduler, "identity"), timeout)
+    workers = {a: _worker_entry(a, i) for a, i in sorted(ident["workers"].items())}
+    if n_workers is not None and n_workers >= 0:
+        workers = dict(list(workers.items())[:n_workers])
+    address = ident["address"]
+    return {
+        "type": "Scheduler", "id": f"Scheduler-{address}", "address": address,
+        "n_workers": len(ident["workers"]),
+        "total_threads": sum(i.get("nthreads", 0) for i in ident["workers"].values()),
+        "total_memory": 0, "tasks": ident.get("tasks", 0), "services": {},
+        "workers": workers,
+    }
+
+
+def _worker_entry(address: str, info: dict) -> dict:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "host": host,
+            "address": address, "nthreads": info.get("nthreads"), "pid": info.get("pid"),
+            "status": "running", "resources": {}, "memory_limit": 0, "services": {}}
+
+
+def _versions() -> dict:
+    """This process's Python and package versions (run on each server too)."""
+    from importlib import metadata
+    packages: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("actorrt", "cloudpickle", "msgpack", "tornado", "numpy", "dask"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"host": {"python": sys.version, "OS": platform.system(), "machine": platform.machine()},
+            "packages": packages}
+
+
+def _versions_with(extra: list) -> dict:
+    out = _versions()
+    from importlib import metadata
+    for name in extra:
+        try:
+            out["packages"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out["packages"][name] = None
+    return out
+
+
+async def _get_versions(client: "Client", check: bool, packages: list,
+                        timeout: float | None = None) -> dict:
+    fn, args = _pack_call(_versions_with, (packages,), {})
+    workers = await _run_on_workers(client, fn, args, None, True, "raise")
+    scheduler = await _run_on_scheduler(client, fn, args)
+    out = {"scheduler": scheduler, "workers": workers, "client": _versions_with(packages)}
+    if check:
+        _check_versions(out)
+    return out
+
+
+def _check_versions(versions: dict) -> None:
+    where = {"client": versions["client"], "scheduler": versions["scheduler"], **versions["workers"]}
+    differ = []
+    for name, mine in versions["client"]["packages"].items():
+        seen = {w: v["packages"].get(name) for w, v in where.items()}
+        if len(set(seen.values())) > 1:
+            differ.append(f"{name}: {seen}")
+    if differ:
+        raise ValueError("package versions differ across the cluster:\n  " + "\n  ".join(differ))
+
+
+# --- datasets -----------------------------------------------------------------------
+def _check_dataset_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"a dataset name must be a str, got {type(name).__name__}: {name!r}")
+    return name
+
+
+def _datasets_to_publish(args: tuple, name: str | None, kwargs: dict) -> dict[str, Any]:
+    items = dict(kwargs)
+    if name is not None:
+        if len(args) != 1:
+            raise ValueError("with name=, publish exactly one value: publish_dataset(value, name='x')")
+        items[_check_dataset_name(name)] = args[0]
+    else:
+        for value in args:  # dask collections carry their own name
+            found = getattr(value, "name", None)
+            if not isinstance(found, str):
+                raise ValueError(f"publish_dataset needs a name for {type(value).__name__} "
+                                 "values: publish_dataset(value, name='x') or publish_dataset(x=value)")
+            items[found] = value
+    if not items:
+        raise ValueError("publish_dataset needs something to publish: publish_dataset(name=value)")
+    return items
+
+
+def _dump_dataset(name: str, value: Any) -> tuple[Pickled, list[str]]:
+    return Pickled.dumps(value, what=f"dataset {name!r}"), [f.key for f in futures_of(value)]
+
+
+async def _publish(client: "Client", blobs: list, override: bool, timeout: float | None = None) -> None:
+    client._flush()  # the scheduler must know the keys before the dataset wants them
+    for name, blob, keys in blobs:
+        await client.host.ask(client.scheduler, "publish_dataset", name=name, data=blob, keys=keys,
+                              override=override)
+
+
+async def _get_dataset(client: "Client", name: str, default: Any, timeout: float | None = None) -> Any:
+    blob = await client.host.ask(client.scheduler, "get_dataset", name=name)
+    if blob is None:
+        if default is NO_DEFAULT:
+            raise KeyError(f"dataset {name!r} not found")
+        return default
+    from .actor_handle import load_binding
+    token = UNPICKLING_CLIENT.set(client)  # Futures inside bind to (and are held by) this client
+    try:
+        return load_binding(blob, client)
+    finally:
+        UNPICKLING_CLIENT.reset(token)
+
+
+async def _list_datasets(client: "Client", timeout: float | None = None) -> tuple:
+    return tuple(await client.host.ask(client.scheduler, "list_datasets"))
+
+
+async def _unpublish(client: "Client", name: str, timeout: float | None = None) -> None:
+    await client.host.ask(client.scheduler, "unpublish_dataset", name=name)
+
+
+# --- upload_file ----------------------------------------------------------------------
+def _install_upload(name: str, data: bytes, load: bool) -> str:
+    """Runs on a worker: write the file where imports find it, then import it."""
+    import importlib
+    import tempfile
+    directory = os.path.join(tempfile.gettempdir(), f"actorrt-uploads-{os.getpid()}")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    target = path if name.endswith((".zip", ".egg")) else directory
+    if target not in sys.path:
+        sys.path.insert(0, target)
+    importlib.invalidate_caches()
+    if load and name.endswith(".py"):
+        module = name[:-3]
+        if module in sys.modules:
+            importlib.reload(sys.modules[module])
+        else:
+            importlib.import_module(module)
+    return path
+
+
+async def _upload(client: "Client", name: str, data: bytes, load: bool,
+                  timeout: float | None = None) -> dict:
+    fn, args = _pack_call(_install_upload, (name, data, load), {})
+    return await _run_on_workers(client, fn, args, None, True, "raise", timeout)
+
+
+# --- restart ------------------------------------------------------------------------
+async def _restart(client: "Client", timeout: float | None, wait_for_workers: bool) -> None:
+    cluster = client.cluster
+    if cluster is None or not hasattr(cluster, "_scale_async"):
+        raise RuntimeError("restart needs the cluster object to replace its workers: connect with "
+                           "Client(LocalCluster(...)) or let the Client start one; this client "
+                           f"only knows the scheduler address {client.scheduler.address!r}")
+    reason = "the cluster restarted (client.restart)"
+    client._flush()
+    await asyncio.wait_for(client.host.ask(client.scheduler, "restart", reason=reason), timeout)
+    # The scheduler's "cancelled" reports leave after its reply; one more round trip
+    # brings them in, so none can reach a Future submitted after restart returns.
+    await client.host.ask(client.scheduler, "who_has", keys=[])
+    _cancel_local_futures(client, reason)
+    n = len(cluster.workers)
+    await asyncio.wait_for(_replace_workers(cluster, n), timeout)
+
+
+async def _replace_workers(cluster: Any, n: int) -> None:
+    await cluster._scale_async(0)
+    await cluster._scale_async(n)
+
+
+def _cancel_local_futures(client: "Client", reason: str) -> None:
+    """Mark every Future of this client cancelled; detached, as ``cancel`` does, so a
+    submit of the same key after the restart starts afresh."""
+    with client._lock:
+        states = list(client._states.values())
+        client._states.clear()
+    for st in states:
+        st.cancel(reason)
+
+
+__all__ = ["ClientExtras", "Datasets", "default_client", "CancelledError"]
