@@ -7,6 +7,7 @@
 """
 from .client.actor_handle import Actor, ActorFuture
 from .client.client import Client
+from .client.extras import default_client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .client.waiting import as_completed, fire_and_forget, wait
 from .context import get_client, get_worker, rejoin, secede, worker_client
@@ -18,10 +19,13 @@ from .scheduler.state import KilledWorker
 
 __version__ = "0.1.0"
 
+#: What ``result(timeout=)``, ``wait`` and ``gather`` raise on expiry (as dask's name).
+TimeoutError = TimeoutError
+
 __all__ = [
     "Actor", "ActorDeadError", "ActorFuture", "CancelledError", "Client", "CommClosedError", "Future",
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
-    "get_client", "get_worker", "rejoin", "secede", "worker_client",
+    "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client", "TimeoutError",
     "as_completed", "fire_and_forget", "progress", "wait",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
 ]
