@@ -412,3 +412,23 @@ def test_run_with_worker_processes(pclient):
 @pytest.fixture(params=["inproc", "processes"])
 def any_client(request, client, pclient):
     return client if request.param == "inproc" else pclient
+
+
+def test_shutdown_closes_the_client_and_its_cluster():
+    from actorrt import LocalCluster
+    with LocalCluster(1, 1, processes=False) as cluster:
+        c = Client(cluster, set_as_default=False)
+        c.shutdown()
+        assert c.status == "closed" and cluster.status == "closed"
+
+
+@gen_cluster()
+async def test_shutdown_async_and_without_cluster_object(c, cluster):
+    other = await Client(cluster.scheduler_address, asynchronous=True, set_as_default=False)
+    try:
+        with pytest.raises(RuntimeError, match="cluster object"):
+            other.shutdown()
+    finally:
+        await other.close()
+    await c.shutdown()
+    assert c.status == "closed" and cluster.status == "closed"

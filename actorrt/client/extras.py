@@ -196,6 +196,24 @@ class ClientExtras:
         """
         return self.sync(_restart, self, timeout, wait_for_workers)
 
+    def shutdown(self: "Client") -> Any:
+        """Close this client and the cluster it reaches through its cluster object.
+
+        Other clients of that cluster lose it too. A client that knows only the
+        scheduler's address cannot stop it: ``RuntimeError`` (stop the
+        ``actorrt-scheduler`` process instead).
+        """
+        if self.cluster is None or not hasattr(self.cluster, "_close_async"):
+            raise RuntimeError("shutdown needs the cluster object (Client(LocalCluster(...)) or a "
+                               "Client that started its cluster); stop the scheduler process instead")
+        if self.asynchronous:
+            return _shutdown(self)
+        cluster = self.cluster
+        self.close()  # stops a cluster this client started
+        if cluster.status != "closed" and not getattr(cluster, "asynchronous", False):
+            cluster.close()
+        return None
+
     # --- the current client -----------------------------------------------------------
     @classmethod
     def current(cls, allow_global: bool = True) -> "Client":
@@ -526,6 +544,13 @@ async def _upload(client: "Client", name: str, data: bytes, load: bool,
                   timeout: float | None = None) -> dict:
     fn, args = _pack_call(_install_upload, (name, data, load), {})
     return await _run_on_workers(client, fn, args, None, True, "raise", timeout)
+
+
+async def _shutdown(client: "Client", timeout: float | None = None) -> None:
+    cluster = client.cluster
+    await client._close_async()
+    if cluster.status != "closed":
+        await cluster._close_async()
 
 
 # --- restart ------------------------------------------------------------------------
