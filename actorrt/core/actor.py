@@ -16,7 +16,9 @@ import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from .checks import FieldCheck, field_check
 from .errors import ActorDeadError
+from .serialize import Pickled
 
 if TYPE_CHECKING:
     from .comm import Comm
@@ -56,10 +58,16 @@ class Handler(NamedTuple):
     wants_origin: bool
     is_async: bool
     var_keyword: bool = False  # ``**fields``: accepts fields beyond its named parameters
+    # Type checks of the fields whose annotations are simple (see core/checks.py),
+    # run by the host before the handler: a peer's bad field never reaches the handler.
+    checks: tuple[FieldCheck, ...] = ()
 
 
 # Parameters the host supplies itself; never read from the message.
 _INJECTED = frozenset({"reply", "origin"})
+
+# Annotation names of the core's own types that a field check understands.
+_CHECKABLE: dict[str, type] = {"ActorRef": ActorRef, "Pickled": Pickled}
 
 
 def _build_handlers(cls: type) -> dict[str, Handler]:
@@ -75,9 +83,11 @@ def _build_handlers(cls: type) -> dict[str, Handler]:
         params = [p for p in all_params if p.kind is not p.VAR_KEYWORD]
         names = frozenset(p.name for p in params) - _INJECTED
         required = frozenset(p.name for p in params if p.default is p.empty) - _INJECTED
+        checks = (field_check(p.name, p.annotation, _CHECKABLE) for p in params if p.name not in _INJECTED)
         table[attr[len("handle_"):]] = Handler(
             attr, names, required, "reply" in sig.parameters, "origin" in sig.parameters,
             inspect.iscoroutinefunction(fn), any(p.kind is p.VAR_KEYWORD for p in all_params),
+            tuple(c for c in checks if c is not None),
         )
     return table
 

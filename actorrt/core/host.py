@@ -15,6 +15,7 @@ import os
 from typing import Any, Callable
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
+from .checks import check_fields
 from .comm import Comm, CommClosedError, Listener, connect
 from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
 from .serialize import Pickled, dumps_exception, loads_exception
@@ -273,6 +274,11 @@ class Host:
                 handler.required <= fields.keys() and (handler.var_keyword or fields.keys() <= handler.params)):
             self._reply_or_log(comm, rid, _field_error(actor, op, handler, fields))
             return
+        if handler.checks:
+            bad = check_fields(f"{type(actor).__name__}.{op}", handler.checks, fields)
+            if bad is not None:
+                self._reply_or_log(comm, rid, bad)
+                return
         kwargs = fields
         if handler.wants_reply:
             reply = Reply(self._replier(comm, rid))
@@ -318,6 +324,10 @@ class Host:
     def _reply_or_log(self, comm: Comm | None, rid: int, exc: BaseException) -> None:
         if rid:
             self._reply(comm, rid, False, exc)
+        elif isinstance(exc, BadMessageError):
+            # A peer's mistake, not ours: say who sent it; our own stack says nothing.
+            logger.warning("dropping a bad message from %s: %s",
+                           comm.peer_address if comm is not None else "this host", exc)
         else:
             logger.error("error handling a tell: %s: %s", type(exc).__name__, exc, exc_info=exc)
 
