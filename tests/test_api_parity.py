@@ -339,6 +339,15 @@ def test_resources_are_accepted_with_a_warning(client):
     assert client.map(inc, range(3), batch_size=1, resources=None) == fs  # no warning
 
 
+def test_resources_in_compute_and_persist_warn_too(client):
+    dask = pytest.importorskip("dask")
+    x = dask.delayed(inc)(1)
+    with pytest.warns(ResourcesNotEnforcedWarning):
+        assert client.compute(x, resources={"GPU": 1}).result() == 2
+    with pytest.warns(ResourcesNotEnforcedWarning):
+        assert client.persist(x, resources={"GPU": 1}).compute(scheduler=client.get) == 2
+
+
 def test_dask_only_cluster_options_are_accepted():
     with Client(n_workers=1, threads_per_worker=1, processes=False, memory_limit="1GB",
                 dashboard_address=":0", silence_logs=40, set_as_default=False) as c:

@@ -697,6 +697,8 @@ class Client(ClientExtras):
         >>> total.result()                                     # doctest: +SKIP
         3
         """
+        if kwargs.get("resources"):
+            resources_not_enforced(kwargs["resources"])
         from . import graph
         return graph.compute(self, collections, optimize_graph=optimize_graph, sync=sync,
                              workers=workers, allow_other_workers=allow_other_workers,
@@ -709,6 +711,8 @@ class Client(ClientExtras):
 
         >>> x = client.persist(dask.array.ones(10, chunks=5))   # doctest: +SKIP
         """
+        if kwargs.get("resources"):
+            resources_not_enforced(kwargs["resources"])
         from . import graph
         return graph.persist(self, collections, optimize_graph=optimize_graph, workers=workers,
                              allow_other_workers=allow_other_workers, retries=retries,
