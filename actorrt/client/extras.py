@@ -20,7 +20,7 @@ import platform
 import sys
 import weakref
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
 from ..core import ActorRef, Pickled
 from ..core.errors import ActorNotFoundError, CommClosedError
@@ -46,8 +46,17 @@ NO_DEFAULT: Any = _NoDefault()
 class ClientExtras:
     """Mixin: the Client methods beyond submitting and gathering (dask.distributed's names)."""
 
+    if TYPE_CHECKING:  # provided by Client
+        cluster: Any
+        asynchronous: bool
+
+        def sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+                 **kwargs: Any) -> Any: ...
+
+        def close(self, timeout: float | None = None) -> Any: ...
+
     # --- run a function on every worker / on the scheduler -----------------------
-    def run(self: "Client", function: Callable[..., Any], *args: Any, workers: Any = None,
+    def run(self, function: Callable[..., Any], *args: Any, workers: Any = None,
             wait: bool = True, nanny: bool = False, on_error: str = "raise", **kwargs: Any) -> Any:
         """Call ``function(*args, **kwargs)`` on each worker; ``{worker address: result}``.
 
@@ -71,7 +80,7 @@ class ClientExtras:
         fn_blob, args_blob = _pack_call(function, args, kwargs)
         return self.sync(_run_on_workers, self, fn_blob, args_blob, workers, wait, on_error)
 
-    def run_on_scheduler(self: "Client", function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``function(*args, **kwargs)`` on the scheduler's loop; its result.
 
         A ``dask_scheduler`` parameter receives the Scheduler actor.
@@ -84,7 +93,7 @@ class ClientExtras:
         return self.sync(_run_on_scheduler, self, fn_blob, args_blob)
 
     # --- where things are -----------------------------------------------------------
-    def who_has(self: "Client", futures: Any = None, **kwargs: Any) -> Any:
+    def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
         """``{key: [worker addresses]}`` for ``futures`` (every key in memory if None).
 
         >>> x = client.submit(inc, 1); x.result()      # doctest: +SKIP
@@ -94,21 +103,21 @@ class ClientExtras:
         keys = None if futures is None else [f.key for f in futures_of(futures)]
         return self.sync(_ask_after_flush, self, "who_has", keys=keys)
 
-    def has_what(self: "Client", workers: Any = None, **kwargs: Any) -> Any:
+    def has_what(self, workers: Any = None, **kwargs: Any) -> Any:
         """``{worker address: [keys it holds]}`` (for ``workers``, addresses or names)."""
         return self.sync(_per_worker, self, "has_what", workers)
 
-    def processing(self: "Client", workers: Any = None) -> Any:
+    def processing(self, workers: Any = None) -> Any:
         """``{worker address: [keys placed there and not finished]}``."""
         return self.sync(_per_worker, self, "processing", workers)
 
-    def nthreads(self: "Client", workers: Any = None, **kwargs: Any) -> Any:
+    def nthreads(self, workers: Any = None, **kwargs: Any) -> Any:
         """``{worker address: number of threads}``."""
         return self.sync(_nthreads, self, workers)
 
     ncores = nthreads
 
-    def scheduler_info(self: "Client", n_workers: int = -1, **kwargs: Any) -> Any:
+    def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> Any:
         """The cluster at a glance, shaped like dask's: ``{"type", "address", "workers": {...}}``.
 
         >>> sorted(client.scheduler_info()["workers"])   # doctest: +SKIP
@@ -116,7 +125,7 @@ class ClientExtras:
         """
         return self.sync(_scheduler_info, self, n_workers)
 
-    def futures_of(self: "Client", futures: Any) -> list[Future]:
+    def futures_of(self, futures: Any) -> list[Future]:
         """The Futures inside ``futures`` (nested containers, persisted collections)."""
         return futures_of(futures)
 
@@ -125,7 +134,7 @@ class ClientExtras:
         """None: actorrt has no web dashboard yet (dask's is a URL)."""
         return None
 
-    def get_versions(self: "Client", check: bool = False, packages: Any = None) -> Any:
+    def get_versions(self, check: bool = False, packages: Any = None) -> Any:
         """Python and package versions of the client, the scheduler and each worker.
 
         ``check=True`` raises ``ValueError`` when a package's version differs between
@@ -134,7 +143,7 @@ class ClientExtras:
         return self.sync(_get_versions, self, check, list(packages or ()))
 
     # --- published datasets -------------------------------------------------------
-    def publish_dataset(self: "Client", *args: Any, name: str | None = None, override: bool = False,
+    def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False,
                         **kwargs: Any) -> Any:
         """Keep values (and the results of the Futures inside them) under names on the cluster.
 
@@ -151,16 +160,16 @@ class ClientExtras:
         blobs = [(n, *_dump_dataset(n, v)) for n, v in items.items()]  # pickle before sending
         return self.sync(_publish, self, blobs, override)
 
-    def get_dataset(self: "Client", name: str, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
+    def get_dataset(self, name: str, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
         """The value published under ``name``; ``default``, or ``KeyError``, if none."""
         _check_dataset_name(name)
         return self.sync(_get_dataset, self, name, default)
 
-    def list_datasets(self: "Client", **kwargs: Any) -> Any:
+    def list_datasets(self, **kwargs: Any) -> Any:
         """The names of the published datasets."""
         return self.sync(_list_datasets, self)
 
-    def unpublish_dataset(self: "Client", name: str, **kwargs: Any) -> Any:
+    def unpublish_dataset(self, name: str, **kwargs: Any) -> Any:
         """Forget dataset ``name`` (its results are freed unless a Future still holds them)."""
         _check_dataset_name(name)
         return self.sync(_unpublish, self, name)
@@ -168,10 +177,10 @@ class ClientExtras:
     @property
     def datasets(self) -> "Datasets":
         """The published datasets as a mapping: ``client.datasets["x"] = future``."""
-        return Datasets(self)  # type: ignore[arg-type]
+        return Datasets(cast("Client", self))
 
     # --- files and restarts -----------------------------------------------------------
-    def upload_file(self: "Client", filename: str, load: bool = True) -> Any:
+    def upload_file(self, filename: str, load: bool = True) -> Any:
         """Send a local ``.py``, ``.zip`` or ``.egg`` file to every worker and import it there.
 
         The file lands in a directory on each worker's ``sys.path``. Workers that
@@ -184,7 +193,7 @@ class ClientExtras:
             raise ValueError(f"upload_file takes a .py, .zip or .egg file, got {base!r}")
         return self.sync(_upload, self, base, data, load)
 
-    def restart(self: "Client", timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
         """Cancel every task of every client and replace the cluster's workers with fresh ones.
 
         Every Future becomes cancelled (``result()`` raises ``CancelledError``) and
@@ -196,7 +205,7 @@ class ClientExtras:
         """
         return self.sync(_restart, self, timeout, wait_for_workers)
 
-    def shutdown(self: "Client") -> Any:
+    def shutdown(self) -> Any:
         """Close this client and the cluster it reaches through its cluster object.
 
         Other clients of that cluster lose it too. A client that knows only the
@@ -207,7 +216,7 @@ class ClientExtras:
             raise RuntimeError("shutdown needs the cluster object (Client(LocalCluster(...)) or a "
                                "Client that started its cluster); stop the scheduler process instead")
         if self.asynchronous:
-            return _shutdown(self)
+            return _shutdown(cast("Client", self))
         cluster = self.cluster
         self.close()  # stops a cluster this client started
         if cluster.status != "closed" and not getattr(cluster, "asynchronous", False):
@@ -225,13 +234,13 @@ class ClientExtras:
         return get_client()
 
     @contextlib.contextmanager
-    def as_current(self: "Client") -> Iterator["Client"]:
+    def as_current(self) -> Iterator["Client"]:
         """Make this client the default (for ``get_client()`` outside tasks) in a ``with``."""
         from . import client as client_module
         before = client_module._default_client
-        client_module._default_client = weakref.ref(self)
+        client_module._default_client = weakref.ref(cast("Client", self))
         try:
-            yield self
+            yield cast("Client", self)
         finally:
             client_module._default_client = before
 
