@@ -163,12 +163,22 @@ def test_exception_roundtrip_keeps_type_message_and_remote_traceback():
     assert 'raise CustomError("the message")' in cause.tb
 
 
-class Unloadable(Exception):
-    def __init__(self, a, b):  # pickles with args=(msg,) but cannot be rebuilt from them
-        super().__init__(f"{a}-{b}")
+def _refuse_to_load(*args):
+    raise TypeError("this exception cannot be rebuilt")
 
 
 def test_exception_that_cannot_be_unpickled_becomes_runtime_error():
+    # Defined here, not at module level: importing dask (tblib) registers every exception
+    # class existing at that moment with copyreg, which would make this one loadable.
+    class Unloadable(Exception):
+        """Pickles, but cannot be loaded again."""
+
+        def __init__(self, a, b):
+            super().__init__(f"{a}-{b}")
+
+        def __reduce_ex__(self, protocol):
+            return _refuse_to_load, (str(self),)
+
     blob, tb = dumps_exception(Unloadable(1, 2))
     exc = loads_exception(blob, tb)
     assert type(exc) is RuntimeError

@@ -204,3 +204,18 @@ def test_fixed_saturation_does_not_adapt():
     s.handle_update_graph("c", [TaskSpec("t", 0, ())], ["t"], "s1")
     s.handle_task_finished("w0", "t", 1, "int", "s2", duration=1e-5)
     assert s.workers["w0"].capacity == 6
+
+
+def test_late_report_of_an_earlier_run_is_ignored():
+    """Cancel, resubmit the same key to the same worker: the old run's late report must
+    not stand in for the new run (its worker is freeing that data)."""
+    s = make(nworkers=1)
+    (first,) = computes(s.handle_update_graph("c", [TaskSpec("k", 0, ())], ["k"], "s1"))
+    s.handle_cancel(["k"], None, "s2", requester="c")
+    (second,) = computes(s.handle_update_graph("c", [TaskSpec("k", 0, ())], ["k"], "s3"))
+    assert second.run_id != first.run_id
+    assert s.handle_task_finished("w0", "k", 1, "int", "s4", run_id=first.run_id) == []
+    assert s.tasks["k"].state == "processing"
+    assert s.handle_task_erred("w0", "k", "E", "T", "s5", run_id=first.run_id) == []
+    out = s.handle_task_finished("w0", "k", 1, "int", "s6", run_id=second.run_id)
+    assert reports(out) == [("k", "memory")]

@@ -181,9 +181,9 @@ def test_blocking_call_in_task_gives_slot_back_and_tells_scheduler_once(client):
     seen = []
     original = scheduler.handle_long_running
 
-    def spy(worker, keys):
-        seen.extend(keys)
-        return original(worker, keys)
+    def spy(**fields):
+        seen.extend(fields["keys"])
+        return original(**fields)
 
     scheduler.handle_long_running = spy
     try:

@@ -38,6 +38,7 @@ class Compute(NamedTuple):
     deps: dict  # dep key -> [worker addresses holding it]
     name: str
     actor: bool
+    run_id: int  # this run of the key: reports of an earlier run are told apart
 
 
 class Free(NamedTuple):
@@ -66,7 +67,7 @@ class TaskState:
     __slots__ = ("key", "state", "spec", "name", "dependencies", "dependents", "waiting_on",
                  "waiters", "who_has", "processing_on", "priority", "retries", "who_wants",
                  "exception", "traceback", "blame", "nbytes", "type", "suspicious",
-                 "workers", "allow_other_workers", "actor", "restarts")
+                 "workers", "allow_other_workers", "actor", "restarts", "run_id")
 
     def __init__(self, key: str, spec: Any, name: str) -> None:
         self.key = key
@@ -92,6 +93,7 @@ class TaskState:
         self.allow_other_workers = False
         self.actor: Any = False  # a user actor's options (a dict), or True; False for a task
         self.restarts = 0        # how often this actor was re-created after its worker died
+        self.run_id = 0          # which run of this key a worker's report must be about
 
     def __lt__(self, other: "TaskState") -> bool:
         return self.priority < other.priority
@@ -177,6 +179,7 @@ class SchedulerState:
         self._seq = itertools.count()
         self._generation = itertools.count()
         self._worker_seq = itertools.count()
+        self._runs = itertools.count(1)
         self._out: list[Instruction] = []
         self._transitions: dict[tuple[str, str], Callable[[TaskState, str], dict]] = {
             ("released", "waiting"): self._released_waiting,
@@ -397,10 +400,15 @@ class SchedulerState:
         return self._flush()
 
     def handle_task_finished(self, worker: str, key: str, nbytes: int, type: str | None,
-                             stimulus_id: str, duration: float | None = None) -> list[Instruction]:
+                             stimulus_id: str, duration: float | None = None,
+                             run_id: int | None = None) -> list[Instruction]:
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is None:
+            return []
+        if ts is not None and run_id is not None and run_id != ts.run_id:
+            # An earlier run of this key (cancelled, released, moved) finished late: its
+            # worker was already told to free it; the current run will report itself.
             return []
         if duration is not None and self.adaptive and ts is not None and not ts.actor:
             self._observe_duration(duration)
@@ -440,11 +448,13 @@ class SchedulerState:
                 self.idle.add(ws)
 
     def handle_task_erred(self, worker: str, key: str, exception: Any, traceback: str | None,
-                          stimulus_id: str) -> list[Instruction]:
+                          stimulus_id: str, run_id: int | None = None) -> list[Instruction]:
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
             return []
+        if run_id is not None and run_id != ts.run_id:
+            return []  # an earlier run of the key failed late: not this run's outcome
         if ts.retries > 0:
             ts.retries -= 1
             self._run({key: "queued"}, stimulus_id)
@@ -634,7 +644,8 @@ class SchedulerState:
         ts.state = "processing"
         ts.processing_on = ws
         deps = {dep.key: [w.address for w in dep.who_has] for dep in ts.dependencies}
-        self._out.append(Compute(ws.address, ts.key, ts.spec, deps, ts.name, ts.actor))
+        ts.run_id = next(self._runs)
+        self._out.append(Compute(ws.address, ts.key, ts.spec, deps, ts.name, ts.actor, ts.run_id))
         return {}
 
     def _leave_worker(self, ts: TaskState) -> WorkerState | None:
