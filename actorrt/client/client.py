@@ -20,6 +20,7 @@ import weakref
 from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Host, Pickled
+from ..core.checks import bad, check_origin, is_str_list
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
@@ -53,7 +54,9 @@ class ClientActor(Actor):
     def __init__(self, client: "Client") -> None:
         self.client = client
 
-    def handle_report(self, msgs: list) -> None:
+    def handle_report(self, msgs: list, origin: Any) -> None:
+        check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin)
+        _check_reports(msgs)  # all of them first: a bad one late must not strand the rest
         futures = self.client._states
         for key, status, info in msgs:
             st = futures.get(key)
@@ -67,6 +70,19 @@ class ClientActor(Actor):
                 st.cancel(info.get("reason"))
             elif status == "lost":
                 st.lost()
+
+
+_REPORT_SHAPE = ("[key: str, status: 'memory', 'erred', 'cancelled' or 'lost', info: dict "
+                 "(with 'workers': [addresses] for 'memory')]")
+_REPORT_STATUSES = frozenset({"memory", "erred", "cancelled", "lost"})
+
+
+def _check_reports(msgs: list) -> None:
+    for i, m in enumerate(msgs):
+        if not ((type(m) is list or type(m) is tuple) and len(m) == 3 and type(m[0]) is str
+                and type(m[1]) is str and m[1] in _REPORT_STATUSES and type(m[2]) is dict
+                and (m[1] != "memory" or is_str_list(m[2].get("workers", ())))):
+            raise bad("ClientActor.report", f"'msgs'[{i}]", _REPORT_SHAPE, m)
 
 
 class Client(ClientExtras):

@@ -14,6 +14,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..core import Reply
+from ..core.checks import str_list
+from ..core.errors import BadMessageError
 from ._actor import SystemActor, Waiter
 from ._lease import LeaseProxy
 from ._proxy import check_name
@@ -46,7 +48,7 @@ class LockTable(SystemActor):
     # --- handlers -----------------------------------------------------------------
     def handle_acquire(self, call: str, token: str, names: list, reply: Reply,
                        origin: "Comm | None", timeout: float | None = None) -> None:
-        names = _check_names(names)
+        names = _check_names(names, "acquire")
         request = self.waiter(reply, origin, call, token, data=tuple(names))
         if all(n not in self.owner and not self.lines.get(n) for n in names):
             self._grant(request)
@@ -61,7 +63,7 @@ class LockTable(SystemActor):
 
     def handle_release(self, token: str, names: list, origin: "Comm | None") -> None:
         key = (self._address(origin), token)
-        wanted = set(names)
+        wanted = set(_check_names(names, "release"))
         for lease in self.held.get(key, ()):
             if set(lease.data) == wanted:
                 self._release(lease)
@@ -70,6 +72,7 @@ class LockTable(SystemActor):
                            "(release it from the object that acquired it)")
 
     def handle_locked(self, names: list) -> bool:
+        names = _check_names(names, "locked")
         return any(n in self.owner for n in names)
 
     def handle_abandon(self, call: str) -> None:
@@ -170,12 +173,10 @@ class LockTable(SystemActor):
         request.answer(False)
 
 
-def _check_names(names: Any) -> list[str]:
-    if not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"lock names must be a non-empty list of strings, got {names!r}")
-    for n in names:
-        if not isinstance(n, str):
-            raise TypeError(f"lock name must be a string, got {type(n).__name__}: {n!r}")
+def _check_names(names: Any, op: str) -> list[str]:
+    str_list(f"LockTable.{op}", "names", names)
+    if not names:
+        raise BadMessageError(f"LockTable.{op}: field 'names' must name at least one lock")
     return list(dict.fromkeys(names))
 
 

@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from ..core import Actor, ActorRef, Pickled
+from ..core.checks import bad
 from ._actor import SystemActor
 from ._proxy import DONE, Proxy, call_on_loop, check_timeout, load_value, run_on_loop
 
@@ -47,6 +48,7 @@ class TopicActor(SystemActor):
         self._out.pop(inbox, None)
 
     def handle_publish(self, msgs: list) -> None:
+        _check_messages("TopicActor.publish", msgs)
         if not self.subscribers:
             return
         for inbox in self.subscribers:
@@ -71,6 +73,14 @@ class TopicActor(SystemActor):
             self.handle_unsubscribe(inbox)
 
 
+def _check_messages(op: str, msgs: list) -> None:
+    """Published messages are pickled by their publisher: anything else would fail in
+    every subscriber's ``get`` instead of here."""
+    for i, msg in enumerate(msgs):
+        if type(msg) is not Pickled:
+            raise bad(op, f"'msgs'[{i}]", "a pickled message", msg)
+
+
 class Inbox(Actor):
     """A subscriber's buffer, on the subscriber's own host."""
 
@@ -79,6 +89,7 @@ class Inbox(Actor):
         self._wakeups: list[asyncio.Future] = []
 
     def handle_deliver(self, msgs: list) -> None:
+        _check_messages("Inbox.deliver", msgs)
         self.buffer.extend(msgs)
         wakeups, self._wakeups = self._wakeups, []
         for fut in wakeups:

@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..core import Pickled, Reply
+from ..core.checks import bad, str_list
 from ._actor import KeyHolder, SystemActor, Waiter
 from ._proxy import DONE, Proxy, call_on_loop, check_timeout, dump_value, load_value
 
@@ -62,6 +63,7 @@ class QueueActor(SystemActor):
     # --- handlers ---------------------------------------------------------------
     def handle_put(self, call: str, value: Pickled, keys: list, reply: Reply, origin: "Comm | None",
                    timeout: float | None = None) -> None:
+        str_list("QueueActor.put", "keys", keys)
         waiter = self.waiter(reply, origin, call, data=(value, keys))
         self._enqueue(self.putters, waiter, timeout)
 
@@ -74,6 +76,8 @@ class QueueActor(SystemActor):
 
     def handle_get(self, call: str, client: str, reply: Reply, origin: "Comm | None",
                    timeout: float | None = None, count: int = 1) -> None:
+        if count < 0:
+            raise bad("QueueActor.get", "'count'", "an int >= 0 (0: whatever is queued)", count)
         if count == 0:  # batch=True: whatever is there now, possibly nothing
             items = list(self.items)
             self.items.clear()
@@ -100,6 +104,11 @@ class QueueActor(SystemActor):
 
     def handle_unget(self, items: list) -> None:
         """Items that reached a caller after it gave up go back to the front."""
+        for i, item in enumerate(items):  # all of them before any goes back
+            if not ((type(item) is list or type(item) is tuple) and len(item) == 2
+                    and type(item[0]) is Pickled and (type(item[1]) is list or type(item[1]) is tuple)
+                    and all(type(k) is str for k in item[1])):
+                raise bad("QueueActor.unget", f"'items'[{i}]", "[pickled value, [keys]]", item)
         for value, keys in reversed(items):
             self.items.appendleft((value, keys))
             self.keys.hold(keys)

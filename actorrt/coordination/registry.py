@@ -7,10 +7,13 @@ actor hears about it and releases that host's leases and waiters.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Callable
 
 from ..core import Actor, ActorRef, Host
+from ..core.checks import describe
+from ..core.errors import BadMessageError
 from ._actor import SystemActor
 
 logger = logging.getLogger("actorrt.coordination")
@@ -58,10 +61,12 @@ class Registry(Actor):
         slot = (kind, "" if getattr(cls, "shared", False) else name)
         actor = self.actors.get(slot)
         if actor is None:
-            actor = cls(slot[1], **options)
+            actor = _build(cls, kind, slot[1], options)
             self.host.spawn(actor, f"{kind}/{slot[1]}" if slot[1] else kind)
             self.actors[slot] = actor
         else:
+            if options:  # well formed before they are compared with the actor's
+                _build(cls, kind, slot[1], options)
             actor.check_options(options)
         return [actor.ref, actor.options()]
 
@@ -79,6 +84,20 @@ class Registry(Actor):
                 actor.peer_lost(address)
             except Exception:
                 logger.exception("%s failed to release the leases of %s", actor.describe(), address)
+
+
+def _build(cls: Callable[..., SystemActor], kind: str, name: str, options: dict) -> SystemActor:
+    """A new actor of ``cls`` made with ``options``, each of them checked: a name the
+    kind does not take, or a value its constructor refuses, is a BadMessageError."""
+    accepted = [p for p in inspect.signature(cls).parameters if p != "name"]
+    for option in options:
+        if option not in accepted:
+            raise BadMessageError(f"Registry.get_or_create: field 'options' has unknown option "
+                                  f"{describe(option)} for a {kind} (known: {', '.join(accepted) or 'none'})")
+    try:
+        return cls(name, **options)
+    except (TypeError, ValueError) as e:
+        raise BadMessageError(f"Registry.get_or_create: field 'options' of a {kind}: {e}") from None
 
 
 def install(host: Host) -> ActorRef:

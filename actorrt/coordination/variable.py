@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core import Pickled, Reply
+from ..core.checks import str_list
 from ._actor import KeyHolder, SystemActor, Waiter
 from ._proxy import Proxy, check_timeout, dump_value, load_value
 
@@ -32,6 +33,7 @@ class VariableActor(SystemActor):
         self.keys.drop_all()
 
     def handle_set(self, value: Pickled, keys: list) -> None:
+        str_list("VariableActor.set", "keys", keys)
         # Hold the new keys before dropping the old: a key in both stays alive.
         self.keys.hold(keys)
         self.keys.drop(self.value_keys)

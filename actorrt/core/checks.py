@@ -131,6 +131,19 @@ def str_map(op: str, field: str, value: Any, item_ok: Callable[[Any], bool], exp
     return value
 
 
+def check_origin(where: str, sender: str, expected: str, origin: Any) -> None:
+    """Refuse a message that only the host at ``expected`` may send (``sender`` says
+    who that is) when it came on a connection from another host. ``origin`` is the
+    Comm it came on; None (this same host) passes.
+
+    A peer proves it knows the cluster's secret, and then names itself: this keeps a
+    client from speaking for a worker (or a worker for the scheduler) by mistake.
+    """
+    if origin is not None and origin.peer_address != expected:
+        raise BadMessageError(f"{where}: only {sender} ({expected!r}) may send this, but it came "
+                              f"from {origin.peer_address!r}")
+
+
 def is_str_list(value: Any) -> bool:
     return (type(value) is list or type(value) is tuple) and all(type(x) is str for x in value)
 
@@ -145,5 +158,5 @@ def is_duration(value: Any) -> bool:
     return (type(value) is float or type(value) is int) and 0 <= value < math.inf
 
 
-__all__ = ["FieldCheck", "bad", "check_fields", "describe", "field_check", "is_count",
+__all__ = ["FieldCheck", "bad", "check_fields", "check_origin", "describe", "field_check", "is_count",
            "is_duration", "is_str_list", "str_list", "str_map"]

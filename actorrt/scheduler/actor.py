@@ -8,10 +8,13 @@ import logging
 from typing import Any
 
 from ..core import Actor, ActorRef, Pickled, Reply
+from ..core.checks import check_origin, str_list
 from ..core.comm import Comm
+from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
 from .datasets import Datasets
-from .state import Compute, Free, Instruction, Report, SchedulerState, TaskSpec
+from .messages import check_missing, check_tasks_done, check_update_data, decode_tasks, keys_field
+from .state import Compute, Free, Instruction, Report, SchedulerState
 from .user_actors import ActorDirectory
 
 logger = logging.getLogger("actorrt.scheduler")
@@ -46,17 +49,28 @@ class Scheduler(Actor):
         return f"{what}-{next(self._stimuli)}"
 
     # --- membership -------------------------------------------------------
-    def handle_register_worker(self, address: str, nthreads: int, name: str = "",
+    def handle_register_worker(self, address: str, nthreads: int, origin: Comm | None, name: str = "",
                                pid: int = 0) -> dict:
+        # A worker registers itself: the scheduler must be able to reach the address it
+        # gives, and learns of its death when this connection closes.
+        check_origin("Scheduler.register_worker", "the worker at field 'address'", address, origin)
         self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid}
         self._apply(self.state.handle_add_worker(address, nthreads, self._sid("add-worker")))
         self._wake_worker_waiters()
         return {"address": self.host.address}
 
-    def handle_unregister_worker(self, address: str) -> None:
+    def handle_unregister_worker(self, address: str, origin: Comm | None) -> None:
+        check_origin("Scheduler.unregister_worker", "the worker at field 'address'", address, origin)
         self._remove_worker(address, "worker-closed")
 
-    def handle_register_client(self, client: str, ref: ActorRef) -> dict:
+    def handle_register_client(self, client: str, ref: ActorRef, origin: Comm | None) -> dict:
+        # The client's actor lives on the host that registers it (its death is noticed
+        # when that connection closes), and a live client's id is not up for grabs.
+        check_origin("Scheduler.register_client", "the host of field 'ref'", ref.address, origin)
+        known = self.client_refs.get(client)
+        if known is not None and known != ref:
+            raise BadMessageError(f"Scheduler.register_client: client id {client!r} is already "
+                                  f"registered for {known!r}")
         self.client_refs[client] = ref
         self.state.handle_add_client(client)
         return {"workers": self._workers_info()}
@@ -102,10 +116,26 @@ class Scheduler(Actor):
 
     # --- client stimuli ----------------------------------------------------
     def handle_update_graph(self, client: str, tasks: list, wanted: list) -> None:
-        specs = [TaskSpec(*t) for t in tasks]
+        try:
+            specs = decode_tasks(tasks)
+            keys_field("update_graph", wanted, "wanted")
+        except BadMessageError as e:
+            self._refuse_graph(client, tasks, wanted, e)
+            raise
         specs, wanted, refused = self.actors.refuse_taken_names(client, specs, wanted)
         self._apply(refused)
         self._apply(self.state.handle_update_graph(client, specs, wanted, self._sid("update-graph")))
+
+    def _refuse_graph(self, client: str, tasks: list, wanted: Any, exc: BadMessageError) -> None:
+        """A refused graph (a tell) changes nothing, but its sender's Futures of new keys
+        fail with the reason rather than wait for tasks that will never run."""
+        if client not in self.client_refs:
+            return
+        keys = {t[0] for t in tasks if isinstance(t, (list, tuple)) and t and isinstance(t[0], str)}
+        if isinstance(wanted, (list, tuple)):
+            keys.update(k for k in wanted if isinstance(k, str))
+        info = {"exception": exc, "traceback": None, "blame": None}
+        self._apply([Report(client, k, "erred", info) for k in keys if k not in self.state.tasks])
 
     # --- user actors (calls never come here; see user_actors.py) -----------------
     def handle_actor_status(self, key: str, reply: Reply, stale: str = "") -> None:
@@ -118,12 +148,15 @@ class Scheduler(Actor):
             self.state.handle_want_keys(c, keys, self._sid("get-actor"))))
 
     def handle_release_keys(self, client: str, keys: list) -> None:
+        keys_field("release_keys", keys)
         self._apply(self.state.handle_release_keys(client, keys, self._sid("release")))
 
     def handle_want_keys(self, client: str, keys: list) -> None:
+        keys_field("want_keys", keys)
         self._apply(self.state.handle_want_keys(client, keys, self._sid("want")))
 
     def handle_cancel(self, client: str, keys: list, force: bool = False) -> None:
+        keys_field("cancel", keys)
         if not force:
             # Only this client's interest goes away unless nobody else wants the keys.
             shared = [k for k in keys if k in self.state.tasks and self.state.tasks[k].who_wants - {client}]
@@ -134,27 +167,52 @@ class Scheduler(Actor):
         self._apply(self.state.handle_cancel(keys, None, self._sid("cancel"), requester=client))
 
     def handle_retry(self, keys: list) -> None:
+        keys_field("retry", keys)
         self._apply(self.state.handle_retry(keys, self._sid("retry")))
 
     def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict) -> None:
+        check_update_data(who_has, nbytes, types)
+        who_has = self._scatter_over_computing(client, who_has)
         self._apply(self.state.handle_update_data(client, who_has, nbytes, types, self._sid("scatter")))
+
+    def _scatter_over_computing(self, client: str, who_has: dict) -> dict:
+        """Data scattered under the key of a task being computed does not replace the
+        computation (the state machine has no edge from waiting/processing to memory):
+        the client holds the key and hears when it is done; the stray copies go."""
+        tasks = self.state.tasks
+        busy = [k for k in who_has if k in tasks and tasks[k].state in ("waiting", "queued", "processing")]
+        if not busy:
+            return who_has
+        frees = []
+        for key in busy:
+            running_on = tasks[key].processing_on
+            frees += [Free(a, [key]) for a in who_has[key] if a in self.state.workers
+                      and (running_on is None or a != running_on.address)]
+        self._apply(frees)
+        self._apply(self.state.handle_want_keys(client, busy, self._sid("scatter")))
+        return {k: v for k, v in who_has.items() if k not in busy}
 
     def handle_who_has(self, keys: list | None = None) -> dict:
         """Where each key's data is; every key in memory when ``keys`` is None."""
         tasks = self.state.tasks
         if keys is None:
             keys = [k for k, ts in tasks.items() if ts.who_has]
+        keys_field("who_has", keys)
         return {k: [ws.address for ws in tasks[k].who_has] if k in tasks else [] for k in keys}
 
     def handle_has_what(self, workers: list | None = None) -> dict:
         """The keys each worker holds (``client.has_what``)."""
         ws_by = self.state.workers
+        if workers is not None:
+            keys_field("has_what", workers, "workers")
         return {a: [ts.key for ts in ws_by[a].has_what] if a in ws_by else []
                 for a in (ws_by if workers is None else workers)}
 
     def handle_processing(self, workers: list | None = None) -> dict:
         """The keys each worker is running or has queued (``client.processing``)."""
         ws_by = self.state.workers
+        if workers is not None:
+            keys_field("processing", workers, "workers")
         return {a: [ts.key for ts in ws_by[a].processing] if a in ws_by else []
                 for a in (ws_by if workers is None else workers)}
 
@@ -176,6 +234,7 @@ class Scheduler(Actor):
 
     # --- published datasets (datasets.py) -----------------------------------------
     def handle_publish_dataset(self, name: str, data: Pickled, keys: list, override: bool = False) -> None:
+        keys_field("publish_dataset", keys)
         self.datasets.publish(name, data, keys, override)
 
     def handle_get_dataset(self, name: str) -> Pickled | None:
@@ -188,9 +247,11 @@ class Scheduler(Actor):
         return self.datasets.unpublish(name)
 
     def handle_key_states(self, keys: list) -> dict:
+        keys_field("key_states", keys)
         return {k: self.state.tasks[k].state if k in self.state.tasks else "forgotten" for k in keys}
 
     def handle_story(self, keys: list) -> list:
+        keys_field("story", keys)
         return [list(e) for e in self.state.story(*keys)]
 
     def handle_validate(self) -> bool:
@@ -202,7 +263,10 @@ class Scheduler(Actor):
                 "tasks": len(self.state.tasks)}
 
     # --- worker stimuli ----------------------------------------------------
-    def handle_tasks_done(self, worker: str, finished: list, erred: list) -> None:
+    def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None) -> None:
+        # All or nothing: one bad item refuses the whole report (see messages.py).
+        check_tasks_done(finished, erred)
+        check_origin("Scheduler.tasks_done", "the worker at field 'worker'", worker, origin)
         state = self.state
         out: list[Instruction] = []
         for key, nbytes, typ, *duration in finished:
@@ -212,12 +276,16 @@ class Scheduler(Actor):
             out += state.handle_task_erred(worker, key, exc, tb, self._sid("task-erred"))
         self._apply(out)
 
-    def handle_long_running(self, worker: str, keys: list) -> None:
+    def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
         """Tasks on ``worker`` gave their thread slots back (seceded while waiting)."""
+        keys_field("long_running", keys)
+        check_origin("Scheduler.long_running", "the worker at field 'worker'", worker, origin)
         for key in keys:
             self._apply(self.state.handle_long_running(worker, key, self._sid("long-running")))
 
-    def handle_missing_data(self, worker: str, key: str, missing: dict) -> None:
+    def handle_missing_data(self, worker: str, key: str, missing: dict, origin: Comm | None) -> None:
+        check_missing(missing)
+        check_origin("Scheduler.missing_data", "the worker at field 'worker'", worker, origin)
         self._apply(self.state.handle_missing_data(worker, key, missing, self._sid("missing-data")))
 
     # --- instructions -> messages -----------------------------------------

@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 from ..core import Actor, ActorRef, Host, Pickled, own_task
+from ..core.checks import bad, check_origin, str_list, str_map
+from ..core.comm import Comm
 from ..core.errors import CommClosedError
 from .pool import TaskPool
 from .task import Task
@@ -65,7 +67,9 @@ class Worker(Actor):
             self.host.stop_actor(self.id)
 
     # --- scheduler instructions ---------------------------------------------
-    def handle_compute(self, tasks: list) -> None:
+    def handle_compute(self, tasks: list, origin: Comm | None) -> None:
+        self._from_scheduler("compute", origin)
+        _check_compute(tasks)  # all of them before any runs: no batch is half started
         host = self.host
         for key, spec, deps, name, actor in tasks:
             old = self.tasks.get(key)
@@ -87,7 +91,14 @@ class Worker(Actor):
             return make_actor_task(self, key, spec, deps, name, actor)
         return Task(self, key, spec, deps, name)
 
-    def handle_free_keys(self, keys: list) -> None:
+    def _from_scheduler(self, op: str, origin: Comm | None) -> None:
+        """Only the scheduler places, frees and closes: a peer that could would make
+        the scheduler's view of this worker wrong (and lose data it believes is here)."""
+        check_origin(f"Worker.{op}", "the scheduler", self.scheduler.address, origin)
+
+    def handle_free_keys(self, keys: list, origin: Comm | None) -> None:
+        self._from_scheduler("free_keys", origin)
+        str_list("Worker.free_keys", "keys", keys)
         for key in keys:
             self.data.pop(key, None)
             task = self.tasks.pop(key, None)
@@ -96,11 +107,13 @@ class Worker(Actor):
             if key in self.user_actors:
                 stop_user_actor(self, key)
 
-    def handle_close(self) -> None:
+    def handle_close(self, origin: Comm | None) -> None:
+        self._from_scheduler("close", origin)
         self.host.stop_actor(self.id)
 
     # --- data ----------------------------------------------------------------
     def handle_get_data(self, keys: list) -> dict:
+        str_list("Worker.get_data", "keys", keys)
         out = {}
         for key in keys:
             if key in self.data:
@@ -110,12 +123,12 @@ class Worker(Actor):
     def handle_put_data(self, data: dict) -> dict:
         """Scattered data arrives: store it and say how big each value is."""
         from ..utils import sizeof
-        info = {}
-        for key, blob in data.items():
-            value = blob.loads()
-            self.data[key] = value
-            info[key] = [sizeof(value), type(value).__name__]
-        return info
+        str_map("Worker.put_data", "data", data, lambda v: type(v) is Pickled, "a pickled value")
+        # Every value loads before any is stored: a value that cannot be unpickled here
+        # fails the scatter without leaving the others behind, unknown to the scheduler.
+        values = {key: blob.loads() for key, blob in data.items()}
+        self.data.update(values)
+        return {key: [sizeof(value), type(value).__name__] for key, value in values.items()}
 
     def handle_keys(self) -> list:
         return list(self.data)
@@ -245,6 +258,26 @@ class Worker(Actor):
                            finished=finished, erred=erred)
         except CommClosedError:
             pass
+
+
+_COMPUTE_SHAPE = ("[key: str, spec: [pickled function, pickled arguments or None], deps: {key: "
+                  "[addresses]}, name: str, actor: bool or dict of options, (run id: int or None)]")
+
+
+def _check_compute(tasks: list) -> None:
+    """Every task of a ``compute`` message is well formed (see core/checks.py)."""
+    for i, t in enumerate(tasks):
+        if not ((type(t) is list or type(t) is tuple) and 5 <= len(t) <= 6 and type(t[0]) is str
+                and (type(t[1]) is list or type(t[1]) is tuple) and len(t[1]) == 2
+                and type(t[1][0]) is Pickled and (t[1][1] is None or type(t[1][1]) is Pickled)
+                and type(t[2]) is dict and type(t[3]) is str
+                and (t[4] is False or t[4] is True or type(t[4]) is dict)
+                and (len(t) == 5 or t[5] is None or type(t[5]) is int)):
+            raise bad("Worker.compute", f"'tasks'[{i}]", _COMPUTE_SHAPE, t)
+        for dep, holders in t[2].items():
+            if type(dep) is not str or not (type(holders) is list or type(holders) is tuple) or not all(
+                    type(h) is str for h in holders):
+                raise bad("Worker.compute", f"'tasks'[{i}] deps", "a dict of key -> [addresses]", t[2])
 
 
 async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str = "tcp://127.0.0.1:0",

@@ -28,6 +28,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..core import Actor, Pickled, Reply, own_task
+from ..core.checks import describe
+from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
 from .pool import Completions, Job, run_job
 from .task import Task
@@ -196,7 +198,7 @@ class UserActor(Actor):
             if args is None:
                 value = fn()
             else:
-                a, kw = args.loads()
+                a, kw = _call_args(args, self.label, name)
                 value = fn(*a, **kw)
         return None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()")
 
@@ -207,7 +209,7 @@ class UserActor(Actor):
                 a, kw = (), {}
             else:
                 with binding(self.worker.client()):  # handles in the arguments bind here
-                    a, kw = args.loads()
+                    a, kw = _call_args(args, self.label, name)
             value = await getattr(self.instance, name)(*a, **kw)
             reply.ok(None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()"))
         except Exception as e:
@@ -215,6 +217,16 @@ class UserActor(Actor):
 
     def __repr__(self) -> str:
         return f"<UserActor {self.label} on {getattr(self, 'host', None) and self.host.address}>"
+
+
+def _call_args(args: Pickled, label: str, method: str) -> tuple[Any, dict]:
+    """The ``(args, kwargs)`` a handle pickled (a peer may have pickled anything)."""
+    payload = args.loads()
+    if not (type(payload) in (tuple, list) and len(payload) == 2
+            and type(payload[0]) in (tuple, list) and type(payload[1]) is dict):
+        raise BadMessageError(f"UserActor.call: field 'args' of {label}.{method}() must hold "
+                              f"(args, kwargs), got {describe(payload)}")
+    return payload[0], payload[1]
 
 
 def _read_attribute(instance: Any, name: str, label: str) -> Any:
