@@ -47,11 +47,13 @@ _ACTOR_OPTIONS = {
 def decode_tasks(tasks: list) -> list[TaskSpec]:
     """The TaskSpecs of an ``update_graph`` message, every field of every task checked."""
     specs = []
+    make = tuple.__new__  # a NamedTuple from a checked sequence, without its __new__'s cost
     for i, t in enumerate(tasks):
         if (type(t) is not list and type(t) is not tuple) or not 3 <= len(t) <= 9:
             raise bad(UPDATE_GRAPH, f"'tasks'[{i}]", f"a list {_TASK_SHAPE}", t)
-        spec = TaskSpec(*t) if len(t) == 9 else TaskSpec(*t, *_TASK_DEFAULTS[len(t) - 3:])
-        key, blobs, deps, name, priority, retries, workers, allow_other, actor = spec
+        if len(t) < 9:
+            t = (*t, *_TASK_DEFAULTS[len(t) - 3:])
+        key, blobs, deps, name, priority, retries, workers, allow_other, actor = t
         if not (type(key) is str and (type(blobs) is list or type(blobs) is tuple) and len(blobs) == 2
                 and type(blobs[0]) is Pickled and (blobs[1] is None or type(blobs[1]) is Pickled)
                 and (type(deps) is list or type(deps) is tuple) and type(name) is str
@@ -59,13 +61,13 @@ def decode_tasks(tasks: list) -> list[TaskSpec]:
                 and type(retries) is int and retries >= 0
                 and (workers is None or is_str_list(workers)) and type(allow_other) is bool
                 and (actor is False or actor is True or type(actor) is dict)):
-            raise _task_error(i, spec)
+            raise _task_error(i, make(TaskSpec, t))
         for dep in deps:
             if type(dep) is not str or dep == key:
-                raise _task_error(i, spec)
+                raise _task_error(i, make(TaskSpec, t))
         if type(actor) is dict:
             check_actor_options(f"'tasks'[{i}] actor", actor)
-        specs.append(spec)
+        specs.append(make(TaskSpec, t))
     return specs
 
 
