@@ -130,9 +130,9 @@ class ClientExtras:
         return futures_of(futures)
 
     @property
-    def dashboard_link(self) -> None:
-        """None: actorrt has no web dashboard yet (dask's is a URL)."""
-        return None
+    def dashboard_link(self) -> str | None:
+        """The cluster's dashboard URL if its cluster object has one, else None."""
+        return getattr(self.cluster, "dashboard_link", None)
 
     def get_versions(self, check: bool = False, packages: Any = None) -> Any:
         """Python and package versions of the client, the scheduler and each worker.
@@ -296,8 +296,13 @@ DASK_ONLY_OPTIONS = frozenset({
 
 
 def without_dask_only_options(kwargs: dict) -> dict:
-    """``kwargs`` for a LocalCluster, less the dask options that mean nothing here."""
-    return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS}
+    """``kwargs`` for a LocalCluster, less the dask options that mean nothing to it.
+
+    An option LocalCluster names as a parameter is its to handle, and passes.
+    """
+    from ..deploy.local import LocalCluster
+    accepted = inspect.signature(LocalCluster.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS or k in accepted}
 
 
 class ResourcesNotEnforcedWarning(UserWarning):
