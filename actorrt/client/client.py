@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.checks import bad, check_origin, is_str_list
+from .arguments import check_count, check_key, check_map_keys, check_priority, check_retries, check_workers
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
@@ -280,6 +281,10 @@ class Client(ClientExtras):
         """
         if timeout is not None:
             kwargs["timeout"] = timeout
+        if self.status == "closed":
+            # Its loop may be gone: waiting on it would hang for ever.
+            exc = RuntimeError(f"client is closed; cannot call {getattr(fn, '__name__', '?').lstrip('_')}()")
+            return _raise_later(exc) if self.asynchronous else _raise(exc)
         if self.asynchronous:
             return fn(*args, **kwargs)
         if threading.get_ident() == self._loop_thread:
@@ -408,6 +413,8 @@ class Client(ClientExtras):
         if not callable(func):
             raise TypeError(f"first argument to submit must be callable, got {type(func).__name__}: {func!r}")
         self._check_running()
+        key, priority, retries = check_key(key), check_priority(priority), check_retries(retries)
+        workers, allow_other_workers = check_workers(workers), bool(allow_other_workers)
         if resources:
             resources_not_enforced(resources)
         actor = actor or actors
@@ -449,19 +456,16 @@ class Client(ClientExtras):
                 raise TypeError(f"map's arguments must be iterables (not str, bytes or dict), got "
                                 f"{type(it).__name__}")
         self._check_running()
+        priority, retries = check_priority(priority), check_retries(retries)
+        workers, allow_other_workers = check_workers(workers), bool(allow_other_workers)
         actor = actor or actors
         if actor and not isinstance(actor, dict):
             actor, _ = actor_options(kwargs, None, self, allow_name=False)
         if pure is None:
             pure = not actor
         calls = [(args, kwargs) for args in zip(*iterables)]
-        keys: list[str] | None = None
-        if isinstance(key, (list, tuple)):
-            if len(key) != len(calls):
-                raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
-            keys = list(key)
+        keys, prefix = check_map_keys(key, len(calls))
         fn_blob = self._pickled_function(func)
-        prefix = key if isinstance(key, str) else None
         try:
             return self._submit_batch(func, fn_blob, calls, keys, pure, workers, allow_other_workers,
                                       retries or 0, priority, actor, prefix=prefix)
@@ -553,6 +557,10 @@ class Client(ClientExtras):
 
     async def _gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
         flat = futures_of(futures)
+        foreign = [f for f in flat if f.client is not self]
+        if foreign:  # their keys are held (and reported) for another client, maybe another cluster
+            raise ValueError(f"cannot gather {len(foreign)} Future(s) of another client (e.g. "
+                             f"{foreign[0].key!r} of {foreign[0].client.id}); this is {self.id}")
         values = await self._gather_keys(flat, errors, timeout)
         data = {f.key: v for f, v in zip(flat, values) if v is not _SKIP}
         calls = actor_futures_of(futures)
@@ -565,6 +573,8 @@ class Client(ClientExtras):
         await wait_all(states, timeout)
 
     async def _gather_keys(self, futures: list[Future], errors: str, timeout: float | None) -> list:
+        if self.status == "closed":  # (``await future`` comes here without passing ``sync``)
+            raise RuntimeError("client is closed; cannot fetch results")
         loop = self.loop
         deadline = None if timeout is None else loop.time() + timeout
         values: dict[str, Any] = {}
@@ -659,7 +669,8 @@ class Client(ClientExtras):
         if restrict:
             addresses = [a for a in addresses if a in restrict]
         if not addresses:
-            raise RuntimeError("no workers to scatter to")
+            raise RuntimeError("no workers to scatter to: " + (
+                f"none of {restrict} is a worker of this cluster" if restrict else "the cluster has none"))
         placement: dict[str, dict[str, Pickled]] = {}
         for i, (k, blob) in enumerate(blobs):
             targets = addresses if broadcast else [addresses[i % len(addresses)]]
@@ -746,7 +757,7 @@ class Client(ClientExtras):
             for f in flat:
                 if self._states.get(f.key) is f._state:
                     del self._states[f.key]
-            self._queue_locked("cancel", (keys, force))
+            self._queue_locked("cancel", (keys, bool(force)))
 
         def mark() -> None:
             for f in flat:
@@ -786,7 +797,15 @@ class Client(ClientExtras):
         return await asyncio.wait_for(self.host.ask(self.scheduler, op, **fields), timeout)
 
     def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
-        return self.sync(self._ask_scheduler, "wait_for_workers", n=n_workers, timeout=timeout)
+        """Return once the cluster has ``n_workers`` workers; TimeoutError after ``timeout`` s."""
+        return self.sync(self._wait_for_workers, check_count("n_workers", n_workers), timeout=timeout)
+
+    async def _wait_for_workers(self, n: int, timeout: float | None = None) -> dict:
+        try:
+            return await asyncio.wait_for(self.host.ask(self.scheduler, "wait_for_workers", n=n), timeout)
+        except asyncio.TimeoutError:
+            have = len(await self.host.ask(self.scheduler, "workers"))
+            raise TimeoutError(f"wait_for_workers: {have} of {n} workers after {timeout} s") from None
 
     @property
     def scheduler_address(self) -> str:
@@ -819,11 +838,15 @@ def _rebuild(obj: Any, data: dict, errors: str) -> Any:
 
 
 def _normalize_workers(workers: Any) -> list[str] | None:
-    if workers is None:
-        return None
-    if isinstance(workers, str):
-        return [workers]
-    return list(workers)
+    return check_workers(workers)
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+async def _raise_later(exc: BaseException) -> Any:
+    raise exc
 
 
 def _secret_bytes(secret: bytes | str | None) -> bytes | None:

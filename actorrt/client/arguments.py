@@ -1,0 +1,91 @@
+"""What a user passes to ``submit``, ``map`` and friends, checked at the call.
+
+The scheduler refuses a malformed task anyway (scheduler/messages.py), but by then
+the call has returned and the only way left to say so is a failed Future. Checked
+here, a wrong ``priority`` or ``key`` raises in the caller's own line, naming the
+argument, and nothing is sent.
+
+>>> check_priority(2), check_retries(None), check_workers("tcp://10.0.0.1:8786")
+(2, 0, ['tcp://10.0.0.1:8786'])
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_key(key: Any) -> str | None:
+    """A task's key: a str (or None: the client makes one)."""
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
+    return key
+
+
+def check_map_keys(key: Any, n: int) -> tuple[list[str] | None, str | None]:
+    """``map``'s ``key=``: one key per call, or a str prefix for generated keys."""
+    if key is None or isinstance(key, str):
+        return None, key
+    if not isinstance(key, (list, tuple)):
+        raise TypeError(f"map's key must be a str prefix or a list of str keys, got "
+                        f"{type(key).__name__}: {key!r}")
+    if len(key) != n:
+        raise ValueError(f"map got {len(key)} keys for {n} calls")
+    for k in key:
+        check_key(k)
+    return list(key), None
+
+
+def check_priority(priority: Any) -> int | float:
+    """An int or a finite float: higher runs first."""
+    if _is_int(priority):
+        return int(priority)
+    if isinstance(priority, numbers.Real) and not isinstance(priority, bool):
+        if not math.isfinite(priority):
+            raise ValueError(f"priority must be finite, got {priority!r}")
+        return float(priority)
+    raise TypeError(f"priority must be a number, got {type(priority).__name__}: {priority!r}")
+
+
+def check_retries(retries: Any) -> int:
+    """How often a failed task runs again: None (0) or an int >= 0."""
+    if retries is None:
+        return 0
+    if not _is_int(retries):
+        raise TypeError(f"retries must be an int, got {type(retries).__name__}: {retries!r}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    return int(retries)
+
+
+def check_workers(workers: Any) -> list[str] | None:
+    """``workers=``: None, one worker's address, or an iterable of addresses."""
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        return [workers]
+    if isinstance(workers, (bytes, dict)) or not hasattr(workers, "__iter__"):
+        raise TypeError(f"workers must be a worker address or a list of them, got "
+                        f"{type(workers).__name__}: {workers!r}")
+    out = list(workers)
+    for w in out:
+        if not isinstance(w, str):
+            raise TypeError(f"workers must be worker addresses (str), got {type(w).__name__}: {w!r}")
+    return out
+
+
+def check_count(name: str, value: Any) -> int:
+    """A number of things (workers, ...): an int >= 0."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+__all__ = ["check_count", "check_key", "check_map_keys", "check_priority", "check_retries",
+           "check_workers"]
