@@ -441,3 +441,12 @@ async def test_shutdown_async_and_without_cluster_object(c, cluster):
         await other.close()
     await c.shutdown()
     assert c.status == "closed" and cluster.status == "closed"
+
+
+def run_from_a_task():
+    return sorted(get_client().run(worker_facts))
+
+
+def test_run_from_inside_a_task(any_client):
+    addresses = sorted(any_client.nthreads())
+    assert any_client.submit(run_from_a_task, pure=False).result() == addresses
