@@ -450,3 +450,11 @@ def run_from_a_task():
 def test_run_from_inside_a_task(any_client):
     addresses = sorted(any_client.nthreads())
     assert any_client.submit(run_from_a_task, pure=False).result() == addresses
+
+
+def test_future_cancel_takes_a_reason(client):
+    import time
+    f = client.submit(time.sleep, 0.3, pure=False)
+    f.cancel(reason="no longer needed")
+    with pytest.raises(CancelledError, match="no longer needed"):
+        f.result(timeout=5)

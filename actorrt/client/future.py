@@ -217,8 +217,10 @@ class Future:
         client._call_on_loop(self._state.add_callback, run)
 
     # life cycle --------------------------------------------------------------
-    def cancel(self, force: bool = False) -> Any:
-        return self.client.cancel([self], force=force)
+    def cancel(self, force: bool = False, reason: str | None = None) -> Any:
+        """Cancel this future's task (and what depends on it); ``reason`` goes into the
+        CancelledError its holders see."""
+        return self.client.cancel([self], force=force, reason=reason)
 
     def retry(self) -> Any:
         return self.client.retry([self])
