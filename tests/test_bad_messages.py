@@ -276,6 +276,10 @@ CASES = [
     ("scheduler", "release_keys", dict(client="c", keys="earlier"), "'keys'"),
     ("scheduler", "release_keys", dict(client="c", keys=["earlier", 5]), "'keys'[1]"),
     ("scheduler", "release_keys", dict(client=None, keys=["earlier"]), "'client'"),
+    ("scheduler", "release_keys", dict(client="queue/bad-msgs", keys=["earlier"]), "not a client"),
+    ("scheduler", "release_keys", dict(client="fire-and-forget", keys=["earlier"]), "not a client"),
+    ("scheduler", "cancel", dict(client="c", keys=["earlier"]), "not a client"),
+    ("scheduler", "unregister_client", dict(client="someone-else"), "not a client"),
     ("scheduler", "want_keys", dict(client="c", keys=[["a"]]), "'keys'[0]"),
     ("scheduler", "want_keys", dict(client="c", keys=None), "'keys'"),
     ("scheduler", "cancel", dict(client="c", keys=["earlier", None]), "'keys'[1]"),
@@ -505,6 +509,24 @@ def test_tasks_done_for_a_running_task_is_all_or_nothing(rig):
         GATE.set()
         assert await f == 8
         f.release()
+        await rig.still_serving()
+    rig.run(main)
+
+
+def test_a_peer_cannot_let_go_of_another_clients_keys(rig):
+    """Releasing, cancelling or unregistering for a client is that client's own act:
+    from another host it would free data the client still holds."""
+    async def main():
+        client = rig.client
+        worker_host = next(h for h, _ in rig.cluster.workers.values() if h.address == rig.workers[0])
+        await rig.settle()
+        before = rig.snapshot()
+        for op, fields in [("release_keys", dict(keys=["earlier"])), ("cancel", dict(keys=["earlier"])),
+                           ("unregister_client", {})]:
+            with pytest.raises(BadMessageError, match=f"only client {client.id!r}"):
+                await worker_host.ask(rig.scheduler, op, client=client.id, **fields)
+        await rig.settle()
+        assert rig.snapshot() == before
         await rig.still_serving()
     rig.run(main)
 

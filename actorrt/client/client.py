@@ -173,8 +173,9 @@ class Client(ClientExtras):
         address = self._address
         if address is None:
             from ..deploy.local import LocalCluster
-            args = without_dask_only_options(
-                {k: v for k, v in self._cluster_args.items() if v is not None})
+            # (None means "the cluster's default", except for the dashboard: None turns it off.)
+            args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
+                                              if v is not None or k == "dashboard_address"})
             self.cluster = LocalCluster(asynchronous=True, **args)
             await self.cluster
             self._own_cluster = True

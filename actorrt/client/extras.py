@@ -21,6 +21,7 @@ import sys
 import weakref
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+from urllib.parse import urlsplit
 
 from ..core import ActorRef, Pickled
 from ..core.errors import ActorNotFoundError, CommClosedError
@@ -131,8 +132,26 @@ class ClientExtras:
 
     @property
     def dashboard_link(self) -> str | None:
-        """The cluster's dashboard URL if its cluster object has one, else None."""
-        return getattr(self.cluster, "dashboard_link", None)
+        """The scheduler's web dashboard, e.g. ``'http://127.0.0.1:8787/status'``; None if off.
+
+        Known at once for a cluster object that has one; otherwise asked of the
+        scheduler once (an asynchronous client learns it from ``await
+        client.scheduler_info()``). See docs/dashboard.md.
+
+        >>> Client(processes=False).dashboard_link         # doctest: +SKIP
+        'http://127.0.0.1:8787/status'
+        """
+        if hasattr(self.cluster, "dashboard_link"):
+            return self.cluster.dashboard_link
+        cached = self.__dict__.get("_dashboard_link", NO_DEFAULT)
+        if cached is not NO_DEFAULT:
+            return cached
+        if self.asynchronous or getattr(self, "status", "") != "running":
+            return None
+        try:
+            return self.sync(_dashboard_link, self)
+        except RuntimeError:  # called on the client's own loop: it cannot block for the answer
+            return None
 
     def get_versions(self, check: bool = False, packages: Any = None) -> Any:
         """Python and package versions of the client, the scheduler and each worker.
@@ -405,8 +424,15 @@ async def _nthreads(client: "Client", workers: Any, timeout: float | None = None
     return {a: info[a]["nthreads"] for a in _resolve_workers(info, workers)}
 
 
+async def _dashboard_link(client: "Client", timeout: float | None = None) -> str | None:
+    link = await asyncio.wait_for(client.host.ask(client.scheduler, "dashboard"), timeout)
+    client.__dict__["_dashboard_link"] = link
+    return link
+
+
 async def _scheduler_info(client: "Client", n_workers: int, timeout: float | None = None) -> dict:
-    ident = await asyncio.wait_for(client.host.ask(client.scheduler, "identity"), timeout)
+    ident, link = await asyncio.wait_for(asyncio.gather(
+        client.host.ask(client.scheduler, "identity"), _dashboard_link(client)), timeout)
     workers = {a: _worker_entry(a, i) for a, i in sorted(ident["workers"].items())}
     if n_workers is not None and n_workers >= 0:
         workers = dict(list(workers.items())[:n_workers])
@@ -415,7 +441,8 @@ async def _scheduler_info(client: "Client", n_workers: int, timeout: float | Non
         "type": "Scheduler", "id": f"Scheduler-{address}", "address": address,
         "n_workers": len(ident["workers"]),
         "total_threads": sum(i.get("nthreads", 0) for i in ident["workers"].values()),
-        "total_memory": 0, "tasks": ident.get("tasks", 0), "services": {},
+        "total_memory": 0, "tasks": ident.get("tasks", 0),
+        "services": {"dashboard": urlsplit(link).port} if link else {},
         "workers": workers,
     }
 

@@ -1,0 +1,74 @@
+"""A small web dashboard on the scheduler: workers, task progress, a key's story.
+
+Started by :func:`~actorrt.deploy.local.start_scheduler` (``dashboard_address=``), by
+``LocalCluster``/``Client`` (default ``":8787"``, loopback) and by
+``actorrt-scheduler --dashboard-address``. Endpoints (docs/dashboard.md):
+
+* ``GET /`` or ``/status``: the page, kept live over the websocket ``/ws``;
+* ``GET /api/status``: the status as JSON; ``GET /api/story/<key>``: a key's transitions;
+* ``GET /health``: ``ok``.
+
+This module imports no tornado: the web layer (:mod:`.app`) is loaded only when a
+dashboard actually starts.
+
+>>> from actorrt import Client
+>>> client = Client(processes=False, dashboard_address="127.0.0.1:0")   # doctest: +SKIP
+>>> client.dashboard_link                                               # doctest: +SKIP
+'http://127.0.0.1:40517/status'
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .address import (DEFAULT_DASHBOARD_ADDRESS, bind_socket, check_exposure, is_loopback,
+                      link_for, parse_dashboard_address)
+
+if TYPE_CHECKING:
+    from ..core import Host
+    from ..scheduler.actor import Scheduler
+    from .app import Dashboard
+
+#: The dashboard's actor id on the scheduler's host.
+DASHBOARD_ID = "dashboard"
+
+
+def start_dashboard(scheduler: "Scheduler", address: str | int | None, *,
+                    secret_configured: bool, interval: float = 0.5) -> "Dashboard | None":
+    """Serve the dashboard of ``scheduler`` (on its host's running loop) at ``address``.
+
+    None disables it. Off loopback only when the cluster has a secret; a busy port
+    falls back to a free one. Sets ``scheduler.dashboard_link``.
+    """
+    if address is None:
+        return None
+    where = parse_dashboard_address(address)
+    check_exposure(where, secret_configured)
+    sock = bind_socket(where)
+    try:
+        from .app import Dashboard
+        link = link_for(sock, where.host, _host_of(scheduler.host.address))
+        dashboard = Dashboard(scheduler, sock, link, loopback_only=is_loopback(where.host),
+                              interval=interval)
+        scheduler.host.spawn(dashboard, DASHBOARD_ID)
+    except BaseException:
+        sock.close()
+        raise
+    scheduler.dashboard_link = link
+    return dashboard
+
+
+async def close_dashboard(host: "Host") -> None:
+    """Close the dashboard on ``host`` gracefully, if it has one (before the host closes)."""
+    dashboard = host.actors.get(DASHBOARD_ID)
+    if dashboard is not None:
+        await dashboard.close()  # type: ignore[attr-defined]
+
+
+def _host_of(address: str) -> str | None:
+    if not address.startswith(("tcp://", "tls://")):
+        return None
+    return address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+
+
+__all__ = ["DASHBOARD_ID", "DEFAULT_DASHBOARD_ADDRESS", "close_dashboard", "parse_dashboard_address",
+           "start_dashboard"]

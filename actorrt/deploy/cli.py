@@ -34,11 +34,17 @@ async def _run_until_signal(stop: asyncio.Event) -> None:
 
 async def _scheduler(args: Any) -> None:
     from .local import start_scheduler
-    host, _ = await start_scheduler(f"tcp://{args.host}:{args.port}", secret=_secret(args))
+    from ..dashboard import close_dashboard
+    dashboard = None if args.dashboard_address.lower() in ("", "none", "off") else args.dashboard_address
+    host, scheduler = await start_scheduler(f"tcp://{args.host}:{args.port}", secret=_secret(args),
+                                            dashboard_address=dashboard)
     print(f"actorrt scheduler at {host.address}", flush=True)
+    if scheduler.dashboard_link:
+        print(f"dashboard at {scheduler.dashboard_link}", flush=True)
     try:
         await _run_until_signal(asyncio.Event())
     finally:
+        await close_dashboard(host)
         await host.close()
 
 
@@ -112,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
 def _scheduler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (non-loopback needs ACTORRT_SECRET)")
     p.add_argument("--port", type=int, default=8786)
+    p.add_argument("--dashboard-address", default=":8787",
+                   help="where to serve the web dashboard: ':8787' (loopback, the default), "
+                        "'0.0.0.0:8787' (every interface; needs ACTORRT_SECRET), or 'none'")
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:

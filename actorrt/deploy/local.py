@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..core import Host
+from ..dashboard import DEFAULT_DASHBOARD_ADDRESS, close_dashboard, parse_dashboard_address, start_dashboard
 from ..scheduler import Scheduler, SchedulerState
 from ..scheduler.actor import SCHEDULER_ID
 from ..utils import LoopRunner
@@ -18,13 +19,23 @@ logger = logging.getLogger("actorrt.deploy")
 
 
 async def start_scheduler(address: str = "tcp://127.0.0.1:0", *, secret: bytes | None = None,
-                          validate: bool = False, **state_kwargs: Any) -> tuple[Host, Scheduler]:
-    """Start a scheduler host on the running loop, with its system actors."""
+                          validate: bool = False, dashboard_address: str | int | None = None,
+                          **state_kwargs: Any) -> tuple[Host, Scheduler]:
+    """Start a scheduler host on the running loop, with its system actors.
+
+    ``dashboard_address`` (e.g. ``":8787"``) also serves the web dashboard there
+    (docs/dashboard.md); its URL is then ``scheduler.dashboard_link``.
+    """
     host = Host(address, secret=secret, name="scheduler")
     await host.start()
     scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs))
     host.spawn(scheduler, SCHEDULER_ID)
     _install_system_actors(host)
+    try:
+        start_dashboard(scheduler, dashboard_address, secret_configured=bool(secret))
+    except BaseException:
+        await host.close()
+        raise
     return host, scheduler
 
 
@@ -54,12 +65,16 @@ class LocalCluster:
     ``processes=True`` starts each worker as its own Python process talking TCP on
     127.0.0.1; ``processes=False`` runs them on this process's loop over ``inproc://``.
     A random cluster secret is made so that every connection is authenticated.
+    ``dashboard_address`` serves the web dashboard (default ``":8787"`` on loopback,
+    another free port if that one is taken; None turns it off): ``dashboard_link``.
     """
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, *, asynchronous: bool = False, secret: bytes | None = None,
                  host: str = "127.0.0.1", scheduler_port: int = 0, validate: bool = False,
-                 worker_env: dict | None = None, **state_kwargs: Any) -> None:
+                 worker_env: dict | None = None,
+                 dashboard_address: str | int | None = DEFAULT_DASHBOARD_ADDRESS,
+                 **state_kwargs: Any) -> None:
         self.n_workers, self.threads_per_worker = _default_layout(n_workers, threads_per_worker)
         self.processes = processes
         self.asynchronous = asynchronous
@@ -68,6 +83,9 @@ class LocalCluster:
         self.status = "created"
         self._listen = f"tcp://{host}:{scheduler_port}" if processes else "inproc://"
         self._state_kwargs = state_kwargs
+        if dashboard_address is not None:  # a bad one fails here, before anything starts
+            parse_dashboard_address(dashboard_address)
+        self._dashboard_address = dashboard_address
         self._worker_env = worker_env or {}
         self.scheduler_host: Host | None = None
         self.scheduler: Scheduler | None = None
@@ -89,7 +107,8 @@ class LocalCluster:
     async def _start(self) -> "LocalCluster":
         self.status = "starting"
         self.scheduler_host, self.scheduler = await start_scheduler(
-            self._listen, secret=self.secret, validate=self.validate, **self._state_kwargs)
+            self._listen, secret=self.secret, validate=self.validate,
+            dashboard_address=self._dashboard_address, **self._state_kwargs)
         await self._scale_async(self.n_workers)
         self.status = "running"
         return self
@@ -98,6 +117,11 @@ class LocalCluster:
     def scheduler_address(self) -> str:
         assert self.scheduler_host is not None, "cluster not started"
         return self.scheduler_host.address
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The web dashboard's URL, e.g. ``http://127.0.0.1:8787/status``; None when off."""
+        return self.scheduler.dashboard_link if self.scheduler is not None else None
 
     # --- workers -------------------------------------------------------------
     def _sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -199,6 +223,8 @@ class LocalCluster:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
+        if self.scheduler_host is not None:
+            await close_dashboard(self.scheduler_host)
         await asyncio.gather(*[self._stop_worker(n) for n in list(self.workers)])
         if self.scheduler_host is not None:
             await self.scheduler_host.close()

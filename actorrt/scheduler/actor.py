@@ -75,8 +75,19 @@ class Scheduler(Actor):
         self.state.handle_add_client(client)
         return {"workers": self._workers_info()}
 
-    def handle_unregister_client(self, client: str) -> None:
+    def handle_unregister_client(self, client: str, origin: Comm | None = None) -> None:
+        self._check_holder("unregister_client", client, origin)
         self._remove_client(client)
+
+    def _check_holder(self, op: str, client: str, origin: Comm | None) -> None:
+        """Only a client lets go of its own keys: a peer releasing for another holder
+        (a client elsewhere, a queue, a dataset) would lose data they still need."""
+        ref = self.client_refs.get(client)
+        if ref is not None:
+            check_origin(f"Scheduler.{op}", f"client {client!r}", ref.address, origin)
+        elif origin is not None:
+            raise BadMessageError(f"Scheduler.{op}: field 'client' is {client!r}, which is not a "
+                                  f"client registered by {origin.peer_address!r}")
 
     def _remove_client(self, client: str) -> None:
         if self.client_refs.pop(client, None) is not None:
@@ -147,16 +158,18 @@ class Scheduler(Actor):
         return self.actors.want_named(client, key, lambda c, keys: self._apply(
             self.state.handle_want_keys(c, keys, self._sid("get-actor"))))
 
-    def handle_release_keys(self, client: str, keys: list) -> None:
+    def handle_release_keys(self, client: str, keys: list, origin: Comm | None = None) -> None:
         keys_field("release_keys", keys)
+        self._check_holder("release_keys", client, origin)
         self._apply(self.state.handle_release_keys(client, keys, self._sid("release")))
 
     def handle_want_keys(self, client: str, keys: list) -> None:
         keys_field("want_keys", keys)
         self._apply(self.state.handle_want_keys(client, keys, self._sid("want")))
 
-    def handle_cancel(self, client: str, keys: list, force: bool = False) -> None:
+    def handle_cancel(self, client: str, keys: list, origin: Comm | None, force: bool = False) -> None:
         keys_field("cancel", keys)
+        self._check_holder("cancel", client, origin)
         if not force:
             # Only this client's interest goes away unless nobody else wants the keys.
             shared = [k for k in keys if k in self.state.tasks and self.state.tasks[k].who_wants - {client}]

@@ -171,6 +171,9 @@ class SchedulerState:
         self.allowed_failures = allowed_failures
         self.validate_each = validate
         self.log: deque[tuple] = deque(maxlen=story_length)
+        # Since start, for the dashboard (the log rotates; these do not).
+        self.finished_total = 0
+        self.erred_total = 0
         # Workers with a free slot, least occupied first, kept ordered as it changes.
         self.idle: SortedKeyList = SortedKeyList(key=lambda ws: (ws.occupancy, ws.seq))
         self.queued: list[tuple[tuple, int, TaskState]] = []   # heap
@@ -673,6 +676,7 @@ class SchedulerState:
         self._add_holder(ts, ws)
         ts.state = "memory"
         ts.suspicious = 0
+        self.finished_total += 1
         recs: dict[str, str] = {}
         for dts in ts.waiters:
             if ts in dts.waiting_on:
@@ -798,6 +802,7 @@ class SchedulerState:
         if ts.state == "processing":
             self._leave_worker(ts)
         ts.state = "erred"
+        self.erred_total += 1
         recs: dict[str, str] = {}
         for dts in ts.dependents:
             if dts.state in ("waiting", "queued", "released") and self._needed(dts):

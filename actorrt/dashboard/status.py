@@ -1,0 +1,92 @@
+"""What the dashboard shows, read from the scheduler's state: plain dicts, no I/O.
+
+Every function here runs on the scheduler's loop (where the state lives) and only
+reads. The cost of a snapshot is one pass over the tasks, counted in C
+(``Counter`` over ``attrgetter``), plus one pass over each worker's held keys.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..scheduler.actor import Scheduler
+
+#: The scheduler's task states, in the order a task moves through them.
+TASK_STATES = ("released", "waiting", "queued", "processing", "memory", "erred")
+
+#: Beyond this many task names, the least populous are left out (and counted): a page
+#: with a row per name must stay readable when keys are named freely (scatter).
+MAX_NAMES = 100
+
+_name_and_state = attrgetter("name", "state")
+
+
+def status(scheduler: "Scheduler", started: float, max_names: int = MAX_NAMES) -> dict[str, Any]:
+    """A snapshot of the cluster: workers, task counts, clients, totals.
+
+    >>> status(scheduler, started)["tasks"]        # doctest: +SKIP
+    {'total': 3, 'by_state': {'released': 0, 'waiting': 0, 'queued': 0, 'processing': 1,
+     'memory': 2, 'erred': 0}}
+    """
+    state = scheduler.state
+    pairs = Counter(map(_name_and_state, state.tasks.values()))
+    by_state = dict.fromkeys(TASK_STATES, 0)
+    for (_, task_state), n in pairs.items():
+        by_state[task_state] = by_state.get(task_state, 0) + n
+    by_name, omitted = _by_name(pairs, max_names)
+    now = time.time()
+    return {
+        "scheduler": scheduler.host.address,
+        "time": now,
+        "uptime": now - started,
+        "workers": [_worker(scheduler, address) for address in sorted(state.workers)],
+        "tasks": {"total": len(state.tasks), "by_state": by_state},
+        "by_name": by_name,
+        "names_omitted": omitted,
+        "clients": sorted(state.clients),
+        "totals": {"finished": state.finished_total, "erred": state.erred_total},
+    }
+
+
+def _by_name(pairs: Counter, max_names: int) -> tuple[dict[str, dict[str, int]], int]:
+    """``{name: {state: count}}`` for the ``max_names`` names with most tasks, by name."""
+    rows: dict[str, dict[str, int]] = {}
+    for (name, task_state), n in pairs.items():
+        rows.setdefault(name, {})[task_state] = n
+    if len(rows) > max_names:
+        keep = sorted(rows, key=lambda name: -sum(rows[name].values()))[:max_names]
+        return {name: rows[name] for name in sorted(keep)}, len(rows) - max_names
+    return {name: rows[name] for name in sorted(rows)}, 0
+
+
+def _worker(scheduler: "Scheduler", address: str) -> dict[str, Any]:
+    ws = scheduler.state.workers[address]
+    info = scheduler.worker_info.get(address, {})
+    return {
+        "address": address,
+        "name": info.get("name", ""),
+        "pid": info.get("pid", 0),
+        "nthreads": ws.nthreads,
+        "processing": len(ws.processing),
+        "long_running": len(ws.long_running),
+        "keys": len(ws.has_what),
+        "bytes": sum(ts.nbytes for ts in ws.has_what),
+    }
+
+
+def story(scheduler: "Scheduler", key: str) -> dict[str, Any] | None:
+    """The recorded transitions of ``key``, oldest first; None if the scheduler knows
+    nothing of it (never submitted, or forgotten and its story rotated out)."""
+    entries = scheduler.state.story(key)
+    task = scheduler.state.tasks.get(key)
+    if not entries and task is None:
+        return None
+    return {
+        "key": key,
+        "state": task.state if task is not None else "forgotten",
+        "transitions": [{"start": start, "finish": finish, "stimulus_id": stimulus, "time": when}
+                        for _, start, finish, stimulus, when in entries],
+    }
