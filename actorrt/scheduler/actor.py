@@ -26,6 +26,9 @@ WORKER_ID = "worker"
 class Scheduler(Actor):
     """The only actor that knows the task graph. Lives on the scheduler host."""
 
+    #: The web dashboard's URL, set by actorrt.dashboard.start_dashboard; None when off.
+    dashboard_link: str | None = None
+
     def __init__(self, state: SchedulerState | None = None) -> None:
         self.state = state or SchedulerState()
         self.client_refs: dict[str, ActorRef] = {}
@@ -274,6 +277,10 @@ class Scheduler(Actor):
     def handle_identity(self) -> dict:
         return {"address": self.host.address, "workers": self._workers_info(),
                 "tasks": len(self.state.tasks)}
+
+    def handle_dashboard(self) -> str | None:
+        """The dashboard's URL (``client.dashboard_link``), None when it is off."""
+        return self.dashboard_link
 
     # --- worker stimuli ----------------------------------------------------
     def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None) -> None:
