@@ -383,6 +383,7 @@ CASES = [
     ("pubsub", "publish", dict(msgs=[BLOB, 5]), "'msgs'[1]"),
     ("pubsub", "subscribe", dict(inbox="x"), "'inbox'"),
     ("pubsub", "unsubscribe", dict(inbox=5), "'inbox'"),
+    ("pubsub", "subscribe", dict(inbox=ActorRef("tcp://10.9.9.9:1", "inbox-1")), "came from"),
     ("condition", "notify", dict(token="t", n="x"), "'n'"),
     ("condition", "acquire", dict(call="c", token=5), "'token'"),
     # a user actor

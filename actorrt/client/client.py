@@ -404,7 +404,7 @@ class Client(ClientExtras):
 
     def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
                workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
-               priority: int = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
+               priority: float = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
                resources: dict | None = None, fifo_timeout: Any = None, **kwargs: Any) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future at once.
 
@@ -438,7 +438,7 @@ class Client(ClientExtras):
 
     def map(self, func: Callable[..., Any], *iterables: Iterable, key: str | list | None = None,
             workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
-            priority: int = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
+            priority: float = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
             batch_size: int | None = None, resources: dict | None = None, fifo_timeout: Any = None,
             **kwargs: Any) -> list[Future]:
         """Submit ``func`` over the items of ``iterables``; one Future per item.
@@ -480,7 +480,7 @@ class Client(ClientExtras):
 
     def _submit_batch(self, func: Any, fn_blob: Pickled, calls: list[tuple[tuple, dict]],
                       keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
-                      retries: int, priority: int, actor: bool | dict, prefix: str | None = None) -> list[Future]:
+                      retries: int, priority: float, actor: bool | dict, prefix: str | None = None) -> list[Future]:
         name = prefix or funcname(func)
         restrict = _normalize_workers(workers)
         specs = []

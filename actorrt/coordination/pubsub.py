@@ -19,13 +19,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from ..core import Actor, ActorRef, Pickled
-from ..core.checks import bad
+from ..core.checks import bad, check_origin
 from ._actor import SystemActor
 from ._proxy import DONE, Proxy, call_on_loop, check_timeout, load_value, run_on_loop
 
 if TYPE_CHECKING:
     from ..client.client import Client
     from ..core import Host
+    from ..core.comm import Comm
 
 
 class TopicActor(SystemActor):
@@ -39,7 +40,10 @@ class TopicActor(SystemActor):
         self._out: dict[str, list[Pickled]] = {}
         self._flush_scheduled = False
 
-    def handle_subscribe(self, inbox: ActorRef) -> int:
+    def handle_subscribe(self, inbox: ActorRef, origin: "Comm | None" = None) -> int:
+        # A subscriber's inbox is on its own host: one elsewhere could never be reached
+        # (and would not be dropped when its host goes away).
+        check_origin("TopicActor.subscribe", "the host of field 'inbox'", inbox.address, origin)
         self.subscribers[inbox.id] = inbox
         return len(self.subscribers)
 

@@ -109,7 +109,7 @@ def check_fields(where: str, checks: tuple[FieldCheck, ...], fields: dict) -> Ba
 
 # --- deeper shapes, called by handlers ----------------------------------------------------
 
-def str_list(op: str, field: str, value: Any) -> list:
+def str_list(op: str, field: str, value: Any) -> "list[Any] | tuple[Any, ...]":
     """``value`` if it is a list (or tuple) of strings, else a BadMessageError."""
     if type(value) is not list and type(value) is not tuple:
         raise bad(op, repr(field), "a list of str", value)

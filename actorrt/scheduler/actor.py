@@ -199,7 +199,7 @@ class Scheduler(Actor):
         busy = [k for k in who_has if k in tasks and tasks[k].state in ("waiting", "queued", "processing")]
         if not busy:
             return who_has
-        frees = []
+        frees: list[Instruction] = []
         for key in busy:
             running_on = tasks[key].processing_on
             frees += [Free(a, [key]) for a in who_has[key] if a in self.state.workers

@@ -152,7 +152,7 @@ def check_missing(missing: dict) -> None:
     str_map("Scheduler.missing_data", "missing", missing, is_str_list, "a list of str addresses")
 
 
-def keys_field(op: str, keys: Any, field: str = "keys") -> list:
+def keys_field(op: str, keys: Any, field: str = "keys") -> "list[Any] | tuple[Any, ...]":
     """A list of str keys (``None`` stays None where the op allows it)."""
     return str_list(f"Scheduler.{op}", field, keys)
 

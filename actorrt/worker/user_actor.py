@@ -205,9 +205,9 @@ class UserActor(Actor):
     async def _run_async(self, name: str, args: Pickled | None, reply: Reply) -> None:
         from ..client.actor_handle import binding
         try:
-            if args is None:
-                a, kw = (), {}
-            else:
+            a: Any = ()
+            kw: dict = {}
+            if args is not None:
                 with binding(self.worker.client()):  # handles in the arguments bind here
                     a, kw = _call_args(args, self.label, name)
             value = await getattr(self.instance, name)(*a, **kw)
