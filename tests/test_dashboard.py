@@ -120,7 +120,8 @@ async def test_status_reflects_workers_tasks_and_clients(c, lc):
     assert s["names_omitted"] == 0 and s["uptime"] >= 0
     gate.set()
     assert await blocked == 1
-    del done, failed
+    for f in [*done, failed]:  # (explicitly: the exception's traceback may keep `failed` alive)
+        f.release()
     await poll_for(lambda: len(lc.scheduler.state.tasks) == 1)
     s = await fetch_json(url)
     assert s["tasks"]["total"] == 1 and s["by_name"] == {"wait_for_gate": {"memory": 1}}
@@ -239,15 +240,17 @@ def test_busy_port_falls_back_to_a_free_one():
 def test_default_dashboard_works_when_8787_is_taken():
     """Another test run (or a dask cluster) holds 8787: the default falls back quietly."""
     holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as the dashboard does)
     try:
         holder.bind(("127.0.0.1", 8787))
         holder.listen()
-    except OSError:  # someone else holds it already: just as good
-        pass
+        held = True
+    except OSError:  # someone else holds it already (and may let it go at any time)
+        held = False
     try:
         with Client(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False) as c:
             link = c.dashboard_link
-            assert port_of(link) != 8787
+            assert port_of(link) != 8787 or not held
             assert c.submit(inc, 1).result() == 2
             assert get(base_url(link) + "/health") == (200, "ok")
     finally:
@@ -383,6 +386,22 @@ async def test_async_client_by_address_learns_the_link_from_scheduler_info(c, lc
         info = await other.scheduler_info()
         assert info["services"] == {"dashboard": port_of(lc.dashboard_link)}
         assert other.dashboard_link == lc.dashboard_link
+
+
+def test_tornado_web_is_loaded_only_when_a_browser_comes():
+    code = """if True:
+        import sys, urllib.request
+        from actorrt import Client
+        with Client(n_workers=1, threads_per_worker=1, processes=False,
+                    dashboard_address="127.0.0.1:0") as c:
+            assert "tornado.web" not in sys.modules
+            base = c.dashboard_link[:-len("/status")]
+            assert urllib.request.urlopen(base + "/health", timeout=10).read() == b"ok"
+            assert "tornado.web" in sys.modules
+        print("ok")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 # --- pieces without sockets ------------------------------------------------------------------

@@ -8,8 +8,8 @@ Started by :func:`~actorrt.deploy.local.start_scheduler` (``dashboard_address=``
 * ``GET /api/status``: the status as JSON; ``GET /api/story/<key>``: a key's transitions;
 * ``GET /health``: ``ok``.
 
-This module imports no tornado: the web layer (:mod:`.app`) is loaded only when a
-dashboard actually starts.
+This package imports no tornado until a browser connects: the web layer
+(:mod:`.app`) is loaded then (see :mod:`.actor`).
 
 >>> from actorrt import Client
 >>> client = Client(processes=False, dashboard_address="127.0.0.1:0")   # doctest: +SKIP
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .actor import Dashboard
 from .address import (DEFAULT_DASHBOARD_ADDRESS, bind_socket, check_exposure, is_loopback,
                       link_for, parse_dashboard_address)
 
 if TYPE_CHECKING:
     from ..core import Host
     from ..scheduler.actor import Scheduler
-    from .app import Dashboard
 
 #: The dashboard's actor id on the scheduler's host.
 DASHBOARD_ID = "dashboard"
@@ -45,7 +45,6 @@ def start_dashboard(scheduler: "Scheduler", address: str | int | None, *,
     check_exposure(where, secret_configured)
     sock = bind_socket(where)
     try:
-        from .app import Dashboard
         link = link_for(sock, where.host, _host_of(scheduler.host.address))
         dashboard = Dashboard(scheduler, sock, link, loopback_only=is_loopback(where.host),
                               interval=interval)
@@ -60,8 +59,8 @@ def start_dashboard(scheduler: "Scheduler", address: str | int | None, *,
 async def close_dashboard(host: "Host") -> None:
     """Close the dashboard on ``host`` gracefully, if it has one (before the host closes)."""
     dashboard = host.actors.get(DASHBOARD_ID)
-    if dashboard is not None:
-        await dashboard.close()  # type: ignore[attr-defined]
+    if isinstance(dashboard, Dashboard):
+        await dashboard.close()
 
 
 def _host_of(address: str) -> str | None:
@@ -70,5 +69,5 @@ def _host_of(address: str) -> str | None:
     return address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
 
 
-__all__ = ["DASHBOARD_ID", "DEFAULT_DASHBOARD_ADDRESS", "close_dashboard", "parse_dashboard_address",
-           "start_dashboard"]
+__all__ = ["DASHBOARD_ID", "DEFAULT_DASHBOARD_ADDRESS", "Dashboard", "close_dashboard",
+           "parse_dashboard_address", "start_dashboard"]
