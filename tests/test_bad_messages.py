@@ -729,6 +729,33 @@ def test_hostile_peer_with_the_secret_over_tcp(pclient):
     assert len(pclient.scheduler_info()["workers"]) == 2
 
 
+def test_sender_checks_accept_a_scheduler_dialled_under_another_name():
+    """The scheduler names itself by its listening address; a worker or client may dial
+    it by another (``localhost`` for 127.0.0.1, a DNS name for 0.0.0.0). What comes on
+    the connection they opened to it is still the scheduler's."""
+    from actorrt.deploy.local import start_scheduler
+    from actorrt.worker import start_worker
+
+    async def main():
+        secret = b"s" * 32
+        host, scheduler = await start_scheduler("tcp://127.0.0.1:0", secret=secret)
+        alias = "tcp://localhost:" + host.address.rsplit(":", 1)[1]
+        worker_host, worker = await start_worker(alias, address="tcp://127.0.0.1:0", secret=secret)
+        try:
+            async with Client(alias, asynchronous=True, secret=secret, set_as_default=False) as c:
+                assert await c.submit(inc, 1) == 2  # compute reached the worker, report the client
+                futures = c.map(inc, range(5))
+                assert await c.gather(futures) == [1, 2, 3, 4, 5]
+                del futures
+                [x] = await c.scatter([10])
+                assert await c.submit(inc, x) == 11
+            await poll_for(lambda: not worker.data)  # free_keys reached it too
+        finally:
+            await worker_host.close()
+            await host.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
 # --- the whole cluster, fresh, for messages that would disturb the shared one -------------------
 
 @gen_cluster(n_workers=2)

@@ -56,7 +56,8 @@ class ClientActor(Actor):
         self.client = client
 
     def handle_report(self, msgs: list, origin: Any) -> None:
-        check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin)
+        check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin,
+                     self.client.host)
         _check_reports(msgs)  # all of them first: a bad one late must not strand the rest
         futures = self.client._states
         for key, status, info in msgs:

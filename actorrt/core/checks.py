@@ -131,17 +131,22 @@ def str_map(op: str, field: str, value: Any, item_ok: Callable[[Any], bool], exp
     return value
 
 
-def check_origin(where: str, sender: str, expected: str, origin: Any) -> None:
+def check_origin(where: str, sender: str, expected: str, origin: Any, host: Any = None) -> None:
     """Refuse a message that only the host at ``expected`` may send (``sender`` says
     who that is) when it came on a connection from another host. ``origin`` is the
-    Comm it came on; None (this same host) passes.
+    Comm it came on; None (this same host) passes, and so does the connection
+    ``host`` opened to ``expected`` (a scheduler dialled as ``tcp://localhost:8786``
+    names itself ``tcp://127.0.0.1:8786``, or ``tcp://0.0.0.0:8786``).
 
     A peer proves it knows the cluster's secret, and then names itself: this keeps a
     client from speaking for a worker (or a worker for the scheduler) by mistake.
     """
-    if origin is not None and origin.peer_address != expected:
-        raise BadMessageError(f"{where}: only {sender} ({expected!r}) may send this, but it came "
-                              f"from {origin.peer_address!r}")
+    if origin is None or origin.peer_address == expected:
+        return
+    if host is not None and host.comm_to(expected) is origin:
+        return
+    raise BadMessageError(f"{where}: only {sender} ({expected!r}) may send this, but it came "
+                          f"from {origin.peer_address!r}")
 
 
 def is_str_list(value: Any) -> bool:

@@ -242,6 +242,11 @@ class Host:
         comm = self._comms.get(address)
         return comm is not None and not comm.closed
 
+    def comm_to(self, address: str) -> Comm | None:
+        """The open connection messages to ``address`` go on, if there is one."""
+        comm = self._comms.get(address)
+        return comm if comm is not None and not comm.closed else None
+
     # receiving -------------------------------------------------------------
     def _on_messages(self, batch: list, comm: Comm | None) -> None:
         actors = self.actors

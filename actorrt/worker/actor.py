@@ -94,7 +94,7 @@ class Worker(Actor):
     def _from_scheduler(self, op: str, origin: Comm | None) -> None:
         """Only the scheduler places, frees and closes: a peer that could would make
         the scheduler's view of this worker wrong (and lose data it believes is here)."""
-        check_origin(f"Worker.{op}", "the scheduler", self.scheduler.address, origin)
+        check_origin(f"Worker.{op}", "the scheduler", self.scheduler.address, origin, self.host)
 
     def handle_free_keys(self, keys: list, origin: Comm | None) -> None:
         self._from_scheduler("free_keys", origin)
