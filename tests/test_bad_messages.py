@@ -689,6 +689,8 @@ def test_hostile_peer_with_the_secret_over_tcp(pclient):
     asks = [
         (scheduler, "update_graph", dict(client="evil", tasks=[_task(key="evil", priority="x")], wanted=[])),
         (scheduler, "release_keys", dict(client=pclient.id, keys=[earlier.key, 5])),
+        (scheduler, "release_keys", dict(client=pclient.id, keys=[earlier.key])),  # not its client
+        (scheduler, "unregister_client", dict(client=pclient.id)),
         (scheduler, "tasks_done", dict(worker=worker.address, finished=[[earlier.key, 8, "int"]], erred=[])),
         (scheduler, "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1)),
         (scheduler, "register_client", dict(client=pclient.id, ref=ActorRef("tcp://10.9.9.9:1", "x"))),
