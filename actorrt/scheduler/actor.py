@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from ..core import Actor, ActorRef, Pickled, Reply
-from ..core.checks import check_origin, str_list
+from ..core.checks import check_origin
 from ..core.comm import Comm
 from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
