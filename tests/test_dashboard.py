@@ -507,3 +507,11 @@ def test_cli_scheduler_serves_the_dashboard():
         proc.stdout.close()
     assert proc.returncode == 0
     assert refused(port_of(link))
+
+
+def test_cli_refuses_an_open_dashboard_without_a_secret():
+    env = {k: v for k, v in os.environ.items() if k != "ACTORRT_SECRET"}
+    out = subprocess.run([sys.executable, "-m", "actorrt.deploy.cli", "scheduler", "--port", "0",
+                          "--dashboard-address", "0.0.0.0:8787"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 2 and "without a cluster secret" in out.stderr, out.stderr

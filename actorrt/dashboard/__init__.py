@@ -69,5 +69,5 @@ def _host_of(address: str) -> str | None:
     return address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
 
 
-__all__ = ["DASHBOARD_ID", "DEFAULT_DASHBOARD_ADDRESS", "Dashboard", "close_dashboard",
-           "parse_dashboard_address", "start_dashboard"]
+__all__ = ["DASHBOARD_ID", "DEFAULT_DASHBOARD_ADDRESS", "Dashboard", "check_exposure",
+           "close_dashboard", "parse_dashboard_address", "start_dashboard"]

@@ -32,10 +32,18 @@ async def _run_until_signal(stop: asyncio.Event) -> None:
     await stop.wait()
 
 
-async def _scheduler(args: Any) -> None:
-    from .local import start_scheduler
+def _dashboard_address(args: Any) -> str | None:
+    """``--dashboard-address``, checked before anything starts (a bad one is a usage error)."""
+    from ..dashboard import check_exposure, parse_dashboard_address
+    if args.dashboard_address.lower() in ("", "none", "off"):
+        return None
+    check_exposure(parse_dashboard_address(args.dashboard_address), secret_configured=bool(_secret(args)))
+    return args.dashboard_address
+
+
+async def _scheduler(args: Any, dashboard: str | None) -> None:
     from ..dashboard import close_dashboard
-    dashboard = None if args.dashboard_address.lower() in ("", "none", "off") else args.dashboard_address
+    from .local import start_scheduler
     host, scheduler = await start_scheduler(f"tcp://{args.host}:{args.port}", secret=_secret(args),
                                             dashboard_address=dashboard)
     print(f"actorrt scheduler at {host.address}", flush=True)
@@ -110,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "demo":
         _demo(args)
     elif args.cmd == "scheduler":
-        asyncio.run(_scheduler(args))
+        try:
+            dashboard = _dashboard_address(args)
+        except (TypeError, ValueError) as e:
+            s.error(f"--dashboard-address: {e}")
+        asyncio.run(_scheduler(args, dashboard))
     else:
         asyncio.run(_worker(args))
 
