@@ -74,7 +74,10 @@ class LocalCluster:
                  host: str = "127.0.0.1", scheduler_port: int = 0, validate: bool = False,
                  worker_env: dict | None = None,
                  dashboard_address: str | int | None = DEFAULT_DASHBOARD_ADDRESS,
-                 **state_kwargs: Any) -> None:
+                 memory_limit: Any = None, **state_kwargs: Any) -> None:
+        # Accepted for dask compatibility; workers do not spill, pause or restart on
+        # memory (docs/api.md says so).
+        self.memory_limit = memory_limit
         self.n_workers, self.threads_per_worker = _default_layout(n_workers, threads_per_worker)
         self.processes = processes
         self.asynchronous = asynchronous

@@ -289,11 +289,13 @@ class Scheduler(Actor):
         check_origin("Scheduler.tasks_done", "the worker at field 'worker'", worker, origin)
         state = self.state
         out: list[Instruction] = []
-        for key, nbytes, typ, *duration in finished:
+        for key, nbytes, typ, *rest in finished:  # rest: [duration[, run_id]]
             out += state.handle_task_finished(worker, key, nbytes, typ, self._sid("task-finished"),
-                                              duration[0] if duration else None)
-        for key, exc, tb in erred:
-            out += state.handle_task_erred(worker, key, exc, tb, self._sid("task-erred"))
+                                              rest[0] if rest else None,
+                                              rest[1] if len(rest) > 1 else None)
+        for key, exc, tb, *rest in erred:  # rest: [run_id]
+            out += state.handle_task_erred(worker, key, exc, tb, self._sid("task-erred"),
+                                           rest[0] if rest else None)
         self._apply(out)
 
     def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
@@ -313,7 +315,7 @@ class Scheduler(Actor):
         for ins in instructions:
             if type(ins) is Compute:
                 self._send(ActorRef(ins.worker, WORKER_ID), "compute",
-                           [ins.key, ins.spec, ins.deps, ins.name, ins.actor])
+                           [ins.key, ins.spec, ins.deps, ins.name, ins.actor, ins.run_id])
             elif type(ins) is Free:
                 self._send(ActorRef(ins.worker, WORKER_ID), "free_keys", *ins.keys)
             elif type(ins) is Report:

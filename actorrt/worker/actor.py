@@ -33,6 +33,7 @@ class Worker(Actor):
         self._functions: dict[bytes, Any] = {}
         self._fetching: dict[str, asyncio.Future] = {}
         self._finished: list = []
+        self._run_ids: dict[str, int | None] = {}
         self._erred: list = []
         self._report_scheduled = False
         self.pool: TaskPool
@@ -71,7 +72,10 @@ class Worker(Actor):
         self._from_scheduler("compute", origin)
         _check_compute(tasks)  # all of them before any runs: no batch is half started
         host = self.host
-        for key, spec, deps, name, actor in tasks:
+        for key, spec, deps, name, actor, *run in tasks:
+            # Reports carry the run they are about, so late news of an earlier run of
+            # the same key (cancelled, then submitted again) is told apart.
+            self._run_ids[key] = run[0] if run else None
             old = self.tasks.get(key)
             if old is not None:
                 host.stop_actor(old.id)
@@ -101,6 +105,7 @@ class Worker(Actor):
         str_list("Worker.free_keys", "keys", keys)
         for key in keys:
             self.data.pop(key, None)
+            self._run_ids.pop(key, None)
             task = self.tasks.pop(key, None)
             if task is not None:
                 self.host.stop_actor(task.id)
@@ -230,16 +235,17 @@ class Worker(Actor):
 
     # --- reports, batched per loop turn -------------------------------------
     def report_finished(self, key: str, nbytes: int, typ: str, duration: float | None = None) -> None:
-        self._finished.append([key, nbytes, typ] if duration is None else [key, nbytes, typ, duration])
+        self._finished.append([key, nbytes, typ, duration, self._run_ids.pop(key, None)])
         self._schedule_report()
 
     def report_erred(self, key: str, exc: Pickled, tb: str) -> None:
-        self._erred.append([key, exc, tb])
+        self._erred.append([key, exc, tb, self._run_ids.pop(key, None)])
         self._schedule_report()
 
     def report_missing(self, task: Task, missing: dict) -> None:
         if self.tasks.get(task.key) is task:
             del self.tasks[task.key]
+            self._run_ids.pop(task.key, None)
         self.host.stop_actor(task.id)
         self.host.tell(self.scheduler, "missing_data", worker=self.host.address, key=task.key,
                        missing=missing)
