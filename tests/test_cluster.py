@@ -139,3 +139,28 @@ def test_demo_command_runs():
     assert out.returncode == 0, out.stderr
     assert "z = add(inc(1), inc(inc(1))) = 5" in out.stdout
     assert "map: 200 tasks" in out.stdout
+
+
+def test_worker_dialling_scheduler_by_another_name_exits_when_it_dies():
+    """The scheduler announces 127.0.0.1; the worker dialled localhost. When the scheduler
+    goes, the worker must still notice and exit (no process left behind)."""
+    env = {**os.environ, "ACTORRT_SECRET": "s3cret"}
+    sched = _start([sys.executable, "-m", "actorrt.deploy.cli", "scheduler", "--port", "0",
+                    "--dashboard-address", "none"], env)
+    worker = None
+    try:
+        line = sched.stdout.readline()
+        port = line.strip().rsplit(":", 1)[1]
+        worker = _start([sys.executable, "-m", "actorrt.deploy.cli", "worker",
+                         f"tcp://localhost:{port}"], env)
+        with Client(f"tcp://127.0.0.1:{port}", secret="s3cret", set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=20)
+        sched.send_signal(signal.SIGKILL)
+        assert worker.wait(20) is not None
+    finally:
+        for p in [sched, worker]:
+            if p is not None:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+                p.stdout.close()

@@ -219,3 +219,11 @@ def test_late_report_of_an_earlier_run_is_ignored():
     assert s.handle_task_erred("w0", "k", "E", "T", "s5", run_id=first.run_id) == []
     out = s.handle_task_finished("w0", "k", 1, "int", "s6", run_id=second.run_id)
     assert reports(out) == [("k", "memory")]
+
+
+def test_graph_tasks_nobody_wants_are_forgotten():
+    s = make()
+    specs = [TaskSpec("a", 0, ()), TaskSpec("b", 0, ("a",)), TaskSpec("lonely", 0, ()),
+             TaskSpec("c", 0, ("lonely",))]
+    s.handle_update_graph("c", specs, ["b"], "s1")
+    assert set(s.tasks) == {"a", "b"}  # 'lonely' and its dependent 'c' were never wanted

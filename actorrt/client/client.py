@@ -194,7 +194,7 @@ class Client(ClientExtras):
         await self.host.start()
         # The scheduler may still be starting: wait for it as long as `timeout` says.
         # Later connections (to workers) fail fast, so a dead peer is noticed quickly.
-        await self.host.connect(address, timeout=self.timeout)
+        self._scheduler_comm = await self.host.connect(address, timeout=self.timeout)
         self.scheduler = ActorRef(address, SCHEDULER_ID)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)
@@ -209,7 +209,10 @@ class Client(ClientExtras):
         return self
 
     def _on_peer_lost(self, address: str, comm: Any) -> None:
-        if address == self.scheduler.address and self.status == "running":
+        # By connection, not only by name: the scheduler may call itself by another
+        # name (localhost, 0.0.0.0) than the address this client dialled.
+        lost = comm is getattr(self, "_scheduler_comm", None) or address == self.scheduler.address
+        if lost and self.status == "running":
             logger.warning("client %s lost its scheduler at %s", self.id, address)
             for st in list(self._states.values()):
                 if not st.done():

@@ -261,6 +261,12 @@ class SchedulerState:
             elif ts.state == "released" and self._needed(ts):
                 recs.setdefault(ts.key, "waiting")
         self._run(recs, stimulus_id)
+        # Tasks of the graph that nothing wants, directly or through a dependent, would
+        # otherwise stay 'released' for ever: forget them (dependents first).
+        unwanted = {ts.key: "forgotten" for ts in reversed(new) if ts.state == "released"
+                    and not self._needed(ts) and not ts.dependents}
+        if unwanted:
+            self._run(unwanted, stimulus_id)
         return self._flush()
 
     def handle_update_data(self, client: str, who_has: dict[str, list[str]], nbytes: dict[str, int],

@@ -34,6 +34,7 @@ class Worker(Actor):
         self._fetching: dict[str, asyncio.Future] = {}
         self._finished: list = []
         self._run_ids: dict[str, int | None] = {}
+        self._scheduler_comm: Any = None
         self._erred: list = []
         self._report_scheduled = False
         self.pool: TaskPool
@@ -48,7 +49,7 @@ class Worker(Actor):
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
 
     async def register(self, timeout: float = 30.0) -> None:
-        await self.host.connect(self.scheduler.address, timeout=timeout)
+        self._scheduler_comm = await self.host.connect(self.scheduler.address, timeout=timeout)
         await self.host.ask(self.scheduler, "register_worker", address=self.host.address,
                             nthreads=self.nthreads, name=self.name, pid=os.getpid())
 
@@ -63,7 +64,9 @@ class Worker(Actor):
         self.closed.set()
 
     def _on_peer_lost(self, address: str, comm: Any) -> None:
-        if address == self.scheduler.address:
+        # By connection, not only by name: the scheduler may call itself by another
+        # name (localhost, 0.0.0.0) than the address this worker dialled.
+        if comm is self._scheduler_comm or address == self.scheduler.address:
             logger.info("worker %s lost its scheduler; stopping", self.host.address)
             self.host.stop_actor(self.id)
 
