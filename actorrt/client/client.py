@@ -604,12 +604,12 @@ class Client(ClientExtras):
             # The holders lost the data: ask where it lives now, or wait for a recompute.
             who_has = await self.host.ask(self.scheduler, "who_has", keys=missing)
             for key in missing:
-                st = self._states.get(key)
-                if st is not None and st.status == "finished":
+                lost = self._states.get(key)
+                if lost is not None and lost.status == "finished":
                     if who_has.get(key):
-                        st.workers = who_has[key]
+                        lost.workers = who_has[key]
                     else:
-                        st.lost()
+                        lost.lost()
         else:
             raise RuntimeError(f"could not fetch {missing} from any worker after "
                                f"{_FETCH_ATTEMPTS} attempts")

@@ -255,7 +255,7 @@ def pack_frames(messages: Iterable[Any], ref_type: type) -> list[Any]:
                 EXT_PICKLE, msgpack.packb((obj.header, start, len(obj.buffers)))
             )
         if type(obj) is ref_type:
-            return msgpack.ExtType(EXT_REF, msgpack.packb(tuple(obj)))  # type: ignore[call-overload]
+            return msgpack.ExtType(EXT_REF, msgpack.packb((obj.address, obj.id)))  # type: ignore[attr-defined]
         if isinstance(obj, (set, frozenset)):
             return list(obj)
         raise TypeError(f"cannot put {type(obj).__name__} in a message envelope")

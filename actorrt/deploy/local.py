@@ -166,8 +166,6 @@ class LocalCluster:
             env=env, stdin=subprocess.DEVNULL)
         self.workers[name] = proc
         assert self.scheduler is not None
-        host = self.scheduler_host
-        assert host is not None
         # Registered once its host shows up among the scheduler's workers.
         while True:
             for addr, info in self.scheduler.worker_info.items():
