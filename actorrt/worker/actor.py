@@ -32,6 +32,10 @@ class Worker(Actor):
         self.tasks: dict[str, Task] = {}
         self._functions: dict[bytes, Any] = {}
         self._fetching: dict[str, asyncio.Future] = {}
+        # Inputs fetched from peers are copies the scheduler does not know of (it never
+        # frees them here): they are kept only while a local task still needs them.
+        self._copies: set[str] = set()
+        self._uses: dict[str, int] = {}  # key -> live local tasks that take it as input
         self._finished: list = []
         self._run_ids: dict[str, int | None] = {}
         self._scheduler_comm: Any = None
@@ -87,6 +91,7 @@ class Worker(Actor):
                 # itself is to be created here (a restart), not the copy reported.
                 del self.data[key]
             if key in self.data:  # already here (e.g. recomputed elsewhere and copied)
+                self._copies.discard(key)  # the scheduler now knows it is here: ours
                 self.report_finished(key, 0, type(self.data[key]).__name__)
                 continue
             task = self._make_task(key, spec, deps, name, actor)
@@ -108,6 +113,7 @@ class Worker(Actor):
         str_list("Worker.free_keys", "keys", keys)
         for key in keys:
             self.data.pop(key, None)
+            self._copies.discard(key)
             self._run_ids.pop(key, None)
             task = self.tasks.pop(key, None)
             if task is not None:
@@ -136,6 +142,7 @@ class Worker(Actor):
         # fails the scatter without leaving the others behind, unknown to the scheduler.
         values = {key: blob.loads() for key, blob in data.items()}
         self.data.update(values)
+        self._copies.difference_update(values)
         return {key: [sizeof(value), type(value).__name__] for key, value in values.items()}
 
     def handle_keys(self) -> list:
@@ -178,6 +185,26 @@ class Worker(Actor):
 
     def store(self, key: str, value: Any) -> None:
         self.data[key] = value
+        self._copies.discard(key)
+
+    def use_inputs(self, keys: Any) -> None:
+        """A local task (until it stops) needs ``keys``: fetched copies stay meanwhile."""
+        uses = self._uses
+        for key in keys:
+            uses[key] = uses.get(key, 0) + 1
+
+    def drop_inputs(self, keys: Any) -> None:
+        """A local task stopped: drop fetched copies no other local task needs."""
+        uses = self._uses
+        for key in keys:
+            n = uses.get(key, 0) - 1
+            if n > 0:
+                uses[key] = n
+                continue
+            uses.pop(key, None)
+            if key in self._copies:
+                self._copies.discard(key)
+                self.data.pop(key, None)
 
     def load_function(self, blob: Pickled) -> Any:
         fn = self._functions.get(blob.header)
@@ -215,7 +242,10 @@ class Worker(Actor):
         try:
             got = await self.host.ask(ActorRef(peer, WORKER_ID), "get_data", keys=keys)
             for key, blob in got.items():
-                self.data[key] = blob.loads()
+                # Not over our own data, and not for a task that stopped meanwhile.
+                if key not in self.data and self._uses.get(key):
+                    self.data[key] = blob.loads()
+                    self._copies.add(key)
         except Exception as e:
             logger.info("could not fetch %s from %s: %s", keys, peer, e)
         finally:

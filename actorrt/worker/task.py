@@ -32,12 +32,16 @@ class Task(Actor):
         self.duration = 0.0
 
     def on_start(self) -> None:
+        self.worker.use_inputs(self.deps)
         data = self.worker.data
         missing = {k: holders for k, holders in self.deps.items() if k not in data}
         if missing:
             own_task(self, self._fetch_then_run(missing))
         else:
             self._run()
+
+    def on_stop(self) -> None:
+        self.worker.drop_inputs(self.deps)
 
     async def _fetch_then_run(self, missing: dict) -> None:
         failed = await self.worker.fetch(missing)

@@ -261,6 +261,7 @@ class ActorCreation(Task):
         self.lane.submit(Job(lambda: self._execute(inputs), self._constructed, context=self))
 
     def on_stop(self) -> None:
+        super().on_stop()  # its fetched inputs go too
         if self.lane is not None:  # stopped before the actor was handed its lane
             self.lane.close()
 
