@@ -97,7 +97,11 @@ class LocalCluster:
         self._loop_runner: LoopRunner | None = None
         if not asynchronous:
             self._loop_runner = LoopRunner("actorrt-cluster")
-            self._loop_runner.run(self._start)
+            try:
+                self._loop_runner.run(self._start)
+            except BaseException:
+                self._loop_runner.stop()  # (_start closed what it had started)
+                raise
 
     def __await__(self) -> Any:
         return self._started().__await__()
@@ -112,7 +116,13 @@ class LocalCluster:
         self.scheduler_host, self.scheduler = await start_scheduler(
             self._listen, secret=self.secret, validate=self.validate,
             dashboard_address=self._dashboard_address, **self._state_kwargs)
-        await self._scale_async(self.n_workers)
+        try:
+            await self._scale_async(self.n_workers)
+        except BaseException:
+            # A worker that could not start fails the cluster: nothing of it may stay
+            # (the scheduler's socket, the workers that did start, their processes).
+            await self._close_async()
+            raise
         self.status = "running"
         return self
 
