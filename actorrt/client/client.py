@@ -112,7 +112,9 @@ class Client(ClientExtras):
         self._set_as_default = set_as_default
         self._states: dict[str, FutureState] = {}
         self._refcount: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Reentrant: the garbage collector may free a Future (whose release takes this
+        # lock) on any allocation, including one made while this thread holds the lock.
+        self._lock = threading.RLock()
         self._outbox: list[list] = []
         self._flush_scheduled = False
         self._fn_cache: dict[int, tuple[Any, Pickled]] = {}
