@@ -35,3 +35,32 @@ def test_future_collected_while_client_lock_held_does_not_deadlock(client):
     finally:
         gc.enable()
     assert client.submit(inc, 2).result() == 3
+
+
+def test_sync_cancel_has_cancelled_the_future_when_it_returns(client):
+    # dask's sync cancel() returns once the Futures are cancelled; code checks at once.
+    for i in range(20):
+        f = client.submit(inc, i, pure=False)
+        client.cancel([f])
+        assert f.cancelled() and f.status == "cancelled"
+        g = client.submit(inc, i, pure=False)
+        g.cancel()
+        assert g.cancelled()
+
+
+_attempts: dict = {}
+
+
+def fail_once(tag):
+    _attempts[tag] = _attempts.get(tag, 0) + 1
+    if _attempts[tag] == 1:
+        raise ValueError("first attempt fails")
+    return tag
+
+
+def test_sync_retry_has_reset_the_future_when_it_returns(client):
+    f = client.submit(fail_once, "retry-review")
+    assert f.exception() is not None
+    client.retry([f])
+    assert f.status != "error"  # pending again (or already finished), not the old failure
+    assert f.result() == "retry-review"

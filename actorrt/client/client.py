@@ -769,10 +769,7 @@ class Client(ClientExtras):
         def mark() -> None:
             for f in flat:
                 f._state.cancel(reason or f"{f.key} was cancelled")
-        self._call_on_loop(mark)
-        if self.asynchronous:
-            return _done_coro()
-        return None
+        return self._update_states(mark)
 
     def retry(self, futures: Any) -> Any:
         """Run failed tasks again."""
@@ -782,12 +779,17 @@ class Client(ClientExtras):
             for f in flat:
                 if f._state.status == "error":
                     f._state.status = "pending"
-        self._call_on_loop(reset)
         with self._lock:
             self._queue_locked("retry", [f.key for f in flat])
-        if self.asynchronous:
-            return _done_coro()
-        return None
+        return self._update_states(reset)
+
+    def _update_states(self, update: Callable[[], None]) -> Any:
+        """Run ``update`` (of future states) on the loop; the sync face returns once it
+        has run, so ``f.cancelled()`` holds right after ``client.cancel(f)`` (as in dask)."""
+        if self.asynchronous or self.status == "closed" or threading.get_ident() == self._loop_thread:
+            self._call_on_loop(update)
+            return _done_coro() if self.asynchronous else None
+        return self.sync(_run_now, update)
 
     # --- introspection (more in extras.py) -----------------------------------------
     def get_actor(self, name: str, timeout: float | None = None) -> Any:
@@ -864,3 +866,7 @@ def _secret_bytes(secret: bytes | str | None) -> bytes | None:
 
 async def _done_coro() -> None:
     return None
+
+
+async def _run_now(fn: Callable[[], None]) -> None:
+    fn()
