@@ -12,7 +12,7 @@ long waits on things other than futures.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .worker.pool import current_job, current_pool
 
@@ -37,8 +37,12 @@ def get_worker() -> "Worker":
     return worker
 
 
-def get_client(timeout: float | None = None) -> "Client":
+def get_client(address: Any = None, timeout: float | None = None,
+               resolve_address: bool = True) -> "Client":
     """The client to use here: the task's worker's client inside a task, else the default.
+
+    ``address``, ``timeout`` and ``resolve_address`` are accepted for dask's sake and
+    not used: there is only ever the one client to give.
 
     Inside a task the client shares the worker's host, loop and connections; no new
     connection is opened per task. Outside a task it is the last Client created in
@@ -100,7 +104,7 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True) ->
     ...     with worker_client() as c:
     ...         return sum(c.gather(c.map(abs, range(n))))
     """
-    client = get_client(timeout)
+    client = get_client(timeout=timeout)
     pool = current_pool()
     seceded = bool(separate_thread and pool is not None and pool.secede())
     try:

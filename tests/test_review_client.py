@@ -64,3 +64,16 @@ def test_sync_retry_has_reset_the_future_when_it_returns(client):
     client.retry([f])
     assert f.status != "error"  # pending again (or already finished), not the old failure
     assert f.result() == "retry-review"
+
+
+def where_client_is(address):
+    from actorrt import get_client
+    return get_client(address=address, timeout=5, resolve_address=False).id
+
+
+def test_get_client_accepts_dask_keywords(client):
+    # dask's signature is get_client(address=None, timeout=None, resolve_address=True);
+    # docs/api.md promises the address is accepted (and ignored).
+    from actorrt import get_client
+    assert get_client(address=client.scheduler_address, timeout=1) is client
+    assert client.submit(where_client_is, client.scheduler_address).result().startswith("client-")
