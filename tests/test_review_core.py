@@ -79,3 +79,19 @@ def test_async_local_cluster_that_fails_to_start_closes_its_scheduler():
         assert lc.scheduler_host is not None and lc.scheduler_host.status == "closed"
         assert lc.status == "closed"
     asyncio.run(main())
+
+
+@gen_cluster(n_workers=2)
+async def test_fetch_reports_only_the_holder_it_tried(c, lc):
+    # A failed fetch blames the peer it asked, not every holder: the scheduler drops
+    # the blamed ones from who_has (and would recompute data a live holder still has,
+    # and never free that holder's copy).
+    a, b = lc.worker_addresses()
+    wb = _worker(lc, b)
+    wb.use_inputs(["k"])
+    try:
+        failed = await wb.fetch({"k": ["inproc://nobody-1", "inproc://nobody-2"]})
+    finally:
+        wb.drop_inputs(["k"])
+    assert list(failed) == ["k"] and len(failed["k"]) == 1
+    assert failed["k"][0] in ("inproc://nobody-1", "inproc://nobody-2")

@@ -216,8 +216,10 @@ class Worker(Actor):
         return fn
 
     async def fetch(self, missing: dict[str, list[str]]) -> dict[str, list[str]]:
-        """Bring ``missing`` inputs here from peers; return those that could not be had."""
+        """Bring ``missing`` inputs here from peers; return those that could not be had,
+        each with the holders that failed (only those: the scheduler forgets them as holders)."""
         by_peer: dict[str, list[str]] = {}
+        tried: dict[str, list[str]] = {}  # (a fetch begun by another task blames no one here)
         waits = []
         for key, holders in missing.items():
             if key in self._fetching:
@@ -225,8 +227,11 @@ class Worker(Actor):
                 continue
             candidates = [h for h in holders if h != self.host.address]
             if not candidates:
+                tried[key] = list(holders)  # only this worker was named, and it has not got it
                 continue
-            by_peer.setdefault(random.choice(candidates), []).append(key)
+            peer = random.choice(candidates)
+            tried[key] = [peer]
+            by_peer.setdefault(peer, []).append(key)
         loop = asyncio.get_running_loop()
         for peer, keys in by_peer.items():
             fut = loop.create_future()
@@ -236,7 +241,7 @@ class Worker(Actor):
             own_task(self, self._fetch_from(peer, keys, fut))
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
-        return {k: h for k, h in missing.items() if k not in self.data}
+        return {k: tried.get(k, []) for k in missing if k not in self.data}
 
     async def _fetch_from(self, peer: str, keys: list[str], fut: asyncio.Future) -> None:
         try:
