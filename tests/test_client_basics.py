@@ -144,7 +144,8 @@ def test_scatter_and_use(any_client):
 
 
 def test_cancel_future(client):
-    f = client.submit(time.sleep, 5, pure=False)
+    # (1 s: a started task's thread cannot be killed, and the fixture checks for threads left)
+    f = client.submit(time.sleep, 1, pure=False)
     f.cancel()
     with pytest.raises(actorrt.CancelledError):
         f.result(timeout=5)
