@@ -77,3 +77,14 @@ def test_get_client_accepts_dask_keywords(client):
     from actorrt import get_client
     assert get_client(address=client.scheduler_address, timeout=1) is client
     assert client.submit(where_client_is, client.scheduler_address).result().startswith("client-")
+
+
+def test_gather_of_a_released_future_raises_instead_of_hanging(client):
+    import pytest
+    f = client.submit(inc, 1, pure=False)
+    f.release()
+    with pytest.raises(RuntimeError, match="released"):
+        client.gather([f])
+    with pytest.raises(RuntimeError, match="released"):
+        f.result()
+    assert client.submit(inc, 2).result() == 3

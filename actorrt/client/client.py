@@ -568,6 +568,10 @@ class Client(ClientExtras):
         if foreign:  # their keys are held (and reported) for another client, maybe another cluster
             raise ValueError(f"cannot gather {len(foreign)} Future(s) of another client (e.g. "
                              f"{foreign[0].key!r} of {foreign[0].client.id}); this is {self.id}")
+        released = [f for f in flat if f._released]
+        if released:  # no report reaches a released Future: waiting on it would never end
+            raise RuntimeError(f"cannot gather {len(released)} released Future(s) (e.g. "
+                               f"{released[0].key!r}); they have no result any more")
         values = await self._gather_keys(flat, errors, timeout)
         data = {f.key: v for f, v in zip(flat, values) if v is not _SKIP}
         calls = actor_futures_of(futures)
