@@ -88,3 +88,16 @@ def test_gather_of_a_released_future_raises_instead_of_hanging(client):
     with pytest.raises(RuntimeError, match="released"):
         f.result()
     assert client.submit(inc, 2).result() == 3
+
+
+def test_coordination_call_through_a_closed_client_says_so():
+    import pytest
+    from actorrt import Event, Queue
+    c = Client(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False)
+    q = Queue("review-closed", client=c)
+    q.put(1)
+    c.close()
+    with pytest.raises(RuntimeError, match="client is closed"):
+        q.put(2)
+    with pytest.raises(RuntimeError, match="client is closed"):
+        Event("review-closed", client=c).set()  # (not yet resolved: no coroutine left behind)

@@ -234,12 +234,19 @@ def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]], may_block: b
 def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Have the loop call ``fn`` soon, without waiting. Calls from one thread run in
     the order made, and before any later ask from that thread."""
+    _check_open(client)
     if kwargs:
         fn = functools.partial(fn, **kwargs)
     client.loop.call_soon_threadsafe(fn, *args)
 
 
+def _check_open(client: "Client") -> None:
+    if client.status == "closed":  # its loop may be closed (or running on without it): say so
+        raise RuntimeError(f"client is closed; cannot reach coordination actors through {client.id}")
+
+
 def _check_not_on_loop(client: "Client") -> asyncio.AbstractEventLoop:
+    _check_open(client)
     loop = client.loop
     if asyncio._get_running_loop() is loop:  # (the non-raising form: this is a hot path)
         raise RuntimeError("blocking call on the client's event loop; use `await` "
