@@ -101,3 +101,10 @@ def test_coordination_call_through_a_closed_client_says_so():
         q.put(2)
     with pytest.raises(RuntimeError, match="client is closed"):
         Event("review-closed", client=c).set()  # (not yet resolved: no coroutine left behind)
+
+
+def test_gather_of_an_iterator_yields_values_as_dask_does(client):
+    from actorrt import as_completed
+    futures = client.map(inc, range(5))
+    assert list(client.gather(iter(futures))) == [1, 2, 3, 4, 5]
+    assert sorted(client.gather(as_completed(futures))) == [1, 2, 3, 4, 5]

@@ -8,6 +8,7 @@ an outbox that goes to the scheduler as one message per loop turn.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import concurrent.futures
 import hashlib
 import itertools
@@ -550,6 +551,8 @@ class Client(ClientExtras):
         """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        if isinstance(futures, collections.abc.Iterator):  # e.g. as_completed: lazily, as dask
+            return (self.gather(f, errors=errors) for f in futures)
         if progress:
             from ..diagnostics.progress import progress as show_progress
             if self.asynchronous:
