@@ -164,3 +164,15 @@ def test_worker_dialling_scheduler_by_another_name_exits_when_it_dies():
                     p.kill()
                 p.wait()
                 p.stdout.close()
+
+
+def test_worker_process_that_never_registers_times_out_and_is_killed():
+    """A worker stuck at start (here: it never reaches the scheduler) fails the start
+    within the deadline, and neither it nor the cluster is left running."""
+    threads_before = set(threading.enumerate())
+    stuck = {"PYTHONSTARTUP": "", "ACTORRT_TEST_STALL": "1"}
+    with pytest.raises(TimeoutError, match="did not register"):
+        LocalCluster(n_workers=1, processes=True, worker_start_timeout=0.5,
+                     dashboard_address=None,
+                     worker_env={**stuck, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "stall")})
+    wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before and t.is_alive()])

@@ -227,3 +227,16 @@ def test_graph_tasks_nobody_wants_are_forgotten():
              TaskSpec("c", 0, ("lonely",))]
     s.handle_update_graph("c", specs, ["b"], "s1")
     assert set(s.tasks) == {"a", "b"}  # 'lonely' and its dependent 'c' were never wanted
+
+
+def test_retry_forgives_past_worker_deaths():
+    s = SchedulerState(allowed_failures=0, validate=True)
+    s.handle_add_client("c")
+    s.handle_add_worker("w0", 1, "a")
+    s.handle_add_worker("w1", 1, "a")
+    s.handle_update_graph("c", [TaskSpec("bomb", 0, ())], ["bomb"], "s1")
+    s.handle_remove_worker(s.tasks["bomb"].processing_on.address, "kill")
+    assert s.tasks["bomb"].state == "erred"
+    out = s.handle_retry(["bomb"], "retry")
+    assert [c.key for c in computes(out)] == ["bomb"]
+    assert s.tasks["bomb"].suspicious == 0

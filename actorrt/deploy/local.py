@@ -74,7 +74,9 @@ class LocalCluster:
                  host: str = "127.0.0.1", scheduler_port: int = 0, validate: bool = False,
                  worker_env: dict | None = None,
                  dashboard_address: str | int | None = DEFAULT_DASHBOARD_ADDRESS,
-                 memory_limit: Any = None, **state_kwargs: Any) -> None:
+                 memory_limit: Any = None, worker_start_timeout: float = 60.0,
+                 **state_kwargs: Any) -> None:
+        self.worker_start_timeout = worker_start_timeout
         # Accepted for dask compatibility; workers do not spill, pause or restart on
         # memory (docs/api.md says so).
         self.memory_limit = memory_limit
@@ -177,6 +179,7 @@ class LocalCluster:
         self.workers[name] = proc
         assert self.scheduler is not None
         # Registered once its host shows up among the scheduler's workers.
+        deadline = asyncio.get_running_loop().time() + self.worker_start_timeout
         while True:
             for addr, info in self.scheduler.worker_info.items():
                 if info.get("name") == name:
@@ -184,6 +187,13 @@ class LocalCluster:
             if proc.poll() is not None:
                 del self.workers[name]
                 raise RuntimeError(f"worker process {name} exited with code {proc.returncode} at start")
+            if asyncio.get_running_loop().time() > deadline:
+                # Neither registered nor gone (stuck importing, or cannot reach us).
+                del self.workers[name]
+                proc.kill()
+                await _wait_process(proc, 5.0)
+                raise TimeoutError(f"worker process {name} did not register with the scheduler "
+                                   f"within {self.worker_start_timeout} s")
             await self._wait_registration()
 
     async def _wait_registration(self) -> None:

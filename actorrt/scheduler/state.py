@@ -362,6 +362,7 @@ class SchedulerState:
             if ts.state != "erred":
                 continue
             ts.exception = ts.traceback = ts.blame = None
+            ts.suspicious = 0  # asked to try again: past worker deaths no longer count
             self._story(ts, "erred", "released", stimulus_id)
             ts.state = "released"
             recs[ts.key] = "waiting"
