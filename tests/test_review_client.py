@@ -108,3 +108,51 @@ def test_gather_of_an_iterator_yields_values_as_dask_does(client):
     futures = client.map(inc, range(5))
     assert list(client.gather(iter(futures))) == [1, 2, 3, 4, 5]
     assert sorted(client.gather(as_completed(futures))) == [1, 2, 3, 4, 5]
+
+
+# --- Futures returned by actor methods -------------------------------------------------
+_gate = threading.Event()
+
+
+def wait_gate(x):
+    _gate.wait(10)
+    return x + 1
+
+
+class FutureMaker:
+    """An actor whose methods return Futures it does not keep."""
+
+    def __init__(self):
+        from actorrt import get_client
+        self.client = get_client()  # (async methods run on the loop: no get_client there)
+
+    def pending(self, x):
+        from actorrt import get_client
+        return get_client().submit(wait_gate, x, pure=False)
+
+    def finished_in_list(self, x):
+        from actorrt import get_client
+        f = get_client().submit(inc, x, pure=False)
+        f.result()
+        return [f]
+
+    async def from_async(self, x):
+        return self.client.submit(inc, x, pure=False)
+
+
+def test_future_returned_by_an_actor_method_resolves(client):
+    # The actor's own Future is dropped once the reply is pickled: the key must pass to
+    # the caller (as a Queue passes its items' keys), not be forgotten before it arrives.
+    maker = client.submit(FutureMaker, actor=True).result()
+    f = maker.pending(1).result()
+    [g] = maker.finished_in_list(10).result()
+    h = maker.from_async(20).result()
+    _gate.set()
+    assert (f.result(timeout=10), g.result(timeout=10), h.result(timeout=10)) == (2, 11, 21)
+
+
+def test_future_returned_by_an_actor_method_resolves_across_processes(pclient):
+    maker = pclient.submit(FutureMaker, actor=True).result()
+    [g] = maker.finished_in_list(10).result()
+    h = maker.from_async(20).result()
+    assert (g.result(timeout=10), h.result(timeout=10)) == (11, 21)

@@ -70,6 +70,7 @@ class Caller:
 
     def __init__(self, client: "Client") -> None:
         self._client = weakref.ref(client)
+        self.client_id = client.id  # named in calls: Futures in a reply pass to this holder
         self.host = client.host
         self.loop = client.loop
         self.scheduler = client.scheduler
@@ -135,9 +136,9 @@ class Caller:
         reachable = ref.address == host.address or host.is_connected(ref.address)
         try:
             if call.op == CALL:
-                fut = host.ask(ref, CALL, method=call.name, args=call.args)
+                fut = host.ask(ref, CALL, method=call.name, args=call.args, holder=self.client_id)
             else:
-                fut = host.ask(ref, GETATTR, name=call.name)
+                fut = host.ask(ref, GETATTR, name=call.name, holder=self.client_id)
         except Exception as e:  # the host is closing
             call.state.err(self._closed_error(e))
             return

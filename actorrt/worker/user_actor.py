@@ -131,7 +131,7 @@ class UserActor(Actor):
         self.methods = public_methods(type(instance))
         self._kinds: dict[str, int] = {}
         self._sync_running = 0
-        self._blocked: deque[tuple[int, str, Any, Reply]] = deque()  # behind an async call
+        self._blocked: deque[tuple[int, str, Any, Reply, str | None]] = deque()  # behind an async call
 
     def on_stop(self) -> None:
         self.lane.close()
@@ -141,7 +141,8 @@ class UserActor(Actor):
             del self.worker.user_actors[self.key]
 
     # --- messages ---------------------------------------------------------------------
-    def handle_call(self, method: str, reply: Reply, args: Pickled | None = None) -> None:
+    def handle_call(self, method: str, reply: Reply, args: Pickled | None = None,
+                    holder: str | None = None) -> None:
         kind = self._kinds.get(method)
         if kind is None:
             if method not in self.methods:
@@ -149,12 +150,12 @@ class UserActor(Actor):
                                      f"(methods: {', '.join(sorted(self.methods)) or 'none'})")
             fn = getattr(self.instance, method)
             kind = self._kinds[method] = ASYNC if inspect.iscoroutinefunction(fn) else SYNC
-        self._submit(kind, method, args, reply)
+        self._submit(kind, method, args, reply, holder)
 
-    def handle_getattr(self, name: str, reply: Reply) -> None:
+    def handle_getattr(self, name: str, reply: Reply, holder: str | None = None) -> None:
         if name.startswith("_"):
             raise AttributeError(f"actor {self.label}: private attribute {name!r} is not readable")
-        self._submit(ATTRIBUTE, name, None, reply)
+        self._submit(ATTRIBUTE, name, None, reply, holder)
 
     def handle_info(self) -> dict:
         return {"key": self.key, "class": self.label, "methods": sorted(self.methods),
@@ -162,26 +163,28 @@ class UserActor(Actor):
                 "waiting": len(self._blocked)}
 
     # --- ordering ---------------------------------------------------------------------------
-    def _submit(self, kind: int, name: str, args: Any, reply: Reply) -> None:
+    def _submit(self, kind: int, name: str, args: Any, reply: Reply, holder: str | None) -> None:
         if self._blocked or (kind == ASYNC and self._sync_running):
-            self._blocked.append((kind, name, args, reply))
+            self._blocked.append((kind, name, args, reply, holder))
         else:
-            self._start(kind, name, args, reply)
+            self._start(kind, name, args, reply, holder)
 
-    def _start(self, kind: int, name: str, args: Any, reply: Reply) -> None:
+    def _start(self, kind: int, name: str, args: Any, reply: Reply, holder: str | None) -> None:
         if kind == ASYNC:
-            own_task(self, self._run_async(name, args, reply))
+            own_task(self, self._run_async(name, args, reply, holder))
             return
         self._sync_running += 1
         self.lane.submit(Job(functools.partial(self._run_sync, kind, name, args),
-                             functools.partial(self._sync_done, reply), context=self))
+                             functools.partial(self._sync_done, reply, holder), context=self))
 
-    def _sync_done(self, reply: Reply, job: Job) -> None:
+    def _sync_done(self, reply: Reply, holder: str | None, job: Job) -> None:
         self._sync_running -= 1
         if job.error is not None:
             reply.fail(job.error)
         else:
-            reply.ok(job.result)
+            blob, futures = job.result
+            self._pass_keys(holder, futures)
+            reply.ok(blob)
         while self._blocked:
             kind = self._blocked[0][0]
             if kind == ASYNC and self._sync_running:
@@ -189,8 +192,9 @@ class UserActor(Actor):
             self._start(*self._blocked.popleft())
 
     # --- running ------------------------------------------------------------------------------
-    def _run_sync(self, kind: int, name: str, args: Pickled | None) -> Any:
-        """On a lane thread: the method's result, pickled here rather than on the loop."""
+    def _run_sync(self, kind: int, name: str, args: Pickled | None) -> tuple[Pickled | None, list]:
+        """On a lane thread: the method's result, pickled here rather than on the loop,
+        and the Futures inside it (kept alive until their keys pass to the caller)."""
         if kind == ATTRIBUTE:
             value = _read_attribute(self.instance, name, self.label)
         else:
@@ -200,9 +204,26 @@ class UserActor(Actor):
             else:
                 a, kw = _call_args(args, self.label, name)
                 value = fn(*a, **kw)
-        return None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()")
+        return self._pack(value, name)
 
-    async def _run_async(self, name: str, args: Pickled | None, reply: Reply) -> None:
+    def _pack(self, value: Any, name: str) -> tuple[Pickled | None, list]:
+        from ..client.future import futures_of
+        blob = None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()")
+        return blob, futures_of(value)
+
+    def _pass_keys(self, holder: str | None, futures: list) -> None:
+        """Make the caller's client a holder of the Futures in a reply before it is sent:
+        this actor's own Futures go once the reply is out, and the key must not be
+        forgotten before the caller's copy says it wants it (as a Queue's get does)."""
+        if futures and holder:
+            for client in {id(f.client): f.client for f in futures}.values():
+                if client.loop is self.host.loop:
+                    client._flush()  # a submit made by the method must reach the scheduler first
+            self.host.tell(self.worker.scheduler, "want_keys", client=holder,
+                           keys=[f.key for f in futures])
+
+    async def _run_async(self, name: str, args: Pickled | None, reply: Reply,
+                         holder: str | None = None) -> None:
         from ..client.actor_handle import binding
         try:
             a: Any = ()
@@ -211,7 +232,9 @@ class UserActor(Actor):
                 with binding(self.worker.client()):  # handles in the arguments bind here
                     a, kw = _call_args(args, self.label, name)
             value = await getattr(self.instance, name)(*a, **kw)
-            reply.ok(None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()"))
+            blob, futures = self._pack(value, name)
+            self._pass_keys(holder, futures)
+            reply.ok(blob)
         except Exception as e:
             reply.fail(e)
 
