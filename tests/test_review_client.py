@@ -156,3 +156,49 @@ def test_future_returned_by_an_actor_method_resolves_across_processes(pclient):
     [g] = maker.finished_in_list(10).result()
     h = maker.from_async(20).result()
     assert (g.result(timeout=10), h.result(timeout=10)) == (11, 21)
+
+
+class Keeper:
+    """An actor that keeps the Futures it is given."""
+
+    def __init__(self):
+        self.futures = []
+
+    def keep(self, fs):
+        self.futures.extend(fs)
+        return len(self.futures)
+
+    def results(self):
+        return [f.result(timeout=10) for f in self.futures]
+
+    def open_missing(self):
+        open("/nonexistent/review/file")
+
+    def time_out(self):
+        raise TimeoutError("the method's own timeout")
+
+
+def _keeper_roundtrip(c):
+    k = c.submit(Keeper, actor=True).result()
+    for i in range(3):
+        # The caller's Futures are temporaries, dropped as soon as the call is sent.
+        k.keep([c.submit(inc, i, pure=False)]).result()
+    return k.results().result(timeout=30)
+
+
+def test_futures_given_to_an_actor_outlive_the_callers_copy(client):
+    assert _keeper_roundtrip(client) == [1, 2, 3]
+
+
+def test_futures_given_to_an_actor_outlive_the_callers_copy_across_processes(pclient):
+    assert _keeper_roundtrip(pclient) == [1, 2, 3]
+
+
+def test_an_oserror_raised_by_an_actor_method_is_the_methods_own(pclient):
+    import pytest
+    k = pclient.submit(Keeper, actor=True).result()
+    with pytest.raises(FileNotFoundError):
+        k.open_missing().result()
+    with pytest.raises(TimeoutError, match="the method's own timeout"):
+        k.time_out().result()
+    assert k.keep([]).result() == 0  # the actor is fine, and the handle still works

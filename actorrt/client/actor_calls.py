@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import ActorRef
 from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
+from ..core.serialize import RemoteTraceback
 
 if TYPE_CHECKING:
     from .actor_handle import ActorFutureState
@@ -41,13 +42,15 @@ GETATTR = "getattr"  # op: read an attribute
 class Call:
     """One method call or attribute read on its way to an actor."""
 
-    __slots__ = ("op", "name", "args", "state")
+    __slots__ = ("op", "name", "args", "state", "futures")
 
-    def __init__(self, op: str, name: str, args: Any, state: "ActorFutureState") -> None:
+    def __init__(self, op: str, name: str, args: Any, state: "ActorFutureState",
+                 futures: list | None = None) -> None:
         self.op = op
         self.name = name
         self.args = args
         self.state = state
+        self.futures = futures  # Futures in ``args``: kept until the reply (future.PICKLED_FUTURES)
 
 
 class Link:
@@ -154,8 +157,7 @@ class Caller:
             return
         if self._client_gone():
             call.state.err(self._closed_error(exc))
-        elif isinstance(exc, ActorNotFoundError) or (
-                not reachable and isinstance(exc, (CommClosedError, OSError))):
+        elif isinstance(exc, ActorNotFoundError) or (not reachable and self._lost_in_transit(link, exc)):
             # It never reached the actor: send it again once we know where the actor is.
             link.backlog.append(call)
             self._resolve(link)
@@ -164,13 +166,22 @@ class Caller:
                 f"actor {link.label} stopped before replying to {call.name}(): it was released, "
                 f"or its worker is closing"))
             self._resolve(link)
-        elif isinstance(exc, (CommClosedError, OSError)):
+        elif self._lost_in_transit(link, exc):
             call.state.err(ActorDeadError(
                 f"actor {link.label} died before replying to {call.name}() "
                 f"(its worker {link.ref.address} went away: {exc})"))
             self._resolve(link)
         else:
             call.state.err(exc)  # the method's own exception
+
+    def _lost_in_transit(self, link: Link, exc: BaseException) -> bool:
+        """Whether the connection failed, rather than the method raising an OSError of its
+        own (TimeoutError, FileNotFoundError, ...): that one arrives as a reply, with its
+        remote traceback as cause, or from an actor on this very host."""
+        if isinstance(exc, CommClosedError):
+            return True
+        return (isinstance(exc, OSError) and not isinstance(exc.__cause__, RemoteTraceback)
+                and link.ref.address != self.host.address)
 
     # --- re-learning where an actor lives ------------------------------------------------
     def _resolve(self, link: Link) -> None:

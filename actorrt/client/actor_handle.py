@@ -31,7 +31,7 @@ from .actor_calls import CALL, GETATTR, Call, caller_of
 from .actor_future import (ActorFuture, ActorFutureNotReady, ActorFutureState,  # noqa: F401 (re-exported)
                            actor_futures_of, gather_actor_futures, running_actor, submit_when_ready,
                            wait_actor_futures, waits_for_actor_futures)
-from .future import Future
+from .future import PICKLED_FUTURES, Future
 
 if TYPE_CHECKING:
     from .client import Client
@@ -89,6 +89,17 @@ def _client_for_unpickling() -> "Client | None":
         return get_client()
     except ValueError:
         return None
+
+
+def _pickle_call_args(args: tuple, kwargs: dict, what: str) -> tuple[Pickled, list[Future] | None]:
+    """The pickled ``(args, kwargs)`` of a call, and the Futures inside (the call keeps
+    them until the actor, whose copies then hold their keys, has replied)."""
+    kept: list[Future] = []
+    token = PICKLED_FUTURES.set(kept)
+    try:
+        return Pickled.dumps((args, kwargs), what=what), kept or None
+    finally:
+        PICKLED_FUTURES.reset(token)
 
 
 # --- the handle ----------------------------------------------------------------------------------
@@ -176,8 +187,8 @@ class Actor:
         client = self._client if self._client is not None else self._find_client()
         if client.status != "running":
             raise RuntimeError(f"cannot call actor {self._cls_name}: the client is {client.status}")
-        blob = Pickled.dumps((args, kwargs), what=f"arguments of {self._cls_name}.{name}()") \
-            if args or kwargs else None
+        blob, kept = _pickle_call_args(args, kwargs, f"arguments of {self._cls_name}.{name}()") \
+            if args or kwargs else (None, None)
         state = ActorFutureState(f"{self._cls_name}.{name}-{next(_keys)}")
         future = ActorFuture(state, client, self._key)
         dead = self._known_dead()
@@ -189,7 +200,7 @@ class Actor:
         if link is None or link.caller is not caller:  # (an unbound handle, used by a new client)
             link = caller.link(self._key, self._label(), self._ref)
             object.__setattr__(self, "_link", link)
-        caller.send(link, Call(op, name, blob, state))
+        caller.send(link, Call(op, name, blob, state, kept))
         return future
 
     def _known_dead(self) -> BaseException | None:

@@ -238,6 +238,9 @@ class Future:
             pass  # interpreter shutdown or a closed client
 
     def __reduce__(self) -> Any:
+        kept = PICKLED_FUTURES.get()
+        if kept is not None:
+            kept.append(self)
         return _rebuild_future, (self.key,)
 
     def __repr__(self) -> str:
@@ -259,6 +262,13 @@ class Future:
 #: value): Futures inside bind to that client rather than to get_client()'s.
 UNPICKLING_CLIENT: "contextvars.ContextVar[Client | None]" = contextvars.ContextVar(
     "actorrt_unpickling_client", default=None)
+
+
+#: Set while pickling an actor call's arguments: each Future pickled adds itself, and the
+#: call keeps them (so their keys) until the actor replies, by when the actor's copies
+#: hold the keys: the caller's own may be temporaries, dropped as soon as the call is sent.
+PICKLED_FUTURES: "contextvars.ContextVar[list[Future] | None]" = contextvars.ContextVar(
+    "actorrt_pickled_futures", default=None)
 
 
 def _rebuild_future(key: str) -> Future:

@@ -229,8 +229,10 @@ class UserActor(Actor):
             a: Any = ()
             kw: dict = {}
             if args is not None:
-                with binding(self.worker.client()):  # handles in the arguments bind here
+                client = self.worker.client()
+                with binding(client):  # handles in the arguments bind here
                     a, kw = _call_args(args, self.label, name)
+                client._flush()  # Futures in them: want their keys before the reply goes out
             value = await getattr(self.instance, name)(*a, **kw)
             blob, futures = self._pack(value, name)
             self._pass_keys(holder, futures)
