@@ -202,3 +202,31 @@ def test_an_oserror_raised_by_an_actor_method_is_the_methods_own(pclient):
     with pytest.raises(TimeoutError, match="the method's own timeout"):
         k.time_out().result()
     assert k.keep([]).result() == 0  # the actor is fine, and the handle still works
+
+
+def make_futures(n):
+    from actorrt import get_client
+    c = get_client()
+    return [c.submit(inc, i, pure=False) for i in range(n)]
+
+
+def test_futures_in_a_fetched_result_bind_to_the_fetching_client():
+    # Two clients, two clusters: the Futures inside a's result belong to a (and its
+    # cluster), not to the default client b.
+    with Client(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False) as a, \
+            Client(n_workers=1, threads_per_worker=1, processes=False) as b:
+        fs = a.submit(make_futures, 3).result()
+        assert all(f.client is a for f in fs)
+        assert a.gather(fs) == [1, 2, 3]
+        assert not b._refcount
+
+
+def test_futures_in_a_fetched_result_with_no_default_client():
+    import asyncio
+
+    async def main():
+        async with Client(n_workers=1, threads_per_worker=1, processes=False, asynchronous=True,
+                          set_as_default=False) as c:
+            fs = await c.submit(make_futures, 2)
+            return await c.gather(fs)
+    assert asyncio.run(main()) == [1, 2]

@@ -31,7 +31,7 @@ from .actor_calls import CALL, GETATTR, Call, caller_of
 from .actor_future import (ActorFuture, ActorFutureNotReady, ActorFutureState,  # noqa: F401 (re-exported)
                            actor_futures_of, gather_actor_futures, running_actor, submit_when_ready,
                            wait_actor_futures, waits_for_actor_futures)
-from .future import PICKLED_FUTURES, Future
+from .future import PICKLED_FUTURES, UNPICKLING_CLIENT, Future
 
 if TYPE_CHECKING:
     from .client import Client
@@ -64,11 +64,14 @@ def binding(client: "Client") -> Iterator[None]:
 
 
 def load_binding(blob: Pickled, client: "Client") -> Any:
-    """``blob.loads()`` with actor handles inside bound to ``client`` (a fetched result)."""
+    """``blob.loads()`` with actor handles and Futures inside bound to ``client`` (a
+    fetched result): not to the default client, which may be another (or none)."""
     token = _BINDING.set(client)
+    token2 = UNPICKLING_CLIENT.set(client)
     try:
         return blob.loads()
     finally:
+        UNPICKLING_CLIENT.reset(token2)
         _BINDING.reset(token)
 
 
