@@ -230,3 +230,25 @@ def test_futures_in_a_fetched_result_with_no_default_client():
             fs = await c.submit(make_futures, 2)
             return await c.gather(fs)
     assert asyncio.run(main()) == [1, 2]
+
+
+def test_futures_in_an_actor_reply_bind_to_the_calling_client():
+    import asyncio
+
+    from actorrt import as_completed
+
+    with Client(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False) as a, \
+            Client(n_workers=1, threads_per_worker=1, processes=False):
+        maker = a.submit(FutureMaker, actor=True).result()
+        [g] = maker.finished_in_list(1).result()
+        assert g.client is a and g.result(timeout=10) == 2
+        [(_, [h])] = list(as_completed([maker.finished_in_list(2)], with_results=True))
+        assert h.client is a and h.result(timeout=10) == 3
+
+    async def main():
+        async with Client(n_workers=1, threads_per_worker=1, processes=False, asynchronous=True,
+                          set_as_default=False) as c:
+            maker = await c.submit(FutureMaker, actor=True)
+            [[f]] = await c.gather([maker.finished_in_list(3)])
+            return f.client is c, await f
+    assert asyncio.run(main()) == (True, 4)

@@ -113,14 +113,20 @@ class ActorFutureState:
     def exception(self) -> BaseException | None:
         return self._exc if self.status == "error" else None
 
-    def value(self) -> Any:
-        """The reply's value (unpickled in the calling thread, once); raises its error."""
+    def value(self, client: "Client | None" = None) -> Any:
+        """The reply's value (unpickled in the calling thread, once); raises its error.
+
+        Futures and handles inside bind to ``client`` (the caller's), if given."""
         if self.status == "error":
             assert self._exc is not None
             raise self._exc
         if not self._loaded:
             raw = self._value
-            value = raw.loads() if type(raw) is Pickled else raw
+            if type(raw) is Pickled:
+                from .actor_handle import load_binding
+                value = load_binding(raw, client) if client is not None else raw.loads()
+            else:
+                value = raw
             with _WAIT_LOCK:
                 if not self._loaded:
                     self._value, self._loaded = value, True
@@ -188,7 +194,7 @@ class ActorFuture:
         if self.client.asynchronous:
             return self._result_async(timeout)
         self._wait(timeout)
-        return self._state.value()
+        return self._state.value(self.client)
 
     def exception(self, timeout: float | None = None) -> Any:
         """The method's exception, or None if it returned."""
@@ -217,7 +223,7 @@ class ActorFuture:
 
     async def _result_async(self, timeout: float | None = None) -> Any:
         await self._done_async(timeout)
-        return self._state.value()
+        return self._state.value(self.client)
 
     async def _exception_async(self, timeout: float | None = None) -> BaseException | None:
         await self._done_async(timeout)
@@ -260,7 +266,7 @@ class ActorFuture:
     def __reduce__(self) -> Any:
         st = self._state
         if st.status == "finished":
-            return _resolved, (st.value(),)
+            return _resolved, (st.value(self.client),)
         raise ActorFutureNotReady(
             f"{self!r} has no value yet: pass it straight to submit() (which waits for it), "
             "or pass its result()")
@@ -294,7 +300,7 @@ def actor_futures_of(obj: Any) -> list[ActorFuture]:
 def _with_values(obj: Any) -> Any:
     t = type(obj)
     if t is ActorFuture:
-        return obj._state.value()
+        return obj._state.value(obj.client)
     if t in (list, tuple, set, frozenset):
         return t(_with_values(x) for x in obj)
     if t is dict:
@@ -318,7 +324,7 @@ async def gather_actor_futures(futures: list[ActorFuture], errors: str = "raise"
             if errors == "raise":
                 st.value()  # raises
             continue
-        out[f.key] = st.value()
+        out[f.key] = st.value(f.client)
     return out
 
 

@@ -194,7 +194,7 @@ class as_completed:
         st = future._state
         if type(future) is ActorFuture:  # an actor call's reply is here already: no fetch
             error = st.status != "finished"
-            value = (st.exception() if error else st.value()) if self.with_results else None
+            value = (st.exception() if error else st.value(future.client)) if self.with_results else None
             self._push(_Done(future, value, error))
             return
         if not self.with_results or st.status != "finished":
