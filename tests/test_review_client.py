@@ -252,3 +252,19 @@ def test_futures_in_an_actor_reply_bind_to_the_calling_client():
             [[f]] = await c.gather([maker.finished_in_list(3)])
             return f.client is c, await f
     assert asyncio.run(main()) == (True, 4)
+
+
+def test_actor_handle_from_a_queue_binds_to_an_async_receiver():
+    import asyncio
+
+    from actorrt import Queue
+
+    async def main():
+        async with Client(n_workers=1, threads_per_worker=1, processes=False, asynchronous=True,
+                          set_as_default=False) as c:
+            keeper = await c.submit(Keeper, actor=True)
+            q = Queue("review-handles", client=c)
+            await q.put(keeper)
+            got = await q.get(timeout=10)
+            return await got.keep([])
+    assert asyncio.run(main()) == 0

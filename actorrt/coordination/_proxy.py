@@ -23,7 +23,7 @@ import math
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator
 
-from ..client.future import UNPICKLING_CLIENT, futures_of
+from ..client.future import futures_of
 from ..core import ActorRef, Pickled
 from .registry import REGISTRY_ID
 
@@ -71,12 +71,11 @@ def dump_value(value: Any, what: str) -> tuple[Pickled, list[str]]:
 
 
 def load_value(blob: Pickled, client: "Client") -> Any:
-    """Unpickle a received value; Futures inside bind to ``client``, the receiver's."""
-    token = UNPICKLING_CLIENT.set(client)
-    try:
-        return blob.loads()
-    finally:
-        UNPICKLING_CLIENT.reset(token)
+    """Unpickle a received value; Futures and actor handles inside bind to ``client``,
+    the receiver's (also on an asynchronous client's loop, where a handle would
+    otherwise stay unbound)."""
+    from ..client.actor_handle import load_binding
+    return load_binding(blob, client)
 
 
 class _Done:
