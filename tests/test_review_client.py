@@ -268,3 +268,38 @@ def test_actor_handle_from_a_queue_binds_to_an_async_receiver():
             got = await q.get(timeout=10)
             return await got.keep([])
     assert asyncio.run(main()) == 0
+
+
+class Box:
+    """Hides a Future from submit's dependency search (it looks in lists, tuples, dicts)."""
+
+    def __init__(self, future):
+        self.future = future
+
+
+def unbox(box):
+    return box.future.result(timeout=10)
+
+
+def _boxed_roundtrip(c):
+    # The inner Future is a temporary: the caller drops it as soon as submit returns.
+    return [c.submit(unbox, Box(c.submit(inc, i, pure=False)), pure=False).result(timeout=30)
+            for i in range(3)]
+
+
+def test_future_hidden_in_a_task_argument_outlives_the_callers_copy(client):
+    assert _boxed_roundtrip(client) == [1, 2, 3]
+
+
+def test_future_hidden_in_a_task_argument_outlives_the_callers_copy_across_processes(pclient):
+    assert _boxed_roundtrip(pclient) == [1, 2, 3]
+    assert wait_until_released(pclient)
+
+
+def wait_until_released(c):
+    import gc
+
+    from actorrt.testing import wait_until
+    gc.collect()
+    wait_until(lambda: not c._refcount, timeout=10)  # nothing pinned for ever
+    return True

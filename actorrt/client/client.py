@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import logging
@@ -26,7 +27,7 @@ from .arguments import check_count, check_key, check_map_keys, check_priority, c
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs, substitute
 from ..utils import LoopRunner
-from .future import DONE, CancelledError, Future, FutureState, futures_of, wait_all
+from .future import DONE, PICKLED_FUTURES, CancelledError, Future, FutureState, futures_of, wait_all
 from ..core.errors import SerializationError
 from .extras import ClientExtras, resources_not_enforced, without_dask_only_options
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
@@ -492,12 +493,20 @@ class Client(ClientExtras):
         restrict = _normalize_workers(workers)
         specs = []
         out_keys = []
+        hidden: dict[int, list[Future]] = {}  # call -> Futures pickled inside its arguments' objects
         is_ref = self._ref_key
         for i, (args, kwargs) in enumerate(calls):
             deps: set[str] = set()
             args2 = replace_refs(args, is_ref, deps)
             kwargs2 = replace_refs(kwargs, is_ref, deps) if kwargs else kwargs
-            args_blob = pack_args(args2, kwargs2)
+            kept: list[Future] = []
+            token = PICKLED_FUTURES.set(kept)
+            try:
+                args_blob = pack_args(args2, kwargs2)
+            finally:
+                PICKLED_FUTURES.reset(token)
+            if kept:
+                hidden[i] = kept
             if keys is not None:
                 k = keys[i]
             elif pure:
@@ -528,6 +537,11 @@ class Client(ClientExtras):
                 futures.append(Future.__new__(Future))
                 f = futures[-1]
                 f.key, f.client, f._state, f._released = k, self, st, False
+        for i, kept in hidden.items():
+            # A Future hidden in an argument is no dependency: the worker's unpickled copy
+            # claims its key, and the caller's copy may be a temporary. Keep it until the
+            # task is done, by when the worker's claim has reached the scheduler.
+            self._call_on_loop(futures[i]._state.add_callback, functools.partial(_keep, kept))
         return futures
 
     def _ref_key(self, obj: Any) -> str | None:
@@ -873,6 +887,10 @@ def _secret_bytes(secret: bytes | str | None) -> bytes | None:
 
 async def _done_coro() -> None:
     return None
+
+
+def _keep(futures: list[Future], state: FutureState) -> None:
+    """A done-callback whose only job is to hold ``futures`` until it runs."""
 
 
 async def _run_now(fn: Callable[[], None]) -> None:
