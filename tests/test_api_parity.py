@@ -458,3 +458,17 @@ def test_future_cancel_takes_a_reason(client):
     f.cancel(reason="no longer needed")
     with pytest.raises(CancelledError, match="no longer needed"):
         f.result(timeout=5)
+
+
+def test_positional_arguments_follow_dask(client):
+    """dask's Future.cancel(reason) and Semaphore.acquire(timeout) take those first."""
+    import time
+    from actorrt import Semaphore
+    f = client.submit(time.sleep, 0.3, pure=False)
+    f.cancel("stop it")
+    with pytest.raises(CancelledError, match="stop it"):
+        f.result(timeout=5)
+    sem = Semaphore(1, "positional")
+    assert sem.acquire(1) is True
+    assert sem.acquire(0.05) is False  # a timeout, not 'blocking'
+    sem.release()

@@ -217,10 +217,10 @@ class Future:
         client._call_on_loop(self._state.add_callback, run)
 
     # life cycle --------------------------------------------------------------
-    def cancel(self, force: bool = False, reason: str | None = None) -> Any:
-        """Cancel this future's task (and what depends on it); ``reason`` goes into the
-        CancelledError its holders see."""
-        return self.client.cancel([self], force=force, reason=reason)
+    def cancel(self, reason: str | None = None, msg: str | None = None, force: bool = False) -> Any:
+        """Cancel this future's task (and what depends on it); ``reason`` (or dask's
+        ``msg``) goes into the CancelledError its holders see. Positions as in dask."""
+        return self.client.cancel([self], force=force, reason=reason or msg)
 
     def retry(self) -> Any:
         return self.client.retry([self])

@@ -146,6 +146,11 @@ class Semaphore(LeaseProxy):
     def __reduce__(self) -> Any:
         return Semaphore, (self.max_leases, self.name)
 
+    def acquire(self, timeout: float | None = None, blocking: bool = True) -> Any:  # type: ignore[override]
+        """Take a lease; True once held, False if ``timeout`` passed. ``timeout`` comes
+        first, as in dask's ``Semaphore.acquire(timeout)``."""
+        return super().acquire(blocking=blocking, timeout=timeout)
+
     def get_value(self) -> Any:
         """The number of leases held right now (by anyone)."""
         return self._call("get_value")
