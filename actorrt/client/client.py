@@ -666,8 +666,8 @@ class Client(ClientExtras):
         return values, missing
 
     # --- scatter -------------------------------------------------------------
-    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, hash: bool = True,
-                direct: Any = None, timeout: float | None = None) -> Any:
+    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, direct: Any = None,
+                hash: bool = True, timeout: float | None = None) -> Any:
         """Put local data on workers; returns Futures in the shape of ``data``."""
         return self.sync(self._scatter, data, workers, broadcast, hash, timeout=timeout)
 
