@@ -564,7 +564,12 @@ def _install_upload(name: str, data: bytes, load: bool) -> str:
     import importlib
     import tempfile
     directory = os.path.join(tempfile.gettempdir(), f"actorrt-uploads-{os.getpid()}")
-    os.makedirs(directory, exist_ok=True)
+    if not os.path.isdir(directory):
+        import atexit
+        import shutil
+        os.makedirs(directory, exist_ok=True)
+        # The uploads live as long as this process: leave nothing behind in /tmp.
+        atexit.register(shutil.rmtree, directory, True)
     path = os.path.join(directory, name)
     with open(path, "wb") as f:
         f.write(data)
