@@ -176,3 +176,34 @@ def test_worker_process_that_never_registers_times_out_and_is_killed():
                      dashboard_address=None,
                      worker_env={**stuck, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "stall")})
     wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before and t.is_alive()])
+
+
+def test_workers_on_distinct_addresses_fetch_from_each_other():
+    """As on separate machines: each worker listens on its own address (127.0.0.2 and
+    127.0.0.3, which need the cluster secret) and inputs move directly between them."""
+    env = {**os.environ, "ACTORRT_SECRET": "s3cret"}
+    sched = _start([sys.executable, "-m", "actorrt.deploy.cli", "scheduler", "--port", "0",
+                    "--dashboard-address", "none"], env)
+    workers = []
+    try:
+        address = sched.stdout.readline().split(" at ")[1].strip()
+        workers = [_start([sys.executable, "-m", "actorrt.deploy.cli", "worker", address,
+                           "--host", host], env) for host in ("127.0.0.2", "127.0.0.3")]
+        with Client(address, secret="s3cret", set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=20)
+            w2, w3 = sorted(client.nthreads())
+            assert w2.startswith("tcp://127.0.0.2:") and w3.startswith("tcp://127.0.0.3:")
+            a = client.submit(inc, 1, workers=[w2])
+            b = client.submit(inc, 2, workers=[w3])
+            total = client.submit(sum, [a, b], workers=[w3])
+            assert total.result(timeout=20) == 5
+    finally:
+        for p in [sched, *workers]:
+            p.send_signal(signal.SIGTERM)
+        for p in [sched, *workers]:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
