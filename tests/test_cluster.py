@@ -100,6 +100,19 @@ def test_recompute_lost_result_after_worker_death():
         assert client.gather(futures) == list(range(1, 21))
 
 
+def _stop_all(procs):
+    """SIGTERM, then wait (kill after 10 s): no process or pipe outlives the test."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+
 def _start(cmd, env):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -121,15 +134,7 @@ def test_cli_scheduler_and_worker(tmp_path):
         with pytest.raises(Exception, match="authentication|connect"):
             Client(address, secret="wrong", timeout=2)
     finally:
-        for p in [sched, *workers]:
-            p.send_signal(signal.SIGTERM)
-        for p in [sched, *workers]:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            p.stdout.close()
+        _stop_all([sched, *workers])
     assert sched.returncode == 0
 
 
@@ -198,12 +203,4 @@ def test_workers_on_distinct_addresses_fetch_from_each_other():
             total = client.submit(sum, [a, b], workers=[w3])
             assert total.result(timeout=20) == 5
     finally:
-        for p in [sched, *workers]:
-            p.send_signal(signal.SIGTERM)
-        for p in [sched, *workers]:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            p.stdout.close()
+        _stop_all([sched, *workers])
