@@ -240,3 +240,22 @@ def test_retry_forgives_past_worker_deaths():
     out = s.handle_retry(["bomb"], "retry")
     assert [c.key for c in computes(out)] == ["bomb"]
     assert s.tasks["bomb"].suspicious == 0
+
+
+def test_scatter_over_a_computing_key_keeps_the_computation_and_frees_strays():
+    s = make(nworkers=2)
+    s.handle_update_graph("c", [TaskSpec("k", 0, ())], ["k"], "s1")
+    runner = s.tasks["k"].processing_on.address
+    other = next(a for a in s.workers if a != runner)
+    out = s.handle_update_data("c2", {"k": [runner, other]}, {"k": 1}, {"k": "int"}, "s2")
+    assert out == [Free(other, ["k"])]
+    assert s.tasks["k"].state == "processing" and "c2" in s.tasks["k"].who_wants
+
+
+def test_scattering_a_held_key_again_records_the_new_copies():
+    s = make(nworkers=2)
+    s.handle_update_data("c", {"d": ["w0"]}, {"d": 1}, {"d": "int"}, "s1")
+    s.handle_update_data("c", {"d": ["w1"]}, {"d": 1}, {"d": "int"}, "s2")
+    assert {ws.address for ws in s.tasks["d"].who_has} == {"w0", "w1"}
+    out = s.handle_release_keys("c", ["d"], "s3")
+    assert sorted(i.worker for i in out if isinstance(i, Free)) == ["w0", "w1"]

@@ -188,25 +188,7 @@ class Scheduler(Actor):
 
     def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict) -> None:
         check_update_data(who_has, nbytes, types)
-        who_has = self._scatter_over_computing(client, who_has)
         self._apply(self.state.handle_update_data(client, who_has, nbytes, types, self._sid("scatter")))
-
-    def _scatter_over_computing(self, client: str, who_has: dict) -> dict:
-        """Data scattered under the key of a task being computed does not replace the
-        computation (the state machine has no edge from waiting/processing to memory):
-        the client holds the key and hears when it is done; the stray copies go."""
-        tasks = self.state.tasks
-        busy = [k for k in who_has if k in tasks and tasks[k].state in ("waiting", "queued", "processing")]
-        if not busy:
-            return who_has
-        frees: list[Instruction] = []
-        for key in busy:
-            running_on = tasks[key].processing_on
-            frees += [Free(a, [key]) for a in who_has[key] if a in self.state.workers
-                      and (running_on is None or a != running_on.address)]
-        self._apply(frees)
-        self._apply(self.state.handle_want_keys(client, busy, self._sid("scatter")))
-        return {k: v for k, v in who_has.items() if k not in busy}
 
     def handle_who_has(self, keys: list | None = None) -> dict:
         """Where each key's data is; every key in memory when ``keys`` is None."""

@@ -282,10 +282,21 @@ class SchedulerState:
                 ts.exception = RuntimeError(f"no live worker holds scattered key {key!r}")
                 self._run({key: "erred"}, stimulus_id)
                 continue
+            if ts.state in ("waiting", "queued", "processing"):
+                # Scattered under the key of a task being computed: the computation
+                # stands (the client now holds the key and hears when it is done), and
+                # the stray copies go, except where that task itself runs.
+                for ws in holders:
+                    if ws is not ts.processing_on:
+                        self._out.append(Free(ws.address, [key]))
+                continue
             if ts.state == "memory":
+                for ws in holders:  # more copies of data already held: known, so freed later
+                    self._add_holder(ts, ws)
                 continue
             self._story(ts, ts.state, "memory", stimulus_id)
             ts.state = "memory"
+            ts.exception = ts.traceback = ts.blame = None  # (from erred: the data replaces it)
             ts.nbytes = nbytes.get(key, 0)
             ts.type = types.get(key)
             for ws in holders:
