@@ -495,22 +495,26 @@ class Client(ClientExtras):
         out_keys = []
         hidden: dict[int, list[Future]] = {}  # call -> Futures pickled inside its arguments' objects
         is_ref = self._ref_key
-        for i, (args, kwargs) in enumerate(calls):
-            deps: set[str] = set()
-            args2 = replace_refs(args, is_ref, deps)
-            kwargs2 = replace_refs(kwargs, is_ref, deps) if kwargs else kwargs
-            kept: list[Future] = []
-            token = PICKLED_FUTURES.set(kept)
-            try:
-                args_blob = pack_args(args2, kwargs2)
-            finally:
-                PICKLED_FUTURES.reset(token)
-            if kept:
-                hidden[i] = kept
+        fn_hash = hashlib.blake2b(fn_blob.header, digest_size=16)  # copied per call, not redone
+        pickled: list[Future] = []  # Futures met while pickling, for the whole batch
+        token = PICKLED_FUTURES.set(pickled)
+        try:
+            packed = []
+            for i, (args, kwargs) in enumerate(calls):
+                deps: set[str] = set()
+                args2 = replace_refs(args, is_ref, deps)
+                kwargs2 = replace_refs(kwargs, is_ref, deps) if kwargs else kwargs
+                seen = len(pickled)
+                packed.append((deps, pack_args(args2, kwargs2)))
+                if len(pickled) > seen:
+                    hidden[i] = pickled[seen:]
+        finally:
+            PICKLED_FUTURES.reset(token)
+        for i, (deps, args_blob) in enumerate(packed):
             if keys is not None:
                 k = keys[i]
             elif pure:
-                h = hashlib.blake2b(fn_blob.header, digest_size=16)
+                h = fn_hash.copy()
                 if args_blob is not None:
                     h.update(args_blob.header)
                     for b in args_blob.buffers:
