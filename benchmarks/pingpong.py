@@ -30,8 +30,7 @@ from typing import Any, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (Row, Workload, compare, fmt_seconds, format_columns, have_dask,  # noqa: E402
-                    parse_args, print_table, timeit)
+from common import (Row, Workload, compare, fmt_seconds, format_columns, parse_args, print_table, timeit)
 
 _LEN = struct.Struct("!I")
 PAYLOAD = b"x" * 32

@@ -8,7 +8,7 @@ import pytest
 _here = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_here, os.environ.get("PYTHONPATH")) if p)
 
-from actorrt import Client, LocalCluster
+from actorrt import Client
 
 
 @pytest.fixture

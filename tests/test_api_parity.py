@@ -16,7 +16,7 @@ import pytest
 import actorrt
 from actorrt import CancelledError, Client, default_client, get_client, get_worker
 from actorrt.client.extras import ResourcesNotEnforcedWarning
-from actorrt.testing import gen_cluster, poll_for, wait_until
+from actorrt.testing import gen_cluster, wait_until
 
 _gates: dict = {}
 

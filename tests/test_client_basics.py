@@ -7,7 +7,7 @@ import time
 import pytest
 
 import actorrt
-from actorrt import Client, Future, SerializationError
+from actorrt import Client, SerializationError
 from actorrt.testing import gen_cluster, wait_until
 
 

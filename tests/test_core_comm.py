@@ -614,7 +614,7 @@ def test_authenticated_raw_peer_can_deliver_a_pickle_control(tmp_path):
     async def main():
         async with hosts("tcp", secrets=[SECRET]) as (b,):
             held = b.spawn(Echo())
-            loader = b.spawn(Loader(), "loader")
+            b.spawn(Loader(), "loader")
             pending = b.ask(held, "wait")
             await b.ask(held, "echo", x=0)
             reader, writer, hello = await raw_connect(b.address)

@@ -1,5 +1,4 @@
 """The scheduler's state machine, driven by stimuli alone: no sockets, no sleeps."""
-import pytest
 
 from actorrt.scheduler.state import (Compute, Free, KilledWorker, Report, SchedulerState,
                                      TaskSpec)

@@ -25,9 +25,9 @@ from ..core import Actor, ActorRef, Host, Pickled
 from ..core.checks import bad, check_origin, is_str_list
 from .arguments import check_count, check_key, check_map_keys, check_priority, check_retries, check_workers
 from ..core.errors import ActorNotFoundError, CommClosedError
-from ..spec import funcname, pack_args, replace_refs, substitute
+from ..spec import funcname, pack_args, replace_refs
 from ..utils import LoopRunner
-from .future import DONE, PICKLED_FUTURES, CancelledError, Future, FutureState, futures_of, wait_all
+from .future import PICKLED_FUTURES, Future, FutureState, futures_of, wait_all
 from ..core.errors import SerializationError
 from .extras import ClientExtras, resources_not_enforced, without_dask_only_options
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..core.serialize import Pickled, loads_exception

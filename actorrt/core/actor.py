@@ -21,7 +21,6 @@ from .errors import ActorDeadError
 from .serialize import Pickled
 
 if TYPE_CHECKING:
-    from .comm import Comm
     from .host import Host
 
 
@@ -174,4 +173,3 @@ def own_task(actor: Actor, coro: Any) -> "asyncio.Task[Any]":
     return task
 
 
-Origin = "Comm | None"

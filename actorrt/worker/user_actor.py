@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..core import Actor, Pickled, Reply, own_task
 from ..core.checks import describe
