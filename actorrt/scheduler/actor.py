@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Pickled, Reply
 from ..core.checks import check_origin
@@ -14,7 +14,7 @@ from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
 from .datasets import Datasets
 from .messages import check_missing, check_tasks_done, check_update_data, decode_tasks, keys_field
-from .state import Compute, Free, Instruction, Report, SchedulerState
+from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState, WorkerState
 from .user_actors import ActorDirectory
 
 logger = logging.getLogger("actorrt.scheduler")
@@ -200,18 +200,18 @@ class Scheduler(Actor):
 
     def handle_has_what(self, workers: list | None = None) -> dict:
         """The keys each worker holds (``client.has_what``)."""
-        ws_by = self.state.workers
-        if workers is not None:
-            keys_field("has_what", workers, "workers")
-        return {a: [ts.key for ts in ws_by[a].has_what] if a in ws_by else []
-                for a in (ws_by if workers is None else workers)}
+        return self._keys_per_worker("has_what", workers, lambda ws: ws.has_what)
 
     def handle_processing(self, workers: list | None = None) -> dict:
         """The keys each worker is running or has queued (``client.processing``)."""
+        return self._keys_per_worker("processing", workers, lambda ws: ws.processing)
+
+    def _keys_per_worker(self, op: str, workers: list | None,
+                         tasks_of: Callable[[WorkerState], Iterable[TaskState]]) -> dict:
         ws_by = self.state.workers
         if workers is not None:
-            keys_field("processing", workers, "workers")
-        return {a: [ts.key for ts in ws_by[a].processing] if a in ws_by else []
+            keys_field(op, workers, "workers")
+        return {a: [ts.key for ts in tasks_of(ws_by[a])] if a in ws_by else []
                 for a in (ws_by if workers is None else workers)}
 
     async def handle_run(self, function: Pickled, args: Pickled | None = None, wait: bool = True) -> list:
