@@ -25,6 +25,7 @@ from actorrt.core import (
     CommClosedError, Host, Pickled, SerializationError, UnknownOpError,
 )
 from actorrt.core.comm import PROTOCOL_VERSION, ROLE_CONNECT, TCPComm, InprocComm, _mac
+from actorrt.core.errors import SerializationError
 from actorrt.core.serialize import EXT_PICKLE, RemoteTraceback
 
 SECRET = b"cluster-secret"
@@ -541,16 +542,43 @@ def test_bad_bytes_close_that_connection_only(payload, reason):
     run(main())
 
 
-def test_oversized_message_from_an_authenticated_peer_closes_only_that_connection():
+class Maker(Actor):
+    def handle_make(self, n):
+        return b"x" * n
+
+
+def test_a_frame_larger_than_the_peer_accepts_fails_that_ask_at_once():
     async def main():
-        async with hosts("tcp", n=2, max_frame_bytes=4000) as (b, a):
+        async with hosts("tcp", n=2, max_frame_bytes=8192) as (b, a):
             ref = b.spawn(Echo())
             assert await a.ask(ref, "echo", x="small") == "small"
+            comm = a.comm_to(b.address)
+            with pytest.raises(SerializationError, match=r"frame of \d+ bytes; the peer accepts at most "
+                               r"8192 \(its max_frame_bytes, set by ACTORRT_MAX_FRAME_BYTES\)"):
+                await a.ask(ref, "echo", x="x" * 10_000)
+            assert a.comm_to(b.address) is comm  # nothing was written: the connection stays
+            assert await a.ask(ref, "echo", x="small again") == "small again"
+            # A reply too large for the asker: the replier sends an error in its place.
+            maker = b.spawn(Maker())
+            with pytest.raises(SerializationError, match="max_frame_bytes"):
+                await a.ask(maker, "make", n=10_000)
+            assert await a.ask(maker, "make", n=10) == b"x" * 10
+    run(main())
+
+
+def test_an_authenticated_peer_sending_an_oversized_frame_is_dropped_alone():
+    async def main():
+        async with hosts("tcp", n=2, secrets=[SECRET, SECRET], max_frame_bytes=8192) as (b, good):
+            ref = b.spawn(Echo())
             with watch_logs() as logs:
-                with pytest.raises(CommClosedError):
-                    await a.ask(ref, "echo", x="x" * 5000)
-                await logs.wait_for("exceeds the limit of 4000")
-            assert await a.ask(ref, "echo", x="small again") == "small again"  # reconnects
+                reader, writer, hello = await raw_connect(b.address)
+                nonce = os.urandom(16)
+                proof = _mac(SECRET, ROLE_CONNECT, hello["nonce"], nonce)
+                writer.write(frames_bytes([hello_frame(nonce)]) + frames_bytes([msgpack.packb({"mac": proof})])
+                             + struct.pack("!IQ", 1, 9000) + b"x" * 100)
+                await drain_to_eof(reader, writer)
+                await logs.wait_for("frame of 9000 bytes exceeds the limit of 8192")
+            assert await good.ask(ref, "echo", x=1) == 1
     run(main())
 
 

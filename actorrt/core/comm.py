@@ -2,53 +2,70 @@
 
 One contract, two transports:
 
-* ``tcp://host:port`` on a bare asyncio ``Protocol`` (measured on our machines at
-  roughly 4x the round-trip rate of tornado's ``IOStream`` — DESIGN §2);
+* ``tcp://host:port`` on a non-blocking socket driven by the event loop's selector
+  (``TCPComm``): messages sent in one loop turn go out as one framed batch (layout in
+  ``framing``), large buffers are sent from their own memory and received in place;
 * ``inproc://name`` for hosts living in one process, which hands message objects
   across without serializing them but keeps the same asynchronous delivery.
-
-Wire format of one write (one *batch* of messages)::
-
-    !I  n           number of frames (network byte order)
-    !Q  len * n     length of each frame
-    frame 0         msgpack list of messages
-    frame 1..n-1    out-of-band pickle buffers
 
 Before any message carrying a pickle is read, both ends prove they know the
 cluster's secret: each sends a hello with a random nonce, then an HMAC over its
 role (``connect`` or ``accept``), the peer's nonce and its own. The role keeps a
 listener from being used as an oracle for its own challenge (a reflection attack:
 open a second connection, hand it the first one's nonce, replay its answer). Until
-then only small frames of plain msgpack without extension types are decoded, so an
-unauthenticated peer can never make us load a pickle nor buffer much.
+then only single small frames of plain msgpack without extension types are decoded,
+so an unauthenticated peer can never make us load a pickle nor buffer much.
+The hello also tells the peer our ``max_frame_bytes``, so a sender refuses a message
+we would reject before writing a byte of it.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import socket
-import struct
 import weakref
 from typing import Any, Callable
 
 import msgpack
 
-from .errors import AuthenticationError, CommClosedError
+from .errors import AuthenticationError, CommClosedError, SerializationError
+from .framing import MAX_FRAMES, UNLIMITED, FrameDecoder, encode_header
 from .serialize import pack_frames, unpack_frames
 
 logger = logging.getLogger("actorrt.comm")
 
-PROTOCOL_VERSION = 1
-DEFAULT_MAX_FRAME_BYTES = 1 << 30
-MAX_FRAMES = 1 << 16
+PROTOCOL_VERSION = 2
 MAX_HANDSHAKE_BYTES = 4096
 # An accepted socket that has not proven itself by then is closed, so idle or hostile
 # peers cannot hold connections open forever.
 HANDSHAKE_TIMEOUT = 10.0
-_HEAD = struct.Struct("!I")
+# A peer that accepts no byte for this long while we have data for it is dropped.
+WRITE_STALL_TIMEOUT = 60.0
+# drain() waits above HIGH_WATER queued bytes, until the queue is under LOW_WATER.
+HIGH_WATER = 8 << 20
+LOW_WATER = 1 << 20
+# Buffers per sendmsg call (the kernel's limit on an iovec).
+IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def max_frame_bytes_setting() -> int:
+    """``ACTORRT_MAX_FRAME_BYTES``: the largest frame this process accepts (no limit if unset)."""
+    raw = os.environ.get("ACTORRT_MAX_FRAME_BYTES", "").strip()
+    if not raw:
+        return UNLIMITED
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"ACTORRT_MAX_FRAME_BYTES must be a number of bytes, got {raw!r}") from None
+    if value < MAX_HANDSHAKE_BYTES:
+        raise ValueError(f"ACTORRT_MAX_FRAME_BYTES must be at least {MAX_HANDSHAKE_BYTES}, got {value}")
+    return value
+
 
 OnMessages = Callable[[list, "Comm"], None]
 OnClose = Callable[["Comm", BaseException | None], None]
@@ -130,40 +147,55 @@ class Comm:
 # --- TCP ------------------------------------------------------------------------
 
 
-class TCPComm(Comm, asyncio.Protocol):
-    """TCP connection on an asyncio Protocol: framing, batching, HMAC handshake."""
+class TCPComm(Comm):
+    """TCP connection on a non-blocking socket: framing, batching, HMAC handshake.
+
+    It drives the socket itself (``add_reader``/``add_writer``) rather than through an
+    asyncio transport, for the two things bulk data needs and Python 3.11's transport
+    lacks: receiving into a buffer we choose (large frames land in their final memory,
+    see ``framing``), and sending a list of memoryviews with ``sendmsg`` so nothing is
+    joined or copied into a write buffer (3.11's transport copies whatever the kernel
+    did not take at once, which is most of a large value).
+    """
 
     def __init__(
         self,
+        sock: socket.socket,
         local_address: str | None,
         secret: bytes | None,
         ref_type: type,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_frame_bytes: int | None = None,
         on_open: Callable[["TCPComm"], None] | None = None,
         accepting: bool = False,
+        write_stall_timeout: float | None = None,
     ) -> None:
         Comm.__init__(self)
         self.local_address = local_address
         self._role, self._peer_role = (ROLE_ACCEPT, ROLE_CONNECT) if accepting else (ROLE_CONNECT, ROLE_ACCEPT)
         self._secret = secret
         self._ref_type = ref_type
-        self._max_frame = max_frame_bytes
+        self.max_frame_bytes = max_frame_bytes or UNLIMITED
+        self.peer_max_frame_bytes = UNLIMITED
         self._on_open = on_open
-        self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
+        self._sock: socket.socket | None = sock
+        self._fd = sock.fileno()
+        self._decoder = FrameDecoder(MAX_HANDSHAKE_BYTES, max_frames=1)
         self._phase = "hello"  # hello -> proof -> open
         self._nonce = os.urandom(16)
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._peer_nonce = b""
+        self._writer = _SocketWriter(sock, self._loop, self._write_failed,
+                                     WRITE_STALL_TIMEOUT if write_stall_timeout is None else write_stall_timeout)
 
-    # asyncio.Protocol ------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    def start(self) -> None:
+        """Begin the handshake (the socket is connected)."""
+        sock = self._sock
+        assert sock is not None
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        hello = {"v": PROTOCOL_VERSION, "nonce": self._nonce, "address": self.local_address}
+        self._loop.add_reader(self._fd, self._read_ready)
+        hello = {"v": PROTOCOL_VERSION, "nonce": self._nonce, "address": self.local_address,
+                 "max_frame": self.max_frame_bytes}
         self._write_frames([msgpack.packb(hello)])
         self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
 
@@ -173,61 +205,57 @@ class TCPComm(Comm, asyncio.Protocol):
                            self._peername(), HANDSHAKE_TIMEOUT)
             self.close(CommClosedError("handshake timed out"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-        if self._buf and not self.closed:
-            logger.warning("connection from %s closed in the middle of a frame (%d bytes unread)",
-                           self.peer_address or self._peername(), len(self._buf))
+    # receiving ---------------------------------------------------------------
+    def _read_ready(self) -> None:
+        sock, decoder = self._sock, self._decoder
+        # A bounded number of reads per wake-up: one busy peer must not starve the loop.
+        for _ in range(16):
+            if sock is None or self.closed:
+                return
+            buf = decoder.get_buffer()
+            try:
+                n = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._lost(e)
+                return
+            finally:
+                buf.release()
+            if n == 0:
+                self._lost(None)
+                return
+            decoder.buffer_updated(n)
+            try:
+                while not self.closed:
+                    frames = decoder.next_message()
+                    if frames is None:
+                        break
+                    self._on_frames(frames)
+            except Exception as e:  # malformed input: drop this peer, keep serving others
+                logger.warning("closing connection from %s: %s", self.peer_address or self._peername(), e)
+                self.close(e)
+                return
+
+    def _lost(self, exc: BaseException | None) -> None:
+        if self.closed:
+            return
+        if self._decoder.in_message:
+            logger.warning("connection from %s closed in the middle of a frame",
+                           self.peer_address or self._peername())
+        self._shutdown(abort=True)
         self._closed(CommClosedError(f"connection to {self.peer_address} lost" + (f": {exc}" if exc else "")))
 
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        pos = 0
-        try:
-            while True:
-                frames, pos = self._parse_one(buf, pos)
-                if frames is None:
-                    break
-                self._on_frames(frames)
-                if self.closed:
-                    return
-        except Exception as e:  # malformed input: drop this peer, keep serving others
-            logger.warning("closing connection from %s: %s", self.peer_address or self._peername(), e)
-            self.close(e)
-            return
-        if pos:
-            del buf[:pos]
+    def _write_failed(self, exc: BaseException) -> None:
+        if not self.closed:
+            logger.warning("closing connection to %s: %s", self.peer_address or self._peername(), exc)
+        self._lost(exc)
 
     def _peername(self) -> str:
-        peer = self._transport.get_extra_info("peername") if self._transport else None
-        return str(peer)
-
-    def _parse_one(self, buf: bytearray, pos: int) -> tuple[list | None, int]:
-        avail = len(buf) - pos
-        if avail < 4:
-            return None, pos
-        (n,) = _HEAD.unpack_from(buf, pos)
-        if n == 0 or n > MAX_FRAMES:
-            raise ValueError(f"bad frame count {n}")
-        head = 4 + 8 * n
-        if avail < head:
-            return None, pos
-        lengths = struct.unpack_from(f"!{n}Q", buf, pos + 4)
-        total = sum(lengths)
-        limit = self._max_frame if self._phase == "open" else MAX_HANDSHAKE_BYTES
-        if total > limit:
-            raise ValueError(f"message of {total} bytes exceeds the limit of {limit}")
-        if avail < head + total:
-            return None, pos
-        frames = []
-        off = pos + head
-        for length in lengths:
-            # One copy, and writable: numpy arrays loaded from these buffers must be too.
-            frames.append(buf[off : off + length])
-            off += length
-        return frames, off
+        try:
+            return str(self._sock.getpeername()) if self._sock is not None else "?"
+        except OSError:
+            return "?"
 
     def _on_frames(self, frames: list) -> None:
         if self._phase == "open":
@@ -248,8 +276,12 @@ class TCPComm(Comm, asyncio.Protocol):
             address = msg.get("address")
             if address is not None and not isinstance(address, str):
                 raise ValueError("malformed handshake address")
+            peer_max = msg.get("max_frame", UNLIMITED)
+            if type(peer_max) is not int or peer_max < MAX_HANDSHAKE_BYTES:
+                raise ValueError("malformed handshake max_frame")
             self._peer_nonce = nonce
             self.peer_address = address
+            self.peer_max_frame_bytes = peer_max
             mac = _mac(self._secret, self._role, nonce, self._nonce) if self._secret else b""
             self._write_frames([msgpack.packb({"mac": mac})])
             self._phase = "proof"
@@ -264,6 +296,8 @@ class TCPComm(Comm, asyncio.Protocol):
                 self.close(err)
                 return
             self._phase = "open"
+            self._decoder.max_frame_bytes = self.max_frame_bytes
+            self._decoder.max_frames = MAX_FRAMES
             if self._handshake_timer is not None:
                 self._handshake_timer.cancel()
             self.ready.set_result(None)
@@ -276,9 +310,7 @@ class TCPComm(Comm, asyncio.Protocol):
     # sending ---------------------------------------------------------------
     def _write_frames(self, frames: list) -> None:
         lengths = [memoryview(f).nbytes for f in frames]
-        header = struct.pack(f"!I{len(frames)}Q", len(frames), *lengths)
-        assert self._transport is not None
-        self._transport.writelines([header, *frames])
+        self._writer.write([encode_header(lengths), *frames])
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -287,16 +319,19 @@ class TCPComm(Comm, asyncio.Protocol):
         batch, self._outbox = self._outbox, []
         try:
             frames = pack_frames(batch, self._ref_type)
+            self._check_sizes(frames)
         except Exception:
-            # A bug put something unencodable in a message: send the rest, log the culprit.
+            # Something in the batch cannot go (a bug put an unencodable value in a
+            # message, or a value is larger than the peer accepts): send the rest,
+            # fail or log the culprits.
             frames = None
             good = []
             for m in batch:
                 try:
-                    pack_frames([m], self._ref_type)
+                    self._check_sizes(pack_frames([m], self._ref_type), m)
                     good.append(m)
                 except Exception as e:
-                    logger.error("dropping unencodable message %r: %s",
+                    logger.error("dropping a message that cannot be sent %r: %s",
                                  m[:2] if isinstance(m, (list, tuple)) else m, e)
                     if self.on_unencodable is not None:
                         self.on_unencodable(m, e)
@@ -305,16 +340,171 @@ class TCPComm(Comm, asyncio.Protocol):
         if frames is not None:
             self._write_frames(frames)
 
+    def _check_sizes(self, frames: list, msg: Any = None) -> None:
+        limit = self.peer_max_frame_bytes
+        if limit >= UNLIMITED:
+            return
+        for frame in frames:
+            size = memoryview(frame).nbytes
+            if size > limit:
+                what = f" ({msg[1]!r})" if isinstance(msg, (list, tuple)) and len(msg) > 1 else ""
+                raise FrameTooLargeError(
+                    f"a message{what} to {self.peer_address} holds a frame of {size} bytes; the peer "
+                    f"accepts at most {limit} (its max_frame_bytes, set by ACTORRT_MAX_FRAME_BYTES)")
+
+    async def drain(self) -> None:
+        """Wait until what is queued for this peer is below the high-water mark."""
+        await self._writer.drain()
+
     def close(self, reason: BaseException | None = None) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        if self._sock is not None and not self.closed:
             if self._outbox and self._phase == "open":
                 self._flush()
-            self._transport.close()
+            self._shutdown(abort=False)
         self._closed(reason or CommClosedError(f"connection to {self.peer_address} closed"))
+
+    def _shutdown(self, abort: bool) -> None:
+        """Stop reading; close the socket now, or once what was written has gone."""
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        self._loop.remove_reader(self._fd)
+        self._writer.close_when_sent(sock, abort)
 
     @property
     def buffered_bytes(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport else 0
+        return self._writer.buffered
+
+
+class FrameTooLargeError(SerializationError):
+    """A message holds a frame larger than its receiver accepts (``max_frame_bytes``)."""
+
+
+class _SocketWriter:
+    """Writes lists of buffers to a non-blocking socket without joining them.
+
+    Buffers are queued as memoryviews and handed to ``sendmsg`` as they are, so a large
+    value is sent from its own memory (the sender holds no copy of it). Above
+    ``HIGH_WATER`` queued bytes, :meth:`drain` waits; a peer that takes nothing for
+    ``stall_timeout`` seconds while we have data for it has stopped reading, and the
+    connection is dropped (``on_error``) rather than kept growing.
+    """
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop,
+                 on_error: Callable[[BaseException], None], stall_timeout: float) -> None:
+        self._sock: socket.socket | None = sock
+        self._fd = sock.fileno()
+        self._loop = loop
+        self._on_error = on_error
+        self._stall_timeout = stall_timeout
+        self._queue: collections.deque[memoryview] = collections.deque()
+        self.buffered = 0
+        self._waiting = False  # registered for writability
+        self._drainers: list[asyncio.Future[None]] = []
+        self._progress = 0  # bytes sent in all: the stall watchdog compares it
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._close_after = False
+
+    def write(self, buffers: list) -> None:
+        if self._sock is None:
+            return
+        for b in buffers:
+            view = b if type(b) is memoryview else memoryview(b)
+            if view.nbytes:
+                self._queue.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+                self.buffered += view.nbytes
+        if not self._waiting:
+            self._send()
+
+    def _send(self) -> None:
+        sock, queue = self._sock, self._queue
+        while queue and sock is not None:
+            try:
+                n = sock.sendmsg(list(itertools.islice(queue, IOV_MAX)))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._fail(e)
+                return
+            self._progress += n
+            self.buffered -= n
+            while n:
+                head = queue[0]
+                if n >= head.nbytes:
+                    n -= head.nbytes
+                    queue.popleft()
+                else:
+                    queue[0] = head[n:]
+                    n = 0
+        if queue:
+            if not self._waiting:
+                self._waiting = True
+                self._loop.add_writer(self._fd, self._send)
+                self._arm_watchdog()
+            return
+        if self._waiting:
+            self._waiting = False
+            self._loop.remove_writer(self._fd)
+        if self._close_after:
+            self._close_socket()
+        self._wake_drainers()
+
+    def _wake_drainers(self) -> None:
+        if self.buffered <= LOW_WATER or self._sock is None:
+            drainers, self._drainers = self._drainers, []
+            for fut in drainers:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def drain(self) -> None:
+        if self.buffered <= HIGH_WATER or self._sock is None:
+            return
+        fut = self._loop.create_future()
+        self._drainers.append(fut)
+        await fut
+
+    def _arm_watchdog(self) -> None:
+        if self._stall_timeout <= 0 or self._watchdog is not None:
+            return
+        self._watchdog = self._loop.call_later(self._stall_timeout, self._check_stall, self._progress)
+
+    def _check_stall(self, seen: int) -> None:
+        self._watchdog = None
+        if not self._queue or self._sock is None:
+            return
+        if self._progress == seen:
+            self._fail(CommClosedError(
+                f"peer stopped reading: {self.buffered} bytes unsent for {self._stall_timeout} s"))
+            return
+        self._watchdog = self._loop.call_later(self._stall_timeout, self._check_stall, self._progress)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._close_socket()
+        self._on_error(exc)
+
+    def close_when_sent(self, sock: socket.socket, abort: bool) -> None:
+        if abort or not self._queue:
+            self._close_socket()
+        else:  # flush what the peer was already sent, as a transport's close() would
+            self._close_after = True
+            self._arm_watchdog()
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if sock is None:
+            return
+        if self._waiting:
+            self._waiting = False
+            self._loop.remove_writer(self._fd)
+        self._queue.clear()
+        self.buffered = 0
+        sock.close()
+        self._wake_drainers()
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -369,7 +559,7 @@ class Listener:
     """Accepts connections at ``address``; hands each opened Comm to ``on_comm``."""
 
     def __init__(self, address: str, on_comm: Callable[[Comm], None], secret: bytes | None,
-                 ref_type: type, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 ref_type: type, max_frame_bytes: int | None = None,
                  shortcut: bool = True) -> None:
         self.requested = address
         self.address = address
@@ -378,7 +568,7 @@ class Listener:
         self.ref_type = ref_type
         self.max_frame_bytes = max_frame_bytes
         self.shortcut = shortcut
-        self._server: asyncio.base_events.Server | None = None
+        self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Accepted connections; those still in the handshake belong to nobody else.
         self._accepted: weakref.WeakSet[TCPComm] = weakref.WeakSet()
@@ -399,16 +589,27 @@ class Listener:
                     f"refusing to listen on {host!r} without a cluster secret: set ACTORRT_SECRET "
                     "or pass secret=, or listen on 127.0.0.1"
                 )
-            self._server = await self._loop.create_server(self._make_protocol, host, port)
-            sock = self._server.sockets[0]
-            self.address = f"tcp://{host}:{sock.getsockname()[1]}"
+            self._sock = await _listening_socket(self._loop, host, port)
+            self._loop.add_reader(self._sock.fileno(), self._accept_ready)
+            self.address = f"tcp://{host}:{self._sock.getsockname()[1]}"
         _local_listeners[self.address] = self
 
-    def _make_protocol(self) -> TCPComm:
-        comm = TCPComm(self.address, self.secret, self.ref_type, self.max_frame_bytes,
-                       on_open=self.on_comm, accepting=True)
-        self._accepted.add(comm)
-        return comm
+    def _accept_ready(self) -> None:
+        for _ in range(64):  # a burst of connections must not hold the loop
+            if self._sock is None:
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. out of file descriptors: log, keep listening
+                logger.warning("accept on %s failed: %s", self.address, e)
+                return
+            conn.setblocking(False)
+            comm = TCPComm(conn, self.address, self.secret, self.ref_type, self.max_frame_bytes,
+                           on_open=self.on_comm, accepting=True)
+            self._accepted.add(comm)
+            comm.start()
 
     def accept_inproc(self, client_address: str | None) -> InprocComm:
         theirs, ours = inproc_pair(client_address, self.address)
@@ -418,13 +619,51 @@ class Listener:
     async def stop(self) -> None:
         if _local_listeners.get(self.address) is self:
             del _local_listeners[self.address]
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
         for comm in list(self._accepted):
             if not comm.ready.done():  # opened ones are closed by their host
                 comm.close(CommClosedError(f"listener {self.address} stopped during the handshake"))
+
+
+async def _listening_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, type_, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connected_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, sockaddr)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+        except BaseException:  # cancelled: do not leak the socket
+            sock.close()
+            raise
+    raise error or OSError(f"cannot resolve {host!r}")
 
 
 # Listeners of this process, by address: a host connecting to one of these on the
@@ -434,7 +673,7 @@ _local_listeners: dict[str, Listener] = {}
 
 async def connect(address: str, *, local_address: str | None, secret: bytes | None,
                   ref_type: type, timeout: float = 10.0,
-                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, shortcut: bool = True,
+                  max_frame_bytes: int | None = None, shortcut: bool = True,
                   on_messages: OnMessages | None = None) -> Comm:
     """Open an authenticated connection to ``address``, retrying until ``timeout``.
 
@@ -454,13 +693,11 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
     deadline = loop.time() + timeout
     delay = 0.01
 
-    def factory() -> TCPComm:
-        comm = TCPComm(local_address, secret, ref_type, max_frame_bytes)
-        comm.on_messages = on_messages
-        return comm
-
     async def attempt() -> TCPComm:
-        _, comm = await loop.create_connection(factory, host, port)
+        sock = await _connected_socket(loop, host, port)
+        comm = TCPComm(sock, local_address, secret, ref_type, max_frame_bytes)
+        comm.on_messages = on_messages
+        comm.start()
         try:
             await asyncio.shield(comm.ready)
         except BaseException:  # timed out or cancelled mid-handshake: do not leak the socket

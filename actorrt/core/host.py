@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
-from .comm import Comm, CommClosedError, Listener, connect
+from .comm import Comm, CommClosedError, Listener, connect, max_frame_bytes_setting
 from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
 from .serialize import Pickled, dumps_exception, loads_exception
 
@@ -30,12 +30,14 @@ class Host:
 
     def __init__(self, address: str | None = "inproc://", *, secret: bytes | str | None = None,
                  name: str = "host", shortcut: bool = True,
-                 max_frame_bytes: int = 1 << 30, connect_timeout: float = 3.0) -> None:
+                 max_frame_bytes: int | None = None, connect_timeout: float = 3.0) -> None:
         self.requested_address = address
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
         self.shortcut = shortcut
-        self.max_frame_bytes = max_frame_bytes
+        # The largest frame this host accepts; senders are told it and split nothing
+        # bigger (see core/framing.py). Unset: no limit but memory.
+        self.max_frame_bytes = max_frame_bytes or max_frame_bytes_setting()
         self.connect_timeout = connect_timeout
         # A host that does not listen (a client) still needs a name peers can key it by.
         self.address = address or f"client://{os.getpid()}-{os.urandom(6).hex()}"
