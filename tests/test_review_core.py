@@ -90,8 +90,9 @@ async def test_fetch_reports_only_the_holder_it_tried(c, lc):
     wb = _worker(lc, b)
     wb.use_inputs(["k"])
     try:
-        failed = await wb.fetch({"k": ["inproc://nobody-1", "inproc://nobody-2"]})
+        failed, unmovable = await wb.fetch({"k": ["inproc://nobody-1", "inproc://nobody-2"]})
     finally:
         wb.drop_inputs(["k"])
+    assert not unmovable  # unreachable holders lose the data; they do not make it unmovable
     assert list(failed) == ["k"] and len(failed["k"]) == 1
     assert failed["k"][0] in ("inproc://nobody-1", "inproc://nobody-2")

@@ -22,6 +22,7 @@ import weakref
 from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Host, Pickled
+from ..core.serialize import loads_exception
 from ..core.checks import bad, check_origin, is_str_list
 from .arguments import check_count, check_key, check_map_keys, check_priority, check_retries, check_workers
 from ..core.errors import ActorNotFoundError, CommClosedError
@@ -660,9 +661,12 @@ class Client(ClientExtras):
                 missing.extend(ks)  # the holder is gone: look elsewhere
                 continue
             if isinstance(reply, BaseException):
-                raise reply  # e.g. a result that cannot be pickled: say so
+                raise reply  # e.g. a reply larger than this client accepts: say so
+            for key, (exc_blob, tb) in reply["errors"].items():
+                raise loads_exception(exc_blob, tb)  # a result that cannot be pickled: say so
+            data = reply["data"]
             for key in ks:
-                blob = reply.get(key)
+                blob = data.get(key)
                 if blob is None:
                     missing.append(key)
                 else:

@@ -10,7 +10,8 @@ from typing import Any
 from ..core import Actor, ActorRef, Host, Pickled, own_task
 from ..core.checks import bad, check_origin, str_list, str_map
 from ..core.comm import Comm
-from ..core.errors import CommClosedError
+from ..core.errors import CommClosedError, SerializationError
+from ..core.serialize import dumps_exception, loads_exception
 from .pool import TaskPool
 from .task import Task
 from .user_actor import make_actor_task, stop_user_actor
@@ -127,12 +128,19 @@ class Worker(Actor):
 
     # --- data ----------------------------------------------------------------
     def handle_get_data(self, keys: list) -> dict:
+        """Values of ``keys`` held here: ``{"data": {key: pickled}, "errors": {key: [pickled
+        exception, traceback]}}``. A value that cannot be pickled is an error of its own
+        key (the asker errs the tasks that need it), not of the whole request."""
         str_list("Worker.get_data", "keys", keys)
-        out = {}
+        data: dict[str, Pickled] = {}
+        errors: dict[str, list] = {}
         for key in keys:
             if key in self.data:
-                out[key] = Pickled.dumps(self.data[key], what=f"result of {key!r}")
-        return out
+                try:
+                    data[key] = Pickled.dumps(self.data[key], what=f"result of {key!r}")
+                except Exception as e:
+                    errors[key] = list(dumps_exception(e))
+        return {"data": data, "errors": errors}
 
     def handle_put_data(self, data: dict) -> dict:
         """Scattered data arrives: store it and say how big each value is."""
@@ -215,9 +223,15 @@ class Worker(Actor):
             self._functions[blob.header] = fn
         return fn
 
-    async def fetch(self, missing: dict[str, list[str]]) -> dict[str, list[str]]:
-        """Bring ``missing`` inputs here from peers; return those that could not be had,
-        each with the holders that failed (only those: the scheduler forgets them as holders)."""
+    async def fetch(self, missing: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, BaseException]]:
+        """Bring ``missing`` inputs here from peers.
+
+        Returns ``(lost, unmovable)``: the keys that could not be had, each with the holders
+        that failed (only those: the scheduler forgets them as holders), and the keys that
+        were reached but cannot be moved (their value fails to pickle on the holder or to
+        unpickle here, or exceeds what this host accepts), each with that error.
+        Retrying those would fail the same way, so the task that needs them errs.
+        """
         by_peer: dict[str, list[str]] = {}
         tried: dict[str, list[str]] = {}  # (a fetch begun by another task blames no one here)
         waits = []
@@ -239,18 +253,34 @@ class Worker(Actor):
                 self._fetching[key] = fut
             waits.append(fut)
             own_task(self, self._fetch_from(peer, keys, fut))
+        unmovable: dict[str, BaseException] = {}
         if waits:
-            await asyncio.gather(*waits, return_exceptions=True)
-        return {k: tried.get(k, []) for k in missing if k not in self.data}
+            for result in await asyncio.gather(*waits, return_exceptions=True):
+                if isinstance(result, dict):
+                    unmovable.update((k, e) for k, e in result.items() if k in missing)
+        lost = {k: tried.get(k, []) for k in missing if k not in self.data and k not in unmovable}
+        return lost, unmovable
 
     async def _fetch_from(self, peer: str, keys: list[str], fut: asyncio.Future) -> None:
+        """Fetch ``keys`` from ``peer``; ``fut`` gets ``{key: error}`` for values that cannot move."""
+        unmovable: dict[str, BaseException] = {}
         try:
             got = await self.host.ask(ActorRef(peer, WORKER_ID), "get_data", keys=keys)
-            for key, blob in got.items():
+            for key, (blob, tb) in got["errors"].items():
+                unmovable[key] = loads_exception(blob, tb)
+            for key, blob in got["data"].items():
                 # Not over our own data, and not for a task that stopped meanwhile.
                 if key not in self.data and self._uses.get(key):
-                    self.data[key] = blob.loads()
+                    try:
+                        value = blob.loads()
+                    except Exception as e:
+                        unmovable[key] = _note(e, f"while loading input {key!r} from {peer} on {self.host.address}")
+                        continue
+                    self.data[key] = value
                     self._copies.add(key)
+        except SerializationError as e:  # the reply could not be sent to us (e.g. too large)
+            for key in keys:
+                unmovable[key] = SerializationError(f"cannot move {key!r} from {peer}: {e}")
         except Exception as e:
             logger.info("could not fetch %s from %s: %s", keys, peer, e)
         finally:
@@ -258,7 +288,7 @@ class Worker(Actor):
                 if self._fetching.get(key) is fut:
                     del self._fetching[key]
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(unmovable)
 
     def _job_seceded(self, job: Any) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
@@ -302,6 +332,13 @@ class Worker(Actor):
                            finished=finished, erred=erred)
         except CommClosedError:
             pass
+
+
+def _note(exc: BaseException, note: str) -> BaseException:
+    """The original exception, so ``result()`` raises what the user's code raised, with where."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    return exc
 
 
 _COMPUTE_SHAPE = ("[key: str, spec: [pickled function, pickled arguments or None], deps: {key: "

@@ -43,8 +43,11 @@ class Task(Actor):
         self.worker.drop_inputs(self.deps)
 
     async def _fetch_then_run(self, missing: dict) -> None:
-        failed = await self.worker.fetch(missing)
+        failed, unmovable = await self.worker.fetch(missing)
         if self.worker.tasks.get(self.key) is not self:
+            return
+        if unmovable:
+            self._fail(next(iter(unmovable.values())))
             return
         if failed:
             self.worker.report_missing(self, failed)
@@ -94,6 +97,18 @@ class Task(Actor):
             else:
                 blob, tb = dumps_exception(_user_frames_only(job.error))
                 worker.report_erred(self.key, blob, tb)
+        self._stop()
+
+    def _fail(self, error: BaseException) -> None:
+        """Err without running: an input cannot be brought here."""
+        worker = self.worker
+        if worker.tasks.get(self.key) is self:
+            del worker.tasks[self.key]
+            blob, tb = dumps_exception(error)
+            worker.report_erred(self.key, blob, tb)
+        self._stop()
+
+    def _stop(self) -> None:
         if self.host.actors.get(self.id) is self:  # not a newer run of the same key
             self.host.stop_actor(self.id)
 
