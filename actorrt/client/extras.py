@@ -451,7 +451,11 @@ def _worker_entry(address: str, info: dict) -> dict:
     host = address.split("://", 1)[-1].rsplit(":", 1)[0]
     return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "host": host,
             "address": address, "nthreads": info.get("nthreads"), "pid": info.get("pid"),
-            "status": "running", "resources": {}, "memory_limit": 0, "services": {}}
+            "status": "running", "resources": {}, "memory_limit": 0, "services": {},
+            # Bytes of the values stored there (numpy nbytes, buffer lengths, else an
+            # estimate); dask reads the same figure as metrics["managed_bytes"].
+            "memory": dict(info.get("memory", {})),
+            "metrics": {"managed_bytes": info.get("memory", {}).get("managed", 0)}}
 
 
 def _versions() -> dict:

@@ -113,7 +113,11 @@ class Scheduler(Actor):
         return self._workers_info()
 
     def _workers_info(self) -> dict:
-        return {a: dict(info) for a, info in self.worker_info.items()}
+        out = {}
+        for address, info in self.worker_info.items():
+            out[address] = entry = dict(info)
+            entry["memory"] = {"managed": self.state.managed_bytes(address)}
+        return out
 
     def handle_wait_for_workers(self, n: int, reply: Reply) -> None:
         self._worker_waiters.append((n, reply))

@@ -103,8 +103,7 @@ class TaskState:
 
 
 class WorkerState:
-    __slots__ = ("address", "nthreads", "processing", "long_running", "has_what", "capacity",
-                 "nbytes", "seq")
+    __slots__ = ("address", "nthreads", "processing", "long_running", "has_what", "capacity", "seq")
 
     def __init__(self, address: str, nthreads: int, saturation: float, seq: int) -> None:
         self.address = address
@@ -116,7 +115,6 @@ class WorkerState:
         self.long_running: set[TaskState] = set()
         self.has_what: set[TaskState] = set()
         self.capacity = max(1, int(nthreads * saturation))
-        self.nbytes = 0
         self.seq = seq
 
     @property
@@ -484,6 +482,11 @@ class SchedulerState:
             ts.traceback = traceback
             self._run({key: "erred"}, stimulus_id)
         return self._flush()
+
+    def managed_bytes(self, worker: str) -> int:
+        """Bytes of the values ``worker`` holds, as their holders measured them."""
+        ws = self.workers.get(worker)
+        return sum(ts.nbytes for ts in ws.has_what) if ws is not None else 0
 
     def handle_long_running(self, worker: str, key: str, stimulus_id: str) -> list[Instruction]:
         """A running task gave its thread slot back: free the slot for queued work."""

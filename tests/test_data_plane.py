@@ -1,0 +1,227 @@
+"""Bulk data between hosts: values of every size, worker to worker and client to worker,
+over both transports; values that cannot move; a holder that dies mid-transfer."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from actorrt import Client, wait
+from actorrt.core import Actor, Host, Pickled
+from actorrt.core.comm import TCPComm
+from actorrt.core.errors import CommClosedError, SerializationError
+from actorrt.core.framing import LARGE_FRAME_BYTES, MMAP_MIN_BYTES, STAGE_BYTES
+from actorrt.testing import gen_cluster, poll_for
+
+# Values around each threshold the transport has (see actorrt/core/framing.py).
+SIZES = [0, 1, LARGE_FRAME_BYTES - 1, LARGE_FRAME_BYTES + 1, STAGE_BYTES + 1, MMAP_MIN_BYTES + 1,
+         8 * MMAP_MIN_BYTES]
+
+
+def pattern(nbytes: int) -> np.ndarray:
+    """A byte array whose content shows any shift, cut or reuse of memory."""
+    return (np.arange(nbytes, dtype=np.uint64) * 2654435761 % 251).astype(np.uint8)
+
+
+def checksum(a) -> tuple:
+    a = np.asarray(a)
+    return (a.nbytes, int(a.astype(np.uint64).sum()), int(a[-1]) if a.size else None)
+
+
+def make_bytes(nbytes: int) -> bytes:
+    return pattern(nbytes).tobytes()
+
+
+def bytes_checksum(b: bytes) -> tuple:
+    return checksum(np.frombuffer(b, dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tcp_client():
+    """Two worker processes over TCP: every transfer crosses a real socket."""
+    with Client(n_workers=2, threads_per_worker=1, processes=True) as c:
+        yield c
+
+
+def _workers(client):
+    return sorted(client.scheduler_info()["workers"])
+
+
+# --- every size, both directions, both transports ---------------------------------
+
+@pytest.mark.parametrize("nbytes", SIZES)
+def test_sizes_between_processes(tcp_client, nbytes):
+    a, b = _workers(tcp_client)
+    x = tcp_client.submit(pattern, nbytes, workers=[a], pure=False)
+    y = tcp_client.submit(checksum, x, workers=[b], pure=False)          # worker -> worker
+    assert y.result() == checksum(pattern(nbytes))
+    got = x.result()                                                     # worker -> client
+    assert checksum(got) == checksum(pattern(nbytes)) and got.flags.writeable
+    s = tcp_client.scatter(pattern(nbytes), workers=[b], hash=False)     # client -> worker
+    assert tcp_client.submit(checksum, s, workers=[a], pure=False).result() == checksum(pattern(nbytes))
+    raw = tcp_client.submit(make_bytes, nbytes, workers=[a], pure=False)  # bytes travel out of band too
+    assert tcp_client.submit(bytes_checksum, raw, workers=[b], pure=False).result() == \
+        bytes_checksum(make_bytes(nbytes))
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, LARGE_FRAME_BYTES + 1, MMAP_MIN_BYTES + 1])
+@gen_cluster()
+async def test_sizes_in_process(c, lc, nbytes):
+    a, b = lc.worker_addresses()
+    x = c.submit(pattern, nbytes, workers=[a], pure=False)
+    y = c.submit(checksum, x, workers=[b], pure=False)
+    assert await y == checksum(pattern(nbytes))
+    assert checksum(await x) == checksum(pattern(nbytes))
+    s = await c.scatter(pattern(nbytes), workers=[b], hash=False)
+    assert checksum(await s) == checksum(pattern(nbytes))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_value_over_one_and_a_half_gib_moves_everywhere():
+    # The old transport refused any message over 1 GiB and retried the fetch 20 times.
+    nbytes = 3 * (1 << 29) + 12345  # 1.5 GiB and change: no power of two hides a cut
+    with Client(n_workers=2, threads_per_worker=1, processes=True) as c:
+        a, b = _workers(c)
+        x = c.submit(np.ones, nbytes, dtype=np.uint8, workers=[a], pure=False)
+        assert c.submit(np.sum, x, workers=[b], pure=False).result() == nbytes
+        got = x.result()
+        assert got.nbytes == nbytes and got[-1] == 1 and got.flags.writeable
+        del got
+        s = c.scatter(np.ones(nbytes, dtype=np.uint8), workers=[b], hash=False)
+        assert c.submit(np.sum, s, workers=[a], pure=False).result() == nbytes
+        info = c.scheduler_info()["workers"]
+        assert info[b]["memory"]["managed"] >= nbytes  # stored values are accounted by size
+
+
+def test_scheduler_info_accounts_each_workers_values(tcp_client):
+    a, b = _workers(tcp_client)
+    before = tcp_client.scheduler_info()["workers"][a]["memory"]["managed"]
+    x = tcp_client.submit(np.zeros, 1 << 20, workers=[a], pure=False)
+    wait(x)
+    after = tcp_client.scheduler_info()["workers"][a]["memory"]["managed"]
+    assert after - before == 8 << 20
+    del x
+
+
+# --- values that cannot move --------------------------------------------------------
+
+def _refuse_to_load():
+    raise ValueError("this value cannot be loaded here")
+
+
+class Unloadable:
+    """Pickles fine, fails to unpickle: a value whose class is missing on the consumer."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+class Unpicklable:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+
+def identity(x):
+    return x
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (Unloadable, ValueError, "cannot be loaded here"),
+    (Unpicklable, SerializationError, "cannot pickle result of"),
+], ids=["fails-to-unpickle-on-consumer", "fails-to-pickle-on-holder"])
+@gen_cluster(timeout=20)
+async def test_an_input_that_cannot_move_errs_its_dependent(c, lc, make, error, match):
+    a, b = lc.worker_addresses()
+    x = c.submit(make, workers=[a], pure=False)
+    await wait(x)
+    y = c.submit(identity, x, workers=[b], pure=False)
+    with pytest.raises(error, match=match):
+        await y
+    # The scheduler stopped asking: a handful of transitions, not a loop.
+    state = lc.scheduler.state
+    assert len(state.story(y.key)) < 10 and len(state.story(x.key)) < 10
+    assert x.status == "finished"  # the value itself is fine where it is
+    assert await c.submit(identity, 5, workers=[b], pure=False) == 5  # the cluster goes on
+
+
+def test_an_input_that_cannot_move_between_processes(tcp_client):
+    a, b = _workers(tcp_client)
+    x = tcp_client.submit(Unloadable, workers=[a], pure=False)
+    y = tcp_client.submit(identity, x, workers=[b], pure=False)
+    with pytest.raises(ValueError, match="cannot be loaded here"):
+        y.result(timeout=20)
+
+
+# --- a holder that dies while its value is on the wire ------------------------------
+
+def fetching(dask_worker):
+    return sorted(dask_worker._fetching)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_holder_killed_mid_transfer_the_value_is_recomputed():
+    nbytes = 1 << 30  # about half a second on the wire: the kill lands during it
+    with Client(n_workers=2, threads_per_worker=1, processes=True) as c:
+        a, b = _workers(c)
+        x = c.submit(np.ones, nbytes, dtype=np.uint8, workers=[a], allow_other_workers=True, pure=False)
+        wait(x)
+        y = c.submit(np.sum, x, workers=[b], pure=False)
+        pid = c.scheduler_info()["workers"][a]["pid"]
+        deadline = 20.0
+        while deadline > 0 and not c.run(fetching, workers=[b])[b] and y.status == "pending":
+            deadline -= 0.001  # bounded: polling a reply, not sleeping
+        os.kill(pid, signal.SIGKILL)
+        assert y.result(timeout=60) == nbytes
+
+
+# --- backpressure: a reader that pauses ---------------------------------------------
+
+class Sink(Actor):
+    def handle_take(self, data):
+        return data.nbytes
+
+
+def test_a_paused_reader_makes_the_sender_wait_then_both_go_on():
+    async def main():
+        async with Host("tcp://127.0.0.1:0", name="reader", shortcut=False) as reader, \
+                Host("tcp://127.0.0.1:0", name="sender", shortcut=False) as sender:
+            ref = reader.spawn(Sink())
+            assert await sender.ask(ref, "take", data=Pickled.dumps(b"x")) > 0
+            comm = sender.comm_to(reader.address)
+            assert isinstance(comm, TCPComm)
+            peer = reader.comm_to(sender.address)
+            reader.loop.remove_reader(peer._fd)  # the reader stops reading
+            payload = Pickled.dumps(np.ones(64 << 20, dtype=np.uint8))
+            reply = sender.ask(ref, "take", data=payload)
+            await poll_for(lambda: comm.buffered_bytes > 0)
+            drained = asyncio.ensure_future(comm.drain())
+            await asyncio.sleep(0)  # one loop turn: drain is still waiting on the paused reader
+            assert not drained.done() and comm.buffered_bytes > 8 << 20
+            reader.loop.add_reader(peer._fd, peer._read_ready)  # it reads again
+            await asyncio.wait_for(drained, 10)
+            assert await asyncio.wait_for(reply, 10) == payload.nbytes
+    asyncio.run(main())
+
+
+def test_a_reader_that_never_reads_again_is_dropped(monkeypatch):
+    monkeypatch.setattr("actorrt.core.comm.WRITE_STALL_TIMEOUT", 0.3)
+
+    async def main():
+        async with Host("tcp://127.0.0.1:0", name="reader", shortcut=False) as reader, \
+                Host("tcp://127.0.0.1:0", name="sender", shortcut=False) as sender:
+            ref = reader.spawn(Sink())
+            assert await sender.ask(ref, "take", data=Pickled.dumps(b"x")) > 0
+            peer = reader.comm_to(sender.address)
+            reader.loop.remove_reader(peer._fd)
+            with pytest.raises(CommClosedError, match="stopped reading"):
+                await asyncio.wait_for(sender.ask(ref, "take", data=Pickled.dumps(np.ones(64 << 20, dtype=np.uint8))), 10)
+            assert sender.comm_to(reader.address) is None
+            reader.loop.add_reader(peer._fd, peer._read_ready)
+            assert await sender.ask(ref, "take", data=Pickled.dumps(b"again")) > 0  # a new connection
+    asyncio.run(main())
