@@ -225,3 +225,30 @@ def test_a_reader_that_never_reads_again_is_dropped(monkeypatch):
             reader.loop.add_reader(peer._fd, peer._read_ready)
             assert await sender.ask(ref, "take", data=Pickled.dumps(b"again")) > 0  # a new connection
     asyncio.run(main())
+
+
+# --- the transfer budget --------------------------------------------------------------
+
+def total(*arrays):
+    return int(sum(int(a.sum()) for a in arrays))
+
+
+@gen_cluster(n_workers=3)
+async def test_a_wide_fan_in_keeps_its_transfers_within_the_budget(c, lc):
+    a, b, d = lc.worker_addresses()
+    consumer = next(w for host, w in lc.workers.values() if host.address == b)
+    consumer.transfer_limit = 3 << 20
+    parts = [c.submit(np.ones, 1 << 17, workers=[a if i % 2 else d], pure=False) for i in range(10)]  # 1 MiB each
+    await wait(parts)
+    assert await c.submit(total, *parts, workers=[b], pure=False) == 10 << 17
+    # Both holders were asked, never more than the budget at once (one request of
+    # up to 3 MiB from each holder would have been 6).
+    assert 0 < consumer.transfer_incoming_bytes_peak <= 3 << 20
+    assert consumer.transfer_incoming_bytes == 0 and not consumer._transfer_queue
+
+
+def test_batches_split_one_holders_keys_by_the_budget():
+    from actorrt.worker.actor import _batches
+    sizes = {"a": 4, "b": 4, "c": 10, "d": 1}
+    assert _batches(["a", "b", "c", "d"], sizes, 8) == [(["a", "b"], 8), (["c"], 10), (["d"], 1)]
+    assert _batches(["x", "y"], {}, 8) == [(["x", "y"], 0)]  # unknown sizes: one request

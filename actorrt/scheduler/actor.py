@@ -301,7 +301,7 @@ class Scheduler(Actor):
         for ins in instructions:
             if type(ins) is Compute:
                 self._send(ActorRef(ins.worker, WORKER_ID), "compute",
-                           [ins.key, ins.spec, ins.deps, ins.name, ins.actor, ins.run_id])
+                           [ins.key, ins.spec, ins.deps, ins.name, ins.actor, ins.run_id, ins.sizes])
             elif type(ins) is Free:
                 self._send(ActorRef(ins.worker, WORKER_ID), "free_keys", *ins.keys)
             elif type(ins) is Report:

@@ -39,6 +39,7 @@ class Compute(NamedTuple):
     name: str
     actor: bool
     run_id: int  # this run of the key: reports of an earlier run are told apart
+    sizes: dict  # dep key -> its nbytes: the worker budgets its transfers with them
 
 
 class Free(NamedTuple):
@@ -668,8 +669,9 @@ class SchedulerState:
         ts.state = "processing"
         ts.processing_on = ws
         deps = {dep.key: [w.address for w in dep.who_has] for dep in ts.dependencies}
+        sizes = {dep.key: dep.nbytes for dep in ts.dependencies if ws not in dep.who_has}
         ts.run_id = next(self._runs)
-        self._out.append(Compute(ws.address, ts.key, ts.spec, deps, ts.name, ts.actor, ts.run_id))
+        self._out.append(Compute(ws.address, ts.key, ts.spec, deps, ts.name, ts.actor, ts.run_id, sizes))
         return {}
 
     def _leave_worker(self, ts: TaskState) -> WorkerState | None:

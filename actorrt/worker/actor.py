@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -19,6 +20,8 @@ from .user_actor import make_actor_task, stop_user_actor
 logger = logging.getLogger("actorrt.worker")
 
 WORKER_ID = "worker"
+# Bytes a worker fetches from its peers at once (dask: transfer_incoming_bytes_limit).
+TRANSFER_INCOMING_BYTES_LIMIT = 512 << 20
 SCHEDULER_ID = "scheduler"
 
 
@@ -33,6 +36,12 @@ class Worker(Actor):
         self.tasks: dict[str, Task] = {}
         self._functions: dict[bytes, Any] = {}
         self._fetching: dict[str, asyncio.Future] = {}
+        # Transfer budget: bytes being fetched at once stay under this (one request
+        # always may run, however big), so a wide fan-in cannot exhaust memory.
+        self.transfer_limit = TRANSFER_INCOMING_BYTES_LIMIT
+        self.transfer_incoming_bytes = 0
+        self.transfer_incoming_bytes_peak = 0
+        self._transfer_queue: collections.deque = collections.deque()
         # Inputs fetched from peers are copies the scheduler does not know of (it never
         # frees them here): they are kept only while a local task still needs them.
         self._copies: set[str] = set()
@@ -80,10 +89,11 @@ class Worker(Actor):
         self._from_scheduler("compute", origin)
         _check_compute(tasks)  # all of them before any runs: no batch is half started
         host = self.host
-        for key, spec, deps, name, actor, *run in tasks:
+        for key, spec, deps, name, actor, *rest in tasks:  # rest: [run id[, input sizes]]
             # Reports carry the run they are about, so late news of an earlier run of
             # the same key (cancelled, then submitted again) is told apart.
-            self._run_ids[key] = run[0] if run else None
+            self._run_ids[key] = rest[0] if rest else None
+            sizes = rest[1] if len(rest) > 1 else {}
             old = self.tasks.get(key)
             if old is not None:
                 host.stop_actor(old.id)
@@ -96,6 +106,7 @@ class Worker(Actor):
                 self.report_finished(key, 0, type(self.data[key]).__name__)
                 continue
             task = self._make_task(key, spec, deps, name, actor)
+            task.sizes = sizes
             self.tasks[key] = task
             host.spawn(task, f"task-{key}")
 
@@ -223,7 +234,8 @@ class Worker(Actor):
             self._functions[blob.header] = fn
         return fn
 
-    async def fetch(self, missing: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, BaseException]]:
+    async def fetch(self, missing: dict[str, list[str]], sizes: dict[str, int] | None = None
+                    ) -> tuple[dict[str, list[str]], dict[str, BaseException]]:
         """Bring ``missing`` inputs here from peers.
 
         Returns ``(lost, unmovable)``: the keys that could not be had, each with the holders
@@ -247,12 +259,15 @@ class Worker(Actor):
             tried[key] = [peer]
             by_peer.setdefault(peer, []).append(key)
         loop = asyncio.get_running_loop()
+        sizes = sizes or {}
         for peer, keys in by_peer.items():
-            fut = loop.create_future()
-            for key in keys:
-                self._fetching[key] = fut
-            waits.append(fut)
-            own_task(self, self._fetch_from(peer, keys, fut))
+            for batch, nbytes in _batches(keys, sizes, self.transfer_limit):
+                fut = loop.create_future()
+                for key in batch:
+                    self._fetching[key] = fut
+                waits.append(fut)
+                self._transfer_queue.append((peer, batch, fut, nbytes))
+        self._start_transfers()
         unmovable: dict[str, BaseException] = {}
         if waits:
             for result in await asyncio.gather(*waits, return_exceptions=True):
@@ -261,7 +276,19 @@ class Worker(Actor):
         lost = {k: tried.get(k, []) for k in missing if k not in self.data and k not in unmovable}
         return lost, unmovable
 
-    async def _fetch_from(self, peer: str, keys: list[str], fut: asyncio.Future) -> None:
+    def _start_transfers(self) -> None:
+        """Start queued fetches, oldest first, while they fit in the transfer budget."""
+        queue = self._transfer_queue
+        while queue:
+            peer, keys, fut, nbytes = queue[0]
+            if self.transfer_incoming_bytes and self.transfer_incoming_bytes + nbytes > self.transfer_limit:
+                return
+            queue.popleft()
+            self.transfer_incoming_bytes += nbytes
+            self.transfer_incoming_bytes_peak = max(self.transfer_incoming_bytes_peak, self.transfer_incoming_bytes)
+            own_task(self, self._fetch_from(peer, keys, fut, nbytes))
+
+    async def _fetch_from(self, peer: str, keys: list[str], fut: asyncio.Future, nbytes: int = 0) -> None:
         """Fetch ``keys`` from ``peer``; ``fut`` gets ``{key: error}`` for values that cannot move."""
         unmovable: dict[str, BaseException] = {}
         try:
@@ -289,6 +316,8 @@ class Worker(Actor):
                     del self._fetching[key]
             if not fut.done():
                 fut.set_result(unmovable)
+            self.transfer_incoming_bytes -= nbytes
+            self._start_transfers()
 
     def _job_seceded(self, job: Any) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
@@ -334,6 +363,24 @@ class Worker(Actor):
             pass
 
 
+def _batches(keys: list[str], sizes: dict[str, int], limit: int) -> list[tuple[list[str], int]]:
+    """Split one holder's keys into requests of at most ``limit`` bytes (a bigger value
+    goes alone), so the budget can interleave holders instead of waiting on one."""
+    out: list[tuple[list[str], int]] = []
+    batch: list[str] = []
+    total = 0
+    for key in keys:
+        n = sizes.get(key, 0)
+        if batch and total + n > limit:
+            out.append((batch, total))
+            batch, total = [], 0
+        batch.append(key)
+        total += n
+    if batch:
+        out.append((batch, total))
+    return out
+
+
 def _note(exc: BaseException, note: str) -> BaseException:
     """The original exception, so ``result()`` raises what the user's code raised, with where."""
     if hasattr(exc, "add_note"):
@@ -342,18 +389,21 @@ def _note(exc: BaseException, note: str) -> BaseException:
 
 
 _COMPUTE_SHAPE = ("[key: str, spec: [pickled function, pickled arguments or None], deps: {key: "
-                  "[addresses]}, name: str, actor: bool or dict of options, (run id: int or None)]")
+                  "[addresses]}, name: str, actor: bool or dict of options, (run id: int or None, (input sizes: "
+                  "{key: nbytes >= 0}))]")
 
 
 def _check_compute(tasks: list) -> None:
     """Every task of a ``compute`` message is well formed (see core/checks.py)."""
     for i, t in enumerate(tasks):
-        if not ((type(t) is list or type(t) is tuple) and 5 <= len(t) <= 6 and type(t[0]) is str
+        if not ((type(t) is list or type(t) is tuple) and 5 <= len(t) <= 7 and type(t[0]) is str
                 and (type(t[1]) is list or type(t[1]) is tuple) and len(t[1]) == 2
                 and type(t[1][0]) is Pickled and (t[1][1] is None or type(t[1][1]) is Pickled)
                 and type(t[2]) is dict and type(t[3]) is str
                 and (t[4] is False or t[4] is True or type(t[4]) is dict)
-                and (len(t) == 5 or t[5] is None or type(t[5]) is int)):
+                and (len(t) == 5 or t[5] is None or type(t[5]) is int)
+                and (len(t) < 7 or (type(t[6]) is dict and all(
+                    type(k) is str and type(n) is int and n >= 0 for k, n in t[6].items())))):
             raise bad("Worker.compute", f"'tasks'[{i}]", _COMPUTE_SHAPE, t)
         for dep, holders in t[2].items():
             if type(dep) is not str or not (type(holders) is list or type(holders) is tuple) or not all(

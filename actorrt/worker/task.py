@@ -29,6 +29,7 @@ class Task(Actor):
         self.start_time = 0.0
         self.told_long_running = False
         self.duration = 0.0
+        self.sizes: dict[str, int] = {}  # of the inputs to fetch, as the scheduler knows them
 
     def on_start(self) -> None:
         self.worker.use_inputs(self.deps)
@@ -43,7 +44,7 @@ class Task(Actor):
         self.worker.drop_inputs(self.deps)
 
     async def _fetch_then_run(self, missing: dict) -> None:
-        failed, unmovable = await self.worker.fetch(missing)
+        failed, unmovable = await self.worker.fetch(missing, self.sizes)
         if self.worker.tasks.get(self.key) is not self:
             return
         if unmovable:
