@@ -252,3 +252,34 @@ def test_batches_split_one_holders_keys_by_the_budget():
     sizes = {"a": 4, "b": 4, "c": 10, "d": 1}
     assert _batches(["a", "b", "c", "d"], sizes, 8) == [(["a", "b"], 8), (["c"], 10), (["d"], 1)]
     assert _batches(["x", "y"], {}, 8) == [(["x", "y"], 0)]  # unknown sizes: one request
+
+
+# --- a value on the wire does not hold up control messages ---------------------------
+
+class Both(Sink):
+    def handle_ping(self):
+        return "pong"
+
+
+def test_control_messages_pass_a_stalled_bulk_transfer():
+    async def main():
+        async with Host("tcp://127.0.0.1:0", name="reader", shortcut=False) as reader, \
+                Host("tcp://127.0.0.1:0", name="sender", shortcut=False) as sender:
+            ref = reader.spawn(Both())
+            assert await sender.ask(ref, "ping") == "pong"
+            assert await sender.ask_bulk(ref, "take", data=Pickled.dumps(b"x")) > 0
+            bulk = next(c for c in reader._all_comms if c.channel == "bulk")
+            reader.loop.remove_reader(bulk._fd)  # the bulk connection stalls mid-value
+            big = asyncio.ensure_future(
+                sender.ask_bulk(ref, "take", data=Pickled.dumps(np.ones(64 << 20, dtype=np.uint8))))
+            await poll_for(lambda: sender._bulk_comms[reader.address].buffered_bytes > 0)
+            assert await asyncio.wait_for(sender.ask(ref, "ping"), 5) == "pong"  # not behind it
+            assert not big.done()
+            reader.loop.add_reader(bulk._fd, bulk._read_ready)
+            assert await asyncio.wait_for(big, 10) >= 64 << 20
+            # Closing the bulk connection is not the peer's death: the main one stays.
+            sender._bulk_comms[reader.address].close()
+            assert sender.comm_to(reader.address) is not None
+            assert await sender.ask(ref, "ping") == "pong"
+            assert await sender.ask_bulk(ref, "take", data=Pickled.dumps(b"yz")) > 0  # reopened
+    asyncio.run(main())

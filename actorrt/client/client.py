@@ -653,7 +653,7 @@ class Client(ClientExtras):
             else:
                 by_worker.setdefault(ws[0] if len(ws) == 1 else random.choice(ws), []).append(key)
         replies = await asyncio.gather(*[
-            self.host.ask(ActorRef(w, WORKER_ID), "get_data", keys=ks) for w, ks in by_worker.items()
+            self.host.ask_bulk(ActorRef(w, WORKER_ID), "get_data", keys=ks) for w, ks in by_worker.items()
         ], return_exceptions=True)
         values: dict[str, Any] = {}
         for (w, ks), reply in zip(by_worker.items(), replies):
@@ -715,7 +715,7 @@ class Client(ClientExtras):
             for a in targets:
                 placement.setdefault(a, {})[k] = blob
         replies = await asyncio.gather(*[
-            self.host.ask(ActorRef(a, WORKER_ID), "put_data", data=d) for a, d in placement.items()])
+            self.host.ask_bulk(ActorRef(a, WORKER_ID), "put_data", data=d) for a, d in placement.items()])
         who_has: dict[str, list[str]] = {}
         nbytes: dict[str, int] = {}
         types: dict[str, str] = {}

@@ -97,11 +97,18 @@ def _mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(secret, b"actorrt-auth:" + role + b":" + first + second, hashlib.sha256).digest()
 
 
+# What a connection is for: "main" carries a peer's messages in order; "bulk" carries
+# only asks for large values and their replies, so a value on the wire never holds up
+# the control messages behind it (see Host.ask_bulk).
+CHANNELS = ("main", "bulk")
+
+
 class Comm:
     """A connection to one peer host. ``send`` is batched per loop iteration."""
 
     peer_address: str | None = None
     local_address: str | None = None
+    channel = "main"
 
     def __init__(self) -> None:
         self.closed = False
@@ -168,9 +175,11 @@ class TCPComm(Comm):
         on_open: Callable[["TCPComm"], None] | None = None,
         accepting: bool = False,
         write_stall_timeout: float | None = None,
+        channel: str = "main",
     ) -> None:
         Comm.__init__(self)
         self.local_address = local_address
+        self.channel = channel
         self._role, self._peer_role = (ROLE_ACCEPT, ROLE_CONNECT) if accepting else (ROLE_CONNECT, ROLE_ACCEPT)
         self._secret = secret
         self._ref_type = ref_type
@@ -195,7 +204,7 @@ class TCPComm(Comm):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(self._fd, self._read_ready)
         hello = {"v": PROTOCOL_VERSION, "nonce": self._nonce, "address": self.local_address,
-                 "max_frame": self.max_frame_bytes}
+                 "max_frame": self.max_frame_bytes, "channel": self.channel}
         self._write_frames([msgpack.packb(hello)])
         self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
 
@@ -279,6 +288,11 @@ class TCPComm(Comm):
             peer_max = msg.get("max_frame", UNLIMITED)
             if type(peer_max) is not int or peer_max < MAX_HANDSHAKE_BYTES:
                 raise ValueError("malformed handshake max_frame")
+            channel = msg.get("channel", "main")
+            if channel not in CHANNELS:
+                raise ValueError(f"unknown channel {channel!r} in handshake")
+            if self._role == ROLE_ACCEPT:
+                self.channel = channel  # the dialling side chose what this connection is for
             self._peer_nonce = nonce
             self.peer_address = address
             self.peer_max_frame_bytes = peer_max
@@ -674,7 +688,7 @@ _local_listeners: dict[str, Listener] = {}
 async def connect(address: str, *, local_address: str | None, secret: bytes | None,
                   ref_type: type, timeout: float = 10.0,
                   max_frame_bytes: int | None = None, shortcut: bool = True,
-                  on_messages: OnMessages | None = None) -> Comm:
+                  on_messages: OnMessages | None = None, channel: str = "main") -> Comm:
     """Open an authenticated connection to ``address``, retrying until ``timeout``.
 
     ``on_messages`` is installed before the handshake: the peer may send as soon as
@@ -695,7 +709,7 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
 
     async def attempt() -> TCPComm:
         sock = await _connected_socket(loop, host, port)
-        comm = TCPComm(sock, local_address, secret, ref_type, max_frame_bytes)
+        comm = TCPComm(sock, local_address, secret, ref_type, max_frame_bytes, channel=channel)
         comm.on_messages = on_messages
         comm.start()
         try:

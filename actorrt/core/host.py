@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
-from .comm import Comm, CommClosedError, Listener, connect, max_frame_bytes_setting
+from .comm import Comm, CommClosedError, InprocComm, Listener, connect, max_frame_bytes_setting
 from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
 from .serialize import Pickled, dumps_exception, loads_exception
 
@@ -46,6 +46,8 @@ class Host:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
         self._comms: dict[str, Comm] = {}
+        self._bulk_comms: dict[str, Comm] = {}  # second connections for large values (ask_bulk)
+        self._bulk_connecting: dict[str, asyncio.Future[Comm]] = {}
         self._all_comms: set[Comm] = set()
         self._connecting: dict[str, asyncio.Task[None]] = {}
         self._queued: dict[str, list] = {}
@@ -74,7 +76,7 @@ class Host:
         self.status = "closing"
         for actor_id in list(self.actors):
             self.stop_actor(actor_id)
-        connecting = list(self._connecting.values())
+        connecting = list(self._connecting.values()) + list(self._bulk_connecting.values())
         for task in connecting:
             task.cancel()
         # Await them: a connect cancelled mid-handshake closes its socket as it unwinds.
@@ -129,6 +131,51 @@ class Host:
         if comm is not None:
             self._pending_by_comm.setdefault(comm, set()).add(rid)
         return fut
+
+    async def ask_bulk(self, ref: ActorRef, op: str, /, **fields: Any) -> Any:
+        """``ask`` on a second connection to the peer, kept for large values.
+
+        Messages to one peer go in order on one connection, so a control message sent
+        after a 1 GiB value would wait for all of it. Asks whose reply (or fields) may be
+        large (``get_data``, ``put_data``) take this connection instead; their order
+        against other messages does not matter. In-process peers need no second one.
+        """
+        assert self.loop is not None, "host not started"
+        main = self._comms.get(ref.address)
+        if ref.address == self.address or isinstance(main, InprocComm) or ref.address.startswith("inproc://"):
+            return await self.ask(ref, op, **fields)
+        comm = await self._bulk_comm(ref.address)
+        fut = self.loop.create_future()
+        rid = next(self._rids)
+        self._pending[rid] = (fut, comm)
+        self._pending_by_comm.setdefault(comm, set()).add(rid)
+        comm.send([ref.id, op, rid, fields])
+        return await fut
+
+    async def _bulk_comm(self, address: str) -> Comm:
+        comm = self._bulk_comms.get(address)
+        if comm is not None and not comm.closed:
+            return comm
+        opening = self._bulk_connecting.get(address)
+        if opening is None:
+            opening = self._bulk_connecting[address] = asyncio.ensure_future(self._open_bulk(address))
+        try:
+            return await asyncio.shield(opening)
+        finally:
+            if opening.done() and self._bulk_connecting.get(address) is opening:
+                del self._bulk_connecting[address]
+
+    async def _open_bulk(self, address: str) -> Comm:
+        comm = await connect(address, local_address=self.address, secret=self.secret,
+                             ref_type=ActorRef, timeout=self.connect_timeout,
+                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
+                             on_messages=self._on_messages, channel="bulk")
+        if self.status in ("closing", "closed"):
+            comm.close()
+            raise CommClosedError(f"host {self.address} closed while connecting")
+        self._adopt(comm, address)
+        self._bulk_comms[address] = comm
+        return comm
 
     def _send(self, address: str, msg: list) -> Comm | None:
         """Route one message; returns the comm it went on (None if local or queued)."""
@@ -203,6 +250,8 @@ class Host:
         comm.on_close = self._on_comm_closed
         comm.on_unencodable = lambda msg, exc: self._on_unencodable(comm, msg, exc)
         self._all_comms.add(comm)
+        if comm.channel == "bulk":  # only the side that dialled it sends asks on it
+            return
         if address and (address not in self._comms or self._comms[address].closed):
             self._comms[address] = comm
 
@@ -213,6 +262,10 @@ class Host:
             del self._comms[address]
         self._fail_pending(comm, CommClosedError(
             f"connection to {address} closed before the reply arrived" + (f" ({exc})" if exc else "")))
+        if comm.channel == "bulk":
+            if address and self._bulk_comms.get(address) is comm:
+                del self._bulk_comms[address]
+            return  # a bulk connection says nothing about whether the peer is alive
         if address and self.status == "running":
             for cb in list(self.peer_lost_callbacks):
                 try:

@@ -292,7 +292,7 @@ class Worker(Actor):
         """Fetch ``keys`` from ``peer``; ``fut`` gets ``{key: error}`` for values that cannot move."""
         unmovable: dict[str, BaseException] = {}
         try:
-            got = await self.host.ask(ActorRef(peer, WORKER_ID), "get_data", keys=keys)
+            got = await self.host.ask_bulk(ActorRef(peer, WORKER_ID), "get_data", keys=keys)
             for key, (blob, tb) in got["errors"].items():
                 unmovable[key] = loads_exception(blob, tb)
             for key, blob in got["data"].items():
