@@ -82,6 +82,11 @@ class FrameDecoder:
         self._large_filled = 0
 
     @property
+    def large_remaining(self) -> int:
+        """Bytes still to come of the large frame being received in place (0 if none)."""
+        return len(self._large) - self._large_filled if self._large is not None else 0
+
+    @property
     def in_message(self) -> bool:
         """True between the first byte of a message and its last (a cut here is a truncation)."""
         return self._lengths is not None or self._end > self._start
