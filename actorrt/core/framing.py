@@ -22,6 +22,7 @@ to a ``recv`` and are parsed out of one reused staging buffer.
 """
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
 from typing import Any
@@ -43,9 +44,19 @@ _MMAP_FLAGS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0
 UNLIMITED = (1 << 63) - 1
 
 
+@functools.lru_cache(maxsize=64)
+def _header_struct(n: int) -> struct.Struct:
+    return struct.Struct(f"!I{n}Q")
+
+
+@functools.lru_cache(maxsize=64)
+def _lengths_struct(n: int) -> struct.Struct:
+    return struct.Struct(f"!{n}Q")
+
+
 def encode_header(lengths: list[int]) -> bytes:
     """The header that precedes frames of these lengths."""
-    return struct.pack(f"!I{len(lengths)}Q", len(lengths), *lengths)
+    return _header_struct(len(lengths)).pack(len(lengths), *lengths)
 
 
 def allocate(nbytes: int) -> Any:
@@ -137,7 +148,7 @@ class FrameDecoder:
         if avail < size:
             self._make_room(size)
             return False
-        lengths = struct.unpack_from(f"!{n}Q", self._stage, self._start + 4)
+        lengths = _lengths_struct(n).unpack_from(self._stage, self._start + 4)
         for length in lengths:
             if length > self.max_frame_bytes:
                 raise ValueError(f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes} "
