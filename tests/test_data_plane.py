@@ -283,3 +283,15 @@ def test_control_messages_pass_a_stalled_bulk_transfer():
             assert await sender.ask(ref, "ping") == "pong"
             assert await sender.ask_bulk(ref, "take", data=Pickled.dumps(b"yz")) > 0  # reopened
     asyncio.run(main())
+
+
+def test_a_value_larger_than_the_client_accepts_fails_at_once_by_name(monkeypatch):
+    from actorrt import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster:
+        monkeypatch.setenv("ACTORRT_MAX_FRAME_BYTES", str(1 << 20))  # this client only
+        with Client(cluster.scheduler_address, secret=cluster.secret) as c:
+            big = c.submit(np.ones, 1 << 18, pure=False)  # 2 MiB
+            with pytest.raises(SerializationError, match=r"cannot gather \[.*ones.*\] from .*frame of \d+ "
+                               r"bytes; the peer accepts at most 1048576 .*ACTORRT_MAX_FRAME_BYTES"):
+                big.result(timeout=20)
+            assert c.submit(np.ones, 10, pure=False).result().sum() == 10  # smaller values still come

@@ -660,8 +660,10 @@ class Client(ClientExtras):
             if isinstance(reply, (CommClosedError, ActorNotFoundError)):
                 missing.extend(ks)  # the holder is gone: look elsewhere
                 continue
+            if isinstance(reply, SerializationError):  # e.g. larger than this client accepts
+                raise SerializationError(f"cannot gather {ks} from {w}: {reply}") from reply
             if isinstance(reply, BaseException):
-                raise reply  # e.g. a reply larger than this client accepts: say so
+                raise reply
             for key, (exc_blob, tb) in reply["errors"].items():
                 raise loads_exception(exc_blob, tb)  # a result that cannot be pickled: say so
             data = reply["data"]
