@@ -25,7 +25,6 @@ from actorrt.core import (
     CommClosedError, Host, Pickled, SerializationError, UnknownOpError,
 )
 from actorrt.core.comm import PROTOCOL_VERSION, ROLE_CONNECT, TCPComm, InprocComm, _mac
-from actorrt.core.errors import SerializationError
 from actorrt.core.serialize import EXT_PICKLE, RemoteTraceback
 
 SECRET = b"cluster-secret"

@@ -24,7 +24,6 @@ import asyncio
 import collections
 import hashlib
 import hmac
-import itertools
 import logging
 import os
 import socket
@@ -664,7 +663,7 @@ class Listener:
                     f"refusing to listen on {host!r} without a cluster secret: set ACTORRT_SECRET "
                     "or pass secret=, or listen on 127.0.0.1"
                 )
-            self._sock = await _listening_socket(self._loop, host, port)
+            self._sock = listening_socket(host, port)
             self._loop.add_reader(self._sock.fileno(), self._accept_ready)
             self.address = f"tcp://{host}:{self._sock.getsockname()[1]}"
         _local_listeners[self.address] = self
@@ -704,18 +703,19 @@ class Listener:
                 comm.close(CommClosedError(f"listener {self.address} stopped during the handshake"))
 
 
-async def _listening_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(f"cannot resolve {host!r}")
-    family, type_, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, type_, proto)
+def listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A non-blocking socket listening on ``host:port`` (port 0: any free one)."""
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+        if os.name != "nt":  # (on Windows SO_REUSEADDR lets another process steal the port)
+            # A restarted server may rebind while old connections sit in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
-        sock.listen(1024)
+        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import socket
 from typing import NamedTuple
+
+from ..core.comm import listening_socket
 
 logger = logging.getLogger("actorrt.dashboard")
 
@@ -87,30 +88,13 @@ def bind_socket(where: DashboardAddress) -> socket.socket:
     cluster both get a dashboard.
     """
     try:
-        return _listen(where.host, where.port)
+        return listening_socket(where.host, where.port)
     except OSError as e:
         if where.port == 0 or e.errno != errno.EADDRINUSE:
             raise
-    sock = _listen(where.host, 0)
+    sock = listening_socket(where.host, 0)
     logger.info("dashboard port %d on %s is busy; serving on port %d instead",
                 where.port, where.host, sock.getsockname()[1])
-    return sock
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        if os.name != "nt":  # (on Windows SO_REUSEADDR lets another process steal the port)
-            # A restarted scheduler may rebind while old connections sit in TIME_WAIT.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
     return sock
 
 
