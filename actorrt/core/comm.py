@@ -723,8 +723,20 @@ def listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket
     return sock
 
 
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list:
+    """Addresses for ``host:port``: an IP literal at once, a name through the loop's resolver.
+
+    (The resolver runs in the loop's executor thread; asking it for an IP literal
+    would start that thread for nothing, as asyncio's own connect avoids too.)
+    """
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 async def _connected_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await _resolve(loop, host, port)
     error: OSError | None = None
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)
