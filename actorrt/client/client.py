@@ -22,6 +22,7 @@ import weakref
 from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Host, Pickled
+from ..core.comm import Comm
 from ..core.serialize import loads_exception
 from ..core.checks import bad, check_origin, is_str_list
 from .arguments import check_count, check_key, check_map_keys, check_priority, check_retries, check_workers
@@ -159,6 +160,7 @@ class Client(ClientExtras):
         self.loop = host.loop
         self._loop_thread = threading.get_ident()  # built on the host's loop thread
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
+        self._scheduler_comm = host.comm_to(scheduler_address)  # the worker's, which it shares
         host.spawn(ClientActor(self), self.id)
         self.status = "running"
         host.tell(self.scheduler, "register_client", client=self.id, ref=ActorRef(host.address, self.id))
@@ -199,7 +201,7 @@ class Client(ClientExtras):
         await self.host.start()
         # The scheduler may still be starting: wait for it as long as `timeout` says.
         # Later connections (to workers) fail fast, so a dead peer is noticed quickly.
-        self._scheduler_comm = await self.host.connect(address, timeout=self.timeout)
+        self._scheduler_comm: Comm | None = await self.host.connect(address, timeout=self.timeout)
         self.scheduler = ActorRef(address, SCHEDULER_ID)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)
@@ -216,7 +218,7 @@ class Client(ClientExtras):
     def _on_peer_lost(self, address: str, comm: Any) -> None:
         # By connection, not only by name: the scheduler may call itself by another
         # name (localhost, 0.0.0.0) than the address this client dialled.
-        lost = comm is getattr(self, "_scheduler_comm", None) or address == self.scheduler.address
+        lost = comm is getattr(self, "_scheduler_comm", None)
         if lost and self.status == "running":
             logger.warning("client %s lost its scheduler at %s", self.id, address)
             for st in list(self._states.values()):

@@ -33,6 +33,9 @@ class Scheduler(Actor):
         self.state = state or SchedulerState()
         self.client_refs: dict[str, ActorRef] = {}
         self.worker_info: dict[str, dict] = {}
+        # ("worker", address) or ("client", id) -> the connection that registered it
+        # (None: this same host). Identity is that connection, not the name it gave.
+        self._peer_comms: dict[tuple[str, str], Comm | None] = {}
         self._stimuli = itertools.count()
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
@@ -57,13 +60,18 @@ class Scheduler(Actor):
         # A worker registers itself: the scheduler must be able to reach the address it
         # gives, and learns of its death when this connection closes.
         check_origin("Scheduler.register_worker", "the worker at field 'address'", address, origin)
+        known = self._peer_comms.get(("worker", address))
+        if address in self.worker_info and known is not origin and not getattr(known, "closed", False):
+            raise BadMessageError(f"Scheduler.register_worker: worker {address!r} is already registered "
+                                  "from another connection")
+        self._peer_comms[("worker", address)] = origin
         self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid}
         self._apply(self.state.handle_add_worker(address, nthreads, self._sid("add-worker")))
         self._wake_worker_waiters()
         return {"address": self.host.address}
 
     def handle_unregister_worker(self, address: str, origin: Comm | None) -> None:
-        check_origin("Scheduler.unregister_worker", "the worker at field 'address'", address, origin)
+        self._check_worker("unregister_worker", address, origin)
         self._remove_worker(address, "worker-closed")
 
     def handle_register_client(self, client: str, ref: ActorRef, origin: Comm | None) -> dict:
@@ -75,6 +83,7 @@ class Scheduler(Actor):
             raise BadMessageError(f"Scheduler.register_client: client id {client!r} is already "
                                   f"registered for {known!r}")
         self.client_refs[client] = ref
+        self._peer_comms[("client", client)] = origin
         self.state.handle_add_client(client)
         return {"workers": self._workers_info()}
 
@@ -87,27 +96,46 @@ class Scheduler(Actor):
         (a client elsewhere, a queue, a dataset) would lose data they still need."""
         ref = self.client_refs.get(client)
         if ref is not None:
-            check_origin(f"Scheduler.{op}", f"client {client!r}", ref.address, origin)
+            self._check_peer(op, "client", client, origin)
         elif origin is not None:
             raise BadMessageError(f"Scheduler.{op}: field 'client' is {client!r}, which is not a "
                                   f"client registered by {origin.peer_address!r}")
 
+    def _check_peer(self, op: str, kind: str, name: str, origin: Comm | None) -> None:
+        """A message naming a registered worker or client is taken only from the
+        connection that registered it: a second connection that merely names it (it
+        knows the secret, but is not that peer) neither speaks for it nor, by closing,
+        removes it."""
+        if origin is None or (kind, name) not in self._peer_comms:
+            return
+        if self._peer_comms[(kind, name)] is not origin:
+            raise BadMessageError(f"Scheduler.{op}: only {kind} {name!r} may send this, on the connection "
+                                  f"it registered on; this came from {origin.peer_address!r} on another")
+
+    def _check_worker(self, op: str, worker: str, origin: Comm | None) -> None:
+        check_origin(f"Scheduler.{op}", "the worker at field 'worker'", worker, origin, self.host)
+        self._check_peer(op, "worker", worker, origin)
+
     def _remove_client(self, client: str) -> None:
+        self._peer_comms.pop(("client", client), None)
         if self.client_refs.pop(client, None) is not None:
             self._apply(self.state.handle_remove_client(client, self._sid("remove-client")))
 
     def _remove_worker(self, address: str, why: str) -> None:
+        self._peer_comms.pop(("worker", address), None)
         if self.worker_info.pop(address, None) is None:
             return
         logger.info("removing worker %s (%s)", address, why)
         self._apply(self.state.handle_remove_worker(address, self._sid(why)))
 
     def _on_peer_lost(self, address: str, comm: Comm) -> None:
-        if address in self.worker_info:
-            self._remove_worker(address, "worker-lost")
-        gone = [c for c, ref in self.client_refs.items() if ref.address == address]
-        for client in gone:
-            self._remove_client(client)
+        # By connection, not by the name it gave: only the loss of the connection a
+        # worker or client registered on means that peer is gone.
+        for kind, name in [k for k, c in self._peer_comms.items() if c is comm]:
+            if kind == "worker":
+                self._remove_worker(name, "worker-lost")
+            else:
+                self._remove_client(name)
 
     def handle_workers(self) -> dict:
         return self._workers_info()
@@ -133,7 +161,8 @@ class Scheduler(Actor):
         self._worker_waiters = still
 
     # --- client stimuli ----------------------------------------------------
-    def handle_update_graph(self, client: str, tasks: list, wanted: list) -> None:
+    def handle_update_graph(self, client: str, tasks: list, wanted: list, origin: Comm | None = None) -> None:
+        self._check_peer("update_graph", "client", client, origin)
         try:
             specs = decode_tasks(tasks)
             keys_field("update_graph", wanted, "wanted")
@@ -171,6 +200,8 @@ class Scheduler(Actor):
         self._apply(self.state.handle_release_keys(client, keys, self._sid("release")))
 
     def handle_want_keys(self, client: str, keys: list) -> None:
+        # Not checked against the sender: a worker hands a Future an actor method returned
+        # to the calling client by naming that client here. Wanting only adds a holder.
         keys_field("want_keys", keys)
         self._apply(self.state.handle_want_keys(client, keys, self._sid("want")))
 
@@ -190,8 +221,10 @@ class Scheduler(Actor):
         keys_field("retry", keys)
         self._apply(self.state.handle_retry(keys, self._sid("retry")))
 
-    def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict) -> None:
+    def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict,
+                           origin: Comm | None = None) -> None:
         check_update_data(who_has, nbytes, types)
+        self._check_peer("update_data", "client", client, origin)
         self._apply(self.state.handle_update_data(client, who_has, nbytes, types, self._sid("scatter")))
 
     def handle_who_has(self, keys: list | None = None) -> dict:
@@ -272,7 +305,7 @@ class Scheduler(Actor):
     def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None) -> None:
         # All or nothing: one bad item refuses the whole report (see messages.py).
         check_tasks_done(finished, erred)
-        check_origin("Scheduler.tasks_done", "the worker at field 'worker'", worker, origin)
+        self._check_worker("tasks_done", worker, origin)
         state = self.state
         out: list[Instruction] = []
         for key, nbytes, typ, *rest in finished:  # rest: [duration[, run_id]]
@@ -287,13 +320,13 @@ class Scheduler(Actor):
     def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
         """Tasks on ``worker`` gave their thread slots back (seceded while waiting)."""
         keys_field("long_running", keys)
-        check_origin("Scheduler.long_running", "the worker at field 'worker'", worker, origin)
+        self._check_worker("long_running", worker, origin)
         for key in keys:
             self._apply(self.state.handle_long_running(worker, key, self._sid("long-running")))
 
     def handle_missing_data(self, worker: str, key: str, missing: dict, origin: Comm | None) -> None:
         check_missing(missing)
-        check_origin("Scheduler.missing_data", "the worker at field 'worker'", worker, origin)
+        self._check_worker("missing_data", worker, origin)
         self._apply(self.state.handle_missing_data(worker, key, missing, self._sid("missing-data")))
 
     # --- instructions -> messages -----------------------------------------

@@ -9,9 +9,9 @@ import random
 from typing import Any
 
 from ..core import Actor, ActorRef, Host, Pickled, own_task
-from ..core.checks import bad, check_origin, str_list, str_map
+from ..core.checks import bad, str_list, str_map
 from ..core.comm import Comm
-from ..core.errors import CommClosedError, SerializationError
+from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.serialize import dumps_exception, loads_exception
 from .pool import TaskPool
 from .task import Task
@@ -78,9 +78,10 @@ class Worker(Actor):
         self.closed.set()
 
     def _on_peer_lost(self, address: str, comm: Any) -> None:
-        # By connection, not only by name: the scheduler may call itself by another
-        # name (localhost, 0.0.0.0) than the address this worker dialled.
-        if comm is self._scheduler_comm or address == self.scheduler.address:
+        # By connection, not by name: the scheduler may call itself by another name
+        # (localhost, 0.0.0.0) than the address this worker dialled, and a second
+        # connection that merely names the scheduler's address is not the scheduler.
+        if comm is self._scheduler_comm:
             logger.info("worker %s lost its scheduler; stopping", self.host.address)
             self.host.stop_actor(self.id)
 
@@ -117,8 +118,14 @@ class Worker(Actor):
 
     def _from_scheduler(self, op: str, origin: Comm | None) -> None:
         """Only the scheduler places, frees and closes: a peer that could would make
-        the scheduler's view of this worker wrong (and lose data it believes is here)."""
-        check_origin(f"Worker.{op}", "the scheduler", self.scheduler.address, origin, self.host)
+        the scheduler's view of this worker wrong (and lose data it believes is here).
+        The scheduler is the connection this worker registered on, not any peer that
+        gives the scheduler's address as its name."""
+        if origin is None or origin is self._scheduler_comm:
+            return
+        raise BadMessageError(f"Worker.{op}: only the scheduler ({self.scheduler.address!r}) may send this, "
+                              f"on the connection this worker registered on; this came from "
+                              f"{origin.peer_address!r} on another")
 
     def handle_free_keys(self, keys: list, origin: Comm | None) -> None:
         self._from_scheduler("free_keys", origin)
