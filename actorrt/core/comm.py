@@ -208,6 +208,9 @@ class TCPComm(Comm):
         self._peer_nonce = b""
         self._writer = _SocketWriter(sock, self._loop, self._write_failed,
                                      WRITE_STALL_TIMEOUT if write_stall_timeout is None else write_stall_timeout)
+        # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
+        # bytes read and the last message written.
+        self.last_received = self.last_sent = self._loop.time()
 
     def start(self) -> None:
         """Begin the handshake (the socket is connected)."""
@@ -248,6 +251,7 @@ class TCPComm(Comm):
             if n == 0:
                 self._lost(None)
                 return
+            self.last_received = self._loop.time()
             decoder.buffer_updated(n)
             try:
                 while not self.closed:
@@ -351,6 +355,7 @@ class TCPComm(Comm):
 
     # sending ---------------------------------------------------------------
     def _write_frames(self, frames: list) -> None:
+        self.last_sent = self._loop.time()
         lengths = [memoryview(f).nbytes for f in frames]
         self._writer.write([encode_header(lengths), *frames])
 

@@ -18,6 +18,7 @@ from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_re
 from .checks import check_fields
 from .comm import Comm, CommClosedError, InprocComm, Listener, connect, max_frame_bytes_setting
 from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
+from .liveness import PING, Heartbeat, heartbeat_settings
 from .serialize import Pickled, dumps_exception, loads_exception
 
 logger = logging.getLogger("actorrt.host")
@@ -30,7 +31,8 @@ class Host:
 
     def __init__(self, address: str | None = "inproc://", *, secret: bytes | str | None = None,
                  name: str = "host", shortcut: bool = True,
-                 max_frame_bytes: int | None = None, connect_timeout: float = 3.0) -> None:
+                 max_frame_bytes: int | None = None, connect_timeout: float = 3.0,
+                 heartbeat_interval: float | None = None, heartbeat_timeout: float | None = None) -> None:
         self.requested_address = address
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
@@ -39,6 +41,8 @@ class Host:
         # bigger (see core/framing.py). Unset: no limit but memory.
         self.max_frame_bytes = max_frame_bytes or max_frame_bytes_setting()
         self.connect_timeout = connect_timeout
+        self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(heartbeat_interval, heartbeat_timeout)
+        self._heartbeat: Heartbeat | None = None
         # A host that does not listen (a client) still needs a name peers can key it by.
         self.address = address or f"client://{os.getpid()}-{os.urandom(6).hex()}"
         self.status = "created"
@@ -67,6 +71,8 @@ class Host:
                                       ActorRef, self.max_frame_bytes, shortcut=self.shortcut)
             await self._listener.start()
             self.address = self._listener.address
+        self._heartbeat = Heartbeat(self.loop, lambda: self._all_comms, self.heartbeat_interval,
+                                    self.heartbeat_timeout)
         self.status = "running"
         return self
 
@@ -74,6 +80,8 @@ class Host:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         for actor_id in list(self.actors):
             self.stop_actor(actor_id)
         connecting = list(self._connecting.values()) + list(self._bulk_connecting.values())
@@ -310,6 +318,8 @@ class Host:
                 dest, op, rid, fields = msg
                 if op == REPLY:
                     self._on_reply(rid, fields, comm)
+                    continue
+                if op == PING:  # its arrival was the point (core/liveness.py)
                     continue
                 actor = actors.get(dest)
                 if actor is None:
