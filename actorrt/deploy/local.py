@@ -94,7 +94,9 @@ class LocalCluster:
         self._worker_env = worker_env or {}
         self.scheduler_host: Host | None = None
         self.scheduler: Scheduler | None = None
-        self.workers: dict[str, Any] = {}  # name -> Popen or (Host, Worker)
+        self._workers: dict[str, Any] = {}  # name -> Popen or (Host, Worker), alive as far as known
+        self._addresses: dict[str, str] = {}  # name -> address, once a worker process registered
+        self._departed: list[subprocess.Popen] = []  # left the scheduler, not yet reaped
         self._names = iter(range(1 << 30))
         self._loop_runner: LoopRunner | None = None
         if not asynchronous:
@@ -139,6 +141,36 @@ class LocalCluster:
         return self.scheduler.dashboard_link if self.scheduler is not None else None
 
     # --- workers -------------------------------------------------------------
+    @property
+    def workers(self) -> dict[str, Any]:
+        """The live workers, name -> ``Popen`` (processes) or ``(Host, Worker)``.
+
+        A worker found dead is dropped whenever this is read (``scale`` reads it), so a
+        killed worker is neither counted nor "stopped" in place of a live one.
+        """
+        self._drop_dead_workers()
+        return self._workers
+
+    def _drop_dead_workers(self) -> None:
+        for name, entry in list(self._workers.items()):
+            if self._worker_is_dead(name, entry):
+                self._workers.pop(name, None)
+                self._addresses.pop(name, None)
+                if isinstance(entry, subprocess.Popen) and entry.returncode is None:
+                    self._departed.append(entry)  # still exiting: reaped on close
+        self._departed = [p for p in self._departed if p.poll() is None]
+
+    def _worker_is_dead(self, name: str, entry: Any) -> bool:
+        if isinstance(entry, tuple):
+            return entry[0].status in ("closing", "closed")
+        if entry.poll() is not None:
+            return True
+        # The scheduler saw it go (its connection closed) before the process is reaped:
+        # such a worker stops itself, so it counts as gone already.
+        address = self._addresses.get(name)
+        return (address is not None and self.scheduler is not None
+                and address not in self.scheduler.worker_info)
+
     def _sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self.asynchronous:
             return fn(*args, **kwargs)
@@ -169,27 +201,28 @@ class LocalCluster:
         if not self.processes:
             host, worker = await start_worker(address, nthreads=nthreads, address="inproc://",
                                               secret=self.secret, name=name)
-            self.workers[name] = (host, worker)
+            self._workers[name] = (host, worker)
             return host.address
         env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorrt.deploy.cli", "worker", address, "--nthreads", str(nthreads),
              "--name", name, "--secret-from-env"],
             env=env, stdin=subprocess.DEVNULL)
-        self.workers[name] = proc
+        self._workers[name] = proc
         assert self.scheduler is not None
         # Registered once its host shows up among the scheduler's workers.
         deadline = asyncio.get_running_loop().time() + self.worker_start_timeout
         while True:
             for addr, info in self.scheduler.worker_info.items():
                 if info.get("name") == name:
+                    self._addresses[name] = addr
                     return addr
             if proc.poll() is not None:
-                del self.workers[name]
+                self._workers.pop(name, None)
                 raise RuntimeError(f"worker process {name} exited with code {proc.returncode} at start")
             if asyncio.get_running_loop().time() > deadline:
                 # Neither registered nor gone (stuck importing, or cannot reach us).
-                del self.workers[name]
+                self._workers.pop(name, None)
                 proc.kill()
                 await _wait_process(proc, 5.0)
                 raise TimeoutError(f"worker process {name} did not register with the scheduler "
@@ -205,7 +238,8 @@ class LocalCluster:
             pass
 
     async def _stop_worker(self, name: str) -> None:
-        entry = self.workers.pop(name, None)
+        entry = self._workers.pop(name, None)
+        self._addresses.pop(name, None)
         if entry is None:
             return
         if isinstance(entry, tuple):
@@ -246,7 +280,9 @@ class LocalCluster:
         self.status = "closing"
         if self.scheduler_host is not None:
             await close_dashboard(self.scheduler_host)
-        await asyncio.gather(*[self._stop_worker(n) for n in list(self.workers)])
+        await asyncio.gather(*[self._stop_worker(n) for n in list(self.workers)],
+                             *[_wait_process(p, 5.0) for p in self._departed])
+        self._departed = []
         if self.scheduler_host is not None:
             await self.scheduler_host.close()
         self.status = "closed"

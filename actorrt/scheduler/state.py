@@ -403,6 +403,12 @@ class SchedulerState:
             self.idle.remove(ws)
         recs: dict[str, str] = {}
         for ts in list(ws.processing):
+            if ts.actor and ts.restarts and self._pinned_workers_gone(ts):
+                # Being re-built on its last allowed worker: queued, it would stay
+                # unrunnable, and the calls waiting for the restart would hang.
+                self._fail_pinned_actor(ts, address)
+                recs[ts.key] = "erred"
+                continue
             ts.suspicious += 1
             if ts.suspicious > self.allowed_failures:
                 ts.exception = KilledWorker(
@@ -777,6 +783,11 @@ class SchedulerState:
         constructor if it may (``max_restarts``), else it is dead. Never silently."""
         limit = ts.actor.get("max_restarts", 0) if isinstance(ts.actor, dict) else 0
         if self._needed(ts) and (limit < 0 or ts.restarts < limit):
+            if self._pinned_workers_gone(ts):
+                # Nowhere it may restart: queued, it would stay unrunnable and its
+                # callers (waiting for the restart) would hang.
+                self._fail_pinned_actor(ts, address)
+                return "erred"
             ts.restarts += 1
             return "released"  # -> waiting again: re-created on another worker
         ts.exception = ActorDeadError(
@@ -785,6 +796,19 @@ class SchedulerState:
                " (no restarts: max_restarts=0)"))
         ts.traceback = None
         return "erred"
+
+    def _pinned_workers_gone(self, ts: TaskState) -> bool:
+        """Whether ``ts`` may run only on given workers (``workers=`` without
+        ``allow_other_workers``) and none of them is alive."""
+        return (ts.workers is not None and not ts.allow_other_workers
+                and not any(address in self.workers for address in ts.workers))
+
+    def _fail_pinned_actor(self, ts: TaskState, address: str) -> None:
+        ts.exception = ActorDeadError(
+            f"actor {ts.name} ({ts.key}) died with its worker {address} and cannot restart: "
+            f"the workers it is pinned to ({', '.join(sorted(ts.workers or ()))}) are gone "
+            "(pass allow_other_workers=True to let it restart elsewhere)")
+        ts.traceback = None
 
     def _memory_erred(self, ts: TaskState, stimulus_id: str) -> dict[str, str]:
         """A held actor died: its key fails, so its handles and dependents learn it."""
