@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 
 import pytest
 
 from actorrt import Client, LocalCluster
 from actorrt.core import ActorRef, Host
 from actorrt.core.errors import BadMessageError
+from actorrt.testing import poll_for
 
 
 def inc(x):
@@ -76,3 +80,42 @@ def test_a_graph_naming_another_client_is_refused(cluster):
             await host.close()
     asyncio.run(main())
     assert client.submit(inc, 3, pure=False).result(timeout=10) == 4  # the real client goes on
+
+
+# --- addresses peers can reach ----------------------------------------------------------
+
+def test_a_worker_advertising_loopback_from_another_address_is_refused_by_name():
+    from actorrt.core.addresses import is_loopback, primary_ip
+    from actorrt.deploy.local import start_scheduler
+    ip = primary_ip()
+    if is_loopback(ip):
+        pytest.skip("this machine has no address but loopback to connect from")
+    secret = "s" * 32
+
+    async def main():
+        host, scheduler = await start_scheduler("tcp://0.0.0.0:0", secret=secret.encode())
+        env = {**os.environ, "ACTORRT_SECRET": secret}
+        cmd = [sys.executable, "-m", "actorrt.deploy.cli", "worker", host.address]
+        try:
+            assert host.address.startswith(f"tcp://{ip}:")
+            refused = await asyncio.create_subprocess_exec(*cmd, "--host", "127.0.0.1", env=env,
+                                                           stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(refused.communicate(), 30)
+            assert refused.returncode == 1
+            assert re.search(rf"registers as tcp://127\.0\.0\.1:\d+, which other machines cannot reach, "
+                             rf"but it connects from {re.escape(ip)}: start it with --host {re.escape(ip)}",
+                             err.decode()), err.decode()
+            assert not scheduler.worker_info
+            # Without --host it listens toward the scheduler, and is welcome.
+            joined = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE)
+            try:
+                line = (await asyncio.wait_for(joined.stdout.readline(), 30)).decode()
+                assert line.startswith(f"actorrt worker at tcp://{ip}:"), line
+                await poll_for(lambda: len(scheduler.worker_info) == 1, timeout=30)
+                assert next(iter(scheduler.worker_info)).startswith(f"tcp://{ip}:")
+            finally:
+                joined.terminate()
+                await asyncio.wait_for(joined.wait(), 30)
+        finally:
+            await host.close()
+    asyncio.run(main())

@@ -24,6 +24,7 @@ from actorrt.core import (
     Actor, ActorDeadError, ActorNotFoundError, ActorRef, AuthenticationError, BadMessageError,
     CommClosedError, Host, Pickled, SerializationError, UnknownOpError,
 )
+from actorrt.core.addresses import primary_ip
 from actorrt.core.comm import PROTOCOL_VERSION, ROLE_CONNECT, TCPComm, InprocComm, _mac
 from actorrt.core.serialize import EXT_PICKLE, RemoteTraceback
 
@@ -463,8 +464,31 @@ def test_non_loopback_listen_without_secret_is_refused():
     async def main():
         with pytest.raises(ValueError, match="secret"):
             await Host("tcp://0.0.0.0:0").start()
-        async with Host("tcp://0.0.0.0:0", secret=SECRET) as h:  # with a secret it is fine
-            assert h.address.startswith("tcp://0.0.0.0:")
+        async with Host("tcp://0.0.0.0:0", secret=SECRET) as h, \
+                Host(None, secret=SECRET, shortcut=False) as peer:  # with a secret it is fine
+            # It tells peers an address they can dial, not the wildcard it listens on.
+            assert h.address.startswith(f"tcp://{primary_ip()}:") and "0.0.0.0" not in h.address
+            ref = h.spawn(Echo())
+            assert await peer.ask(ref, "echo", x=1) == 1
+    run(main())
+
+
+def test_a_contact_address_is_what_a_listener_advertises():
+    async def main():
+        async with Host("tcp://127.0.0.1:0", contact_address="tcp://db.example:4242") as h:
+            assert h.address == "tcp://db.example:4242"
+    run(main())
+
+
+@pytest.mark.parametrize("address,hint", [
+    ("tcp://0.0.0.0:1", "0.0.0.0 is a wildcard to listen on, not an address to dial"),
+    ("tcp://127.0.0.1:1", "127.0.0.1 is loopback, reachable only on its own machine"),
+])
+def test_could_not_connect_names_the_address_and_the_fix(address, hint):
+    async def main():
+        async with Host(None) as h:
+            with pytest.raises(CommClosedError, match=f"could not connect to {address}.*{hint}"):
+                await h.connect(address, timeout=0.05)
     run(main())
 
 

@@ -613,6 +613,7 @@ class Client(ClientExtras):
         loop = self.loop
         deadline = None if timeout is None else loop.time() + timeout
         values: dict[str, Any] = {}
+        failures: dict[str, str] = {}  # holder -> why it could not be reached, for the final error
         for attempt in range(_FETCH_ATTEMPTS):
             states = [f._state for f in futures if f.key not in values]
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
@@ -627,7 +628,8 @@ class Client(ClientExtras):
             wanted = [st for st in states if st.status == "finished" and st.key not in values]
             if not wanted:
                 break
-            got, missing = await self._fetch([st.key for st in wanted], {st.key: st.workers for st in wanted})
+            got, missing = await self._fetch([st.key for st in wanted], {st.key: st.workers for st in wanted},
+                                             failures)
             values.update(got)
             if not missing:
                 break
@@ -641,11 +643,12 @@ class Client(ClientExtras):
                     else:
                         lost.lost()
         else:
-            raise RuntimeError(f"could not fetch {missing} from any worker after "
-                               f"{_FETCH_ATTEMPTS} attempts")
+            tried = "; ".join(f"{w}: {why}" for w, why in failures.items()) or "no holder was known"
+            raise RuntimeError(f"could not fetch {missing} from any worker after {_FETCH_ATTEMPTS} attempts ({tried})")
         return [values.get(f.key, _SKIP) for f in futures]
 
-    async def _fetch(self, keys: list[str], holders: dict[str, list[str]]) -> tuple[dict, list]:
+    async def _fetch(self, keys: list[str], holders: dict[str, list[str]],
+                     failures: dict[str, str] | None = None) -> tuple[dict, list]:
         by_worker: dict[str, list[str]] = {}
         missing = []
         for key in keys:
@@ -661,6 +664,8 @@ class Client(ClientExtras):
         for (w, ks), reply in zip(by_worker.items(), replies):
             if isinstance(reply, (CommClosedError, ActorNotFoundError)):
                 missing.extend(ks)  # the holder is gone: look elsewhere
+                if failures is not None:
+                    failures[w] = str(reply)
                 continue
             if isinstance(reply, SerializationError):  # e.g. larger than this client accepts
                 raise SerializationError(f"cannot gather {ks} from {w}: {reply}") from reply

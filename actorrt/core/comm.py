@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import msgpack
 
+from .addresses import advertised, is_loopback, is_wildcard
 from .errors import AuthenticationError, CommClosedError, SerializationError
 from .framing import MAX_FRAMES, UNLIMITED, FrameDecoder, encode_header
 from .serialize import pack_frames, unpack_frames
@@ -291,6 +292,14 @@ class TCPComm(Comm):
         if not self.closed:
             logger.warning("closing connection to %s: %s", self.peer_address or self._peername(), exc)
         self._lost(exc)
+
+    @property
+    def peer_ip(self) -> str | None:
+        """The IP this connection comes from, as the network sees it."""
+        try:
+            return str(self._sock.getpeername()[0]) if self._sock is not None else None
+        except OSError:
+            return None
 
     def _peername(self) -> str:
         try:
@@ -586,6 +595,17 @@ class _SocketWriter:
         self._wake_drainers()
 
 
+def _reach_hint(host: str) -> str:
+    """How to fix an address that cannot work from another machine."""
+    if is_wildcard(host):
+        return (f" ({host} is a wildcard to listen on, not an address to dial: use the host's own IP, "
+                "or start it with --contact-address)")
+    if is_loopback(host):
+        return (f" ({host} is loopback, reachable only on its own machine: start that host with --host "
+                "set to an address the others can reach, or leave --host out)")
+    return ""
+
+
 def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError("extension types are not allowed before authentication")
 
@@ -639,8 +659,9 @@ class Listener:
 
     def __init__(self, address: str, on_comm: Callable[[Comm], None], secret: bytes | None,
                  ref_type: type, max_frame_bytes: int | None = None,
-                 shortcut: bool = True) -> None:
+                 shortcut: bool = True, contact_address: str | None = None) -> None:
         self.requested = address
+        self.contact_address = contact_address
         self.address = address
         self.on_comm = on_comm
         self.secret = secret
@@ -670,7 +691,8 @@ class Listener:
                 )
             self._sock = listening_socket(host, port)
             self._loop.add_reader(self._sock.fileno(), self._accept_ready)
-            self.address = f"tcp://{host}:{self._sock.getsockname()[1]}"
+            # What peers dial: never a wildcard (see core/addresses.py).
+            self.address = advertised(host, self._sock.getsockname()[1], self.contact_address)
         _local_listeners[self.address] = self
 
     def _accept_ready(self) -> None:
@@ -810,6 +832,7 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
             raise
         except (OSError, asyncio.TimeoutError, CommClosedError) as e:
             if loop.time() + delay >= deadline:
-                raise CommClosedError(f"could not connect to {address} within {timeout}s: {e}") from e
+                raise CommClosedError(f"could not connect to {address} within {timeout}s: {e}"
+                                      f"{_reach_hint(host)}") from e
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)

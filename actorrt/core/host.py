@@ -32,7 +32,8 @@ class Host:
     def __init__(self, address: str | None = "inproc://", *, secret: bytes | str | None = None,
                  name: str = "host", shortcut: bool = True,
                  max_frame_bytes: int | None = None, connect_timeout: float = 3.0,
-                 heartbeat_interval: float | None = None, heartbeat_timeout: float | None = None) -> None:
+                 heartbeat_interval: float | None = None, heartbeat_timeout: float | None = None,
+                 contact_address: str | None = None) -> None:
         self.requested_address = address
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
@@ -41,6 +42,7 @@ class Host:
         # bigger (see core/framing.py). Unset: no limit but memory.
         self.max_frame_bytes = max_frame_bytes or max_frame_bytes_setting()
         self.connect_timeout = connect_timeout
+        self.contact_address = contact_address  # the address to advertise, if not the listener's
         self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(heartbeat_interval, heartbeat_timeout)
         self._heartbeat: Heartbeat | None = None
         # A host that does not listen (a client) still needs a name peers can key it by.
@@ -68,7 +70,8 @@ class Host:
         self.loop = asyncio.get_running_loop()
         if self.requested_address:
             self._listener = Listener(self.requested_address, self._on_new_comm, self.secret,
-                                      ActorRef, self.max_frame_bytes, shortcut=self.shortcut)
+                                      ActorRef, self.max_frame_bytes, shortcut=self.shortcut,
+                                      contact_address=self.contact_address)
             await self._listener.start()
             self.address = self._listener.address
         self._heartbeat = Heartbeat(self.loop, lambda: self._all_comms, self.heartbeat_interval,

@@ -11,6 +11,9 @@ import sys
 import time
 from typing import Any
 
+from ..core.addresses import format_host
+from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
+
 
 def _secret(args: Any) -> bytes | None:
     value = os.environ.get("ACTORRT_SECRET")
@@ -20,6 +23,19 @@ def _secret(args: Any) -> bytes | None:
         return bytes.fromhex(value) if getattr(args, "secret_from_env", False) else value.encode()
     except ValueError:
         return value.encode()
+
+
+def _contact(value: str | None, port: int) -> str | None:
+    """``--contact-address``: ``tcp://host:port``, ``host:port`` or just ``host``."""
+    if not value:
+        return None
+    if "://" in value:
+        return value
+    if value.count(":") == 1 or value.startswith("["):
+        return f"tcp://{value}"
+    if port == 0:
+        raise SystemExit(f"--contact-address {value!r} needs a port when listening on a random one")
+    return f"tcp://{format_host(value)}:{port}"
 
 
 async def _run_until_signal(stop: asyncio.Event) -> None:
@@ -44,8 +60,9 @@ def _dashboard_address(args: Any) -> str | None:
 async def _scheduler(args: Any, dashboard: str | None) -> None:
     from ..dashboard import close_dashboard
     from .local import start_scheduler
-    host, scheduler = await start_scheduler(f"tcp://{args.host}:{args.port}", secret=_secret(args),
-                                            dashboard_address=dashboard)
+    host, scheduler = await start_scheduler(f"tcp://{format_host(args.host)}:{args.port}", secret=_secret(args),
+                                            dashboard_address=dashboard,
+                                            contact_address=_contact(args.contact_address, args.port))
     print(f"actorrt scheduler at {host.address}", flush=True)
     if scheduler.dashboard_link:
         print(f"dashboard at {scheduler.dashboard_link}", flush=True)
@@ -58,9 +75,16 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
 
 async def _worker(args: Any) -> None:
     from ..worker import start_worker
-    host, worker = await start_worker(args.scheduler, nthreads=args.nthreads,
-                                      address=f"tcp://{args.host}:0", secret=_secret(args),
-                                      name=args.name or "")
+    address = f"tcp://{format_host(args.host)}:{args.port}" if args.host else None
+    try:
+        host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
+                                          secret=_secret(args), name=args.name or "",
+                                          contact_address=_contact(args.contact_address, args.port))
+    except (BadMessageError, CommClosedError, AuthenticationError, OSError) as e:
+        # Refused or unreachable: say why in one line, not in a traceback.
+        print(f"actorrt-worker: could not join the scheduler at {args.scheduler}: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    print(f"actorrt worker at {host.address}", flush=True)
     # Everything imported and built so far lives as long as the process: move it out
     # of the collector's way, so full collections under load only scan task objects.
     gc.freeze()
@@ -128,8 +152,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _scheduler_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (non-loopback needs ACTORRT_SECRET)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on; 0.0.0.0 means all, and the scheduler then tells "
+                        "others this machine's own IP (non-loopback needs ACTORRT_SECRET)")
     p.add_argument("--port", type=int, default=8786)
+    p.add_argument("--contact-address", default=None,
+                   help="the address others dial to reach this scheduler, if not the one it listens on "
+                        "(behind NAT, or a name): tcp://host:port or host")
     p.add_argument("--dashboard-address", default=":8787",
                    help="where to serve the web dashboard: ':8787' (loopback, the default), "
                         "'0.0.0.0:8787' (every interface; needs ACTORRT_SECRET), or 'none'")
@@ -139,7 +168,12 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("scheduler", help="scheduler address, e.g. tcp://127.0.0.1:8786")
     p.add_argument("--nthreads", type=int, default=1)
     p.add_argument("--name", default=None)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--host", default=None,
+                   help="interface to listen on (default: the one this machine reaches the scheduler "
+                        "through, so other workers and clients can reach this one too)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free one)")
+    p.add_argument("--contact-address", default=None,
+                   help="the address others dial to reach this worker, if not the one it listens on")
     p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
 
 

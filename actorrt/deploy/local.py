@@ -20,13 +20,13 @@ logger = logging.getLogger("actorrt.deploy")
 
 async def start_scheduler(address: str = "tcp://127.0.0.1:0", *, secret: bytes | None = None,
                           validate: bool = False, dashboard_address: str | int | None = None,
-                          **state_kwargs: Any) -> tuple[Host, Scheduler]:
+                          contact_address: str | None = None, **state_kwargs: Any) -> tuple[Host, Scheduler]:
     """Start a scheduler host on the running loop, with its system actors.
 
     ``dashboard_address`` (e.g. ``":8787"``) also serves the web dashboard there
     (docs/dashboard.md); its URL is then ``scheduler.dashboard_link``.
     """
-    host = Host(address, secret=secret, name="scheduler")
+    host = Host(address, secret=secret, name="scheduler", contact_address=contact_address)
     await host.start()
     scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs))
     host.spawn(scheduler, SCHEDULER_ID)

@@ -8,8 +8,9 @@ import logging
 from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Pickled, Reply
+from ..core.addresses import is_loopback, is_wildcard
 from ..core.checks import check_origin
-from ..core.comm import Comm
+from ..core.comm import Comm, split_host_port
 from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
 from .datasets import Datasets
@@ -60,6 +61,7 @@ class Scheduler(Actor):
         # A worker registers itself: the scheduler must be able to reach the address it
         # gives, and learns of its death when this connection closes.
         check_origin("Scheduler.register_worker", "the worker at field 'address'", address, origin)
+        _check_reachable(address, origin)
         known = self._peer_comms.get(("worker", address))
         if address in self.worker_info and known is not origin and not getattr(known, "closed", False):
             raise BadMessageError(f"Scheduler.register_worker: worker {address!r} is already registered "
@@ -378,3 +380,17 @@ def _wire_info(info: dict) -> dict:
         blob, tb = dumps_exception(exc)
         return {**info, "exception": blob, "traceback": info.get("traceback") or tb}
     return info
+
+
+def _check_reachable(address: str, origin: Comm | None) -> None:
+    """A worker's peers must be able to dial the address it registers: refuse one that
+    only its own machine can reach (it would hold results nobody can fetch)."""
+    peer_ip = getattr(origin, "peer_ip", None)
+    if peer_ip is None or not address.startswith("tcp://"):
+        return
+    host = split_host_port(address[len("tcp://"):])[0]
+    if is_wildcard(host) or (is_loopback(host) and not is_loopback(peer_ip)):
+        raise BadMessageError(
+            f"Scheduler.register_worker: the worker registers as {address}, which other machines cannot "
+            f"reach, but it connects from {peer_ip}: start it with --host {peer_ip} (or leave --host "
+            "out to listen toward the scheduler), or give --contact-address")

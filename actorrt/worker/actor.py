@@ -9,8 +9,9 @@ import random
 from typing import Any
 
 from ..core import Actor, ActorRef, Host, Pickled, own_task
+from ..core.addresses import format_host, interface_toward
 from ..core.checks import bad, str_list, str_map
-from ..core.comm import Comm
+from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.serialize import dumps_exception, loads_exception
 from .pool import TaskPool
@@ -388,6 +389,10 @@ def _batches(keys: list[str], sizes: dict[str, int], limit: int) -> list[tuple[l
     return out
 
 
+def _host_of(address: str) -> str:
+    return split_host_port(parse_address(address)[1])[0] if address.startswith("tcp://") else "127.0.0.1"
+
+
 def _note(exc: BaseException, note: str) -> BaseException:
     """The original exception, so ``result()`` raises what the user's code raised, with where."""
     if hasattr(exc, "add_note"):
@@ -418,10 +423,18 @@ def _check_compute(tasks: list) -> None:
                 raise bad("Worker.compute", f"'tasks'[{i}] deps", "a dict of key -> [addresses]", t[2])
 
 
-async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str = "tcp://127.0.0.1:0",
-                       secret: bytes | None = None, name: str = "") -> tuple[Host, Worker]:
-    """Start a worker host on the running loop and register it with the scheduler."""
-    host = Host(address, secret=secret, name=name or "worker")
+async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str | None = None,
+                       secret: bytes | None = None, name: str = "",
+                       contact_address: str | None = None) -> tuple[Host, Worker]:
+    """Start a worker host on the running loop and register it with the scheduler.
+
+    Without ``address`` it listens on the interface this machine reaches the scheduler
+    through (loopback for a scheduler on this machine), any free port: the address
+    its peers will dial to fetch its results.
+    """
+    if address is None:
+        address = f"tcp://{format_host(interface_toward(_host_of(scheduler_address)))}:0"
+    host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address)
     await host.start()
     worker = Worker(scheduler_address, nthreads=nthreads, name=name)
     host.spawn(worker, WORKER_ID)

@@ -1,0 +1,94 @@
+"""Addresses peers can reach: what a host listening on a wildcard tells others, which
+interface a worker listens on, and whether an address is only reachable from here.
+
+A listener bound to ``0.0.0.0`` accepts on every interface, but ``tcp://0.0.0.0:8786``
+is no address to dial from another machine. Each host advertises one address that its
+peers use to reach it (workers fetch inputs from each other directly), so that address
+must be one they can route to.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import sys
+
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def is_wildcard(host: str) -> bool:
+    return host in WILDCARDS
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def format_host(host: str) -> str:
+    """``host`` as it stands in an address: IPv6 literals in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def interface_toward(host: str) -> str:
+    """The local IP this machine uses to reach ``host`` (per its routing table).
+
+    Connecting a UDP socket only picks a route and a source address; no packet is sent.
+    """
+    try:
+        infos = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)
+    except socket.gaierror:
+        return "127.0.0.1"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.connect(sockaddr)
+            except OSError:
+                continue
+            return str(probe.getsockname()[0])
+    return "127.0.0.1"
+
+
+def primary_ip() -> str:
+    """This machine's address for a listener on a wildcard: the first IPv4 address of
+    an interface other than loopback, else the host name's, else loopback."""
+    for ip in _interface_ips():
+        if not ipaddress.ip_address(ip).is_loopback:
+            return ip
+    try:
+        ip = socket.gethostbyname(socket.gethostname())
+        if not ipaddress.ip_address(ip).is_loopback:
+            return ip
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def _interface_ips() -> list[str]:
+    """IPv4 addresses of this machine's interfaces, in interface order (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    import fcntl
+    siocgifaddr = 0x8915
+    ips = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                raw = fcntl.ioctl(s.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15]))
+            except OSError:  # no IPv4 address on this interface
+                continue
+            ips.append(socket.inet_ntoa(raw[20:24]))
+    return ips
+
+
+def advertised(host: str, port: int, contact: str | None = None) -> str:
+    """The ``tcp://`` address a listener on ``host:port`` tells its peers."""
+    if contact:
+        return contact
+    if is_wildcard(host):
+        host = primary_ip()
+    return f"tcp://{format_host(host)}:{port}"
