@@ -67,7 +67,8 @@ def funcname(fn: Any) -> str:
     name = getattr(fn, "__name__", None) or type(fn).__name__
     if name == "<lambda>":
         return "lambda"
-    return str(name).replace("-", "_")
+    # (A name with a lone surrogate could not be sent: show its bytes escaped instead.)
+    return str(name).replace("-", "_").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def pack_args(args: tuple, kwargs: dict) -> Pickled | None:

@@ -119,3 +119,31 @@ def test_a_worker_advertising_loopback_from_another_address_is_refused_by_name()
         finally:
             await host.close()
     asyncio.run(main())
+
+
+# --- what cannot be encoded is refused where it is written ----------------------------
+
+BAD = "part-\udcff.csv"  # a lone surrogate: os.fsdecode of a non-UTF-8 file name
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.submit(inc, 1, key=BAD),
+    lambda c: c.map(inc, [1, 2], key=BAD),
+    lambda c: c.map(inc, [1, 2], key=["fine", BAD]),
+    lambda c: c.get({BAD: (inc, 1)}, BAD),
+    lambda c: c.scatter({BAD: 1}),
+], ids=["submit", "map-prefix", "map-keys", "get", "scatter"])
+def test_a_key_that_cannot_be_sent_is_refused_at_the_call(cluster, call):
+    lc, client = cluster
+    with pytest.raises(ValueError, match=r"cannot be sent: it is not valid UTF-8 \(surrogates not allowed"):
+        call(client)
+    assert client.submit(inc, 10, pure=False).result(timeout=10) == 11  # nothing else was lost
+
+
+def test_a_function_whose_name_cannot_be_sent_still_runs(cluster):
+    lc, client = cluster
+
+    def f(x):
+        return x * 2
+    f.__name__ = BAD
+    assert client.submit(f, 21, pure=False).result(timeout=10) == 42

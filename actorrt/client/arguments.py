@@ -19,17 +19,33 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_sendable(text: str, what: str = "key") -> str:
+    """``text`` can cross the wire (UTF-8): else a ValueError here, at the call site.
+
+    A str with a lone surrogate (``"a\\udcff"``, e.g. from a non-UTF-8 file name via
+    ``os.fsdecode``) cannot be encoded; found only when its message is sent, it would
+    fail that whole message, unrelated tasks included, long after the call returned.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} {text!r} cannot be sent: it is not valid UTF-8 ({e.reason} at "
+                         f"position {e.start}); encode it with os.fsencode(...).hex() or "
+                         f"errors='surrogateescape' first") from None
+    return text
+
+
 def check_key(key: Any) -> str | None:
     """A task's key: a str (or None: the client makes one)."""
     if key is not None and not isinstance(key, str):
         raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
-    return key
+    return key if key is None else check_sendable(key)
 
 
 def check_map_keys(key: Any, n: int) -> tuple[list[str] | None, str | None]:
     """``map``'s ``key=``: one key per call, or a str prefix for generated keys."""
     if key is None or isinstance(key, str):
-        return None, key
+        return None, key if key is None else check_sendable(key, "key prefix")
     if not isinstance(key, (list, tuple)):
         raise TypeError(f"map's key must be a str prefix or a list of str keys, got "
                         f"{type(key).__name__}: {key!r}")
@@ -87,5 +103,5 @@ def check_count(name: str, value: Any) -> int:
     return int(value)
 
 
-__all__ = ["check_count", "check_key", "check_map_keys", "check_priority", "check_retries",
+__all__ = ["check_count", "check_key", "check_sendable", "check_map_keys", "check_priority", "check_retries",
            "check_workers"]

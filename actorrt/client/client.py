@@ -25,7 +25,8 @@ from ..core import Actor, ActorRef, Host, Pickled
 from ..core.comm import Comm
 from ..core.serialize import loads_exception
 from ..core.checks import bad, check_origin, is_str_list
-from .arguments import check_count, check_key, check_map_keys, check_priority, check_retries, check_workers
+from .arguments import (check_count, check_key, check_map_keys, check_priority, check_retries, check_sendable,
+                        check_workers)
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs
 from ..utils import LoopRunner
@@ -709,7 +710,7 @@ class Client(ClientExtras):
                     k = f"{type(v).__name__}-{h.hexdigest()}"
                 else:
                     k = f"{type(v).__name__}-{uuid.uuid4().hex}"
-            blobs.append((str(k), blob))
+            blobs.append((check_sendable(str(k), "scatter key"), blob))
         info = await self.host.ask(self.scheduler, "workers")
         addresses = sorted(info)
         restrict = _normalize_workers(workers)

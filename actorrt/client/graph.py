@@ -24,6 +24,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from ..spec import TaskRef, pack_args
+from .arguments import check_sendable
 from .future import Future, FutureState
 
 if TYPE_CHECKING:
@@ -317,6 +318,8 @@ def submit_graph(client: "Client", dsk: Mapping, outputs: list, *, priority: int
         spec = tr.spec(key)
         if spec is not None:
             specs.append(spec)
+    for spec in specs:
+        check_sendable(spec[0], "graph key")
     _check_external(client, dsk, specs)
     return _queue(client, specs, {stringify(k): k for k in outputs})
 
