@@ -825,3 +825,45 @@ def test_silent_peer_is_closed_after_the_handshake_timeout(monkeypatch):
             writer.close()
             await writer.wait_closed()
     run(main())
+
+
+# --- the cost of strangers and of the noisy ---------------------------------------------
+
+def test_silent_strangers_cannot_crowd_out_a_real_peer(monkeypatch):
+    monkeypatch.setattr("actorrt.core.comm.MAX_PENDING_HANDSHAKES", 8)
+
+    async def main():
+        async with hosts("tcp", secrets=[SECRET, SECRET]) as (b, good):
+            ref = b.spawn(Echo())
+            strangers = [await raw_connect(b.address) for _ in range(20)]  # each says nothing more
+            pending = list(b._listener._pending)
+            assert len(pending) <= 8
+            # Before it proves itself, a connection holds a few KB, not a staging buffer.
+            assert all(len(c._decoder._stage) <= 2 * 4096 for c in pending)
+            assert await good.ask(ref, "echo", x="through") == "through"
+            # The oldest strangers were closed: they read the end of the stream.
+            reader, writer, _ = strangers[0]
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+            for _, w, _ in strangers:
+                w.close()
+    run(main())
+
+
+def test_a_flood_of_malformed_messages_logs_a_few_lines_and_a_summary():
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (b,):
+            b.spawn(Echo(), "echo")
+            with watch_logs() as logs:
+                reader, writer, hello = await raw_connect(b.address)
+                nonce = os.urandom(16)
+                proof = _mac(SECRET, ROLE_CONNECT, hello["nonce"], nonce)
+                junk = [["echo", "no_such_op", 0, {}]] * 500 + [[1, 2]] * 500
+                writer.write(frames_bytes([hello_frame(nonce)]) + frames_bytes([msgpack.packb({"mac": proof})])
+                             + frames_bytes([msgpack.packb(junk)]))
+                await writer.drain()
+                writer.close()
+                await logs.wait_for("more bad messages from tcp://raw-peer:1 were dropped")
+            lines = [r for r in logs.records if "raw-peer" in r]
+            assert len(lines) <= 6
+            assert "995 more bad messages" in lines[-1]
+    run(main())

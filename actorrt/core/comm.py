@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import hmac
 import logging
@@ -34,13 +35,15 @@ import msgpack
 
 from .addresses import advertised, is_loopback, is_wildcard
 from .errors import AuthenticationError, CommClosedError, SerializationError
-from .framing import MAX_FRAMES, UNLIMITED, FrameDecoder, encode_header
+from .framing import MAX_FRAMES, STAGE_BYTES, UNLIMITED, FrameDecoder, encode_header
 from .serialize import pack_frames, unpack_frames
 
 logger = logging.getLogger("actorrt.comm")
 
 PROTOCOL_VERSION = 2
 MAX_HANDSHAKE_BYTES = 4096
+# Connections allowed in the handshake at once; past that the oldest is closed.
+MAX_PENDING_HANDSHAKES = 256
 # An accepted socket that has not proven itself by then is closed, so idle or hostile
 # peers cannot hold connections open forever.
 HANDSHAKE_TIMEOUT = 10.0
@@ -201,7 +204,9 @@ class TCPComm(Comm):
         self._on_open = on_open
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
-        self._decoder = FrameDecoder(MAX_HANDSHAKE_BYTES, max_frames=1)
+        # Until the peer proves itself: one frame of at most 4 KiB, and no more than a
+        # few KB of our memory (a big staging buffer comes with authentication).
+        self._decoder = FrameDecoder(MAX_HANDSHAKE_BYTES, max_frames=1, stage_bytes=2 * MAX_HANDSHAKE_BYTES)
         self._lowat = 1
         self._phase = "hello"  # hello -> proof -> open
         self._nonce = os.urandom(16)
@@ -353,6 +358,7 @@ class TCPComm(Comm):
             self._phase = "open"
             self._decoder.max_frame_bytes = self.max_frame_bytes
             self._decoder.max_frames = MAX_FRAMES
+            self._decoder.grow_stage(STAGE_BYTES)
             if self._handshake_timer is not None:
                 self._handshake_timer.cancel()
             self.ready.set_result(None)
@@ -672,6 +678,8 @@ class Listener:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Accepted connections; those still in the handshake belong to nobody else.
         self._accepted: weakref.WeakSet[TCPComm] = weakref.WeakSet()
+        self._pending: dict[TCPComm, None] = {}  # still in the handshake, oldest first
+        self._dropped_handshakes = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -710,7 +718,25 @@ class Listener:
             comm = TCPComm(conn, self.address, self.secret, self.ref_type, self.max_frame_bytes,
                            on_open=self.on_comm, accepting=True)
             self._accepted.add(comm)
+            self._pending[comm] = None
+            comm.ready.add_done_callback(functools.partial(self._handshake_over, comm))
             comm.start()
+            self._drop_oldest_handshakes()
+
+    def _handshake_over(self, comm: TCPComm, _: Any) -> None:
+        self._pending.pop(comm, None)
+
+    def _drop_oldest_handshakes(self) -> None:
+        """Strangers that connect and say nothing cannot crowd out real peers: past
+        MAX_PENDING_HANDSHAKES unproven connections, the oldest are closed."""
+        while len(self._pending) > MAX_PENDING_HANDSHAKES:
+            oldest = next(iter(self._pending))
+            self._pending.pop(oldest, None)
+            self._dropped_handshakes += 1
+            if self._dropped_handshakes in (1, 10, 100) or self._dropped_handshakes % 1000 == 0:
+                logger.warning("%d connections to %s closed unauthenticated: more than %d waited in the "
+                               "handshake at once", self._dropped_handshakes, self.address, MAX_PENDING_HANDSHAKES)
+            oldest.close(CommClosedError("too many connections waiting in the handshake"))
 
     def accept_inproc(self, client_address: str | None) -> InprocComm:
         theirs, ours = inproc_pair(client_address, self.address)

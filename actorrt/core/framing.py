@@ -80,10 +80,11 @@ class FrameDecoder:
     Malformed input raises ``ValueError``; the stream is then unusable.
     """
 
-    def __init__(self, max_frame_bytes: int = UNLIMITED, max_frames: int = MAX_FRAMES) -> None:
+    def __init__(self, max_frame_bytes: int = UNLIMITED, max_frames: int = MAX_FRAMES,
+                 stage_bytes: int = STAGE_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.max_frames = max_frames
-        self._stage = bytearray(STAGE_BYTES)
+        self._stage = bytearray(stage_bytes)
         self._view = memoryview(self._stage)
         self._start = 0  # unparsed bytes are _stage[_start:_end]
         self._end = 0
@@ -101,6 +102,15 @@ class FrameDecoder:
     def in_message(self) -> bool:
         """True between the first byte of a message and its last (a cut here is a truncation)."""
         return self._lengths is not None or self._end > self._start
+
+    def grow_stage(self, stage_bytes: int) -> None:
+        """Read more per ``recv`` from now on (a stranger got a small stage, a peer a big one)."""
+        if stage_bytes > len(self._stage):
+            pending = self._stage[self._start : self._end]
+            self._stage = bytearray(stage_bytes)
+            self._view = memoryview(self._stage)
+            self._stage[: len(pending)] = pending
+            self._start, self._end = 0, len(pending)
 
     def get_buffer(self) -> memoryview:
         if self._large is not None:

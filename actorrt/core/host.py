@@ -19,6 +19,7 @@ from .checks import check_fields
 from .comm import Comm, CommClosedError, InprocComm, Listener, connect, max_frame_bytes_setting
 from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
 from .liveness import PING, Heartbeat, heartbeat_settings
+from .loglimit import LogLimiter
 from .serialize import Pickled, dumps_exception, loads_exception
 
 logger = logging.getLogger("actorrt.host")
@@ -45,6 +46,7 @@ class Host:
         self.contact_address = contact_address  # the address to advertise, if not the listener's
         self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(heartbeat_interval, heartbeat_timeout)
         self._heartbeat: Heartbeat | None = None
+        self._bad_input = LogLimiter(logger)  # lines about peers' malformed messages, rate-limited
         # A host that does not listen (a client) still needs a name peers can key it by.
         self.address = address or f"client://{os.getpid()}-{os.urandom(6).hex()}"
         self.status = "created"
@@ -268,6 +270,7 @@ class Host:
 
     def _on_comm_closed(self, comm: Comm, exc: BaseException | None) -> None:
         self._all_comms.discard(comm)
+        self._bad_input.forget(comm)
         address = comm.peer_address
         if address and self._comms.get(address) is comm:
             del self._comms[address]
@@ -336,7 +339,8 @@ class Host:
             except Exception as e:
                 # A malformed message (unhashable id, reply that is not a map...) from
                 # a peer: drop it, keep the rest of the batch and the connection.
-                logger.warning("dropping malformed message %.200r from %s: %s", msg, comm, e)
+                self._bad_input.warning(comm, _peer_name(comm), "dropping malformed message %.200r from %s: %s",
+                                        msg, _peer_name(comm), e)
 
     def _dispatch(self, actor: Actor, op: str, rid: int, fields: Any, comm: Comm | None) -> None:
         handler = actor._handlers.get(op) if isinstance(op, str) else None
@@ -397,10 +401,10 @@ class Host:
     def _reply_or_log(self, comm: Comm | None, rid: int, exc: BaseException) -> None:
         if rid:
             self._reply(comm, rid, False, exc)
-        elif isinstance(exc, BadMessageError):
+        elif isinstance(exc, (BadMessageError, UnknownOpError)):
             # A peer's mistake, not ours: say who sent it; our own stack says nothing.
-            logger.warning("dropping a bad message from %s: %s",
-                           comm.peer_address if comm is not None else "this host", exc)
+            self._bad_input.warning(comm, _peer_name(comm), "dropping a bad message from %s: %s",
+                                    _peer_name(comm), exc)
         else:
             logger.error("error handling a tell: %s: %s", type(exc).__name__, exc, exc_info=exc)
 
@@ -468,3 +472,7 @@ def _field_error(actor: Actor, op: str, handler: Any, fields: Any) -> BadMessage
     unknown = sorted(fields.keys() - handler.params)
     return BadMessageError(
         f"{type(actor).__name__}.{op}: missing fields {missing}, unknown fields {unknown}")
+
+
+def _peer_name(comm: Comm | None) -> str:
+    return str(comm.peer_address) if comm is not None else "this host"
