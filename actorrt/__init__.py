@@ -12,7 +12,8 @@ from .client.future import CancelledError, Future, FutureCancelledError, futures
 from .client.waiting import as_completed, fire_and_forget, wait
 from .context import get_client, get_worker, rejoin, secede, worker_client
 from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
-from .core.errors import ActorDeadError, CommClosedError, SerializationError
+from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
+from .core.security import Security
 from .deploy.local import LocalCluster
 from .diagnostics.progress import progress
 from .scheduler.state import KilledWorker
@@ -25,6 +26,7 @@ TimeoutError = TimeoutError
 __all__ = [
     "Actor", "ActorDeadError", "ActorFuture", "CancelledError", "Client", "CommClosedError", "Future",
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
+    "AuthenticationError", "Security",
     "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client", "TimeoutError",
     "as_completed", "fire_and_forget", "progress", "wait",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.comm import Comm
+from ..core.security import Security
 from ..core.serialize import loads_exception
 from ..core.checks import bad, check_origin, is_str_list
 from .arguments import (check_count, check_key, check_map_keys, check_priority, check_retries, check_sendable,
@@ -103,8 +104,10 @@ class Client(ClientExtras):
     def __init__(self, address: Any = None, *, n_workers: int | None = None,
                  threads_per_worker: int | None = None, processes: bool = True,
                  asynchronous: bool = False, timeout: float = 30, secret: bytes | str | None = None,
-                 set_as_default: bool = True, name: str | None = None, **cluster_kwargs: Any) -> None:
+                 set_as_default: bool = True, name: str | None = None, security: Security | None = None,
+                 **cluster_kwargs: Any) -> None:
         self.asynchronous = asynchronous
+        self.security = security  # TLS files for tls:// (core/security.py)
         self.id = f"client-{name or ''}{uuid.uuid4().hex[:12]}"
         self.status = "created"
         self.timeout = timeout
@@ -185,7 +188,7 @@ class Client(ClientExtras):
             # (None means "the cluster's default", except for the dashboard: None turns it off.)
             args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
                                               if v is not None or k == "dashboard_address"})
-            self.cluster = LocalCluster(asynchronous=True, **args)
+            self.cluster = LocalCluster(asynchronous=True, security=self.security, **args)
             await self.cluster
             self._own_cluster = True
             address = self.cluster.scheduler_address
@@ -196,9 +199,10 @@ class Client(ClientExtras):
                 await address
             address = address.scheduler_address
             self._secret = self._secret or getattr(self.cluster, "secret", None)
+            self.security = self.security or getattr(self.cluster, "security", None)
         if self._secret is None and os.environ.get("ACTORRT_SECRET"):
             self._secret = _secret_bytes(os.environ["ACTORRT_SECRET"])
-        self.host = Host(None, secret=self._secret, name="client")
+        self.host = Host(None, secret=self._secret, name="client", security=self.security)
         await self.host.start()
         # The scheduler may still be starting: wait for it as long as `timeout` says.
         # Later connections (to workers) fail fast, so a dead peer is noticed quickly.

@@ -85,10 +85,10 @@ def _interface_ips() -> list[str]:
     return ips
 
 
-def advertised(host: str, port: int, contact: str | None = None) -> str:
-    """The ``tcp://`` address a listener on ``host:port`` tells its peers."""
+def advertised(host: str, port: int, contact: str | None = None, scheme: str = "tcp") -> str:
+    """The address a listener on ``host:port`` tells its peers."""
     if contact:
         return contact
     if is_wildcard(host):
         host = primary_ip()
-    return f"tcp://{format_host(host)}:{port}"
+    return f"{scheme}://{format_host(host)}:{port}"

@@ -28,6 +28,7 @@ import hmac
 import logging
 import os
 import socket
+import ssl
 import weakref
 from typing import Any, Callable
 
@@ -69,6 +70,10 @@ SEND_CHUNK_BYTES = 1 << 20
 IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
+# "Try again later" from a plain or a TLS socket (a TLS record may be half in).
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
 def max_frame_bytes_setting() -> int:
     """``ACTORRT_MAX_FRAME_BYTES``: the largest frame this process accepts (no limit if unset)."""
     raw = os.environ.get("ACTORRT_MAX_FRAME_BYTES", "").strip()
@@ -90,9 +95,9 @@ OnClose = Callable[["Comm", BaseException | None], None]
 def parse_address(address: str) -> tuple[str, str]:
     """Split ``scheme://rest``; raise ValueError on anything else."""
     if not isinstance(address, str) or "://" not in address:
-        raise ValueError(f"not an actorrt address: {address!r} (expected tcp://host:port or inproc://name)")
+        raise ValueError(f"not an actorrt address: {address!r} (expected tcp://host:port, tls://host:port or inproc://name)")
     scheme, rest = address.split("://", 1)
-    if scheme not in ("tcp", "inproc"):
+    if scheme not in ("tcp", "tls", "inproc"):
         raise ValueError(f"unsupported address scheme {scheme!r} in {address!r}")
     return scheme, rest
 
@@ -212,6 +217,7 @@ class TCPComm(Comm):
         self._nonce = os.urandom(16)
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._peer_nonce = b""
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._writer = _SocketWriter(sock, self._loop, self._write_failed,
                                      WRITE_STALL_TIMEOUT if write_stall_timeout is None else write_stall_timeout)
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
@@ -219,16 +225,45 @@ class TCPComm(Comm):
         self.last_received = self.last_sent = self._loop.time()
 
     def start(self) -> None:
-        """Begin the handshake (the socket is connected)."""
+        """Begin the handshake (the socket is connected): TLS first for ``tls://``."""
         sock = self._sock
         assert sock is not None
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
+        if isinstance(sock, ssl.SSLSocket):
+            self._tls_step()
+        else:
+            self._say_hello()
+
+    def _tls_step(self) -> None:
+        """Drive the TLS handshake on the non-blocking socket, one step per readiness."""
+        sock = self._sock
+        if sock is None or self.closed:
+            return
+        assert isinstance(sock, ssl.SSLSocket)
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._loop.add_reader(self._fd, self._tls_step)
+            return
+        except ssl.SSLWantWriteError:
+            self._loop.add_writer(self._fd, self._tls_step)
+            return
+        except (ssl.SSLError, OSError) as e:
+            err = AuthenticationError(f"TLS handshake with {self._peername()} failed: {e}")
+            logger.warning("%s", err)
+            self.close(err)
+            return
+        self._say_hello()
+
+    def _say_hello(self) -> None:
         self._loop.add_reader(self._fd, self._read_ready)
         hello = {"v": PROTOCOL_VERSION, "nonce": self._nonce, "address": self.local_address,
                  "max_frame": self.max_frame_bytes, "channel": self.channel}
         self._write_frames([msgpack.packb(hello)])
-        self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
 
     def _handshake_expired(self) -> None:
         if self._phase != "open" and not self.closed:
@@ -246,7 +281,7 @@ class TCPComm(Comm):
             buf = decoder.get_buffer()
             try:
                 n = sock.recv_into(buf)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 return
             except OSError as e:
                 self._lost(e)
@@ -269,6 +304,12 @@ class TCPComm(Comm):
                 logger.warning("closing connection from %s: %s", self.peer_address or self._peername(), e)
                 self.close(e)
                 return
+            if self._tls:
+                # Decrypted bytes can wait inside the TLS object with nothing left on the
+                # socket to wake us: read them now.
+                if not sock.pending() and n < size:  # type: ignore[attr-defined]
+                    return
+                continue
             if self._lowat != 1 or decoder.large_remaining:
                 self._set_lowat(sock, decoder.large_remaining)
             if n < size:  # the socket is drained: another read would only raise EAGAIN
@@ -472,6 +513,7 @@ class _SocketWriter:
                  on_error: Callable[[BaseException], None], stall_timeout: float) -> None:
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._loop = loop
         self._on_error = on_error
         self._stall_timeout = stall_timeout
@@ -495,7 +537,7 @@ class _SocketWriter:
                 data = b"".join(buffers)
                 try:
                     n = self._sock.send(data)
-                except (BlockingIOError, InterruptedError):
+                except _WOULD_BLOCK:
                     n = 0
                 except OSError as e:
                     self._fail(e)
@@ -516,8 +558,13 @@ class _SocketWriter:
         sock, queue = self._sock, self._queue
         while queue and sock is not None:
             try:
-                n = sock.sendmsg(_chunk(queue, SEND_CHUNK_BYTES))
-            except (BlockingIOError, InterruptedError):
+                if self._tls:
+                    # TLS has no sendmsg. A write that would block is retried later with
+                    # the very same bytes, as OpenSSL requires (the head stays unchanged).
+                    n = sock.send(queue[0][:SEND_CHUNK_BYTES])
+                else:
+                    n = sock.sendmsg(_chunk(queue, SEND_CHUNK_BYTES))
+            except _WOULD_BLOCK:
                 break
             except OSError as e:
                 self._fail(e)
@@ -665,9 +712,11 @@ class Listener:
 
     def __init__(self, address: str, on_comm: Callable[[Comm], None], secret: bytes | None,
                  ref_type: type, max_frame_bytes: int | None = None,
-                 shortcut: bool = True, contact_address: str | None = None) -> None:
+                 shortcut: bool = True, contact_address: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.requested = address
         self.contact_address = contact_address
+        self.ssl_context = ssl_context  # for tls:// (core/security.py)
         self.address = address
         self.on_comm = on_comm
         self.secret = secret
@@ -697,10 +746,13 @@ class Listener:
                     f"refusing to listen on {host!r} without a cluster secret: set ACTORRT_SECRET "
                     "or pass secret=, or listen on 127.0.0.1"
                 )
+            if scheme == "tls" and self.ssl_context is None:
+                raise ValueError(f"cannot listen on {self.requested}: tls:// needs a Security with "
+                                 "tls_ca_file, tls_cert and tls_key")
             self._sock = listening_socket(host, port)
             self._loop.add_reader(self._sock.fileno(), self._accept_ready)
             # What peers dial: never a wildcard (see core/addresses.py).
-            self.address = advertised(host, self._sock.getsockname()[1], self.contact_address)
+            self.address = advertised(host, self._sock.getsockname()[1], self.contact_address, scheme)
         _local_listeners[self.address] = self
 
     def _accept_ready(self) -> None:
@@ -715,6 +767,8 @@ class Listener:
                 logger.warning("accept on %s failed: %s", self.address, e)
                 return
             conn.setblocking(False)
+            if self.ssl_context is not None and self.address.startswith("tls://"):
+                conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             comm = TCPComm(conn, self.address, self.secret, self.ref_type, self.max_frame_bytes,
                            on_open=self.on_comm, accepting=True)
             self._accepted.add(comm)
@@ -814,7 +868,8 @@ _local_listeners: dict[str, Listener] = {}
 async def connect(address: str, *, local_address: str | None, secret: bytes | None,
                   ref_type: type, timeout: float = 10.0,
                   max_frame_bytes: int | None = None, shortcut: bool = True,
-                  on_messages: OnMessages | None = None, channel: str = "main") -> Comm:
+                  on_messages: OnMessages | None = None, channel: str = "main",
+                  ssl_context: ssl.SSLContext | None = None) -> Comm:
     """Open an authenticated connection to ``address``, retrying until ``timeout``.
 
     ``on_messages`` is installed before the handshake: the peer may send as soon as
@@ -829,12 +884,18 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
         return theirs
     if scheme == "inproc":
         raise CommClosedError(f"no in-process listener at {address}")
+    if scheme == "tls" and ssl_context is None:
+        raise ValueError(f"cannot connect to {address}: tls:// needs a Security with tls_ca_file, tls_cert "
+                         "and tls_key (Client(security=...), --tls-ca-file/--tls-cert/--tls-key)")
     host, port = split_host_port(rest)
     deadline = loop.time() + timeout
     delay = 0.01
 
     async def attempt() -> TCPComm:
         sock = await _connected_socket(loop, host, port)
+        if scheme == "tls":
+            assert ssl_context is not None
+            sock = ssl_context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
         comm = TCPComm(sock, local_address, secret, ref_type, max_frame_bytes, channel=channel)
         comm.on_messages = on_messages
         comm.start()

@@ -20,6 +20,7 @@ from .comm import Comm, CommClosedError, InprocComm, Listener, connect, max_fram
 from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
 from .liveness import PING, Heartbeat, heartbeat_settings
 from .loglimit import LogLimiter
+from .security import Security
 from .serialize import Pickled, dumps_exception, loads_exception
 
 logger = logging.getLogger("actorrt.host")
@@ -34,7 +35,7 @@ class Host:
                  name: str = "host", shortcut: bool = True,
                  max_frame_bytes: int | None = None, connect_timeout: float = 3.0,
                  heartbeat_interval: float | None = None, heartbeat_timeout: float | None = None,
-                 contact_address: str | None = None) -> None:
+                 contact_address: str | None = None, security: Security | None = None) -> None:
         self.requested_address = address
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
@@ -44,6 +45,10 @@ class Host:
         self.max_frame_bytes = max_frame_bytes or max_frame_bytes_setting()
         self.connect_timeout = connect_timeout
         self.contact_address = contact_address  # the address to advertise, if not the listener's
+        self.security = security or Security()
+        # Made once: a context loads its certificate files when built.
+        self._server_ssl = self.security.server_context() if self.security.enabled else None
+        self._client_ssl = self.security.client_context() if self.security.enabled else None
         self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(heartbeat_interval, heartbeat_timeout)
         self._heartbeat: Heartbeat | None = None
         self._bad_input = LogLimiter(logger)  # lines about peers' malformed messages, rate-limited
@@ -73,7 +78,7 @@ class Host:
         if self.requested_address:
             self._listener = Listener(self.requested_address, self._on_new_comm, self.secret,
                                       ActorRef, self.max_frame_bytes, shortcut=self.shortcut,
-                                      contact_address=self.contact_address)
+                                      contact_address=self.contact_address, ssl_context=self._server_ssl)
             await self._listener.start()
             self.address = self._listener.address
         self._heartbeat = Heartbeat(self.loop, lambda: self._all_comms, self.heartbeat_interval,
@@ -182,7 +187,7 @@ class Host:
         comm = await connect(address, local_address=self.address, secret=self.secret,
                              ref_type=ActorRef, timeout=self.connect_timeout,
                              max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
-                             on_messages=self._on_messages, channel="bulk")
+                             on_messages=self._on_messages, channel="bulk", ssl_context=self._client_ssl)
         if self.status in ("closing", "closed"):
             comm.close()
             raise CommClosedError(f"host {self.address} closed while connecting")
@@ -247,7 +252,7 @@ class Host:
         comm = await connect(address, local_address=self.address, secret=self.secret,
                              ref_type=ActorRef, timeout=timeout or self.connect_timeout,
                              max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
-                             on_messages=self._on_messages)
+                             on_messages=self._on_messages, ssl_context=self._client_ssl)
         if self.status in ("closing", "closed"):
             comm.close()
             raise CommClosedError(f"host {self.address} closed while connecting")

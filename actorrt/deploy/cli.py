@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core.addresses import format_host
 from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
+from ..core.security import Security
 
 
 def _secret(args: Any) -> bytes | None:
@@ -25,17 +26,25 @@ def _secret(args: Any) -> bytes | None:
         return value.encode()
 
 
-def _contact(value: str | None, port: int) -> str | None:
+def _contact(value: str | None, port: int, scheme: str = "tcp") -> str | None:
     """``--contact-address``: ``tcp://host:port``, ``host:port`` or just ``host``."""
     if not value:
         return None
     if "://" in value:
         return value
     if value.count(":") == 1 or value.startswith("["):
-        return f"tcp://{value}"
+        return f"{scheme}://{value}"
     if port == 0:
         raise SystemExit(f"--contact-address {value!r} needs a port when listening on a random one")
-    return f"tcp://{format_host(value)}:{port}"
+    return f"{scheme}://{format_host(value)}:{port}"
+
+
+def _security(args: Any) -> Security:
+    """``--tls-ca-file/--tls-cert/--tls-key``: all three for tls://, or none."""
+    try:
+        return Security(tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except ValueError as e:
+        raise SystemExit(f"actorrt: {e}") from None
 
 
 async def _run_until_signal(stop: asyncio.Event) -> None:
@@ -60,9 +69,11 @@ def _dashboard_address(args: Any) -> str | None:
 async def _scheduler(args: Any, dashboard: str | None) -> None:
     from ..dashboard import close_dashboard
     from .local import start_scheduler
-    host, scheduler = await start_scheduler(f"tcp://{format_host(args.host)}:{args.port}", secret=_secret(args),
+    scheme = "tls" if _security(args).enabled else "tcp"
+    host, scheduler = await start_scheduler(f"{scheme}://{format_host(args.host)}:{args.port}", secret=_secret(args),
                                             dashboard_address=dashboard,
-                                            contact_address=_contact(args.contact_address, args.port))
+                                            contact_address=_contact(args.contact_address, args.port),
+                                            security=_security(args))
     print(f"actorrt scheduler at {host.address}", flush=True)
     if scheduler.dashboard_link:
         print(f"dashboard at {scheduler.dashboard_link}", flush=True)
@@ -75,11 +86,14 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
 
 async def _worker(args: Any) -> None:
     from ..worker import start_worker
-    address = f"tcp://{format_host(args.host)}:{args.port}" if args.host else None
+    security = _security(args)
+    scheme = "tls" if security.enabled else "tcp"
+    address = f"{scheme}://{format_host(args.host)}:{args.port}" if args.host else None
     try:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
                                           secret=_secret(args), name=args.name or "",
-                                          contact_address=_contact(args.contact_address, args.port))
+                                          contact_address=_contact(args.contact_address, args.port, scheme),
+                                          security=security)
     except (BadMessageError, CommClosedError, AuthenticationError, OSError) as e:
         # Refused or unreachable: say why in one line, not in a traceback.
         print(f"actorrt-worker: could not join the scheduler at {args.scheduler}: {e}", file=sys.stderr, flush=True)
@@ -159,6 +173,7 @@ def _scheduler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contact-address", default=None,
                    help="the address others dial to reach this scheduler, if not the one it listens on "
                         "(behind NAT, or a name): tcp://host:port or host")
+    _tls_args(p)
     p.add_argument("--dashboard-address", default=":8787",
                    help="where to serve the web dashboard: ':8787' (loopback, the default), "
                         "'0.0.0.0:8787' (every interface; needs ACTORRT_SECRET), or 'none'")
@@ -174,6 +189,13 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free one)")
     p.add_argument("--contact-address", default=None,
                    help="the address others dial to reach this worker, if not the one it listens on")
+    _tls_args(p)
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca-file", default=None, help="the cluster's CA certificate (PEM): enables tls://")
+    p.add_argument("--tls-cert", default=None, help="this process's certificate, signed by that CA (PEM)")
+    p.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
     p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
 
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..core import Host
+from ..core.security import Security
 from ..dashboard import DEFAULT_DASHBOARD_ADDRESS, close_dashboard, parse_dashboard_address, start_dashboard
 from ..scheduler import Scheduler, SchedulerState
 from ..scheduler.actor import SCHEDULER_ID
@@ -20,13 +21,14 @@ logger = logging.getLogger("actorrt.deploy")
 
 async def start_scheduler(address: str = "tcp://127.0.0.1:0", *, secret: bytes | None = None,
                           validate: bool = False, dashboard_address: str | int | None = None,
-                          contact_address: str | None = None, **state_kwargs: Any) -> tuple[Host, Scheduler]:
+                          contact_address: str | None = None, security: Security | None = None,
+                          **state_kwargs: Any) -> tuple[Host, Scheduler]:
     """Start a scheduler host on the running loop, with its system actors.
 
     ``dashboard_address`` (e.g. ``":8787"``) also serves the web dashboard there
     (docs/dashboard.md); its URL is then ``scheduler.dashboard_link``.
     """
-    host = Host(address, secret=secret, name="scheduler", contact_address=contact_address)
+    host = Host(address, secret=secret, name="scheduler", contact_address=contact_address, security=security)
     await host.start()
     scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs))
     host.spawn(scheduler, SCHEDULER_ID)
@@ -59,6 +61,13 @@ def _default_layout(n_workers: int | None, threads_per_worker: int | None) -> tu
     return n_workers, threads_per_worker
 
 
+def _tls_flags(security: Security) -> list[str]:
+    if not security.enabled:
+        return []
+    return ["--tls-ca-file", str(security.tls_ca_file), "--tls-cert", str(security.tls_cert),
+            "--tls-key", str(security.tls_key)]
+
+
 class LocalCluster:
     """A scheduler in this process and ``n_workers`` workers.
 
@@ -75,7 +84,7 @@ class LocalCluster:
                  worker_env: dict | None = None,
                  dashboard_address: str | int | None = DEFAULT_DASHBOARD_ADDRESS,
                  memory_limit: Any = None, worker_start_timeout: float = 60.0,
-                 **state_kwargs: Any) -> None:
+                 security: Security | None = None, **state_kwargs: Any) -> None:
         self.worker_start_timeout = worker_start_timeout
         # Accepted for dask compatibility; workers do not spill, pause or restart on
         # memory (docs/api.md says so).
@@ -86,7 +95,9 @@ class LocalCluster:
         self.secret = secret if secret is not None else os.urandom(32)
         self.validate = validate
         self.status = "created"
-        self._listen = f"tcp://{host}:{scheduler_port}" if processes else "inproc://"
+        self.security = security or Security()
+        scheme = "tls" if self.security.enabled else "tcp"
+        self._listen = f"{scheme}://{host}:{scheduler_port}" if processes else "inproc://"
         self._state_kwargs = state_kwargs
         if dashboard_address is not None:  # a bad one fails here, before anything starts
             parse_dashboard_address(dashboard_address)
@@ -119,7 +130,7 @@ class LocalCluster:
         self.status = "starting"
         self.scheduler_host, self.scheduler = await start_scheduler(
             self._listen, secret=self.secret, validate=self.validate,
-            dashboard_address=self._dashboard_address, **self._state_kwargs)
+            dashboard_address=self._dashboard_address, security=self.security, **self._state_kwargs)
         try:
             await self._scale_async(self.n_workers)
         except BaseException:
@@ -200,13 +211,13 @@ class LocalCluster:
         address = self.scheduler_address
         if not self.processes:
             host, worker = await start_worker(address, nthreads=nthreads, address="inproc://",
-                                              secret=self.secret, name=name)
+                                              secret=self.secret, name=name, security=self.security)
             self._workers[name] = (host, worker)
             return host.address
         env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorrt.deploy.cli", "worker", address, "--nthreads", str(nthreads),
-             "--name", name, "--secret-from-env"],
+             "--name", name, "--secret-from-env", *_tls_flags(self.security)],
             env=env, stdin=subprocess.DEVNULL)
         self._workers[name] = proc
         assert self.scheduler is not None

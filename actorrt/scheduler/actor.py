@@ -386,9 +386,9 @@ def _check_reachable(address: str, origin: Comm | None) -> None:
     """A worker's peers must be able to dial the address it registers: refuse one that
     only its own machine can reach (it would hold results nobody can fetch)."""
     peer_ip = getattr(origin, "peer_ip", None)
-    if peer_ip is None or not address.startswith("tcp://"):
+    if peer_ip is None or not address.startswith(("tcp://", "tls://")):
         return
-    host = split_host_port(address[len("tcp://"):])[0]
+    host = split_host_port(address.split("://", 1)[1])[0]
     if is_wildcard(host) or (is_loopback(host) and not is_loopback(peer_ip)):
         raise BadMessageError(
             f"Scheduler.register_worker: the worker registers as {address}, which other machines cannot "

@@ -13,6 +13,7 @@ from ..core.addresses import format_host, interface_toward
 from ..core.checks import bad, str_list, str_map
 from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
+from ..core.security import Security
 from ..core.serialize import dumps_exception, loads_exception
 from .pool import TaskPool
 from .task import Task
@@ -389,8 +390,12 @@ def _batches(keys: list[str], sizes: dict[str, int], limit: int) -> list[tuple[l
     return out
 
 
-def _host_of(address: str) -> str:
-    return split_host_port(parse_address(address)[1])[0] if address.startswith("tcp://") else "127.0.0.1"
+def _default_listen_address(scheduler_address: str) -> str:
+    """Toward the scheduler, any free port, in the scheduler's scheme (tcp or tls)."""
+    scheme, rest = parse_address(scheduler_address)
+    if scheme == "inproc":
+        return "tcp://127.0.0.1:0"
+    return f"{scheme}://{format_host(interface_toward(split_host_port(rest)[0]))}:0"
 
 
 def _note(exc: BaseException, note: str) -> BaseException:
@@ -425,7 +430,8 @@ def _check_compute(tasks: list) -> None:
 
 async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str | None = None,
                        secret: bytes | None = None, name: str = "",
-                       contact_address: str | None = None) -> tuple[Host, Worker]:
+                       contact_address: str | None = None,
+                       security: Security | None = None) -> tuple[Host, Worker]:
     """Start a worker host on the running loop and register it with the scheduler.
 
     Without ``address`` it listens on the interface this machine reaches the scheduler
@@ -433,8 +439,9 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     its peers will dial to fetch its results.
     """
     if address is None:
-        address = f"tcp://{format_host(interface_toward(_host_of(scheduler_address)))}:0"
-    host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address)
+        address = _default_listen_address(scheduler_address)
+    host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address,
+                security=security)
     await host.start()
     worker = Worker(scheduler_address, nthreads=nthreads, name=name)
     host.spawn(worker, WORKER_ID)
