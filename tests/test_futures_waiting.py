@@ -234,3 +234,28 @@ async def test_wait_async(c, cluster):
     done, _ = await wait([f], return_when="FIRST_EXCEPTION")
     assert f in done
     await asyncio.sleep(0)
+
+
+@gen_cluster()
+async def test_gather_never_skips_a_value_whose_loss_is_reported_mid_fetch(c, lc):
+    # Found under chaos: a "lost" report arriving after gather's wait (a holder died)
+    # turned that Future pending again, and gather returned the list without its value.
+    futures = c.map(inc, range(4), pure=False)
+    await wait(futures)
+    victim = futures[1]._state
+    fetch = c._fetch
+    calls = []
+
+    async def fetch_while_a_loss_is_reported(keys, holders, failures=None):
+        calls.append(list(keys))
+        if len(calls) == 1:
+            victim.lost()  # as the scheduler's report of the dead holder would
+            asyncio.get_running_loop().call_soon(victim.finish, holders[victim.key], "int")
+            keys = [k for k in keys if k != victim.key]
+        return await fetch(keys, holders, failures)
+    c._fetch = fetch_while_a_loss_is_reported
+    try:
+        assert await c.gather(futures) == [1, 2, 3, 4]
+    finally:
+        c._fetch = fetch
+    assert len(calls) == 2 and calls[1] == [victim.key]

@@ -631,14 +631,17 @@ class Client(ClientExtras):
                         raise exc
                     values[st.key] = _SKIP
             wanted = [st for st in states if st.status == "finished" and st.key not in values]
-            if not wanted:
-                break
             got, missing = await self._fetch([st.key for st in wanted], {st.key: st.workers for st in wanted},
-                                             failures)
+                                             failures) if wanted else ({}, [])
             values.update(got)
-            if not missing:
+            if all(f.key in values for f in futures):
                 break
-            # The holders lost the data: ask where it lives now, or wait for a recompute.
+            # Not all in: a holder lost the data (ask where it lives now, or wait for a
+            # recompute), or a report that it was lost came in after the wait (the
+            # state is pending again): wait for those once more. Never skip them: a
+            # gather with errors="raise" returns every value or raises.
+            if not missing:
+                continue
             who_has = await self.host.ask(self.scheduler, "who_has", keys=missing)
             for key in missing:
                 lost = self._states.get(key)
@@ -649,7 +652,8 @@ class Client(ClientExtras):
                         lost.lost()
         else:
             tried = "; ".join(f"{w}: {why}" for w, why in failures.items()) or "no holder was known"
-            raise RuntimeError(f"could not fetch {missing} from any worker after {_FETCH_ATTEMPTS} attempts ({tried})")
+            absent = [f.key for f in futures if f.key not in values]
+            raise RuntimeError(f"could not fetch {absent} from any worker after {_FETCH_ATTEMPTS} attempts ({tried})")
         return [values.get(f.key, _SKIP) for f in futures]
 
     async def _fetch(self, keys: list[str], holders: dict[str, list[str]],

@@ -98,7 +98,8 @@ async def _worker(args: Any) -> None:
         # Refused or unreachable: say why in one line, not in a traceback.
         print(f"actorrt-worker: could not join the scheduler at {args.scheduler}: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    print(f"actorrt worker at {host.address}", flush=True)
+    if not args.quiet:
+        print(f"actorrt worker at {host.address}", flush=True)
     # Everything imported and built so far lives as long as the process: move it out
     # of the collector's way, so full collections under load only scan task objects.
     gc.freeze()
@@ -197,6 +198,7 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", default=None, help="this process's certificate, signed by that CA (PEM)")
     p.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
     p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # LocalCluster's workers
 
 
 def scheduler_main() -> None:

@@ -217,7 +217,7 @@ class LocalCluster:
         env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorrt.deploy.cli", "worker", address, "--nthreads", str(nthreads),
-             "--name", name, "--secret-from-env", *_tls_flags(self.security)],
+             "--name", name, "--secret-from-env", "--quiet", *_tls_flags(self.security)],
             env=env, stdin=subprocess.DEVNULL)
         self._workers[name] = proc
         assert self.scheduler is not None
