@@ -275,7 +275,8 @@ class TCPComm(Comm):
     def _read_ready(self) -> None:
         sock, decoder = self._sock, self._decoder
         # A bounded number of reads per wake-up: one busy peer must not starve the loop.
-        for _ in range(16):
+        # TLS hands out one record (16 KiB) per read: allow more of them per wake-up.
+        for _ in range(256 if self._tls else 16):
             if sock is None or self.closed:
                 return
             buf = decoder.get_buffer()
@@ -305,15 +306,19 @@ class TCPComm(Comm):
                 self.close(e)
                 return
             if self._tls:
-                # Decrypted bytes can wait inside the TLS object with nothing left on the
-                # socket to wake us: read them now.
-                if not sock.pending() and n < size:  # type: ignore[attr-defined]
-                    return
+                # A TLS read yields one record (16 KiB) however much has arrived, and
+                # decrypted bytes can wait inside the TLS object with nothing on the
+                # socket to wake us: read on until it says it wants more.
                 continue
             if self._lowat != 1 or decoder.large_remaining:
                 self._set_lowat(sock, decoder.large_remaining)
             if n < size:  # the socket is drained: another read would only raise EAGAIN
                 return
+        else:
+            if self._tls and sock is not None and not self.closed and sock.pending():  # type: ignore[attr-defined]
+                # Out of turns with decrypted bytes held inside TLS: no socket event
+                # will announce them, so come back on the next loop turn.
+                self._loop.call_soon(self._read_ready)
 
     def _set_lowat(self, sock: socket.socket, remaining: int) -> None:
         """While a large frame streams in, wake only for a worthwhile amount of it."""
