@@ -40,8 +40,8 @@ class Host:
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.name = name
         self.shortcut = shortcut
-        # The largest frame this host accepts; senders are told it and split nothing
-        # bigger (see core/framing.py). Unset: no limit but memory.
+        # The largest frame this host accepts; peers learn it in the handshake and refuse
+        # a bigger one before sending it (see core/framing.py). Unset: no limit but memory.
         self.max_frame_bytes = max_frame_bytes or max_frame_bytes_setting()
         self.connect_timeout = connect_timeout
         self.contact_address = contact_address  # the address to advertise, if not the listener's
