@@ -49,7 +49,8 @@ def _kill_and_replace(cluster, client, stop, killed, rng):
 @pytest.mark.timeout(240)
 def test_workers_killed_under_load_lose_and_corrupt_nothing():
     rng = random.Random(7)
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None,
+                      validate=True) as cluster, \
             Client(cluster) as client:
         tally = client.submit(Tally, actor=True, max_restarts=-1).result(timeout=30)
         stop, killed = threading.Event(), []

@@ -258,3 +258,24 @@ def test_scattering_a_held_key_again_records_the_new_copies():
     assert {ws.address for ws in s.tasks["d"].who_has} == {"w0", "w1"}
     out = s.handle_release_keys("c", ["d"], "s3")
     assert sorted(i.worker for i in out if isinstance(i, Free)) == ["w0", "w1"]
+
+
+def test_a_slot_given_back_on_a_worker_over_capacity_keeps_it_full():
+    # Found under chaos: the adaptive saturation lowered capacity below what a worker
+    # held, then a task seceded (long_running) and the worker was put in the idle set
+    # while still full; the next placement failed with "not in list".
+    s = make(nworkers=1, saturation=4.0)
+    out = s.handle_update_graph("c", [TaskSpec(f"t{i}", "spec", ()) for i in range(4)],
+                                [f"t{i}" for i in range(4)], "s1")
+    assert len(computes(out)) == 4
+    s.set_saturation(1.0)  # capacity 1, busy 4
+    s.handle_long_running("w0", "t0", "s2")  # busy 3: still full
+    s.validate()
+    assert not s.idle
+    for i in (1, 2):
+        s.handle_long_running("w0", f"t{i}", f"s{i + 2}")
+    s.validate()
+    assert not s.idle  # busy 1 = capacity 1
+    s.handle_long_running("w0", "t3", "s5")
+    s.validate()
+    assert list(s.idle) == [s.workers["w0"]]

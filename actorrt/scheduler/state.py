@@ -504,7 +504,10 @@ class SchedulerState:
         if ws.busy < ws.capacity:
             self.idle.remove(ws)
         ws.long_running.add(ts)
-        self.idle.add(ws)  # busy just dropped below capacity
+        # Not unconditionally: a worker may hold more than its capacity (the adaptive
+        # saturation lowered it), and one slot given back may leave it still full.
+        if ws.busy < ws.capacity:
+            self.idle.add(ws)
         self._story(ts, "processing", "long-running", stimulus_id)
         self._fill_workers(stimulus_id)
         return self._flush()
