@@ -60,7 +60,7 @@ def test_workers_killed_under_load_lose_and_corrupt_nothing():
         try:
             deadline = time.monotonic() + 20
             batch = 0
-            while time.monotonic() < deadline or len(killed) < 3:
+            while time.monotonic() < deadline or len(killed) < 3 or batch < 3:
                 xs = range(batch * 1000, (batch + 1) * 1000)
                 futures = client.map(square, xs, pure=False)
                 locked = client.map(locked_square, range(batch * 20, (batch + 1) * 20), pure=False)
