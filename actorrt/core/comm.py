@@ -154,6 +154,9 @@ class Comm:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    async def drain(self) -> None:
+        """Wait until what is queued for the peer is small (in-process: nothing waits)."""
+
     def close(self, reason: BaseException | None = None) -> None:
         raise NotImplementedError
 
