@@ -148,7 +148,8 @@ def test_demo_command_runs():
 
 def test_worker_dialling_scheduler_by_another_name_exits_when_it_dies():
     """The scheduler announces 127.0.0.1; the worker dialled localhost. When the scheduler
-    goes, the worker must still notice and exit (no process left behind)."""
+    goes, the worker must still notice and, once its death timeout passes without the
+    scheduler coming back, exit (no process left behind)."""
     env = {**os.environ, "ACTORRT_SECRET": "s3cret"}
     sched = _start([sys.executable, "-m", "actorrt.deploy.cli", "scheduler", "--port", "0",
                     "--dashboard-address", "none"], env)
@@ -157,7 +158,7 @@ def test_worker_dialling_scheduler_by_another_name_exits_when_it_dies():
         line = sched.stdout.readline()
         port = line.strip().rsplit(":", 1)[1]
         worker = _start([sys.executable, "-m", "actorrt.deploy.cli", "worker",
-                         f"tcp://localhost:{port}"], env)
+                         f"tcp://localhost:{port}", "--death-timeout", "1"], env)
         with Client(f"tcp://127.0.0.1:{port}", secret="s3cret", set_as_default=False) as client:
             client.wait_for_workers(1, timeout=20)
         sched.send_signal(signal.SIGKILL)

@@ -107,3 +107,48 @@ def _is_zombie(pid):
             return f.read().split()[2] == "Z"
     except OSError:
         return True
+
+
+def inc(x):
+    return x + 1
+
+
+def test_a_worker_that_loses_its_scheduler_rejoins_empty():
+    from actorrt.deploy.local import start_scheduler
+    from actorrt.testing import poll_for
+    from actorrt.worker import start_worker
+    secret = b"rejoin"
+
+    async def main():
+        host, scheduler = await start_scheduler("tcp://127.0.0.1:0", secret=secret)
+        whost, worker = await start_worker(host.address, secret=secret, death_timeout=10)
+        try:
+            worker.data["stale"] = 1  # a result the scheduler is about to give up on
+            host.comm_to(whost.address).close()  # a blip: the scheduler drops the worker
+            assert whost.address not in scheduler.worker_info
+            await poll_for(lambda: whost.address in scheduler.worker_info, timeout=10)
+            assert "stale" not in worker.data  # it came back empty: nothing stale to hand in
+            async with Client(host.address, secret=secret, asynchronous=True, set_as_default=False) as c:
+                assert await c.submit(inc, 1, pure=False) == 2
+        finally:
+            await whost.close()
+            await host.close()
+    asyncio.run(main())
+
+
+def test_a_worker_whose_scheduler_stays_away_stops_after_its_death_timeout():
+    from actorrt.deploy.local import start_scheduler
+    from actorrt.worker import start_worker
+    secret = b"gone"
+
+    async def main():
+        host, _ = await start_scheduler("tcp://127.0.0.1:0", secret=secret)
+        whost, worker = await start_worker(host.address, secret=secret, death_timeout=0.5)
+        try:
+            await host.close()
+            t0 = asyncio.get_running_loop().time()
+            await asyncio.wait_for(worker.closed.wait(), 10)
+            assert asyncio.get_running_loop().time() - t0 >= 0.4  # it tried for its death timeout first
+        finally:
+            await whost.close()
+    asyncio.run(main())

@@ -93,7 +93,7 @@ async def _worker(args: Any) -> None:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
                                           secret=_secret(args), name=args.name or "",
                                           contact_address=_contact(args.contact_address, args.port, scheme),
-                                          security=security)
+                                          security=security, death_timeout=args.death_timeout)
     except (BadMessageError, CommClosedError, AuthenticationError, OSError) as e:
         # Refused or unreachable: say why in one line, not in a traceback.
         print(f"actorrt-worker: could not join the scheduler at {args.scheduler}: {e}", file=sys.stderr, flush=True)
@@ -197,6 +197,8 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca-file", default=None, help="the cluster's CA certificate (PEM): enables tls://")
     p.add_argument("--tls-cert", default=None, help="this process's certificate, signed by that CA (PEM)")
     p.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
+    p.add_argument("--death-timeout", type=float, default=60.0,
+                   help="seconds to keep trying to rejoin a lost scheduler before exiting (0: exit at once)")
     p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # LocalCluster's workers
 

@@ -211,13 +211,16 @@ class LocalCluster:
         address = self.scheduler_address
         if not self.processes:
             host, worker = await start_worker(address, nthreads=nthreads, address="inproc://",
-                                              secret=self.secret, name=name, security=self.security)
+                                              secret=self.secret, name=name, security=self.security,
+                                              death_timeout=0)
             self._workers[name] = (host, worker)
             return host.address
         env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorrt.deploy.cli", "worker", address, "--nthreads", str(nthreads),
-             "--name", name, "--secret-from-env", "--quiet", *_tls_flags(self.security)],
+             "--name", name, "--secret-from-env", "--quiet",
+             # Its scheduler lives in this process: gone, it is not coming back.
+             "--death-timeout", "0", *_tls_flags(self.security)],
             env=env, stdin=subprocess.DEVNULL)
         self._workers[name] = proc
         assert self.scheduler is not None

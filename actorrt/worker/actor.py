@@ -22,6 +22,9 @@ from .user_actor import make_actor_task, stop_user_actor
 logger = logging.getLogger("actorrt.worker")
 
 WORKER_ID = "worker"
+# Seconds a worker keeps trying to rejoin a scheduler it lost (a network blip, a
+# scheduler restart) before it stops; dask's --death-timeout.
+DEATH_TIMEOUT = 60.0
 # Bytes a worker fetches from its peers at once (dask: transfer_incoming_bytes_limit).
 TRANSFER_INCOMING_BYTES_LIMIT = 512 << 20
 SCHEDULER_ID = "scheduler"
@@ -30,8 +33,11 @@ SCHEDULER_ID = "scheduler"
 class Worker(Actor):
     """Holds results, runs tasks, serves its data to peers and clients."""
 
-    def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "") -> None:
+    def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "",
+                 death_timeout: float = DEATH_TIMEOUT) -> None:
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
+        # How long to keep trying to rejoin a scheduler this worker lost (0: stop at once).
+        self.death_timeout = death_timeout
         self.nthreads = nthreads
         self.name = name
         self.data: dict[str, Any] = {}
@@ -83,9 +89,56 @@ class Worker(Actor):
         # By connection, not by name: the scheduler may call itself by another name
         # (localhost, 0.0.0.0) than the address this worker dialled, and a second
         # connection that merely names the scheduler's address is not the scheduler.
-        if comm is self._scheduler_comm:
+        if comm is not self._scheduler_comm:
+            return
+        self._scheduler_comm = None
+        if self.death_timeout <= 0:
             logger.info("worker %s lost its scheduler; stopping", self.host.address)
             self.host.stop_actor(self.id)
+            return
+        logger.warning("worker %s lost its scheduler at %s; trying to rejoin for up to %g s",
+                       self.host.address, self.scheduler.address, self.death_timeout)
+        self._forget_everything()
+        own_task(self, self._rejoin())
+
+    def _forget_everything(self) -> None:
+        """Drop all tasks, results and actors: the scheduler has given them up (rerun,
+        recomputed, restarted elsewhere), so on rejoining this worker starts empty and
+        can hand in no stale or duplicate result."""
+        for task in list(self.tasks.values()):
+            self.host.stop_actor(task.id)
+        self.tasks.clear()
+        for key in list(self.user_actors):
+            stop_user_actor(self, key)
+        self.data.clear()
+        self._copies.clear()
+        self._run_ids.clear()
+        self._finished.clear()
+        self._erred.clear()
+        if self._client is not None:  # its registration died with the connection
+            self.host.stop_actor(self._client.id)
+            self._client = None
+
+    async def _rejoin(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.death_timeout
+        delay = 0.1
+        while True:
+            try:
+                await self.register(timeout=max(0.1, min(5.0, deadline - loop.time())))
+            except (CommClosedError, BadMessageError, OSError, asyncio.TimeoutError) as e:
+                # (BadMessageError: the scheduler still holds the old registration until
+                # it notices the old connection is gone.)
+                if loop.time() + delay >= deadline:
+                    logger.error("worker %s could not rejoin its scheduler at %s within %g s (%s); stopping",
+                                 self.host.address, self.scheduler.address, self.death_timeout, e)
+                    self.host.stop_actor(self.id)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+                continue
+            logger.warning("worker %s rejoined its scheduler at %s", self.host.address, self.scheduler.address)
+            return
 
     # --- scheduler instructions ---------------------------------------------
     def handle_compute(self, tasks: list, origin: Comm | None) -> None:
@@ -430,8 +483,8 @@ def _check_compute(tasks: list) -> None:
 
 async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str | None = None,
                        secret: bytes | None = None, name: str = "",
-                       contact_address: str | None = None,
-                       security: Security | None = None) -> tuple[Host, Worker]:
+                       contact_address: str | None = None, security: Security | None = None,
+                       death_timeout: float = DEATH_TIMEOUT) -> tuple[Host, Worker]:
     """Start a worker host on the running loop and register it with the scheduler.
 
     Without ``address`` it listens on the interface this machine reaches the scheduler
@@ -443,7 +496,7 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address,
                 security=security)
     await host.start()
-    worker = Worker(scheduler_address, nthreads=nthreads, name=name)
+    worker = Worker(scheduler_address, nthreads=nthreads, name=name, death_timeout=death_timeout)
     host.spawn(worker, WORKER_ID)
     try:
         await worker.register()
