@@ -79,8 +79,6 @@ def sizeof(obj: Any, depth: int = 3) -> int:
         return nbytes
     if isinstance(obj, (bytes, bytearray, str)):
         return len(obj)
-    if isinstance(obj, memoryview):
-        return obj.nbytes
     try:
         own = sys.getsizeof(obj)
     except Exception:

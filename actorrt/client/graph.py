@@ -317,9 +317,8 @@ def submit_graph(client: "Client", dsk: Mapping, outputs: list, *, priority: int
     for key in ordered:
         spec = tr.spec(key)
         if spec is not None:
+            check_sendable(spec[0], "graph key")
             specs.append(spec)
-    for spec in specs:
-        check_sendable(spec[0], "graph key")
     _check_external(client, dsk, specs)
     return _queue(client, specs, {stringify(k): k for k in outputs})
 

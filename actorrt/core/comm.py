@@ -198,7 +198,6 @@ class TCPComm(Comm):
         max_frame_bytes: int | None = None,
         on_open: Callable[["TCPComm"], None] | None = None,
         accepting: bool = False,
-        write_stall_timeout: float | None = None,
         channel: str = "main",
     ) -> None:
         Comm.__init__(self)
@@ -221,8 +220,7 @@ class TCPComm(Comm):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._peer_nonce = b""
         self._tls = isinstance(sock, ssl.SSLSocket)
-        self._writer = _SocketWriter(sock, self._loop, self._write_failed,
-                                     WRITE_STALL_TIMEOUT if write_stall_timeout is None else write_stall_timeout)
+        self._writer = _SocketWriter(sock, self._loop, self._write_failed, WRITE_STALL_TIMEOUT)
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
         # bytes read and the last message written.
         self.last_received = self.last_sent = self._loop.time()
@@ -421,7 +419,8 @@ class TCPComm(Comm):
     def _write_frames(self, frames: list) -> None:
         self.last_sent = self._loop.time()
         lengths = [memoryview(f).nbytes for f in frames]
-        self._writer.write([encode_header(lengths), *frames])
+        header = encode_header(lengths)
+        self._writer.write([header, *frames], len(header) + sum(lengths))
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -482,7 +481,7 @@ class TCPComm(Comm):
         if sock is None:
             return
         self._loop.remove_reader(self._fd)
-        self._writer.close_when_sent(sock, abort)
+        self._writer.close_when_sent(abort)
 
     @property
     def buffered_bytes(self) -> int:
@@ -533,27 +532,26 @@ class _SocketWriter:
         self._watchdog: asyncio.TimerHandle | None = None
         self._close_after = False
 
-    def write(self, buffers: list) -> None:
+    def write(self, buffers: list, total: int) -> None:
+        """Queue ``buffers`` (``total`` bytes in all) and send what the socket takes now."""
         if self._sock is None:
             return
-        if not self._queue and len(buffers) <= 3:
+        if not self._queue and total <= SMALL_WRITE_BYTES:
             # The common case, a batch of small messages: one join and one send, as
             # cheap as a transport's write (a round trip costs ~10 µs less than sendmsg
             # of views here).
-            total = sum(len(b) if type(b) is bytes else memoryview(b).nbytes for b in buffers)
-            if total <= SMALL_WRITE_BYTES:
-                data = b"".join(buffers)
-                try:
-                    n = self._sock.send(data)
-                except _WOULD_BLOCK:
-                    n = 0
-                except OSError as e:
-                    self._fail(e)
-                    return
-                self._progress += n
-                if n == len(data):
-                    return
-                buffers = [memoryview(data)[n:]]
+            data = b"".join(buffers)
+            try:
+                n = self._sock.send(data)
+            except _WOULD_BLOCK:
+                n = 0
+            except OSError as e:
+                self._fail(e)
+                return
+            self._progress += n
+            if n == len(data):
+                return
+            buffers = [memoryview(data)[n:]]
         for b in buffers:
             view = b if type(b) is memoryview else memoryview(b)
             if view.nbytes:
@@ -633,7 +631,7 @@ class _SocketWriter:
         self._close_socket()
         self._on_error(exc)
 
-    def close_when_sent(self, sock: socket.socket, abort: bool) -> None:
+    def close_when_sent(self, abort: bool) -> None:
         if abort or not self._queue:
             self._close_socket()
         else:  # flush what the peer was already sent, as a transport's close() would
@@ -736,6 +734,7 @@ class Listener:
         # Accepted connections; those still in the handshake belong to nobody else.
         self._accepted: weakref.WeakSet[TCPComm] = weakref.WeakSet()
         self._pending: dict[TCPComm, None] = {}  # still in the handshake, oldest first
+        self._tls = False  # set by start(): the scheme listened on, whatever is advertised
         self._dropped_handshakes = 0
 
     async def start(self) -> None:
@@ -757,6 +756,7 @@ class Listener:
             if scheme == "tls" and self.ssl_context is None:
                 raise ValueError(f"cannot listen on {self.requested}: tls:// needs a Security with "
                                  "tls_ca_file, tls_cert and tls_key")
+            self._tls = scheme == "tls"
             self._sock = listening_socket(host, port)
             self._loop.add_reader(self._sock.fileno(), self._accept_ready)
             # What peers dial: never a wildcard (see core/addresses.py).
@@ -775,7 +775,8 @@ class Listener:
                 logger.warning("accept on %s failed: %s", self.address, e)
                 return
             conn.setblocking(False)
-            if self.ssl_context is not None and self.address.startswith("tls://"):
+            if self._tls:
+                assert self.ssl_context is not None
                 conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             comm = TCPComm(conn, self.address, self.secret, self.ref_type, self.max_frame_bytes,
                            on_open=self.on_comm, accepting=True)

@@ -106,11 +106,7 @@ class FrameDecoder:
     def grow_stage(self, stage_bytes: int) -> None:
         """Read more per ``recv`` from now on (a stranger got a small stage, a peer a big one)."""
         if stage_bytes > len(self._stage):
-            pending = self._stage[self._start : self._end]
-            self._stage = bytearray(stage_bytes)
-            self._view = memoryview(self._stage)
-            self._stage[: len(pending)] = pending
-            self._start, self._end = 0, len(pending)
+            self._restage(stage_bytes)
 
     def get_buffer(self) -> memoryview:
         if self._large is not None:
@@ -195,10 +191,14 @@ class FrameDecoder:
         """Ensure ``needed`` bytes fit from the start of the unparsed data."""
         if self._start + needed <= len(self._stage) and self._end < len(self._stage):
             return
+        self._restage(max(needed, 2 * len(self._stage)) if len(self._stage) < needed else len(self._stage))
+
+    def _restage(self, size: int) -> None:
+        """Move the unparsed bytes to the front of a staging buffer of ``size`` bytes."""
         pending = self._stage[self._start : self._end]
-        if len(self._stage) < needed:
+        if size != len(self._stage):
             # A new buffer, not a resize: the caller may still hold a view of the old one.
-            self._stage = bytearray(max(needed, 2 * len(self._stage)))
+            self._stage = bytearray(size)
             self._view = memoryview(self._stage)
         self._stage[: len(pending)] = pending
         self._start, self._end = 0, len(pending)

@@ -142,9 +142,14 @@ class Host:
 
     def ask(self, ref: ActorRef, op: str, /, **fields: Any) -> "asyncio.Future[Any]":
         assert self.loop is not None, "host not started"
-        fut = self.loop.create_future()
         rid = next(self._rids)
         comm = self._send(ref.address, [ref.id, op, rid, fields])
+        return self._await_reply(rid, comm)
+
+    def _await_reply(self, rid: int, comm: Comm | None) -> "asyncio.Future[Any]":
+        """The future request ``rid`` resolves; only ``comm`` may answer it."""
+        assert self.loop is not None
+        fut = self.loop.create_future()
         self._pending[rid] = (fut, comm)
         if comm is not None:
             self._pending_by_comm.setdefault(comm, set()).add(rid)
@@ -163,10 +168,10 @@ class Host:
         if ref.address == self.address or isinstance(main, InprocComm) or ref.address.startswith("inproc://"):
             return await self.ask(ref, op, **fields)
         comm = await self._bulk_comm(ref.address)
-        fut = self.loop.create_future()
+        # Backpressure: values already queued for this peer go out before more are added.
+        await comm.drain()
         rid = next(self._rids)
-        self._pending[rid] = (fut, comm)
-        self._pending_by_comm.setdefault(comm, set()).add(rid)
+        fut = self._await_reply(rid, comm)
         comm.send([ref.id, op, rid, fields])
         return await fut
 

@@ -40,6 +40,11 @@ class Security:
     def enabled(self) -> bool:
         return bool(self.tls_cert)
 
+    @property
+    def scheme(self) -> str:
+        """The address scheme these settings call for: ``tls`` with certificates, else ``tcp``."""
+        return "tls" if self.enabled else "tcp"
+
     def server_context(self) -> ssl.SSLContext:
         return self._context(ssl.Purpose.CLIENT_AUTH)
 

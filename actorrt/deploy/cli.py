@@ -26,7 +26,7 @@ def _secret(args: Any) -> bytes | None:
         return value.encode()
 
 
-def _contact(value: str | None, port: int, scheme: str = "tcp") -> str | None:
+def _contact(value: str | None, port: int, scheme: str) -> str | None:
     """``--contact-address``: ``tcp://host:port``, ``host:port`` or just ``host``."""
     if not value:
         return None
@@ -69,11 +69,12 @@ def _dashboard_address(args: Any) -> str | None:
 async def _scheduler(args: Any, dashboard: str | None) -> None:
     from ..dashboard import close_dashboard
     from .local import start_scheduler
-    scheme = "tls" if _security(args).enabled else "tcp"
-    host, scheduler = await start_scheduler(f"{scheme}://{format_host(args.host)}:{args.port}", secret=_secret(args),
-                                            dashboard_address=dashboard,
-                                            contact_address=_contact(args.contact_address, args.port),
-                                            security=_security(args))
+    security = _security(args)
+    host, scheduler = await start_scheduler(f"{security.scheme}://{format_host(args.host)}:{args.port}",
+                                            secret=_secret(args), dashboard_address=dashboard,
+                                            contact_address=_contact(args.contact_address, args.port,
+                                                                     security.scheme),
+                                            security=security)
     print(f"actorrt scheduler at {host.address}", flush=True)
     if scheduler.dashboard_link:
         print(f"dashboard at {scheduler.dashboard_link}", flush=True)
@@ -87,7 +88,7 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
 async def _worker(args: Any) -> None:
     from ..worker import start_worker
     security = _security(args)
-    scheme = "tls" if security.enabled else "tcp"
+    scheme = security.scheme
     address = f"{scheme}://{format_host(args.host)}:{args.port}" if args.host else None
     try:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
@@ -190,17 +191,17 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free one)")
     p.add_argument("--contact-address", default=None,
                    help="the address others dial to reach this worker, if not the one it listens on")
+    p.add_argument("--death-timeout", type=float, default=60.0,
+                   help="seconds to keep trying to rejoin a lost scheduler before exiting (0: exit at once)")
     _tls_args(p)
+    p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # LocalCluster's workers
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca-file", default=None, help="the cluster's CA certificate (PEM): enables tls://")
     p.add_argument("--tls-cert", default=None, help="this process's certificate, signed by that CA (PEM)")
     p.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
-    p.add_argument("--death-timeout", type=float, default=60.0,
-                   help="seconds to keep trying to rejoin a lost scheduler before exiting (0: exit at once)")
-    p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # LocalCluster's workers
 
 
 def scheduler_main() -> None:

@@ -96,8 +96,7 @@ class LocalCluster:
         self.validate = validate
         self.status = "created"
         self.security = security or Security()
-        scheme = "tls" if self.security.enabled else "tcp"
-        self._listen = f"{scheme}://{host}:{scheduler_port}" if processes else "inproc://"
+        self._listen = f"{self.security.scheme}://{host}:{scheduler_port}" if processes else "inproc://"
         self._state_kwargs = state_kwargs
         if dashboard_address is not None:  # a bad one fails here, before anything starts
             parse_dashboard_address(dashboard_address)

@@ -677,8 +677,12 @@ class SchedulerState:
             self.idle.add(ws)
         ts.state = "processing"
         ts.processing_on = ws
-        deps = {dep.key: [w.address for w in dep.who_has] for dep in ts.dependencies}
-        sizes = {dep.key: dep.nbytes for dep in ts.dependencies if ws not in dep.who_has}
+        deps: dict[str, list[str]] = {}
+        sizes: dict[str, int] = {}  # of the inputs the worker must fetch
+        for dep in ts.dependencies:
+            deps[dep.key] = [w.address for w in dep.who_has]
+            if ws not in dep.who_has:
+                sizes[dep.key] = dep.nbytes
         ts.run_id = next(self._runs)
         self._out.append(Compute(ws.address, ts.key, ts.spec, deps, ts.name, ts.actor, ts.run_id, sizes))
         return {}
