@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .worker.pool import current_job, current_pool
+from . import runtime
 
 if TYPE_CHECKING:
     from .client.client import Client
@@ -29,7 +29,7 @@ def get_worker() -> "Worker":
     >>> client.submit(where).result()        # doctest: +SKIP
     'tcp://127.0.0.1:40123'
     """
-    job = current_job()
+    job = runtime.current_job()
     task = getattr(job, "context", None) if job is not None else None
     worker = getattr(task, "worker", None)
     if worker is None:
@@ -62,8 +62,7 @@ def get_client(address: Any = None, timeout: float | None = None,
         worker = None
     if worker is not None:
         return worker.client()
-    from .client.client import default_client
-    client = default_client()
+    client = runtime.default_client()
     if client is None:
         raise ValueError("get_client() was called outside a task and no Client is running in "
                          "this process: call it inside a task, or create a Client first")
@@ -76,10 +75,10 @@ def secede() -> None:
     The scheduler may then place other work on the slot. Calling it again before
     :func:`rejoin` does nothing. ValueError outside a task.
     """
-    pool = current_pool()
-    if pool is None or current_job() is None:
+    slots = runtime.current_slots()
+    if slots is None or runtime.current_job() is None:
         raise ValueError("secede() must be called inside a task running on a worker")
-    pool.secede()
+    slots.secede()
 
 
 def rejoin() -> None:
@@ -87,10 +86,10 @@ def rejoin() -> None:
 
     Does nothing if the task holds its slot. ValueError outside a task.
     """
-    pool = current_pool()
-    if pool is None or current_job() is None:
+    slots = runtime.current_slots()
+    if slots is None or runtime.current_job() is None:
         raise ValueError("rejoin() must be called inside a task running on a worker")
-    pool.rejoin()
+    slots.rejoin()
 
 
 @contextlib.contextmanager
@@ -105,11 +104,12 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True) ->
     ...         return sum(c.gather(c.map(abs, range(n))))
     """
     client = get_client(timeout=timeout)
-    pool = current_pool()
-    seceded = bool(separate_thread and pool is not None and pool.secede())
+    slots = runtime.current_slots()
+    seceded = bool(separate_thread and slots is not None and slots.secede())
     try:
         yield client
     finally:
         if seceded:
-            assert pool is not None
-            pool.rejoin()
+            assert slots is not None
+            slots.rejoin()
+

@@ -132,8 +132,8 @@ async def test_fib_async_client_inprocess(c, cluster):
 
 
 def test_get_client_outside_task_without_client_raises(monkeypatch):
-    import actorrt.client.client as client_module
-    monkeypatch.setattr(client_module, "_default_client", None)
+    import actorrt.runtime
+    monkeypatch.setattr(actorrt.runtime, "_default", None)
     with pytest.raises(ValueError, match="outside a task and no Client"):
         get_client()
 

@@ -1,9 +1,10 @@
 """ActorFuture: the pending reply of one actor call, usable like a Future.
 
 An actor call's reply is resolved on the client's loop (the call's ask completes) and
-waited on from any thread: ``result()`` blocks the calling thread on an event, not on
-a round trip through the loop (``Client.sync``), which keeps a sequential call at one
-network round trip plus two thread hand-offs.
+waited on from any thread, in ``runtime.block_on`` like every sync call; outside a
+task the reply wakes the waiting thread straight from the loop (no hop to the loop
+to start waiting), which keeps a sequential call at one network round trip plus two
+thread hand-offs.
 
 The loop-side protocol is :class:`~actorrt.client.future.FutureState`'s (``key``,
 ``status``, ``done()``, ``exception()``, ``add_callback``), so ``gather``, ``wait``
@@ -24,6 +25,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
+from .. import runtime
 from ..core import Pickled
 from ..core.serialize import RemoteTraceback
 from ..spec import funcname
@@ -47,7 +49,7 @@ class ActorFutureState:
     actor calls too.
     """
 
-    __slots__ = ("key", "status", "_value", "_loaded", "_exc", "_callbacks", "_event",
+    __slots__ = ("key", "status", "_value", "_loaded", "_exc", "_callbacks", "_waiters",
                  "type", "workers", "cancel_reason", "traceback_text", "__weakref__")
 
     def __init__(self, key: str) -> None:
@@ -57,7 +59,7 @@ class ActorFutureState:
         self._loaded = False
         self._exc: BaseException | None = None
         self._callbacks: list[Callable[["ActorFutureState"], None]] = []
-        self._event: threading.Event | None = None
+        self._waiters: list[runtime.Waiter] = []  # threads parked until the reply (arm)
         self.type: str | None = None
         self.workers: list[str] = []
         self.cancel_reason: str | None = None
@@ -81,9 +83,9 @@ class ActorFutureState:
                 return
             self._value, self._exc = value, exc
             self.status = status
-            event = self._event
-        if event is not None:
-            event.set()
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.set(None)
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
             try:
@@ -100,15 +102,13 @@ class ActorFutureState:
             self._callbacks.append(fn)
 
     # any thread -------------------------------------------------------------------------
-    def wait(self, timeout: float | None) -> bool:
-        """Block this (non-loop) thread until done; False on timeout."""
+    def arm(self, waiter: "runtime.Waiter") -> bool:
+        """Have ``waiter`` woken by the reply; False if it is here already."""
         with _WAIT_LOCK:
             if self.status != "pending":
-                return True
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return event.wait(timeout)
+                return False
+            self._waiters.append(waiter)
+            return True
 
     def exception(self) -> BaseException | None:
         return self._exc if self.status == "error" else None
@@ -147,11 +147,6 @@ def _resolved(value: Any) -> Any:
 def _set_once(fut: "asyncio.Future[Any] | concurrent.futures.Future[Any]") -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-# thread-local: the actor whose lane this thread runs (set by the worker's lanes), to
-# refuse an actor waiting on its own reply, which could never come.
-running_actor = threading.local()
 
 
 class ActorFuture:
@@ -211,15 +206,16 @@ class ActorFuture:
         st = self._state
         if st.status != "pending":
             return
-        if threading.get_ident() == self.client._loop_thread:
+        if runtime.on_loop(self.client.loop):
             raise RuntimeError("blocking on an ActorFuture from the event loop; use `await` in async code")
-        if (getattr(running_actor, "key", None) == self._actor_key
-                and getattr(running_actor, "max_concurrency", 1) == 1):
+        if runtime.running_actor() == (self._actor_key, 1):
             raise RuntimeError(f"actor {self._actor_key!r} is waiting for its own reply, which cannot "
                                "come while it waits (deadlock); return the ActorFuture, or make the "
                                "method async and await it")
-        if not st.wait(timeout):
-            raise TimeoutError(f"actor call {self.key} not done after {timeout} s")
+        # Without a timeout the reply wakes this thread straight from the loop (arm);
+        # with one, the wait runs on the loop, which owns the clock.
+        runtime.block_on(self.client.loop, lambda: self._done_async(timeout),
+                         arm=st.arm if timeout is None else None)
 
     async def _result_async(self, timeout: float | None = None) -> Any:
         await self._done_async(timeout)

@@ -19,19 +19,18 @@ The ActorFuture side (a call's reply, and ActorFutures inside ``gather`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
+from .. import runtime
 from ..core import ActorRef, Pickled
 from ..core.errors import ActorDeadError
 from .actor_calls import CALL, GETATTR, Call, caller_of
 from .actor_future import (ActorFuture, ActorFutureNotReady, ActorFutureState,  # noqa: F401 (re-exported)
-                           actor_futures_of, gather_actor_futures, running_actor, submit_when_ready,
+                           actor_futures_of, gather_actor_futures, submit_when_ready,
                            wait_actor_futures, waits_for_actor_futures)
-from .future import PICKLED_FUTURES, UNPICKLING_CLIENT, Future
+from .future import Future
 
 if TYPE_CHECKING:
     from .client import Client
@@ -49,34 +48,15 @@ def named_actor_key(name: str) -> str:
 
 # --- binding handles to clients --------------------------------------------------------------
 
-_BINDING: contextvars.ContextVar["Client | None"] = contextvars.ContextVar("actorrt_actor_binding",
-                                                                          default=None)
-
-
-@contextlib.contextmanager
-def binding(client: "Client") -> Iterator[None]:
-    """Handles unpickled inside this block bind to ``client`` (e.g. the one fetching them)."""
-    token = _BINDING.set(client)
-    try:
-        yield
-    finally:
-        _BINDING.reset(token)
-
-
 def load_binding(blob: Pickled, client: "Client") -> Any:
     """``blob.loads()`` with actor handles and Futures inside bound to ``client`` (a
     fetched result): not to the default client, which may be another (or none)."""
-    token = _BINDING.set(client)
-    token2 = UNPICKLING_CLIENT.set(client)
-    try:
+    with runtime.binding(client):
         return blob.loads()
-    finally:
-        UNPICKLING_CLIENT.reset(token2)
-        _BINDING.reset(token)
 
 
 def _client_for_unpickling() -> "Client | None":
-    client = _BINDING.get()
+    client = runtime.bound_client()
     if client is not None:
         return client
     try:
@@ -98,11 +78,8 @@ def _pickle_call_args(args: tuple, kwargs: dict, what: str) -> tuple[Pickled, li
     """The pickled ``(args, kwargs)`` of a call, and the Futures inside (the call keeps
     them until the actor, whose copies then hold their keys, has replied)."""
     kept: list[Future] = []
-    token = PICKLED_FUTURES.set(kept)
-    try:
+    with runtime.collecting_futures(kept):
         return Pickled.dumps((args, kwargs), what=what), kept or None
-    finally:
-        PICKLED_FUTURES.reset(token)
 
 
 # --- the handle ----------------------------------------------------------------------------------

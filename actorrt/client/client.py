@@ -18,9 +18,9 @@ import os
 import random
 import threading
 import uuid
-import weakref
 from typing import Any, Callable, Iterable
 
+from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.comm import Comm
 from ..core.security import Security
@@ -31,7 +31,7 @@ from .arguments import (check_count, check_key, check_map_keys, check_priority, 
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs
 from ..utils import LoopRunner
-from .future import PICKLED_FUTURES, Future, FutureState, futures_of, wait_all
+from .future import Future, FutureState, futures_of, wait_all
 from ..core.errors import SerializationError
 from .extras import ClientExtras, resources_not_enforced, without_dask_only_options
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
@@ -46,14 +46,6 @@ SCHEDULER_ID = "scheduler"
 WORKER_ID = "worker"
 
 _FETCH_ATTEMPTS = 20
-
-_default_client: "weakref.ref[Client] | None" = None
-
-
-def default_client() -> "Client | None":
-    c = _default_client() if _default_client is not None else None
-    return c if c is not None and c.status == "running" else None
-
 
 class ClientActor(Actor):
     """Receives the scheduler's reports about this client's keys."""
@@ -216,8 +208,7 @@ class Client(ClientExtras):
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
         self.status = "running"
         if self._set_as_default:
-            global _default_client
-            _default_client = weakref.ref(self)
+            runtime.set_default_client(self)
         return self
 
     def _on_peer_lost(self, address: str, comm: Any) -> None:
@@ -263,9 +254,7 @@ class Client(ClientExtras):
             return
         was_running = self.status == "running"
         self.status = "closing"
-        global _default_client
-        if _default_client is not None and _default_client() is self:
-            _default_client = None
+        runtime.unset_default_client(self)
         if was_running:
             self._flush()
             try:
@@ -304,21 +293,7 @@ class Client(ClientExtras):
             return _raise_later(exc) if self.asynchronous else _raise(exc)
         if self.asynchronous:
             return fn(*args, **kwargs)
-        if threading.get_ident() == self._loop_thread:
-            raise RuntimeError("blocking call on the client's event loop; use `await` "
-                               "(Client(asynchronous=True)) from async code")
-        from ..worker.pool import current_pool
-        pool = current_pool()
-        if pool is not None and pool.loop is self.loop:
-            return pool.block_on(lambda: fn(*args, **kwargs))
-        seceded = pool is not None and pool.secede()
-        try:
-            fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
-            return fut.result()
-        finally:
-            if seceded:
-                assert pool is not None
-                pool.rejoin()
+        return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
 
     def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -505,8 +480,7 @@ class Client(ClientExtras):
         is_ref = self._ref_key
         fn_hash = hashlib.blake2b(fn_blob.header, digest_size=16)  # copied per call, not redone
         pickled: list[Future] = []  # Futures met while pickling, for the whole batch
-        token = PICKLED_FUTURES.set(pickled)
-        try:
+        with runtime.collecting_futures(pickled):
             packed = []
             for i, (args, kwargs) in enumerate(calls):
                 deps: set[str] = set()
@@ -516,8 +490,6 @@ class Client(ClientExtras):
                 packed.append((deps, pack_args(args2, kwargs2)))
                 if len(pickled) > seen:
                     hidden[i] = pickled[seen:]
-        finally:
-            PICKLED_FUTURES.reset(token)
         for i, (deps, args_blob) in enumerate(packed):
             if keys is not None:
                 k = keys[i]

@@ -18,16 +18,16 @@ import inspect
 import os
 import platform
 import sys
-import weakref
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 from urllib.parse import urlsplit
 
+from .. import runtime
 from ..core import ActorRef, Pickled
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
 from ..spec import pack_args
-from .future import UNPICKLING_CLIENT, CancelledError, Future, futures_of
+from .future import CancelledError, Future, futures_of
 
 if TYPE_CHECKING:
     from .client import Client
@@ -255,13 +255,8 @@ class ClientExtras:
     @contextlib.contextmanager
     def as_current(self) -> Iterator["Client"]:
         """Make this client the default (for ``get_client()`` outside tasks) in a ``with``."""
-        from . import client as client_module
-        before = client_module._default_client
-        client_module._default_client = weakref.ref(cast("Client", self))
-        try:
+        with runtime.default_client_as(cast("Client", self)):
             yield cast("Client", self)
-        finally:
-            client_module._default_client = before
 
 
 def default_client(c: "Client | None" = None) -> "Client":
@@ -273,8 +268,7 @@ def default_client(c: "Client | None" = None) -> "Client":
     """
     if c is not None:
         return c
-    from .client import default_client as current_default
-    found = current_default()
+    found = runtime.default_client()
     if found is None:
         raise ValueError("no running Client found: create one with actorrt.Client(...) first")
     return found
@@ -547,11 +541,7 @@ async def _get_dataset(client: "Client", name: str, default: Any, timeout: float
             raise KeyError(f"dataset {name!r} not found")
         return default
     from .actor_handle import load_binding
-    token = UNPICKLING_CLIENT.set(client)  # Futures inside bind to (and are held by) this client
-    try:
-        return load_binding(blob, client)
-    finally:
-        UNPICKLING_CLIENT.reset(token)
+    return load_binding(blob, client)  # Futures inside bind to (and are held by) this client
 
 
 async def _list_datasets(client: "Client", timeout: float | None = None) -> tuple:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .. import runtime
 from ..core.serialize import Pickled, loads_exception
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class Future:
             pass  # interpreter shutdown or a closed client
 
     def __reduce__(self) -> Any:
-        kept = PICKLED_FUTURES.get()
+        kept = runtime.pickled_futures.get()
         if kept is not None:
             kept.append(self)
         return _rebuild_future, (self.key,)
@@ -257,22 +257,9 @@ class Future:
         return isinstance(other, Future) and other.key == self.key and other.client is self.client
 
 
-#: Set while unpickling a value received by a given client (a Queue item, a Variable's
-#: value): Futures inside bind to that client rather than to get_client()'s.
-UNPICKLING_CLIENT: "contextvars.ContextVar[Client | None]" = contextvars.ContextVar(
-    "actorrt_unpickling_client", default=None)
-
-
-#: Set while pickling an actor call's arguments: each Future pickled adds itself, and the
-#: call keeps them (so their keys) until the actor replies, by when the actor's copies
-#: hold the keys: the caller's own may be temporaries, dropped as soon as the call is sent.
-PICKLED_FUTURES: "contextvars.ContextVar[list[Future] | None]" = contextvars.ContextVar(
-    "actorrt_pickled_futures", default=None)
-
-
 def _rebuild_future(key: str) -> Future:
     """Unpickling a Future binds it to the client of wherever it lands (a task's worker)."""
-    client = UNPICKLING_CLIENT.get()
+    client = runtime.bound_client()
     if client is None:
         from ..context import get_client
         client = get_client()

@@ -10,12 +10,12 @@ call of a worker's client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, NamedTuple
 
+from .. import runtime
 from .actor_handle import ActorFuture, actor_futures_of
 from .future import Future, FutureState, futures_of
 
@@ -157,7 +157,8 @@ class as_completed:
         self.raise_errors = raise_errors
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # guards the fields below: threads add, the loop pushes
+        self._loop: asyncio.AbstractEventLoop | None = None  # where a sync next() waits
         self._ready: deque[_Done] = deque()
         self._pending: dict[Future, int] = {}     # future -> how many adds not yet done
         self._generation = 0                      # bumped by clear(): stale callbacks drop out
@@ -172,9 +173,11 @@ class as_completed:
         """Add one future; it is yielded once it finishes (at once if already done)."""
         if not isinstance(future, (Future, ActorFuture)):
             raise TypeError(f"as_completed.add() needs a Future, got {type(future).__name__}")
-        with self._cond:
+        with self._lock:
             self._pending[future] = self._pending.get(future, 0) + 1
             generation = self._generation
+            if self._loop is None:
+                self._loop = future.client.loop
 
         def on_done(_: FutureState) -> None:
             self._on_done(future, generation)
@@ -233,22 +236,20 @@ class as_completed:
                 self._push(_Done(f, v, False))
 
     def _push(self, item: _Done) -> None:
-        with self._cond:
+        with self._lock:
             n = self._pending.get(item.future, 0)
             if n <= 1:
                 self._pending.pop(item.future, None)
             else:
                 self._pending[item.future] = n - 1
             self._ready.append(item)
-            self._cond.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
+        _wake(waiters)
 
     # --- queries ------------------------------------------------------------
     def count(self) -> int:
         """How many futures are still to be yielded (pending or ready)."""
-        with self._cond:
+        with self._lock:
             return sum(self._pending.values()) + len(self._ready)
 
     def is_empty(self) -> bool:
@@ -256,19 +257,17 @@ class as_completed:
 
     def has_ready(self) -> bool:
         """Whether ``next()`` would return without waiting."""
-        with self._cond:
+        with self._lock:
             return bool(self._ready)
 
     def clear(self) -> None:
         """Forget every future not yet yielded."""
-        with self._cond:
+        with self._lock:
             self._generation += 1
             self._pending.clear()
             self._ready.clear()
-            self._cond.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
+        _wake(waiters)
 
     # --- sync iteration -----------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -279,31 +278,40 @@ class as_completed:
 
     def _take(self, n: int | None, block: bool) -> list[_Done]:
         """Pop up to ``n`` ready items (all if None), waiting for one if ``block``."""
-        with self._cond:
+        with self._lock:
             if self._ready or not block:
                 return self._pop_locked(n)
             if not self._pending:
                 raise StopIteration
-        # The lock is released before the thread slot is taken back: rejoining waits on
-        # the loop, and the loop needs this lock to deliver results.
-        with _slot_given_back():
-            with self._cond:
-                self._wait_ready_locked()
-                return self._pop_locked(n)
+            loop = self._loop
+        assert loop is not None  # (set by the first add)
+        if not runtime.block_on(loop, self._until_ready):
+            raise StopIteration
+        with self._lock:
+            return self._pop_locked(n)
 
     def _pop_locked(self, n: int | None) -> list[_Done]:
         count = len(self._ready) if n is None else min(n, len(self._ready))
         return [self._ready.popleft() for _ in range(count)]
 
-    def _wait_ready_locked(self) -> None:
-        while not self._ready:
-            if not self._pending:
-                raise StopIteration
+    async def _until_ready(self) -> bool:
+        """On a loop: wait until an item is ready (True) or none can come (False).
+        TimeoutError once the deadline passes first."""
+        while True:
+            with self._lock:
+                if self._ready:
+                    return True
+                if not self._pending:
+                    return False
+                loop = asyncio.get_running_loop()
+                fut = loop.create_future()
+                self._async_waiters.append((loop, fut))
             remaining = None if self._deadline is None else self._deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
                 raise TimeoutError(f"as_completed: nothing finished within {self._timeout} s "
-                                   f"({sum(self._pending.values())} futures pending)")
-            self._cond.wait(remaining)
+                                   f"({sum(self._pending.values())} futures pending)") from None
 
     def next_batch(self, block: bool = True) -> list:
         """Everything ready now; with ``block``, wait for at least one item first."""
@@ -334,41 +342,27 @@ class as_completed:
 
     async def __anext__(self) -> Any:
         while True:
-            with self._cond:
+            with self._lock:
                 if self._ready:
                     return self._unpack(self._ready.popleft())
-                if not self._pending:
-                    raise StopAsyncIteration
-                loop = asyncio.get_running_loop()
-                fut = loop.create_future()
-                self._async_waiters.append((loop, fut))
-            remaining = None if self._deadline is None else self._deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"as_completed: nothing finished within {self._timeout} s") from None
+            if not await self._until_ready():
+                raise StopAsyncIteration
 
     def __repr__(self) -> str:
         return f"<as_completed: {self.count()} to go, {len(self._ready)} ready>"
 
 
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
+    for loop, fut in waiters:
+        if runtime.on_loop(loop):  # (results arrive on the client's loop: no hop needed)
+            _resolve(fut)
+        else:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+
 def _resolve(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-@contextlib.contextmanager
-def _slot_given_back() -> Iterator[None]:
-    """Inside a task, give the thread slot back while blocked (no-op elsewhere)."""
-    from ..worker.pool import current_pool
-    pool = current_pool()
-    seceded = pool is not None and pool.secede()
-    try:
-        yield
-    finally:
-        if seceded:
-            assert pool is not None
-            pool.rejoin()
 
 
 __all__ = ["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "as_completed",

@@ -15,14 +15,13 @@ task's thread slot back meanwhile, as ``Client.sync`` does).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import functools
 import itertools
 import math
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
+from .. import runtime
 from ..client.future import futures_of
 from ..core import ActorRef, Pickled
 from .registry import REGISTRY_ID
@@ -144,7 +143,7 @@ class Proxy:
 
         ``then`` post-processes the reply in the caller's thread (where unpickled
         Futures must bind); ``blocking`` marks an ask whose reply may wait (it gets a
-        call id, so a caller that gives up can withdraw it, see ``_ask_blocking``).
+        call id, so a caller that gives up can withdraw it, see ``_ask_withdrawable``).
         """
         client = self.client
         if blocking:
@@ -154,39 +153,24 @@ class Proxy:
         if self._ref is None:
             run_on_loop(client, self._resolve)
         assert self._ref is not None
-        value = ask_on_loop(client, self._ref, op, fields, may_block=blocking, on_late=on_late)
+        value = ask_on_loop(client, self._ref, op, fields, on_late=on_late)
         return value if then is None else then(value)
 
     async def _call_async(self, op: str, fields: dict, then: Callable[[Any], Any] | None,
                           blocking: bool, on_late: Callable[[Any], None] | None) -> Any:
         ref = self._ref or await self._resolve()
         if blocking:
-            value = await self._ask_blocking(ref, op, fields, on_late)
+            value = await _ask_withdrawable(self.client.host, ref, op, fields, on_late)
         else:
             value = await self.client.host.ask(ref, op, **fields)
         return value if then is None else then(value)
 
-    async def _ask_blocking(self, ref: ActorRef, op: str, fields: dict,
-                            on_late: Callable[[Any], None] | None) -> Any:
-        """An ask that may wait long. If the caller gives up (its task is cancelled), the
-        actor is told to drop the request, and a reply already on its way goes to
-        ``on_late`` (e.g. to put received items back) instead of being lost."""
-        host = self.client.host
-        fut = host.ask(ref, op, **fields)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            host.tell(ref, "abandon", call=fields["call"])
-            fut.add_done_callback(lambda f: _late_reply(f, on_late))
-            raise
-
-    def _run(self, fn: Callable[[], Awaitable[Any]], *, then: Callable[[Any], Any] | None = None,
-             may_block: bool = False) -> Any:
+    def _run(self, fn: Callable[[], Awaitable[Any]], *, then: Callable[[Any], Any] | None = None) -> Any:
         """Run coroutine function ``fn`` on the client's face (for what is not one ask)."""
         client = self.client
         if client.asynchronous:
             return fn() if then is None else _then(fn(), then)
-        value = run_on_loop(client, fn, may_block=may_block)
+        value = run_on_loop(client, fn)
         return value if then is None else then(value)
 
     def __repr__(self) -> str:
@@ -194,40 +178,43 @@ class Proxy:
 
 
 # --- the sync face ------------------------------------------------------------------
-# A sync call from a thread crosses to the client's loop and back. It does not go
-# through a coroutine per ask (one loop callback starts the ask, the reply's callback
-# completes a concurrent future) and gives a task's thread slot back only when the
-# reply is slow in coming: an uncontended lock or a non-empty queue answers within
-# a round trip, and seceding costs two more loop wake-ups.
-
-#: how long a possibly-blocking call keeps its task's thread slot before giving it back
-SECEDE_AFTER = 0.005
+# A sync call from a thread waits in runtime.block_on, like every other sync call: one
+# hand-off to the client's loop (which sends the ask) and one back (the reply), with a
+# task's thread slot given back while the reply is not in.
 
 
-def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict, may_block: bool = False,
+def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict,
                 on_late: Callable[[Any], None] | None = None) -> Any:
     """Send one ask from this (non-loop) thread and wait for its reply.
 
     If the wait is interrupted (Ctrl-C), a blocking ask is withdrawn as a cancelled
     async one is: the actor drops it, and a late reply goes to ``on_late``.
     """
-    loop = _check_not_on_loop(client)
-    result: concurrent.futures.Future = concurrent.futures.Future()
-    loop.call_soon_threadsafe(_start_ask, client, ref, op, fields, result)
+    _check_open(client)
+    host = client.host
+    if "call" in fields:  # (a blocking ask: see Proxy._call)
+        return runtime.block_on(client.loop, lambda: _ask_withdrawable(host, ref, op, fields, on_late))
+    return runtime.block_on(client.loop, lambda: host.ask(ref, op, **fields))
+
+
+async def _ask_withdrawable(host: Any, ref: ActorRef, op: str, fields: dict,
+                            on_late: Callable[[Any], None] | None) -> Any:
+    """An ask that may wait long. If the caller gives up (its wait is cancelled), the
+    actor is told to drop the request, and a reply already on its way goes to
+    ``on_late`` (e.g. to put received items back) instead of being lost."""
+    fut = host.ask(ref, op, **fields)
     try:
-        return _wait(result, may_block)
-    except BaseException:
-        if "call" in fields and not result.done():
-            call_on_loop(client, client.host.tell, ref, "abandon", call=fields["call"])
-            result.add_done_callback(
-                lambda r: on_late(r.result()) if on_late and r.exception() is None else None)
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        host.tell(ref, "abandon", call=fields["call"])
+        fut.add_done_callback(lambda f: _late_reply(f, on_late))
         raise
 
 
-def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]], may_block: bool = False) -> Any:
+def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run coroutine function ``fn`` on the client's loop from this thread; its value."""
-    loop = _check_not_on_loop(client)
-    return _wait(asyncio.run_coroutine_threadsafe(fn(), loop), may_block)  # type: ignore[arg-type]
+    _check_open(client)
+    return runtime.block_on(client.loop, fn)
 
 
 def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -242,63 +229,6 @@ def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs:
 def _check_open(client: "Client") -> None:
     if client.status == "closed":  # its loop may be closed (or running on without it): say so
         raise RuntimeError(f"client is closed; cannot reach coordination actors through {client.id}")
-
-
-def _check_not_on_loop(client: "Client") -> asyncio.AbstractEventLoop:
-    _check_open(client)
-    loop = client.loop
-    if asyncio._get_running_loop() is loop:  # (the non-raising form: this is a hot path)
-        raise RuntimeError("blocking call on the client's event loop; use `await` "
-                           "(Client(asynchronous=True)) from async code")
-    return loop
-
-
-def _start_ask(client: "Client", ref: ActorRef, op: str, fields: dict,
-               result: concurrent.futures.Future) -> None:
-    try:
-        fut = client.host.ask(ref, op, **fields)
-    except BaseException as e:
-        result.set_exception(e)
-        return
-    fut.add_done_callback(lambda f: _copy_outcome(f, result))
-
-
-def _copy_outcome(fut: "asyncio.Future[Any]", result: concurrent.futures.Future) -> None:
-    if fut.cancelled():
-        result.set_exception(asyncio.CancelledError())
-    elif fut.exception() is not None:
-        result.set_exception(fut.exception())
-    else:
-        result.set_result(fut.result())
-
-
-def _wait(result: concurrent.futures.Future, may_block: bool) -> Any:
-    if may_block:
-        try:
-            return result.result(SECEDE_AFTER)
-        except TimeoutError:
-            if result.done():
-                raise  # the call's own TimeoutError
-        with _slot_given_back():
-            return result.result()
-    return result.result()
-
-
-@contextlib.contextmanager
-def _slot_given_back() -> Iterator[None]:
-    """Inside a task, let the worker run another task while this one waits
-    (dask/distributed#4738: blocked tasks must not starve the pool)."""
-    from ..context import rejoin, secede
-    try:
-        secede()
-        seceded = True
-    except ValueError:  # not in a task, or the slot was given back already
-        seceded = False
-    try:
-        yield
-    finally:
-        if seceded:
-            rejoin()
 
 
 def _late_reply(fut: "asyncio.Future[Any]", on_late: Callable[[Any], None] | None) -> None:

@@ -236,7 +236,7 @@ class Sub(Proxy):
                 return self._load(inbox.buffer.popleft())
             except IndexError:
                 pass  # another thread took the last one
-        return self._run(lambda: self._next(timeout), then=self._load, may_block=True)
+        return self._run(lambda: self._next(timeout), then=self._load)
 
     def _load(self, blob: Pickled) -> Any:
         return load_value(blob, self.client)

@@ -12,9 +12,10 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-_local = threading.local()
+from .. import runtime
+from ..runtime import Waiter
 
 
 class Job:
@@ -34,13 +35,13 @@ class Job:
 
 def run_job(job: Job) -> None:
     """Run ``job`` on this thread, keeping its outcome; never raises."""
-    _local.job = job
+    runtime.enter_job(job)
     try:
         job.result = job.fn()
     except BaseException as e:  # reported to whoever waits on the job, never kills the thread
         job.error = e
     finally:
-        _local.job = None
+        runtime.leave_job()
 
 
 class Completions:
@@ -78,16 +79,10 @@ class Completions:
         self._on_jobs(jobs)
 
 
-def current_job() -> Job | None:
-    """The job the calling thread is running, if it is a pool thread."""
-    return getattr(_local, "job", None)
-
-
-def current_pool() -> "TaskPool | None":
-    return getattr(_local, "pool", None)
-
-
 class TaskPool:
+    """The worker's slots. Installed on its threads as :class:`actorrt.runtime.Slots`:
+    the policy by which a task waiting for the loop gives its slot back."""
+
     def __init__(self, nthreads: int, name: str = "actorrt-worker") -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be at least 1, got {nthreads}")
@@ -96,7 +91,7 @@ class TaskPool:
         self.loop = asyncio.get_running_loop()
         self.running = 0                 # slots in use (loop side)
         self.ready: deque[Job] = deque()  # waiting for a slot
-        self._rejoiners: deque[threading.Event] = deque()
+        self._rejoiners: deque[Callable[[], None]] = deque()
         self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy_threads = 0
@@ -114,7 +109,7 @@ class TaskPool:
     def _dispatch(self) -> None:
         while self._rejoiners and self.running < self.nthreads:
             self.running += 1
-            self._rejoiners.popleft().set()
+            self._rejoiners.popleft()()
         while self.ready and self.running < self.nthreads:
             job = self.ready.popleft()
             job.holds_slot = True
@@ -147,39 +142,36 @@ class TaskPool:
             if self.on_secede is not None:
                 self.on_secede(job)
 
-    def _on_rejoin(self, job: Job, event: threading.Event) -> None:
+    def _on_rejoin(self, job: Job, wake: Callable[[], None]) -> None:
         if job.holds_slot:
-            event.set()
+            wake()
             return
         job.holds_slot = True
-        self._rejoiners.append(event)
+        self._rejoiners.append(wake)
         self._dispatch()
 
-    def _begin_block(self, job: Job, start: Callable[[], Any], waiter: "_Blocked") -> None:
+    def _begin_block(self, job: Job, start: Callable[[], Awaitable[Any]], waiter: Waiter,
+                     started: list) -> None:
         """Loop side of :meth:`block_on`: start the work, give the slot back meanwhile."""
         try:
             fut = asyncio.ensure_future(start())
         except BaseException as e:
-            waiter.finish(None, e)
+            waiter.set(None, e)
             return
+        started.append(fut)
         gave_back = job.holds_slot and not fut.done()
         if gave_back:
             self._on_secede(job)
         fut.add_done_callback(lambda f: self._end_block(job, f, waiter, gave_back))
 
-    def _end_block(self, job: Job, fut: "asyncio.Future[Any]", waiter: "_Blocked", gave_back: bool) -> None:
-        if fut.cancelled():
-            waiter.result, waiter.error = None, asyncio.CancelledError()
-        else:
-            waiter.result, waiter.error = (fut.result(), None) if fut.exception() is None \
-                else (None, fut.exception())
+    def _end_block(self, job: Job, fut: "asyncio.Future[Any]", waiter: Waiter, gave_back: bool) -> None:
         if not gave_back:
-            waiter.event.set()
+            waiter.set_from(fut)
             return
         # Take a slot again before the thread continues: at once if one is free,
         # else the thread waits its turn (before queued tasks) like a rejoin.
         job.holds_slot = True
-        self._rejoiners.append(waiter.event)
+        self._rejoiners.append(lambda: waiter.set_from(fut))
         self._dispatch()
 
     @property
@@ -199,7 +191,7 @@ class TaskPool:
 
     # thread side -----------------------------------------------------------
     def _thread_main(self) -> None:
-        _local.pool = self
+        runtime.install_slots(self)
         while True:
             job = self._work.get()
             if job is None:
@@ -210,7 +202,7 @@ class TaskPool:
 
     def secede(self) -> bool:
         """Called from a pool thread: give this job's slot back. Returns False outside a job."""
-        job = current_job()
+        job = runtime.current_job()
         # ``seceded`` is the thread's own view: ``holds_slot`` changes on the loop later,
         # so a second secede() before the loop ran must not count twice.
         if job is None or job.seceded:
@@ -219,7 +211,7 @@ class TaskPool:
         self.loop.call_soon_threadsafe(self._on_secede, job)
         return True
 
-    def block_on(self, start: Callable[[], Any]) -> Any:
+    def block_on(self, start: Callable[[], Awaitable[Any]]) -> Any:
         """From a pool thread: run the awaitable ``start()`` makes on the loop and wait.
 
         The job's thread slot is given back while it waits and taken again before it
@@ -227,42 +219,25 @@ class TaskPool:
         instead of three: blocking calls inside tasks (``result()``, actor calls, locks,
         queues) cost little more than from a client.
         """
-        job = current_job()
+        job = runtime.current_job()
         if job is None or job.seceded:  # not a task, or already seceded by hand
-            fut = asyncio.run_coroutine_threadsafe(_as_coroutine(start), self.loop)
-            return fut.result()
-        waiter = _Blocked()
-        self.loop.call_soon_threadsafe(self._begin_block, job, start, waiter)
-        waiter.event.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.result
+            return runtime.wait_on_loop(self.loop, start)
+        waiter = Waiter()
+        started: list[asyncio.Future] = []
+        self.loop.call_soon_threadsafe(self._begin_block, job, start, waiter, started)
+        try:
+            return waiter.wait()
+        except BaseException:
+            if started and not started[0].done():  # interrupted: withdraw what was started
+                self.loop.call_soon_threadsafe(started[0].cancel)
+            raise
 
     def rejoin(self) -> None:
         """Called from a pool thread after :meth:`secede`: wait for a slot again."""
-        job = current_job()
+        job = runtime.current_job()
         if job is None or not job.seceded:
             return
         job.seceded = False
-        event = threading.Event()
-        self.loop.call_soon_threadsafe(self._on_rejoin, job, event)
-        event.wait()
-
-
-class _Blocked:
-    """A thread waiting in :meth:`TaskPool.block_on` and what it will get."""
-
-    __slots__ = ("event", "result", "error")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def finish(self, result: Any, error: BaseException | None) -> None:
-        self.result, self.error = result, error
-        self.event.set()
-
-
-async def _as_coroutine(start: Callable[[], Any]) -> Any:
-    return await start()
+        waiter = Waiter()
+        self.loop.call_soon_threadsafe(self._on_rejoin, job, lambda: waiter.set(None))
+        waiter.wait()

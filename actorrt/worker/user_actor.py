@@ -27,6 +27,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .. import runtime
 from ..core import Actor, Pickled, Reply, own_task
 from ..core.checks import describe
 from ..core.errors import BadMessageError
@@ -101,9 +102,7 @@ class Lane:
             job.done(job)
 
     def _main(self) -> None:
-        from ..client.actor_handle import running_actor
-        running_actor.key = self.key
-        running_actor.max_concurrency = self.max_concurrency
+        runtime.serve_actor(self.key, self.max_concurrency)
         while True:
             job = self._work.get()
             if job is None or self.closed:
@@ -224,13 +223,12 @@ class UserActor(Actor):
 
     async def _run_async(self, name: str, args: Pickled | None, reply: Reply,
                          holder: str | None = None) -> None:
-        from ..client.actor_handle import binding
         try:
             a: Any = ()
             kw: dict = {}
             if args is not None:
                 client = self.worker.client()
-                with binding(client):  # handles in the arguments bind here
+                with runtime.binding(client):  # handles in the arguments bind here
                     a, kw = _call_args(args, self.label, name)
                 client._flush()  # Futures in them: want their keys before the reply goes out
             value = await getattr(self.instance, name)(*a, **kw)

@@ -1,0 +1,270 @@
+"""Process-wide state in one place, and the one way a thread waits for the loop.
+
+Everything here is ambient: it belongs to the process or to the calling thread, not
+to any one object, and several layers need it without importing each other.
+
+- **The default client**: the last ``Client`` created with ``set_as_default`` (what
+  ``get_client()`` returns outside a task, and what dask's ``compute`` would use).
+- **The current job**: the task or actor call this thread runs, and its **slots**, the
+  policy of the pool it runs on for giving its thread slot back while it waits. A
+  worker's pool installs both on its threads; the client only ever asks this module,
+  so ``client`` never imports ``worker``.
+- **The binding**: the client that Futures and actor handles unpickled in this context
+  bind to (a fetched result, a Queue item), and the Futures met while pickling a
+  call's arguments (kept until the call is answered).
+- **block_on**: every sync call (``Future.result``, ``gather``, ``ActorFuture.result``,
+  coordination calls, ``as_completed``'s ``next``) waits here, by one rule: a thread
+  inside a task gives its slot back while the reply is not in, and takes one again
+  before it continues, so tasks that wait on other work cannot starve a worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Protocol
+
+if TYPE_CHECKING:
+    from .client.client import Client
+    from .client.future import Future
+
+
+# --- the default client ---------------------------------------------------------------
+
+_default: "weakref.ref[Client] | None" = None
+
+
+def default_client() -> "Client | None":
+    """The default client if it is running, else None."""
+    client = _default() if _default is not None else None
+    return client if client is not None and client.status == "running" else None
+
+
+def set_default_client(client: "Client | None") -> None:
+    global _default
+    _default = weakref.ref(client) if client is not None else None
+
+
+def unset_default_client(client: "Client") -> None:
+    """Forget ``client`` as the default (if it is: a newer client keeps its place)."""
+    global _default
+    if _default is not None and _default() is client:
+        _default = None
+
+
+@contextlib.contextmanager
+def default_client_as(client: "Client") -> Iterator[None]:
+    """``client`` is the default inside the block; the previous one again afterwards."""
+    global _default
+    before = _default
+    _default = weakref.ref(client)
+    try:
+        yield
+    finally:
+        _default = before
+
+
+# --- the current job and its slot policy ------------------------------------------------
+
+class Slots(Protocol):
+    """What a worker's pool installs on its threads (``worker/pool.py``)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def block_on(self, start: Callable[[], Awaitable[Any]]) -> Any:
+        """Wait for ``start()``'s outcome with the calling job's slot given back."""
+
+    def secede(self) -> bool:
+        """Give the calling job's slot back; False if there is none to give."""
+
+    def rejoin(self) -> None:
+        """Take a slot again after :meth:`secede`."""
+
+
+class _ThreadState(threading.local):
+    job: Any = None                 # the job (task run or actor call) this thread runs
+    slots: Slots | None = None      # its pool's slot policy, on pool threads
+    actor: tuple[str, int] | None = None  # (key, max_concurrency) of the actor this lane serves
+
+
+_thread = _ThreadState()
+
+
+def current_job() -> Any:
+    """The job this thread runs (its ``context`` is the task or actor), else None."""
+    return _thread.job
+
+
+def enter_job(job: Any) -> None:
+    _thread.job = job
+
+
+def leave_job() -> None:
+    _thread.job = None
+
+
+def current_slots() -> Slots | None:
+    return _thread.slots
+
+
+def install_slots(slots: Slots | None) -> None:
+    """Called once by each pool thread: how jobs on it give their slot back."""
+    _thread.slots = slots
+
+
+def running_actor() -> tuple[str, int] | None:
+    """``(key, max_concurrency)`` of the user actor this thread serves, else None."""
+    return _thread.actor
+
+
+def serve_actor(key: str, max_concurrency: int) -> None:
+    """Called once by each thread of a user actor's lane."""
+    _thread.actor = (key, max_concurrency)
+
+
+# --- binding: which client unpickled Futures and handles belong to ----------------------
+
+_binding: "contextvars.ContextVar[Client | None]" = contextvars.ContextVar(
+    "actorrt_binding", default=None)
+
+#: Set while pickling a call's arguments: each Future pickled adds itself, and the call
+#: keeps them (so their keys) until it is answered, by when the receiver's copies hold
+#: the keys: the caller's own may be temporaries, dropped as soon as the call is sent.
+pickled_futures: "contextvars.ContextVar[list[Future] | None]" = contextvars.ContextVar(
+    "actorrt_pickled_futures", default=None)
+
+
+def bound_client() -> "Client | None":
+    """The client that objects unpickled here bind to, if one was named."""
+    return _binding.get()
+
+
+@contextlib.contextmanager
+def binding(client: "Client | None") -> Iterator[None]:
+    """Futures and actor handles unpickled inside the block bind to ``client``."""
+    token = _binding.set(client)
+    try:
+        yield
+    finally:
+        _binding.reset(token)
+
+
+@contextlib.contextmanager
+def collecting_futures(kept: "list[Future]") -> Iterator[None]:
+    """Futures pickled inside the block are appended to ``kept``."""
+    token = pickled_futures.set(kept)
+    try:
+        yield
+    finally:
+        pickled_futures.reset(token)
+
+
+# --- block_on -----------------------------------------------------------------------------
+
+class Waiter:
+    """One thread parked until the loop hands it an outcome.
+
+    A pre-acquired lock rather than a ``threading.Event``: the thread sleeps in one
+    ``acquire`` and the loop wakes it with one ``release``, the cheapest hand-off
+    CPython has (an Event adds a Condition and a second lock on each side).
+    """
+
+    __slots__ = ("_lock", "result", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, result: Any, error: BaseException | None = None) -> None:
+        """Loop side (or any thread): deliver the outcome and wake the waiting thread."""
+        self.result, self.error = result, error
+        self._lock.release()
+
+    def set_from(self, fut: "asyncio.Future[Any]") -> None:
+        """Deliver the outcome of a done asyncio future (a done-callback)."""
+        if fut.cancelled():
+            self.set(None, asyncio.CancelledError())
+        else:
+            error = fut.exception()
+            self.set(None if error is not None else fut.result(), error)
+
+    def wait(self) -> Any:
+        """Thread side: sleep until :meth:`set`, then return the result or raise."""
+        self._lock.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
+             arm: Callable[[Waiter], bool] | None = None) -> Any:
+    """Run ``start()`` on ``loop`` and wait, from this thread, for its outcome.
+
+    ``start`` is called on the loop and returns an awaitable (a coroutine, or an
+    asyncio future such as a pending ask). Inside a task on a worker whose loop this
+    is, the task's thread slot is given back while the outcome is not in. Interrupted
+    (Ctrl-C), the awaitable is cancelled on the loop, so a blocking ask is withdrawn.
+
+    ``arm``, for an outcome the loop delivers anyway (an actor call's reply), saves
+    the hop to the loop where no slot is to be given back: ``arm(waiter)`` registers
+    ``waiter`` with the outcome, thread-safely, and returns False if it is already
+    there; block_on then returns None, and the caller reads the outcome itself.
+    """
+    if asyncio._get_running_loop() is loop:  # (the non-raising form: this is a hot path)
+        raise RuntimeError("blocking call on the client's event loop; use `await` "
+                           "(Client(asynchronous=True)) from async code")
+    slots = _thread.slots
+    if slots is not None and slots.loop is loop:
+        return slots.block_on(start)
+    if arm is not None and slots is None:
+        waiter = Waiter()
+        return waiter.wait() if arm(waiter) else None
+    # A task using a client on another loop (or an explicit ``worker_client``) still
+    # gives its slot back: the rule does not depend on whose loop answers.
+    seceded = slots is not None and slots.secede()
+    try:
+        return wait_on_loop(loop, start)
+    finally:
+        if seceded:
+            assert slots is not None
+            slots.rejoin()
+
+
+def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
+                 waiter: Waiter | None = None) -> Any:
+    """The bare hand-off of :func:`block_on`: no slot policy (the caller applies it)."""
+    waiter = waiter or Waiter()
+    started: list[asyncio.Future] = []
+    loop.call_soon_threadsafe(_begin, start, waiter, started)
+    try:
+        return waiter.wait()
+    except BaseException:
+        if started and not started[0].done():  # interrupted: withdraw what was started
+            loop.call_soon_threadsafe(started[0].cancel)
+        raise
+
+
+def _begin(start: Callable[[], Awaitable[Any]], waiter: Waiter, started: list) -> None:
+    """Loop side of :func:`wait_on_loop`."""
+    try:
+        fut = asyncio.ensure_future(start())
+    except BaseException as e:
+        waiter.set(None, e)
+        return
+    started.append(fut)
+    fut.add_done_callback(waiter.set_from)
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running ``loop`` (where nothing may block)."""
+    return asyncio._get_running_loop() is loop
+
+
+__all__ = ["Slots", "Waiter", "binding", "block_on", "bound_client", "collecting_futures",
+           "current_job", "current_slots", "default_client", "default_client_as", "enter_job",
+           "install_slots", "leave_job", "on_loop", "pickled_futures", "running_actor",
+           "serve_actor", "set_default_client", "unset_default_client", "wait_on_loop"]
