@@ -259,12 +259,29 @@ def _begin(start: Callable[[], Awaitable[Any]], waiter: Waiter, started: list) -
     fut.add_done_callback(waiter.set_from)
 
 
+class Ready:
+    """What an async face returns for work it has already done (a cancel, a put that
+    needs no reply): awaitable, and unlike a coroutine safe to drop unawaited."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+    def __await__(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+        yield  # (unreachable: makes this a generator, as __await__ must be)
+
+
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether the calling thread is running ``loop`` (where nothing may block)."""
     return asyncio._get_running_loop() is loop
 
 
-__all__ = ["Slots", "Waiter", "binding", "block_on", "bound_client", "collecting_futures",
+__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "collecting_futures",
            "current_job", "current_slots", "default_client", "default_client_as", "enter_job",
            "install_slots", "leave_job", "on_loop", "pickled_futures", "running_actor",
            "serve_actor", "set_default_client", "unset_default_client", "wait_on_loop"]

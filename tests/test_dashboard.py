@@ -340,6 +340,7 @@ def test_close_ends_websockets_connections_and_the_listener():
         await lc._close_async()
         assert await asyncio.wait_for(ws.read_message(), 5) is None
         assert ws.close_code == 1001
+        ws.close()  # (the server closed it; this releases the client's side)
         assert await asyncio.wait_for(reader.read(), 5) in (b"ok", b"")  # then EOF
         writer.close()
         await writer.wait_closed()

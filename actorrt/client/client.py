@@ -129,6 +129,11 @@ class Client(ClientExtras):
         self._start_task: Any = None
         self._own_loop = True
         if not asynchronous:
+            if address is None:
+                # A sync client's cluster has a sync face too (``client.cluster.scale(4)``
+                # works), and the client shares its loop and its inproc addresses.
+                address = self.cluster = self._local_cluster(asynchronous=False)
+                self._own_cluster = True
             shared = getattr(address, "_loop_runner", None)
             if shared is not None:  # a sync LocalCluster: share its loop (and inproc addresses)
                 self._loop_runner, self._own_loop = shared, False
@@ -140,8 +145,7 @@ class Client(ClientExtras):
                 self._loop_runner.run(self._start, timeout=timeout + 5)
             except BaseException:
                 self._loop_runner.run(self._close_async)
-                if self._own_loop:
-                    self._loop_runner.stop()
+                self._stop_loop()
                 raise
 
     @classmethod
@@ -174,15 +178,11 @@ class Client(ClientExtras):
     async def _start(self) -> "Client":
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        address = self._address
+        address = self.cluster if self._own_cluster else self._address
         if address is None:
-            from ..deploy.local import LocalCluster
-            # (None means "the cluster's default", except for the dashboard: None turns it off.)
-            args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
-                                              if v is not None or k == "dashboard_address"})
-            self.cluster = LocalCluster(asynchronous=True, security=self.security, **args)
-            await self.cluster
+            self.cluster = self._local_cluster(asynchronous=True)
             self._own_cluster = True
+            await self.cluster
             address = self.cluster.scheduler_address
             self._secret = self.cluster.secret
         elif not isinstance(address, str):  # a cluster object
@@ -211,6 +211,21 @@ class Client(ClientExtras):
             runtime.set_default_client(self)
         return self
 
+    def _local_cluster(self, asynchronous: bool) -> Any:
+        """The LocalCluster this client starts when given no address."""
+        from ..deploy.local import LocalCluster  # (the one lazy import: deploy sits above client)
+        # (None means "the cluster's default", except for the dashboard: None turns it off.)
+        args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
+                                          if v is not None or k == "dashboard_address"})
+        return LocalCluster(asynchronous=asynchronous, security=self.security, **args)
+
+    def _stop_loop(self) -> None:
+        """Stop the loop thread this client (or the sync cluster it started) runs."""
+        if self._own_loop and self._loop_runner is not None:
+            self._loop_runner.stop()
+        elif self._own_cluster and self.cluster is not None and not self.cluster.asynchronous:
+            self.cluster.close()  # (closed already on the loop: this stops its loop thread)
+
     def _on_peer_lost(self, address: str, comm: Any) -> None:
         # By connection, not only by name: the scheduler may call itself by another
         # name (localhost, 0.0.0.0) than the address this client dialled.
@@ -228,6 +243,8 @@ class Client(ClientExtras):
         await self._close_async()
 
     def __enter__(self) -> "Client":
+        if self.asynchronous:  # its close is a coroutine that ``__exit__`` could only drop
+            raise TypeError("an asynchronous Client is a context manager with `async with`, not `with`")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -243,8 +260,7 @@ class Client(ClientExtras):
             try:
                 self._loop_runner.run(self._close_async, timeout=timeout or self.timeout)
             finally:
-                if self._own_loop:
-                    self._loop_runner.stop()
+                self._stop_loop()
         else:
             self.sync(self._close_async)
         return None
@@ -290,7 +306,9 @@ class Client(ClientExtras):
         if self.status == "closed":
             # Its loop may be gone: waiting on it would hang for ever.
             exc = RuntimeError(f"client is closed; cannot call {getattr(fn, '__name__', '?').lstrip('_')}()")
-            return _raise_later(exc) if self.asynchronous else _raise(exc)
+            if self.asynchronous:
+                return runtime.Ready(error=exc)
+            raise exc
         if self.asynchronous:
             return fn(*args, **kwargs)
         return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
@@ -809,7 +827,7 @@ class Client(ClientExtras):
         has run, so ``f.cancelled()`` holds right after ``client.cancel(f)`` (as in dask)."""
         if self.asynchronous or self.status == "closed" or threading.get_ident() == self._loop_thread:
             self._call_on_loop(update)
-            return _done_coro() if self.asynchronous else None
+            return runtime.Ready() if self.asynchronous else None
         return self.sync(_run_now, update)
 
     # --- introspection (more in extras.py) -----------------------------------------
@@ -871,22 +889,10 @@ def _normalize_workers(workers: Any) -> list[str] | None:
     return check_workers(workers)
 
 
-def _raise(exc: BaseException) -> Any:
-    raise exc
-
-
-async def _raise_later(exc: BaseException) -> Any:
-    raise exc
-
-
 def _secret_bytes(secret: bytes | str | None) -> bytes | None:
     if secret is None or isinstance(secret, bytes):
         return secret
     return secret.encode()
-
-
-async def _done_coro() -> None:
-    return None
 
 
 def _keep(futures: list[Future], state: FutureState) -> None:

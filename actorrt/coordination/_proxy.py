@@ -77,14 +77,7 @@ def load_value(blob: Pickled, client: "Client") -> Any:
     return load_binding(blob, client)
 
 
-class _Done:
-    """An already-finished awaitable (``await pub.put(x)`` works on both faces)."""
-
-    def __await__(self) -> Any:
-        return iter(())
-
-
-DONE = _Done()
+DONE = runtime.Ready()  # (``await pub.put(x)`` works on both faces)
 
 
 async def _then(coro: Awaitable[Any], then: Callable[[Any], Any]) -> Any:

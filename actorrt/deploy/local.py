@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..core import Host
+from .. import runtime
 from ..core.security import Security
 from ..dashboard import DEFAULT_DASHBOARD_ADDRESS, close_dashboard, parse_dashboard_address, start_dashboard
 from ..scheduler import Scheduler, SchedulerState
@@ -182,10 +183,11 @@ class LocalCluster:
                 and address not in self.scheduler.worker_info)
 
     def _sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """The face: an awaitable on an asynchronous cluster, else the value."""
         if self.asynchronous:
             return fn(*args, **kwargs)
         assert self._loop_runner is not None
-        return self._loop_runner.run(fn, *args, **kwargs)
+        return runtime.block_on(self._loop_runner.loop, lambda: fn(*args, **kwargs))
 
     def scale(self, n: int) -> Any:
         """Grow or shrink to ``n`` workers."""
@@ -278,13 +280,12 @@ class LocalCluster:
     def close(self, timeout: float | None = None) -> Any:
         if self.asynchronous:
             return self._close_async()
-        if self.status == "closed":
-            return None
         assert self._loop_runner is not None
         try:
-            self._loop_runner.run(self._close_async)
+            if self.status != "closed" and not self._loop_runner.loop.is_closed():
+                self._loop_runner.run(self._close_async)
         finally:
-            self._loop_runner.stop()
+            self._loop_runner.stop()  # (also after a client closed it on this loop)
         return None
 
     async def _close_async(self) -> None:
@@ -307,6 +308,9 @@ class LocalCluster:
         await self._close_async()
 
     def __enter__(self) -> "LocalCluster":
+        if self.asynchronous:  # its close is a coroutine that ``__exit__`` could only drop
+            raise TypeError("an asynchronous LocalCluster is a context manager with `async with`, "
+                            "not `with`")
         return self
 
     def __exit__(self, *exc: Any) -> None:
