@@ -281,7 +281,16 @@ def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return asyncio._get_running_loop() is loop
 
 
-__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "collecting_futures",
+def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """Call ``fn(*args)`` on ``loop``: now if this thread runs it, else soon (in the
+    order calls from one thread were made)."""
+    if asyncio._get_running_loop() is loop:
+        fn(*args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
+__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on", "collecting_futures",
            "current_job", "current_slots", "default_client", "default_client_as", "enter_job",
            "install_slots", "leave_job", "on_loop", "pickled_futures", "running_actor",
            "serve_actor", "set_default_client", "unset_default_client", "wait_on_loop"]

@@ -88,7 +88,7 @@ def test_fire_and_forget_runs_after_futures_dropped(client):
     fire_and_forget(y)
     del x, y
     gc.collect()
-    wait_until(lambda: ykey not in client._states)
+    wait_until(lambda: ykey not in client.table)
     open_gate("ff-input")
     wait_until(lambda: "ff-ran" in _log, timeout=10)
     # Done: the scheduler lets it and its input go (no leak).
@@ -285,7 +285,7 @@ def test_erred_task_forgotten_when_future_dropped(any_client):
     del f
     gc.collect()
     wait_until(lambda: key_state(c, key) == "forgotten")
-    assert key not in c._states
+    assert key not in c.table
 
 
 def test_erred_dependency_chain_forgotten(client):

@@ -25,7 +25,7 @@ def test_future_collected_while_client_lock_held_does_not_deadlock(client):
         finished = threading.Event()
 
         def collect_inside_client():
-            with client._lock:
+            with client.table.lock:
                 gc.collect()
             finished.set()
 
@@ -218,7 +218,7 @@ def test_futures_in_a_fetched_result_bind_to_the_fetching_client():
         fs = a.submit(make_futures, 3).result()
         assert all(f.client is a for f in fs)
         assert a.gather(fs) == [1, 2, 3]
-        assert not b._refcount
+        assert b.table.held() == 0
 
 
 def test_futures_in_a_fetched_result_with_no_default_client():
@@ -301,5 +301,5 @@ def wait_until_released(c):
 
     from actorrt.testing import wait_until
     gc.collect()
-    wait_until(lambda: not c._refcount, timeout=10)  # nothing pinned for ever
+    wait_until(lambda: c.table.held() == 0, timeout=10)  # nothing pinned for ever
     return True

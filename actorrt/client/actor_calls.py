@@ -25,6 +25,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .. import runtime
 from ..core import ActorRef
 from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
 from ..core.serialize import RemoteTraceback
@@ -77,7 +78,6 @@ class Caller:
         self.host = client.host
         self.loop = client.loop
         self.scheduler = client.scheduler
-        self.loop_thread = client._loop_thread
         # Shared by every handle of one actor in this client; gone with the last handle.
         self.links: weakref.WeakValueDictionary[str, Link] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
@@ -95,7 +95,7 @@ class Caller:
 
     # --- sending: any thread ------------------------------------------------------
     def send(self, link: Link, call: Call) -> None:
-        if threading.get_ident() == self.loop_thread:
+        if runtime.on_loop(self.loop):
             self._dispatch(link, call)
             return
         with self._lock:

@@ -29,7 +29,7 @@ from .. import runtime
 from ..core import Pickled
 from ..core.serialize import RemoteTraceback
 from ..spec import funcname
-from .future import Future, FutureState, wait_all
+from .future import Future, FutureState, held_future, wait_all
 
 if TYPE_CHECKING:
     from .client import Client
@@ -257,7 +257,7 @@ class ActorFuture:
             else:
                 client._callback_executor().submit(fn, self)
 
-        client._call_on_loop(self._state.add_callback, run)
+        runtime.call_on(client.loop, self._state.add_callback, run)
 
     def __reduce__(self) -> Any:
         st = self._state
@@ -342,11 +342,10 @@ def submit_when_ready(client: "Client", func: Callable[..., Any], args: tuple, k
     if not pending:  # (map: this item has none)
         return client.submit(func, *args, key=key, **submit_kwargs, **kwargs)
     key = key or f"{funcname(func)}-{uuid.uuid4().hex}"
-    if key in client._states:  # as submit: an existing key wins over the new spec
+    if key in client.table:  # as submit: an existing key wins over the new spec
         return Future(key, client)
     state = FutureState(key)
-    future = Future.__new__(Future)
-    future.key, future.client, future._state, future._released = key, client, state, False
+    future = held_future(key, client, state)  # (counted in the table once submitted: _adopt)
     alive = weakref.ref(future)
     remaining = [len(pending)]
 
@@ -373,17 +372,16 @@ def submit_when_ready(client: "Client", func: Callable[..., Any], args: tuple, k
         for a in pending:
             a._state.add_callback(one_done)
 
-    client._call_on_loop(watch)
+    runtime.call_on(client.loop, watch)
     return future
 
 
 def _adopt(client: "Client", real: Future, state: FutureState) -> None:
     """Let the user's Future (``state``) stand in for ``real``, which was just submitted."""
-    with client._lock:
-        if client._states.get(real.key) is real._state and client._refcount.get(real.key) == 1:
-            client._states[real.key] = state  # the scheduler's reports now reach the user's Future
-            real._released = True             # whose reference this one becomes
-            return
+    if client.table.replace(real.key, real._state, state):
+        # The scheduler's reports now reach the user's Future, whose reference this becomes.
+        real._released = True
+        return
     # Someone submitted the same key meanwhile: follow its state instead. The reference
     # ``real`` holds is kept (never released) so the result cannot vanish under us.
     real._released = True

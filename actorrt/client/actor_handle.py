@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .. import runtime
@@ -147,7 +146,7 @@ class Actor:
             raise AttributeError(f"actor {self._cls_name} had no attribute {name!r} when created "
                                  "(read attributes set later through a method in async code)")
         future = self._send(GETATTR, name, (), {})
-        if future.client.asynchronous or threading.get_ident() == future.client._loop_thread:
+        if future.client.asynchronous or runtime.on_loop(future.client.loop):
             return future
         return future.result()
 
@@ -277,7 +276,7 @@ def actor_options(kwargs: dict, key: str | None, client: "Client",
     if key is not None:
         raise ValueError("pass name= or key= for an actor, not both")
     key = named_actor_key(name)
-    if not get_if_exists and key in client._states:
+    if not get_if_exists and key in client.table:
         raise ValueError(f"an actor named {name!r} already exists; pass get_if_exists=True to use it")
     options["name"] = name
     options["get_if_exists"] = bool(get_if_exists)

@@ -16,7 +16,6 @@ import itertools
 import logging
 import os
 import random
-import threading
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -31,7 +30,8 @@ from .arguments import (check_count, check_key, check_map_keys, check_priority, 
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..spec import funcname, pack_args, replace_refs
 from ..utils import LoopRunner
-from .future import Future, FutureState, futures_of, wait_all
+from .future import Future, FutureState, futures_of, held_future, wait_all
+from .futures import FutureTable
 from ..core.errors import SerializationError
 from .extras import ClientExtras, resources_not_enforced, without_dask_only_options
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
@@ -57,9 +57,9 @@ class ClientActor(Actor):
         check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin,
                      self.client.host)
         _check_reports(msgs)  # all of them first: a bad one late must not strand the rest
-        futures = self.client._states
+        table = self.client.table
         for key, status, info in msgs:
-            st = futures.get(key)
+            st = table.get(key)
             if st is None:
                 continue
             if status == "memory":
@@ -110,13 +110,7 @@ class Client(ClientExtras):
         self._cluster_args = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                   processes=processes, **cluster_kwargs)
         self._set_as_default = set_as_default
-        self._states: dict[str, FutureState] = {}
-        self._refcount: dict[str, int] = {}
-        # Reentrant: the garbage collector may free a Future (whose release takes this
-        # lock) on any allocation, including one made while this thread holds the lock.
-        self._lock = threading.RLock()
-        self._outbox: list[list] = []
-        self._flush_scheduled = False
+        self.table = FutureTable()  # the keys this client holds, and the scheduler's outbox
         self._fn_cache: dict[int, tuple[Any, Pickled]] = {}
         self._counter = itertools.count()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -125,7 +119,6 @@ class Client(ClientExtras):
         self.host: Host
         self.scheduler: ActorRef
         self.loop: asyncio.AbstractEventLoop
-        self._loop_thread: int | None = None
         self._start_task: Any = None
         self._own_loop = True
         if not asynchronous:
@@ -140,7 +133,6 @@ class Client(ClientExtras):
             else:
                 self._loop_runner = LoopRunner("actorrt-client")
             self.loop = self._loop_runner.loop
-            self._loop_thread = self._loop_runner.thread.ident
             try:
                 self._loop_runner.run(self._start, timeout=timeout + 5)
             except BaseException:
@@ -158,9 +150,9 @@ class Client(ClientExtras):
         self.host = host
         assert host.loop is not None
         self.loop = host.loop
-        self._loop_thread = threading.get_ident()  # built on the host's loop thread
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
         self._scheduler_comm = host.comm_to(scheduler_address)  # the worker's, which it shares
+        self.table.attach(self.loop, self._deliver)
         host.spawn(ClientActor(self), self.id)
         self.status = "running"
         host.tell(self.scheduler, "register_client", client=self.id, ref=ActorRef(host.address, self.id))
@@ -177,7 +169,6 @@ class Client(ClientExtras):
 
     async def _start(self) -> "Client":
         self.loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         address = self.cluster if self._own_cluster else self._address
         if address is None:
             self.cluster = self._local_cluster(asynchronous=True)
@@ -200,6 +191,7 @@ class Client(ClientExtras):
         # Later connections (to workers) fail fast, so a dead peer is noticed quickly.
         self._scheduler_comm: Comm | None = await self.host.connect(address, timeout=self.timeout)
         self.scheduler = ActorRef(address, SCHEDULER_ID)
+        self.table.attach(self.loop, self._deliver)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)
         await asyncio.wait_for(
@@ -232,7 +224,7 @@ class Client(ClientExtras):
         lost = comm is getattr(self, "_scheduler_comm", None)
         if lost and self.status == "running":
             logger.warning("client %s lost its scheduler at %s", self.id, address)
-            for st in list(self._states.values()):
+            for st in self.table.states():
                 if not st.done():
                     st.err(RuntimeError(f"lost connection to the scheduler at {address}"), None)
 
@@ -270,9 +262,10 @@ class Client(ClientExtras):
             return
         was_running = self.status == "running"
         self.status = "closing"
+        self.table.closed = True  # Futures dropped from now on release nothing remotely
         runtime.unset_default_client(self)
         if was_running:
-            self._flush()
+            self.table.flush()
             try:
                 self.host.tell(self.scheduler, "unregister_client", client=self.id)
             except CommClosedError:
@@ -287,9 +280,7 @@ class Client(ClientExtras):
             await self.cluster._close_async()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
-        with self._lock:  # Futures dropped on other threads change the dict meanwhile
-            states = list(self._states.values())
-        for st in states:
+        for st in self.table.states():
             if not st.done():
                 st.cancel("the client closed")
         self.status = "closed"
@@ -313,67 +304,18 @@ class Client(ClientExtras):
             return fn(*args, **kwargs)
         return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
 
-    def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self.loop.call_soon_threadsafe(fn, *args)
-
     def _callback_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="actorrt-callback")
         return self._executor
 
-    # --- futures bookkeeping -------------------------------------------------
-    def _register_future(self, key: str, inform: bool = False) -> FutureState:
-        with self._lock:
-            st = self._states.get(key)
-            if st is None:
-                st = self._states[key] = FutureState(key)
-                self._refcount[key] = self._refcount.get(key, 0) + 1  # cancelled futures may remain
-                if inform:
-                    self._queue_locked("want_keys", key)
-            else:
-                self._refcount[key] += 1
-        return st
-
-    def _inc_ref(self, key: str) -> None:
-        with self._lock:
-            self._refcount[key] = self._refcount.get(key, 0) + 1
-
-    def _dec_ref(self, key: str) -> None:
-        with self._lock:
-            n = self._refcount.get(key, 0) - 1
-            if n > 0:
-                self._refcount[key] = n
-                return
-            self._refcount.pop(key, None)
-            st = self._states.pop(key, None)
-            if st is None or self.status not in ("running", "created"):
-                return
-            self._queue_locked("release_keys", key)
-
-    def _queue_locked(self, op: str, item: Any) -> None:
-        """Append to the scheduler outbox (lock held); consecutive ops of one kind merge."""
-        box = self._outbox
-        if box and box[-1][0] == op:
-            box[-1][1].append(item)
-        else:
-            box.append([op, [item]])
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            if threading.get_ident() == self._loop_thread:
-                self.loop.call_soon(self._flush)
-            else:
-                try:
-                    self.loop.call_soon_threadsafe(self._flush)
-                except RuntimeError:
-                    pass  # loop closed
-
+    # --- the outbox -------------------------------------------------------------
     def _flush(self) -> None:
-        with self._lock:
-            box, self._outbox = self._outbox, []
-            self._flush_scheduled = False
+        """Send the table's outbox now (before a message that must follow it)."""
+        self.table.flush()
+
+    def _deliver(self, box: list) -> None:
+        """On the loop: turn the table's outbox into messages to the scheduler."""
         if self.status not in ("running", "closing"):
             return
         tell = self.host.tell
@@ -523,32 +465,19 @@ class Client(ClientExtras):
             out_keys.append(k)
             specs.append([k, [fn_blob, args_blob], sorted(deps), name, priority, retries,
                           restrict, allow_other_workers, actor])
-        futures = []
-        with self._lock:
-            states, refcount = self._states, self._refcount
-            for k, spec in zip(out_keys, specs):
-                st = states.get(k)
-                if st is None or st.status == "cancelled":
-                    # New, or submitted again after a cancel: a fresh state, so the old
-                    # Futures stay cancelled while the new ones follow the new run.
-                    st = states[k] = FutureState(k)
-                    refcount[k] = refcount.get(k, 0) + 1
-                    self._queue_locked("update_graph", (spec, k))
-                else:
-                    refcount[k] += 1
-                futures.append(Future.__new__(Future))
-                f = futures[-1]
-                f.key, f.client, f._state, f._released = k, self, st, False
+        table = self.table
+        with table.lock:
+            futures = [held_future(k, self, table.hold_new(k, spec)) for k, spec in zip(out_keys, specs)]
         for i, kept in hidden.items():
             # A Future hidden in an argument is no dependency: the worker's unpickled copy
             # claims its key, and the caller's copy may be a temporary. Keep it until the
             # task is done, by when the worker's claim has reached the scheduler.
-            self._call_on_loop(futures[i]._state.add_callback, functools.partial(_keep, kept))
+            runtime.call_on(self.loop, futures[i]._state.add_callback, functools.partial(_keep, kept))
         return futures
 
     def _ref_key(self, obj: Any) -> str | None:
         if isinstance(obj, Future):
-            if obj.client is not self and obj.key not in self._states:
+            if obj.client is not self and obj.key not in self.table:
                 raise ValueError(f"{obj!r} belongs to another client")
             return obj.key
         return is_actor_handle(obj)  # a task given a handle depends on the actor's key
@@ -598,10 +527,6 @@ class Client(ClientExtras):
             data.update(await gather_actor_futures(calls, errors, timeout))
         return _rebuild(futures, data, errors)
 
-    async def _wait_states(self, states: list[FutureState], timeout: float | None = None) -> None:
-        """Return once every state is done; TimeoutError after ``timeout`` seconds."""
-        await wait_all(states, timeout)
-
     async def _gather_keys(self, futures: list[Future], errors: str, timeout: float | None) -> list:
         if self.status == "closed":  # (``await future`` comes here without passing ``sync``)
             raise RuntimeError("client is closed; cannot fetch results")
@@ -612,7 +537,7 @@ class Client(ClientExtras):
         for attempt in range(_FETCH_ATTEMPTS):
             states = [f._state for f in futures if f.key not in values]
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            await self._wait_states(states, remaining)
+            await wait_all(states, remaining)
             for st in states:
                 if st.status in ("error", "cancelled"):
                     if errors == "raise":
@@ -634,7 +559,7 @@ class Client(ClientExtras):
                 continue
             who_has = await self.host.ask(self.scheduler, "who_has", keys=missing)
             for key in missing:
-                lost = self._states.get(key)
+                lost = self.table.get(key)
                 if lost is not None and lost.status == "finished":
                     if who_has.get(key):
                         lost.workers = who_has[key]
@@ -732,8 +657,7 @@ class Client(ClientExtras):
                 who_has.setdefault(k, []).append(a)
                 nbytes[k], types[k] = n, t
         futures = {}
-        with self._lock:
-            self._queue_locked("update_data", (who_has, nbytes, types))
+        self.table.queue("update_data", (who_has, nbytes, types))
         for k, _ in blobs:
             f = Future(k, self, inform=False)
             if not f._state.done():
@@ -796,14 +720,11 @@ class Client(ClientExtras):
         """Stop the tasks behind ``futures`` (and what depends on them)."""
         flat = futures_of(futures)
         keys = [f.key for f in flat]
-        with self._lock:
+        with self.table.lock:
             # Detach the cancelled states now (not when the loop gets to it): a submit of
-            # the same key right after this call must start afresh, and late reports
-            # about the cancelled run must not reach the new one.
-            for f in flat:
-                if self._states.get(f.key) is f._state:
-                    del self._states[f.key]
-            self._queue_locked("cancel", (keys, bool(force)))
+            # the same key right after this call must start afresh.
+            self.table.detach(f._state for f in flat)
+            self.table.queue_locked("cancel", (keys, bool(force)))
 
         def mark() -> None:
             for f in flat:
@@ -818,15 +739,14 @@ class Client(ClientExtras):
             for f in flat:
                 if f._state.status == "error":
                     f._state.status = "pending"
-        with self._lock:
-            self._queue_locked("retry", [f.key for f in flat])
+        self.table.queue("retry", [f.key for f in flat])
         return self._update_states(reset)
 
     def _update_states(self, update: Callable[[], None]) -> Any:
         """Run ``update`` (of future states) on the loop; the sync face returns once it
         has run, so ``f.cancelled()`` holds right after ``client.cancel(f)`` (as in dask)."""
-        if self.asynchronous or self.status == "closed" or threading.get_ident() == self._loop_thread:
-            self._call_on_loop(update)
+        if self.asynchronous or self.status == "closed" or runtime.on_loop(self.loop):
+            runtime.call_on(self.loop, update)
             return runtime.Ready() if self.asynchronous else None
         return self.sync(_run_now, update)
 

@@ -619,10 +619,7 @@ async def _replace_workers(cluster: Any, n: int) -> None:
 def _cancel_local_futures(client: "Client", reason: str) -> None:
     """Mark every Future of this client cancelled; detached, as ``cancel`` does, so a
     submit of the same key after the restart starts afresh."""
-    with client._lock:
-        states = list(client._states.values())
-        client._states.clear()
-    for st in states:
+    for st in client.table.clear():
         st.cancel(reason)
 
 

@@ -155,9 +155,11 @@ class Future:
         self.key = key
         self.client = client
         self._released = False
-        self._state = state if state is not None else client._register_future(key, inform=inform)
-        if state is not None:
-            client._inc_ref(key)
+        if state is None:
+            self._state = client.table.hold(key, inform=inform)
+        else:
+            self._state = state
+            client.table.hold_again(key)
 
     # status ------------------------------------------------------------------
     @property
@@ -189,7 +191,7 @@ class Future:
         return self.client.sync(self._exception, timeout=timeout)
 
     async def _exception(self, timeout: float | None = None) -> BaseException | None:
-        await self.client._wait_states([self._state], timeout)
+        await wait_all([self._state], timeout)
         return self._state.exception()
 
     def traceback(self, timeout: float | None = None) -> str | None:
@@ -197,7 +199,7 @@ class Future:
         return self.client.sync(self._traceback, timeout=timeout)
 
     async def _traceback(self, timeout: float | None = None) -> str | None:
-        await self.client._wait_states([self._state], timeout)
+        await wait_all([self._state], timeout)
         return self._state.traceback_text
 
     def __await__(self) -> Any:
@@ -213,7 +215,7 @@ class Future:
             else:  # never run user code on the client's event loop thread
                 client._callback_executor().submit(fn, self)
 
-        client._call_on_loop(self._state.add_callback, run)
+        runtime.call_on(client.loop, self._state.add_callback, run)
 
     # life cycle --------------------------------------------------------------
     def cancel(self, reason: str | None = None, msg: str | None = None, force: bool = False) -> Any:
@@ -228,7 +230,7 @@ class Future:
         """Drop this future's claim on the key now rather than at garbage collection."""
         if not self._released:
             self._released = True
-            self.client._dec_ref(self.key)
+            self.client.table.release(self.key)
 
     def __del__(self) -> None:
         try:
@@ -255,6 +257,13 @@ class Future:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Future) and other.key == self.key and other.client is self.client
+
+
+def held_future(key: str, client: "Client", state: FutureState) -> Future:
+    """A Future for a reference the client's table has counted already (a submit)."""
+    f = Future.__new__(Future)
+    f.key, f.client, f._state, f._released = key, client, state, False
+    return f
 
 
 def _rebuild_future(key: str) -> Future:

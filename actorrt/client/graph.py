@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from ..spec import TaskRef, pack_args
 from .arguments import check_sendable
-from .future import Future, FutureState
+from .future import Future, held_future
 
 if TYPE_CHECKING:
     from .client import Client
@@ -327,7 +327,7 @@ def _check_external(client: "Client", dsk: Mapping, specs: list) -> None:
     known = {s[0] for s in specs}
     for spec in specs:
         for dep in spec[2]:
-            if dep not in known and dep not in client._states:
+            if dep not in known and dep not in client.table:
                 raise GraphError(f"task {spec[0]!r} depends on {dep!r}, which is neither in the "
                                  "graph nor a Future of this client")
 
@@ -336,22 +336,16 @@ def _queue(client: "Client", specs: list, outputs: dict[str, Hashable]) -> dict[
     """Register Futures for the outputs and queue the specs (one update_graph message)."""
     futures: dict[Hashable, Future] = {}
     submitted = {spec[0] for spec in specs}
-    with client._lock:
-        states, refcount = client._states, client._refcount
+    table = client.table
+    with table.lock:
         for spec in specs:
             skey = spec[0]
             wanted = skey in outputs
-            client._queue_locked("update_graph", (spec, skey if wanted else None))
+            table.queue_locked("update_graph", (spec, skey if wanted else None))
         for skey, key in outputs.items():
-            st = states.get(skey)
-            if st is None or st.status == "cancelled":
-                st = states[skey] = FutureState(skey)
-                if skey not in submitted:  # a Future output: want it again
-                    client._queue_locked("want_keys", skey)
-            refcount[skey] = refcount.get(skey, 0) + 1
-            f = Future.__new__(Future)
-            f.key, f.client, f._state, f._released = skey, client, st, False
-            futures[key] = f
+            # (a Future given as an output, not submitted here, is wanted again)
+            st = table.hold_new(skey, None, wanted=skey not in submitted)
+            futures[key] = held_future(skey, client, st)
     return futures
 
 

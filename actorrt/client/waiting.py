@@ -119,9 +119,9 @@ def fire_and_forget(obj: Any) -> None:
     for f in futures:
         by_client.setdefault(id(f.client), (f.client, []))[1].append(f.key)
     for client, keys in by_client.values():
-        with client._lock:
+        with client.table.lock:
             for key in keys:
-                client._queue_locked("fire_and_forget", key)
+                client.table.queue_locked("fire_and_forget", key)
 
 
 # --- as_completed ---------------------------------------------------------------------
@@ -182,7 +182,7 @@ class as_completed:
         def on_done(_: FutureState) -> None:
             self._on_done(future, generation)
 
-        future.client._call_on_loop(future._state.add_callback, on_done)
+        runtime.call_on(future.client.loop, future._state.add_callback, on_done)
 
     def update(self, futures: Iterable[Future]) -> None:
         """Add many futures."""

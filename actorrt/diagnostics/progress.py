@@ -13,6 +13,7 @@ import threading
 import time
 from typing import IO, Any
 
+from .. import runtime
 from ..client.future import Future, FutureState, futures_of
 
 BAR_WIDTH = 40
@@ -43,7 +44,7 @@ class Tracker:
 
             def one_done(st: FutureState, name: str = name) -> None:
                 self._count(st, name)
-            f.client._call_on_loop(f._state.add_callback, one_done)
+            runtime.call_on(f.client.loop, f._state.add_callback, one_done)
 
     def _count(self, st: FutureState, name: str) -> None:
         with self.cond:
