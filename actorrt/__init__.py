@@ -7,7 +7,7 @@
 """
 from .client.actor_handle import Actor, ActorFuture
 from .client.client import Client
-from .client.extras import default_client
+from .client.compat import default_client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .client.waiting import as_completed, fire_and_forget, wait
 from .context import get_client, get_worker, rejoin, secede, worker_client

@@ -15,7 +15,7 @@ import pytest
 
 import actorrt
 from actorrt import CancelledError, Client, default_client, get_client, get_worker
-from actorrt.client.extras import ResourcesNotEnforcedWarning
+from actorrt.client.compat import ResourcesNotEnforcedWarning
 from actorrt.testing import gen_cluster, wait_until
 
 _gates: dict = {}

@@ -33,7 +33,9 @@ from ..utils import LoopRunner
 from .future import Future, FutureState, futures_of, held_future, wait_all
 from .futures import FutureTable
 from ..core.errors import SerializationError
-from .extras import ClientExtras, resources_not_enforced, without_dask_only_options
+from .admin import AdminMethods
+from .compat import CurrentClientMethods, resources_not_enforced, without_dask_only_options
+from .datasets import DatasetMethods
 from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
                            get_named_actor, is_actor_handle, load_binding, submit_when_ready,
                            waits_for_actor_futures)
@@ -85,7 +87,7 @@ def _check_reports(msgs: list) -> None:
             raise bad("ClientActor.report", f"'msgs'[{i}]", _REPORT_SHAPE, m)
 
 
-class Client(ClientExtras):
+class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
@@ -750,7 +752,7 @@ class Client(ClientExtras):
             return runtime.Ready() if self.asynchronous else None
         return self.sync(_run_now, update)
 
-    # --- introspection (more in extras.py) -----------------------------------------
+    # --- introspection (more in admin.py) ------------------------------------------
     def get_actor(self, name: str, timeout: float | None = None) -> Any:
         """The handle of the actor created with ``submit(Cls, actor=True, name=name)``.
 

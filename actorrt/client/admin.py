@@ -1,33 +1,26 @@
-"""The rest of dask.distributed's Client API: cluster housekeeping and introspection.
+"""Cluster housekeeping and introspection on the Client (dask.distributed's names).
 
-:class:`ClientExtras` is a mixin of :class:`~actorrt.Client`; it holds what a user
-switching from dask reaches for beyond submit/map/gather: ``run`` and
-``run_on_scheduler``, ``who_has``/``has_what``/``processing``/``nthreads``,
-``scheduler_info``, published datasets, ``upload_file``, ``restart``,
-``get_versions``, ``Client.current()`` and ``as_current()``. Every method has the
-sync/async face of the rest of the Client: with ``asynchronous=True`` it returns an
-awaitable.
-
-See docs/api.md for the full table of dask.distributed names and their status here.
+``run`` and ``run_on_scheduler``, ``who_has``/``has_what``/``processing``/``nthreads``,
+``scheduler_info``, ``dashboard_link``, ``get_versions``, ``upload_file``,
+``restart`` and ``shutdown``: a mixin of :class:`~actorrt.Client`, with its sync/async
+face (``client.sync``). See docs/api.md for the status of each dask name.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import os
 import platform
 import sys
-from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 from urllib.parse import urlsplit
 
-from .. import runtime
 from ..core import ActorRef, Pickled
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
 from ..spec import pack_args
-from .future import CancelledError, Future, futures_of
+from .datasets import NO_DEFAULT
+from .future import Future, futures_of
 
 if TYPE_CHECKING:
     from .client import Client
@@ -36,16 +29,8 @@ WORKER_ID = "worker"
 ON_ERROR = ("raise", "return", "ignore")
 
 
-class _NoDefault:
-    def __repr__(self) -> str:
-        return "<no default>"
-
-
-NO_DEFAULT: Any = _NoDefault()
-
-
-class ClientExtras:
-    """Mixin: the Client methods beyond submitting and gathering (dask.distributed's names)."""
+class AdminMethods:
+    """Mixin of Client: running functions on the cluster, asking it about itself, restarting it."""
 
     if TYPE_CHECKING:  # provided by Client
         cluster: Any
@@ -116,7 +101,7 @@ class ClientExtras:
         """``{worker address: number of threads}``."""
         return self.sync(_nthreads, self, workers)
 
-    ncores = nthreads
+    ncores = nthreads  # (dask's older name)
 
     def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> Any:
         """The cluster at a glance, shaped like dask's: ``{"type", "address", "workers": {...}}``.
@@ -160,43 +145,6 @@ class ClientExtras:
         them (a common cause of unpickling errors).
         """
         return self.sync(_get_versions, self, check, list(packages or ()))
-
-    # --- published datasets -------------------------------------------------------
-    def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False,
-                        **kwargs: Any) -> Any:
-        """Keep values (and the results of the Futures inside them) under names on the cluster.
-
-        ``publish_dataset(x=future)`` or ``publish_dataset(value, name="x")``. Another
-        client fetches them with :meth:`get_dataset`; the results stay on the workers
-        until :meth:`unpublish_dataset`, even once every Future is dropped. A name in
-        use raises ``KeyError`` unless ``override=True``.
-
-        >>> client.publish_dataset(totals=client.submit(sum, [1, 2]))   # doctest: +SKIP
-        >>> other_client.get_dataset("totals").result()                  # doctest: +SKIP
-        3
-        """
-        items = _datasets_to_publish(args, name, kwargs)
-        blobs = [(n, *_dump_dataset(n, v)) for n, v in items.items()]  # pickle before sending
-        return self.sync(_publish, self, blobs, override)
-
-    def get_dataset(self, name: str, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
-        """The value published under ``name``; ``default``, or ``KeyError``, if none."""
-        _check_dataset_name(name)
-        return self.sync(_get_dataset, self, name, default)
-
-    def list_datasets(self, **kwargs: Any) -> Any:
-        """The names of the published datasets."""
-        return self.sync(_list_datasets, self)
-
-    def unpublish_dataset(self, name: str, **kwargs: Any) -> Any:
-        """Forget dataset ``name`` (its results are freed unless a Future still holds them)."""
-        _check_dataset_name(name)
-        return self.sync(_unpublish, self, name)
-
-    @property
-    def datasets(self) -> "Datasets":
-        """The published datasets as a mapping: ``client.datasets["x"] = future``."""
-        return Datasets(cast("Client", self))
 
     # --- files and restarts -----------------------------------------------------------
     def upload_file(self, filename: str, load: bool = True) -> Any:
@@ -242,94 +190,8 @@ class ClientExtras:
             cluster.close()
         return None
 
-    # --- the current client -----------------------------------------------------------
-    @classmethod
-    def current(cls, allow_global: bool = True) -> "Client":
-        """The client to use here: inside a task its worker's, else the default one.
-
-        ``ValueError`` when there is none.
-        """
-        from ..context import get_client
-        return get_client()
-
-    @contextlib.contextmanager
-    def as_current(self) -> Iterator["Client"]:
-        """Make this client the default (for ``get_client()`` outside tasks) in a ``with``."""
-        with runtime.default_client_as(cast("Client", self)):
-            yield cast("Client", self)
 
 
-def default_client(c: "Client | None" = None) -> "Client":
-    """``c`` if given, else the running default client; ``ValueError`` when there is none.
-
-    >>> client = Client()          # doctest: +SKIP
-    >>> default_client() is client  # doctest: +SKIP
-    True
-    """
-    if c is not None:
-        return c
-    found = runtime.default_client()
-    if found is None:
-        raise ValueError("no running Client found: create one with actorrt.Client(...) first")
-    return found
-
-
-class Datasets(MutableMapping):
-    """``client.datasets``: published datasets as a mapping (each access asks the scheduler)."""
-
-    def __init__(self, client: "Client") -> None:
-        self._client = client
-
-    def __getitem__(self, name: str) -> Any:
-        return self._client.get_dataset(name)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        self._client.publish_dataset(value, name=name, override=True)
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self._client.list_datasets():
-            raise KeyError(name)
-        self._client.unpublish_dataset(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._client.list_datasets())
-
-    def __len__(self) -> int:
-        return len(self._client.list_datasets())
-
-
-# --- options dask takes that mean nothing here ------------------------------------------
-#: LocalCluster/Client keywords of dask that change nothing about how work runs here:
-#: accepted so that ``Client(n_workers=2, memory_limit="4GB")`` works after an import
-#: switch. (Memory limits are not enforced: docs/api.md.)
-DASK_ONLY_OPTIONS = frozenset({
-    "dashboard_address", "worker_dashboard_address", "memory_limit", "silence_logs",
-    "local_directory", "direct_to_workers", "heartbeat_interval", "connection_limit",
-})
-
-
-def without_dask_only_options(kwargs: dict) -> dict:
-    """``kwargs`` for a LocalCluster, less the dask options that mean nothing to it.
-
-    An option LocalCluster names as a parameter is its to handle, and passes.
-    """
-    from ..deploy.local import LocalCluster
-    accepted = inspect.signature(LocalCluster.__init__).parameters
-    return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS or k in accepted}
-
-
-class ResourcesNotEnforcedWarning(UserWarning):
-    """``resources=`` was given; actorrt places the task as if it were not."""
-
-
-def resources_not_enforced(resources: Any) -> None:
-    import warnings
-    warnings.warn(f"resources={resources!r} is not enforced by actorrt: the task is placed as if "
-                  "no resources were asked for (use workers= to pin it)",
-                  ResourcesNotEnforcedWarning, stacklevel=3)
-
-
-# --- run --------------------------------------------------------------------------
 def _check_run_args(function: Any, wait: bool, on_error: str) -> None:
     if not callable(function):
         raise TypeError(f"run needs a callable, got {type(function).__name__}: {function!r}")
@@ -340,9 +202,11 @@ def _check_run_args(function: Any, wait: bool, on_error: str) -> None:
                          "function runs to its end before the worker replies anyway")
 
 
+
 def _pack_call(function: Any, args: tuple, kwargs: dict) -> tuple[Pickled, Pickled | None]:
     # Pickled in the caller's thread, so an unpicklable argument fails right here.
     return Pickled.dumps(function, what="function"), pack_args(args, kwargs)
+
 
 
 def _outcome(reply: Any, where: str) -> tuple[bool, Any]:
@@ -354,6 +218,7 @@ def _outcome(reply: Any, where: str) -> tuple[bool, Any]:
     if reply[0] == "ok":
         return True, reply[1].loads()
     return False, loads_exception(reply[1], reply[2])
+
 
 
 async def _run_on_workers(client: "Client", fn: Pickled, args: Pickled | None, workers: Any,
@@ -373,6 +238,7 @@ async def _run_on_workers(client: "Client", fn: Pickled, args: Pickled | None, w
     return results if wait else None
 
 
+
 async def _run_on_scheduler(client: "Client", fn: Pickled, args: Pickled | None,
                             timeout: float | None = None) -> Any:
     reply = await asyncio.wait_for(
@@ -381,6 +247,7 @@ async def _run_on_scheduler(client: "Client", fn: Pickled, args: Pickled | None,
     if not ok:
         raise value
     return value
+
 
 
 def _resolve_workers(info: dict, workers: Any) -> list[str]:
@@ -399,11 +266,12 @@ def _resolve_workers(info: dict, workers: Any) -> list[str]:
     return out
 
 
-# --- introspection ----------------------------------------------------------------
+
 async def _ask_after_flush(client: "Client", op: str, timeout: float | None = None, **fields: Any) -> Any:
     # Submissions still in the client's outbox must reach the scheduler first.
     client._flush()
     return await asyncio.wait_for(client.host.ask(client.scheduler, op, **fields), timeout)
+
 
 
 async def _per_worker(client: "Client", op: str, workers: Any, timeout: float | None = None) -> dict:
@@ -413,15 +281,18 @@ async def _per_worker(client: "Client", op: str, workers: Any, timeout: float | 
     return await _ask_after_flush(client, op, workers=addresses, timeout=timeout)
 
 
+
 async def _nthreads(client: "Client", workers: Any, timeout: float | None = None) -> dict:
     info = await client.host.ask(client.scheduler, "workers")
     return {a: info[a]["nthreads"] for a in _resolve_workers(info, workers)}
+
 
 
 async def _dashboard_link(client: "Client", timeout: float | None = None) -> str | None:
     link = await asyncio.wait_for(client.host.ask(client.scheduler, "dashboard"), timeout)
     client.__dict__["_dashboard_link"] = link
     return link
+
 
 
 async def _scheduler_info(client: "Client", n_workers: int, timeout: float | None = None) -> dict:
@@ -441,6 +312,7 @@ async def _scheduler_info(client: "Client", n_workers: int, timeout: float | Non
     }
 
 
+
 def _worker_entry(address: str, info: dict) -> dict:
     host = address.split("://", 1)[-1].rsplit(":", 1)[0]
     return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "host": host,
@@ -450,6 +322,7 @@ def _worker_entry(address: str, info: dict) -> dict:
             # estimate); dask reads the same figure as metrics["managed_bytes"].
             "memory": dict(info.get("memory", {})),
             "metrics": {"managed_bytes": info.get("memory", {}).get("managed", 0)}}
+
 
 
 def _versions() -> dict:
@@ -465,6 +338,7 @@ def _versions() -> dict:
             "packages": packages}
 
 
+
 def _versions_with(extra: list) -> dict:
     out = _versions()
     from importlib import metadata
@@ -474,6 +348,7 @@ def _versions_with(extra: list) -> dict:
         except metadata.PackageNotFoundError:
             out["packages"][name] = None
     return out
+
 
 
 async def _get_versions(client: "Client", check: bool, packages: list,
@@ -487,6 +362,7 @@ async def _get_versions(client: "Client", check: bool, packages: list,
     return out
 
 
+
 def _check_versions(versions: dict) -> None:
     where = {"client": versions["client"], "scheduler": versions["scheduler"], **versions["workers"]}
     differ = []
@@ -498,61 +374,7 @@ def _check_versions(versions: dict) -> None:
         raise ValueError("package versions differ across the cluster:\n  " + "\n  ".join(differ))
 
 
-# --- datasets -----------------------------------------------------------------------
-def _check_dataset_name(name: Any) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"a dataset name must be a str, got {type(name).__name__}: {name!r}")
-    return name
 
-
-def _datasets_to_publish(args: tuple, name: str | None, kwargs: dict) -> dict[str, Any]:
-    items = dict(kwargs)
-    if name is not None:
-        if len(args) != 1:
-            raise ValueError("with name=, publish exactly one value: publish_dataset(value, name='x')")
-        items[_check_dataset_name(name)] = args[0]
-    else:
-        for value in args:  # dask collections carry their own name
-            found = getattr(value, "name", None)
-            if not isinstance(found, str):
-                raise ValueError(f"publish_dataset needs a name for {type(value).__name__} "
-                                 "values: publish_dataset(value, name='x') or publish_dataset(x=value)")
-            items[found] = value
-    if not items:
-        raise ValueError("publish_dataset needs something to publish: publish_dataset(name=value)")
-    return items
-
-
-def _dump_dataset(name: str, value: Any) -> tuple[Pickled, list[str]]:
-    return Pickled.dumps(value, what=f"dataset {name!r}"), [f.key for f in futures_of(value)]
-
-
-async def _publish(client: "Client", blobs: list, override: bool, timeout: float | None = None) -> None:
-    client._flush()  # the scheduler must know the keys before the dataset wants them
-    for name, blob, keys in blobs:
-        await client.host.ask(client.scheduler, "publish_dataset", name=name, data=blob, keys=keys,
-                              override=override)
-
-
-async def _get_dataset(client: "Client", name: str, default: Any, timeout: float | None = None) -> Any:
-    blob = await client.host.ask(client.scheduler, "get_dataset", name=name)
-    if blob is None:
-        if default is NO_DEFAULT:
-            raise KeyError(f"dataset {name!r} not found")
-        return default
-    from .actor_handle import load_binding
-    return load_binding(blob, client)  # Futures inside bind to (and are held by) this client
-
-
-async def _list_datasets(client: "Client", timeout: float | None = None) -> tuple:
-    return tuple(await client.host.ask(client.scheduler, "list_datasets"))
-
-
-async def _unpublish(client: "Client", name: str, timeout: float | None = None) -> None:
-    await client.host.ask(client.scheduler, "unpublish_dataset", name=name)
-
-
-# --- upload_file ----------------------------------------------------------------------
 def _install_upload(name: str, data: bytes, load: bool) -> str:
     """Runs on a worker: write the file where imports find it, then import it."""
     import importlib
@@ -580,10 +402,12 @@ def _install_upload(name: str, data: bytes, load: bool) -> str:
     return path
 
 
+
 async def _upload(client: "Client", name: str, data: bytes, load: bool,
                   timeout: float | None = None) -> dict:
     fn, args = _pack_call(_install_upload, (name, data, load), {})
     return await _run_on_workers(client, fn, args, None, True, "raise", timeout)
+
 
 
 async def _shutdown(client: "Client", timeout: float | None = None) -> None:
@@ -593,7 +417,7 @@ async def _shutdown(client: "Client", timeout: float | None = None) -> None:
         await cluster._close_async()
 
 
-# --- restart ------------------------------------------------------------------------
+
 async def _restart(client: "Client", timeout: float | None, wait_for_workers: bool) -> None:
     cluster = client.cluster
     if cluster is None or not hasattr(cluster, "_scale_async"):
@@ -611,9 +435,11 @@ async def _restart(client: "Client", timeout: float | None, wait_for_workers: bo
     await asyncio.wait_for(_replace_workers(cluster, n), timeout)
 
 
+
 async def _replace_workers(cluster: Any, n: int) -> None:
     await cluster._scale_async(0)
     await cluster._scale_async(n)
+
 
 
 def _cancel_local_futures(client: "Client", reason: str) -> None:
@@ -623,4 +449,4 @@ def _cancel_local_futures(client: "Client", reason: str) -> None:
         st.cancel(reason)
 
 
-__all__ = ["ClientExtras", "Datasets", "default_client", "CancelledError"]
+__all__ = ["AdminMethods"]

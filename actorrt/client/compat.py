@@ -1,0 +1,95 @@
+"""What code written for dask.distributed expects around the Client: the current and
+default client, and the dask options that mean nothing here (accepted, or warned about).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+
+from .. import runtime
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class CurrentClientMethods:
+    """Mixin of Client: ``Client.current()`` and ``client.as_current()``."""
+
+    if TYPE_CHECKING:  # provided by Client
+        cluster: Any
+        asynchronous: bool
+
+        def sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+                 **kwargs: Any) -> Any: ...
+
+        def close(self, timeout: float | None = None) -> Any: ...
+
+    # --- the current client -----------------------------------------------------------
+    @classmethod
+    def current(cls, allow_global: bool = True) -> "Client":
+        """The client to use here: inside a task its worker's, else the default one.
+
+        ``ValueError`` when there is none.
+        """
+        from ..context import get_client
+        return get_client()
+
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator["Client"]:
+        """Make this client the default (for ``get_client()`` outside tasks) in a ``with``."""
+        with runtime.default_client_as(cast("Client", self)):
+            yield cast("Client", self)
+
+
+
+def default_client(c: "Client | None" = None) -> "Client":
+    """``c`` if given, else the running default client; ``ValueError`` when there is none.
+
+    >>> client = Client()          # doctest: +SKIP
+    >>> default_client() is client  # doctest: +SKIP
+    True
+    """
+    if c is not None:
+        return c
+    found = runtime.default_client()
+    if found is None:
+        raise ValueError("no running Client found: create one with actorrt.Client(...) first")
+    return found
+
+
+
+#: LocalCluster/Client keywords of dask that change nothing about how work runs here:
+#: accepted so that ``Client(n_workers=2, memory_limit="4GB")`` works after an import
+#: switch. (Memory limits are not enforced: docs/api.md.)
+DASK_ONLY_OPTIONS = frozenset({
+    "dashboard_address", "worker_dashboard_address", "memory_limit", "silence_logs",
+    "local_directory", "direct_to_workers", "heartbeat_interval", "connection_limit",
+})
+
+
+
+def without_dask_only_options(kwargs: dict) -> dict:
+    """``kwargs`` for a LocalCluster, less the dask options that mean nothing to it.
+
+    An option LocalCluster names as a parameter is its to handle, and passes.
+    """
+    from ..deploy.local import LocalCluster
+    accepted = inspect.signature(LocalCluster.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS or k in accepted}
+
+
+
+class ResourcesNotEnforcedWarning(UserWarning):
+    """``resources=`` was given; actorrt places the task as if it were not."""
+
+
+
+def resources_not_enforced(resources: Any) -> None:
+    import warnings
+    warnings.warn(f"resources={resources!r} is not enforced by actorrt: the task is placed as if "
+                  "no resources were asked for (use workers= to pin it)",
+                  ResourcesNotEnforcedWarning, stacklevel=3)
+
+
+__all__ = ["CurrentClientMethods", "DASK_ONLY_OPTIONS", "ResourcesNotEnforcedWarning", "default_client", "resources_not_enforced", "without_dask_only_options"]
