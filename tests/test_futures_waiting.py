@@ -7,6 +7,7 @@ import time
 import pytest
 
 from actorrt import as_completed, wait
+from actorrt.client import transfer
 from actorrt.testing import gen_cluster
 
 # Tasks that hold until the test lets them go (in-process clusters share this module).
@@ -243,19 +244,19 @@ async def test_gather_never_skips_a_value_whose_loss_is_reported_mid_fetch(c, lc
     futures = c.map(inc, range(4), pure=False)
     await wait(futures)
     victim = futures[1]._state
-    fetch = c._fetch
+    fetch = transfer.fetch
     calls = []
 
-    async def fetch_while_a_loss_is_reported(keys, holders, failures=None):
+    async def fetch_while_a_loss_is_reported(client, keys, holders, failures=None):
         calls.append(list(keys))
         if len(calls) == 1:
             victim.lost()  # as the scheduler's report of the dead holder would
             asyncio.get_running_loop().call_soon(victim.finish, holders[victim.key], "int")
             keys = [k for k in keys if k != victim.key]
-        return await fetch(keys, holders, failures)
-    c._fetch = fetch_while_a_loss_is_reported
+        return await fetch(client, keys, holders, failures)
+    transfer.fetch = fetch_while_a_loss_is_reported
     try:
         assert await c.gather(futures) == [1, 2, 3, 4]
     finally:
-        c._fetch = fetch
+        transfer.fetch = fetch
     assert len(calls) == 2 and calls[1] == [victim.key]

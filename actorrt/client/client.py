@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import logging
 import os
-import random
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -23,21 +22,20 @@ from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.comm import Comm
 from ..core.security import Security
-from ..core.serialize import loads_exception
 from ..core.checks import bad, check_origin, is_str_list
-from .arguments import (check_count, check_key, check_map_keys, check_priority, check_retries, check_sendable,
-                        check_workers)
-from ..core.errors import ActorNotFoundError, CommClosedError
+from .arguments import (check_count, check_key, check_map_keys, check_priority, check_retries, check_workers)
+from ..core.errors import CommClosedError
 from ..spec import funcname, pack_args, replace_refs
 from ..utils import LoopRunner
-from .future import Future, FutureState, futures_of, held_future, wait_all
+from .future import Future, FutureState, futures_of, held_future
+from . import transfer
 from .futures import FutureTable
 from ..core.errors import SerializationError
 from .admin import AdminMethods
 from .compat import CurrentClientMethods, resources_not_enforced, without_dask_only_options
 from .datasets import DatasetMethods
-from .actor_handle import (ActorFuture, actor_futures_of, actor_options, gather_actor_futures,
-                           get_named_actor, is_actor_handle, load_binding, submit_when_ready,
+from .actor_handle import (actor_futures_of, actor_options, gather_actor_futures,
+                           get_named_actor, is_actor_handle, submit_when_ready,
                            waits_for_actor_futures)
 
 FIRE_AND_FORGET = "fire-and-forget"  # the scheduler's holder name (scheduler/state.py)
@@ -46,8 +44,6 @@ logger = logging.getLogger("actorrt.client")
 
 SCHEDULER_ID = "scheduler"
 WORKER_ID = "worker"
-
-_FETCH_ATTEMPTS = 20
 
 class ClientActor(Actor):
     """Receives the scheduler's reports about this client's keys."""
@@ -435,7 +431,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
                       keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
                       retries: int, priority: float, actor: bool | dict, prefix: str | None = None) -> list[Future]:
         name = prefix or funcname(func)
-        restrict = _normalize_workers(workers)
+        restrict = check_workers(workers)
         specs = []
         out_keys = []
         hidden: dict[int, list[Future]] = {}  # call -> Futures pickled inside its arguments' objects
@@ -522,155 +518,18 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         if released:  # no report reaches a released Future: waiting on it would never end
             raise RuntimeError(f"cannot gather {len(released)} released Future(s) (e.g. "
                                f"{released[0].key!r}); they have no result any more")
-        values = await self._gather_keys(flat, errors, timeout)
-        data = {f.key: v for f, v in zip(flat, values) if v is not _SKIP}
+        values = await transfer.gather_keys(self, flat, errors, timeout)
+        data = {f.key: v for f, v in zip(flat, values) if v is not transfer.SKIP}
         calls = actor_futures_of(futures)
         if calls:  # actor calls: their replies are already in this process
             data.update(await gather_actor_futures(calls, errors, timeout))
-        return _rebuild(futures, data, errors)
-
-    async def _gather_keys(self, futures: list[Future], errors: str, timeout: float | None) -> list:
-        if self.status == "closed":  # (``await future`` comes here without passing ``sync``)
-            raise RuntimeError("client is closed; cannot fetch results")
-        loop = self.loop
-        deadline = None if timeout is None else loop.time() + timeout
-        values: dict[str, Any] = {}
-        failures: dict[str, str] = {}  # holder -> why it could not be reached, for the final error
-        for attempt in range(_FETCH_ATTEMPTS):
-            states = [f._state for f in futures if f.key not in values]
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            await wait_all(states, remaining)
-            for st in states:
-                if st.status in ("error", "cancelled"):
-                    if errors == "raise":
-                        exc = st.exception()
-                        assert exc is not None
-                        raise exc
-                    values[st.key] = _SKIP
-            wanted = [st for st in states if st.status == "finished" and st.key not in values]
-            got, missing = await self._fetch([st.key for st in wanted], {st.key: st.workers for st in wanted},
-                                             failures) if wanted else ({}, [])
-            values.update(got)
-            if all(f.key in values for f in futures):
-                break
-            # Not all in: a holder lost the data (ask where it lives now, or wait for a
-            # recompute), or a report that it was lost came in after the wait (the
-            # state is pending again): wait for those once more. Never skip them: a
-            # gather with errors="raise" returns every value or raises.
-            if not missing:
-                continue
-            who_has = await self.host.ask(self.scheduler, "who_has", keys=missing)
-            for key in missing:
-                lost = self.table.get(key)
-                if lost is not None and lost.status == "finished":
-                    if who_has.get(key):
-                        lost.workers = who_has[key]
-                    else:
-                        lost.lost()
-        else:
-            tried = "; ".join(f"{w}: {why}" for w, why in failures.items()) or "no holder was known"
-            absent = [f.key for f in futures if f.key not in values]
-            raise RuntimeError(f"could not fetch {absent} from any worker after {_FETCH_ATTEMPTS} attempts ({tried})")
-        return [values.get(f.key, _SKIP) for f in futures]
-
-    async def _fetch(self, keys: list[str], holders: dict[str, list[str]],
-                     failures: dict[str, str] | None = None) -> tuple[dict, list]:
-        by_worker: dict[str, list[str]] = {}
-        missing = []
-        for key in keys:
-            ws = holders.get(key)
-            if not ws:
-                missing.append(key)
-            else:
-                by_worker.setdefault(ws[0] if len(ws) == 1 else random.choice(ws), []).append(key)
-        replies = await asyncio.gather(*[
-            self.host.ask_bulk(ActorRef(w, WORKER_ID), "get_data", keys=ks) for w, ks in by_worker.items()
-        ], return_exceptions=True)
-        values: dict[str, Any] = {}
-        for (w, ks), reply in zip(by_worker.items(), replies):
-            if isinstance(reply, (CommClosedError, ActorNotFoundError)):
-                missing.extend(ks)  # the holder is gone: look elsewhere
-                if failures is not None:
-                    failures[w] = str(reply)
-                continue
-            if isinstance(reply, SerializationError):  # e.g. larger than this client accepts
-                raise SerializationError(f"cannot gather {ks} from {w}: {reply}") from reply
-            if isinstance(reply, BaseException):
-                raise reply
-            for key, (exc_blob, tb) in reply["errors"].items():
-                raise loads_exception(exc_blob, tb)  # a result that cannot be pickled: say so
-            data = reply["data"]
-            for key in ks:
-                blob = data.get(key)
-                if blob is None:
-                    missing.append(key)
-                else:
-                    values[key] = load_binding(blob, self)  # actor handles bind to this client
-        return values, missing
+        return transfer.rebuild(futures, data, errors)
 
     # --- scatter -------------------------------------------------------------
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, direct: Any = None,
                 hash: bool = True, timeout: float | None = None) -> Any:
         """Put local data on workers; returns Futures in the shape of ``data``."""
-        return self.sync(self._scatter, data, workers, broadcast, hash, timeout=timeout)
-
-    async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash_keys: bool,
-                       timeout: float | None = None) -> Any:
-        if isinstance(data, dict):
-            items = list(data.items())
-        elif isinstance(data, (list, tuple, set, frozenset)):
-            items = [(None, v) for v in data]
-        else:
-            items = [(None, data)]
-        blobs = []
-        for k, v in items:
-            blob = Pickled.dumps(v, what="scattered value")
-            if k is None:
-                if hash_keys:
-                    # sha1, not blake2b: the key is a content name, and sha1 reads bulk
-                    # data ~1.6x faster here (1.6 against 1.0 GB/s), which scatter waits on.
-                    h = hashlib.sha1(blob.header)
-                    for b in blob.buffers:
-                        h.update(b)
-                    k = f"{type(v).__name__}-{h.hexdigest()}"
-                else:
-                    k = f"{type(v).__name__}-{uuid.uuid4().hex}"
-            blobs.append((check_sendable(str(k), "scatter key"), blob))
-        info = await self.host.ask(self.scheduler, "workers")
-        addresses = sorted(info)
-        restrict = _normalize_workers(workers)
-        if restrict:
-            addresses = [a for a in addresses if a in restrict]
-        if not addresses:
-            raise RuntimeError("no workers to scatter to: " + (
-                f"none of {restrict} is a worker of this cluster" if restrict else "the cluster has none"))
-        placement: dict[str, dict[str, Pickled]] = {}
-        for i, (k, blob) in enumerate(blobs):
-            targets = addresses if broadcast else [addresses[i % len(addresses)]]
-            for a in targets:
-                placement.setdefault(a, {})[k] = blob
-        replies = await asyncio.gather(*[
-            self.host.ask_bulk(ActorRef(a, WORKER_ID), "put_data", data=d) for a, d in placement.items()])
-        who_has: dict[str, list[str]] = {}
-        nbytes: dict[str, int] = {}
-        types: dict[str, str] = {}
-        for a, reply in zip(placement, replies):
-            for k, (n, t) in reply.items():
-                who_has.setdefault(k, []).append(a)
-                nbytes[k], types[k] = n, t
-        futures = {}
-        self.table.queue("update_data", (who_has, nbytes, types))
-        for k, _ in blobs:
-            f = Future(k, self, inform=False)
-            if not f._state.done():
-                f._state.finish(who_has[k], types[k])
-            futures[k] = f
-        if isinstance(data, dict):
-            return {k: futures[str(k)] for k in data}
-        out = [futures[k] for k, _ in blobs]
-        if isinstance(data, (list, tuple, set, frozenset)):
-            return type(data)(out) if not isinstance(data, (set, frozenset)) else out
-        return out[0]
+        return self.sync(transfer.scatter, self, data, workers, broadcast, hash, timeout=timeout)
 
     # --- graphs (translation in graph.py) ---------------------------------------
     def get(self, dsk: Any, keys: Any, workers: Any = None, allow_other_workers: bool = False,
@@ -784,31 +643,6 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
     def __repr__(self) -> str:
         addr = self.scheduler.address if hasattr(self, "scheduler") else self._address
         return f"<Client: scheduler={addr!r} status={self.status}>"
-
-
-class _Skip:
-    def __repr__(self) -> str:
-        return "<skip>"
-
-
-_SKIP = _Skip()
-
-
-def _rebuild(obj: Any, data: dict, errors: str) -> Any:
-    if isinstance(obj, (Future, ActorFuture)):
-        return data.get(obj.key, _SKIP)
-    typ = type(obj)
-    if typ in (list, tuple, set, frozenset):
-        items = [_rebuild(x, data, errors) for x in obj]
-        return typ(x for x in items if x is not _SKIP)
-    if typ is dict:
-        out = {k: _rebuild(v, data, errors) for k, v in obj.items()}
-        return {k: v for k, v in out.items() if v is not _SKIP}
-    return obj
-
-
-def _normalize_workers(workers: Any) -> list[str] | None:
-    return check_workers(workers)
 
 
 def _secret_bytes(secret: bytes | str | None) -> bytes | None:

@@ -185,7 +185,8 @@ class Future:
         if self._released:  # its data may be gone: say so rather than wait for it
             raise RuntimeError(f"the Future for {self.key!r} was released; it has no result "
                                "any more")
-        return (await self.client._gather_keys([self], "raise", timeout))[0]
+        from .transfer import gather_keys  # (transfer needs Future: imported when first used)
+        return (await gather_keys(self.client, [self], "raise", timeout))[0]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         return self.client.sync(self._exception, timeout=timeout)

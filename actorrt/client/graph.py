@@ -24,7 +24,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from ..spec import TaskRef, pack_args
-from .arguments import check_sendable
+from .arguments import check_sendable, check_workers
 from .future import Future, held_future
 
 if TYPE_CHECKING:
@@ -305,12 +305,11 @@ def submit_graph(client: "Client", dsk: Mapping, outputs: list, *, priority: int
     Keys not needed for the outputs are not run. Dependencies the graph does not
     hold must be keys of Futures this client has (persisted data).
     """
-    from .client import _normalize_workers
     client._check_running()
     for key in outputs:
         if key not in dsk:
             raise GraphError(f"key {key!r} is not in the graph")
-    tr = _Translator(client, dsk, priority, retries or 0, _normalize_workers(workers),
+    tr = _Translator(client, dsk, priority, retries or 0, check_workers(workers),
                      allow_other_workers)
     ordered = tr.order(list(dict.fromkeys(outputs)))
     specs = []

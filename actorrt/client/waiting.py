@@ -218,9 +218,9 @@ class as_completed:
         task.add_done_callback(self._tasks.discard)
 
     async def _fetch(self, client: "Client", batch: list[Future], generation: int) -> None:
-        from .client import _SKIP
+        from .transfer import SKIP, gather_keys
         try:
-            values = await client._gather_keys(batch, "skip", None)
+            values = await gather_keys(client, batch, "skip", None)
         except Exception as e:  # e.g. the client closed: report it on every item
             values = [e] * len(batch)
             failed = True
@@ -229,7 +229,7 @@ class as_completed:
         if generation != self._generation:
             return
         for f, v in zip(batch, values):
-            if failed or v is _SKIP:
+            if failed or v is SKIP:
                 exc = v if failed else f._state.exception()
                 self._push(_Done(f, exc, True))
             else:
