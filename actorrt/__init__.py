@@ -15,7 +15,7 @@ from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semapho
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
 from .deploy.local import LocalCluster
-from .diagnostics.progress import progress
+from .client.progress import progress
 from .scheduler.state import KilledWorker
 
 __version__ = "0.1.0"

@@ -29,9 +29,7 @@ def get_worker() -> "Worker":
     >>> client.submit(where).result()        # doctest: +SKIP
     'tcp://127.0.0.1:40123'
     """
-    job = runtime.current_job()
-    task = getattr(job, "context", None) if job is not None else None
-    worker = getattr(task, "worker", None)
+    worker = runtime.current_worker()
     if worker is None:
         raise ValueError("get_worker() was called outside a task: no worker found")
     return worker
@@ -56,17 +54,7 @@ def get_client(address: Any = None, timeout: float | None = None,
     >>> client.submit(fib, 15).result()                      # doctest: +SKIP
     610
     """
-    try:
-        worker = get_worker()
-    except ValueError:
-        worker = None
-    if worker is not None:
-        return worker.client()
-    client = runtime.default_client()
-    if client is None:
-        raise ValueError("get_client() was called outside a task and no Client is running in "
-                         "this process: call it inside a task, or create a Client first")
-    return client
+    return runtime.current_client()
 
 
 def secede() -> None:

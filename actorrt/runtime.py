@@ -105,6 +105,26 @@ def leave_job() -> None:
     _thread.job = None
 
 
+def current_worker() -> Any:
+    """The Worker whose task or actor this thread runs, else None."""
+    job = _thread.job
+    return getattr(getattr(job, "context", None), "worker", None) if job is not None else None
+
+
+def current_client() -> "Client":
+    """The client to use here: inside a task or an actor method its worker's own client
+    (sharing the worker's host, loop and connections), else the default client.
+    ValueError when there is none."""
+    worker = current_worker()
+    if worker is not None:
+        return worker.client()
+    client = default_client()
+    if client is None:
+        raise ValueError("get_client() was called outside a task and no Client is running in "
+                         "this process: call it inside a task, or create a Client first")
+    return client
+
+
 def current_slots() -> Slots | None:
     return _thread.slots
 
@@ -290,7 +310,7 @@ def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
         loop.call_soon_threadsafe(fn, *args)
 
 
-__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on", "collecting_futures",
+__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on", "current_client", "current_worker", "collecting_futures",
            "current_job", "current_slots", "default_client", "default_client_as", "enter_job",
            "install_slots", "leave_job", "on_loop", "pickled_futures", "running_actor",
            "serve_actor", "set_default_client", "unset_default_client", "wait_on_loop"]

@@ -3,7 +3,7 @@ import io
 import threading
 
 from actorrt import progress
-from actorrt.diagnostics.progress import ProgressBar, Tracker, task_name
+from actorrt.client.progress import ProgressBar, Tracker, task_name
 from actorrt.testing import gen_cluster
 
 _gates: dict[str, threading.Event] = {}

@@ -66,9 +66,8 @@ def _client_for_unpickling() -> "Client | None":
         # On an event loop with no client named: a worker copying the handle into its
         # data store. That copy must not hold a reference (see the module docstring).
         return None
-    from ..context import get_client
     try:
-        return get_client()
+        return runtime.current_client()
     except ValueError:
         return None
 
@@ -198,9 +197,8 @@ class Actor:
         return None
 
     def _find_client(self) -> "Client":
-        from ..context import get_client
         try:
-            return get_client()
+            return runtime.current_client()
         except ValueError:
             raise RuntimeError(
                 f"actor handle {self._label()} is not bound to a client and none is found here: "

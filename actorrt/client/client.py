@@ -206,7 +206,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         from ..deploy.local import LocalCluster  # (the one lazy import: deploy sits above client)
         # (None means "the cluster's default", except for the dashboard: None turns it off.)
         args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
-                                          if v is not None or k == "dashboard_address"})
+                                          if v is not None or k == "dashboard_address"}, LocalCluster)
         return LocalCluster(asynchronous=asynchronous, security=self.security, **args)
 
     def _stop_loop(self) -> None:
@@ -497,7 +497,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         if isinstance(futures, collections.abc.Iterator):  # e.g. as_completed: lazily, as dask
             return (self.gather(f, errors=errors) for f in futures)
         if progress:
-            from ..diagnostics.progress import progress as show_progress
+            from .progress import progress as show_progress  # (progress waits on Futures: imported late)
             if self.asynchronous:
                 return self._gather_after(show_progress(futures), futures, errors)
             show_progress(futures)

@@ -32,8 +32,7 @@ class CurrentClientMethods:
 
         ``ValueError`` when there is none.
         """
-        from ..context import get_client
-        return get_client()
+        return runtime.current_client()
 
     @contextlib.contextmanager
     def as_current(self) -> Iterator["Client"]:
@@ -69,15 +68,12 @@ DASK_ONLY_OPTIONS = frozenset({
 
 
 
-def without_dask_only_options(kwargs: dict) -> dict:
-    """``kwargs`` for a LocalCluster, less the dask options that mean nothing to it.
-
-    An option LocalCluster names as a parameter is its to handle, and passes.
+def without_dask_only_options(kwargs: dict, cluster_class: type) -> dict:
+    """``kwargs`` for ``cluster_class`` (a LocalCluster), less the dask options that mean
+    nothing to it. An option the class names as a parameter is its to handle, and passes.
     """
-    from ..deploy.local import LocalCluster
-    accepted = inspect.signature(LocalCluster.__init__).parameters
+    accepted = inspect.signature(cluster_class).parameters
     return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS or k in accepted}
-
 
 
 class ResourcesNotEnforcedWarning(UserWarning):
@@ -92,4 +88,5 @@ def resources_not_enforced(resources: Any) -> None:
                   ResourcesNotEnforcedWarning, stacklevel=3)
 
 
-__all__ = ["CurrentClientMethods", "DASK_ONLY_OPTIONS", "ResourcesNotEnforcedWarning", "default_client", "resources_not_enforced", "without_dask_only_options"]
+__all__ = ["CurrentClientMethods", "DASK_ONLY_OPTIONS", "ResourcesNotEnforcedWarning", "default_client",
+           "resources_not_enforced", "without_dask_only_options"]

@@ -150,8 +150,7 @@ class Future:
     def __init__(self, key: str, client: "Client | None" = None, state: FutureState | None = None,
                  inform: bool = True) -> None:
         if client is None:
-            from ..context import get_client
-            client = get_client()
+            client = runtime.current_client()
         self.key = key
         self.client = client
         self._released = False
@@ -271,8 +270,7 @@ def _rebuild_future(key: str) -> Future:
     """Unpickling a Future binds it to the client of wherever it lands (a task's worker)."""
     client = runtime.bound_client()
     if client is None:
-        from ..context import get_client
-        client = get_client()
+        client = runtime.current_client()
     return Future(key, client, inform=True)
 
 

@@ -22,6 +22,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from .. import runtime
+from ..client.actor_handle import load_binding
 from ..client.future import futures_of
 from ..core import ActorRef, Pickled
 from .registry import REGISTRY_ID
@@ -73,7 +74,6 @@ def load_value(blob: Pickled, client: "Client") -> Any:
     """Unpickle a received value; Futures and actor handles inside bind to ``client``,
     the receiver's (also on an asynchronous client's loop, where a handle would
     otherwise stay unbound)."""
-    from ..client.actor_handle import load_binding
     return load_binding(blob, client)
 
 
@@ -103,8 +103,7 @@ class Proxy:
     def client(self) -> "Client":
         """The client this proxy talks through (bound on first use)."""
         if self._client is None:
-            from ..context import get_client
-            self._client = get_client()
+            self._client = runtime.current_client()
         return self._client
 
     def _options(self) -> dict:

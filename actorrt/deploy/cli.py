@@ -11,9 +11,13 @@ import sys
 import time
 from typing import Any
 
+from ..client import Client
 from ..core.addresses import format_host
 from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
 from ..core.security import Security
+from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
+from ..worker import start_worker
+from .local import start_scheduler
 
 
 def _secret(args: Any) -> bytes | None:
@@ -59,7 +63,6 @@ async def _run_until_signal(stop: asyncio.Event) -> None:
 
 def _dashboard_address(args: Any) -> str | None:
     """``--dashboard-address``, checked before anything starts (a bad one is a usage error)."""
-    from ..dashboard import check_exposure, parse_dashboard_address
     if args.dashboard_address.lower() in ("", "none", "off"):
         return None
     check_exposure(parse_dashboard_address(args.dashboard_address), secret_configured=bool(_secret(args)))
@@ -67,8 +70,6 @@ def _dashboard_address(args: Any) -> str | None:
 
 
 async def _scheduler(args: Any, dashboard: str | None) -> None:
-    from ..dashboard import close_dashboard
-    from .local import start_scheduler
     security = _security(args)
     host, scheduler = await start_scheduler(f"{security.scheme}://{format_host(args.host)}:{args.port}",
                                             secret=_secret(args), dashboard_address=dashboard,
@@ -86,7 +87,6 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
 
 
 async def _worker(args: Any) -> None:
-    from ..worker import start_worker
     security = _security(args)
     scheme = security.scheme
     address = f"{scheme}://{format_host(args.host)}:{args.port}" if args.host else None
@@ -117,8 +117,6 @@ async def _worker(args: Any) -> None:
 
 
 def _demo(args: Any) -> None:
-    from .. import Client
-
     def inc(x: int) -> int:
         return x + 1
 

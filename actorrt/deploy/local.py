@@ -8,10 +8,16 @@ import subprocess
 import sys
 from typing import Any
 
-from ..core import Host
 from .. import runtime
+from ..coordination.registry import install as install_system_actors
+from ..core import ActorRef, Host
 from ..core.security import Security
-from ..dashboard import DEFAULT_DASHBOARD_ADDRESS, close_dashboard, parse_dashboard_address, start_dashboard
+from ..dashboard import (
+    DEFAULT_DASHBOARD_ADDRESS,
+    close_dashboard,
+    parse_dashboard_address,
+    start_dashboard,
+)
 from ..scheduler import Scheduler, SchedulerState
 from ..scheduler.actor import SCHEDULER_ID
 from ..utils import LoopRunner
@@ -33,22 +39,13 @@ async def start_scheduler(address: str = "tcp://127.0.0.1:0", *, secret: bytes |
     await host.start()
     scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs))
     host.spawn(scheduler, SCHEDULER_ID)
-    _install_system_actors(host)
+    install_system_actors(host)  # the named system actors (queues, locks, ...) live beside it
     try:
         start_dashboard(scheduler, dashboard_address, secret_configured=bool(secret))
     except BaseException:
         await host.close()
         raise
     return host, scheduler
-
-
-def _install_system_actors(host: Host) -> None:
-    """The named system actors (queues, locks, ...) live beside the scheduler."""
-    try:
-        from ..coordination.registry import install
-    except ImportError:
-        return
-    install(host)
 
 
 def _default_layout(n_workers: int | None, threads_per_worker: int | None) -> tuple[int, int]:
@@ -268,7 +265,6 @@ class LocalCluster:
         addr = next((a for a, i in (self.scheduler.worker_info.items() if self.scheduler else [])
                      if i.get("name") == name), None)
         if addr is not None and self.scheduler_host is not None:
-            from ..core import ActorRef
             self.scheduler_host.tell(ActorRef(addr, "worker"), "close")
         await _wait_process(proc, 5.0)
 

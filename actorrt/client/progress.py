@@ -14,7 +14,7 @@ import time
 from typing import IO, Any
 
 from .. import runtime
-from ..client.future import Future, FutureState, futures_of
+from .future import Future, FutureState, futures_of
 
 BAR_WIDTH = 40
 
