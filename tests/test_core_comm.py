@@ -25,7 +25,8 @@ from actorrt.core import (
     CommClosedError, Host, Pickled, SerializationError, UnknownOpError,
 )
 from actorrt.core.addresses import primary_ip
-from actorrt.core.comm import PROTOCOL_VERSION, ROLE_CONNECT, TCPComm, InprocComm, _mac
+from actorrt.core.comm import PROTOCOL_VERSION, ROLE_CONNECT, InprocComm, _mac
+from actorrt.core.tcp import TCPComm
 from actorrt.core.serialize import EXT_PICKLE, RemoteTraceback
 
 SECRET = b"cluster-secret"
@@ -815,8 +816,7 @@ def test_cross_process_ask_and_kill_fails_pending_asks():
 
 def test_silent_peer_is_closed_after_the_handshake_timeout(monkeypatch):
     """A socket that never completes the handshake does not hold a connection forever."""
-    import actorrt.core.comm as comm_mod
-    monkeypatch.setattr(comm_mod, "HANDSHAKE_TIMEOUT", 0.05)
+    monkeypatch.setattr("actorrt.core.tcp.HANDSHAKE_TIMEOUT", 0.05)
 
     async def main():
         async with hosts("tcp", secrets=[SECRET]) as (b,):
@@ -830,7 +830,7 @@ def test_silent_peer_is_closed_after_the_handshake_timeout(monkeypatch):
 # --- the cost of strangers and of the noisy ---------------------------------------------
 
 def test_silent_strangers_cannot_crowd_out_a_real_peer(monkeypatch):
-    monkeypatch.setattr("actorrt.core.comm.MAX_PENDING_HANDSHAKES", 8)
+    monkeypatch.setattr("actorrt.core.listener.MAX_PENDING_HANDSHAKES", 8)
 
     async def main():
         async with hosts("tcp", secrets=[SECRET, SECRET]) as (b, good):

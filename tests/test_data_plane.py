@@ -12,7 +12,7 @@ import pytest
 
 from actorrt import Client, wait
 from actorrt.core import Actor, Host, Pickled
-from actorrt.core.comm import TCPComm
+from actorrt.core.tcp import TCPComm
 from actorrt.core.errors import CommClosedError, SerializationError
 from actorrt.core.framing import LARGE_FRAME_BYTES, MMAP_MIN_BYTES, STAGE_BYTES
 from actorrt.testing import gen_cluster, poll_for
@@ -210,7 +210,7 @@ def test_a_paused_reader_makes_the_sender_wait_then_both_go_on():
 
 
 def test_a_reader_that_never_reads_again_is_dropped(monkeypatch):
-    monkeypatch.setattr("actorrt.core.comm.WRITE_STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr("actorrt.core.tcp.WRITE_STALL_TIMEOUT", 0.3)
 
     async def main():
         async with Host("tcp://127.0.0.1:0", name="reader", shortcut=False) as reader, \

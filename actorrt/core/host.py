@@ -16,8 +16,15 @@ from typing import Any, Callable
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
-from .comm import Comm, CommClosedError, InprocComm, Listener, connect, max_frame_bytes_setting
-from .errors import ActorDeadError, ActorNotFoundError, BadMessageError, SerializationError, UnknownOpError
+from .comm import Comm, CommClosedError, InprocComm, max_frame_bytes_setting
+from .listener import Listener, connect
+from .errors import (
+    ActorDeadError,
+    ActorNotFoundError,
+    BadMessageError,
+    SerializationError,
+    UnknownOpError,
+)
 from .liveness import PING, Heartbeat, heartbeat_settings
 from .loglimit import LogLimiter
 from .security import Security

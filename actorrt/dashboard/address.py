@@ -12,7 +12,7 @@ import logging
 import socket
 from typing import NamedTuple
 
-from ..core.comm import listening_socket
+from ..core.listener import listening_socket
 
 logger = logging.getLogger("actorrt.dashboard")
 
