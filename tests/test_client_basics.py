@@ -1,5 +1,6 @@
 """The foundation's user-facing behaviour, over in-process and process clusters."""
 import asyncio
+import gc
 import pickle
 import threading
 import time
@@ -189,3 +190,105 @@ def test_async_client_context_manager_with_processes():
         async with Client(asynchronous=True, n_workers=1, threads_per_worker=1) as c:
             return await c.submit(add, 1, 2)
     assert asyncio.run(main()) == 3
+
+
+# --- bookkeeping under concurrency and misuse -----------------------------------------
+class _Cycle:
+    """An object in a reference cycle: only the cyclic garbage collector frees it."""
+
+
+def test_future_collected_while_client_lock_held_does_not_deadlock(client):
+    # The garbage collector may run on any allocation, e.g. inside submit/map while they
+    # hold the client's lock; a Future in cyclic garbage is then released right there,
+    # on the same thread. That must not deadlock on the client's own lock.
+    gc.disable()
+    try:
+        node = _Cycle()
+        node.me, node.future = node, client.submit(inc, 1)
+        del node
+        finished = threading.Event()
+
+        def collect_inside_client():
+            with client.table.lock:
+                gc.collect()
+            finished.set()
+
+        t = threading.Thread(target=collect_inside_client, daemon=True)
+        t.start()
+        assert finished.wait(10), "releasing a Future inside the client's lock deadlocked"
+    finally:
+        gc.enable()
+    assert client.submit(inc, 2).result() == 3
+
+
+def test_sync_cancel_has_cancelled_the_future_when_it_returns(client):
+    # dask's sync cancel() returns once the Futures are cancelled; code checks at once.
+    for i in range(20):
+        f = client.submit(inc, i, pure=False)
+        client.cancel([f])
+        assert f.cancelled() and f.status == "cancelled"
+        g = client.submit(inc, i, pure=False)
+        g.cancel()
+        assert g.cancelled()
+
+
+_attempts: dict = {}
+
+
+def fail_once(tag):
+    _attempts[tag] = _attempts.get(tag, 0) + 1
+    if _attempts[tag] == 1:
+        raise ValueError("first attempt fails")
+    return tag
+
+
+def test_sync_retry_has_reset_the_future_when_it_returns(client):
+    f = client.submit(fail_once, "retry-review")
+    assert f.exception() is not None
+    client.retry([f])
+    assert f.status != "error"  # pending again (or already finished), not the old failure
+    assert f.result() == "retry-review"
+
+
+def where_client_is(address):
+    from actorrt import get_client
+    return get_client(address=address, timeout=5, resolve_address=False).id
+
+
+def test_get_client_accepts_dask_keywords(client):
+    # dask's signature is get_client(address=None, timeout=None, resolve_address=True);
+    # docs/api.md promises the address is accepted (and ignored).
+    from actorrt import get_client
+    assert get_client(address=client.scheduler_address, timeout=1) is client
+    assert client.submit(where_client_is, client.scheduler_address).result().startswith("client-")
+
+
+def test_gather_of_a_released_future_raises_instead_of_hanging(client):
+    import pytest
+    f = client.submit(inc, 1, pure=False)
+    f.release()
+    with pytest.raises(RuntimeError, match="released"):
+        client.gather([f])
+    with pytest.raises(RuntimeError, match="released"):
+        f.result()
+    assert client.submit(inc, 2).result() == 3
+
+
+def test_coordination_call_through_a_closed_client_says_so():
+    import pytest
+    from actorrt import Event, Queue
+    c = Client(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False)
+    q = Queue("review-closed", client=c)
+    q.put(1)
+    c.close()
+    with pytest.raises(RuntimeError, match="client is closed"):
+        q.put(2)
+    with pytest.raises(RuntimeError, match="client is closed"):
+        Event("review-closed", client=c).set()  # (not yet resolved: no coroutine left behind)
+
+
+def test_gather_of_an_iterator_yields_values_as_dask_does(client):
+    from actorrt import as_completed
+    futures = client.map(inc, range(5))
+    assert list(client.gather(iter(futures))) == [1, 2, 3, 4, 5]
+    assert sorted(client.gather(as_completed(futures))) == [1, 2, 3, 4, 5]
