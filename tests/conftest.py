@@ -32,3 +32,9 @@ def pclient():
     """A sync client on a cluster of real worker processes, shared by a module's tests."""
     with Client(n_workers=2, threads_per_worker=1, processes=True) as c:
         yield c
+
+
+@pytest.fixture(params=["inproc", "processes"])
+def any_client(request):
+    """The same test on both: ``client`` (in-process) and ``pclient`` (worker processes)."""
+    return request.getfixturevalue("client" if request.param == "inproc" else "pclient")

@@ -28,11 +28,6 @@ def validate(client):
     client.sync(check)
 
 
-@pytest.fixture(params=["inproc", "processes"])
-def any_client(request, client, pclient):
-    return client if request.param == "inproc" else pclient
-
-
 # --- arguments of submit and map ---------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -418,11 +418,6 @@ def test_run_with_worker_processes(pclient):
     assert pclient.run_on_scheduler(os.getpid) == os.getpid()  # the scheduler is in this process
 
 
-@pytest.fixture(params=["inproc", "processes"])
-def any_client(request, client, pclient):
-    return client if request.param == "inproc" else pclient
-
-
 def test_shutdown_closes_the_client_and_its_cluster():
     from actorrt import LocalCluster
     with LocalCluster(1, 1, processes=False) as cluster:

@@ -28,11 +28,6 @@ def bad(x):
     raise ValueError(f"bad input {x}")
 
 
-@pytest.fixture(params=["inproc", "processes"])
-def any_client(request, client, pclient):
-    return client if request.param == "inproc" else pclient
-
-
 def test_submit_dependencies_and_result(any_client):
     c = any_client
     x = c.submit(inc, 1)

@@ -74,11 +74,6 @@ def key_state(client, key):
     return client.sync(client._ask_scheduler, "key_states", keys=[key])[key]
 
 
-@pytest.fixture(params=["inproc", "processes"])
-def any_client(request, client, pclient):
-    return client if request.param == "inproc" else pclient
-
-
 # --- fire_and_forget --------------------------------------------------------------------
 def test_fire_and_forget_runs_after_futures_dropped(client):
     _log.clear()

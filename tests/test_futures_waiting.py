@@ -35,11 +35,6 @@ def bad(x):
     raise ValueError(f"bad {x}")
 
 
-@pytest.fixture(params=["inproc", "processes"])
-def any_client(request, client, pclient):
-    return client if request.param == "inproc" else pclient
-
-
 # --- as_completed ------------------------------------------------------------------------
 def test_as_completed_yields_every_future_once(any_client):
     futures = any_client.map(inc, range(50))

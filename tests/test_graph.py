@@ -17,11 +17,6 @@ def bad(x):
     raise ValueError(f"bad {x}")
 
 
-@pytest.fixture(params=["inproc", "processes"])
-def any_client(request, client, pclient):
-    return client if request.param == "inproc" else pclient
-
-
 GRAPH = {
     "x": 1,
     "y": (inc, "x"),
