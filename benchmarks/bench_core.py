@@ -5,8 +5,9 @@
 
 Both runtimes get ``Client(n_workers=2, threads_per_worker=1)`` with worker processes.
 Workloads: submit+gather of 5,000 trivial tasks; map of 10,000; the 256x(inc, double,
-add) chain + sum; a pairwise tree reduction of 1,024 inputs; client start-up (Client()
-to first result). A second table gives the CPU time per task summed over every process
+add) chain + sum; a pairwise tree reduction of 1,024 inputs; one task's whole round
+trip (``submit(inc, i).result()``, one at a time, 1,000 times); client start-up
+(Client() to first result). A second table gives the CPU time per task summed over every process
 of the cluster (client, scheduler, workers) for the submit and map workloads.
 
 Every repetition uses fresh arguments so that pure (hashed) keys never hit results
@@ -103,6 +104,16 @@ def tree(n: int):
     return run
 
 
+def round_trips(n: int):
+    """``submit(inc, i).result()`` one at a time: a task's whole round trip, client to
+    worker and back (issue 9's target: <= 300 us here, <= 4 socket round trips)."""
+    def run(client):
+        start = _offset(n)
+        for i in range(start, start + n):
+            assert client.submit(inc, i, pure=False).result() == i + 1
+    return run
+
+
 def startup(make_client):
     """Client() (cluster with worker processes included) to the first result."""
     with make_client() as client:
@@ -111,6 +122,7 @@ def startup(make_client):
 
 def workloads(quick: bool) -> list[Workload]:
     n_submit, n_map, n_chain, n_tree = (200, 400, 16, 64) if quick else (5_000, 10_000, 256, 1_024)
+    n_trip = 50 if quick else 1_000
     submit_name = f"submit+gather {n_submit:,} tasks"
     map_name = f"map+gather {n_map:,} tasks"
     return [
@@ -118,6 +130,8 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(map_name, _with_cpu(map_name, map_gather(n_map)), tasks=n_map),
         Workload(f"chain {n_chain}x(inc, double, add) + sum", chain(n_chain)),
         Workload(f"tree reduction of {n_tree:,} inputs", tree(n_tree)),
+        Workload(f"submit(inc).result() round trip, one at a time ({n_trip:,})", round_trips(n_trip),
+                 tasks=n_trip, per_task=True),
         Workload("client start-up to first result", startup, needs_client=False),
     ]
 
