@@ -78,9 +78,9 @@ def snapshot_seconds(n_tasks: int, repeat: int) -> float:
 
     state = SchedulerState()
     for i in range(4):
-        state.handle_add_worker(f"tcp://10.0.0.{i}:1", 4, "w")
+        state.stimulus_add_worker(f"tcp://10.0.0.{i}:1", 4, "w")
     specs = [TaskSpec(f"f{i % 20}-{i}", "spec", (), name=f"f{i % 20}") for i in range(n_tasks)]
-    state.handle_update_graph("client", specs, [s.key for s in specs], "graph")
+    state.stimulus_update_graph("client", specs, [s.key for s in specs], "graph")
 
     class Scheduler:  # what status() reads
         worker_info: dict = {}

@@ -92,9 +92,9 @@ def test_scale_down_after_a_kill_keeps_a_live_worker():
 
 def _state(nworkers):
     s = SchedulerState(validate=True)
-    s.handle_add_client("c")
+    s.stimulus_add_client("c")
     for i in range(nworkers):
-        s.handle_add_worker(f"w{i}", 1, "add")
+        s.stimulus_add_worker(f"w{i}", 1, "add")
     return s
 
 
@@ -109,20 +109,20 @@ def _computes(instrs):
 
 def _build(s, spec, worker):
     """``worker`` reports actor ``spec`` built."""
-    s.handle_task_finished(worker, spec.key, 256, "Actor", "built")
+    s.stimulus_task_finished(worker, spec.key, 256, "Actor", "built")
     assert s.tasks[spec.key].state == "memory"
 
 
 def test_state_pinned_restartable_actor_dies_with_its_only_worker():
     s = _state(2)
     spec = _actor_spec("a", ("w0",), max_restarts=-1)
-    assert _computes(s.handle_update_graph("c", [spec], ["a"], "create")) == [("a", "w0")]
+    assert _computes(s.stimulus_update_graph("c", [spec], ["a"], "create")) == [("a", "w0")]
     _build(s, spec, "w0")
-    out = s.handle_remove_worker("w0", "died")
+    out = s.stimulus_remove_worker("w0", "died")
     assert _computes(out) == []
     assert [(i.key, i.status) for i in out if isinstance(i, Report)] == [("a", "erred")]
     ts = s.tasks["a"]
-    assert ts.state == "erred" and ts not in s.unrunnable
+    assert ts.state == "erred" and ts not in s.placement.unrunnable
     assert isinstance(ts.exception, ActorDeadError)
     assert "pinned" in str(ts.exception) and "w0" in str(ts.exception)
 
@@ -130,14 +130,14 @@ def test_state_pinned_restartable_actor_dies_with_its_only_worker():
 def test_state_pinned_actor_restarts_on_another_allowed_worker_then_dies_rebuilding():
     s = _state(3)
     spec = _actor_spec("a", ("w0", "w1"), max_restarts=5)
-    s.handle_update_graph("c", [spec], ["a"], "create")
+    s.stimulus_update_graph("c", [spec], ["a"], "create")
     _build(s, spec, "w0")
-    assert _computes(s.handle_remove_worker("w0", "died")) == [("a", "w1")]  # allowed: moves
+    assert _computes(s.stimulus_remove_worker("w0", "died")) == [("a", "w1")]  # allowed: moves
     # Its last allowed worker dies while rebuilding it: nowhere left (w2 is not allowed).
-    out = s.handle_remove_worker("w1", "died")
+    out = s.stimulus_remove_worker("w1", "died")
     assert _computes(out) == []
     ts = s.tasks["a"]
-    assert ts.state == "erred" and ts not in s.unrunnable
+    assert ts.state == "erred" and ts not in s.placement.unrunnable
     assert isinstance(ts.exception, ActorDeadError) and "pinned" in str(ts.exception)
 
 
@@ -145,9 +145,9 @@ def test_state_actor_allowed_elsewhere_still_restarts():
     s = _state(2)
     spec = TaskSpec("a", "spec-a", (), name="Counter", workers=("w0",), allow_other_workers=True,
                     actor={"max_concurrency": 1, "max_restarts": 1})
-    s.handle_update_graph("c", [spec], ["a"], "create")
+    s.stimulus_update_graph("c", [spec], ["a"], "create")
     _build(s, spec, "w0")
-    assert _computes(s.handle_remove_worker("w0", "died")) == [("a", "w1")]
+    assert _computes(s.stimulus_remove_worker("w0", "died")) == [("a", "w1")]
 
 
 # --- a pinned actor whose workers are gone: its calls ------------------------------------

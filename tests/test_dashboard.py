@@ -416,7 +416,7 @@ class _Stub:
 def test_status_keeps_the_most_populous_names():
     state = SchedulerState()
     specs = [TaskSpec(f"n{i}-{j}", "spec", (), name=f"n{i}") for i in range(5) for j in range(i + 1)]
-    state.handle_update_graph("c", specs, [s.key for s in specs], "s1")  # no workers: all queued
+    state.stimulus_update_graph("c", specs, [s.key for s in specs], "s1")  # no workers: all queued
     s = status(_Stub(state), started=0.0, max_names=2)
     assert s["by_name"] == {"n3": {"queued": 4}, "n4": {"queued": 5}}
     assert s["names_omitted"] == 3 and s["tasks"]["total"] == 15

@@ -5,9 +5,9 @@ from actorrt.scheduler.state import Compute, Free, Report, SchedulerState, TaskS
 
 def make(nworkers=2, nthreads=1):
     s = SchedulerState(validate=True)
-    s.handle_add_client("c")
+    s.stimulus_add_client("c")
     for i in range(nworkers):
-        s.handle_add_worker(f"w{i}", nthreads, "add")
+        s.stimulus_add_worker(f"w{i}", nthreads, "add")
     return s
 
 
@@ -26,9 +26,9 @@ def actor(key, max_restarts=0, **kw):
 
 def create(s, spec, client="c"):
     """Submit an actor and let its worker report it built; returns its worker."""
-    (c,) = computes(s.handle_update_graph(client, [spec], [spec.key], "create"))
+    (c,) = computes(s.stimulus_update_graph(client, [spec], [spec.key], "create"))
     assert c.actor == spec.actor
-    s.handle_task_finished(c.worker, spec.key, 256, "Actor", "built")
+    s.stimulus_task_finished(c.worker, spec.key, 256, "Actor", "built")
     assert s.tasks[spec.key].state == "memory"
     return c.worker
 
@@ -44,8 +44,8 @@ def test_actor_placement_ignores_busy_task_slots():
     s = make(nworkers=2)
     create(s, actor("a0"))  # -> w0 (both empty; lowest seq)
     assert s.tasks["a0"].who_has == {s.workers["w0"]}
-    out = s.handle_update_graph("c", [TaskSpec(f"t{i}", 0, ()) for i in range(4)],
-                                [f"t{i}" for i in range(4)], "tasks")
+    out = s.stimulus_update_graph("c", [TaskSpec(f"t{i}", 0, ()) for i in range(4)],
+                                  [f"t{i}" for i in range(4)], "tasks")
     assert len(computes(out)) == 4
     assert create(s, actor("a1")) == "w1"
     assert create(s, actor("a2")) in ("w0", "w1")
@@ -53,7 +53,7 @@ def test_actor_placement_ignores_busy_task_slots():
 
 def test_actor_placement_counts_actors_being_created():
     s = make(nworkers=2)
-    out = s.handle_update_graph("c", [actor("a"), actor("b")], ["a", "b"], "both")
+    out = s.stimulus_update_graph("c", [actor("a"), actor("b")], ["a", "b"], "both")
     assert sorted(c.worker for c in computes(out)) == ["w0", "w1"]
 
 
@@ -65,16 +65,16 @@ def test_actor_restricted_to_workers():
 
 def test_actor_restricted_to_absent_worker_waits_for_it():
     s = make(nworkers=1)
-    out = s.handle_update_graph("c", [actor("a", workers=("w9",))], ["a"], "s")
+    out = s.stimulus_update_graph("c", [actor("a", workers=("w9",))], ["a"], "s")
     assert computes(out) == []
-    out = s.handle_add_worker("w9", 1, "add")
+    out = s.stimulus_add_worker("w9", 1, "add")
     assert [(c.key, c.worker) for c in computes(out)] == [("a", "w9")]
 
 
 def test_dead_actor_is_not_recomputed_without_restarts():
     s = make()
     w = create(s, actor("a"))
-    out = s.handle_remove_worker(w, "died")
+    out = s.stimulus_remove_worker(w, "died")
     assert computes(out) == []
     assert reports(out) == [("a", "erred")]
     ts = s.tasks["a"]
@@ -87,11 +87,11 @@ def test_dead_actor_fails_waiting_dependents():
     s = make()
     w = create(s, actor("a"))
     # A task using the actor's handle, held up by another input still running.
-    s.handle_update_graph("c", [TaskSpec("slow", 0, (), workers=("w1",) if w == "w0" else ("w0",))],
-                          ["slow"], "s")
-    s.handle_update_graph("c", [TaskSpec("use", 0, ("a", "slow"))], ["use"], "s2")
+    s.stimulus_update_graph("c", [TaskSpec("slow", 0, (), workers=("w1",) if w == "w0" else ("w0",))],
+                            ["slow"], "s")
+    s.stimulus_update_graph("c", [TaskSpec("use", 0, ("a", "slow"))], ["use"], "s2")
     assert s.tasks["use"].state == "waiting"
-    out = s.handle_remove_worker(w, "died")
+    out = s.stimulus_remove_worker(w, "died")
     assert ("use", "erred") in reports(out)
     assert isinstance(s.tasks["use"].exception, ActorDeadError)
 
@@ -100,15 +100,15 @@ def test_actor_restarts_on_another_worker_up_to_max_restarts():
     s = make(nworkers=3)
     w = create(s, actor("a", max_restarts=2))
     for attempt in (1, 2):
-        out = s.handle_remove_worker(w, f"died-{attempt}")
+        out = s.stimulus_remove_worker(w, f"died-{attempt}")
         assert ("a", "lost") in reports(out)
         (c,) = computes(out)
         assert c.key == "a" and c.worker != w and c.actor["max_restarts"] == 2
-        s.handle_add_worker(w, 1, "back")  # keep enough workers around
-        s.handle_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
+        s.stimulus_add_worker(w, 1, "back")  # keep enough workers around
+        s.stimulus_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
         assert s.tasks["a"].restarts == attempt
         w = c.worker
-    out = s.handle_remove_worker(w, "died-3")
+    out = s.stimulus_remove_worker(w, "died-3")
     assert computes(out) == [] and reports(out) == [("a", "erred")]
     assert "max_restarts=2" in str(s.tasks["a"].exception)
 
@@ -117,10 +117,10 @@ def test_unlimited_restarts():
     s = make(nworkers=2)
     w = create(s, actor("a", max_restarts=-1))
     for i in range(5):
-        out = s.handle_remove_worker(w, f"died-{i}")
+        out = s.stimulus_remove_worker(w, f"died-{i}")
         (c,) = computes(out)
-        s.handle_add_worker(w, 1, "back")
-        s.handle_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
+        s.stimulus_add_worker(w, 1, "back")
+        s.stimulus_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
         w = c.worker
     assert s.tasks["a"].state == "memory"
 
@@ -128,16 +128,16 @@ def test_unlimited_restarts():
 def test_released_actor_is_freed_on_its_worker():
     s = make()
     w = create(s, actor("a"))
-    out = s.handle_release_keys("c", ["a"], "drop")
+    out = s.stimulus_release_keys("c", ["a"], "drop")
     assert out == [Free(w, ["a"])]
-    assert "a" not in s.tasks and not s.actor_tasks
+    assert "a" not in s.tasks and not s.placement.actors
 
 
 def test_plain_tasks_still_recomputed_when_worker_dies():
     s = make()
-    (c,) = computes(s.handle_update_graph("c", [TaskSpec("x", 0, ())], ["x"], "s"))
-    s.handle_task_finished(c.worker, "x", 8, "int", "done")
-    out = s.handle_remove_worker(c.worker, "died")
+    (c,) = computes(s.stimulus_update_graph("c", [TaskSpec("x", 0, ())], ["x"], "s"))
+    s.stimulus_task_finished(c.worker, "x", 8, "int", "done")
+    out = s.stimulus_remove_worker(c.worker, "died")
     assert [k.key for k in computes(out)] == ["x"]
 
 
@@ -174,12 +174,12 @@ def test_directory_waits_through_a_restart():
         reply, got = answer()
         d.status("a", w, reply)  # the caller cannot reach w; the scheduler still believes in it
         assert got == [] and d.waiters["a"][0][2] is not None
-        (c,) = computes(s.handle_remove_worker(w, "died"))
+        (c,) = computes(s.stimulus_remove_worker(w, "died"))
         d.wake()
         assert got == [] and d.waiters["a"][0][2] is None  # restarting: no give-up timer
         await asyncio.sleep(0.05)  # longer than stale_timeout: must not be declared dead
         assert got == []
-        s.handle_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
+        s.stimulus_task_finished(c.worker, "a", 256, "Actor", "rebuilt")
         d.wake()
         assert got == [{"status": "ok", "address": c.worker}] and not d.waiters
     asyncio.run(main())
@@ -192,7 +192,7 @@ def test_directory_reports_death_and_gives_up_on_silent_worker():
         w = create(s, actor("a"))
         reply, got = answer()
         d.status("a", w, reply)
-        s.handle_remove_worker(w, "died")
+        s.stimulus_remove_worker(w, "died")
         d.wake()
         assert got[0]["status"] == "dead" and "died with its worker" in got[0]["reason"]
         w2 = create(s, actor("b"))

@@ -50,7 +50,7 @@ class Dashboard(Actor):
     closing) ends them at once.
     """
 
-    def __init__(self, scheduler: "Scheduler", sock: socket.socket, link: str, *,
+    def __init__(self, scheduler: Scheduler, sock: socket.socket, link: str, *,
                  loopback_only: bool = True, interval: float = 0.5) -> None:
         self.scheduler = scheduler
         self.link = link

@@ -11,11 +11,10 @@ from collections import Counter
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from ..scheduler.state import TASK_STATES
+
 if TYPE_CHECKING:
     from ..scheduler.actor import Scheduler
-
-#: The scheduler's task states, in the order a task moves through them.
-TASK_STATES = ("released", "waiting", "queued", "processing", "memory", "erred")
 
 #: Beyond this many task names, the least populous are left out (and counted): a page
 #: with a row per name must stay readable when keys are named freely (scatter).
@@ -24,7 +23,7 @@ MAX_NAMES = 100
 _name_and_state = attrgetter("name", "state")
 
 
-def status(scheduler: "Scheduler", started: float, max_names: int = MAX_NAMES) -> dict[str, Any]:
+def status(scheduler: Scheduler, started: float, max_names: int = MAX_NAMES) -> dict[str, Any]:
     """A snapshot of the cluster: workers, task counts, clients, totals.
 
     >>> status(scheduler, started)["tasks"]        # doctest: +SKIP
@@ -62,7 +61,7 @@ def _by_name(pairs: Counter, max_names: int) -> tuple[dict[str, dict[str, int]],
     return {name: rows[name] for name in sorted(rows)}, 0
 
 
-def _worker(scheduler: "Scheduler", address: str) -> dict[str, Any]:
+def _worker(scheduler: Scheduler, address: str) -> dict[str, Any]:
     ws = scheduler.state.workers[address]
     info = scheduler.worker_info.get(address, {})
     return {
@@ -73,11 +72,11 @@ def _worker(scheduler: "Scheduler", address: str) -> dict[str, Any]:
         "processing": len(ws.processing),
         "long_running": len(ws.long_running),
         "keys": len(ws.has_what),
-        "bytes": sum(ts.nbytes for ts in ws.has_what),
+        "bytes": ws.managed_bytes,
     }
 
 
-def story(scheduler: "Scheduler", key: str) -> dict[str, Any] | None:
+def story(scheduler: Scheduler, key: str) -> dict[str, Any] | None:
     """The recorded transitions of ``key``, oldest first; None if the scheduler knows
     nothing of it (never submitted, or forgotten and its story rotated out)."""
     entries = scheduler.state.story(key)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..core import Actor, ActorRef, Pickled, Reply
 from ..core.addresses import is_loopback, is_wildcard
@@ -13,9 +14,17 @@ from ..core.checks import check_origin
 from ..core.comm import Comm, split_host_port
 from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
+from ..run import run_here
 from .datasets import Datasets
-from .messages import check_missing, check_tasks_done, check_update_data, decode_tasks, keys_field
-from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState, WorkerState
+from .messages import (
+    check_missing,
+    check_tasks_done,
+    check_update_data,
+    decode_tasks,
+    keys_field,
+)
+from .placement import WorkerState
+from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
 from .user_actors import ActorDirectory
 
 logger = logging.getLogger("actorrt.scheduler")
@@ -68,7 +77,7 @@ class Scheduler(Actor):
                                   "from another connection")
         self._peer_comms[("worker", address)] = origin
         self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid}
-        self._apply(self.state.handle_add_worker(address, nthreads, self._sid("add-worker")))
+        self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker")))
         self._wake_worker_waiters()
         return {"address": self.host.address}
 
@@ -86,7 +95,7 @@ class Scheduler(Actor):
                                   f"registered for {known!r}")
         self.client_refs[client] = ref
         self._peer_comms[("client", client)] = origin
-        self.state.handle_add_client(client)
+        self.state.stimulus_add_client(client)
         return {"workers": self._workers_info()}
 
     def handle_unregister_client(self, client: str, origin: Comm | None = None) -> None:
@@ -121,14 +130,14 @@ class Scheduler(Actor):
     def _remove_client(self, client: str) -> None:
         self._peer_comms.pop(("client", client), None)
         if self.client_refs.pop(client, None) is not None:
-            self._apply(self.state.handle_remove_client(client, self._sid("remove-client")))
+            self._apply(self.state.stimulus_remove_client(client, self._sid("remove-client")))
 
     def _remove_worker(self, address: str, why: str) -> None:
         self._peer_comms.pop(("worker", address), None)
         if self.worker_info.pop(address, None) is None:
             return
         logger.info("removing worker %s (%s)", address, why)
-        self._apply(self.state.handle_remove_worker(address, self._sid(why)))
+        self._apply(self.state.stimulus_remove_worker(address, self._sid(why)))
 
     def _on_peer_lost(self, address: str, comm: Comm) -> None:
         # By connection, not by the name it gave: only the loss of the connection a
@@ -146,7 +155,8 @@ class Scheduler(Actor):
         out = {}
         for address, info in self.worker_info.items():
             out[address] = entry = dict(info)
-            entry["memory"] = {"managed": self.state.managed_bytes(address)}
+            ws = self.state.workers.get(address)
+            entry["memory"] = {"managed": ws.managed_bytes if ws is not None else 0}
         return out
 
     def handle_wait_for_workers(self, n: int, reply: Reply) -> None:
@@ -173,7 +183,7 @@ class Scheduler(Actor):
             raise
         specs, wanted, refused = self.actors.refuse_taken_names(client, specs, wanted)
         self._apply(refused)
-        self._apply(self.state.handle_update_graph(client, specs, wanted, self._sid("update-graph")))
+        self._apply(self.state.stimulus_update_graph(client, specs, wanted, self._sid("update-graph")))
 
     def _refuse_graph(self, client: str, tasks: list, wanted: Any, exc: BadMessageError) -> None:
         """A refused graph (a tell) changes nothing, but its sender's Futures of new keys
@@ -194,18 +204,18 @@ class Scheduler(Actor):
     def handle_get_actor(self, client: str, key: str) -> bool:
         """``client.get_actor(name)``: True, and ``client`` holds the actor, if it exists."""
         return self.actors.want_named(client, key, lambda c, keys: self._apply(
-            self.state.handle_want_keys(c, keys, self._sid("get-actor"))))
+            self.state.stimulus_want_keys(c, keys, self._sid("get-actor"))))
 
     def handle_release_keys(self, client: str, keys: list, origin: Comm | None = None) -> None:
         keys_field("release_keys", keys)
         self._check_holder("release_keys", client, origin)
-        self._apply(self.state.handle_release_keys(client, keys, self._sid("release")))
+        self._apply(self.state.stimulus_release_keys(client, keys, self._sid("release")))
 
     def handle_want_keys(self, client: str, keys: list) -> None:
         # Not checked against the sender: a worker hands a Future an actor method returned
         # to the calling client by naming that client here. Wanting only adds a holder.
         keys_field("want_keys", keys)
-        self._apply(self.state.handle_want_keys(client, keys, self._sid("want")))
+        self._apply(self.state.stimulus_want_keys(client, keys, self._sid("want")))
 
     def handle_cancel(self, client: str, keys: list, origin: Comm | None, force: bool = False) -> None:
         keys_field("cancel", keys)
@@ -215,19 +225,19 @@ class Scheduler(Actor):
             shared = [k for k in keys if k in self.state.tasks and self.state.tasks[k].who_wants - {client}]
             if shared:
                 # The client marked its own futures cancelled already; no report needed.
-                self._apply(self.state.handle_release_keys(client, shared, self._sid("cancel")))
+                self._apply(self.state.stimulus_release_keys(client, shared, self._sid("cancel")))
                 keys = [k for k in keys if k not in shared]
-        self._apply(self.state.handle_cancel(keys, None, self._sid("cancel"), requester=client))
+        self._apply(self.state.stimulus_cancel(keys, None, self._sid("cancel"), requester=client))
 
     def handle_retry(self, keys: list) -> None:
         keys_field("retry", keys)
-        self._apply(self.state.handle_retry(keys, self._sid("retry")))
+        self._apply(self.state.stimulus_retry(keys, self._sid("retry")))
 
     def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict,
                            origin: Comm | None = None) -> None:
         check_update_data(who_has, nbytes, types)
         self._check_peer("update_data", "client", client, origin)
-        self._apply(self.state.handle_update_data(client, who_has, nbytes, types, self._sid("scatter")))
+        self._apply(self.state.stimulus_update_data(client, who_has, nbytes, types, self._sid("scatter")))
 
     def handle_who_has(self, keys: list | None = None) -> dict:
         """Where each key's data is; every key in memory when ``keys`` is None."""
@@ -255,7 +265,6 @@ class Scheduler(Actor):
 
     async def handle_run(self, function: Pickled, args: Pickled | None = None, wait: bool = True) -> list:
         """``client.run_on_scheduler``: call a function here, on the loop (actorrt/run.py)."""
-        from ..run import run_here
         return await run_here(self, "dask_scheduler", function, args, wait)
 
     def handle_restart(self, reason: str = "the cluster restarted") -> int:
@@ -266,7 +275,7 @@ class Scheduler(Actor):
         for name in self.datasets.names():
             self.datasets.unpublish(name)
         keys = list(self.state.tasks)
-        self._apply(self.state.handle_cancel(keys, reason, self._sid("restart")))
+        self._apply(self.state.stimulus_cancel(keys, reason, self._sid("restart")))
         return len(keys)
 
     # --- published datasets (datasets.py) -----------------------------------------
@@ -311,12 +320,12 @@ class Scheduler(Actor):
         state = self.state
         out: list[Instruction] = []
         for key, nbytes, typ, *rest in finished:  # rest: [duration[, run_id]]
-            out += state.handle_task_finished(worker, key, nbytes, typ, self._sid("task-finished"),
-                                              rest[0] if rest else None,
-                                              rest[1] if len(rest) > 1 else None)
+            out += state.stimulus_task_finished(worker, key, nbytes, typ, self._sid("task-finished"),
+                                                rest[0] if rest else None,
+                                                rest[1] if len(rest) > 1 else None)
         for key, exc, tb, *rest in erred:  # rest: [run_id]
-            out += state.handle_task_erred(worker, key, exc, tb, self._sid("task-erred"),
-                                           rest[0] if rest else None)
+            out += state.stimulus_task_erred(worker, key, exc, tb, self._sid("task-erred"),
+                                             rest[0] if rest else None)
         self._apply(out)
 
     def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
@@ -324,12 +333,12 @@ class Scheduler(Actor):
         keys_field("long_running", keys)
         self._check_worker("long_running", worker, origin)
         for key in keys:
-            self._apply(self.state.handle_long_running(worker, key, self._sid("long-running")))
+            self._apply(self.state.stimulus_long_running(worker, key, self._sid("long-running")))
 
     def handle_missing_data(self, worker: str, key: str, missing: dict, origin: Comm | None) -> None:
         check_missing(missing)
         self._check_worker("missing_data", worker, origin)
-        self._apply(self.state.handle_missing_data(worker, key, missing, self._sid("missing-data")))
+        self._apply(self.state.stimulus_missing_data(worker, key, missing, self._sid("missing-data")))
 
     # --- instructions -> messages -----------------------------------------
     def _apply(self, instructions: list[Instruction]) -> None:

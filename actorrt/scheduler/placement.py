@@ -1,0 +1,319 @@
+"""Which worker a task runs on, and when: the workers, how full each is, which values
+each holds, the tasks ready to run that wait for a free slot, and the choice of a
+worker for each.
+
+No I/O and no task transitions. :class:`~actorrt.scheduler.state.SchedulerState`
+owns one :class:`Placement`. It hands over each task that is ready to run
+(:meth:`~Placement.enqueue`) and takes back, from :meth:`~Placement.next_placement`,
+the next one to start and the worker it goes to; it tells the placement when a task
+starts on (:meth:`~Placement.occupy`) or leaves (:meth:`~Placement.vacate`) a worker
+and where values are held (:meth:`~Placement.add_replica`, ...). Only this module
+changes a :class:`WorkerState`; the state machine reads them.
+
+The workers with a free slot stay ordered by occupancy as that changes, so a placement
+costs O(log workers), never a sort.
+
+A worker holds up to ``capacity = nthreads * saturation`` tasks: more than it has
+threads, so that a worker finishing a task finds the next one already there.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from sortedcontainers import SortedKeyList
+
+if TYPE_CHECKING:
+    from .state import TaskState
+
+
+class WorkerState:
+    __slots__ = ("address", "capacity", "has_what", "long_running", "nthreads", "processing", "seq")
+
+    def __init__(self, address: str, nthreads: int, saturation: float, seq: int) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.processing: set[TaskState] = set()
+        # Running tasks that gave their thread slot back (secede, or blocked on other
+        # futures): they no longer count against capacity, so the work they wait for
+        # can be placed here (a nested gather on a one-thread worker cannot deadlock).
+        self.long_running: set[TaskState] = set()
+        self.has_what: set[TaskState] = set()
+        self.capacity = _capacity(nthreads, saturation)
+        self.seq = seq
+
+    @property
+    def busy(self) -> int:
+        """Tasks holding a thread slot here."""
+        return len(self.processing) - len(self.long_running)
+
+    @property
+    def occupancy(self) -> float:
+        return self.busy / self.nthreads
+
+    @property
+    def has_free_slot(self) -> bool:
+        return self.busy < self.capacity
+
+    @property
+    def managed_bytes(self) -> int:
+        """Bytes of the values held here, as their holders measured them."""
+        return sum(ts.nbytes for ts in self.has_what)
+
+    def __repr__(self) -> str:
+        return f"<WorkerState {self.address} {len(self.processing)}/{self.capacity}>"
+
+
+def _capacity(nthreads: int, saturation: float) -> int:
+    return max(1, int(nthreads * saturation))
+
+
+def _load(ws: WorkerState) -> tuple[float, int]:
+    """Least occupied first; among equals the earliest to join, so that a choice
+    never depends on the order of a set."""
+    return ws.occupancy, ws.seq
+
+
+class Placement:
+    """The workers, ordered by how busy they are, the queue of tasks ready to run, and
+    where each of those should run.
+
+    ``saturation`` (tasks per thread) is fixed when given; when None it adapts to the
+    tasks' run time so that each thread has about ``queued_seconds`` of work in hand:
+    short tasks go out in large batches (one message carries many), long ones barely
+    queue, so a worker that frees up still finds work to take.
+    """
+
+    def __init__(self, saturation: float | None = None, *, queued_seconds: float = 0.02,
+                 max_saturation: float = 32.0) -> None:
+        self.workers: dict[str, WorkerState] = {}
+        # Workers with a free slot, least occupied first.
+        self.idle: SortedKeyList = SortedKeyList(key=_load)
+        # Tasks ready to run, highest priority first: (priority, push order, task). A task
+        # that leaves the 'queued' state keeps its entry, skipped when it comes up.
+        self.queued: list[tuple[tuple, int, TaskState]] = []
+        # Queued tasks restricted to workers that are not here: out of the queue until
+        # a worker they may run on joins.
+        self.unrunnable: set[TaskState] = set()
+        self.actors: set[TaskState] = set()  # user actors, placed or held: to spread them
+        self.adaptive = saturation is None
+        self.saturation = 2.0 if saturation is None else saturation
+        self.queued_seconds = queued_seconds
+        self.max_saturation = max_saturation
+        self.mean_duration: float | None = None
+        self._durations_seen = 0
+        self._worker_seq = itertools.count()
+        self._push_seq = itertools.count()
+
+    # ------------------------------------------------------------ membership
+    def add_worker(self, address: str, nthreads: int) -> WorkerState | None:
+        """The new worker's state; None if ``address`` is already a worker.
+
+        The unrunnable tasks it may run go back to the queue.
+        """
+        if address in self.workers:
+            return None
+        ws = WorkerState(address, max(1, nthreads), self.saturation, next(self._worker_seq))
+        self.workers[address] = ws
+        self.idle.add(ws)
+        for ts in list(self.unrunnable):
+            if ts.workers is not None and address in ts.workers or ts.allow_other_workers:
+                self.unrunnable.discard(ts)
+                self.enqueue(ts)
+        return ws
+
+    def remove_worker(self, address: str) -> WorkerState | None:
+        """The removed worker's state, its tasks still listed for the caller to move."""
+        ws = self.workers.pop(address, None)
+        if ws is not None and ws in self.idle:
+            self.idle.remove(ws)
+        return ws
+
+    # ----------------------------------------------------------------- queue
+    def enqueue(self, ts: TaskState) -> None:
+        """``ts`` is ready to run (its state is 'queued') and waits for a free slot."""
+        heapq.heappush(self.queued, (ts.priority, next(self._push_seq), ts))
+
+    def park(self, ts: TaskState) -> None:
+        """``ts`` has nowhere to run until a worker it may run on joins."""
+        self.unrunnable.add(ts)
+
+    def unpark(self, ts: TaskState) -> None:
+        """``ts`` no longer waits to run (released while queued)."""
+        self.unrunnable.discard(ts)
+
+    def next_placement(self) -> tuple[TaskState, WorkerState] | None:
+        """The queued task to start next and its worker; None while no worker has a
+        free slot or nothing is queued. The caller :meth:`occupies <occupy>` the worker
+        before it asks again."""
+        queue = self.queued
+        while queue and self.idle:
+            ts = heapq.heappop(queue)[2]
+            if ts.state != "queued" or ts in self.unrunnable:
+                continue  # released, or placed, since it was queued
+            ws = self.choose(ts)
+            if ws is not None:
+                return ts, ws
+            self.unrunnable.add(ts)
+        return None
+
+    # ------------------------------------------------------------- occupancy
+    # A worker's place in ``idle`` is keyed on its occupancy: it leaves the list before
+    # its occupancy changes and comes back after, or the list loses track of it.
+    def _unlist(self, ws: WorkerState) -> None:
+        if ws.has_free_slot:
+            self.idle.remove(ws)
+
+    def _relist(self, ws: WorkerState) -> None:
+        if ws.has_free_slot:
+            self.idle.add(ws)
+
+    def occupy(self, ws: WorkerState, ts: TaskState) -> None:
+        """``ts`` starts on ``ws``. An actor is built in its own lane: it holds no slot."""
+        self._unlist(ws)
+        ws.processing.add(ts)
+        if ts.actor:
+            ws.long_running.add(ts)
+        self._relist(ws)
+
+    def vacate(self, ws: WorkerState, ts: TaskState) -> None:
+        """``ts`` no longer runs on ``ws`` (finished, failed, released or moved)."""
+        self._unlist(ws)
+        ws.processing.discard(ts)
+        ws.long_running.discard(ts)
+        self._relist(ws)
+
+    def hold_no_slot(self, ws: WorkerState, ts: TaskState) -> None:
+        """``ts`` still runs on ``ws`` but gave its thread slot back (seceded)."""
+        self._unlist(ws)
+        ws.long_running.add(ts)
+        # Not unconditionally listed: a worker may hold more than its capacity (the
+        # adaptive saturation lowered it), and one slot given back may leave it full.
+        self._relist(ws)
+
+    # -------------------------------------------------------------- capacity
+    def set_saturation(self, saturation: float) -> None:
+        """Change how many tasks each worker may hold per thread."""
+        self.saturation = saturation
+        for ws in self.workers.values():
+            self._unlist(ws)
+            ws.capacity = _capacity(ws.nthreads, saturation)
+            self._relist(ws)
+
+    def observe_duration(self, duration: float) -> None:
+        """Fold a task's run time into the mean; re-size worker capacity now and then."""
+        if not self.adaptive:
+            return
+        mean = self.mean_duration
+        self.mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
+        self._durations_seen += 1
+        if self._durations_seen % 16 == 0 or mean is None:
+            wanted = self.queued_seconds / max(self.mean_duration, 1e-6)
+            wanted = min(self.max_saturation, max(1.0, wanted))
+            # Only a large change: each one walks every worker.
+            if abs(wanted - self.saturation) > 0.25 * self.saturation:
+                self.set_saturation(wanted)
+
+    # -------------------------------------------------------------- replicas
+    # Which workers hold a task's value is kept both ways (``ts.who_has``,
+    # ``ws.has_what``) and changed only here, so the two sides never disagree.
+    def add_replica(self, ts: TaskState, ws: WorkerState) -> None:
+        ts.who_has.add(ws)
+        ws.has_what.add(ts)
+
+    def drop_replica(self, ts: TaskState, ws: WorkerState) -> None:
+        ts.who_has.discard(ws)
+        ws.has_what.discard(ts)
+
+    def drop_replicas(self, ts: TaskState) -> list[WorkerState]:
+        """Forget every copy of ``ts``'s value; the workers that held one."""
+        holders = list(ts.who_has)
+        for ws in holders:
+            ws.has_what.discard(ts)
+        ts.who_has.clear()
+        return holders
+
+    def drop_replicas_on(self, ws: WorkerState) -> list[TaskState]:
+        """Forget every value ``ws`` held (it is gone); the tasks whose values those were."""
+        held = list(ws.has_what)
+        for ts in held:
+            ts.who_has.discard(ws)
+        ws.has_what.clear()
+        return held
+
+    # ---------------------------------------------------------------- choice
+    def choose(self, ts: TaskState) -> WorkerState | None:
+        """Where ``ts`` runs: its restriction, else the free holder of most input bytes,
+        else the least occupied free worker. Actors go where the fewest actors live.
+
+        None when ``ts`` may run only on workers that are not here. For a task that
+        is not an actor, some worker must have a free slot.
+        """
+        if ts.actor:
+            return self._choose_for_actor(ts)
+        if ts.workers is not None:
+            allowed = self._present(ts.workers)
+            if allowed:
+                return min([ws for ws in allowed if ws.has_free_slot] or allowed, key=_load)
+            if not ts.allow_other_workers:
+                return None
+        if ts.dependencies:
+            holder = self._free_holder_of_most_input(ts)
+            if holder is not None:
+                return holder
+        return self.idle[0]
+
+    def _present(self, addresses: Iterable[str]) -> list[WorkerState]:
+        return [self.workers[a] for a in addresses if a in self.workers]
+
+    def _free_holder_of_most_input(self, ts: TaskState) -> WorkerState | None:
+        # +1 per input: among holders of empty or unmeasured values, the count decides.
+        held: dict[WorkerState, int] = {}
+        for dep in ts.dependencies:
+            for ws in dep.who_has:
+                held[ws] = held.get(ws, 0) + dep.nbytes + 1
+        free = [ws for ws in held if ws.has_free_slot]
+        if not free:
+            return None
+        return max(free, key=lambda ws: (held[ws], -ws.occupancy, -ws.seq))
+
+    def _choose_for_actor(self, ts: TaskState) -> WorkerState | None:
+        """Spread actors: the allowed worker hosting the fewest, then the least occupied.
+
+        An actor does not hold a thread slot once built (it has its own lane), so a
+        busy worker is no reason to avoid it; counting live actors is O(actors).
+        """
+        candidates = list(self.workers.values())
+        if ts.workers is not None:
+            allowed = self._present(ts.workers)
+            if allowed or not ts.allow_other_workers:
+                candidates = allowed
+        if not candidates:
+            return None
+        hosted: dict[WorkerState, int] = {}
+        for other in self.actors:
+            homes = (other.processing_on,) if other.processing_on is not None else other.who_has
+            for home in homes:
+                hosted[home] = hosted.get(home, 0) + 1
+        return min(candidates, key=lambda ws: (hosted.get(ws, 0), *_load(ws)))
+
+    def pinned_workers_gone(self, ts: TaskState) -> bool:
+        """Whether ``ts`` may run only on given workers (``workers=`` without
+        ``allow_other_workers``) and none of them is here."""
+        return (ts.workers is not None and not ts.allow_other_workers
+                and not any(address in self.workers for address in ts.workers))
+
+    # ------------------------------------------------------------ invariants
+    def validate(self, check: Callable[[bool, str], None]) -> None:
+        """Check the workers' invariants; ``check(ok, message)`` reports a breach."""
+        for ws in self.workers.values():
+            check((ws in self.idle) == ws.has_free_slot, f"{ws} idle-set mismatch")
+            check(ws.long_running <= ws.processing, f"{ws} long-running tasks not processing")
+            for ts in ws.processing:
+                check(ts.state == "processing" and ts.processing_on is ws, f"{ws} processing {ts}")
+            for ts in ws.has_what:
+                check(ws in ts.who_has, f"{ws} has {ts} but is not in its who_has")
+        check(len(self.idle) == sum(ws.has_free_slot for ws in self.workers.values()),
+              "a removed worker is still in the idle set")
