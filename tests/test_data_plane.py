@@ -160,7 +160,7 @@ def test_an_input_that_cannot_move_between_processes(tcp_client):
 # --- a holder that dies while its value is on the wire ------------------------------
 
 def fetching(dask_worker):
-    return sorted(dask_worker._fetching)
+    return sorted(dask_worker.state.keys_in("fetch", "flight"))
 
 
 @pytest.mark.slow
@@ -244,11 +244,11 @@ async def test_a_wide_fan_in_keeps_its_transfers_within_the_budget(c, lc):
     # Both holders were asked, never more than the budget at once (one request of
     # up to 3 MiB from each holder would have been 6).
     assert 0 < consumer.transfer_incoming_bytes_peak <= 3 << 20
-    assert consumer.transfer_incoming_bytes == 0 and not consumer._transfer_queue
+    assert consumer.transfer_incoming_bytes == 0 and not consumer.state.queued_transfers
 
 
 def test_batches_split_one_holders_keys_by_the_budget():
-    from actorrt.worker.actor import _batches
+    from actorrt.worker.state import _batches
     sizes = {"a": 4, "b": 4, "c": 10, "d": 1}
     assert _batches(["a", "b", "c", "d"], sizes, 8) == [(["a", "b"], 8), (["c"], 10), (["d"], 1)]
     assert _batches(["x", "y"], {}, 8) == [(["x", "y"], 0)]  # unknown sizes: one request

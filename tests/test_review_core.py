@@ -86,13 +86,29 @@ async def test_fetch_reports_only_the_holder_it_tried(c, lc):
     # A failed fetch blames the peer it asked, not every holder: the scheduler drops
     # the blamed ones from who_has (and would recompute data a live holder still has,
     # and never free that holder's copy).
+    from actorrt.core import Pickled
     a, b = lc.worker_addresses()
     wb = _worker(lc, b)
-    wb.use_inputs(["k"])
+    told = []
+    tell = wb.host.tell
+
+    def spy(ref, op, **fields):
+        if op in ("missing_data", "tasks_done"):
+            told.append((op, fields))
+        else:
+            tell(ref, op, **fields)
+    wb.host.tell = spy
     try:
-        failed, unmovable = await wb.fetch({"k": ["inproc://nobody-1", "inproc://nobody-2"]})
+        spec = [Pickled.dumps(inc), Pickled.dumps(((0,), {}))]
+        wb.handle_compute([["t", spec, {"k": ["inproc://nobody-1", "inproc://nobody-2"]}, "t", False, 1, {}]],
+                          None)
+        await poll_for(lambda: told)
     finally:
-        wb.drop_inputs(["k"])
-    assert not unmovable  # unreachable holders lose the data; they do not make it unmovable
-    assert list(failed) == ["k"] and len(failed["k"]) == 1
-    assert failed["k"][0] in ("inproc://nobody-1", "inproc://nobody-2")
+        del wb.host.tell
+    # Unreachable holders lose the data; they do not make it unmovable (no tasks_done).
+    [(op, fields)] = told
+    assert op == "missing_data" and fields["key"] == "t" and list(fields["missing"]) == ["k"]
+    assert len(fields["missing"]["k"]) == 1
+    assert fields["missing"]["k"][0] in ("inproc://nobody-1", "inproc://nobody-2")
+    assert not wb.state.rows  # the task and its input are forgotten
+    wb.state.validate()

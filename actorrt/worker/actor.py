@@ -1,12 +1,15 @@
-"""The Worker actor: a data store, a thread pool, and the spawner of Task actors."""
+"""The Worker actor: carries out what its state machine (state.py) decides.
+
+Messages from the scheduler and peers are checked here and turned into stimuli;
+the instructions that come back are carried out here: fetches from peers, jobs on
+the pool (or an actor's lane), reports to the scheduler, batched once per loop turn.
+"""
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
-import random
-from typing import Any
+from typing import Any, Callable
 
 from ..core import Actor, ActorRef, Host, Pickled, own_task
 from ..core.addresses import format_host, interface_toward
@@ -15,9 +18,13 @@ from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.serialize import dumps_exception, loads_exception
-from .pool import TaskPool
-from .task import Task
-from .user_actor import make_actor_task, stop_user_actor
+from ..run import run_here
+from ..utils import sizeof
+from .pool import Job, TaskPool
+from .state import (Abandon, ComputeTask, Execute, Fetch, Instruction, InvalidStateError, LongRunning,
+                    ReportErred, ReportFinished, ReportMissing, StopActor, WorkerState)
+from .task import FunctionCache, TaskRun, user_frames_only
+from .user_actor import ActorBuilds, stop_user_actor
 
 logger = logging.getLogger("actorrt.worker")
 
@@ -25,8 +32,6 @@ WORKER_ID = "worker"
 # Seconds a worker keeps trying to rejoin a scheduler it lost (a network blip, a
 # scheduler restart) before it stops; dask's --death-timeout.
 DEATH_TIMEOUT = 60.0
-# Bytes a worker fetches from its peers at once (dask: transfer_incoming_bytes_limit).
-TRANSFER_INCOMING_BYTES_LIMIT = 512 << 20
 SCHEDULER_ID = "scheduler"
 
 
@@ -41,30 +46,21 @@ class Worker(Actor):
         self.nthreads = nthreads
         self.name = name
         self.data: dict[str, Any] = {}
-        self.tasks: dict[str, Task] = {}
-        self._functions: dict[bytes, Any] = {}
-        self._fetching: dict[str, asyncio.Future] = {}
-        # Transfer budget: bytes being fetched at once stay under this (one request
-        # always may run, however big), so a wide fan-in cannot exhaust memory.
-        self.transfer_limit = TRANSFER_INCOMING_BYTES_LIMIT
-        self.transfer_incoming_bytes = 0
-        self.transfer_incoming_bytes_peak = 0
-        self._transfer_queue: collections.deque = collections.deque()
-        # Inputs fetched from peers are copies the scheduler does not know of (it never
-        # frees them here): they are kept only while a local task still needs them.
-        self._copies: set[str] = set()
-        self._uses: dict[str, int] = {}  # key -> live local tasks that take it as input
+        self.state = WorkerState(self.data)
+        self.functions = FunctionCache()
         self._finished: list = []
-        self._run_ids: dict[str, int | None] = {}
-        self._scheduler_comm: Any = None
         self._erred: list = []
         self._report_scheduled = False
+        self._scheduler_comm: Any = None
         self.pool: TaskPool
         self.closed: asyncio.Event | None = None
         self._client: Any = None
         self.user_actors: dict[str, Any] = {}  # key -> UserActor hosted here (user_actor.py)
+        self._builds = ActorBuilds(self)
+        self._on_task_done = self._task_done  # (one bound method, not one per task)
 
     def on_start(self) -> None:
+        self.state.address = self.host.address
         self.pool = TaskPool(self.nthreads, name=f"actorrt-{self.name or 'worker'}")
         self.pool.on_secede = self._job_seceded
         self.closed = asyncio.Event()
@@ -77,11 +73,9 @@ class Worker(Actor):
 
     def on_stop(self) -> None:
         self.pool.close()
+        self._builds.close()
         if self._on_peer_lost in self.host.peer_lost_callbacks:
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
-        for fut in self._fetching.values():
-            if not fut.done():
-                fut.cancel()
         assert self.closed is not None
         self.closed.set()
 
@@ -105,14 +99,7 @@ class Worker(Actor):
         """Drop all tasks, results and actors: the scheduler has given them up (rerun,
         recomputed, restarted elsewhere), so on rejoining this worker starts empty and
         can hand in no stale or duplicate result."""
-        for task in list(self.tasks.values()):
-            self.host.stop_actor(task.id)
-        self.tasks.clear()
-        for key in list(self.user_actors):
-            stop_user_actor(self, key)
-        self.data.clear()
-        self._copies.clear()
-        self._run_ids.clear()
+        self.carry_out(self.state.stimulus_scheduler_lost())
         self._finished.clear()
         self._erred.clear()
         if self._client is not None:  # its registration died with the connection
@@ -144,32 +131,7 @@ class Worker(Actor):
     def handle_compute(self, tasks: list, origin: Comm | None) -> None:
         self._from_scheduler("compute", origin)
         _check_compute(tasks)  # all of them before any runs: no batch is half started
-        host = self.host
-        for key, spec, deps, name, actor, *rest in tasks:  # rest: [run id[, input sizes]]
-            # Reports carry the run they are about, so late news of an earlier run of
-            # the same key (cancelled, then submitted again) is told apart.
-            self._run_ids[key] = rest[0] if rest else None
-            sizes = rest[1] if len(rest) > 1 else {}
-            old = self.tasks.get(key)
-            if old is not None:
-                host.stop_actor(old.id)
-            if key in self.data and actor:
-                # A copy of an actor's handle fetched as some task's input: the actor
-                # itself is to be created here (a restart), not the copy reported.
-                del self.data[key]
-            if key in self.data:  # already here (e.g. recomputed elsewhere and copied)
-                self._copies.discard(key)  # the scheduler now knows it is here: ours
-                self.report_finished(key, 0, type(self.data[key]).__name__)
-                continue
-            task = self._make_task(key, spec, deps, name, actor)
-            task.sizes = sizes
-            self.tasks[key] = task
-            host.spawn(task, f"task-{key}")
-
-    def _make_task(self, key: str, spec: Any, deps: dict, name: str, actor: Any) -> Task:
-        if actor:  # ``actor`` is the actor's options (a dict) or True
-            return make_actor_task(self, key, spec, deps, name, actor)
-        return Task(self, key, spec, deps, name)
+        self.carry_out(self.state.stimulus_compute([_compute_task(t) for t in tasks]))
 
     def _from_scheduler(self, op: str, origin: Comm | None) -> None:
         """Only the scheduler places, frees and closes: a peer that could would make
@@ -185,15 +147,7 @@ class Worker(Actor):
     def handle_free_keys(self, keys: list, origin: Comm | None) -> None:
         self._from_scheduler("free_keys", origin)
         str_list("Worker.free_keys", "keys", keys)
-        for key in keys:
-            self.data.pop(key, None)
-            self._copies.discard(key)
-            self._run_ids.pop(key, None)
-            task = self.tasks.pop(key, None)
-            if task is not None:
-                self.host.stop_actor(task.id)
-            if key in self.user_actors:
-                stop_user_actor(self, key)
+        self.carry_out(self.state.stimulus_free_keys(keys))
 
     def handle_close(self, origin: Comm | None) -> None:
         self._from_scheduler("close", origin)
@@ -217,14 +171,13 @@ class Worker(Actor):
 
     def handle_put_data(self, data: dict) -> dict:
         """Scattered data arrives: store it and say how big each value is."""
-        from ..utils import sizeof
         str_map("Worker.put_data", "data", data, lambda v: type(v) is Pickled, "a pickled value")
         # Every value loads before any is stored: a value that cannot be unpickled here
         # fails the scatter without leaving the others behind, unknown to the scheduler.
         values = {key: blob.loads() for key, blob in data.items()}
-        self.data.update(values)
-        self._copies.difference_update(values)
-        return {key: [sizeof(value), type(value).__name__] for key, value in values.items()}
+        nbytes = {key: sizeof(value) for key, value in values.items()}
+        self.carry_out(self.state.stimulus_put_data(values, nbytes))
+        return {key: [nbytes[key], type(value).__name__] for key, value in values.items()}
 
     def handle_keys(self) -> list:
         return list(self.data)
@@ -252,7 +205,6 @@ class Worker(Actor):
 
     async def handle_run(self, function: Pickled, args: Pickled | None = None, wait: bool = True) -> list:
         """``client.run``: call a function here, on the loop (see actorrt/run.py)."""
-        from ..run import run_here
         return await run_here(self, "dask_worker", function, args, wait)
 
     @property
@@ -264,150 +216,121 @@ class Worker(Actor):
         return {"address": self.host.address, "nthreads": self.nthreads, "name": self.name,
                 "keys": len(self.data), "running": self.pool.running}
 
-    def store(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        self._copies.discard(key)
+    @property
+    def transfer_limit(self) -> int:
+        """Bytes fetched from peers at once (one request always may run, however big)."""
+        return self.state.transfer_limit
 
-    def use_inputs(self, keys: Any) -> None:
-        """A local task (until it stops) needs ``keys``: fetched copies stay meanwhile."""
-        uses = self._uses
-        for key in keys:
-            uses[key] = uses.get(key, 0) + 1
+    @transfer_limit.setter
+    def transfer_limit(self, value: int) -> None:
+        self.state.transfer_limit = value
 
-    def drop_inputs(self, keys: Any) -> None:
-        """A local task stopped: drop fetched copies no other local task needs."""
-        uses = self._uses
-        for key in keys:
-            n = uses.get(key, 0) - 1
-            if n > 0:
-                uses[key] = n
-                continue
-            uses.pop(key, None)
-            if key in self._copies:
-                self._copies.discard(key)
-                self.data.pop(key, None)
+    @property
+    def transfer_incoming_bytes(self) -> int:
+        return self.state.transfer_incoming_bytes
 
-    def load_function(self, blob: Pickled) -> Any:
-        fn = self._functions.get(blob.header)
-        if fn is None:
-            fn = blob.loads()
-            if len(self._functions) > 1000:
-                self._functions.clear()
-            self._functions[blob.header] = fn
-        return fn
+    @property
+    def transfer_incoming_bytes_peak(self) -> int:
+        return self.state.transfer_incoming_bytes_peak
 
-    async def fetch(self, missing: dict[str, list[str]], sizes: dict[str, int] | None = None
-                    ) -> tuple[dict[str, list[str]], dict[str, BaseException]]:
-        """Bring ``missing`` inputs here from peers.
+    def validate(self) -> None:
+        """The state machine's invariants, and every actor hosted here is a key it holds."""
+        self.state.validate()
+        for key in self.user_actors:
+            row = self.state.rows.get(key)
+            if row is None or row.state != "memory" or row.actor is None:
+                raise InvalidStateError(f"actor {key!r} hosted here, but its key is {row}")
 
-        Returns ``(lost, unmovable)``: the keys that could not be had, each with the holders
-        that failed (only those: the scheduler forgets them as holders), and the keys that
-        were reached but cannot be moved (their value fails to pickle on the holder or to
-        unpickle here, or exceeds what this host accepts), each with that error.
-        Retrying those would fail the same way, so the task that needs them errs.
-        """
-        by_peer: dict[str, list[str]] = {}
-        tried: dict[str, list[str]] = {}  # (a fetch begun by another task blames no one here)
-        waits = []
-        for key, holders in missing.items():
-            if key in self._fetching:
-                waits.append(self._fetching[key])
-                continue
-            candidates = [h for h in holders if h != self.host.address]
-            if not candidates:
-                tried[key] = list(holders)  # only this worker was named, and it has not got it
-                continue
-            peer = random.choice(candidates)
-            tried[key] = [peer]
-            by_peer.setdefault(peer, []).append(key)
-        loop = asyncio.get_running_loop()
-        sizes = sizes or {}
-        for peer, keys in by_peer.items():
-            for batch, nbytes in _batches(keys, sizes, self.transfer_limit):
-                fut = loop.create_future()
-                for key in batch:
-                    self._fetching[key] = fut
-                waits.append(fut)
-                self._transfer_queue.append((peer, batch, fut, nbytes))
-        self._start_transfers()
-        unmovable: dict[str, BaseException] = {}
-        if waits:
-            for result in await asyncio.gather(*waits, return_exceptions=True):
-                if isinstance(result, dict):
-                    unmovable.update((k, e) for k, e in result.items() if k in missing)
-        lost = {k: tried.get(k, []) for k in missing if k not in self.data and k not in unmovable}
-        return lost, unmovable
+    # --- carrying out instructions ---------------------------------------------
+    def carry_out(self, instructions: list[Instruction]) -> None:
+        for instruction in instructions:
+            _CARRY_OUT[type(instruction)](self, instruction)
 
-    def _start_transfers(self) -> None:
-        """Start queued fetches, oldest first, while they fit in the transfer budget."""
-        queue = self._transfer_queue
-        while queue:
-            peer, keys, fut, nbytes = queue[0]
-            if self.transfer_incoming_bytes and self.transfer_incoming_bytes + nbytes > self.transfer_limit:
-                return
-            queue.popleft()
-            self.transfer_incoming_bytes += nbytes
-            self.transfer_incoming_bytes_peak = max(self.transfer_incoming_bytes_peak, self.transfer_incoming_bytes)
-            own_task(self, self._fetch_from(peer, keys, fut, nbytes))
+    def _execute(self, ex: Execute) -> None:
+        run = TaskRun(self, ex.key, ex.job, ex.spec, ex.inputs)
+        if ex.actor is None:
+            self.pool.submit(Job(run, self._on_task_done, context=run))
+        else:
+            self._builds.start(run, ex.name, ex.actor)
 
-    async def _fetch_from(self, peer: str, keys: list[str], fut: asyncio.Future, nbytes: int = 0) -> None:
-        """Fetch ``keys`` from ``peer``; ``fut`` gets ``{key: error}`` for values that cannot move."""
-        unmovable: dict[str, BaseException] = {}
-        try:
-            got = await self.host.ask_bulk(ActorRef(peer, WORKER_ID), "get_data", keys=keys)
-            for key, (blob, tb) in got["errors"].items():
-                unmovable[key] = loads_exception(blob, tb)
-            for key, blob in got["data"].items():
-                # Not over our own data, and not for a task that stopped meanwhile.
-                if key not in self.data and self._uses.get(key):
-                    try:
-                        value = blob.loads()
-                    except Exception as e:
-                        unmovable[key] = _note(e, f"while loading input {key!r} from {peer} on {self.host.address}")
-                        continue
-                    self.data[key] = value
-                    self._copies.add(key)
-        except SerializationError as e:  # the reply could not be sent to us (e.g. too large)
-            for key in keys:
-                unmovable[key] = SerializationError(f"cannot move {key!r} from {peer}: {e}")
-        except Exception as e:
-            logger.info("could not fetch %s from %s: %s", keys, peer, e)
-        finally:
-            for key in keys:
-                if self._fetching.get(key) is fut:
-                    del self._fetching[key]
-            if not fut.done():
-                fut.set_result(unmovable)
-            self.transfer_incoming_bytes -= nbytes
-            self._start_transfers()
+    def _task_done(self, job: Job) -> None:
+        run: TaskRun = job.context
+        if job.error is None:
+            value = job.result
+            out = self.state.stimulus_executed(run.key, run.job, value, sizeof(value), type(value).__name__,
+                                               run.duration)
+        else:
+            out = self.state.stimulus_execute_erred(run.key, run.job, user_frames_only(job.error))
+        self.carry_out(out)
 
-    def _job_seceded(self, job: Any) -> None:
+    def _job_seceded(self, job: Job) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
-        task = job.context
-        if isinstance(task, Task) and self.tasks.get(task.key) is task and not task.told_long_running:
-            task.told_long_running = True  # once per run: the scheduler's view does not flip back
-            try:
-                self.host.tell(self.scheduler, "long_running", worker=self.host.address,
-                               keys=[task.key])
-            except CommClosedError:
-                pass
+        run = job.context
+        if isinstance(run, TaskRun):
+            self.carry_out(self.state.stimulus_seceded(run.key, run.job))
+
+    def _fetch(self, fetch: Fetch) -> None:
+        own_task(self, self._fetch_from(fetch))
+
+    async def _fetch_from(self, fetch: Fetch) -> None:
+        """Ask ``fetch.peer`` for its keys; the state machine hears what came (on
+        cancellation, the worker is stopping: it hears nothing)."""
+        try:
+            got = await self.host.ask_bulk(ActorRef(fetch.peer, WORKER_ID), "get_data", keys=fetch.keys)
+            values, unmovable = self._unpack_fetched(fetch.peer, got)
+        except SerializationError as e:  # the reply could not be sent to us (e.g. too large)
+            values = {}
+            unmovable = {key: SerializationError(f"cannot move {key!r} from {fetch.peer}: {e}")
+                         for key in fetch.keys}
+        except Exception as e:
+            logger.info("could not fetch %s from %s: %s", fetch.keys, fetch.peer, e)
+            self.carry_out(self.state.stimulus_fetch_failed(fetch.transfer))
+            return
+        self.carry_out(self.state.stimulus_fetched(fetch.transfer, values, unmovable))
+
+    def _unpack_fetched(self, peer: str, got: dict) -> tuple[dict[str, Any], dict[str, BaseException]]:
+        """The values a peer sent that are still wanted, loaded, and the keys that cannot
+        move here: their value failed to pickle on the peer or to unpickle here."""
+        unmovable: dict[str, BaseException] = {}
+        for key, (blob, tb) in got["errors"].items():
+            unmovable[key] = loads_exception(blob, tb)
+        values: dict[str, Any] = {}
+        awaits = self.state.awaits
+        for key, blob in got["data"].items():
+            if awaits(key):  # not over our own data, and not for a task that stopped meanwhile
+                try:
+                    values[key] = blob.loads()
+                except Exception as e:
+                    unmovable[key] = _note(e, f"while loading input {key!r} from {peer} on {self.host.address}")
+        return values, unmovable
+
+    def _abandon(self, abandon: Abandon) -> None:
+        self._builds.abandon(abandon.job)  # (a job on the pool runs on; its outcome is ignored)
+
+    def _stop_actor(self, stop: StopActor) -> None:
+        stop_user_actor(self, stop.key)
 
     # --- reports, batched per loop turn -------------------------------------
-    def report_finished(self, key: str, nbytes: int, typ: str, duration: float | None = None) -> None:
-        self._finished.append([key, nbytes, typ, duration, self._run_ids.pop(key, None)])
+    def _report_finished(self, r: ReportFinished) -> None:
+        self._finished.append([r.key, r.nbytes, r.type, r.duration, r.run_id])
         self._schedule_report()
 
-    def report_erred(self, key: str, exc: Pickled, tb: str) -> None:
-        self._erred.append([key, exc, tb, self._run_ids.pop(key, None)])
+    def _report_erred(self, r: ReportErred) -> None:
+        blob, tb = dumps_exception(r.error)
+        self._erred.append([r.key, blob, tb, r.run_id])
         self._schedule_report()
 
-    def report_missing(self, task: Task, missing: dict) -> None:
-        if self.tasks.get(task.key) is task:
-            del self.tasks[task.key]
-            self._run_ids.pop(task.key, None)
-        self.host.stop_actor(task.id)
-        self.host.tell(self.scheduler, "missing_data", worker=self.host.address, key=task.key,
-                       missing=missing)
+    def _report_missing(self, r: ReportMissing) -> None:
+        self._tell_scheduler("missing_data", key=r.key, missing=r.missing)
+
+    def _long_running(self, r: LongRunning) -> None:
+        self._tell_scheduler("long_running", keys=[r.key])
+
+    def _tell_scheduler(self, op: str, **fields: Any) -> None:
+        try:
+            self.host.tell(self.scheduler, op, worker=self.host.address, **fields)
+        except CommClosedError:
+            pass
 
     def _schedule_report(self) -> None:
         if not self._report_scheduled:
@@ -418,29 +341,27 @@ class Worker(Actor):
         self._report_scheduled = False
         finished, self._finished = self._finished, []
         erred, self._erred = self._erred, []
-        try:
-            self.host.tell(self.scheduler, "tasks_done", worker=self.host.address,
-                           finished=finished, erred=erred)
-        except CommClosedError:
-            pass
+        self._tell_scheduler("tasks_done", finished=finished, erred=erred)
 
 
-def _batches(keys: list[str], sizes: dict[str, int], limit: int) -> list[tuple[list[str], int]]:
-    """Split one holder's keys into requests of at most ``limit`` bytes (a bigger value
-    goes alone), so the budget can interleave holders instead of waiting on one."""
-    out: list[tuple[list[str], int]] = []
-    batch: list[str] = []
-    total = 0
-    for key in keys:
-        n = sizes.get(key, 0)
-        if batch and total + n > limit:
-            out.append((batch, total))
-            batch, total = [], 0
-        batch.append(key)
-        total += n
-    if batch:
-        out.append((batch, total))
-    return out
+_CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {
+    Execute: Worker._execute,
+    ReportFinished: Worker._report_finished,
+    ReportErred: Worker._report_erred,
+    ReportMissing: Worker._report_missing,
+    Fetch: Worker._fetch,
+    LongRunning: Worker._long_running,
+    StopActor: Worker._stop_actor,
+    Abandon: Worker._abandon,
+}
+
+
+def _compute_task(t: list) -> ComputeTask:
+    """A checked entry of a ``compute`` message (see ``_COMPUTE_SHAPE``)."""
+    actor = t[4]
+    n = len(t)
+    return ComputeTask(t[0], t[1], t[2], t[3], None if actor is False else actor if type(actor) is dict else {},
+                       t[5] if n > 5 else None, t[6] if n > 6 else {})
 
 
 def _default_listen_address(scheduler_address: str) -> str:

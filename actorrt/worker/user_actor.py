@@ -1,7 +1,7 @@
 """Hosting user actors on a worker.
 
 ``client.submit(Counter, actor=True)`` reaches a worker as a task whose spec says it
-is an actor. :class:`ActorCreation` (a short-lived Task) runs the constructor and
+is an actor. :class:`ActorBuilds` runs the constructor on the actor's own lane and
 then registers a :class:`UserActor` — a core actor with id ``actor-<key>`` on the
 worker's host — and stores an (unbound) :class:`~actorrt.client.actor_handle.Actor`
 handle under the key, so ``future.result()`` returns a handle.
@@ -31,9 +31,8 @@ from .. import runtime
 from ..core import Actor, Pickled, Reply, own_task
 from ..core.checks import describe
 from ..core.errors import BadMessageError
-from ..core.serialize import dumps_exception
 from .pool import Completions, Job, run_job
-from .task import Task
+from .task import TaskRun
 
 if TYPE_CHECKING:
     from .actor import Worker
@@ -261,51 +260,48 @@ def _read_attribute(instance: Any, name: str, label: str) -> Any:
                              f"(methods: {', '.join(methods) or 'none'})") from None
 
 
-class ActorCreation(Task):
-    """The task behind ``submit(Cls, actor=True)``: construct, register, store a handle."""
+class ActorBuilds:
+    """The constructors of user actors being built on this worker, by the run's job.
 
-    def __init__(self, worker: "Worker", key: str, spec: Any, deps: dict, name: str,
-                 options: dict) -> None:
-        super().__init__(worker, key, spec, deps, name)
-        self.options = options
-        self.lane: Lane | None = None
+    A constructor runs on its actor's own lane, like the methods after it will
+    (thread-locals, ``get_worker()`` inside ``__init__``); the lane goes to the actor.
+    """
 
-    def _run(self) -> None:
-        data = self.worker.data
-        try:
-            inputs = {k: data[k] for k in self.deps}
-        except KeyError as e:
-            self.worker.report_missing(self, {e.args[0]: self.deps.get(e.args[0], [])})
-            return
-        n = int(self.options.get("max_concurrency", 1) or 1)
-        self.lane = Lane(n, f"actorrt-actor-{self.name}", self.key)
-        # The constructor runs in the actor's own lane, like its methods (thread-locals,
-        # get_worker() inside __init__).
-        self.lane.submit(Job(lambda: self._execute(inputs), self._constructed, context=self))
+    def __init__(self, worker: "Worker") -> None:
+        self.worker = worker
+        self._lanes: dict[int, Lane] = {}
 
-    def on_stop(self) -> None:
-        super().on_stop()  # its fetched inputs go too
-        if self.lane is not None:  # stopped before the actor was handed its lane
-            self.lane.close()
+    def start(self, run: TaskRun, name: str, options: dict) -> None:
+        n = int(options.get("max_concurrency", 1) or 1)
+        lane = self._lanes[run.job] = Lane(n, f"actorrt-actor-{name}", run.key)
+        lane.submit(Job(run, functools.partial(self._built, name), context=run))
 
-    def _constructed(self, job: Job) -> None:
-        worker, lane = self.worker, self.lane
-        assert lane is not None
-        self.lane = None
-        if worker.tasks.get(self.key) is not self:  # released or re-placed meanwhile
+    def abandon(self, job: int) -> None:
+        """Nobody wants this actor any more (released or placed again meanwhile)."""
+        lane = self._lanes.pop(job, None)
+        if lane is not None:
             lane.close()
-            self.host.stop_actor(self.id)
-            return
-        del worker.tasks[self.key]
+
+    def close(self) -> None:
+        for lane in self._lanes.values():
+            lane.close()
+        self._lanes.clear()
+
+    def _built(self, name: str, job: Job) -> None:
+        run: TaskRun = job.context
+        lane = self._lanes.pop(run.job, None)
+        worker = self.worker
+        if lane is None or not worker.state.is_running(run.key, run.job):
+            if lane is not None:
+                lane.close()
+            return  # abandoned: nobody wants this actor any more
         if job.error is not None:
             lane.close()
-            blob, tb = dumps_exception(job.error)
-            worker.report_erred(self.key, blob, tb)
+            out = worker.state.stimulus_execute_erred(run.key, run.job, job.error)
         else:
-            handle = host_actor(worker, self.key, self.name, job.result, lane)
-            worker.store(self.key, handle)
-            worker.report_finished(self.key, HANDLE_NBYTES, "Actor")
-        self.host.stop_actor(self.id)
+            handle = host_actor(worker, run.key, name, job.result, lane)
+            out = worker.state.stimulus_executed(run.key, run.job, handle, HANDLE_NBYTES, "Actor", None)
+        worker.carry_out(out)
 
 
 def host_actor(worker: "Worker", key: str, label: str, instance: Any, lane: Lane) -> Any:
@@ -325,9 +321,4 @@ def stop_user_actor(worker: "Worker", key: str) -> None:
         worker.host.stop_actor(ua.id)
 
 
-def make_actor_task(worker: "Worker", key: str, spec: Any, deps: dict, name: str,
-                    options: Any) -> ActorCreation:
-    return ActorCreation(worker, key, spec, deps, name, options if isinstance(options, dict) else {})
-
-
-__all__ = ["ActorCreation", "Lane", "UserActor", "actor_id", "make_actor_task", "stop_user_actor"]
+__all__ = ["ActorBuilds", "Lane", "UserActor", "actor_id", "host_actor", "stop_user_actor"]
