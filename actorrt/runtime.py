@@ -181,6 +181,35 @@ def collecting_futures(kept: "list[Future]") -> Iterator[None]:
         pickled_futures.reset(token)
 
 
+# --- what the client layer lends the layers below it -------------------------------------
+# A worker makes a client for its tasks and a handle for each actor it hosts, but the
+# client sits above the worker. The client package lends its two makers here when it
+# is imported (importing actorrt always imports it), so the worker never imports it.
+
+_task_client_maker: "Callable[[Any, str], Client] | None" = None
+_actor_handle_maker: Callable[..., Any] | None = None
+
+
+def lend_client_makers(task_client: "Callable[[Any, str], Client]",
+                       actor_handle: Callable[..., Any]) -> None:
+    """``task_client(host, scheduler_address)``: a client sharing a worker's host;
+    ``actor_handle(key, class name, ref, methods, attributes)``: an unbound handle."""
+    global _task_client_maker, _actor_handle_maker
+    _task_client_maker, _actor_handle_maker = task_client, actor_handle
+
+
+def make_task_client(host: Any, scheduler_address: str) -> "Client":
+    if _task_client_maker is None:
+        raise RuntimeError("actorrt.client is not imported: import actorrt before starting a worker")
+    return _task_client_maker(host, scheduler_address)
+
+
+def make_actor_handle(key: str, cls_name: str, ref: Any, methods: Any, attrs: Any) -> Any:
+    if _actor_handle_maker is None:
+        raise RuntimeError("actorrt.client is not imported: import actorrt before starting a worker")
+    return _actor_handle_maker(key, cls_name, ref, methods, attrs)
+
+
 # --- block_on -----------------------------------------------------------------------------
 
 class Waiter:
@@ -310,7 +339,9 @@ def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
         loop.call_soon_threadsafe(fn, *args)
 
 
-__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on", "current_client", "current_worker", "collecting_futures",
-           "current_job", "current_slots", "default_client", "default_client_as", "enter_job",
-           "install_slots", "leave_job", "on_loop", "pickled_futures", "running_actor",
-           "serve_actor", "set_default_client", "unset_default_client", "wait_on_loop"]
+__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on",
+           "collecting_futures", "current_client", "current_job", "current_slots",
+           "current_worker", "default_client", "default_client_as", "enter_job", "install_slots",
+           "leave_job", "lend_client_makers", "make_actor_handle", "make_task_client", "on_loop",
+           "pickled_futures", "running_actor", "serve_actor", "set_default_client",
+           "unset_default_client", "wait_on_loop"]

@@ -7,6 +7,8 @@ import sys
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
 
+from . import runtime
+
 T = TypeVar("T")
 
 
@@ -43,12 +45,7 @@ class LoopRunner:
         """Run ``fn(*args, **kwargs)`` on the loop and wait for its result."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("cannot block on the event loop from its own thread; use the async API")
-        fut = asyncio.run_coroutine_threadsafe(_call(fn, args, kwargs), self.loop)
-        try:
-            return fut.result(timeout)
-        except TimeoutError:
-            fut.cancel()
-            raise
+        return runtime.block_on(self.loop, lambda: asyncio.wait_for(fn(*args, **kwargs), timeout))
 
     def stop(self) -> None:
         if self.loop.is_closed():
@@ -56,10 +53,6 @@ class LoopRunner:
         self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join(10)
-
-
-async def _call(fn: Callable[..., Awaitable[T]], args: tuple, kwargs: dict) -> T:
-    return await fn(*args, **kwargs)
 
 
 # Containers are measured from a sample of this many items, scaled to their length:

@@ -223,6 +223,12 @@ class Actor:
         return f"<Actor: {self._cls_name}, key={self._key}>"
 
 
+def unbound_handle(key: str, cls_name: str, ref: ActorRef, methods: Any, attrs: Any) -> "Actor":
+    """The handle a hosting worker keeps in its data store: bound to no client, so it
+    holds no reference on the actor (it finds a client when used)."""
+    return Actor(key, cls_name, ref, methods, None, attrs)
+
+
 def _rebuild_actor(key: str, cls_name: str, address: str, actor_id: str, methods: tuple,
                    attrs: tuple = ()) -> Actor:
     """Unpickling a handle binds it to the client of wherever it lands (module docstring)."""

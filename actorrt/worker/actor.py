@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any, Callable
 
+from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled, own_task
 from ..core.addresses import format_host, interface_toward
 from ..core.checks import bad, str_list, str_map
@@ -185,22 +186,17 @@ class Worker(Actor):
     def client(self) -> Any:
         """This worker's client for tasks: shares the host, the loop and the connections."""
         if self._client is None:
-            from ..client.client import Client
             loop = self.host.loop
             assert loop is not None
 
             async def make() -> Any:
                 if self._client is None:
-                    self._client = Client._on_host(self.host, self.scheduler.address)
+                    self._client = runtime.make_task_client(self.host, self.scheduler.address)
                 return self._client
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                self._client = Client._on_host(self.host, self.scheduler.address)
+            if runtime.on_loop(loop):
+                self._client = runtime.make_task_client(self.host, self.scheduler.address)
             else:  # from a task's thread: build it on the loop, which owns the host
-                asyncio.run_coroutine_threadsafe(make(), loop).result()
+                runtime.wait_on_loop(loop, make)
         return self._client
 
     async def handle_run(self, function: Pickled, args: Pickled | None = None, wait: bool = True) -> list:

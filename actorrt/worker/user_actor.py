@@ -205,9 +205,12 @@ class UserActor(Actor):
         return self._pack(value, name)
 
     def _pack(self, value: Any, name: str) -> tuple[Pickled | None, list]:
-        from ..client.future import futures_of
-        blob = None if value is None else Pickled.dumps(value, what=f"result of {self.label}.{name}()")
-        return blob, futures_of(value)
+        if value is None:
+            return None, []
+        futures: list = []  # the Futures inside, wherever they hide, as pickling meets them
+        with runtime.collecting_futures(futures):
+            blob = Pickled.dumps(value, what=f"result of {self.label}.{name}()")
+        return blob, futures
 
     def _pass_keys(self, holder: str | None, futures: list) -> None:
         """Make the caller's client a holder of the Futures in a reply before it is sent:
@@ -216,7 +219,7 @@ class UserActor(Actor):
         if futures and holder:
             for client in {id(f.client): f.client for f in futures}.values():
                 if client.loop is self.host.loop:
-                    client._flush()  # a submit made by the method must reach the scheduler first
+                    client.table.flush()  # a submit made by the method must reach the scheduler first
             self.host.tell(self.worker.scheduler, "want_keys", client=holder,
                            keys=[f.key for f in futures])
 
@@ -229,7 +232,7 @@ class UserActor(Actor):
                 client = self.worker.client()
                 with runtime.binding(client):  # handles in the arguments bind here
                     a, kw = _call_args(args, self.label, name)
-                client._flush()  # Futures in them: want their keys before the reply goes out
+                client.table.flush()  # Futures in them: want their keys before the reply goes out
             value = await getattr(self.instance, name)(*a, **kw)
             blob, futures = self._pack(value, name)
             self._pass_keys(holder, futures)
@@ -306,12 +309,11 @@ class ActorBuilds:
 
 def host_actor(worker: "Worker", key: str, label: str, instance: Any, lane: Lane) -> Any:
     """Register ``instance`` as a user actor on ``worker``'s host; return its unbound handle."""
-    from ..client.actor_handle import Actor as ActorHandle
     stop_user_actor(worker, key)
     ua = UserActor(worker, key, instance, lane, label)
     ref = worker.host.spawn(ua, actor_id(key))
     worker.user_actors[key] = ua
-    return ActorHandle(key, type(instance).__name__, ref, ua.methods, None, public_attributes(instance))
+    return runtime.make_actor_handle(key, type(instance).__name__, ref, ua.methods, public_attributes(instance))
 
 
 def stop_user_actor(worker: "Worker", key: str) -> None:
