@@ -204,8 +204,8 @@ def _task(key="t", spec=None, deps=(), name="t", priority=0, retries=0, workers=
             workers, allow_other_workers, actor]
 
 
-def _worker_task(key="t", spec=None, deps=None, name="t", actor=False):
-    return [key, [BLOB, None] if spec is None else spec, {} if deps is None else deps, name, actor]
+def _worker_task(key="t", spec=None, deps=None, name="t", actor=None):
+    return [key, [BLOB, None] if spec is None else spec, {} if deps is None else deps, name, actor, None, {}]
 
 
 # (target, op, fields, text the error must contain)
@@ -305,21 +305,24 @@ CASES = [
     ("scheduler", "tasks_done", dict(worker=5, finished=[], erred=[]), "'worker'"),
     ("scheduler", "tasks_done", dict(worker="W", finished="x", erred=[]), "'finished'"),
     ("scheduler", "tasks_done", dict(worker="W", finished=[["k"]], erred=[]), "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[[5, 1, "int"]], erred=[]), "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", "big", "int"]], erred=[]), "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, 5]], erred=[]), "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", "slow"]], erred=[]),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[[5, 1, "int", None, None, None]], erred=[]), "'finished'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", "big", "int", None, None, None]], erred=[]), "'finished'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, 5, None, None, None]], erred=[]), "'finished'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", "slow", None, None]], erred=[]),
      "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", math.nan]], erred=[]),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", math.nan, None, None]], erred=[]),
      "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", -1.0]], erred=[]),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", -1.0, None, None]], erred=[]),
      "'finished'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", math.inf]], erred=[]),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", math.inf, None, None]], erred=[]),
      "'finished'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int", None, None, "raw"]], erred=[]),
+     "'finished'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["k", 1, "int"]], erred=[]), "'finished'[0]"),
     ("scheduler", "tasks_done", dict(worker="W", finished=[], erred=[["k"]]), "'erred'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[], erred=[[5, BLOB, "tb"]]), "'erred'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[], erred=[["k", BLOB, 5]]), "'erred'[0]"),
-    ("scheduler", "tasks_done", dict(worker="W", finished=[["earlier", 8, "int"]], erred=[]), "came from"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[], erred=[[5, BLOB, "tb", None]]), "'erred'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[], erred=[["k", BLOB, 5, None]]), "'erred'[0]"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[["earlier", 8, "int", None, None, None]], erred=[]), "came from"),
     ("scheduler", "long_running", dict(worker="W", keys="earlier"), "'keys'"),
     ("scheduler", "long_running", dict(worker="W", keys=["earlier"]), "came from"),
     ("scheduler", "missing_data", dict(worker="W", key="k", missing=[1]), "'missing'"),

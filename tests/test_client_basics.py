@@ -8,7 +8,7 @@ import time
 import pytest
 
 import actorrt
-from actorrt import Client, SerializationError
+from actorrt import Client, SerializationError, wait
 from actorrt.testing import gen_cluster, wait_until
 
 
@@ -287,3 +287,47 @@ def test_gather_of_an_iterator_yields_values_as_dask_does(client):
     futures = client.map(inc, range(5))
     assert list(client.gather(iter(futures))) == [1, 2, 3, 4, 5]
     assert sorted(client.gather(as_completed(futures))) == [1, 2, 3, 4, 5]
+
+
+# --- small results ride with the report ------------------------------------------------
+def big_list(n):
+    return list(range(n))
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("not today")
+
+
+def make_unpicklable():
+    return Unpicklable()
+
+
+@gen_cluster(n_workers=1)
+async def test_a_small_result_comes_with_the_news_it_finished(c, lc):
+    fetched = []
+    ask_bulk = c.host.ask_bulk
+
+    def counting(ref, op, **fields):
+        fetched.append(op)
+        return ask_bulk(ref, op, **fields)
+    c.host.ask_bulk = counting
+    try:
+        small = c.submit(inc, 1)
+        assert await small == 2
+        assert fetched == []  # no round trip to the worker for it
+        big = c.submit(big_list, 1_000)
+        assert await big == list(range(1_000))
+        assert fetched == ["get_data"]  # too big to inline: fetched from its holder
+    finally:
+        del c.host.ask_bulk
+    assert small._state.inline is not None and big._state.inline is None
+
+
+@gen_cluster(n_workers=1)
+async def test_a_result_that_cannot_pickle_still_fails_the_usual_way(c, lc):
+    f = c.submit(make_unpicklable)
+    await wait(f)
+    assert f._state.inline is None
+    with pytest.raises(Exception, match="not today"):
+        await f

@@ -27,6 +27,10 @@ def inc(x):
     return x + 1
 
 
+def padded(x):
+    return [x] * 200
+
+
 def add(a, b):
     return a + b
 
@@ -236,7 +240,7 @@ async def test_wait_async(c, cluster):
 async def test_gather_never_skips_a_value_whose_loss_is_reported_mid_fetch(c, lc):
     # Found under chaos: a "lost" report arriving after gather's wait (a holder died)
     # turned that Future pending again, and gather returned the list without its value.
-    futures = c.map(inc, range(4), pure=False)
+    futures = c.map(padded, range(4), pure=False)  # (too big to come with their reports)
     await wait(futures)
     victim = futures[1]._state
     fetch = transfer.fetch
@@ -251,7 +255,7 @@ async def test_gather_never_skips_a_value_whose_loss_is_reported_mid_fetch(c, lc
         return await fetch(client, keys, holders, failures)
     transfer.fetch = fetch_while_a_loss_is_reported
     try:
-        assert await c.gather(futures) == [1, 2, 3, 4]
+        assert await c.gather(futures) == [padded(i) for i in range(4)]
     finally:
         transfer.fetch = fetch
     assert len(calls) == 2 and calls[1] == [victim.key]

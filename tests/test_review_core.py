@@ -100,7 +100,7 @@ async def test_fetch_reports_only_the_holder_it_tried(c, lc):
     wb.host.tell = spy
     try:
         spec = [Pickled.dumps(inc), Pickled.dumps(((0,), {}))]
-        wb.handle_compute([["t", spec, {"k": ["inproc://nobody-1", "inproc://nobody-2"]}, "t", False, 1, {}]],
+        wb.handle_compute([["t", spec, {"k": ["inproc://nobody-1", "inproc://nobody-2"]}, "t", None, 1, {}]],
                           None)
         await poll_for(lambda: told)
     finally:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from urllib.parse import urlsplit
 
 from ..core import ActorRef, Pickled
+from ..protocol import WORKER_ID
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
 from ..spec import pack_args
@@ -25,7 +26,6 @@ from .future import Future, futures_of
 if TYPE_CHECKING:
     from .client import Client
 
-WORKER_ID = "worker"
 ON_ERROR = ("raise", "return", "ignore")
 
 

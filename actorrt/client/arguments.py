@@ -1,6 +1,6 @@
 """What a user passes to ``submit``, ``map`` and friends, checked at the call.
 
-The scheduler refuses a malformed task anyway (scheduler/messages.py), but by then
+The scheduler refuses a malformed task anyway (protocol.py), but by then
 the call has returned and the only way left to say so is a failed Future. Checked
 here, a wrong ``priority`` or ``key`` raises in the caller's own line, naming the
 argument, and nothing is sent.

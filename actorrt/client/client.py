@@ -19,10 +19,11 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from .. import runtime
+from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.comm import Comm
 from ..core.security import Security
-from ..core.checks import bad, check_origin, is_str_list
+from ..core.checks import check_origin
 from .arguments import (check_count, check_key, check_map_keys, check_priority, check_retries, check_workers)
 from ..core.errors import CommClosedError
 from ..spec import funcname, pack_args, replace_refs
@@ -38,12 +39,9 @@ from .actor_handle import (actor_futures_of, actor_options, gather_actor_futures
                            get_named_actor, is_actor_handle, submit_when_ready,
                            waits_for_actor_futures)
 
-FIRE_AND_FORGET = "fire-and-forget"  # the scheduler's holder name (scheduler/state.py)
 
 logger = logging.getLogger("actorrt.client")
 
-SCHEDULER_ID = "scheduler"
-WORKER_ID = "worker"
 
 class ClientActor(Actor):
     """Receives the scheduler's reports about this client's keys."""
@@ -54,33 +52,19 @@ class ClientActor(Actor):
     def handle_report(self, msgs: list, origin: Any) -> None:
         check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin,
                      self.client.host)
-        _check_reports(msgs)  # all of them first: a bad one late must not strand the rest
         table = self.client.table
-        for key, status, info in msgs:
+        for key, status, info in decode_reports(msgs):
             st = table.get(key)
             if st is None:
                 continue
             if status == "memory":
-                st.finish(info.get("workers", []), info.get("type"))
+                st.finish(info.get("workers", []), info.get("type"), info.get("value"))
             elif status == "erred":
                 st.err(info.get("exception"), info.get("traceback"))
             elif status == "cancelled":
                 st.cancel(info.get("reason"))
             elif status == "lost":
                 st.lost()
-
-
-_REPORT_SHAPE = ("[key: str, status: 'memory', 'erred', 'cancelled' or 'lost', info: dict "
-                 "(with 'workers': [addresses] for 'memory')]")
-_REPORT_STATUSES = frozenset({"memory", "erred", "cancelled", "lost"})
-
-
-def _check_reports(msgs: list) -> None:
-    for i, m in enumerate(msgs):
-        if not ((type(m) is list or type(m) is tuple) and len(m) == 3 and type(m[0]) is str
-                and type(m[1]) is str and m[1] in _REPORT_STATUSES and type(m[2]) is dict
-                and (m[1] != "memory" or is_str_list(m[2].get("workers", ())))):
-            raise bad("ClientActor.report", f"'msgs'[{i}]", _REPORT_SHAPE, m)
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods):

@@ -29,7 +29,7 @@ DONE = frozenset({"finished", "error", "cancelled"})
 class FutureState:
     """What the client knows about one key. Mutated only on the client's loop."""
 
-    __slots__ = ("key", "status", "type", "workers", "_exception", "traceback_text",
+    __slots__ = ("key", "status", "type", "workers", "inline", "_exception", "traceback_text",
                  "cancel_reason", "_callbacks", "__weakref__")
 
     def __init__(self, key: str) -> None:
@@ -37,6 +37,7 @@ class FutureState:
         self.status = "pending"
         self.type: str | None = None
         self.workers: list[str] = []
+        self.inline: Pickled | None = None  # a small value that came with the news it finished
         self._exception: Any = None
         self.traceback_text: str | None = None
         self.cancel_reason: str | None = None
@@ -45,10 +46,11 @@ class FutureState:
     def done(self) -> bool:
         return self.status in DONE
 
-    def finish(self, workers: list[str], typ: str | None) -> None:
+    def finish(self, workers: list[str], typ: str | None, inline: Pickled | None = None) -> None:
         self.status = "finished"
         self.workers = list(workers)
         self.type = typ
+        self.inline = inline
         self._fire()
 
     def err(self, exception: Any, traceback: str | None) -> None:

@@ -13,6 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..core import ActorRef, Pickled
+from ..protocol import WORKER_ID
 from ..core.errors import ActorNotFoundError, CommClosedError, SerializationError
 from ..core.serialize import loads_exception
 from .actor_handle import ActorFuture, load_binding
@@ -22,7 +23,6 @@ from .future import Future, wait_all
 if TYPE_CHECKING:
     from .client import Client
 
-WORKER_ID = "worker"
 
 # How often gather looks for a value again after its holder lost it (each time asking
 # the scheduler where it lives now, or waiting for it to be computed again).
@@ -72,6 +72,9 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
                     assert exc is not None
                     raise exc
                 values[st.key] = SKIP
+        for st in states:
+            if st.status == "finished" and st.inline is not None and st.key not in values:
+                values[st.key] = load_binding(st.inline, client)  # it came with the report
         wanted = [st for st in states if st.status == "finished" and st.key not in values]
         got, missing = await fetch(client, [st.key for st in wanted],
                                    {st.key: st.workers for st in wanted}, failures) if wanted else ({}, [])

@@ -14,11 +14,11 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 from ..core import Actor, ActorRef, Reply
+from ..protocol import SCHEDULER_ID
 
 if TYPE_CHECKING:
     from ..core.comm import Comm
 
-SCHEDULER_ID = "scheduler"
 
 
 def origin_address(actor: Actor, origin: "Comm | None") -> str:

@@ -14,11 +14,10 @@ from typing import Any, Callable
 from ..core import Actor, ActorRef, Host
 from ..core.checks import describe
 from ..core.errors import BadMessageError
+from ..protocol import REGISTRY_ID
 from ._actor import SystemActor
 
 logger = logging.getLogger("actorrt.coordination")
-
-REGISTRY_ID = "registry"
 
 
 def _kinds() -> dict[str, Callable[..., SystemActor]]:

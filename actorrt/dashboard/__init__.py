@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .actor import Dashboard
+from ..protocol import DASHBOARD_ID
 from .address import (DEFAULT_DASHBOARD_ADDRESS, bind_socket, check_exposure, is_loopback,
                       link_for, parse_dashboard_address)
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from ..scheduler.actor import Scheduler
 
 #: The dashboard's actor id on the scheduler's host.
-DASHBOARD_ID = "dashboard"
 
 
 def start_dashboard(scheduler: "Scheduler", address: str | int | None, *,

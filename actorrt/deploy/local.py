@@ -19,7 +19,7 @@ from ..dashboard import (
     start_dashboard,
 )
 from ..scheduler import Scheduler, SchedulerState
-from ..scheduler.actor import SCHEDULER_ID
+from ..protocol import SCHEDULER_ID, WORKER_ID
 from ..utils import LoopRunner
 from ..worker import start_worker
 
@@ -265,7 +265,7 @@ class LocalCluster:
         addr = next((a for a, i in (self.scheduler.worker_info.items() if self.scheduler else [])
                      if i.get("name") == name), None)
         if addr is not None and self.scheduler_host is not None:
-            self.scheduler_host.tell(ActorRef(addr, "worker"), "close")
+            self.scheduler_host.tell(ActorRef(addr, WORKER_ID), "close")
         await _wait_process(proc, 5.0)
 
     def worker_addresses(self) -> list[str]:

@@ -14,23 +14,24 @@ from ..core.checks import check_origin
 from ..core.comm import Comm, split_host_port
 from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
-from ..run import run_here
-from .datasets import Datasets
-from .messages import (
+from ..protocol import (
+    WORKER_ID,
+    ComputeTask,
+    KeyReport,
     check_missing,
-    check_tasks_done,
     check_update_data,
     decode_tasks,
+    decode_tasks_done,
     keys_field,
 )
+from ..run import run_here
+from .datasets import Datasets
 from .placement import WorkerState
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
 from .user_actors import ActorDirectory
 
 logger = logging.getLogger("actorrt.scheduler")
 
-SCHEDULER_ID = "scheduler"
-WORKER_ID = "worker"
 
 
 class Scheduler(Actor):
@@ -49,6 +50,7 @@ class Scheduler(Actor):
         self._stimuli = itertools.count()
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
+        self._inline: dict[str, Pickled] = {}  # small values of the tasks_done being applied
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
@@ -314,19 +316,24 @@ class Scheduler(Actor):
 
     # --- worker stimuli ----------------------------------------------------
     def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None) -> None:
-        # All or nothing: one bad item refuses the whole report (see messages.py).
-        check_tasks_done(finished, erred)
+        # All or nothing: one bad item refuses the whole report (protocol.py).
+        done, failed = decode_tasks_done(finished, erred)
         self._check_worker("tasks_done", worker, origin)
         state = self.state
         out: list[Instruction] = []
-        for key, nbytes, typ, *rest in finished:  # rest: [duration[, run_id]]
-            out += state.stimulus_task_finished(worker, key, nbytes, typ, self._sid("task-finished"),
-                                                rest[0] if rest else None,
-                                                rest[1] if len(rest) > 1 else None)
-        for key, exc, tb, *rest in erred:  # rest: [run_id]
-            out += state.stimulus_task_erred(worker, key, exc, tb, self._sid("task-erred"),
-                                             rest[0] if rest else None)
-        self._apply(out)
+        for f in done:
+            out += state.stimulus_task_finished(worker, f.key, f.nbytes, f.type, self._sid("task-finished"),
+                                                f.duration, f.run_id)
+        for e in failed:
+            out += state.stimulus_task_erred(worker, e.key, e.exception, e.traceback, self._sid("task-erred"),
+                                             e.run_id)
+        # Small values ride on to the clients with the news that they are done (the
+        # scheduler keeps none of them: a later holder fetches from the worker).
+        self._inline = {f.key: f.value for f in done if f.value is not None}
+        try:
+            self._apply(out)
+        finally:
+            self._inline = {}
 
     def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
         """Tasks on ``worker`` gave their thread slots back (seceded while waiting)."""
@@ -344,16 +351,29 @@ class Scheduler(Actor):
     def _apply(self, instructions: list[Instruction]) -> None:
         for ins in instructions:
             if type(ins) is Compute:
-                self._send(ActorRef(ins.worker, WORKER_ID), "compute",
-                           [ins.key, ins.spec, ins.deps, ins.name, ins.actor, ins.run_id, ins.sizes])
+                actor = ins.actor
+                self._send(ActorRef(ins.worker, WORKER_ID), "compute", ComputeTask(
+                    ins.key, ins.spec, ins.deps, ins.name,
+                    None if actor is False else actor if type(actor) is dict else {}, ins.run_id, ins.sizes))
             elif type(ins) is Free:
                 self._send(ActorRef(ins.worker, WORKER_ID), "free_keys", *ins.keys)
             elif type(ins) is Report:
                 ref = self.client_refs.get(ins.client)
                 if ref is not None:
-                    self._send(ref, "report", [ins.key, ins.status, _wire_info(ins.info)])
+                    self._send(ref, "report", KeyReport(ins.key, ins.status, self._wire_info(ins)))
         if self.actors.waiters:  # a handle waits to learn where its actor went
             self.actors.wake()
+
+    def _wire_info(self, report: Report) -> dict:
+        info = report.info
+        if report.status == "memory":
+            value = self._inline.get(report.key)
+            return info if value is None else {**info, "value": value}
+        exc = info.get("exception")
+        if isinstance(exc, BaseException):
+            blob, tb = dumps_exception(exc)
+            return {**info, "exception": blob, "traceback": info.get("traceback") or tb}
+        return info
 
     def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
         """Queue items for ``op`` at ``ref``, batched per loop turn.
@@ -383,12 +403,6 @@ class Scheduler(Actor):
                     logger.exception("could not send %s to %s", op, ref)
 
 
-def _wire_info(info: dict) -> dict:
-    exc = info.get("exception")
-    if isinstance(exc, BaseException):
-        blob, tb = dumps_exception(exc)
-        return {**info, "exception": blob, "traceback": info.get("traceback") or tb}
-    return info
 
 
 def _check_reachable(address: str, origin: Comm | None) -> None:

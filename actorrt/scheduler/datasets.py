@@ -10,14 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 from ..core import Pickled
+from ..protocol import dataset_holder
 
 #: ``(holder, keys)`` -> None: the scheduler's want_keys / release_keys.
 KeysCallback = Callable[[str, list], None]
-
-
-def holder_of(name: str) -> str:
-    """The holder id under which dataset ``name`` keeps its keys."""
-    return f"dataset-{name}"
 
 
 class Datasets:
@@ -35,11 +31,11 @@ class Datasets:
         self._data[name] = (data, list(keys))
         # Want the new keys before letting the old ones go: republishing the same
         # Futures must not free them in between.
-        self._want(holder_of(name), list(keys))
+        self._want(dataset_holder(name), list(keys))
         if old is not None:
             gone = sorted(set(old[1]) - set(keys))
             if gone:
-                self._release(holder_of(name), gone)
+                self._release(dataset_holder(name), gone)
 
     def get(self, name: str) -> Pickled | None:
         entry = self._data.get(name)
@@ -54,7 +50,7 @@ class Datasets:
         if entry is None:
             return False
         if entry[1]:
-            self._release(holder_of(name), entry[1])
+            self._release(dataset_holder(name), entry[1])
         return True
 
     def __len__(self) -> int:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
 from ..core.errors import ActorDeadError
+from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported: the stimuli's terms)
 from .placement import Placement, WorkerState
 
 #: A task's state. Plain strings, not an Enum: they are what ``client.story()`` and
@@ -66,7 +67,6 @@ class Report(NamedTuple):
 
 Instruction = Compute | Free | Report
 
-FIRE_AND_FORGET = "fire-and-forget"
 
 
 class KilledWorker(Exception):
@@ -110,19 +110,6 @@ class TaskState:
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
-
-
-class TaskSpec(NamedTuple):
-    """One task of a submitted graph, as the scheduler sees it."""
-    key: str
-    spec: Any
-    deps: tuple
-    name: str = ""
-    priority: int = 0
-    retries: int = 0
-    workers: tuple | None = None
-    allow_other_workers: bool = False
-    actor: bool = False
 
 
 class InvalidStateError(AssertionError):

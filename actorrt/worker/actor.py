@@ -14,26 +14,43 @@ from typing import Any, Callable
 from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled, own_task
 from ..core.addresses import format_host, interface_toward
-from ..core.checks import bad, str_list, str_map
+from ..core.checks import str_list, str_map
 from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.serialize import dumps_exception, loads_exception
+from ..protocol import (
+    INLINE_RESULT_BYTES,
+    SCHEDULER_ID,
+    WORKER_ID,
+    Erred,
+    Finished,
+    decode_compute,
+)
 from ..run import run_here
 from ..utils import sizeof
 from .pool import Job, TaskPool
-from .state import (Abandon, ComputeTask, Execute, Fetch, Instruction, InvalidStateError, LongRunning,
-                    ReportErred, ReportFinished, ReportMissing, StopActor, WorkerState)
+from .state import (
+    Abandon,
+    Execute,
+    Fetch,
+    Instruction,
+    InvalidStateError,
+    LongRunning,
+    ReportErred,
+    ReportFinished,
+    ReportMissing,
+    StopActor,
+    WorkerState,
+)
 from .task import FunctionCache, TaskRun, user_frames_only
 from .user_actor import ActorBuilds, stop_user_actor
 
 logger = logging.getLogger("actorrt.worker")
 
-WORKER_ID = "worker"
 # Seconds a worker keeps trying to rejoin a scheduler it lost (a network blip, a
 # scheduler restart) before it stops; dask's --death-timeout.
 DEATH_TIMEOUT = 60.0
-SCHEDULER_ID = "scheduler"
 
 
 class Worker(Actor):
@@ -131,8 +148,8 @@ class Worker(Actor):
     # --- scheduler instructions ---------------------------------------------
     def handle_compute(self, tasks: list, origin: Comm | None) -> None:
         self._from_scheduler("compute", origin)
-        _check_compute(tasks)  # all of them before any runs: no batch is half started
-        self.carry_out(self.state.stimulus_compute([_compute_task(t) for t in tasks]))
+        # All of them checked before any runs: no batch is half started.
+        self.carry_out(self.state.stimulus_compute(decode_compute(tasks)))
 
     def _from_scheduler(self, op: str, origin: Comm | None) -> None:
         """Only the scheduler places, frees and closes: a peer that could would make
@@ -308,12 +325,27 @@ class Worker(Actor):
 
     # --- reports, batched per loop turn -------------------------------------
     def _report_finished(self, r: ReportFinished) -> None:
-        self._finished.append([r.key, r.nbytes, r.type, r.duration, r.run_id])
+        self._finished.append(Finished(r.key, r.nbytes, r.type, r.duration, r.run_id,
+                                       self._inline_value(r)))
         self._schedule_report()
+
+    def _inline_value(self, r: ReportFinished) -> Pickled | None:
+        """A small result, pickled to travel with its report (no fetch needed for it);
+        None for a large one, one that does not pickle, or an actor's handle (which
+        stays with its worker)."""
+        if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor" or r.key not in self.data:
+            return None
+        try:
+            blob = Pickled.dumps(self.data[r.key], what=f"result of {r.key!r}")
+        except Exception:
+            return None  # fetched (and failing) the usual way, with the usual error
+        if blob.buffers or len(blob.header) > INLINE_RESULT_BYTES:
+            return None
+        return blob
 
     def _report_erred(self, r: ReportErred) -> None:
         blob, tb = dumps_exception(r.error)
-        self._erred.append([r.key, blob, tb, r.run_id])
+        self._erred.append(Erred(r.key, blob, tb, r.run_id))
         self._schedule_report()
 
     def _report_missing(self, r: ReportMissing) -> None:
@@ -352,14 +384,6 @@ _CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {
 }
 
 
-def _compute_task(t: list) -> ComputeTask:
-    """A checked entry of a ``compute`` message (see ``_COMPUTE_SHAPE``)."""
-    actor = t[4]
-    n = len(t)
-    return ComputeTask(t[0], t[1], t[2], t[3], None if actor is False else actor if type(actor) is dict else {},
-                       t[5] if n > 5 else None, t[6] if n > 6 else {})
-
-
 def _default_listen_address(scheduler_address: str) -> str:
     """Toward the scheduler, any free port, in the scheduler's scheme (tcp or tls)."""
     scheme, rest = parse_address(scheduler_address)
@@ -373,29 +397,6 @@ def _note(exc: BaseException, note: str) -> BaseException:
     if hasattr(exc, "add_note"):
         exc.add_note(note)
     return exc
-
-
-_COMPUTE_SHAPE = ("[key: str, spec: [pickled function, pickled arguments or None], deps: {key: "
-                  "[addresses]}, name: str, actor: bool or dict of options, (run id: int or None, (input sizes: "
-                  "{key: nbytes >= 0}))]")
-
-
-def _check_compute(tasks: list) -> None:
-    """Every task of a ``compute`` message is well formed (see core/checks.py)."""
-    for i, t in enumerate(tasks):
-        if not ((type(t) is list or type(t) is tuple) and 5 <= len(t) <= 7 and type(t[0]) is str
-                and (type(t[1]) is list or type(t[1]) is tuple) and len(t[1]) == 2
-                and type(t[1][0]) is Pickled and (t[1][1] is None or type(t[1][1]) is Pickled)
-                and type(t[2]) is dict and type(t[3]) is str
-                and (t[4] is False or t[4] is True or type(t[4]) is dict)
-                and (len(t) == 5 or t[5] is None or type(t[5]) is int)
-                and (len(t) < 7 or (type(t[6]) is dict and all(
-                    type(k) is str and type(n) is int and n >= 0 for k, n in t[6].items())))):
-            raise bad("Worker.compute", f"'tasks'[{i}]", _COMPUTE_SHAPE, t)
-        for dep, holders in t[2].items():
-            if type(dep) is not str or not (type(holders) is list or type(holders) is tuple) or not all(
-                    type(h) is str for h in holders):
-                raise bad("Worker.compute", f"'tasks'[{i}] deps", "a dict of key -> [addresses]", t[2])
 
 
 async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str | None = None,

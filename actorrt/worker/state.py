@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..protocol import ComputeTask
+
 #: A key's state on this worker ('erred' passes; 'forgotten' is a row that is gone).
 KeyStatus = Literal["released", "fetch", "flight", "waiting", "executing", "memory", "erred", "forgotten"]
 
@@ -52,23 +54,10 @@ _RUNS = ("waiting", "executing")
 TRANSFER_INCOMING_BYTES_LIMIT = 512 << 20
 
 
-# --- stimuli's payload ----------------------------------------------------------------
-# (Slotted dataclasses, not NamedTuples: built per task, and a NamedTuple's __new__
-# costs twice as much.)
-
-@dataclass(slots=True)
-class ComputeTask:
-    """One task the scheduler placed here (a checked entry of its ``compute`` message)."""
-    key: str
-    spec: Any                    # [pickled function, pickled (args, kwargs) or None]
-    deps: dict[str, list[str]]   # input key -> the workers said to hold it
-    name: str
-    actor: dict | None           # a user actor's options; None for a plain task
-    run_id: int | None           # which run of the key the reports are about
-    sizes: dict[str, int]        # input key -> nbytes, as the scheduler knows them
-
-
 # --- instructions ---------------------------------------------------------------------
+# (Slotted dataclasses, not NamedTuples: built per task, and a NamedTuple's __new__
+# costs twice as much. The stimuli's payload, ComputeTask, is the wire record itself,
+# decoded without its __new__: protocol.py.)
 
 @dataclass(slots=True)
 class Fetch:

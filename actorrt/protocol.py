@@ -1,0 +1,292 @@
+"""The runtime's own wire: well-known actor ids, holder names, and the typed records the
+scheduler, the workers and the clients exchange, with their checks at the edge.
+
+Each record is a NamedTuple. On the wire it is a msgpack array of fixed length (no
+optional tails): compact, and decoded back into the record after its checks, so code
+past the edge reads fields by name and never guesses what a position means. (Between
+hosts in one process nothing is serialized: the record itself arrives, and is checked
+the same way.)
+
+Every decoder checks a whole message before anything is applied and raises a
+:class:`~actorrt.core.errors.BadMessageError` naming the op, the field and the item,
+so a message is applied entirely or not at all. They run once per task on the hot
+paths: each check is a ``type(x) is T`` test; the precise explanation is worked out
+only once something is wrong.
+
+>>> from actorrt.core import Pickled
+>>> [spec] = decode_tasks([["k", [Pickled.dumps(len), None], [], "len", 0, 0, None, False, False]])
+>>> spec.key, spec.deps
+('k', [])
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from .core import Pickled
+from .core.checks import bad, describe, is_count, is_duration, is_str_list, str_list, str_map
+from .core.errors import BadMessageError
+
+# --- well-known actor ids: one per host that has one ----------------------------------
+SCHEDULER_ID = "scheduler"    # the Scheduler, on the scheduler's host
+REGISTRY_ID = "registry"      # the named system actors' registry, beside it
+DASHBOARD_ID = "dashboard"    # the dashboard's actor, beside it
+WORKER_ID = "worker"          # the Worker, on each worker's host
+
+# --- holders: who, besides a client, keeps a key wanted --------------------------------
+FIRE_AND_FORGET = "fire-and-forget"  # until the task has run (``fire_and_forget``)
+
+
+def dataset_holder(name: str) -> str:
+    """The holder that keeps the keys of a published dataset alive."""
+    return f"dataset-{name}"
+
+
+# A result this small travels inside the worker's ``tasks_done`` report and the
+# scheduler's report to the client, so ``submit(f).result()`` needs no second round trip
+# to fetch it (measured: 40% of a single task's round trip here).
+INLINE_RESULT_BYTES = 512
+
+
+# --- records ---------------------------------------------------------------------------
+
+class TaskSpec(NamedTuple):
+    """One task of a submitted graph (client -> scheduler, in ``update_graph``)."""
+    key: str
+    spec: Any                 # [pickled function, pickled (args, kwargs) or None]
+    deps: tuple               # keys of its inputs
+    name: str = ""
+    priority: int = 0
+    retries: int = 0
+    workers: tuple | None = None
+    allow_other_workers: bool = False
+    actor: bool = False       # or a dict of a user actor's options
+
+
+class ComputeTask(NamedTuple):
+    """One task placed on a worker (scheduler -> worker, in ``compute``)."""
+    key: str
+    spec: Any                   # as TaskSpec's
+    deps: dict                  # input key -> the workers said to hold it
+    name: str
+    actor: dict | None          # a user actor's options; None for a plain task
+    run_id: int | None          # which run of the key the reports are about
+    sizes: dict                 # input key -> nbytes, as the scheduler knows them
+
+
+class Finished(NamedTuple):
+    """A task's run ended with a value (worker -> scheduler, in ``tasks_done``)."""
+    key: str
+    nbytes: int
+    type: str | None
+    duration: float | None      # None for a run that waited on other work
+    run_id: int | None
+    value: Pickled | None       # the value itself when under INLINE_RESULT_BYTES
+
+
+class Erred(NamedTuple):
+    """A task's run raised (worker -> scheduler, in ``tasks_done``)."""
+    key: str
+    exception: Pickled
+    traceback: str | None
+    run_id: int | None
+
+
+class KeyReport(NamedTuple):
+    """What became of a key a client holds (scheduler -> client, in ``report``).
+
+    ``status`` is memory (``info``: workers, type, and value when inlined), erred
+    (exception, traceback), cancelled (reason) or lost."""
+    key: str
+    status: str
+    info: dict
+
+
+_new = tuple.__new__  # a NamedTuple from a checked sequence, without its __new__'s cost
+
+
+# --- update_graph ------------------------------------------------------------------------
+
+UPDATE_GRAPH = "Scheduler.update_graph"
+_TASK_SHAPE = "[key, spec, deps, name, priority, retries, workers, allow_other_workers, actor]"
+
+# A user actor's options (client/actor_handle.py ``actor_options``) and what each must be.
+_ACTOR_OPTIONS = {
+    "max_concurrency": ("an int >= 1", lambda v: type(v) is int and v >= 1),
+    "max_restarts": ("an int >= -1", lambda v: type(v) is int and v >= -1),
+    "name": ("a non-empty str", lambda v: type(v) is str and v != ""),
+    "get_if_exists": ("a bool", lambda v: type(v) is bool),
+}
+
+
+def _is_spec(blobs: Any) -> bool:
+    return ((type(blobs) is list or type(blobs) is tuple) and len(blobs) == 2
+            and type(blobs[0]) is Pickled and (blobs[1] is None or type(blobs[1]) is Pickled))
+
+
+def decode_tasks(tasks: list) -> list[TaskSpec]:
+    """The TaskSpecs of an ``update_graph`` message, every field of every task checked."""
+    specs = []
+    for i, t in enumerate(tasks):
+        if (type(t) is not list and type(t) is not tuple) or len(t) != 9:
+            raise bad(UPDATE_GRAPH, f"'tasks'[{i}]", f"a list {_TASK_SHAPE}", t)
+        key, blobs, deps, name, priority, retries, workers, allow_other, actor = t
+        if not (type(key) is str and _is_spec(blobs)
+                and (type(deps) is list or type(deps) is tuple) and type(name) is str
+                and (type(priority) is int or type(priority) is float and math.isfinite(priority))
+                and type(retries) is int and retries >= 0
+                and (workers is None or is_str_list(workers)) and type(allow_other) is bool
+                and (actor is False or actor is True or type(actor) is dict)):
+            raise _task_error(i, _new(TaskSpec, t))
+        for dep in deps:
+            if type(dep) is not str or dep == key:
+                raise _task_error(i, _new(TaskSpec, t))
+        if type(actor) is dict:
+            check_actor_options(f"'tasks'[{i}] actor", actor)
+        specs.append(_new(TaskSpec, t))
+    return specs
+
+
+def _task_error(i: int, spec: TaskSpec) -> BadMessageError:
+    """What exactly is wrong with task ``i`` (the slow path, only for bad tasks)."""
+    where = f"'tasks'[{i}]"
+    key, blobs, deps, name, priority, retries, workers, allow_other, actor = spec
+    if type(key) is not str:
+        return bad(UPDATE_GRAPH, f"{where} key", "a str", key)
+    where = f"{where} (key {key!r})"
+    if not _is_spec(blobs):
+        return bad(UPDATE_GRAPH, f"{where} spec", "[pickled function, pickled arguments or None]", blobs)
+    if type(deps) is not list and type(deps) is not tuple:
+        return bad(UPDATE_GRAPH, f"{where} deps", "a list of keys", deps)
+    for dep in deps:
+        if type(dep) is not str:
+            return bad(UPDATE_GRAPH, f"{where} deps", "a list of str keys", dep)
+        if dep == key:
+            return BadMessageError(f"{UPDATE_GRAPH}: task {key!r} in field 'tasks'[{i}] deps "
+                                   "depends on itself")
+    if type(name) is not str:
+        return bad(UPDATE_GRAPH, f"{where} name", "a str", name)
+    if not (type(priority) is int or type(priority) is float and math.isfinite(priority)):
+        return bad(UPDATE_GRAPH, f"{where} priority", "an int or a finite float", priority)
+    if type(retries) is not int or retries < 0:
+        return bad(UPDATE_GRAPH, f"{where} retries", "an int >= 0", retries)
+    if workers is not None and not is_str_list(workers):
+        return bad(UPDATE_GRAPH, f"{where} workers", "None or a list of str addresses", workers)
+    if type(allow_other) is not bool:
+        return bad(UPDATE_GRAPH, f"{where} allow_other_workers", "a bool", allow_other)
+    return bad(UPDATE_GRAPH, f"{where} actor", "a bool or a dict of actor options", actor)
+
+
+def check_actor_options(where: str, options: dict) -> None:
+    """A user actor's options: known names, each of the right type (a bad
+    ``max_restarts`` would otherwise fail only when the actor's worker dies)."""
+    for name, value in options.items():
+        rule = _ACTOR_OPTIONS.get(name) if type(name) is str else None
+        if rule is None:
+            raise BadMessageError(f"{UPDATE_GRAPH}: field {where} has unknown option {describe(name)} "
+                                  f"(known: {', '.join(sorted(_ACTOR_OPTIONS))})")
+        expected, ok = rule
+        if not ok(value):
+            raise bad(UPDATE_GRAPH, f"{where} option {name!r}", expected, value)
+
+
+# --- compute (scheduler -> worker) ---------------------------------------------------------
+
+_COMPUTE_SHAPE = ("[key: str, spec: [pickled function, pickled arguments or None], deps: {key: "
+                  "[addresses]}, name: str, actor: dict of options or None, run id: int or None, "
+                  "input sizes: {key: nbytes >= 0}]")
+
+
+def decode_compute(tasks: list) -> list[ComputeTask]:
+    """The tasks of a ``compute`` message, every one checked before any runs."""
+    out = []
+    for i, t in enumerate(tasks):
+        if not ((type(t) is list or type(t) is ComputeTask or type(t) is tuple) and len(t) == 7
+                and type(t[0]) is str
+                and _is_spec(t[1]) and type(t[2]) is dict and type(t[3]) is str
+                and (t[4] is None or type(t[4]) is dict)
+                and (t[5] is None or type(t[5]) is int)
+                and type(t[6]) is dict and all(type(k) is str and is_count(n) for k, n in t[6].items())):
+            raise bad("Worker.compute", f"'tasks'[{i}]", _COMPUTE_SHAPE, t)
+        for dep, holders in t[2].items():
+            if type(dep) is not str or not is_str_list(holders):
+                raise bad("Worker.compute", f"'tasks'[{i}] deps", "a dict of key -> [addresses]", t[2])
+        out.append(_new(ComputeTask, t))
+    return out
+
+
+# --- tasks_done (worker -> scheduler) --------------------------------------------------------
+
+TASKS_DONE = "Scheduler.tasks_done"
+_FINISHED_SHAPE = ("[key: str, nbytes: int >= 0, type: str or None, duration: finite seconds >= 0 or "
+                   "None, run id: int or None, value: pickled or None]")
+_ERRED_SHAPE = "[key: str, exception: pickled, traceback: str or None, run id: int or None]"
+
+
+def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list[Erred]]:
+    """Every item of a worker's report, checked before any is applied."""
+    done = []
+    for i, item in enumerate(finished):
+        if not ((type(item) is list or type(item) is Finished or type(item) is tuple) and len(item) == 6
+                and type(item[0]) is str and is_count(item[1])
+                and (item[2] is None or type(item[2]) is str)
+                and (item[3] is None or is_duration(item[3]))
+                and (item[4] is None or type(item[4]) is int)
+                and (item[5] is None or type(item[5]) is Pickled)):
+            raise bad(TASKS_DONE, f"'finished'[{i}]", _FINISHED_SHAPE, item)
+        done.append(_new(Finished, item))
+    failed = []
+    for i, item in enumerate(erred):
+        if not ((type(item) is list or type(item) is Erred or type(item) is tuple) and len(item) == 4
+                and type(item[0]) is str and type(item[1]) is Pickled
+                and (item[2] is None or type(item[2]) is str)
+                and (item[3] is None or type(item[3]) is int)):
+            raise bad(TASKS_DONE, f"'erred'[{i}]", _ERRED_SHAPE, item)
+        failed.append(_new(Erred, item))
+    return done, failed
+
+
+# --- report (scheduler -> client) --------------------------------------------------------------
+
+REPORT_STATUSES = frozenset({"memory", "erred", "cancelled", "lost"})
+_REPORT_SHAPE = ("[key: str, status: 'memory', 'erred', 'cancelled' or 'lost', info: dict "
+                 "(with 'workers': [addresses] for 'memory')]")
+
+
+def decode_reports(msgs: list) -> list[KeyReport]:
+    """A client's ``report`` message: all of it first, as a bad item late must not
+    strand the rest."""
+    out = []
+    for i, m in enumerate(msgs):
+        if not ((type(m) is list or type(m) is KeyReport or type(m) is tuple) and len(m) == 3
+                and type(m[0]) is str
+                and type(m[1]) is str and m[1] in REPORT_STATUSES and type(m[2]) is dict
+                and (m[1] != "memory" or (is_str_list(m[2].get("workers", ()))
+                                          and type(m[2].get("value")) in (Pickled, type(None))))):
+            raise bad("ClientActor.report", f"'msgs'[{i}]", _REPORT_SHAPE, m)
+        out.append(_new(KeyReport, m))
+    return out
+
+
+# --- maps of keys ----------------------------------------------------------------------------------
+
+def check_update_data(who_has: dict, nbytes: dict, types: dict) -> None:
+    op = "Scheduler.update_data"
+    str_map(op, "who_has", who_has, is_str_list, "a list of str addresses")
+    str_map(op, "nbytes", nbytes, is_count, "an int >= 0")
+    str_map(op, "types", types, lambda v: v is None or type(v) is str, "a str or None")
+
+
+def check_missing(missing: dict) -> None:
+    str_map("Scheduler.missing_data", "missing", missing, is_str_list, "a list of str addresses")
+
+
+def keys_field(op: str, keys: Any, field: str = "keys") -> "list[Any] | tuple[Any, ...]":
+    """A list of str keys (``None`` stays None where the op allows it)."""
+    return str_list(f"Scheduler.{op}", field, keys)
+
+
+__all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
+           "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "check_actor_options",
+           "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_reports",
+           "decode_tasks", "decode_tasks_done", "keys_field"]
