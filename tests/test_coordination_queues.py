@@ -208,7 +208,7 @@ def test_futures_stay_alive_while_queued(client):
     q.put(f)
     del f
     gc.collect()
-    client._flush()  # make sure a release from this client would have been sent
+    client.table.flush()  # make sure a release from this client would have been sent
     assert client.submit(inc, 0).result() == 1  # one round trip later...
     assert state.tasks[key].state == "memory"  # ...the queue still holds it
     g = q.get()

@@ -255,7 +255,7 @@ class ActorFuture:
             if client.asynchronous:
                 fn(self)
             else:
-                client._callback_executor().submit(fn, self)
+                client.callbacks.submit(fn, self)
 
         runtime.call_on(client.loop, self._state.add_callback, run)
 

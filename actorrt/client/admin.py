@@ -269,7 +269,7 @@ def _resolve_workers(info: dict, workers: Any) -> list[str]:
 
 async def _ask_after_flush(client: "Client", op: str, timeout: float | None = None, **fields: Any) -> Any:
     # Submissions still in the client's outbox must reach the scheduler first.
-    client._flush()
+    client.table.flush()
     return await asyncio.wait_for(client.host.ask(client.scheduler, op, **fields), timeout)
 
 
@@ -412,7 +412,7 @@ async def _upload(client: "Client", name: str, data: bytes, load: bool,
 
 async def _shutdown(client: "Client", timeout: float | None = None) -> None:
     cluster = client.cluster
-    await client._close_async()
+    await client.close()  # (an asynchronous client's: a coroutine)
     if cluster.status != "closed":
         await cluster._close_async()
 
@@ -425,7 +425,7 @@ async def _restart(client: "Client", timeout: float | None, wait_for_workers: bo
                            "Client(LocalCluster(...)) or let the Client start one; this client "
                            f"only knows the scheduler address {client.scheduler.address!r}")
     reason = "the cluster restarted (client.restart)"
-    client._flush()
+    client.table.flush()
     await asyncio.wait_for(client.host.ask(client.scheduler, "restart", reason=reason), timeout)
     # The scheduler's "cancelled" reports leave after its reply; one more round trip
     # brings them in, so none can reach a Future submitted after restart returns.

@@ -14,6 +14,8 @@ import math
 import numbers
 from typing import Any
 
+from ..core.serialize import Pickled
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -103,5 +105,31 @@ def check_count(name: str, value: Any) -> int:
     return int(value)
 
 
-__all__ = ["check_count", "check_key", "check_sendable", "check_map_keys", "check_priority", "check_retries",
+class FunctionCache:
+    """Each function object pickled once: a map of 10,000 calls sends one pickle, and
+    the key of a pure call hashes it without pickling the function again."""
+
+    LIMIT = 1000  # distinct functions kept; past that the cache starts over
+
+    def __init__(self) -> None:
+        self._blobs: dict[int, tuple[Any, Pickled]] = {}
+
+    def pickled(self, func: Any) -> Pickled:
+        hit = self._blobs.get(id(func))
+        if hit is not None and hit[0] is func:  # (the object is kept: its id is not reused)
+            return hit[1]
+        blob = Pickled.dumps(func, what="function")
+        if len(self._blobs) > self.LIMIT:
+            self._blobs.clear()
+        self._blobs[id(func)] = (func, blob)
+        return blob
+
+
+def check_running(client: Any) -> None:
+    """Work is accepted only by a running client (not one starting, closing or closed)."""
+    if client.status != "running":
+        raise RuntimeError(f"client is {client.status}; cannot submit work")
+
+
+__all__ = ["FunctionCache", "check_running", "check_count", "check_key", "check_sendable", "check_map_keys", "check_priority", "check_retries",
            "check_workers"]

@@ -9,36 +9,51 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
-import concurrent.futures
 import functools
 import hashlib
-import itertools
 import logging
 import os
 import uuid
 from typing import Any, Callable, Iterable
 
 from .. import runtime
-from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..core import Actor, ActorRef, Host, Pickled
-from ..core.comm import Comm
-from ..core.security import Security
 from ..core.checks import check_origin
-from .arguments import (check_count, check_key, check_map_keys, check_priority, check_retries, check_workers)
-from ..core.errors import CommClosedError
+from ..core.comm import Comm
+from ..core.errors import CommClosedError, SerializationError
+from ..core.security import Security
+from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
 from ..utils import LoopRunner
-from .future import Future, FutureState, futures_of, held_future
 from . import transfer
-from .futures import FutureTable
-from ..core.errors import SerializationError
+from .actor_handle import (
+    actor_futures_of,
+    actor_options,
+    gather_actor_futures,
+    get_named_actor,
+    is_actor_handle,
+    submit_when_ready,
+    waits_for_actor_futures,
+)
 from .admin import AdminMethods
-from .compat import CurrentClientMethods, resources_not_enforced, without_dask_only_options
+from .arguments import (
+    FunctionCache,
+    check_count,
+    check_key,
+    check_map_keys,
+    check_priority,
+    check_retries,
+    check_running,
+    check_workers,
+)
+from .compat import (
+    CurrentClientMethods,
+    resources_not_enforced,
+    without_dask_only_options,
+)
 from .datasets import DatasetMethods
-from .actor_handle import (actor_futures_of, actor_options, gather_actor_futures,
-                           get_named_actor, is_actor_handle, submit_when_ready,
-                           waits_for_actor_futures)
-
+from .future import CallbackThread, Future, FutureState, futures_of, held_future
+from .futures import FutureTable
 
 logger = logging.getLogger("actorrt.client")
 
@@ -93,9 +108,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
                                   processes=processes, **cluster_kwargs)
         self._set_as_default = set_as_default
         self.table = FutureTable()  # the keys this client holds, and the scheduler's outbox
-        self._fn_cache: dict[int, tuple[Any, Pickled]] = {}
-        self._counter = itertools.count()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.functions = FunctionCache()  # each function object pickled once
+        self.callbacks = CallbackThread()  # done-callbacks of a sync client run there
         self._own_host = True
         self._loop_runner: LoopRunner | None = None
         self.host: Host
@@ -187,7 +201,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
 
     def _local_cluster(self, asynchronous: bool) -> Any:
         """The LocalCluster this client starts when given no address."""
-        from ..deploy.local import LocalCluster  # (the one lazy import: deploy sits above client)
+        from ..deploy.local import (
+            LocalCluster,  # (the one lazy import: deploy sits above client)
+        )
         # (None means "the cluster's default", except for the dashboard: None turns it off.)
         args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
                                           if v is not None or k == "dashboard_address"}, LocalCluster)
@@ -260,8 +276,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             self.host.stop_actor(self.id)
         if self._own_cluster and self.cluster is not None:
             await self.cluster._close_async()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        self.callbacks.shutdown()
         for st in self.table.states():
             if not st.done():
                 st.cancel("the client closed")
@@ -286,16 +301,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             return fn(*args, **kwargs)
         return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
 
-    def _callback_executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="actorrt-callback")
-        return self._executor
-
     # --- the outbox -------------------------------------------------------------
-    def _flush(self) -> None:
-        """Send the table's outbox now (before a message that must follow it)."""
-        self.table.flush()
-
     def _deliver(self, box: list) -> None:
         """On the loop: turn the table's outbox into messages to the scheduler."""
         if self.status not in ("running", "closing"):
@@ -325,16 +331,6 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
                 logger.warning("scheduler connection closed; dropped %s", op)
 
     # --- submitting ------------------------------------------------------------
-    def _pickled_function(self, func: Any) -> Pickled:
-        hit = self._fn_cache.get(id(func))
-        if hit is not None and hit[0] is func:
-            return hit[1]
-        blob = Pickled.dumps(func, what="function")
-        if len(self._fn_cache) > 1000:
-            self._fn_cache.clear()
-        self._fn_cache[id(func)] = (func, blob)
-        return blob
-
     def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
                workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
                priority: float = 0, pure: bool | None = None, actor: bool | dict = False, actors: bool = False,
@@ -346,7 +342,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         """
         if not callable(func):
             raise TypeError(f"first argument to submit must be callable, got {type(func).__name__}: {func!r}")
-        self._check_running()
+        check_running(self)
         key, priority, retries = check_key(key), check_priority(priority), check_retries(retries)
         workers, allow_other_workers = check_workers(workers), bool(allow_other_workers)
         if resources:
@@ -356,7 +352,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             actor, key = actor_options(kwargs, key, self)
         if pure is None:
             pure = not actor
-        fn_blob = self._pickled_function(func)
+        fn_blob = self.functions.pickled(func)
         try:
             [future] = self._submit_batch(func, fn_blob, [(args, kwargs)], [key] if key else None, pure,
                                           workers, allow_other_workers, retries or 0, priority, actor)
@@ -389,7 +385,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             if isinstance(it, (str, bytes, dict)) or not hasattr(it, "__iter__"):
                 raise TypeError(f"map's arguments must be iterables (not str, bytes or dict), got "
                                 f"{type(it).__name__}")
-        self._check_running()
+        check_running(self)
         priority, retries = check_priority(priority), check_retries(retries)
         workers, allow_other_workers = check_workers(workers), bool(allow_other_workers)
         actor = actor or actors
@@ -399,7 +395,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             pure = not actor
         calls = [(args, kwargs) for args in zip(*iterables)]
         keys, prefix = check_map_keys(key, len(calls))
-        fn_blob = self._pickled_function(func)
+        fn_blob = self.functions.pickled(func)
         try:
             return self._submit_batch(func, fn_blob, calls, keys, pure, workers, allow_other_workers,
                                       retries or 0, priority, actor, prefix=prefix)
@@ -464,10 +460,6 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             return obj.key
         return is_actor_handle(obj)  # a task given a handle depends on the actor's key
 
-    def _check_running(self) -> None:
-        if self.status not in ("running",):
-            raise RuntimeError(f"client is {self.status}; cannot submit work")
-
     # --- gathering -------------------------------------------------------------
     def gather(self, futures: Any, errors: str = "raise", direct: Any = None,
                asynchronous: bool | None = None, progress: bool = False) -> Any:
@@ -481,7 +473,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         if isinstance(futures, collections.abc.Iterator):  # e.g. as_completed: lazily, as dask
             return (self.gather(f, errors=errors) for f in futures)
         if progress:
-            from .progress import progress as show_progress  # (progress waits on Futures: imported late)
+            from .progress import (
+                progress as show_progress,  # (progress waits on Futures: imported late)
+            )
             if self.asynchronous:
                 return self._gather_after(show_progress(futures), futures, errors)
             show_progress(futures)

@@ -134,7 +134,7 @@ def _dump_dataset(name: str, value: Any) -> tuple[Pickled, list[str]]:
 
 
 async def _publish(client: "Client", blobs: list, override: bool, timeout: float | None = None) -> None:
-    client._flush()  # the scheduler must know the keys before the dataset wants them
+    client.table.flush()  # the scheduler must know the keys before the dataset wants them
     for name, blob, keys in blobs:
         await client.host.ask(client.scheduler, "publish_dataset", name=name, data=blob, keys=keys,
                               override=override)

@@ -135,6 +135,23 @@ async def wait_all(states: Iterable[Any], timeout: float | None = None, what: st
                            f"after {timeout} s") from None
 
 
+class CallbackThread:
+    """Runs users' done-callbacks of a sync client on a thread of their own, never on the
+    client's loop (a slow or blocking callback must not stall every reply)."""
+
+    def __init__(self) -> None:
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="actorrt-callback")
+        self._executor.submit(fn, arg)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+
 class Future:
     """A remote result: the pending reply about ``key``.
 
@@ -215,7 +232,7 @@ class Future:
             if client.asynchronous:
                 fn(self)
             else:  # never run user code on the client's event loop thread
-                client._callback_executor().submit(fn, self)
+                client.callbacks.submit(fn, self)
 
         runtime.call_on(client.loop, self._state.add_callback, run)
 

@@ -24,7 +24,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from ..spec import TaskRef, pack_args
-from .arguments import check_sendable, check_workers
+from .arguments import check_running, check_sendable, check_workers
 from .future import Future, held_future
 
 if TYPE_CHECKING:
@@ -264,7 +264,7 @@ class _Translator:
         priority, retries, workers, allow_other = self.options
         client = self.client
         blob = pack_args(args, {})
-        return [skey, [client._pickled_function(fn), blob], deps, key_name(key), priority, retries,
+        return [skey, [client.functions.pickled(fn), blob], deps, key_name(key), priority, retries,
                 workers, allow_other, False]
 
 
@@ -305,7 +305,7 @@ def submit_graph(client: "Client", dsk: Mapping, outputs: list, *, priority: int
     Keys not needed for the outputs are not run. Dependencies the graph does not
     hold must be keys of Futures this client has (persisted data).
     """
-    client._check_running()
+    check_running(client)
     for key in outputs:
         if key not in dsk:
             raise GraphError(f"key {key!r} is not in the graph")
