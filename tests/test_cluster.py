@@ -1,4 +1,5 @@
 """Clusters: start, scale, close cleanly, survive a dying worker, the CLI."""
+import asyncio
 import os
 import signal
 import subprocess
@@ -205,3 +206,31 @@ def test_workers_on_distinct_addresses_fetch_from_each_other():
             assert total.result(timeout=20) == 5
     finally:
         _stop_all([sched, *workers])
+
+
+# --- a cluster that cannot start --------------------------------------------------------
+def test_local_cluster_that_fails_to_start_leaves_nothing_behind():
+    # A worker process that dies at start (here: Python cannot find its standard library) fails the
+    # cluster's start; its loop thread, scheduler host and other workers must go too.
+    import threading
+
+    from actorrt import LocalCluster
+    from actorrt.testing import _check_threads
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="exited with code"):
+        LocalCluster(1, 1, processes=True, dashboard_address=None,
+                     worker_env={"PYTHONHOME": "/nonexistent-python-home"})
+    _check_threads(before)
+
+
+def test_async_local_cluster_that_fails_to_start_closes_its_scheduler():
+    from actorrt import LocalCluster
+
+    async def main():
+        lc = LocalCluster(1, 1, processes=True, asynchronous=True, dashboard_address=None,
+                          worker_env={"PYTHONHOME": "/nonexistent-python-home"})
+        with pytest.raises(RuntimeError, match="exited with code"):
+            await lc
+        assert lc.scheduler_host is not None and lc.scheduler_host.status == "closed"
+        assert lc.status == "closed"
+    asyncio.run(main())
