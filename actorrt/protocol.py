@@ -81,7 +81,10 @@ class Finished(NamedTuple):
     type: str | None
     duration: float | None      # None for a run that waited on other work
     run_id: int | None
-    value: Pickled | None       # the value itself when under INLINE_RESULT_BYTES
+    # A result under INLINE_RESULT_BYTES, pickled (protocol 5, no out-of-band buffers).
+    # Plain bytes, unpickled only by a client receiving its scheduler's report (on an
+    # authenticated connection, from the scheduler: ClientActor.handle_report).
+    value: bytes | None
 
 
 class Erred(NamedTuple):
@@ -219,7 +222,7 @@ def decode_compute(tasks: list) -> list[ComputeTask]:
 
 TASKS_DONE = "Scheduler.tasks_done"
 _FINISHED_SHAPE = ("[key: str, nbytes: int >= 0, type: str or None, duration: finite seconds >= 0 or "
-                   "None, run id: int or None, value: pickled or None]")
+                   "None, run id: int or None, value: bytes (a small result's pickle) or None]")
 _ERRED_SHAPE = "[key: str, exception: pickled, traceback: str or None, run id: int or None]"
 
 
@@ -232,7 +235,7 @@ def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list
                 and (item[2] is None or type(item[2]) is str)
                 and (item[3] is None or is_duration(item[3]))
                 and (item[4] is None or type(item[4]) is int)
-                and (item[5] is None or type(item[5]) is Pickled)):
+                and (item[5] is None or type(item[5]) is bytes)):
             raise bad(TASKS_DONE, f"'finished'[{i}]", _FINISHED_SHAPE, item)
         done.append(_new(Finished, item))
     failed = []
@@ -262,7 +265,7 @@ def decode_reports(msgs: list) -> list[KeyReport]:
                 and type(m[0]) is str
                 and type(m[1]) is str and m[1] in REPORT_STATUSES and type(m[2]) is dict
                 and (m[1] != "memory" or (is_str_list(m[2].get("workers", ()))
-                                          and type(m[2].get("value")) in (Pickled, type(None))))):
+                                          and type(m[2].get("value")) in (bytes, type(None))))):
             raise bad("ClientActor.report", f"'msgs'[{i}]", _REPORT_SHAPE, m)
         out.append(_new(KeyReport, m))
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import runtime
@@ -26,27 +27,33 @@ FutureCancelledError = CancelledError
 DONE = frozenset({"finished", "error", "cancelled"})
 
 
+# Guards FutureState._waiters: a thread arms a waiter while the loop may be finishing.
+_ARM_LOCK = threading.Lock()
+
+
 class FutureState:
-    """What the client knows about one key. Mutated only on the client's loop."""
+    """What the client knows about one key. Mutated only on the client's loop; a thread
+    may only :meth:`arm` a waiter on it."""
 
     __slots__ = ("key", "status", "type", "workers", "inline", "_exception", "traceback_text",
-                 "cancel_reason", "_callbacks", "__weakref__")
+                 "cancel_reason", "_callbacks", "_waiters", "__weakref__")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = "pending"
         self.type: str | None = None
         self.workers: list[str] = []
-        self.inline: Pickled | None = None  # a small value that came with the news it finished
+        self.inline: bytes | None = None  # a small value's pickle, come with the news it finished
         self._exception: Any = None
         self.traceback_text: str | None = None
         self.cancel_reason: str | None = None
         self._callbacks: list[Callable[["FutureState"], None]] = []
+        self._waiters: list[runtime.Waiter] | None = None
 
     def done(self) -> bool:
         return self.status in DONE
 
-    def finish(self, workers: list[str], typ: str | None, inline: Pickled | None = None) -> None:
+    def finish(self, workers: list[str], typ: str | None, inline: bytes | None = None) -> None:
         self.status = "finished"
         self.workers = list(workers)
         self.type = typ
@@ -95,7 +102,22 @@ class FutureState:
         else:
             self._callbacks.append(fn)
 
+    def arm(self, waiter: "runtime.Waiter") -> bool:
+        """Any thread: have ``waiter`` woken once this is done; False if it is already."""
+        with _ARM_LOCK:
+            if self.status in DONE:
+                return False
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            return True
+
     def _fire(self) -> None:
+        if self._waiters is not None:
+            with _ARM_LOCK:
+                waiters, self._waiters = self._waiters, None
+            for waiter in waiters:
+                waiter.set(None)
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
             try:
@@ -197,7 +219,17 @@ class Future:
     # results -----------------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
         """The task's value; raises its exception, or TimeoutError after ``timeout`` s."""
-        return self.client.sync(self._result, timeout=timeout)
+        client = self.client
+        if not client.asynchronous and timeout is None and client.status == "running" and not self._released:
+            # A small value comes with the news that it finished: woken by that news
+            # (runtime.block_on's arm), the thread takes it without a hop to the loop.
+            st = self._state
+            runtime.block_on(client.loop, lambda: wait_all([st]), arm=st.arm)
+            inline = st.inline
+            if st.status == "finished" and inline is not None:
+                with runtime.binding(client):
+                    return Pickled(inline).loads()
+        return client.sync(self._result, timeout=timeout)
 
     async def _result(self, timeout: float | None = None) -> Any:
         if self._released:  # its data may be gone: say so rather than wait for it

@@ -12,6 +12,7 @@ import random
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from .. import runtime
 from ..core import ActorRef, Pickled
 from ..protocol import WORKER_ID
 from ..core.errors import ActorNotFoundError, CommClosedError, SerializationError
@@ -72,9 +73,11 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
                     assert exc is not None
                     raise exc
                 values[st.key] = SKIP
-        for st in states:
-            if st.status == "finished" and st.inline is not None and st.key not in values:
-                values[st.key] = load_binding(st.inline, client)  # it came with the report
+        inlined = [st for st in states if st.status == "finished" and st.inline is not None]
+        if inlined:  # they came with their reports: Futures and handles inside bind here
+            with runtime.binding(client):
+                for st in inlined:
+                    values[st.key] = Pickled(st.inline).loads()  # type: ignore[arg-type]
         wanted = [st for st in states if st.status == "finished" and st.key not in values]
         got, missing = await fetch(client, [st.key for st in wanted],
                                    {st.key: st.workers for st in wanted}, failures) if wanted else ({}, [])

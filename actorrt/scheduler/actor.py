@@ -50,7 +50,7 @@ class Scheduler(Actor):
         self._stimuli = itertools.count()
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
-        self._inline: dict[str, Pickled] = {}  # small values of the tasks_done being applied
+        self._inline: dict[str, bytes] = {}  # small values of the tasks_done being applied
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)

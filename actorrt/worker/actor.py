@@ -329,10 +329,12 @@ class Worker(Actor):
                                        self._inline_value(r)))
         self._schedule_report()
 
-    def _inline_value(self, r: ReportFinished) -> Pickled | None:
-        """A small result, pickled to travel with its report (no fetch needed for it);
+    def _inline_value(self, r: ReportFinished) -> bytes | None:
+        """A small result's pickle, to travel with its report (no fetch needed for it);
         None for a large one, one that does not pickle, or an actor's handle (which
-        stays with its worker)."""
+        stays with its worker). Plain bytes, not a Pickled: a msgpack extension per
+        task costs every hop a Python callback, which measured 25-45% of map+gather's
+        throughput (protocol.Finished)."""
         if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor" or r.key not in self.data:
             return None
         try:
@@ -341,7 +343,7 @@ class Worker(Actor):
             return None  # fetched (and failing) the usual way, with the usual error
         if blob.buffers or len(blob.header) > INLINE_RESULT_BYTES:
             return None
-        return blob
+        return blob.header
 
     def _report_erred(self, r: ReportErred) -> None:
         blob, tb = dumps_exception(r.error)
