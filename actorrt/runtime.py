@@ -284,11 +284,13 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
 
 
 def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
-                 waiter: Waiter | None = None) -> Any:
-    """The bare hand-off of :func:`block_on`: no slot policy (the caller applies it)."""
-    waiter = waiter or Waiter()
+                 then: "Callable[[asyncio.Future, Waiter], None] | None" = None) -> Any:
+    """The bare hand-off of :func:`block_on`: no slot policy of its own. ``then(fut,
+    waiter)``, on the loop once ``start()``'s future exists, arranges for the waiter to
+    be woken (a pool gives the slot back meanwhile); by default when ``fut`` is done."""
+    waiter = Waiter()
     started: list[asyncio.Future] = []
-    loop.call_soon_threadsafe(_begin, start, waiter, started)
+    loop.call_soon_threadsafe(_begin, start, waiter, started, then or _wake_when_done)
     try:
         return waiter.wait()
     except BaseException:
@@ -297,7 +299,8 @@ def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[
         raise
 
 
-def _begin(start: Callable[[], Awaitable[Any]], waiter: Waiter, started: list) -> None:
+def _begin(start: Callable[[], Awaitable[Any]], waiter: Waiter, started: list,
+           then: "Callable[[asyncio.Future, Waiter], None]") -> None:
     """Loop side of :func:`wait_on_loop`."""
     try:
         fut = asyncio.ensure_future(start())
@@ -305,6 +308,10 @@ def _begin(start: Callable[[], Awaitable[Any]], waiter: Waiter, started: list) -
         waiter.set(None, e)
         return
     started.append(fut)
+    then(fut, waiter)
+
+
+def _wake_when_done(fut: asyncio.Future, waiter: Waiter) -> None:
     fut.add_done_callback(waiter.set_from)
 
 

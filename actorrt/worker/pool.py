@@ -9,6 +9,7 @@ continues. Completions are handed back to the loop in bursts: one
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 from collections import deque
@@ -150,15 +151,8 @@ class TaskPool:
         self._rejoiners.append(wake)
         self._dispatch()
 
-    def _begin_block(self, job: Job, start: Callable[[], Awaitable[Any]], waiter: Waiter,
-                     started: list) -> None:
-        """Loop side of :meth:`block_on`: start the work, give the slot back meanwhile."""
-        try:
-            fut = asyncio.ensure_future(start())
-        except BaseException as e:
-            waiter.set(None, e)
-            return
-        started.append(fut)
+    def _slot_back_while(self, job: Job, fut: "asyncio.Future[Any]", waiter: Waiter) -> None:
+        """Loop side of :meth:`block_on`, the work started: give the slot back meanwhile."""
         gave_back = job.holds_slot and not fut.done()
         if gave_back:
             self._on_secede(job)
@@ -222,15 +216,7 @@ class TaskPool:
         job = runtime.current_job()
         if job is None or job.seceded:  # not a task, or already seceded by hand
             return runtime.wait_on_loop(self.loop, start)
-        waiter = Waiter()
-        started: list[asyncio.Future] = []
-        self.loop.call_soon_threadsafe(self._begin_block, job, start, waiter, started)
-        try:
-            return waiter.wait()
-        except BaseException:
-            if started and not started[0].done():  # interrupted: withdraw what was started
-                self.loop.call_soon_threadsafe(started[0].cancel)
-            raise
+        return runtime.wait_on_loop(self.loop, start, functools.partial(self._slot_back_while, job))
 
     def rejoin(self) -> None:
         """Called from a pool thread after :meth:`secede`: wait for a slot again."""
