@@ -263,6 +263,31 @@ def test_unrunnable_task_waits_for_a_worker_it_may_run_on():
     assert p.next_placement() == (pinned, p.workers["w1"])
 
 
+def test_parked_actor_without_restrictions_goes_back_when_any_worker_joins():
+    # An actor submitted before any worker joined is parked with no restriction at all;
+    # only restricted tasks (or those allowed elsewhere) used to go back to the queue.
+    p = Placement(1.0)
+    actor = task("a", actor={"max_restarts": 0})
+    assert p.choose(actor) is None
+    p.park(actor)
+    p.add_worker("w0", 1)
+    assert actor not in p.unrunnable
+    assert p.next_placement() == (actor, p.workers["w0"])
+
+
+def test_validate_flags_a_parked_task_that_could_run_or_is_not_queued():
+    p = placement(1)
+    ts = task("t")
+    p.park(ts)  # w0 is here and ts has no restriction: it would never be placed
+    with pytest.raises(AssertionError, match="parked while a worker it may run on is here"):
+        p.validate(check)
+    pinned = task("pinned", workers=["w9"])
+    pinned.state = "erred"  # left the queue but still parked: queued again, it would be skipped
+    p.unrunnable = {pinned}
+    with pytest.raises(AssertionError, match="parked but not queued"):
+        p.validate(check)
+
+
 def test_unparked_task_is_not_requeued():
     p = placement()
     ts = task("t", workers=["w1"])

@@ -94,8 +94,8 @@ class Placement:
         # Tasks ready to run, highest priority first: (priority, push order, task). A task
         # that leaves the 'queued' state keeps its entry, skipped when it comes up.
         self.queued: list[tuple[tuple, int, TaskState]] = []
-        # Queued tasks restricted to workers that are not here: out of the queue until
-        # a worker they may run on joins.
+        # Queued tasks with no worker here they may run on (restricted to absent workers,
+        # or an actor before any worker joined): out of the queue until one joins.
         self.unrunnable: set[TaskState] = set()
         self.actors: set[TaskState] = set()  # user actors, placed or held: to spread them
         self.adaptive = saturation is None
@@ -111,7 +111,9 @@ class Placement:
     def add_worker(self, address: str, nthreads: int) -> WorkerState | None:
         """The new worker's state; None if ``address`` is already a worker.
 
-        The unrunnable tasks it may run go back to the queue.
+        The unrunnable tasks it may run go back to the queue, whatever made them
+        unrunnable: an actor submitted before any worker joined has no restriction at
+        all, and was left out when only restricted tasks were looked at.
         """
         if address in self.workers:
             return None
@@ -119,7 +121,7 @@ class Placement:
         self.workers[address] = ws
         self.idle.add(ws)
         for ts in list(self.unrunnable):
-            if ts.workers is not None and address in ts.workers or ts.allow_other_workers:
+            if _may_run_on(ts, address):
                 self.unrunnable.discard(ts)
                 self.enqueue(ts)
         return ws
@@ -141,7 +143,8 @@ class Placement:
         self.unrunnable.add(ts)
 
     def unpark(self, ts: TaskState) -> None:
-        """``ts`` no longer waits to run (released while queued)."""
+        """``ts`` no longer waits to run (it left the 'queued' state). Left parked, it
+        would be skipped when queued again."""
         self.unrunnable.discard(ts)
 
     def next_placement(self) -> tuple[TaskState, WorkerState] | None:
@@ -317,3 +320,12 @@ class Placement:
                 check(ws in ts.who_has, f"{ws} has {ts} but is not in its who_has")
         check(len(self.idle) == sum(ws.has_free_slot for ws in self.workers.values()),
               "a removed worker is still in the idle set")
+        for ts in self.unrunnable:
+            check(ts.state == "queued", f"{ts} parked but not queued")
+            check(not any(_may_run_on(ts, address) for address in self.workers),
+                  f"{ts} parked while a worker it may run on is here")
+
+
+def _may_run_on(ts: TaskState, address: str) -> bool:
+    """Whether ``ts``'s restrictions (if any) let it run on ``address``."""
+    return ts.workers is None or ts.allow_other_workers or address in ts.workers

@@ -1,7 +1,7 @@
 """The scheduler's task state machine. No I/O: stimuli in, instructions out.
 
 Every ``stimulus_*`` method takes an event (a client submitted a graph, a worker
-finished a task, a worker died, ...) and returns the instructions the
+finished a task, a worker died, ...) and returns the :mod:`.instructions` the
 :class:`~actorrt.scheduler.actor.Scheduler` must carry out (compute this on that
 worker, free these keys, tell this client its key is ready). Nothing here sends a
 message, sleeps or reads a clock other than for the story's timestamps, so the
@@ -23,10 +23,12 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, NamedTuple
+from graphlib import CycleError, TopologicalSorter
+from typing import Any, Literal
 
 from ..core.errors import ActorDeadError
 from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported: the stimuli's terms)
+from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
 
 #: A task's state. Plain strings, not an Enum: they are what ``client.story()`` and
@@ -38,36 +40,6 @@ TASK_STATES: tuple[TaskStatus, ...] = ("released", "waiting", "queued", "process
 #: Transitions a step asks for next: key -> the state it should move to.
 Recs = dict[str, TaskStatus]
 
-# --- instructions ------------------------------------------------------------
-
-
-class Compute(NamedTuple):
-    worker: str
-    key: str
-    spec: Any
-    deps: dict  # dep key -> [worker addresses holding it]
-    name: str
-    actor: bool
-    run_id: int  # this run of the key: reports of an earlier run are told apart
-    sizes: dict  # dep key -> its nbytes: the worker budgets its transfers with them
-
-
-class Free(NamedTuple):
-    worker: str
-    keys: list
-
-
-class Report(NamedTuple):
-    """Tell ``client`` about ``key``: status is memory, erred, cancelled or lost."""
-    client: str
-    key: str
-    status: str
-    info: dict
-
-
-Instruction = Compute | Free | Report
-
-
 
 class KilledWorker(Exception):
     """A task was running on too many workers that died; it is not retried again."""
@@ -75,9 +47,9 @@ class KilledWorker(Exception):
 
 class TaskState:
     __slots__ = ("actor", "allow_other_workers", "blame", "dependencies", "dependents", "exception",
-                 "key", "name", "nbytes", "priority", "processing_on", "restarts", "retries", "run_id",
-                 "spec", "state", "suspicious", "traceback", "type", "waiters", "waiting_on", "who_has",
-                 "who_wants", "workers")
+                 "key", "missing_input", "name", "nbytes", "priority", "processing_on", "restarts",
+                 "retries", "run_id", "spec", "state", "suspicious", "traceback", "type", "waiters",
+                 "waiting_on", "who_has", "who_wants", "workers")
 
     def __init__(self, key: str, spec: Any, name: str) -> None:
         self.key = key
@@ -104,6 +76,9 @@ class TaskState:
         self.actor: Any = False  # a user actor's options (a dict), or True; False for a task
         self.restarts = 0        # how often this actor was re-created after its worker died
         self.run_id = 0          # which run of this key a worker's report must be about
+        # An input the scheduler did not know at submission: the task can never run (it is
+        # not among ``dependencies``, so without this a re-run would go without it).
+        self.missing_input: str | None = None
 
     def __lt__(self, other: TaskState) -> bool:
         return self.priority < other.priority
@@ -187,7 +162,6 @@ class SchedulerState:
         """A client submitted tasks and wants the keys ``wanted``."""
         generation = next(self._generation)
         new: list[TaskState] = []
-        missing: dict[str, str] = {}  # task key -> an input key nobody knows
         for spec in tasks:
             ts = self.tasks.get(spec.key)
             if ts is None:
@@ -209,7 +183,7 @@ class SchedulerState:
             for dep_key in spec.deps:
                 dep = self.tasks.get(dep_key)
                 if dep is None:
-                    missing[spec.key] = dep_key
+                    ts.missing_input = dep_key
                     continue
                 ts.dependencies.add(dep)
                 dep.dependents.add(ts)
@@ -224,8 +198,8 @@ class SchedulerState:
             elif ts.state == "released":
                 recs[key] = "waiting"
         for ts in new:
-            if ts.key in missing:
-                ts.exception = _missing_dependency_error(ts.key, missing[ts.key])
+            if ts.missing_input is not None:
+                ts.exception = _missing_dependency_error(ts.key, ts.missing_input)
                 recs[ts.key] = "erred"
             elif ts.state == "released" and self._needed(ts):
                 recs.setdefault(ts.key, "waiting")
@@ -319,7 +293,6 @@ class SchedulerState:
                 continue
             root_of[ts] = root
             stack.extend((dts, root) for dts in ts.dependents)
-        recs: Recs = {}
         for ts, root in root_of.items():
             if ts.key == root:
                 why = reason or f"{root} was cancelled"
@@ -329,7 +302,15 @@ class SchedulerState:
                 if client in self.clients and not (client == requester and ts.key == root):
                     self._out.append(Report(client, ts.key, "cancelled", {"reason": why}))
             ts.who_wants.clear()
-            recs[ts.key] = "released"
+        # Inputs first, so dependents are released first (the last recommendation is
+        # applied first): an input released while a dependent still waits on it would be
+        # asked to compute again.
+        graph = {ts: [dep for dep in ts.dependencies if dep in root_of] for ts in root_of}
+        try:
+            order = list(TopologicalSorter(graph).static_order())
+        except CycleError:  # (a key submitted over a lost scattered one can close a cycle)
+            order = list(root_of)
+        recs: Recs = {ts.key: "released" for ts in order}
         self._run(recs, stimulus_id)
         return self._flush()
 
@@ -478,9 +459,15 @@ class SchedulerState:
                 else:
                     raise InvalidStateError(f"no transition {start} -> {finish} for {key!r}")
             more = func(ts, stimulus_id)
-            self._story(ts, start, finish, stimulus_id)
+            if ts.state != start:  # (a task with nowhere to run stays 'queued': no story)
+                self._story(ts, start, ts.state, stimulus_id)
+            if start == "queued" and ts.state != "queued":
+                self.placement.unpark(ts)
             for k, v in more.items():
-                if recs.get(k) == "released" and v != "released":
+                # A release, or a failure, stands: a later wish that the task wait or
+                # run must not undo it (a task with an unknown input ran without it).
+                if recs.get(k) == "released" and v != "released" or (
+                        recs.get(k) == "erred" and v not in ("released", "erred")):
                     continue
                 recs[k] = v
         self._fill_workers(stimulus_id)
@@ -494,13 +481,30 @@ class SchedulerState:
         return bool(ts.who_wants) or bool(ts.waiters)
 
     def _released_waiting(self, ts: TaskState, stimulus_id: str) -> Recs:
-        recs: Recs = {}
+        if not self._needed(ts):
+            # Asked to wait by a dependent that has erred or been released since, in the
+            # same step. Waiting anyway, for nobody, it was left 'waiting' on nothing
+            # when its own input erred.
+            return {} if self._has_dependents(ts) else {ts.key: "forgotten"}
         if ts.spec is None:
             ts.exception = RuntimeError(
                 f"the data of {ts.key!r} was lost (it was scattered and its worker is gone) "
                 "and it has no recipe to recompute it")
             return {ts.key: "erred"}
+        if ts.missing_input is not None:  # (also when asked again: retried, or re-wanted)
+            ts.exception = _missing_dependency_error(ts.key, ts.missing_input)
+            return {ts.key: "erred"}
+        recs = self._wait_for_inputs(ts)
+        if not ts.waiting_on and ts.key not in recs:
+            recs[ts.key] = "queued"
+        return recs
+
+    def _wait_for_inputs(self, ts: TaskState) -> Recs:
+        """``ts`` is 'waiting': on its inputs not in memory, as their states are now (never
+        a stale set); released ones are asked to compute, an erred one fails ``ts``."""
         ts.state = "waiting"
+        ts.waiting_on.clear()
+        recs: Recs = {}
         for dep in ts.dependencies:
             dep.waiters.add(ts)
             if dep.state == "erred":
@@ -511,8 +515,6 @@ class SchedulerState:
                 ts.waiting_on.add(dep)
                 if dep.state == "released":
                     recs[dep.key] = "waiting"
-        if not ts.waiting_on and ts.key not in recs:
-            recs[ts.key] = "queued"
         return recs
 
     def _waiting_queued(self, ts: TaskState, stimulus_id: str) -> Recs:
@@ -593,14 +595,9 @@ class SchedulerState:
         ws = self._leave_worker(ts)
         if ws is not None:
             self._out.append(Free(ws.address, [ts.key]))
-        ts.state = "waiting"
-        recs: Recs = {}
-        for dep in ts.dependencies:
-            if dep.state != "memory":
-                ts.waiting_on.add(dep)
-                if dep.state == "released":
-                    recs[dep.key] = "waiting"
-        if ts.waiting_on:
+        # Its inputs may have changed while it ran (an actor input died: erred).
+        recs = self._wait_for_inputs(ts)
+        if ts.waiting_on or ts.key in recs:
             return recs
         ts.state = "queued"
         self.placement.enqueue(ts)
@@ -613,8 +610,7 @@ class SchedulerState:
         return self._to_released(ts)
 
     def _waiting_released(self, ts: TaskState, stimulus_id: str) -> Recs:
-        self.placement.unpark(ts)  # (its entry in the queue is skipped when popped)
-        return self._to_released(ts)
+        return self._to_released(ts)  # (a queued one's entry in the queue is skipped)
 
     def _memory_released(self, ts: TaskState, stimulus_id: str) -> Recs:
         for ws in self.placement.drop_replicas(ts):
@@ -629,8 +625,10 @@ class SchedulerState:
             for dts in ts.waiters:
                 if dts.state in ("queued", "waiting"):
                     dts.waiting_on.add(ts)
-                    if dts.state == "queued":
+                    if dts.state == "queued":  # (its entry in the queue is skipped)
+                        self.placement.unpark(dts)
                         dts.state = "waiting"
+                        self._story(dts, "queued", "waiting", stimulus_id)
         return recs
 
     def _actor_lost(self, ts: TaskState, address: str) -> TaskStatus:
@@ -673,9 +671,17 @@ class SchedulerState:
         ts.state = "released"
         recs: Recs = {}
         self._unlink_inputs(ts, recs)
-        if not self._needed(ts) and not any(d.state != "forgotten" for d in ts.dependents):
+        if self._needed(ts):
+            # Released on a recommendation made while nobody needed it; a dependent began
+            # to wait on it since, in the same step: compute it again, or that one waits
+            # for ever on a released input.
+            recs[ts.key] = "waiting"
+        elif not self._has_dependents(ts):
             recs[ts.key] = "forgotten"
         return recs
+
+    def _has_dependents(self, ts: TaskState) -> bool:
+        return any(d.state != "forgotten" for d in ts.dependents)
 
     def _released_forgotten(self, ts: TaskState, stimulus_id: str) -> Recs:
         ts.state = "forgotten"
@@ -697,13 +703,13 @@ class SchedulerState:
         self.erred_total += 1
         recs: Recs = {}
         for dts in ts.dependents:
-            if dts.state in ("waiting", "queued", "released") and self._needed(dts):
+            # One waiting for it can never run; a released one fails only if wanted.
+            # (It keeps ``ts`` in its waiting_on until it errs, so nothing queues it.)
+            if dts.state in ("waiting", "queued") or dts.state == "released" and self._needed(dts):
                 dts.exception, dts.traceback = ts.exception, ts.traceback
                 dts.blame = ts.blame or ts.key
                 recs[dts.key] = "erred"
         self._unlink_inputs(ts, recs)
-        for dts in ts.dependents:
-            dts.waiting_on.discard(ts)
         ts.who_wants.discard(FIRE_AND_FORGET)  # nobody to tell: free the exception too
         if ts.who_wants:
             self._report(ts)
@@ -753,7 +759,11 @@ class SchedulerState:
                 for dep in ts.dependencies:
                     _check(dep.state == "memory", f"{ts} ready but input {dep} not in memory")
             for dep in ts.waiting_on:
-                _check(dep.state != "memory", f"{ts} waiting on {dep} which is in memory")
+                # Released or erred, nothing would ever bring it: ``ts`` would wait for ever.
+                _check(dep.state in ("waiting", "queued", "processing"), f"{ts} waiting on {dep}")
+                _check(dep in ts.dependencies, f"{ts} waiting on {dep}, not an input")
+            if s in ("waiting", "queued", "processing"):
+                _check(self._needed(ts), f"{ts} runs for nobody")
             for dts in ts.waiters:
                 _check(dts in ts.dependents, f"waiter {dts} of {ts} is not a dependent")
                 _check(dts.key in self.tasks, f"waiter {dts} of {ts} is forgotten")

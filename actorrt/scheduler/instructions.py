@@ -1,0 +1,38 @@
+"""What the scheduler's state machine asks its actor to do: the instructions that
+:class:`~actorrt.scheduler.state.SchedulerState`'s stimuli return.
+
+Plain records, no behaviour: the actor turns each into a message (to a worker or a
+client), and tests assert on them as they are.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Compute(NamedTuple):
+    """Run ``key`` on ``worker`` (build it, if ``actor``)."""
+    worker: str
+    key: str
+    spec: Any
+    deps: dict  # dep key -> [worker addresses holding it]
+    name: str
+    actor: bool
+    run_id: int  # this run of the key: reports of an earlier run are told apart
+    sizes: dict  # dep key -> its nbytes: the worker budgets its transfers with them
+
+
+class Free(NamedTuple):
+    """``worker`` drops its copies of ``keys`` (or stops running them)."""
+    worker: str
+    keys: list
+
+
+class Report(NamedTuple):
+    """Tell ``client`` about ``key``: status is memory, erred, cancelled or lost."""
+    client: str
+    key: str
+    status: str
+    info: dict
+
+
+Instruction = Compute | Free | Report
