@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from urllib.parse import urlsplit
 
 from ..core import ActorRef, Pickled
-from ..protocol import WORKER_ID
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
+from ..protocol import WORKER_ID
 from ..spec import pack_args
 from .datasets import NO_DEFAULT
 from .future import Future, futures_of
+from .part import ClientPart
 
 if TYPE_CHECKING:
     from .client import Client
@@ -29,17 +30,8 @@ if TYPE_CHECKING:
 ON_ERROR = ("raise", "return", "ignore")
 
 
-class AdminMethods:
+class AdminMethods(ClientPart):
     """Mixin of Client: running functions on the cluster, asking it about itself, restarting it."""
-
-    if TYPE_CHECKING:  # provided by Client
-        cluster: Any
-        asynchronous: bool
-
-        def sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-                 **kwargs: Any) -> Any: ...
-
-        def close(self, timeout: float | None = None) -> Any: ...
 
     # --- run a function on every worker / on the scheduler -----------------------
     def run(self, function: Callable[..., Any], *args: Any, workers: Any = None,

@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from .. import runtime
+from .part import ClientPart
 
 if TYPE_CHECKING:
     from .client import Client
 
 
-class CurrentClientMethods:
+class CurrentClientMethods(ClientPart):
     """Mixin of Client: ``Client.current()`` and ``client.as_current()``."""
-
-    if TYPE_CHECKING:  # provided by Client
-        cluster: Any
-        asynchronous: bool
-
-        def sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-                 **kwargs: Any) -> Any: ...
-
-        def close(self, timeout: float | None = None) -> Any: ...
 
     # --- the current client -----------------------------------------------------------
     @classmethod

@@ -7,10 +7,11 @@ the keys of the Futures inside a published value, so they outlive the publisher.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from ..core import Pickled
 from .future import futures_of
+from .part import ClientPart
 
 if TYPE_CHECKING:
     from .client import Client
@@ -26,17 +27,8 @@ NO_DEFAULT: Any = _NoDefault()
 
 
 
-class DatasetMethods:
+class DatasetMethods(ClientPart):
     """Mixin of Client: publishing and fetching named datasets."""
-
-    if TYPE_CHECKING:  # provided by Client
-        cluster: Any
-        asynchronous: bool
-
-        def sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-                 **kwargs: Any) -> Any: ...
-
-        def close(self, timeout: float | None = None) -> Any: ...
 
     # --- published datasets -------------------------------------------------------
     def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False,
