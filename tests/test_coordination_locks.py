@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from actorrt import Condition, Event, Lock, MultiLock, Queue, Semaphore
-from actorrt.testing import gen_cluster
+from actorrt.testing import gen_cluster, poll_for
 
 KINDS = ["lock", "semaphore", "multilock", "condition"]
 
@@ -142,19 +142,19 @@ async def test_async_face_and_fifo_fairness(c, cluster, kind):
             await w.release()
         tasks = [asyncio.ensure_future(take(i, w)) for i, w in enumerate(waiters)]
         # Wait until all four requests stand in line behind the holder.
-        while not await _queued(c, kind, "fifo", 4):
-            await asyncio.sleep(0.005)
+        line = await _line(c, kind, "fifo")
+        await poll_for(lambda: line() >= 4)
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3]
 
 
-async def _queued(client, kind, name, n):
+async def _line(client, kind, name):
     """How many acquires wait in line, read from the actor (the test's sync point)."""
     ref = await make(kind, name)._resolve()
     actor = client.cluster.scheduler_host.actors[ref.id]
     if kind in ("lock", "multilock"):
-        return len(actor.lines.get(name, ())) >= n
-    return len(actor.line) >= n
+        return lambda: len(actor.lines.get(name, ()))
+    return lambda: len(actor.line)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -163,8 +163,8 @@ async def test_cancelled_acquire_leaves_no_waiter_and_no_lease(c, cluster, kind)
     a, b, d = make(kind, "cancel"), make(kind, "cancel"), make(kind, "cancel")
     await a.acquire()
     t = asyncio.ensure_future(b.acquire())
-    while not await _queued(c, kind, "cancel", 1):
-        await asyncio.sleep(0.005)
+    line = await _line(c, kind, "cancel")
+    await poll_for(lambda: line() >= 1)
     t.cancel()
     with pytest.raises(asyncio.CancelledError):
         await t
