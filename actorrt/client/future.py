@@ -113,11 +113,12 @@ class FutureState:
             return True
 
     def _fire(self) -> None:
-        if self._waiters is not None:
-            with _ARM_LOCK:
-                waiters, self._waiters = self._waiters, None
-            for waiter in waiters:
-                waiter.set(None)
+        # Always under the lock: a thread in arm() that saw 'pending' may be appending
+        # right now, and an unlocked look would miss its waiter (a lost wake-up).
+        with _ARM_LOCK:
+            waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            waiter.set(None)
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
             try:
@@ -220,15 +221,17 @@ class Future:
     def result(self, timeout: float | None = None) -> Any:
         """The task's value; raises its exception, or TimeoutError after ``timeout`` s."""
         client = self.client
-        if not client.asynchronous and timeout is None and client.status == "running" and not self._released:
+        if (not client.asynchronous and timeout is None and client.status == "running"
+                and not self._released and runtime.current_slots() is None):
             # A small value comes with the news that it finished: woken by that news
             # (runtime.block_on's arm), the thread takes it without a hop to the loop.
+            # (In a task the wait goes through the loop anyway: one trip, not two.)
             st = self._state
             runtime.block_on(client.loop, lambda: wait_all([st]), arm=st.arm)
             inline = st.inline
             if st.status == "finished" and inline is not None:
-                with runtime.binding(client):
-                    return Pickled(inline).loads()
+                from .actor_handle import load_binding  # (actor_handle imports this module)
+                return load_binding(Pickled(inline), client)
         return client.sync(self._result, timeout=timeout)
 
     async def _result(self, timeout: float | None = None) -> Any:

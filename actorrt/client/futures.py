@@ -45,10 +45,6 @@ class FutureTable:
     def __contains__(self, key: str) -> bool:
         return key in self._states
 
-    def __len__(self) -> int:
-        """How many keys have a state here."""
-        return len(self._states)
-
     def held(self) -> int:
         """How many keys some Future still holds (a cancelled key may have no state)."""
         return len(self._refcount)

@@ -12,7 +12,6 @@ import random
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .. import runtime
 from ..core import ActorRef, Pickled
 from ..protocol import WORKER_ID
 from ..core.errors import ActorNotFoundError, CommClosedError, SerializationError
@@ -73,11 +72,9 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
                     assert exc is not None
                     raise exc
                 values[st.key] = SKIP
-        inlined = [st for st in states if st.status == "finished" and st.inline is not None]
-        if inlined:  # they came with their reports: Futures and handles inside bind here
-            with runtime.binding(client):
-                for st in inlined:
-                    values[st.key] = Pickled(st.inline).loads()  # type: ignore[arg-type]
+        for st in states:  # small values came with their reports: no fetch for them
+            if st.status == "finished" and st.inline is not None:
+                values[st.key] = load_binding(Pickled(st.inline), client)
         wanted = [st for st in states if st.status == "finished" and st.key not in values]
         got, missing = await fetch(client, [st.key for st in wanted],
                                    {st.key: st.workers for st in wanted}, failures) if wanted else ({}, [])

@@ -21,7 +21,8 @@ def is_wildcard(host: str) -> bool:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """True for ``localhost`` and loopback IP literals; a DNS name other than localhost is not."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -342,10 +342,10 @@ class Host:
                 if op == REPLY:
                     self._on_reply(rid, fields, comm)
                     continue
-                if op == PING:  # its arrival was the point (core/liveness.py)
-                    continue
                 actor = actors.get(dest)
                 if actor is None:
+                    if op == PING:  # its arrival was the point (core/liveness.py); no actor has ""
+                        continue
                     if rid:
                         self._reply(comm, rid, False, ActorNotFoundError(
                             f"no actor {dest!r} on {self.address} (op {op!r})"))

@@ -68,7 +68,7 @@ class Listener:
                 raise OSError(f"address {self.address} is in use")
         else:
             host, port = split_host_port(rest)
-            if self.secret is None and host not in ("127.0.0.1", "localhost", "::1"):
+            if self.secret is None and not is_loopback(host):
                 raise ValueError(
                     f"refusing to listen on {host!r} without a cluster secret: set ACTORRT_SECRET "
                     "or pass secret=, or listen on 127.0.0.1"

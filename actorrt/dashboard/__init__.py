@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from ..core import Host
     from ..scheduler.actor import Scheduler
 
-#: The dashboard's actor id on the scheduler's host.
 
 
 def start_dashboard(scheduler: "Scheduler", address: str | int | None, *,

@@ -7,11 +7,11 @@ falls back to a free one without touching the web layer.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import socket
 from typing import NamedTuple
 
+from ..core.addresses import is_loopback
 from ..core.listener import listening_socket
 
 logger = logging.getLogger("actorrt.dashboard")
@@ -56,16 +56,6 @@ def parse_dashboard_address(address: str | int) -> DashboardAddress:
         raise ValueError(f"dashboard_address {address!r}: the port must be a number from 0 to 65535 "
                          "(0 picks a free port), e.g. ':8787' or '127.0.0.1:0'")
     return DashboardAddress(host, port)
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals; a DNS name other than localhost is not."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(where: DashboardAddress, secret_configured: bool) -> None:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from typing import Any
 
-from .. import runtime
 from ..coordination.registry import install as install_system_actors
 from ..core import ActorRef, Host
 from ..core.security import Security
@@ -184,7 +183,7 @@ class LocalCluster:
         if self.asynchronous:
             return fn(*args, **kwargs)
         assert self._loop_runner is not None
-        return runtime.block_on(self._loop_runner.loop, lambda: fn(*args, **kwargs))
+        return self._loop_runner.run(fn, *args, **kwargs)
 
     def scale(self, n: int) -> Any:
         """Grow or shrink to ``n`` workers."""

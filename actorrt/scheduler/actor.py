@@ -11,7 +11,7 @@ from typing import Any
 from ..core import Actor, ActorRef, Pickled, Reply
 from ..core.addresses import is_loopback, is_wildcard
 from ..core.checks import check_origin
-from ..core.comm import Comm, split_host_port
+from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError
 from ..core.serialize import dumps_exception
 from ..protocol import (
@@ -50,7 +50,6 @@ class Scheduler(Actor):
         self._stimuli = itertools.count()
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
-        self._inline: dict[str, bytes] = {}  # small values of the tasks_done being applied
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
@@ -329,11 +328,7 @@ class Scheduler(Actor):
                                              e.run_id)
         # Small values ride on to the clients with the news that they are done (the
         # scheduler keeps none of them: a later holder fetches from the worker).
-        self._inline = {f.key: f.value for f in done if f.value is not None}
-        try:
-            self._apply(out)
-        finally:
-            self._inline = {}
+        self._apply(out, {f.key: f.value for f in done if f.value is not None})
 
     def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
         """Tasks on ``worker`` gave their thread slots back (seceded while waiting)."""
@@ -348,7 +343,9 @@ class Scheduler(Actor):
         self._apply(self.state.stimulus_missing_data(worker, key, missing, self._sid("missing-data")))
 
     # --- instructions -> messages -----------------------------------------
-    def _apply(self, instructions: list[Instruction]) -> None:
+    def _apply(self, instructions: list[Instruction], inline: dict[str, bytes] | None = None) -> None:
+        """Send what the state machine asks; ``inline``: small values (by key) that the
+        memory reports carry to their clients."""
         for ins in instructions:
             if type(ins) is Compute:
                 actor = ins.actor
@@ -360,20 +357,9 @@ class Scheduler(Actor):
             elif type(ins) is Report:
                 ref = self.client_refs.get(ins.client)
                 if ref is not None:
-                    self._send(ref, "report", KeyReport(ins.key, ins.status, self._wire_info(ins)))
+                    self._send(ref, "report", KeyReport(ins.key, ins.status, _wire_info(ins, inline)))
         if self.actors.waiters:  # a handle waits to learn where its actor went
             self.actors.wake()
-
-    def _wire_info(self, report: Report) -> dict:
-        info = report.info
-        if report.status == "memory":
-            value = self._inline.get(report.key)
-            return info if value is None else {**info, "value": value}
-        exc = info.get("exception")
-        if isinstance(exc, BaseException):
-            blob, tb = dumps_exception(exc)
-            return {**info, "exception": blob, "traceback": info.get("traceback") or tb}
-        return info
 
     def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
         """Queue items for ``op`` at ``ref``, batched per loop turn.
@@ -405,13 +391,28 @@ class Scheduler(Actor):
 
 
 
+def _wire_info(report: Report, inline: dict[str, bytes] | None) -> dict:
+    info = report.info
+    if report.status == "memory":
+        value = inline.get(report.key) if inline else None
+        return info if value is None else {**info, "value": value}
+    exc = info.get("exception")
+    if isinstance(exc, BaseException):
+        blob, tb = dumps_exception(exc)
+        return {**info, "exception": blob, "traceback": info.get("traceback") or tb}
+    return info
+
+
 def _check_reachable(address: str, origin: Comm | None) -> None:
     """A worker's peers must be able to dial the address it registers: refuse one that
     only its own machine can reach (it would hold results nobody can fetch)."""
     peer_ip = getattr(origin, "peer_ip", None)
-    if peer_ip is None or not address.startswith(("tcp://", "tls://")):
+    if peer_ip is None:
         return
-    host = split_host_port(address.split("://", 1)[1])[0]
+    scheme, rest = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host = split_host_port(rest)[0]
     if is_wildcard(host) or (is_loopback(host) and not is_loopback(peer_ip)):
         raise BadMessageError(
             f"Scheduler.register_worker: the worker registers as {address}, which other machines cannot "

@@ -331,7 +331,8 @@ class WorkerState:
         if row is not None and row.state == "memory":
             if task.actor is None:  # already here (e.g. recomputed elsewhere and copied)
                 row.copy = False  # the scheduler now knows it is here: ours
-                out.append(ReportFinished(key, 0, type(self.data.get(key)).__name__, None, task.run_id))
+                out.append(ReportFinished(key, row.nbytes, type(self.data.get(key)).__name__, None,
+                                          task.run_id))
                 return
             # A copy of an actor's handle fetched as some task's input: the actor
             # itself is to be created here (a restart), not the copy reported.
