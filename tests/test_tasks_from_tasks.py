@@ -191,3 +191,22 @@ def test_blocking_call_in_task_gives_slot_back_and_tells_scheduler_once(client):
     finally:
         scheduler.handle_long_running = original
     assert len(seen) == 1
+
+
+def _current_without_global():
+    from actorrt import Client
+    return Client.current(allow_global=False).id
+
+
+def test_client_current_without_global_is_the_tasks_client_only(client):
+    from actorrt import Client
+    with pytest.raises(ValueError, match="allow_global=False"):
+        Client.current(allow_global=False)  # outside a task: the default client is not offered
+    assert Client.current() is client
+    assert client.submit(_current_without_global, pure=False).result() != client.id
+
+
+def test_a_worker_port_without_a_host_is_kept():
+    from actorrt.worker import default_listen_address
+    assert default_listen_address("tcp://127.0.0.1:8786", 9000) == "tcp://127.0.0.1:9000"
+    assert default_listen_address("tcp://127.0.0.1:8786") == "tcp://127.0.0.1:0"

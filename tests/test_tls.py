@@ -98,3 +98,17 @@ def test_a_local_cluster_of_processes_over_tls(pki):
             x = client.submit(np.ones, 1 << 20, workers=[a], pure=False)  # 8 MB, worker to worker
             assert client.submit(total, x, workers=[b], pure=False).result(timeout=30) == 1 << 20
             assert x.result(timeout=30).sum() == 1 << 20
+
+
+def test_tls_configured_but_a_tcp_address_is_refused_not_sent_in_clear(pki):
+    security, _, _ = pki
+
+    async def main():
+        with pytest.raises(ValueError, match="TLS is configured.*tls://"):
+            async with Host("tcp://127.0.0.1:0", secret=SECRET, security=security("a")):
+                pass
+        async with Host("tcp://127.0.0.1:0", secret=SECRET, shortcut=False) as plain, \
+                Host(None, secret=SECRET, security=security("b"), shortcut=False) as tls:
+            with pytest.raises(ValueError, match="TLS is configured.*tls://"):
+                await tls.connect(plain.address)
+    asyncio.run(main())

@@ -20,10 +20,15 @@ class CurrentClientMethods(ClientPart):
     # --- the current client -----------------------------------------------------------
     @classmethod
     def current(cls, allow_global: bool = True) -> "Client":
-        """The client to use here: inside a task its worker's, else the default one.
-
-        ``ValueError`` when there is none.
+        """The client to use here: inside a task its worker's, else (``allow_global``)
+        the default one. ``ValueError`` when there is none.
         """
+        if not allow_global:
+            worker = runtime.current_worker()
+            if worker is None:
+                raise ValueError("Client.current(allow_global=False): not inside a task, and the "
+                                 "default client is not to be used; pass allow_global=True for it")
+            return worker.client()
         return runtime.current_client()
 
     @contextlib.contextmanager

@@ -76,6 +76,9 @@ class Listener:
             if scheme == "tls" and self.ssl_context is None:
                 raise ValueError(f"cannot listen on {self.requested}: tls:// needs a Security with "
                                  "tls_ca_file, tls_cert and tls_key")
+            if scheme == "tcp" and self.ssl_context is not None:  # (never plain text by mistake)
+                raise ValueError(f"cannot listen on {self.requested}: TLS is configured (security=), "
+                                 "so listen on tls:// instead of tcp://")
             self._tls = scheme == "tls"
             self._sock = listening_socket(host, port)
             self._loop.add_reader(self._sock.fileno(), self._accept_ready)
@@ -216,6 +219,9 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
     if scheme == "tls" and ssl_context is None:
         raise ValueError(f"cannot connect to {address}: tls:// needs a Security with tls_ca_file, tls_cert "
                          "and tls_key (Client(security=...), --tls-ca-file/--tls-cert/--tls-key)")
+    if scheme == "tcp" and ssl_context is not None:  # (never plain text by mistake)
+        raise ValueError(f"cannot connect to {address}: TLS is configured (security=), so dial the "
+                         "tls:// address instead of tcp://")
     host, port = split_host_port(rest)
     deadline = loop.time() + timeout
     delay = 0.01

@@ -16,7 +16,7 @@ from ..core.addresses import format_host
 from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
 from ..core.security import Security
 from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
-from ..worker import start_worker
+from ..worker import default_listen_address, start_worker
 from .local import start_scheduler
 
 
@@ -89,7 +89,11 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
 async def _worker(args: Any) -> None:
     security = _security(args)
     scheme = security.scheme
-    address = f"{scheme}://{format_host(args.host)}:{args.port}" if args.host else None
+    address: str | None
+    if args.host:
+        address = f"{scheme}://{format_host(args.host)}:{args.port}"
+    else:  # toward the scheduler, on --port if given (it is not dropped for want of --host)
+        address = default_listen_address(args.scheduler, args.port) if args.port else None
     try:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
                                           secret=_secret(args), name=args.name or "",

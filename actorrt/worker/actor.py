@@ -386,12 +386,12 @@ _CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {
 }
 
 
-def _default_listen_address(scheduler_address: str) -> str:
-    """Toward the scheduler, any free port, in the scheduler's scheme (tcp or tls)."""
+def default_listen_address(scheduler_address: str, port: int = 0) -> str:
+    """Toward the scheduler, on ``port`` (0: any free one), in the scheduler's scheme."""
     scheme, rest = parse_address(scheduler_address)
     if scheme == "inproc":
-        return "tcp://127.0.0.1:0"
-    return f"{scheme}://{format_host(interface_toward(split_host_port(rest)[0]))}:0"
+        return f"tcp://127.0.0.1:{port}"
+    return f"{scheme}://{format_host(interface_toward(split_host_port(rest)[0]))}:{port}"
 
 
 def _note(exc: BaseException, note: str) -> BaseException:
@@ -412,7 +412,7 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     its peers will dial to fetch its results.
     """
     if address is None:
-        address = _default_listen_address(scheduler_address)
+        address = default_listen_address(scheduler_address)
     host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address,
                 security=security)
     await host.start()
