@@ -29,6 +29,7 @@ from ..protocol import (
 )
 from ..run import run_here
 from ..utils import sizeof
+from .memory import MemorySettings, parse_memory_limit
 from .pool import Job, TaskPool
 from .state import (
     Abandon,
@@ -57,12 +58,19 @@ class Worker(Actor):
     """Holds results, runs tasks, serves its data to peers and clients."""
 
     def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "",
-                 death_timeout: float = DEATH_TIMEOUT) -> None:
+                 death_timeout: float = DEATH_TIMEOUT, *, memory_limit: object = None,
+                 local_directory: str | None = None, memory: MemorySettings | None = None,
+                 nanny: bool = False) -> None:
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
         # How long to keep trying to rejoin a scheduler this worker lost (0: stop at once).
         self.death_timeout = death_timeout
         self.nthreads = nthreads
         self.name = name
+        # Bytes this worker may hold (None: no limit); see worker/memory.py.
+        self.memory_limit = parse_memory_limit(memory_limit)
+        self.memory = memory or MemorySettings()
+        self.local_directory = local_directory
+        self.nanny = nanny  # a nanny process restarts this one when it dies or is asked to
         self.data: dict[str, Any] = {}
         self.state = WorkerState(self.data)
         self.functions = FunctionCache()
@@ -404,19 +412,28 @@ def _note(exc: BaseException, note: str) -> BaseException:
 async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: str | None = None,
                        secret: bytes | None = None, name: str = "",
                        contact_address: str | None = None, security: Security | None = None,
-                       death_timeout: float = DEATH_TIMEOUT) -> tuple[Host, Worker]:
+                       death_timeout: float = DEATH_TIMEOUT, memory_limit: object = None,
+                       local_directory: str | None = None, memory: MemorySettings | None = None,
+                       nanny: bool = False) -> tuple[Host, Worker]:
     """Start a worker host on the running loop and register it with the scheduler.
 
     Without ``address`` it listens on the interface this machine reaches the scheduler
     through (loopback for a scheduler on this machine), any free port: the address
     its peers will dial to fetch its results.
+
+    ``memory_limit`` (bytes, ``"4GiB"``, a fraction, ``"auto"`` or None) bounds what it
+    holds: results spill to ``local_directory`` (a temporary directory by default) and
+    new tasks pause as ``memory`` (:class:`MemorySettings`) says. ``nanny`` tells the
+    scheduler a nanny process restarts this one (``client.restart``).
     """
     if address is None:
         address = default_listen_address(scheduler_address)
     host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address,
                 security=security)
     await host.start()
-    worker = Worker(scheduler_address, nthreads=nthreads, name=name, death_timeout=death_timeout)
+    worker = Worker(scheduler_address, nthreads=nthreads, name=name, death_timeout=death_timeout,
+                    memory_limit=memory_limit, local_directory=local_directory, memory=memory,
+                    nanny=nanny)
     host.spawn(worker, WORKER_ID)
     try:
         await worker.register()

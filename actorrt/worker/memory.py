@@ -1,0 +1,188 @@
+"""How much memory a worker may use, and how much its process uses.
+
+Pure parsing and measuring, no policy: :mod:`actorrt.worker.spill` keeps values
+within the managed target, :class:`~actorrt.worker.monitor.MemoryMonitor` acts on
+the process's size, and the nanny (``actorrt.deploy.nanny``) restarts a worker that
+grows past the terminate fraction. Every layer that takes ``memory_limit=`` parses
+it here, once, so ``"4GiB"`` means the same to ``LocalCluster``, ``Client`` and
+``actorrt-worker --memory-limit``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+# Decimal units as dask and the SI spell them, binary ones with an 'i'; one letter is
+# the decimal unit ("4G" == "4GB"), as in dask's parse_bytes.
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "kib": 2**10,
+    "m": 10**6, "mb": 10**6, "mib": 2**20,
+    "g": 10**9, "gb": 10**9, "gib": 2**30,
+    "t": 10**12, "tb": 10**12, "tib": 2**40,
+    "p": 10**15, "pb": 10**15, "pib": 2**50,
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """``"4GiB"`` -> 4294967296, ``"500MB"`` -> 500000000, ``"1.5 kB"`` -> 1500, ``7`` -> 7.
+
+    ``ValueError`` names the text for anything else (a negative size, an unknown unit).
+    """
+    if isinstance(text, bool):
+        raise TypeError(f"a size in bytes cannot be a bool, got {text!r}")
+    if isinstance(text, (int, float)):
+        number, unit = float(text), ""
+    else:
+        match = _SIZE.match(str(text))
+        if match is None:
+            raise ValueError(f"cannot read {text!r} as a size: expected a number and a unit such as "
+                             "'4GiB', '500MB' or '1.5e9'")
+        number, unit = float(match.group(1)), match.group(2).lower()
+        if unit not in _UNITS:
+            raise ValueError(f"cannot read {text!r} as a size: unknown unit {match.group(2)!r} "
+                             f"(use B, kB, MB, GB, TB or KiB, MiB, GiB, TiB)")
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"a size must be a finite number of bytes, at least 0; got {text!r}")
+    return int(number * _UNITS[unit])
+
+
+def format_bytes(n: int | float) -> str:
+    """``1073741824`` -> ``'1.00 GiB'``: for logs and warnings a person reads."""
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size * 0.9:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def system_memory() -> int:
+    """Bytes this process may use on this machine: physical memory, or the cgroup's
+    limit when a container sets a smaller one (what the OOM killer goes by)."""
+    total = _physical_memory()
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if value.isdigit() and 0 < int(value) < total:
+            total = int(value)
+    return total
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        psutil = _psutil()
+        if psutil is not None:
+            return int(psutil.virtual_memory().total)
+        return 1 << 34  # unknown: 16 GiB, a common machine; "auto" is then a guess
+
+
+def parse_memory_limit(value: object, n_workers: int = 1, *, total: int | None = None) -> int | None:
+    """A worker's limit in bytes, or None for no limit.
+
+    - ``None``, ``0``, ``"0"``, ``"none"``: no limit.
+    - ``"auto"``: this machine's memory divided among ``n_workers`` (dask's default).
+    - a float in (0, 1]: that fraction of this machine's memory.
+    - an int, a float above 1, or a string such as ``"4GiB"`` or ``"500MB"``: bytes.
+
+    A limit above the machine's memory is lowered to it: no worker can use more.
+    """
+    if total is None:
+        total = system_memory()
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("none", "0", ""):
+            return None
+        if word == "auto":
+            if n_workers < 1:
+                raise ValueError(f"memory_limit='auto' divides memory among workers; got n_workers={n_workers}")
+            return max(1, total // n_workers)
+        limit = parse_bytes(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"memory_limit must be at least 0, got {value!r}")
+        if isinstance(value, float) and 0 < value <= 1:
+            limit = int(total * value)
+        else:
+            limit = int(value)
+    else:
+        raise TypeError(f"memory_limit must be bytes (int), a size string such as '4GiB', a fraction "
+                        f"of system memory, 'auto' or None; got {type(value).__name__} {value!r}")
+    if limit == 0:
+        return None
+    return min(limit, total)
+
+
+def parse_fraction(name: str, value: object) -> float | None:
+    """A memory threshold: a fraction in (0, 1], or None/False to turn it off."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a fraction of the memory limit in (0, 1], or None/False "
+                         f"to turn it off; got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """When a worker acts, as fractions of its memory limit (dask's defaults).
+
+    - ``target``: managed memory (stored results) above it is spilled, oldest use first;
+    - ``spill``: process memory above it spills until back under ``target``;
+    - ``pause``: process memory above it stops new tasks from starting;
+    - ``terminate``: the nanny restarts a worker whose process grows past it.
+    """
+    target: float | None = 0.6
+    spill: float | None = 0.7
+    pause: float | None = 0.8
+    terminate: float | None = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("target", "spill", "pause", "terminate"):
+            object.__setattr__(self, name, parse_fraction(f"memory {name} fraction", getattr(self, name)))
+
+
+def process_rss(pid: int | None = None) -> int | None:
+    """Resident bytes of process ``pid`` (this one by default); None where it cannot be read.
+
+    Linux reads ``/proc/<pid>/statm`` (a few µs, no dependency); elsewhere ``psutil``
+    is used when installed.
+    """
+    path = f"/proc/{pid or 'self'}/statm"
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        pass
+    psutil = _psutil()
+    if psutil is None:
+        return None
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except Exception:  # gone, or not ours to read
+        return None
+
+
+def _psutil():  # type: ignore[no-untyped-def]
+    if "psutil" in sys.modules:
+        return sys.modules["psutil"]
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil
+
+
+try:
+    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+except (ValueError, OSError, AttributeError):
+    _PAGE_SIZE = 4096
