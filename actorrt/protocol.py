@@ -284,12 +284,39 @@ def check_missing(missing: dict) -> None:
     str_map("Scheduler.missing_data", "missing", missing, is_str_list, "a list of str addresses")
 
 
+# --- a worker's memory ----------------------------------------------------------------------
+
+class WorkerMemory(NamedTuple):
+    """What a worker reports of its memory (``Scheduler.worker_memory``), in bytes:
+    results in memory, results spilled to disk (their size in memory), the process's
+    resident size (None where it cannot be measured), its limit (None: none), and
+    whether it is paused for memory."""
+    managed: int
+    spilled: int
+    rss: int | None
+    limit: int | None
+    paused: bool
+
+
+_MEMORY_SHAPE = ("[managed: int >= 0, spilled: int >= 0, rss: int >= 0 or None, limit: int >= 0 or None, "
+                 "paused: bool]")
+
+
+def decode_memory(memory: Any) -> WorkerMemory:
+    if (type(memory) is not list or len(memory) != 5 or not is_count(memory[0]) or not is_count(memory[1])
+            or not (memory[2] is None or is_count(memory[2])) or not (memory[3] is None or is_count(memory[3]))
+            or type(memory[4]) is not bool):
+        raise BadMessageError(f"Scheduler.worker_memory: field 'memory' must be {_MEMORY_SHAPE}, "
+                              f"got {memory!r:.200}")
+    return WorkerMemory(*memory)
+
+
 def keys_field(op: str, keys: Any, field: str = "keys") -> "list[Any] | tuple[Any, ...]":
     """A list of str keys (``None`` stays None where the op allows it)."""
     return str_list(f"Scheduler.{op}", field, keys)
 
 
 __all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
-           "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "check_actor_options",
-           "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_reports",
+           "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
+           "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "decode_tasks", "decode_tasks_done", "keys_field"]

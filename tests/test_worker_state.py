@@ -26,7 +26,7 @@ class W:
 
     def __init__(self, **kwargs):
         kwargs.setdefault("rng", random.Random(0))
-        self.s = WorkerState({}, ME, **kwargs)
+        self.s = WorkerState(None, ME, **kwargs)
 
     def __getattr__(self, name):
         attr = getattr(self.s, name)
@@ -361,7 +361,7 @@ def test_the_story_is_bounded():
 
 
 def test_validate_catches_a_broken_invariant():
-    s = WorkerState({}, ME)
+    s = WorkerState(None, ME)
     s.stimulus_put_data({"x": 1}, {"x": 8})
     s.stimulus_compute([task("t", {"x": [ME]})])
     s.validate()
@@ -379,7 +379,7 @@ def test_validate_catches_a_broken_invariant():
 
 
 def test_an_illegal_transition_is_refused():
-    s = WorkerState({}, ME)
+    s = WorkerState(None, ME)
     s.stimulus_put_data({"x": 1}, {"x": 8})
     with pytest.raises(InvalidStateError, match="memory -> executing"):
         s._move(s.rows["x"], "executing", "test")
@@ -403,7 +403,7 @@ def computes(draw):
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_random_stimuli_keep_the_invariants(data):
-    s = WorkerState({}, ME, transfer_limit=10, rng=random.Random(0))
+    s = WorkerState(None, ME, transfer_limit=10, rng=random.Random(0))
     fetches: dict[int, Fetch] = {}
     jobs: list[tuple[str, int]] = []
     run_ids = itertools.count(1)

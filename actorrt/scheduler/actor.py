@@ -20,6 +20,7 @@ from ..protocol import (
     KeyReport,
     check_missing,
     check_update_data,
+    decode_memory,
     decode_tasks,
     decode_tasks_done,
     keys_field,
@@ -156,9 +157,21 @@ class Scheduler(Actor):
         out = {}
         for address, info in self.worker_info.items():
             out[address] = entry = dict(info)
-            ws = self.state.workers.get(address)
-            entry["memory"] = {"managed": ws.managed_bytes if ws is not None else 0}
+            entry["memory"] = self._memory_of(address, info.get("memory"))
         return out
+
+    def _memory_of(self, address: str, report: Any) -> dict:
+        """A worker's memory as ``scheduler_info()`` shows it. What is stored there is
+        known here at once (the values placed there); how much of it is on disk, the
+        process's size and whether it paused come from the worker's last report."""
+        ws = self.state.workers.get(address)
+        stored = ws.managed_bytes if ws is not None else 0
+        if report is None:
+            return {"managed": stored, "spilled": 0, "rss": None, "unmanaged": None, "limit": None,
+                    "paused": False}
+        unmanaged = None if report.rss is None else max(0, report.rss - report.managed)
+        return {"managed": max(0, stored - report.spilled), "spilled": report.spilled, "rss": report.rss,
+                "unmanaged": unmanaged, "limit": report.limit, "paused": report.paused}
 
     def handle_wait_for_workers(self, n: int, reply: Reply) -> None:
         self._worker_waiters.append((n, reply))
@@ -336,6 +349,16 @@ class Scheduler(Actor):
         self._check_worker("long_running", worker, origin)
         for key in keys:
             self._apply(self.state.stimulus_long_running(worker, key, self._sid("long-running")))
+
+    def handle_worker_memory(self, worker: str, memory: list, origin: Comm | None) -> None:
+        """A worker's memory, sampled by its monitor; a change of pause goes to placement."""
+        report = decode_memory(memory)
+        self._check_worker("worker_memory", worker, origin)
+        info = self.worker_info.get(worker)
+        if info is None:
+            return
+        info["memory"] = report
+        self._apply(self.state.stimulus_worker_paused(worker, report.paused, self._sid("worker-paused")))
 
     def handle_missing_data(self, worker: str, key: str, missing: dict, origin: Comm | None) -> None:
         check_missing(missing)

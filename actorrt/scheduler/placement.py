@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class WorkerState:
-    __slots__ = ("address", "capacity", "has_what", "long_running", "nthreads", "processing", "seq")
+    __slots__ = ("address", "capacity", "has_what", "long_running", "nthreads", "paused", "processing", "seq")
 
     def __init__(self, address: str, nthreads: int, saturation: float, seq: int) -> None:
         self.address = address
@@ -43,6 +43,8 @@ class WorkerState:
         self.has_what: set[TaskState] = set()
         self.capacity = _capacity(nthreads, saturation)
         self.seq = seq
+        # Paused for memory (its process is nearly full): no new task goes there.
+        self.paused = False
 
     @property
     def busy(self) -> int:
@@ -55,7 +57,7 @@ class WorkerState:
 
     @property
     def has_free_slot(self) -> bool:
-        return self.busy < self.capacity
+        return self.busy < self.capacity and not self.paused
 
     @property
     def managed_bytes(self) -> int:
@@ -197,6 +199,12 @@ class Placement:
         self._relist(ws)
 
     # -------------------------------------------------------------- capacity
+    def set_paused(self, ws: WorkerState, paused: bool) -> None:
+        """``ws`` paused for memory (no new task goes there) or resumed."""
+        self._unlist(ws)
+        ws.paused = paused
+        self._relist(ws)
+
     def set_saturation(self, saturation: float) -> None:
         """Change how many tasks each worker may hold per thread."""
         self.saturation = saturation
@@ -295,6 +303,7 @@ class Placement:
                 candidates = allowed
         if not candidates:
             return None
+        candidates = [ws for ws in candidates if not ws.paused] or candidates
         hosted: dict[WorkerState, int] = {}
         for other in self.actors:
             homes = (other.processing_on,) if other.processing_on is not None else other.who_has

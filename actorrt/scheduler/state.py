@@ -337,6 +337,15 @@ class SchedulerState:
         self._run({}, stimulus_id)
         return self._flush()
 
+    def stimulus_worker_paused(self, address: str, paused: bool, stimulus_id: str) -> list[Instruction]:
+        """A worker paused for memory (no new task goes there) or resumed."""
+        ws = self.placement.workers.get(address)
+        if ws is None or ws.paused == paused:
+            return []
+        self.placement.set_paused(ws, paused)
+        self._run({}, stimulus_id)
+        return self._flush()
+
     def stimulus_remove_worker(self, address: str, stimulus_id: str) -> list[Instruction]:
         """A worker left or died: rerun what it was running, recompute what it alone held."""
         ws = self.placement.remove_worker(address)

@@ -25,12 +25,15 @@ from ..protocol import (
     WORKER_ID,
     Erred,
     Finished,
+    WorkerMemory,
     decode_compute,
 )
 from ..run import run_here
 from ..utils import sizeof
 from .memory import MemorySettings, parse_memory_limit
+from .monitor import MemoryMonitor
 from .pool import Job, TaskPool
+from .spill import SpillBuffer, make_spill_directory
 from .state import (
     Abandon,
     Execute,
@@ -53,6 +56,10 @@ logger = logging.getLogger("actorrt.worker")
 # scheduler restart) before it stops; dask's --death-timeout.
 DEATH_TIMEOUT = 60.0
 
+# Seconds between a worker's memory reports to the scheduler, at most (a pause or a
+# resume is told at once).
+MEMORY_REPORT_INTERVAL = 0.5
+
 
 class Worker(Actor):
     """Holds results, runs tasks, serves its data to peers and clients."""
@@ -71,8 +78,11 @@ class Worker(Actor):
         self.memory = memory or MemorySettings()
         self.local_directory = local_directory
         self.nanny = nanny  # a nanny process restarts this one when it dies or is asked to
-        self.data: dict[str, Any] = {}
+        self.data = _spill_buffer(self.memory_limit, self.memory, local_directory)
         self.state = WorkerState(self.data)
+        self.monitor: MemoryMonitor | None = None
+        self._memory_sent: tuple = ()
+        self._memory_sent_at = 0.0
         self.functions = FunctionCache()
         self._finished: list = []
         self._erred: list = []
@@ -91,6 +101,11 @@ class Worker(Actor):
         self.pool.on_secede = self._job_seceded
         self.closed = asyncio.Event()
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
+        # In-process workers share one process: its size says nothing about any of them.
+        own_process = parse_address(self.host.address)[0] != "inproc"
+        self.monitor = MemoryMonitor(self.data, self.memory_limit, self.memory, on_pause=self._paused,
+                                     on_sample=self._report_memory, watch_process=own_process)
+        self.monitor.start()
 
     async def register(self, timeout: float = 30.0) -> None:
         self._scheduler_comm = await self.host.connect(self.scheduler.address, timeout=timeout)
@@ -98,6 +113,9 @@ class Worker(Actor):
                             nthreads=self.nthreads, name=self.name, pid=os.getpid())
 
     def on_stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.data.close()  # (its spill files with it)
         self.pool.close()
         self._builds.close()
         if self._on_peer_lost in self.host.peer_lost_callbacks:
@@ -187,10 +205,12 @@ class Worker(Actor):
         str_list("Worker.get_data", "keys", keys)
         data: dict[str, Pickled] = {}
         errors: dict[str, list] = {}
+        store = self.data
         for key in keys:
-            if key in self.data:
+            if key in store:
                 try:
-                    data[key] = Pickled.dumps(self.data[key], what=f"result of {key!r}")
+                    # A spilled value goes as its file's bytes, never unpickled here.
+                    data[key] = store.serialized(key) or Pickled.dumps(store[key], what=f"result of {key!r}")
                 except Exception as e:
                     errors[key] = list(dumps_exception(e))
         return {"data": data, "errors": errors}
@@ -235,7 +255,35 @@ class Worker(Actor):
 
     def handle_identity(self) -> dict:
         return {"address": self.host.address, "nthreads": self.nthreads, "name": self.name,
-                "keys": len(self.data), "running": self.pool.running}
+                "keys": len(self.data), "running": self.pool.running,
+                "memory": self.memory_report()._asdict(), "spill_directory": self.data.directory}
+
+    # --- memory ----------------------------------------------------------------
+    def memory_report(self) -> WorkerMemory:
+        paused = self.monitor.paused if self.monitor is not None else False
+        rss = self.monitor.rss if self.monitor is not None else None
+        return WorkerMemory(self.data.fast_bytes, self.data.slow_bytes, rss, self.memory_limit, paused)
+
+    def _paused(self, paused: bool) -> None:
+        """The monitor paused the worker for memory, or resumed it: queued tasks wait
+        (or go on), and the scheduler hears of it at once to place work elsewhere."""
+        if paused:
+            self.pool.pause()
+        else:
+            self.pool.resume()
+        self._report_memory(force=True)
+
+    def _report_memory(self, force: bool = False) -> None:
+        """Tell the scheduler this worker's memory: at most every REPORT_INTERVAL
+        seconds, and only when it changed (a pause at once)."""
+        if self._scheduler_comm is None:
+            return  # not registered yet, or rejoining
+        report = self.memory_report()
+        now = asyncio.get_running_loop().time()
+        if not force and (report == self._memory_sent or now - self._memory_sent_at < MEMORY_REPORT_INTERVAL):
+            return
+        self._memory_sent, self._memory_sent_at = report, now
+        self._tell_scheduler("worker_memory", memory=list(report))
 
     @property
     def transfer_limit(self) -> int:
@@ -343,7 +391,7 @@ class Worker(Actor):
         stays with its worker). Plain bytes, not a Pickled: a msgpack extension per
         task costs every hop a Python callback, which measured 25-45% of map+gather's
         throughput (protocol.Finished)."""
-        if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor" or r.key not in self.data:
+        if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor" or not self.data.in_memory(r.key):
             return None
         try:
             blob = Pickled.dumps(self.data[r.key], what=f"result of {r.key!r}")
@@ -392,6 +440,15 @@ _CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {
     StopActor: Worker._stop_actor,
     Abandon: Worker._abandon,
 }
+
+
+def _spill_buffer(limit: int | None, settings: MemorySettings, local_directory: str | None) -> SpillBuffer:
+    """The worker's store: with a limit and a target, values past the target spill to
+    a directory of this worker's own; without, everything stays in memory."""
+    if limit is None or (settings.target is None and settings.spill is None):
+        return SpillBuffer()
+    target = int(settings.target * limit) if settings.target is not None else None
+    return SpillBuffer(make_spill_directory(local_directory), target, limit=limit)
 
 
 def default_listen_address(scheduler_address: str, port: int = 0) -> str:

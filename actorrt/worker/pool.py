@@ -98,6 +98,8 @@ class TaskPool:
         self._busy_threads = 0
         self._completions = Completions(self.loop, self._on_done)
         self.closed = False
+        # Paused for memory (worker/monitor.py): queued jobs wait, running ones go on.
+        self.paused = False
         # Called on the loop with a job that just gave its slot back (the worker tells
         # the scheduler, which stops counting the task against the worker's capacity).
         self.on_secede: Callable[[Job], None] | None = None
@@ -111,7 +113,7 @@ class TaskPool:
         while self._rejoiners and self.running < self.nthreads:
             self.running += 1
             self._rejoiners.popleft()()
-        while self.ready and self.running < self.nthreads:
+        while self.ready and self.running < self.nthreads and not self.paused:
             job = self.ready.popleft()
             job.holds_slot = True
             self.running += 1
@@ -119,6 +121,15 @@ class TaskPool:
                 self._spawn_thread()
             self._busy_threads += 1
             self._work.put(job)
+
+    def pause(self) -> None:
+        """Start no more queued jobs (a job that gave its slot back may still take one:
+        it is running already, and holds its memory whether it waits or runs)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._dispatch()
 
     def _spawn_thread(self) -> None:
         t = threading.Thread(target=self._thread_main, name=f"{self.name}-{len(self._threads)}",

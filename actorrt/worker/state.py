@@ -19,8 +19,9 @@ and an input of a local task that lives on a peer::
 
 'released' rests only while some local task still takes the key as input: the key
 is neither here nor on its way. A row nobody needs is forgotten. The values
-themselves are in ``data``, the Worker's dict, which this machine keeps in step with
-the rows in 'memory' (the Worker and its peers read it; only this module writes it).
+themselves are in ``data``, a :class:`~actorrt.worker.spill.SpillBuffer` (in memory,
+then on disk), which this machine keeps in step with the rows in 'memory' (the
+Worker and its peers read it; only this module writes it).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..protocol import ComputeTask
+from .spill import SpillBuffer
 
 #: A key's state on this worker ('erred' passes; 'forgotten' is a row that is gone).
 KeyStatus = Literal["released", "fetch", "flight", "waiting", "executing", "memory", "erred", "forgotten"]
@@ -161,10 +163,10 @@ class KeyState:
 class WorkerState:
     """The keys one worker holds, fetches and runs, and its transfer budget."""
 
-    def __init__(self, data: dict[str, Any] | None = None, address: str = "", *,
+    def __init__(self, data: SpillBuffer | None = None, address: str = "", *,
                  transfer_limit: int = TRANSFER_INCOMING_BYTES_LIMIT, story_length: int = 20_000,
                  rng: random.Random | None = None) -> None:
-        self.data: dict[str, Any] = {} if data is None else data
+        self.data = SpillBuffer() if data is None else data
         self.address = address  # never fetch from ourselves
         self.rows: dict[str, KeyState] = {}
         # Transfer budget: bytes being fetched at once stay under this (one request
@@ -459,7 +461,7 @@ class WorkerState:
     # ------------------------------------------------------------ values, inputs
     def _store(self, row: KeyState, value: Any, nbytes: int, copy: bool, sid: str,
                out: list[Instruction]) -> None:
-        self.data[row.key] = value
+        self.data.put(row.key, value, nbytes, spillable=row.actor is None)
         row.nbytes = nbytes
         row.copy = copy
         row.batch = None
