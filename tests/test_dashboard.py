@@ -456,14 +456,16 @@ var ws = sockets[0];
 expect(ws.url, "ws://127.0.0.1:8787/ws");
 ws.onopen();
 ws.onmessage({ data: JSON.stringify({ scheduler: "tcp://x:1", uptime: 3723,
-  workers: [{ address: "tcp://w:2", name: "0", nthreads: 2, processing: 1, keys: 3, bytes: 1536 }],
+  workers: [{ address: "tcp://w:2", name: "0", nthreads: 2, processing: 1, keys: 3, bytes: 1536,
+              spilled: 2048, rss: 1073741824, limit: null, status: "paused" }],
   tasks: { total: 4, by_state: { processing: 1, memory: 3 } },
   by_name: { "<script>alert(1)</script>": { memory: 3, processing: 1 } }, names_omitted: 2,
   clients: ["c"], totals: { finished: 3, erred: 0 } }) });
 var row = ids.names.tBodies[0].children[0];
 expect(text(row), "<script>alert(1)</script>||0|0|1|3|0|0|4");
 expect(row.children[1].children[0].tagName + " " + row.children[1].children[0].value, "progress 3");
-expect(text(ids.workers.tBodies[0].children[0]), "tcp://w:2|0|2|1|3|1.5 KiB");
+expect(text(ids.workers.tBodies[0].children[0]), "tcp://w:2|0|paused|2|1|3|1.5 KiB|2.0 KiB|1.0 GiB / no limit");
+expect(ids.workers.tBodies[0].children[0].children[2].className, "paused");
 expect(text(ids.summary), "1|workers|2|threads|4|tasks|1|processing|3|in memory|3|finished|0|erred|1|clients|1h 02m 03s|uptime");
 expect(ids.conn.textContent, "live");
 ids["story-key"].value = "a/b c";

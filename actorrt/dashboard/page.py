@@ -70,7 +70,7 @@ def render_page(snapshot: dict[str, Any]) -> str:
 <p id="omitted">{_omitted(snapshot)}</p>
 <h2>Workers</h2>
 <table id="workers">
-<thead><tr><th>address</th><th>name</th><th>threads</th><th>processing</th><th>keys</th><th>bytes</th></tr></thead>
+<thead><tr><th>address</th><th>name</th><th>status</th><th>threads</th><th>processing</th><th>keys</th><th>bytes</th><th>spilled</th><th>process / limit</th></tr></thead>
 <tbody>{_worker_rows(snapshot)}</tbody>
 </table>
 <h2>Story of a key</h2>
@@ -125,9 +125,18 @@ def _omitted(snapshot: dict[str, Any]) -> str:
 def _worker_rows(snapshot: dict[str, Any]) -> str:
     return "".join(
         f'<tr><td class="name">{escape(w["address"])}</td><td>{escape(str(w["name"]))}</td>'
+        f'<td class="{escape(w["status"])}">{escape(w["status"])}</td>'
         f'<td>{w["nthreads"]}</td><td>{w["processing"]}</td><td>{w["keys"]}</td>'
-        f'<td>{escape(human_bytes(w["bytes"]))}</td></tr>'
+        f'<td>{escape(human_bytes(w["bytes"]))}</td><td>{escape(human_bytes(w["spilled"]))}</td>'
+        f'<td>{escape(process_memory(w["rss"], w["limit"]))}</td></tr>'
         for w in snapshot["workers"])
+
+
+def process_memory(rss: int | None, limit: int | None) -> str:
+    """>>> process_memory(2 << 30, 4 << 30)
+    '2.0 GiB / 4.0 GiB'"""
+    used = "?" if rss is None else human_bytes(rss)
+    return f"{used} / {'no limit' if limit is None else human_bytes(limit)}"
 
 
 STYLE = """\
@@ -138,6 +147,7 @@ h2 { font-size: 1.1em; margin: 1.4em 0 0.4em; }
 #scheduler { color: #555; font-family: monospace; }
 #conn { font-size: 0.85em; padding: 0 0.5em; border-radius: 3px; background: #ccc; }
 #conn.live { background: #8c8; }
+td.paused { color: #b00; font-weight: bold; }
 #summary { display: flex; flex-wrap: wrap; gap: 0.6em; margin-top: 1em; }
 .card { background: #fff; border: 1px solid #ddd; border-radius: 4px; padding: 0.3em 0.8em;
         display: flex; flex-direction: column; align-items: center; min-width: 5em; }
@@ -211,8 +221,9 @@ SCRIPT = """\
     byId("omitted").textContent = s.names_omitted ?
       s.names_omitted + " more task names with fewer tasks are not shown." : "";
     rows(byId("workers").tBodies[0], s.workers, function (tr, w) {
-      cell(tr, w.address, "name"); cell(tr, w.name); cell(tr, w.nthreads);
-      cell(tr, w.processing); cell(tr, w.keys); cell(tr, bytes(w.bytes));
+      cell(tr, w.address, "name"); cell(tr, w.name); cell(tr, w.status, w.status); cell(tr, w.nthreads);
+      cell(tr, w.processing); cell(tr, w.keys); cell(tr, bytes(w.bytes)); cell(tr, bytes(w.spilled));
+      cell(tr, (w.rss === null ? "?" : bytes(w.rss)) + " / " + (w.limit === null ? "no limit" : bytes(w.limit)));
     });
   }
   function connect(delay) {

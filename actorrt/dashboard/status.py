@@ -64,6 +64,7 @@ def _by_name(pairs: Counter, max_names: int) -> tuple[dict[str, dict[str, int]],
 def _worker(scheduler: Scheduler, address: str) -> dict[str, Any]:
     ws = scheduler.state.workers[address]
     info = scheduler.worker_info.get(address, {})
+    memory = scheduler.memory_of(address)
     return {
         "address": address,
         "name": info.get("name", ""),
@@ -72,7 +73,11 @@ def _worker(scheduler: Scheduler, address: str) -> dict[str, Any]:
         "processing": len(ws.processing),
         "long_running": len(ws.long_running),
         "keys": len(ws.has_what),
-        "bytes": ws.managed_bytes,
+        "bytes": memory["managed"],
+        "spilled": memory["spilled"],
+        "rss": memory["rss"],
+        "limit": memory["limit"],
+        "status": "paused" if memory["paused"] else "running",
     }
 
 

@@ -157,15 +157,16 @@ class Scheduler(Actor):
         out = {}
         for address, info in self.worker_info.items():
             out[address] = entry = dict(info)
-            entry["memory"] = self._memory_of(address, info.get("memory"))
+            entry["memory"] = self.memory_of(address)
         return out
 
-    def _memory_of(self, address: str, report: Any) -> dict:
+    def memory_of(self, address: str) -> dict:
         """A worker's memory as ``scheduler_info()`` shows it. What is stored there is
         known here at once (the values placed there); how much of it is on disk, the
         process's size and whether it paused come from the worker's last report."""
         ws = self.state.workers.get(address)
         stored = ws.managed_bytes if ws is not None else 0
+        report = self.worker_info.get(address, {}).get("memory")
         if report is None:
             return {"managed": stored, "spilled": 0, "rss": None, "unmanaged": None, "limit": None,
                     "paused": False}
