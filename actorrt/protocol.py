@@ -302,11 +302,11 @@ _MEMORY_SHAPE = ("[managed: int >= 0, spilled: int >= 0, rss: int >= 0 or None, 
                  "paused: bool]")
 
 
-def decode_memory(memory: Any) -> WorkerMemory:
+def decode_memory(memory: Any, op: str = "Scheduler.worker_memory") -> WorkerMemory:
     if (type(memory) is not list or len(memory) != 5 or not is_count(memory[0]) or not is_count(memory[1])
             or not (memory[2] is None or is_count(memory[2])) or not (memory[3] is None or is_count(memory[3]))
             or type(memory[4]) is not bool):
-        raise BadMessageError(f"Scheduler.worker_memory: field 'memory' must be {_MEMORY_SHAPE}, "
+        raise BadMessageError(f"{op}: field 'memory' must be {_MEMORY_SHAPE}, "
                               f"got {memory!r:.200}")
     return WorkerMemory(*memory)
 

@@ -331,6 +331,11 @@ CASES = [
      "'missing'"),
     ("scheduler", "missing_data", dict(worker="W", key=5, missing={}), "'key'"),
     ("scheduler", "missing_data", dict(worker="W", key="k", missing={"earlier": ["W"]}), "came from"),
+    ("scheduler", "worker_memory", dict(worker="W", memory=[1, 2]), "'memory'"),
+    ("scheduler", "worker_memory", dict(worker="W", memory=[-1, 0, None, None, False]), "'memory'"),
+    ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, 5, None, "yes"]), "'memory'"),
+    ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, None, None, False]), "came from"),
+    ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, memory=[0]), "'memory'"),
     # a worker
     ("worker", "compute", dict(tasks="x"), "'tasks'"),
     ("worker", "compute", dict(tasks=[_worker_task()]), "came from"),
@@ -607,6 +612,8 @@ def _baselines(rig):
             lambda: dict(worker=me, finished=[["nope", 1, "int", 0.1]], erred=[["nope", BLOB, "tb"]]),
             [["finished", 0, i] for i in range(4)] + [["erred", 0, i] for i in range(3)], ()),
         ("scheduler", "long_running"): (lambda: dict(worker=me, keys=[]), [], ()),
+        ("scheduler", "worker_memory"): (lambda: dict(worker=me, memory=[0, 0, None, None, False]),
+                                         [["memory", i] for i in range(5)], ()),
         ("scheduler", "missing_data"): (
             lambda: dict(worker=me, key="nope", missing={"earlier": ["nowhere"]}),
             [["missing", "earlier"]], ()),

@@ -291,6 +291,7 @@ async def _scheduler_info(client: "Client", n_workers: int, timeout: float | Non
     ident, link = await asyncio.wait_for(asyncio.gather(
         client.host.ask(client.scheduler, "identity"), _dashboard_link(client)), timeout)
     workers = {a: _worker_entry(a, i) for a, i in sorted(ident["workers"].items())}
+    total_memory = sum(w["memory_limit"] for w in workers.values())
     if n_workers is not None and n_workers >= 0:
         workers = dict(list(workers.items())[:n_workers])
     address = ident["address"]
@@ -298,7 +299,7 @@ async def _scheduler_info(client: "Client", n_workers: int, timeout: float | Non
         "type": "Scheduler", "id": f"Scheduler-{address}", "address": address,
         "n_workers": len(ident["workers"]),
         "total_threads": sum(i.get("nthreads", 0) for i in ident["workers"].values()),
-        "total_memory": 0, "tasks": ident.get("tasks", 0),
+        "total_memory": total_memory, "tasks": ident.get("tasks", 0),
         "services": {"dashboard": urlsplit(link).port} if link else {},
         "workers": workers,
     }
@@ -307,13 +308,16 @@ async def _scheduler_info(client: "Client", n_workers: int, timeout: float | Non
 
 def _worker_entry(address: str, info: dict) -> dict:
     host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    memory = dict(info.get("memory", {}))
     return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "host": host,
             "address": address, "nthreads": info.get("nthreads"), "pid": info.get("pid"),
-            "status": "running", "resources": {}, "memory_limit": 0, "services": {},
-            # Bytes of the values stored there (numpy nbytes, buffer lengths, else an
-            # estimate); dask reads the same figure as metrics["managed_bytes"].
-            "memory": dict(info.get("memory", {})),
-            "metrics": {"managed_bytes": info.get("memory", {}).get("managed", 0)}}
+            "status": "paused" if memory.get("paused") else "running", "resources": {},
+            "memory_limit": memory.get("limit") or 0, "services": {},
+            # managed: bytes of the values stored there and in memory (numpy nbytes, buffer
+            # lengths, else an estimate); spilled: those on disk; rss: the process.
+            "memory": memory,
+            "metrics": {"managed_bytes": memory.get("managed", 0), "memory": memory.get("rss") or 0,
+                        "spilled_bytes": {"memory": memory.get("spilled", 0)}}}
 
 
 

@@ -68,9 +68,10 @@ class Scheduler(Actor):
 
     # --- membership -------------------------------------------------------
     def handle_register_worker(self, address: str, nthreads: int, origin: Comm | None, name: str = "",
-                               pid: int = 0) -> dict:
+                               pid: int = 0, memory: list | None = None) -> dict:
         # A worker registers itself: the scheduler must be able to reach the address it
         # gives, and learns of its death when this connection closes.
+        report = decode_memory(memory, "Scheduler.register_worker") if memory is not None else None
         check_origin("Scheduler.register_worker", "the worker at field 'address'", address, origin)
         _check_reachable(address, origin)
         known = self._peer_comms.get(("worker", address))
@@ -78,7 +79,7 @@ class Scheduler(Actor):
             raise BadMessageError(f"Scheduler.register_worker: worker {address!r} is already registered "
                                   "from another connection")
         self._peer_comms[("worker", address)] = origin
-        self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid}
+        self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": report}
         self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker")))
         self._wake_worker_waiters()
         return {"address": self.host.address}

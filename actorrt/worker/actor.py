@@ -110,7 +110,8 @@ class Worker(Actor):
     async def register(self, timeout: float = 30.0) -> None:
         self._scheduler_comm = await self.host.connect(self.scheduler.address, timeout=timeout)
         await self.host.ask(self.scheduler, "register_worker", address=self.host.address,
-                            nthreads=self.nthreads, name=self.name, pid=os.getpid())
+                            nthreads=self.nthreads, name=self.name, pid=os.getpid(),
+                            memory=list(self.memory_report()))
 
     def on_stop(self) -> None:
         if self.monitor is not None:
