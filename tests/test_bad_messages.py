@@ -126,7 +126,9 @@ class Rig:
         registry = self.cluster.scheduler_host.actors["registry"]
         prims = {slot: _summary(actor) for slot, actor in registry.actors.items()}
         return (tasks, workers, frozenset(state.clients), dict(scheduler.client_refs),
-                {a: dict(i) for a, i in scheduler.worker_info.items()}, data, prims,
+                # (a worker's memory is a sample, reported as it changes: not state a message sets)
+                {a: {k: v for k, v in i.items() if k != "memory"} for a, i in scheduler.worker_info.items()},
+                {a: ws.paused for a, ws in state.workers.items()}, data, prims,
                 len(scheduler._worker_waiters), state.saturation, state.mean_duration)
 
     async def still_serving(self):
