@@ -13,3 +13,14 @@ def test_example_runs(name):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "z = 5" in out.stdout
+
+
+def test_memory_example_spills_and_sums():
+    pytest.importorskip("numpy")
+    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, "memory_spill.py")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sum of 1 GiB of partitions" in out.stdout
+    spilled = [float(line.split("MiB on disk")[0].rsplit(", ", 1)[1]) for line in out.stdout.splitlines()
+               if "on disk" in line]
+    assert len(spilled) == 2 and sum(spilled) > 400  # more than 2x200 MiB had to leave memory
