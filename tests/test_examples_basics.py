@@ -15,6 +15,7 @@ def test_example_runs(name):
     assert "z = 5" in out.stdout
 
 
+@pytest.mark.timeout(150)
 def test_memory_example_spills_and_sums():
     pytest.importorskip("numpy")
     out = subprocess.run([sys.executable, os.path.join(EXAMPLES, "memory_spill.py")], capture_output=True,
