@@ -195,16 +195,19 @@ def main(argv: list[str] | None = None) -> None:
             s.error(f"--dashboard-address: {e}")
         asyncio.run(_scheduler(args, dashboard))
     else:
-        try:
-            args.memory_settings = _memory_settings(args)
-        except ValueError as e:
-            w.error(str(e))
-        if args.local_directory is not None and os.path.exists(args.local_directory) \
-                and not os.path.isdir(args.local_directory):
-            w.error(f"--local-directory {args.local_directory!r} is not a directory")
-        if args.nanny:
-            raise SystemExit(_run_nanny(args, list(sys.argv[1:] if argv is None else argv)))
-        raise SystemExit(asyncio.run(_worker(args)))
+        _worker_main(w, args, list(sys.argv[1:] if argv is None else argv))
+
+
+def _worker_main(parser: argparse.ArgumentParser, args: Any, argv: list[str]) -> None:
+    """``actorrt worker``: a nanny running the worker (``argv`` again, as its child), or
+    with ``--no-nanny`` the worker itself. Exits with the status it ends with."""
+    if args.local_directory is not None and os.path.exists(args.local_directory) \
+            and not os.path.isdir(args.local_directory):
+        parser.error(f"--local-directory {args.local_directory!r} is not a directory")
+    args.memory_settings = _memory_settings(args)
+    if args.nanny:
+        raise SystemExit(_run_nanny(args, argv))
+    raise SystemExit(asyncio.run(_worker(args)))
 
 
 def _scheduler_args(p: argparse.ArgumentParser) -> None:
@@ -237,9 +240,10 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="run the worker under a nanny process that restarts it when it dies, grows past "
                         "its memory limit or is asked to (client.restart); --no-nanny: this process is "
                         "the worker (default: --nanny)")
-    p.add_argument("--memory-limit", type=_memory_limit_arg, default="auto",
-                   help="bytes of memory the worker may use: '4GiB', '500MB', a fraction of this machine's "
-                        "memory such as 0.5, 'auto' (all of it; the default) or 0 for no limit")
+    p.add_argument("--memory-limit", type=_memory_limit_arg, default="auto", metavar="LIMIT",
+                   help="bytes of memory the worker may use: '4GiB', '500MB', '1e9', a fraction of this "
+                        "machine's memory (a number up to 1, such as 0.5), 'auto' (all of it; the default) "
+                        "or 0 for no limit")
     p.add_argument("--local-directory", default=None,
                    help="where the worker spills data to disk (default: the system's temporary directory)")
     for name, default, what in [("target", 0.6, "stored results above it are spilled to disk"),

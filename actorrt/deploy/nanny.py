@@ -245,7 +245,7 @@ class Nanny:
 
     # --- signals -------------------------------------------------------------------------
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
             installed.append(sig)
