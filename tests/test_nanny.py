@@ -17,9 +17,11 @@ from actorrt.deploy import cli
 from actorrt.deploy.nanny import RESTART_EXIT_CODE, Exit, after_exit, describe_exit, exit_status
 from actorrt.protocol import WORKER_ID
 from actorrt.testing import wait_until
-from actorrt.worker.memory import MemorySettings, spill_space, system_memory
+from actorrt.worker.memory import MemorySettings, process_rss, spill_space, system_memory
 
 LINUX = sys.platform.startswith("linux")
+needs_rss = pytest.mark.skipif(process_rss() is None, reason="this system's process memory cannot be read "
+                                                             "(no /proc, no psutil): the nanny cannot watch it")
 
 
 def inc(x):
@@ -211,6 +213,7 @@ def test_task_that_crashes_its_worker_ends_in_killed_worker_and_the_worker_comes
 
 # --- restarts on memory ----------------------------------------------------------------------------
 
+@needs_rss
 def test_worker_past_its_memory_limit_is_killed_and_restarted(capfd):
     limit = 200 * 2**20
     with _cluster(2, memory_limit=limit, allowed_failures=0, memory_pause_fraction=False,
@@ -230,6 +233,7 @@ def test_worker_past_its_memory_limit_is_killed_and_restarted(capfd):
     assert "of its memory limit 200.00 MiB: killing it" in err
 
 
+@needs_rss
 def test_worker_that_starts_past_its_memory_limit_is_warned_about_not_restarted(capfd):
     # Far below what a fresh worker process uses: restarting it would be a loop.
     with _cluster(1, memory_limit="5MB", memory_pause_fraction=False, memory_spill_fraction=False,
