@@ -42,7 +42,7 @@ def _kill_and_replace(cluster, client, stop, killed, rng):
         os.kill(workers[address]["pid"], signal.SIGKILL)
         killed.append(address)
         wait_until(lambda: address not in client.scheduler_info()["workers"], timeout=30)
-        cluster.scale(3)
+        cluster.scale(3)  # (its nanny restarts it anyway: then there is nothing to scale)
 
 
 @pytest.mark.slow

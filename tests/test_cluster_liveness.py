@@ -34,7 +34,10 @@ class Counter:
 
 
 def _process_cluster(n):
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+    # Without nannies: these workers stay dead once killed (with one, a killed worker
+    # comes back under its name: tests/test_nanny.py).
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                        nanny=False)
 
 
 def _pids(client):

@@ -393,10 +393,10 @@ class Deployment:
         _, line = self.scheduler.wait_for_line("actorrt scheduler at ", timeout=30)
         self.printed_address = line.split(" at ", 1)[1].strip()
 
-    def start_worker(self, tag):
+    def start_worker(self, tag, *flags):
         ns = self.lan.add(self.prefix + tag)
         proc = ns.run([sys.executable, "-m", "actorrt.deploy.cli", "worker", self.address, "--nthreads", "1",
-                       "--name", tag], self.env(tag), label=self.prefix + tag)
+                       "--name", tag, *flags], self.env(tag), label=self.prefix + tag)
         self.procs.append(proc)
         self.workers[tag] = (ns, proc)
         return proc
@@ -509,7 +509,7 @@ def test_50mb_array_moves_between_machines(cluster):
 @pytest.mark.timeout(120)
 def test_killed_worker_work_finishes_elsewhere(own_cluster):
     d = own_cluster
-    doomed = d.start_worker("k1")
+    doomed = d.start_worker("k1", "--no-nanny")  # the process we kill is the worker, and stays dead
     d.start_worker("k2")
     run = d.client("kill", address=d.address, tag=secrets.token_hex(4), budget=60)
     msg = run.expect("holding")

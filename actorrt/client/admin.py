@@ -53,8 +53,9 @@ class AdminMethods(ClientPart):
         """
         _check_run_args(function, wait, on_error)
         if nanny:
-            raise ValueError("actorrt workers have no nanny process: run(..., nanny=True) is "
-                             "not supported; leave nanny=False to run on the workers")
+            raise ValueError("run(..., nanny=True) is not supported: an actorrt nanny is a small "
+                             "supervisor process with nothing to run functions on; leave nanny=False "
+                             "to run on the workers")
         fn_blob, args_blob = _pack_call(function, args, kwargs)
         return self.sync(_run_on_workers, self, fn_blob, args_blob, workers, wait, on_error)
 
@@ -156,13 +157,35 @@ class AdminMethods(ClientPart):
         """Cancel every task of every client and replace the cluster's workers with fresh ones.
 
         Every Future becomes cancelled (``result()`` raises ``CancelledError``) and
-        the published datasets are dropped. Needs the cluster object: a
-        :class:`~actorrt.LocalCluster` this client started or was given. Worker
-        processes are stopped and started anew; in-process workers are replaced, but
-        a task still running on one of their threads cannot be killed and finishes
-        unseen.
+        the published datasets are dropped. When every worker has a nanny (the
+        default for ``actorrt-worker`` and ``LocalCluster(processes=True)``), each
+        worker process is restarted by its nanny, and this works for a client that
+        knows only the scheduler's address; ``restart`` returns when every worker is
+        back (new addresses, the same names) and raises if one is not within
+        ``timeout`` (60 s by default). Otherwise it needs the cluster object (a
+        :class:`~actorrt.LocalCluster` this client started or was given), which stops
+        its workers and starts new ones; in-process workers are replaced, but a task
+        still running on one of their threads cannot be killed and finishes unseen.
+        Without either, ``RuntimeError``, and nothing is cancelled.
+        ``wait_for_workers`` is accepted for dask; the workers are always waited for.
         """
         return self.sync(_restart, self, timeout, wait_for_workers)
+
+    def restart_workers(self, workers: Any, timeout: float | None = None, raise_for_error: bool = True) -> Any:
+        """Restart some workers (addresses or names) through their nannies.
+
+        Each worker process exits and its nanny starts a new one, which comes back with
+        a new address and the same name; results held only by the old one are
+        recomputed if still wanted (tasks are not cancelled: see :meth:`restart` for
+        that). Returns ``{address: "OK" | exception}`` once every one is back or
+        ``timeout`` seconds (60 by default) have passed. With ``raise_for_error`` (the
+        default) any failure raises instead: ``TimeoutError`` if a worker did not come
+        back in time, else ``RuntimeError`` (e.g. a worker without a nanny).
+
+        >>> client.restart_workers(["0"])                 # doctest: +SKIP
+        {'tcp://127.0.0.1:40123': 'OK'}
+        """
+        return self.sync(_restart_workers, self, workers, timeout, raise_for_error)
 
     def shutdown(self) -> Any:
         """Close this client and the cluster it reaches through its cluster object.
@@ -415,11 +438,11 @@ async def _shutdown(client: "Client", timeout: float | None = None) -> None:
 
 
 async def _restart(client: "Client", timeout: float | None, wait_for_workers: bool) -> None:
+    info = await client.host.ask(client.scheduler, "workers")
     cluster = client.cluster
-    if cluster is None or not hasattr(cluster, "_scale_async"):
-        raise RuntimeError("restart needs the cluster object to replace its workers: connect with "
-                           "Client(LocalCluster(...)) or let the Client start one; this client "
-                           f"only knows the scheduler address {client.scheduler.address!r}")
+    through_nannies = _restart_route(info, cluster, client.scheduler.address)
+    # (Decided before anything changes: a restart that cannot replace the workers
+    # cancels nothing.)
     reason = "the cluster restarted (client.restart)"
     client.table.flush()
     await asyncio.wait_for(client.host.ask(client.scheduler, "restart", reason=reason), timeout)
@@ -427,8 +450,56 @@ async def _restart(client: "Client", timeout: float | None, wait_for_workers: bo
     # brings them in, so none can reach a Future submitted after restart returns.
     await client.host.ask(client.scheduler, "who_has", keys=[])
     _cancel_local_futures(client, reason)
+    if through_nannies:
+        _raise_for_errors(await _ask_restart_workers(client, sorted(info), timeout))
+        return
     n = len(cluster.workers)
     await asyncio.wait_for(_replace_workers(cluster, n), timeout)
+
+
+
+def _restart_route(info: dict, cluster: Any, address: str) -> bool:
+    """True to restart the workers through their nannies, False through the cluster
+    object; RuntimeError when neither can."""
+    if info and all(i.get("nanny") for i in info.values()):
+        return True
+    if cluster is not None and hasattr(cluster, "_scale_async"):
+        return False
+    if not info:
+        return True  # no workers: nothing to replace, only the cancelling
+    without = sorted(a for a, i in info.items() if not i.get("nanny"))
+    raise RuntimeError(f"restart needs every worker to have a nanny, or the cluster object to replace "
+                       f"them: workers {without} have no nanny, and this client only knows the "
+                       f"scheduler address {address!r} (connect with Client(LocalCluster(...)) or let "
+                       "the Client start one)")
+
+
+
+async def _restart_workers(client: "Client", workers: Any, timeout: float | None,
+                           raise_for_error: bool) -> dict:
+    addresses = _resolve_workers(await client.host.ask(client.scheduler, "workers"), workers)
+    results = await _ask_restart_workers(client, addresses, timeout)
+    if raise_for_error:
+        _raise_for_errors(results)
+    return results
+
+
+
+async def _ask_restart_workers(client: "Client", addresses: list[str], timeout: float | None) -> dict:
+    """``{address: "OK" | exception}`` from the scheduler's restart_workers."""
+    replies = await client.host.ask(client.scheduler, "restart_workers", addresses=addresses, timeout=timeout)
+    return {a: r if r == "OK" else (TimeoutError if r[0] == "timeout" else RuntimeError)(r[1])
+            for a, r in replies.items()}
+
+
+
+def _raise_for_errors(results: dict) -> None:
+    errors = {a: e for a, e in results.items() if isinstance(e, BaseException)}
+    if not errors:
+        return
+    kind = TimeoutError if any(isinstance(e, TimeoutError) for e in errors.values()) else RuntimeError
+    raise kind(f"{len(errors)} of {len(results)} workers did not restart: "
+               + "; ".join(str(e) for e in errors.values()))
 
 
 

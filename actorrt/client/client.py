@@ -204,9 +204,11 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         from ..deploy.local import (
             LocalCluster,  # (the one lazy import: deploy sits above client)
         )
-        # (None means "the cluster's default", except for the dashboard: None turns it off.)
+        # (None means "the cluster's default", except for the dashboard and the memory
+        # limit: None turns them off.)
         args = without_dask_only_options({k: v for k, v in self._cluster_args.items()
-                                          if v is not None or k == "dashboard_address"}, LocalCluster)
+                                          if v is not None or k in ("dashboard_address", "memory_limit")},
+                                         LocalCluster)
         return LocalCluster(asynchronous=asynchronous, security=self.security, **args)
 
     def _stop_loop(self) -> None:

@@ -56,11 +56,12 @@ def default_client(c: "Client | None" = None) -> "Client":
 
 
 #: LocalCluster/Client keywords of dask that change nothing about how work runs here:
-#: accepted so that ``Client(n_workers=2, memory_limit="4GB")`` works after an import
-#: switch. (Memory limits are not enforced: docs/api.md.)
+#: accepted so that ``Client(n_workers=2, silence_logs=40)`` works after an import
+#: switch. (``memory_limit`` and ``local_directory`` are not among them: LocalCluster
+#: takes them, and a Client that starts one passes them on.)
 DASK_ONLY_OPTIONS = frozenset({
-    "dashboard_address", "worker_dashboard_address", "memory_limit", "silence_logs",
-    "local_directory", "direct_to_workers", "heartbeat_interval", "connection_limit",
+    "dashboard_address", "worker_dashboard_address", "silence_logs",
+    "direct_to_workers", "heartbeat_interval", "connection_limit",
 })
 
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -16,8 +17,10 @@ from ..core.addresses import format_host
 from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
 from ..core.security import Security
 from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
-from ..worker import default_listen_address, start_worker
+from ..worker import MemorySettings, default_listen_address, parse_memory_limit, start_worker
+from ..worker.memory import parse_fraction
 from .local import start_scheduler
+from .nanny import RESTART_EXIT_CODE, Nanny, NannyLink
 
 
 def _secret(args: Any) -> bytes | None:
@@ -86,7 +89,9 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
         await host.close()
 
 
-async def _worker(args: Any) -> None:
+async def _worker(args: Any) -> int:
+    """Run one worker until it stops; the process's exit status (RESTART_EXIT_CODE: its
+    nanny is to start a new one)."""
     security = _security(args)
     scheme = security.scheme
     address: str | None
@@ -94,15 +99,19 @@ async def _worker(args: Any) -> None:
         address = f"{scheme}://{format_host(args.host)}:{args.port}"
     else:  # toward the scheduler, on --port if given (it is not dropped for want of --host)
         address = default_listen_address(args.scheduler, args.port) if args.port else None
+    nanny = NannyLink.from_environ()
     try:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
                                           secret=_secret(args), name=args.name or "",
                                           contact_address=_contact(args.contact_address, args.port, scheme),
-                                          security=security, death_timeout=args.death_timeout)
+                                          security=security, death_timeout=args.death_timeout,
+                                          nanny=nanny is not None, **_memory_options(args))
     except (BadMessageError, CommClosedError, AuthenticationError, OSError) as e:
         # Refused or unreachable: say why in one line, not in a traceback.
         print(f"actorrt-worker: could not join the scheduler at {args.scheduler}: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    if nanny is not None:
+        nanny.ready(host.address)  # from now on a death is restarted, not an error
     if not args.quiet:
         print(f"actorrt worker at {host.address}", flush=True)
     # Everything imported and built so far lives as long as the process: move it out
@@ -110,14 +119,34 @@ async def _worker(args: Any) -> None:
     gc.freeze()
     stop = asyncio.Event()
     assert worker.closed is not None
-    closed = asyncio.ensure_future(worker.closed.wait())
-    signalled = asyncio.ensure_future(_run_until_signal(stop))
+    waits = [asyncio.ensure_future(worker.closed.wait()), asyncio.ensure_future(_run_until_signal(stop))]
+    if nanny is not None:  # (on Linux the kernel kills us with the nanny; this is for elsewhere)
+        waits.append(asyncio.ensure_future(nanny.wait_orphaned()))
     try:
-        await asyncio.wait([closed, signalled], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in (closed, signalled):
+        for t in waits:
             t.cancel()
         await host.close()
+    return RESTART_EXIT_CODE if worker.restart_requested else 0
+
+
+def _run_nanny(args: Any, argv: list[str]) -> int:
+    """This process supervises the worker: the same command, with ``--no-nanny``, as a child."""
+    # A name that outlives restarts: a restarted worker has a new address, and is
+    # recognised by its name (the scheduler's restart_workers waits for it).
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    command = [sys.executable, "-m", "actorrt.deploy.cli", *argv, "--no-nanny", "--name", name]
+    memory = args.memory_settings
+    nanny = Nanny(command, memory_limit=args.memory_limit, terminate=memory.terminate,
+                  local_directory=args.local_directory, name=name)
+    return asyncio.run(nanny.run())
+
+
+def _memory_options(args: Any) -> dict:
+    """``start_worker``'s memory keywords from the parsed flags."""
+    return {"memory_limit": args.memory_limit, "local_directory": args.local_directory,
+            "memory": args.memory_settings}
 
 
 def _demo(args: Any) -> None:
@@ -166,7 +195,19 @@ def main(argv: list[str] | None = None) -> None:
             s.error(f"--dashboard-address: {e}")
         asyncio.run(_scheduler(args, dashboard))
     else:
-        asyncio.run(_worker(args))
+        _worker_main(w, args, list(sys.argv[1:] if argv is None else argv))
+
+
+def _worker_main(parser: argparse.ArgumentParser, args: Any, argv: list[str]) -> None:
+    """``actorrt worker``: a nanny running the worker (``argv`` again, as its child), or
+    with ``--no-nanny`` the worker itself. Exits with the status it ends with."""
+    if args.local_directory is not None and os.path.exists(args.local_directory) \
+            and not os.path.isdir(args.local_directory):
+        parser.error(f"--local-directory {args.local_directory!r} is not a directory")
+    args.memory_settings = _memory_settings(args)
+    if args.nanny:
+        raise SystemExit(_run_nanny(args, argv))
+    raise SystemExit(asyncio.run(_worker(args)))
 
 
 def _scheduler_args(p: argparse.ArgumentParser) -> None:
@@ -195,9 +236,53 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="the address others dial to reach this worker, if not the one it listens on")
     p.add_argument("--death-timeout", type=float, default=60.0,
                    help="seconds to keep trying to rejoin a lost scheduler before exiting (0: exit at once)")
+    p.add_argument("--nanny", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the worker under a nanny process that restarts it when it dies, grows past "
+                        "its memory limit or is asked to (client.restart); --no-nanny: this process is "
+                        "the worker (default: --nanny)")
+    p.add_argument("--memory-limit", type=_memory_limit_arg, default="auto", metavar="LIMIT",
+                   help="bytes of memory the worker may use: '4GiB', '500MB', '1e9', a fraction of this "
+                        "machine's memory (a number up to 1, such as 0.5), 'auto' (all of it; the default) "
+                        "or 0 for no limit")
+    p.add_argument("--local-directory", default=None,
+                   help="where the worker spills data to disk (default: the system's temporary directory)")
+    for name, default, what in [("target", 0.6, "stored results above it are spilled to disk"),
+                                ("spill", 0.7, "process memory above it spills stored results"),
+                                ("pause", 0.8, "process memory above it stops new tasks from starting"),
+                                ("terminate", 0.95, "the nanny restarts a worker whose process grows past it")]:
+        p.add_argument(f"--memory-{name}-fraction", type=_fraction_arg, default=default, metavar="FRACTION",
+                       help=f"fraction of --memory-limit: {what} (default {default}; 'false' turns it off)")
     _tls_args(p)
     p.add_argument("--secret-from-env", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # LocalCluster's workers
+
+
+def _memory_limit_arg(text: str) -> int | None:
+    """``--memory-limit``: a number is read as dask reads it (at most 1: a fraction of this
+    machine's memory; more: bytes), anything else as a size ('4GiB') or 'auto'."""
+    value: object
+    try:
+        value = float(text)
+    except ValueError:
+        value = text
+    try:
+        return parse_memory_limit(value)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _fraction_arg(text: str) -> float | None:
+    if text.strip().lower() in ("false", "none", "off", "no"):
+        return None
+    try:
+        return parse_fraction("the fraction", float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or 'false', got {text!r}") from None
+
+
+def _memory_settings(args: Any) -> MemorySettings:
+    return MemorySettings(target=args.memory_target_fraction, spill=args.memory_spill_fraction,
+                          pause=args.memory_pause_fraction, terminate=args.memory_terminate_fraction)
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from ..dashboard import (
 from ..scheduler import Scheduler, SchedulerState
 from ..protocol import SCHEDULER_ID, WORKER_ID
 from ..utils import LoopRunner
-from ..worker import start_worker
+from ..worker import MemorySettings, parse_memory_limit, start_worker
 
 logger = logging.getLogger("actorrt.deploy")
 
@@ -73,6 +73,22 @@ class LocalCluster:
     A random cluster secret is made so that every connection is authenticated.
     ``dashboard_address`` serves the web dashboard (default ``":8787"`` on loopback,
     another free port if that one is taken; None turns it off): ``dashboard_link``.
+
+    ``memory_limit`` is each worker's: bytes, ``"4GiB"``, a fraction of this machine's
+    memory, None for no limit, or ``"auto"`` (the default: this machine's memory
+    divided among ``n_workers``). ``memory_target_fraction``, ``memory_spill_fraction``,
+    ``memory_pause_fraction`` and ``memory_terminate_fraction`` (fractions of it, or
+    False for off) say when a worker spills, pauses, and is restarted; values spill to
+    ``local_directory`` (the system's temporary directory by default).
+
+    ``nanny=True`` (the default) runs each worker process under a nanny process that
+    starts it again when it dies, grows past the terminate fraction of its memory
+    limit, or is asked to (``client.restart()``, ``client.restart_workers``): the new
+    worker has a new address and the same name. In-process workers
+    (``processes=False``) have no nanny; the option is ignored for them.
+
+    >>> cluster = LocalCluster(n_workers=2, memory_limit="2GiB")   # doctest: +SKIP
+    >>> client = Client(cluster)                                    # doctest: +SKIP
     """
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
@@ -80,13 +96,22 @@ class LocalCluster:
                  host: str = "127.0.0.1", scheduler_port: int = 0, validate: bool = False,
                  worker_env: dict | None = None,
                  dashboard_address: str | int | None = DEFAULT_DASHBOARD_ADDRESS,
-                 memory_limit: Any = None, worker_start_timeout: float = 60.0,
+                 memory_limit: Any = "auto", local_directory: str | None = None, nanny: bool = True,
+                 memory_target_fraction: float | bool | None = MemorySettings.target,
+                 memory_spill_fraction: float | bool | None = MemorySettings.spill,
+                 memory_pause_fraction: float | bool | None = MemorySettings.pause,
+                 memory_terminate_fraction: float | bool | None = MemorySettings.terminate,
+                 worker_start_timeout: float = 60.0,
                  security: Security | None = None, **state_kwargs: Any) -> None:
         self.worker_start_timeout = worker_start_timeout
-        # Accepted for dask compatibility; workers do not spill, pause or restart on
-        # memory (docs/api.md says so).
-        self.memory_limit = memory_limit
         self.n_workers, self.threads_per_worker = _default_layout(n_workers, threads_per_worker)
+        # Parsed once, here, so nonsense fails before anything starts: each worker's
+        # share in bytes, or None.
+        self.memory_limit = _parse_limit(memory_limit, self.n_workers)
+        self.memory = MemorySettings(memory_target_fraction, memory_spill_fraction, memory_pause_fraction,
+                                     memory_terminate_fraction)
+        self.local_directory = local_directory
+        self.nanny = nanny and processes
         self.processes = processes
         self.asynchronous = asynchronous
         self.secret = secret if secret is not None else os.urandom(32)
@@ -101,8 +126,10 @@ class LocalCluster:
         self._worker_env = worker_env or {}
         self.scheduler_host: Host | None = None
         self.scheduler: Scheduler | None = None
-        self._workers: dict[str, Any] = {}  # name -> Popen or (Host, Worker), alive as far as known
-        self._addresses: dict[str, str] = {}  # name -> address, once a worker process registered
+        # name -> Popen (the nanny, or the worker without one) or (Host, Worker), alive as far
+        # as known. Addresses are looked up by name: a nanny's restarted worker has a new one.
+        self._workers: dict[str, Any] = {}
+        self._registered: set[str] = set()  # names that registered at least once
         self._departed: list[subprocess.Popen] = []  # left the scheduler, not yet reaped
         self._names = iter(range(1 << 30))
         self._loop_runner: LoopRunner | None = None
@@ -162,7 +189,7 @@ class LocalCluster:
         for name, entry in list(self._workers.items()):
             if self._worker_is_dead(name, entry):
                 self._workers.pop(name, None)
-                self._addresses.pop(name, None)
+                self._registered.discard(name)
                 if isinstance(entry, subprocess.Popen) and entry.returncode is None:
                     self._departed.append(entry)  # still exiting: reaped on close
         self._departed = [p for p in self._departed if p.poll() is None]
@@ -172,11 +199,20 @@ class LocalCluster:
             return entry[0].status in ("closing", "closed")
         if entry.poll() is not None:
             return True
+        if self.nanny:
+            # Between a worker's death and its successor's registration the name is
+            # missing from the scheduler: that is a restart, not a loss. Only the
+            # nanny's own exit ends this worker.
+            return False
         # The scheduler saw it go (its connection closed) before the process is reaped:
         # such a worker stops itself, so it counts as gone already.
-        address = self._addresses.get(name)
-        return (address is not None and self.scheduler is not None
-                and address not in self.scheduler.worker_info)
+        return name in self._registered and self._address_of(name) is None
+
+    def _address_of(self, name: str) -> str | None:
+        """The address worker ``name`` registered with, now; None while it has none."""
+        if self.scheduler is None:
+            return None
+        return next((a for a, i in self.scheduler.worker_info.items() if i.get("name") == name), None)
 
     def _sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """The face: an awaitable on an asynchronous cluster, else the value."""
@@ -209,7 +245,8 @@ class LocalCluster:
         if not self.processes:
             host, worker = await start_worker(address, nthreads=nthreads, address="inproc://",
                                               secret=self.secret, name=name, security=self.security,
-                                              death_timeout=0)
+                                              death_timeout=0, memory_limit=self.memory_limit,
+                                              local_directory=self.local_directory, memory=self.memory)
             self._workers[name] = (host, worker)
             return host.address
         env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
@@ -217,17 +254,17 @@ class LocalCluster:
             [sys.executable, "-m", "actorrt.deploy.cli", "worker", address, "--nthreads", str(nthreads),
              "--name", name, "--secret-from-env", "--quiet",
              # Its scheduler lives in this process: gone, it is not coming back.
-             "--death-timeout", "0", *_tls_flags(self.security)],
+             "--death-timeout", "0", *self._worker_flags(), *_tls_flags(self.security)],
             env=env, stdin=subprocess.DEVNULL)
         self._workers[name] = proc
         assert self.scheduler is not None
         # Registered once its host shows up among the scheduler's workers.
         deadline = asyncio.get_running_loop().time() + self.worker_start_timeout
         while True:
-            for addr, info in self.scheduler.worker_info.items():
-                if info.get("name") == name:
-                    self._addresses[name] = addr
-                    return addr
+            addr = self._address_of(name)
+            if addr is not None:
+                self._registered.add(name)
+                return addr
             if proc.poll() is not None:
                 self._workers.pop(name, None)
                 raise RuntimeError(f"worker process {name} exited with code {proc.returncode} at start")
@@ -248,9 +285,22 @@ class LocalCluster:
         except asyncio.TimeoutError:
             pass
 
+    def _worker_flags(self) -> list[str]:
+        """The memory and nanny options, as ``actorrt-worker`` flags."""
+        limit = self.memory_limit
+        flags = ["--memory-limit", f"{limit}B" if limit else "0"]  # (a bare "1" would mean all memory)
+        for name in ("target", "spill", "pause", "terminate"):
+            value = getattr(self.memory, name)
+            flags += [f"--memory-{name}-fraction", "false" if value is None else repr(value)]
+        if self.local_directory:
+            flags += ["--local-directory", self.local_directory]
+        if not self.nanny:
+            flags.append("--no-nanny")
+        return flags
+
     async def _stop_worker(self, name: str) -> None:
         entry = self._workers.pop(name, None)
-        self._addresses.pop(name, None)
+        self._registered.discard(name)
         if entry is None:
             return
         if isinstance(entry, tuple):
@@ -261,10 +311,16 @@ class LocalCluster:
             await host.close()
             return
         proc: subprocess.Popen = entry
-        addr = next((a for a, i in (self.scheduler.worker_info.items() if self.scheduler else [])
-                     if i.get("name") == name), None)
-        if addr is not None and self.scheduler_host is not None:
-            self.scheduler_host.tell(ActorRef(addr, WORKER_ID), "close")
+        if self.nanny:
+            # The nanny forwards SIGTERM to its worker, which leaves the scheduler and
+            # exits; then the nanny exits. This holds while a worker is restarting too
+            # (it has no address to send "close" to then).
+            if proc.poll() is None:
+                proc.terminate()
+        else:
+            addr = self._address_of(name)
+            if addr is not None and self.scheduler_host is not None:
+                self.scheduler_host.tell(ActorRef(addr, WORKER_ID), "close")
         await _wait_process(proc, 5.0)
 
     def worker_addresses(self) -> list[str]:
@@ -315,6 +371,13 @@ class LocalCluster:
         kind = "processes" if self.processes else "in-process"
         addr = self.scheduler_host.address if self.scheduler_host else None
         return f"<LocalCluster {addr} {len(self.workers)} workers ({kind}) {self.status}>"
+
+
+def _parse_limit(memory_limit: Any, n_workers: int) -> int | None:
+    try:
+        return parse_memory_limit(memory_limit, max(n_workers, 1))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"LocalCluster(memory_limit={memory_limit!r}): {e}") from None
 
 
 async def _wait_process(proc: subprocess.Popen, timeout: float) -> None:

@@ -28,6 +28,7 @@ from ..protocol import (
 from ..run import run_here
 from .datasets import Datasets
 from .placement import WorkerState
+from .restarts import RESTART_TIMEOUT, Restarts
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
 from .user_actors import ActorDirectory
 
@@ -54,6 +55,7 @@ class Scheduler(Actor):
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
+        self.restarts = Restarts()  # workers told to restart, until one of the same name is back
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -68,7 +70,7 @@ class Scheduler(Actor):
 
     # --- membership -------------------------------------------------------
     def handle_register_worker(self, address: str, nthreads: int, origin: Comm | None, name: str = "",
-                               pid: int = 0, memory: list | None = None) -> dict:
+                               pid: int = 0, memory: list | None = None, nanny: bool = False) -> dict:
         # A worker registers itself: the scheduler must be able to reach the address it
         # gives, and learns of its death when this connection closes.
         report = decode_memory(memory, "Scheduler.register_worker") if memory is not None else None
@@ -79,9 +81,11 @@ class Scheduler(Actor):
             raise BadMessageError(f"Scheduler.register_worker: worker {address!r} is already registered "
                                   "from another connection")
         self._peer_comms[("worker", address)] = origin
-        self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": report}
+        self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": report,
+                                     "nanny": nanny}
         self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker")))
         self._wake_worker_waiters()
+        self.restarts.registered(name)
         return {"address": self.host.address}
 
     def handle_unregister_worker(self, address: str, origin: Comm | None) -> None:
@@ -286,13 +290,26 @@ class Scheduler(Actor):
     def handle_restart(self, reason: str = "the cluster restarted") -> int:
         """Cancel every task for every holder and drop the datasets (``client.restart``).
 
-        The workers themselves are replaced by whoever owns them (the LocalCluster).
+        The workers themselves are replaced by whoever owns them: their nannies
+        (``restart_workers``) or the LocalCluster.
         """
         for name in self.datasets.names():
             self.datasets.unpublish(name)
         keys = list(self.state.tasks)
         self._apply(self.state.stimulus_cancel(keys, reason, self._sid("restart")))
         return len(keys)
+
+    async def handle_restart_workers(self, addresses: list, timeout: float | None = None) -> dict:
+        """Restart these workers through their nannies (restarts.py): ``{address: "OK" |
+        [kind, message]}`` once each is back under its name, or ``timeout`` passed."""
+        keys_field("restart_workers", addresses, "addresses")
+        if timeout is not None and not timeout > 0:
+            raise BadMessageError(f"Scheduler.restart_workers: 'timeout' must be positive, got {timeout!r}")
+        return await self.restarts.restart(list(addresses), self.worker_info, self._tell_restart,
+                                           RESTART_TIMEOUT if timeout is None else timeout)
+
+    def _tell_restart(self, address: str) -> None:
+        self.host.tell(ActorRef(address, WORKER_ID), "restart")
 
     # --- published datasets (datasets.py) -----------------------------------------
     def handle_publish_dataset(self, name: str, data: Pickled, keys: list, override: bool = False) -> None:

@@ -78,6 +78,7 @@ class Worker(Actor):
         self.memory = memory or MemorySettings()
         self.local_directory = local_directory
         self.nanny = nanny  # a nanny process restarts this one when it dies or is asked to
+        self.restart_requested = False  # set by the scheduler's restart: the process asks its nanny for a new one
         self.data = _spill_buffer(self.memory_limit, self.memory, local_directory)
         self.state = WorkerState(self.data)
         self.monitor: MemoryMonitor | None = None
@@ -110,7 +111,7 @@ class Worker(Actor):
     async def register(self, timeout: float = 30.0) -> None:
         self._scheduler_comm = await self.host.connect(self.scheduler.address, timeout=timeout)
         await self.host.ask(self.scheduler, "register_worker", address=self.host.address,
-                            nthreads=self.nthreads, name=self.name, pid=os.getpid(),
+                            nthreads=self.nthreads, name=self.name, pid=os.getpid(), nanny=self.nanny,
                             memory=list(self.memory_report()))
 
     def on_stop(self) -> None:
@@ -196,6 +197,18 @@ class Worker(Actor):
 
     def handle_close(self, origin: Comm | None) -> None:
         self._from_scheduler("close", origin)
+        self.host.stop_actor(self.id)
+
+    def handle_restart(self, origin: Comm | None) -> None:
+        """Stop, and have this process exit so that its nanny starts a fresh one
+        (``client.restart``); the scheduler sees this worker go and a new one of the
+        same name register."""
+        self._from_scheduler("restart", origin)
+        if not self.nanny:
+            raise BadMessageError(f"Worker.restart: worker {self.host.address} has no nanny to start it "
+                                  "again; it would only stop")
+        logger.info("worker %s restarting at the scheduler's request", self.host.address)
+        self.restart_requested = True
         self.host.stop_actor(self.id)
 
     # --- data ----------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 
 # Decimal units as dask and the SI spell them, binary ones with an 'i'; one letter is
@@ -149,6 +150,18 @@ class MemorySettings:
     def __post_init__(self) -> None:
         for name in ("target", "spill", "pause", "terminate"):
             object.__setattr__(self, name, parse_fraction(f"memory {name} fraction", getattr(self, name)))
+
+
+#: The directory under ``local_directory`` where workers keep their spilled values, one
+#: ``worker-<pid>-<random>`` directory each. The pid in the name is the convention the
+#: nanny relies on: after worker process P dies, it removes ``worker-P-*`` here, which
+#: a killed worker could not remove itself.
+SPILL_SPACE = "actorrt-worker-space"
+
+
+def spill_space(local_directory: str | None) -> str:
+    """``<local_directory>/actorrt-worker-space`` (the system's temporary directory by default)."""
+    return os.path.join(local_directory or tempfile.gettempdir(), SPILL_SPACE)
 
 
 def process_rss(pid: int | None = None) -> int | None:

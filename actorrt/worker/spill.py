@@ -29,12 +29,9 @@ from typing import Any
 
 from ..core import Pickled
 from ..utils import sizeof
-from .memory import format_bytes
+from .memory import format_bytes, spill_space
 
 logger = logging.getLogger("actorrt.worker.spill")
-
-# The directory under ``local_directory`` every worker's own directory lives in.
-WORKER_SPACE = "actorrt-worker-space"
 
 # A spill file: magic, buffer count, header length, each buffer's length, then the
 # header and the buffers, back to back.
@@ -251,7 +248,7 @@ def make_spill_directory(local_directory: str | None) -> str | None:
     """This worker's own directory ``<local_directory>/actorrt-worker-space/worker-<pid>-…``
     (a nanny removes a dead worker's by its pid); None, with an error in the log, when it
     cannot be made (spilling is then off)."""
-    base = os.path.join(local_directory or tempfile.gettempdir(), WORKER_SPACE)
+    base = spill_space(local_directory)
     try:
         os.makedirs(base, exist_ok=True)
         return tempfile.mkdtemp(prefix=f"worker-{os.getpid()}-", dir=base)
