@@ -282,3 +282,12 @@ def test_the_monitor_samples_on_the_loop_until_stopped():
         assert mon._handle is None  # nothing is scheduled any more
     asyncio.run(main())
     assert len(samples) >= 3
+
+
+def test_fetches_are_bounded_by_a_tenth_of_the_limit():
+    from actorrt.worker.actor import transfer_limit_for
+    from actorrt.worker.state import TRANSFER_INCOMING_BYTES_LIMIT
+    assert transfer_limit_for(None) == TRANSFER_INCOMING_BYTES_LIMIT
+    assert transfer_limit_for(320 * 2**20) == 32 * 2**20
+    assert transfer_limit_for(64 * GIB) == TRANSFER_INCOMING_BYTES_LIMIT
+    assert transfer_limit_for(5) == 1

@@ -35,6 +35,7 @@ from .monitor import MemoryMonitor
 from .pool import Job, TaskPool
 from .spill import SpillBuffer, make_spill_directory
 from .state import (
+    TRANSFER_INCOMING_BYTES_LIMIT,
     Abandon,
     Execute,
     Fetch,
@@ -80,7 +81,7 @@ class Worker(Actor):
         self.nanny = nanny  # a nanny process restarts this one when it dies or is asked to
         self.restart_requested = False  # set by the scheduler's restart: the process asks its nanny for a new one
         self.data = _spill_buffer(self.memory_limit, self.memory, local_directory)
-        self.state = WorkerState(self.data)
+        self.state = WorkerState(self.data, transfer_limit=transfer_limit_for(self.memory_limit))
         self.monitor: MemoryMonitor | None = None
         self._memory_sent: tuple = ()
         self._memory_sent_at = 0.0
@@ -454,6 +455,15 @@ _CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {
     StopActor: Worker._stop_actor,
     Abandon: Worker._abandon,
 }
+
+
+def transfer_limit_for(memory_limit: int | None) -> int:
+    """Bytes fetched from peers at once: a tenth of the memory limit (dask's default),
+    at most TRANSFER_INCOMING_BYTES_LIMIT. Values arrive in memory before they can
+    spill, so a wide fan-in must not bring in more than the worker may hold."""
+    if memory_limit is None:
+        return TRANSFER_INCOMING_BYTES_LIMIT
+    return max(1, min(TRANSFER_INCOMING_BYTES_LIMIT, memory_limit // 10))
 
 
 def _spill_buffer(limit: int | None, settings: MemorySettings, local_directory: str | None) -> SpillBuffer:
