@@ -74,6 +74,7 @@ def page_open(client: Any, interval: float) -> Iterator[list]:
 def snapshot_seconds(n_tasks: int, repeat: int) -> float:
     """One status() over a scheduler state holding ``n_tasks`` (no sockets involved)."""
     from actorrt.dashboard.status import status
+    from actorrt.scheduler import Scheduler as SchedulerActor
     from actorrt.scheduler.state import SchedulerState, TaskSpec
 
     state = SchedulerState()
@@ -85,6 +86,7 @@ def snapshot_seconds(n_tasks: int, repeat: int) -> float:
     class Scheduler:  # what status() reads
         worker_info: dict = {}
         host = type("Host", (), {"address": "tcp://10.0.0.9:8786"})()
+        memory_of = SchedulerActor.memory_of
     Scheduler.state = state  # type: ignore[attr-defined]
     return timeit(lambda: status(Scheduler(), 0.0), repeat=repeat)  # type: ignore[arg-type]
 

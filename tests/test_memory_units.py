@@ -291,3 +291,35 @@ def test_fetches_are_bounded_by_a_tenth_of_the_limit():
     assert transfer_limit_for(320 * 2**20) == 32 * 2**20
     assert transfer_limit_for(64 * GIB) == TRANSFER_INCOMING_BYTES_LIMIT
     assert transfer_limit_for(5) == 1
+
+
+def test_with_nothing_left_to_spill_the_monitor_asks_the_allocator_for_freed_memory(spill_dir):
+    """Freed results the allocator keeps resident would pause a worker for good."""
+    buf = SpillBuffer(spill_dir, target=None)
+    kept = {"bytes": 90}  # resident, though nothing in the store holds it
+    released = []
+
+    def release():
+        released.append(1)
+        kept["bytes"] = 20  # what malloc_trim gives back
+
+    mon = MemoryMonitor(buf, 100, S, on_pause=lambda p: None, rss=lambda: 10, release=release)
+    mon._rss = lambda: kept["bytes"]
+    mon.sample()
+    assert released == [1] and not mon.paused and mon.rss == 20
+    kept["bytes"] = 90
+    mon._release = lambda: released.append(2)  # this time nothing comes back: paused
+    mon.sample()
+    assert released == [1, 2] and mon.paused
+
+
+def test_the_allocator_can_be_tuned_here():
+    from actorrt.worker.memory import release_free_memory, tune_allocator
+    import sys
+    maps = ""
+    if os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    if sys.platform.startswith("linux") and "libc.so.6" in maps:  # glibc
+        assert tune_allocator()
+    release_free_memory()  # never fails, wherever it runs

@@ -18,7 +18,7 @@ from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
 from ..core.security import Security
 from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
 from ..worker import MemorySettings, default_listen_address, parse_memory_limit, start_worker
-from ..worker.memory import parse_fraction
+from ..worker.memory import parse_fraction, tune_allocator
 from .local import start_scheduler
 from .nanny import RESTART_EXIT_CODE, Nanny, NannyLink
 
@@ -92,6 +92,7 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
 async def _worker(args: Any) -> int:
     """Run one worker until it stops; the process's exit status (RESTART_EXIT_CODE: its
     nanny is to start a new one)."""
+    tune_allocator()  # freed results go back to the system, not stay resident (worker/memory.py)
     security = _security(args)
     scheme = security.scheme
     address: str | None

@@ -185,6 +185,41 @@ def process_rss(pid: int | None = None) -> int | None:
         return None
 
 
+# glibc's malloc gives memory back to the system only from the top of its heap, and
+# only past a threshold that grows with every large block freed (up to 32 MiB): a
+# worker that stored and spilled 8 MiB results kept them resident, freed, and paused
+# for good. A fixed small threshold (dask's nanny sets the same through the
+# environment) stops the growth; malloc_trim returns free pages from anywhere.
+_M_TRIM_THRESHOLD = -1
+TRIM_THRESHOLD = 64 * 1024
+
+
+def _libc():  # type: ignore[no-untyped-def]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (glibc only: musl has neither)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def tune_allocator() -> bool:
+    """Make this process's allocator give freed memory back promptly (a worker
+    process, at start); False where there is nothing to tune."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def release_free_memory() -> None:
+    """Give the system the free pages the allocator still holds (glibc's malloc_trim)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def _psutil():  # type: ignore[no-untyped-def]
     if "psutil" in sys.modules:
         return sys.modules["psutil"]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .memory import MemorySettings, format_bytes, process_rss
+from .memory import MemorySettings, format_bytes, process_rss, release_free_memory
 from .spill import SpillBuffer
 
 logger = logging.getLogger("actorrt.worker.memory")
@@ -64,7 +64,8 @@ class MemoryMonitor:
     def __init__(self, data: SpillBuffer, limit: int | None, settings: MemorySettings, *,
                  on_pause: Callable[[bool], None], on_sample: Callable[[], None] | None = None,
                  watch_process: bool = True, interval: float = MONITOR_INTERVAL,
-                 rss: Callable[[], int | None] = process_rss) -> None:
+                 rss: Callable[[], int | None] = process_rss,
+                 release: Callable[[], None] = release_free_memory) -> None:
         self.data = data
         self.limit = limit
         self.settings = settings
@@ -74,6 +75,7 @@ class MemoryMonitor:
         self.watch_process = watch_process and limit is not None
         self.interval = interval if limit is not None else max(interval, IDLE_INTERVAL)
         self._rss = rss
+        self._release = release
         self.rss: int | None = None
         self.paused = False
         self._handle: asyncio.TimerHandle | None = None
@@ -123,7 +125,7 @@ class MemoryMonitor:
             if rss is not None:
                 decision = decide(rss, self.limit, self.settings, self.paused)
                 if decision.spill_to is not None:
-                    rss = self._spill_until(decision.spill_to, rss)
+                    rss = self.rss = self._spill_until(decision.spill_to, rss)
                     decision = decide(rss, self.limit, self.settings, self.paused)
                 self._set_paused(decision.paused, rss)
         else:
@@ -135,9 +137,15 @@ class MemoryMonitor:
         """Spill oldest results until the process is under ``goal`` bytes, nothing
         more can go, or this turn's time is up; the process's size after."""
         deadline = time.monotonic() + SPILL_SLICE
+        trimmed = False
         while rss > goal and time.monotonic() < deadline:
             if not self.data.evict():
-                break
+                if trimmed:
+                    break
+                # Nothing more to spill: what is left may be memory freed but kept by
+                # the allocator. Ask for it back once per sample.
+                self._release()
+                trimmed = True
             rss = self._rss() or 0  # freed memory is not always given back: measure
         return rss
 
