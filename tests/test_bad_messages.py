@@ -334,6 +334,7 @@ CASES = [
     ("scheduler", "missing_data", dict(worker="W", key=5, missing={}), "'key'"),
     ("scheduler", "missing_data", dict(worker="W", key="k", missing={"earlier": ["W"]}), "came from"),
     ("scheduler", "worker_memory", dict(worker="W", memory=[1, 2]), "'memory'"),
+    ("scheduler", "tasks_done", dict(worker="W", finished=[], erred=[], memory=[0, 0, None, None, 1]), "'memory'"),
     ("scheduler", "worker_memory", dict(worker="W", memory=[-1, 0, None, None, False]), "'memory'"),
     ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, 5, None, "yes"]), "'memory'"),
     ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, None, None, False]), "came from"),

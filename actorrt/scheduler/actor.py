@@ -18,6 +18,7 @@ from ..protocol import (
     WORKER_ID,
     ComputeTask,
     KeyReport,
+    WorkerMemory,
     check_missing,
     check_update_data,
     decode_memory,
@@ -346,10 +347,14 @@ class Scheduler(Actor):
         return self.dashboard_link
 
     # --- worker stimuli ----------------------------------------------------
-    def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None) -> None:
+    def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None,
+                          memory: list | None = None) -> None:
         # All or nothing: one bad item refuses the whole report (protocol.py).
         done, failed = decode_tasks_done(finished, erred)
+        report = decode_memory(memory, "Scheduler.tasks_done") if memory is not None else None
         self._check_worker("tasks_done", worker, origin)
+        if report is not None:
+            self._memory_reported(worker, report)
         state = self.state
         out: list[Instruction] = []
         for f in done:
@@ -373,11 +378,15 @@ class Scheduler(Actor):
         """A worker's memory, sampled by its monitor; a change of pause goes to placement."""
         report = decode_memory(memory)
         self._check_worker("worker_memory", worker, origin)
+        self._memory_reported(worker, report)
+
+    def _memory_reported(self, worker: str, report: WorkerMemory) -> None:
         info = self.worker_info.get(worker)
         if info is None:
             return
-        info["memory"] = report
-        self._apply(self.state.stimulus_worker_paused(worker, report.paused, self._sid("worker-paused")))
+        before, info["memory"] = info.get("memory"), report
+        if report.paused != (before.paused if before is not None else False):
+            self._apply(self.state.stimulus_worker_paused(worker, report.paused, self._sid("worker-paused")))
 
     def handle_missing_data(self, worker: str, key: str, missing: dict, origin: Comm | None) -> None:
         check_missing(missing)

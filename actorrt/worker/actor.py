@@ -83,7 +83,7 @@ class Worker(Actor):
         self.data = _spill_buffer(self.memory_limit, self.memory, local_directory)
         self.state = WorkerState(self.data, transfer_limit=transfer_limit_for(self.memory_limit))
         self.monitor: MemoryMonitor | None = None
-        self._memory_sent: tuple = ()
+        self._memory_sent: WorkerMemory | tuple = ()
         self._memory_sent_at = 0.0
         self.functions = FunctionCache()
         self._finished: list = []
@@ -442,7 +442,22 @@ class Worker(Actor):
         self._report_scheduled = False
         finished, self._finished = self._finished, []
         erred, self._erred = self._erred, []
-        self._tell_scheduler("tasks_done", finished=finished, erred=erred)
+        memory = self._memory_news()
+        if memory is None:
+            self._tell_scheduler("tasks_done", finished=finished, erred=erred)
+        else:
+            self._tell_scheduler("tasks_done", finished=finished, erred=erred, memory=memory)
+
+    def _memory_news(self) -> list | None:
+        """The memory report, when storing these results changed what is in memory or
+        on disk: it rides with them, so the scheduler's view of spilled bytes is as
+        fresh as its view of the results (``scheduler_info()`` right after ``wait``)."""
+        report = self.memory_report()
+        sent = self._memory_sent
+        if sent and report.managed == sent.managed and report.spilled == sent.spilled:
+            return None
+        self._memory_sent = report
+        return list(report)
 
 
 _CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {
