@@ -17,7 +17,8 @@ Three measurements, each with a table:
   holds one of them (so every put spills the previous one), then each read back.
   MB/s of values spilled and reloaded. The floor is the same bytes written with
   ``os.write`` and read back with ``readinto``, nothing else; for a reload it is a
-  read and a write, since each value read back displaces the one in memory.
+  read and a write, since each value read back displaces the one in memory. The
+  allocator is tuned first, as in a worker process of either runtime.
 * **the cost on small tasks.** ``map(inc, range(10_000))`` + gather with
   ``memory_limit="auto"`` on both runtimes; and actorrt with and without a limit
   (its own table: time without / time with, 1.00x is no cost).
@@ -209,6 +210,10 @@ def floor(n: int) -> tuple[float, float]:
 
 
 def throughput_table(args: Any) -> str:
+    # As in a worker process (actorrt's tunes its allocator at start, dask's nanny sets
+    # MALLOC_TRIM_THRESHOLD_ for its workers): large blocks come fresh from the system.
+    from actorrt.worker.memory import tune_allocator
+    tune_allocator()
     n = 8 if args.quick else 64
     stores = {"actorrt": actorrt_store}
     if "dask" in runtimes(args):
