@@ -83,7 +83,7 @@ class Worker(Actor):
         self.data = _spill_buffer(self.memory_limit, self.memory, local_directory)
         self.state = WorkerState(self.data, transfer_limit=transfer_limit_for(self.memory_limit))
         self.monitor: MemoryMonitor | None = None
-        self._memory_sent: WorkerMemory | tuple = ()
+        self._memory_sent: WorkerMemory | None = None
         self._memory_sent_at = 0.0
         self.functions = FunctionCache()
         self._finished: list = []
@@ -454,7 +454,7 @@ class Worker(Actor):
         fresh as its view of the results (``scheduler_info()`` right after ``wait``)."""
         report = self.memory_report()
         sent = self._memory_sent
-        if sent and report.managed == sent.managed and report.spilled == sent.spilled:
+        if sent is not None and report.managed == sent.managed and report.spilled == sent.spilled:
             return None
         self._memory_sent = report
         return list(report)
