@@ -638,3 +638,26 @@ def test_random_stimuli_keep_the_invariants(allowed_failures, saturation, steps)
             _apply(s, kind, args, f"s{i}", fresh)
             s.validate()
         _drain(s)
+
+
+def test_a_paused_worker_gets_no_new_task_and_resuming_fills_it():
+    s = make(nworkers=2, nthreads=1, saturation=1.0)
+    assert s.stimulus_worker_paused("w0", True, "p") == []
+    specs = [TaskSpec(f"t{i}", i, (), priority=0) for i in range(3)]
+    out = s.stimulus_update_graph("c", specs, [t.key for t in specs], "s1")
+    assert [(c.key, c.worker) for c in computes(out)] == [("t0", "w1")]  # w0 is paused
+    out = s.stimulus_task_finished("w1", "t0", 1, "int", "s2")
+    assert [(c.key, c.worker) for c in computes(out)] == [("t1", "w1")]
+    out = s.stimulus_worker_paused("w0", False, "r")
+    assert [(c.key, c.worker) for c in computes(out)] == [("t2", "w0")]  # resumed: filled at once
+    assert s.stimulus_worker_paused("w0", False, "r2") == [] and s.stimulus_worker_paused("gone", True, "x") == []
+
+
+def test_an_actor_avoids_a_paused_worker_but_takes_one_if_none_other():
+    s = make(nworkers=2)
+    s.stimulus_worker_paused("w0", True, "p")
+    out = s.stimulus_update_graph("c", [TaskSpec("a", 0, (), actor=True)], ["a"], "s1")
+    assert [c.worker for c in computes(out)] == ["w1"]
+    s.stimulus_worker_paused("w1", True, "p2")
+    out = s.stimulus_update_graph("c", [TaskSpec("b", 0, (), actor=True)], ["b"], "s2")
+    assert len(computes(out)) == 1  # an actor is a long-lived service: it still finds a home
