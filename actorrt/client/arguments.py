@@ -127,6 +127,9 @@ class FunctionCache:
 
 def check_running(client: Any) -> None:
     """Work is accepted only by a running client (not one starting, closing or closed)."""
+    if client.status == "connecting":
+        raise RuntimeError(f"client lost its scheduler at {client.scheduler.address} and is reconnecting; "
+                           "submit again once it is back (client.status == 'running')")
     if client.status != "running":
         raise RuntimeError(f"client is {client.status}; cannot submit work")
 

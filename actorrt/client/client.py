@@ -20,7 +20,7 @@ from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.checks import check_origin
 from ..core.comm import Comm
-from ..core.errors import CommClosedError, SerializationError
+from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
@@ -99,7 +99,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         self.security = security  # TLS files for tls:// (core/security.py)
         self.id = f"client-{name or ''}{uuid.uuid4().hex[:12]}"
         self.status = "created"
-        self.timeout = timeout
+        self.timeout = timeout  # also how long a client that lost its scheduler tries to reconnect
+        self._reconnecting: asyncio.Task | None = None
         self.cluster: Any = None
         self._own_cluster = False
         self._address = address
@@ -222,11 +223,47 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         # By connection, not only by name: the scheduler may call itself by another
         # name (localhost, 0.0.0.0) than the address this client dialled.
         lost = comm is getattr(self, "_scheduler_comm", None)
-        if lost and self.status == "running":
+        if not lost or self.status != "running":
+            return
+        self._scheduler_comm = None
+        for st in self.table.clear():  # the scheduler forgot them with this client
+            if not st.done():
+                st.err(RuntimeError(f"lost connection to the scheduler at {address}"), None)
+        if not self._own_host:
+            # A task's client: its worker rejoins the scheduler and makes a new one.
             logger.warning("client %s lost its scheduler at %s", self.id, address)
-            for st in self.table.states():
-                if not st.done():
-                    st.err(RuntimeError(f"lost connection to the scheduler at {address}"), None)
+            return
+        logger.warning("client %s lost its scheduler at %s; its futures are lost; reconnecting for up "
+                       "to %g s", self.id, address, self.timeout)
+        self.status = "connecting"
+        self._reconnecting = self.loop.create_task(self._reconnect(self.scheduler.address))
+
+    async def _reconnect(self, address: str) -> None:
+        """Dial the scheduler again and register anew, for up to ``timeout`` seconds
+        (a network blip, a scheduler restarted at the same address); then close."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.05
+        while self.status == "connecting":
+            try:
+                comm = await self.host.connect(address, timeout=max(0.1, min(5.0, deadline - loop.time())))
+                await asyncio.wait_for(self.host.ask(
+                    self.scheduler, "register_client", client=self.id, ref=ActorRef(self.host.address, self.id)),
+                    max(0.1, deadline - loop.time()))
+            except (CommClosedError, BadMessageError, OSError, asyncio.TimeoutError) as e:
+                if loop.time() + delay >= deadline:
+                    logger.error("client %s could not reconnect to its scheduler at %s within %g s (%s); "
+                                 "closing it", self.id, address, self.timeout, e)
+                    await self._close_async()
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+                continue
+            if self.status != "connecting":  # closed meanwhile
+                return
+            self._scheduler_comm = comm
+            self.status = "running"
+            logger.warning("client %s reconnected to its scheduler at %s", self.id, address)
 
     async def __aenter__(self) -> "Client":
         return await self._started()
@@ -261,6 +298,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         if self.status in ("closing", "closed"):
             return
         was_running = self.status == "running"
+        if self._reconnecting is not None and self._reconnecting is not asyncio.current_task():
+            self._reconnecting.cancel()
         self.status = "closing"
         self.table.closed = True  # Futures dropped from now on release nothing remotely
         runtime.unset_default_client(self)
