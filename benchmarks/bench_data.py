@@ -52,6 +52,7 @@ import contextlib
 import gc
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -129,13 +130,16 @@ def _import_numpy() -> str:
 
 
 # --- the socket floor ----------------------------------------------------------------------
-def _floor_sender(port: int, nbytes: int, repeat: int, chunk: int) -> None:
+def _floor_sender(port: int, nbytes: int, repeat: int, chunk: int, *tls: str) -> None:
     """Child process: connect, then send ``nbytes`` from a numpy array per go byte,
-    in ``chunk``-byte slices of a memoryview (no copies), or in one piece if 0."""
+    in ``chunk``-byte slices of a memoryview (no copies), or in one piece if 0.
+    ``tls`` = (CA, certificate, key) wraps the connection in (mutual) TLS."""
     arr = np.ones(nbytes // 8)
     view = arr.data.cast("B")
     step = chunk or nbytes
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        sock = _tls_context(ssl.Purpose.SERVER_AUTH, *tls).wrap_socket(
+            raw, server_hostname="127.0.0.1") if tls else raw
         for _ in range(repeat + 1):  # (the first one warms the connection up)
             if sock.recv(1) != b"g":
                 return
@@ -144,17 +148,30 @@ def _floor_sender(port: int, nbytes: int, repeat: int, chunk: int) -> None:
         sock.recv(1)  # wait for the receiver to hang up
 
 
-def floor_seconds(nbytes: int, repeat: int, chunk: int = FLOOR_CHUNK) -> float:
-    """Best time to receive ``nbytes`` over loopback TCP from another process."""
+def _tls_context(purpose: ssl.Purpose, ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """Mutual TLS as actorrt's Security sets it up: the CA verifies the peer, each side
+    shows its certificate."""
+    ctx = ssl.create_default_context(purpose, cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def floor_seconds(nbytes: int, repeat: int, chunk: int = FLOOR_CHUNK, tls: tuple[str, str, str] = ()) -> float:
+    """Best time to receive ``nbytes`` over loopback TCP from another process, over
+    (mutual) TLS when ``tls`` = (CA, certificate, key) is given."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--floor-send",
-                                  str(port), str(nbytes), str(repeat), str(chunk)], stdin=subprocess.DEVNULL)
+                                  str(port), str(nbytes), str(repeat), str(chunk), *tls], stdin=subprocess.DEVNULL)
         try:
             server.settimeout(60)
             conn, _ = server.accept()
+            if tls:
+                conn.settimeout(60)
+                conn = _tls_context(ssl.Purpose.CLIENT_AUTH, *tls).wrap_socket(conn, server_side=True)
             with conn:
                 conn.settimeout(TIMEOUT)
                 buf = np.ones(nbytes // 8)  # preallocated and every page touched
@@ -498,8 +515,8 @@ def rss_table(results: dict, sizes: list[int], names: list[str]) -> str:
 
 # --- main ------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    if argv is None and len(sys.argv) == 6 and sys.argv[1] == "--floor-send":
-        return _floor_sender(*(int(a) for a in sys.argv[2:]))
+    if argv is None and len(sys.argv) in (6, 9) and sys.argv[1] == "--floor-send":
+        return _floor_sender(*(int(a) for a in sys.argv[2:6]), *sys.argv[6:])
     args = parse_args(__doc__, argv)
     sizes = list(QUICK_SIZES_MB if args.quick else SIZES_MB)
     names = runtimes(args)

@@ -31,6 +31,10 @@ of making connections. The best of ``--repeat`` repetitions is shown. Between
 repetitions of the transfers every future is released and the workers are seen to
 hold nothing.
 
+Table 3: the physical floor, a bare loopback socket between two processes (bench_data's,
+plain and wrapped in mutual TLS with the same certificates), against actorrt's bulk
+transfers: ``tls / tcp`` on the floor is what encryption alone allows on this machine.
+
 Table 1: actorrt over tls:// against dask over TLS (ratio = dask time / actorrt time,
 >1 = actorrt faster). Table 2: actorrt tls:// against actorrt tcp:// with
 ``tls / tcp`` = the tls figure / the tcp figure (a time ratio for the round trip,
@@ -354,6 +358,34 @@ def encryption_table(chosen: list[Workload], seconds: dict) -> str:
          f"bulk throughput (gather, worker->worker) over tls >= {THROUGHPUT_TARGET}x tcp")])
 
 
+def socket_floors(pki: Pki, mb: int, repeat: int) -> dict[str, float]:
+    """Seconds to move ``mb`` MB over a bare loopback socket, plain and in mutual TLS
+    with the same certificates: what encryption alone costs on this machine."""
+    from bench_data import floor_seconds
+    reps = max(repeat, 5)
+    return {"tcp": floor_seconds(mb * MB, reps), "tls": floor_seconds(mb * MB, reps, tls=(pki.ca, pki.cert, pki.key))}
+
+
+def floor_table(chosen: list[Workload], seconds: dict, floors: dict[str, float], mb: int) -> str:
+    def rate(t: float | None, size: float) -> str:
+        return "-" if t is None else f"{size / t:,.0f} MB/s"
+
+    tcp, tls = floors["tcp"], floors["tls"]
+    lines = [("socket floor", rate(tcp, mb), rate(tls, mb), f"{tcp / tls:.2f}x", "1.00x")]
+    for w in chosen:
+        if w.kind != "bulk":
+            continue
+        a_tcp, a_tls = seconds.get(("actorrt tcp", w.name)), seconds.get(("actorrt tls", w.name))
+        size = w.size / MB
+        lines.append((f"actorrt {w.name}", rate(a_tcp, size), rate(a_tls, size),
+                      "n/a" if not a_tcp or not a_tls else f"{a_tcp / a_tls:.2f}x",
+                      "n/a" if not a_tls else f"{(size / a_tls) / (mb / tls):.2f}x"))
+    return "\n".join([
+        format_columns(("transfer", "tcp://", "tls://", "tls / tcp", "tls ÷ tls floor"), lines),
+        ("tls / tcp on the floor is what encryption alone allows here: a tls / tcp target above it "
+         "cannot be met by any runtime using this machine's OpenSSL")])
+
+
 # --- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__, argv)
@@ -376,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
             for variant, make in variants:
                 run_variant(variant, make, chosen, args.repeat, seconds, errors)
                 gc.collect()
+        floor_mb = ARRAY_MB[1] if args.quick else ARRAY_MB[0]
+        floors = socket_floors(pki, floor_mb, args.repeat)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(f"# {time.perf_counter() - started:.1f} s in all", file=sys.stderr, flush=True)
@@ -391,6 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"the cost of encryption: actorrt over tls:// against actorrt over tcp:// ({shape})")
     print(encryption_table(chosen, seconds))
+    print()
+    print(f"against the physical floor: a bare loopback socket between two processes, {floor_mb} MB, "
+          "Python's ssl (OpenSSL) for tls")
+    print(floor_table(chosen, seconds, floors, floor_mb))
     if errors:
         print()
         print("errors:")
