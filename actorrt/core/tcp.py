@@ -30,6 +30,10 @@ logger = logging.getLogger("actorrt.comm")
 HANDSHAKE_TIMEOUT = 10.0
 # A peer that accepts no byte for this long while we have data for it is dropped.
 WRITE_STALL_TIMEOUT = 60.0
+# A peer is dropped when this many bytes of messages made for it (encoded here, not
+# views of values its sender holds anyway) wait unsent: it is not reading its replies,
+# and they would otherwise pile up in this process without bound.
+OUTBOX_LIMIT = 256 << 20
 # drain() waits above HIGH_WATER queued bytes, until the queue is under LOW_WATER.
 HIGH_WATER = 8 << 20
 LOW_WATER = 1 << 20
@@ -297,7 +301,9 @@ class TCPComm(Comm):
         self.last_sent = self._loop.time()
         lengths = [memoryview(f).nbytes for f in frames]
         header = encode_header(lengths)
-        self._writer.write([header, *frames], len(header) + sum(lengths))
+        # The header and the envelope are made for this send; the frames after them are
+        # the buffers of values their senders hold anyway.
+        self._writer.write([header, *frames], len(header) + sum(lengths), owned=2)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -402,15 +408,22 @@ class _SocketWriter:
         self._on_error = on_error
         self._stall_timeout = stall_timeout
         self._queue: collections.deque[memoryview] = collections.deque()
+        # Whether each queued view is of bytes made for this peer (counted in ``owned``)
+        # rather than of a value its sender holds anyway (a result's buffer).
+        self._owned_flags: collections.deque[bool] = collections.deque()
         self.buffered = 0
+        self.owned = 0
         self._waiting = False  # registered for writability
         self._drainers: list[asyncio.Future[None]] = []
         self._progress = 0  # bytes sent in all: the stall watchdog compares it
         self._watchdog: asyncio.TimerHandle | None = None
         self._close_after = False
 
-    def write(self, buffers: list, total: int) -> None:
-        """Queue ``buffers`` (``total`` bytes in all) and send what the socket takes now."""
+    def write(self, buffers: list, total: int, owned: int | None = None) -> None:
+        """Queue ``buffers`` (``total`` bytes in all) and send what the socket takes now.
+
+        The first ``owned`` buffers (all by default) were made for this peer: unsent,
+        they count against OUTBOX_LIMIT; the others are views of values held anyway."""
         if self._sock is None:
             return
         if not self._queue and total <= SMALL_WRITE_BYTES:
@@ -428,12 +441,22 @@ class _SocketWriter:
             self._progress += n
             if n == len(data):
                 return
-            buffers = [memoryview(data)[n:]]
-        for b in buffers:
+            buffers, owned = [memoryview(data)[n:]], None  # (joined: all of it is a copy)
+        queue, flags = self._queue, self._owned_flags
+        for i, b in enumerate(buffers):
             view = b if type(b) is memoryview else memoryview(b)
             if view.nbytes:
-                self._queue.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+                queue.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+                mine = owned is None or i < owned
+                flags.append(mine)
                 self.buffered += view.nbytes
+                if mine:
+                    self.owned += view.nbytes
+        if self.owned > OUTBOX_LIMIT:
+            self._fail(CommClosedError(
+                f"peer is not reading: {self.owned} bytes of messages for it wait unsent (the limit is "
+                f"{OUTBOX_LIMIT}); dropping the connection"))
+            return
         if not self._waiting:
             self._send()
 
@@ -454,13 +477,18 @@ class _SocketWriter:
                 return
             self._progress += n
             self.buffered -= n
+            flags = self._owned_flags
             while n:
                 head = queue[0]
                 if n >= head.nbytes:
                     n -= head.nbytes
                     queue.popleft()
+                    if flags.popleft():
+                        self.owned -= head.nbytes
                 else:
                     queue[0] = head[n:]
+                    if flags[0]:
+                        self.owned -= n
                     n = 0
         if queue:
             if not self._waiting:
@@ -526,7 +554,8 @@ class _SocketWriter:
             self._waiting = False
             self._loop.remove_writer(self._fd)
         self._queue.clear()
-        self.buffered = 0
+        self._owned_flags.clear()
+        self.buffered = self.owned = 0
         sock.close()
         self._wake_drainers()
 
