@@ -449,13 +449,14 @@ class Worker(Actor):
             self._tell_scheduler("tasks_done", finished=finished, erred=erred, memory=memory)
 
     def _memory_news(self) -> list | None:
-        """The memory report, when storing these results changed what is in memory or
-        on disk: it rides with them, so the scheduler's view of spilled bytes is as
-        fresh as its view of the results (``scheduler_info()`` right after ``wait``)."""
-        report = self.memory_report()
+        """The memory report, when storing these results moved values to or from disk:
+        it rides with them, so the scheduler's view of spilled bytes is as fresh as its
+        view of the results (``scheduler_info()`` right after ``wait``). What is stored
+        the scheduler knows already; a report per batch would cost every small task."""
         sent = self._memory_sent
-        if sent is not None and report.managed == sent.managed and report.spilled == sent.spilled:
+        if self.data.slow_bytes == (sent.spilled if sent is not None else 0):
             return None
+        report = self.memory_report()
         self._memory_sent = report
         return list(report)
 
