@@ -108,3 +108,20 @@ async def test_progress_async(c, cluster):
 def test_non_futures_show_nothing():
     out = io.StringIO()
     assert progress([1, "a"], file=out) is None and out.getvalue() == ""
+
+
+def watch_progress_of_subtasks(n):
+    """In a task: submit subtasks and show their progress while they run."""
+    from actorrt import get_client, get_worker
+    client = get_client()
+    out = io.StringIO()
+    # On this very worker (one thread): they run only if the waiting task lets its slot go.
+    futures = client.map(lambda i: i * 2, range(n), pure=False, workers=[get_worker().address])
+    progress(futures, file=out)
+    return sum(client.gather(futures)), out.getvalue()
+
+
+def test_progress_in_a_task_gives_its_slot_back(client):
+    # One worker thread each: the subtasks need the very slot the waiting task holds.
+    total, text = client.submit(watch_progress_of_subtasks, 6, pure=False).result(timeout=30)
+    assert total == 30 and "6/6 done" in text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
 from typing import IO, Any
 
@@ -34,8 +33,8 @@ class Tracker:
         self.per_name: dict[str, list[int]] = {}  # name -> [done, total]
         for f in futures:
             self.per_name.setdefault(task_name(f.key), [0, 0])[1] += 1
-        self.cond = threading.Condition()
-        self._async_wakeups: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        # Set when a future is done; counting and drawing both happen on the loop.
+        self.changed: asyncio.Event | None = None
         self.start_time = time.monotonic()
 
     def watch(self, futures: list[Future]) -> None:
@@ -47,15 +46,12 @@ class Tracker:
             runtime.call_on(f.client.loop, f._state.add_callback, one_done)
 
     def _count(self, st: FutureState, name: str) -> None:
-        with self.cond:
-            self.done += 1
-            self.per_name[name][0] += 1
-            if st.status != "finished":
-                self.errors += 1
-            self.cond.notify_all()
-            wakeups = list(self._async_wakeups)
-        for loop, event in wakeups:
-            loop.call_soon_threadsafe(event.set)
+        self.done += 1
+        self.per_name[name][0] += 1
+        if st.status != "finished":
+            self.errors += 1
+        if self.changed is not None:
+            self.changed.set()
 
     @property
     def finished(self) -> bool:
@@ -81,9 +77,8 @@ class ProgressBar:
 
     def draw(self, final: bool = False) -> None:
         t = self.tracker
-        with t.cond:
-            done, errors = t.done, t.errors
-            per_name = {k: tuple(v) for k, v in t.per_name.items()}
+        done, errors = t.done, t.errors
+        per_name = {k: tuple(v) for k, v in t.per_name.items()}
         if self.tty:
             self._draw_tty(done, errors, per_name, final)
         else:
@@ -150,25 +145,14 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     tracker.watch(flat)
     if client.asynchronous:
         return _show_async(tracker, bar, interval)
-    _show(tracker, bar, interval)
+    # The one way a thread waits (runtime.block_on): inside a task its slot is given
+    # back meanwhile, and the bar is drawn on the loop, as for an asynchronous client.
+    client.sync(_show_async, tracker, bar, interval)
     return None
 
 
-def _show(tracker: Tracker, bar: ProgressBar, interval: float) -> None:
-    while True:
-        with tracker.cond:
-            if not tracker.finished:
-                tracker.cond.wait(interval)
-            finished = tracker.finished
-        bar.draw(final=finished)
-        if finished:
-            return
-
-
 async def _show_async(tracker: Tracker, bar: ProgressBar, interval: float) -> None:
-    event = asyncio.Event()
-    with tracker.cond:
-        tracker._async_wakeups.append((asyncio.get_running_loop(), event))
+    tracker.changed = event = asyncio.Event()
     while True:
         if not tracker.finished:
             try:
