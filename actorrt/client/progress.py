@@ -143,12 +143,10 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     tracker = Tracker(flat)
     bar = ProgressBar(tracker, file=file, multi=multi)
     tracker.watch(flat)
-    if client.asynchronous:
-        return _show_async(tracker, bar, interval)
-    # The one way a thread waits (runtime.block_on): inside a task its slot is given
-    # back meanwhile, and the bar is drawn on the loop, as for an asynchronous client.
-    client.sync(_show_async, tracker, bar, interval)
-    return None
+    # One face for both: an awaitable on an asynchronous client; else the one way a
+    # thread waits (runtime.block_on), giving a task's slot back meanwhile. The bar is
+    # drawn on the loop either way.
+    return client.sync(_show_async, tracker, bar, interval)
 
 
 async def _show_async(tracker: Tracker, bar: ProgressBar, interval: float) -> None:
