@@ -323,3 +323,19 @@ def test_the_allocator_can_be_tuned_here():
     if sys.platform.startswith("linux") and "libc.so.6" in maps:  # glibc
         assert tune_allocator()
     release_free_memory()  # never fails, wherever it runs
+
+
+def test_the_spill_directory_is_made_at_the_first_spill_only(tmp_path, caplog):
+    made = []
+
+    def make():
+        made.append(1)
+        return make_spill_directory(str(tmp_path))
+    buf = SpillBuffer(None, target=100, make_directory=make)
+    buf.put("a", b"a", 50)
+    assert made == [] and buf.directory is None  # under the target: nothing made
+    buf.put("b", b"b" * 100, 100)
+    assert made == [1] and buf.is_spilled("a") and os.path.isdir(buf.directory)
+    failing = SpillBuffer(None, target=10, make_directory=lambda: None)
+    failing.put("x", b"x" * 20, 20)
+    assert failing.in_memory("x") and "no spill directory" in caplog.text

@@ -488,7 +488,7 @@ def _spill_buffer(limit: int | None, settings: MemorySettings, local_directory: 
     if limit is None or (settings.target is None and settings.spill is None):
         return SpillBuffer()
     target = int(settings.target * limit) if settings.target is not None else None
-    return SpillBuffer(make_spill_directory(local_directory), target, limit=limit)
+    return SpillBuffer(None, target, limit=limit, make_directory=lambda: make_spill_directory(local_directory))
 
 
 def default_listen_address(scheduler_address: str, port: int = 0) -> str:

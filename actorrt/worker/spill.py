@@ -25,7 +25,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from ..core import Pickled
@@ -58,8 +58,11 @@ class SpillBuffer(MutableMapping):
     """
 
     def __init__(self, directory: str | None = None, target: int | None = None, *,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, make_directory: Callable[[], str | None] | None = None) -> None:
         self.directory = directory
+        # Made at the first spill, not before: most workers never spill, and a directory
+        # per worker (per test cluster) would litter the temporary directory.
+        self._make_directory = make_directory
         self.target = target
         self.limit = limit  # the worker's whole limit: a single value past it is warned about
         self.fast: dict[str, Any] = {}       # in memory; insertion order = use order
@@ -184,7 +187,7 @@ class SpillBuffer(MutableMapping):
                 return
 
     def _can_spill(self) -> bool:
-        return self.directory is not None and self.disabled_reason is None
+        return (self.directory is not None or self._make_directory is not None) and self.disabled_reason is None
 
     def _spill(self, key: str) -> bool:
         """Write ``key``'s value to disk and drop it from memory; False if it stays."""
@@ -196,7 +199,12 @@ class SpillBuffer(MutableMapping):
             logger.warning("cannot spill %r to disk (%s): it stays in memory", key, e)
             self.pinned.add(key)
             return False
-        assert self.directory is not None
+        if self.directory is None:
+            assert self._make_directory is not None
+            self.directory = self._make_directory()
+            if self.directory is None:
+                self._disable("there is no spill directory (see the error above)")
+                return False
         self._files += 1
         path = os.path.join(self.directory, f"{self._files}.spill")
         try:
