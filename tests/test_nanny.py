@@ -14,7 +14,7 @@ import pytest
 from actorrt import CancelledError, Client, KilledWorker, LocalCluster
 from actorrt.core import ActorRef
 from actorrt.deploy import cli
-from actorrt.deploy.nanny import RESTART_EXIT_CODE, Exit, after_exit, describe_exit, exit_status
+from actorrt.deploy.nanny import MAX_EARLY_RESTARTS, RESTART_EXIT_CODE, Exit, after_exit, describe_exit, exit_status
 from actorrt.protocol import WORKER_ID
 from actorrt.testing import wait_until
 from actorrt.worker.memory import MemorySettings, process_rss, spill_space, system_memory
@@ -72,19 +72,21 @@ def _cluster(n=2, **kwargs):
 
 # --- the decision after a worker process ends (no processes) ----------------------------------
 
-@pytest.mark.parametrize("code, registered, stopping, expected", [
-    (-9, True, False, None),                 # killed: restart
-    (1, True, False, None),                  # crashed: restart
-    (RESTART_EXIT_CODE, True, False, None),  # asked to: restart
-    (0, True, False, 0),                     # closed by its scheduler / gave up on it: done
-    (1, False, False, 1),                    # never registered: an error, not a loop
-    (-9, False, False, 137),
-    (0, False, False, 0),
-    (-15, True, True, 0),                    # the nanny was told to stop
-    (RESTART_EXIT_CODE, True, True, 0),
+@pytest.mark.parametrize("code, registered, stopping, early, expected", [
+    (-9, True, False, 0, None),                 # killed: restart
+    (1, True, False, 0, None),                  # crashed: restart
+    (RESTART_EXIT_CODE, True, False, 0, None),  # asked to: restart
+    (0, True, False, 0, 0),                     # closed by its scheduler / gave up on it: done
+    (1, False, False, 1, 1),                    # never registered: an error, not a loop
+    (-9, False, False, 1, None),                # killed while starting: once more
+    (-9, False, False, MAX_EARLY_RESTARTS, None),
+    (-9, False, False, MAX_EARLY_RESTARTS + 1, 137),  # killed as it starts, every time: give up
+    (0, False, False, 1, 0),
+    (-15, True, True, 0, 0),                    # the nanny was told to stop
+    (RESTART_EXIT_CODE, True, True, 0, 0),
 ])
-def test_after_exit(code, registered, stopping, expected):
-    assert after_exit(Exit(pid=1, code=code, registered=registered), stopping) == expected
+def test_after_exit(code, registered, stopping, early, expected):
+    assert after_exit(Exit(pid=1, code=code, registered=registered), stopping, early) == expected
 
 
 def test_exit_descriptions():
@@ -322,9 +324,23 @@ def _cli_worker(cluster, *flags, secret=None, **popen):
 
 
 def _one_worker(cluster, timeout=20):
+    """The one worker registered with ``cluster``'s scheduler, once it has also told its
+    nanny so (killed before that, it would count as a worker that never joined)."""
     wait_until(lambda: len(cluster.scheduler.worker_info) == 1, timeout=timeout)
     [(address, info)] = dict(cluster.scheduler.worker_info).items()
+    _past_registration(cluster, address)
     return address, info
+
+
+def _past_registration(cluster, address):
+    """Two replies from the worker in a row. The scheduler hears of a registration a
+    moment before the worker's start-up resumes and writes to its nanny's pipe; that
+    step is already queued on the worker's loop when the first ask arrives, so it has
+    run by the time the second one is answered."""
+    async def ask_twice():
+        for _ in range(2):
+            await cluster.scheduler_host.ask(ActorRef(address, WORKER_ID), "identity")
+    cluster._loop_runner.run(ask_twice, timeout=20)
 
 
 def _reap(proc):

@@ -48,6 +48,10 @@ RESTART_EXIT_CODE = 75
 READY_FD_ENV = "ACTORRT_NANNY_READY_FD"
 NANNY_PID_ENV = "ACTORRT_NANNY_PID"
 
+#: Workers in a row killed by a signal before they registered that are started again;
+#: past that the nanny gives up (something kills every new worker as it starts).
+MAX_EARLY_RESTARTS = 3
+
 #: Seconds between two samples of the worker's resident memory.
 SAMPLE_INTERVAL = 0.2
 #: Seconds a worker has to stop after the nanny forwarded SIGTERM/SIGINT, before SIGKILL.
@@ -66,12 +70,17 @@ class Exit:
     registered: bool  # it had told the nanny it registered with its scheduler
 
 
-def after_exit(exit: Exit, stopping: bool) -> int | None:
+def after_exit(exit: Exit, stopping: bool, early_deaths: int = 0) -> int | None:
     """What the nanny does when its worker process has ended: None to start a new one,
-    else the nanny's own exit code."""
+    else the nanny's own exit code. ``early_deaths``: how many workers in a row, this
+    one included, died before they registered."""
     if stopping:
         return 0
     if not exit.registered:
+        if exit.code < 0 and early_deaths <= MAX_EARLY_RESTARTS:
+            # Killed by a signal while starting, or in the instant between its
+            # registration and its word to us: nothing says a new one would fail.
+            return None
         # It never joined (a wrong address, a refused secret): a new one would fail the
         # same way, so the failure is the nanny's, with the worker's code.
         return exit_status(exit.code)
@@ -127,11 +136,13 @@ class Nanny:
         loop = asyncio.get_running_loop()
         self._child_event = asyncio.Event()
         signals = self._install_signals(loop)
+        early_deaths = 0
         try:
             while not self.stopping:
                 exit = await self._run_worker()
                 self._remove_spill(exit.pid)
-                status = after_exit(exit, self.stopping)
+                early_deaths = 0 if exit.registered else early_deaths + 1
+                status = after_exit(exit, self.stopping, early_deaths)
                 if status is not None:
                     return status
                 self.restarts += 1
@@ -392,5 +403,5 @@ class NannyLink:
             await asyncio.sleep(interval)
 
 
-__all__ = ["Exit", "Nanny", "NannyLink", "RESTART_EXIT_CODE", "after_exit", "describe_exit", "die_with_parent",
+__all__ = ["Exit", "MAX_EARLY_RESTARTS", "Nanny", "NannyLink", "RESTART_EXIT_CODE", "after_exit", "describe_exit", "die_with_parent",
            "exit_status"]
