@@ -8,7 +8,8 @@ real worker as its child (the same command with ``--no-nanny``) and
   :data:`RESTART_EXIT_CODE`);
 * exits 0 when the worker exits 0: closed by its scheduler, or gone after losing it for
   ``--death-timeout``; and exits with the worker's code when it fails before it ever
-  registered (a wrong address, a refused secret): an error, not a restart loop;
+  registered (a wrong address, a refused secret): an error, not a restart loop (a
+  worker *killed* while starting is started again, up to MAX_EARLY_RESTARTS in a row);
 * samples the worker's resident memory a few times a second and kills and restarts
   it past ``terminate * memory_limit``;
 * forwards SIGTERM and SIGINT to the worker, waits for it and exits, and leaves no
