@@ -288,24 +288,25 @@ def check_missing(missing: dict) -> None:
 
 class WorkerMemory(NamedTuple):
     """What a worker reports of its memory (``Scheduler.worker_memory``), in bytes:
-    results in memory, results spilled to disk (their size in memory), the process's
-    resident size (None where it cannot be measured), its limit (None: none), and
-    whether it is paused for memory."""
+    results in memory, results spilled to disk (their size in memory, and the files'
+    size), the process's resident size (None where it cannot be measured), its limit
+    (None: none), and whether it is paused for memory."""
     managed: int
     spilled: int
+    spilled_disk: int
     rss: int | None
     limit: int | None
     paused: bool
 
 
-_MEMORY_SHAPE = ("[managed: int >= 0, spilled: int >= 0, rss: int >= 0 or None, limit: int >= 0 or None, "
-                 "paused: bool]")
+_MEMORY_SHAPE = ("[managed: int >= 0, spilled: int >= 0, spilled on disk: int >= 0, rss: int >= 0 or None, "
+                 "limit: int >= 0 or None, paused: bool]")
 
 
 def decode_memory(memory: Any, op: str = "Scheduler.worker_memory") -> WorkerMemory:
-    if (type(memory) is not list or len(memory) != 5 or not is_count(memory[0]) or not is_count(memory[1])
-            or not (memory[2] is None or is_count(memory[2])) or not (memory[3] is None or is_count(memory[3]))
-            or type(memory[4]) is not bool):
+    if (type(memory) is not list or len(memory) != 6 or not all(is_count(m) for m in memory[:3])
+            or not (memory[3] is None or is_count(memory[3])) or not (memory[4] is None or is_count(memory[4]))
+            or type(memory[5]) is not bool):
         raise BadMessageError(f"{op}: field 'memory' must be {_MEMORY_SHAPE}, "
                               f"got {memory!r:.200}")
     return WorkerMemory(*memory)

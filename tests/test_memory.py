@@ -116,6 +116,9 @@ def test_scheduler_info_shows_managed_spilled_and_the_limit(tmp_path):
             assert m["limit"] == 8 * MB
             assert m["managed"] + m["spilled"] == 10 * MB
             assert m["spilled"] == worker.data.slow_bytes and m["paused"] is False
+            assert m["spilled_disk"] >= m["spilled"]  # the files: the values' bytes and a header each
+            info = (await client.scheduler_info())["workers"][worker.address]
+            assert info["metrics"]["spilled_bytes"] == {"memory": m["spilled"], "disk": m["spilled_disk"]}
             assert m["rss"] > 0 and m["unmanaged"] >= 0
     asyncio.run(main())
 

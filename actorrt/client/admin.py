@@ -340,7 +340,8 @@ def _worker_entry(address: str, info: dict) -> dict:
             # lengths, else an estimate); spilled: those on disk; rss: the process.
             "memory": memory,
             "metrics": {"managed_bytes": memory.get("managed", 0), "memory": memory.get("rss") or 0,
-                        "spilled_bytes": {"memory": memory.get("spilled", 0)}}}
+                        "spilled_bytes": {"memory": memory.get("spilled", 0),
+                                          "disk": memory.get("spilled_disk", 0)}}}
 
 
 

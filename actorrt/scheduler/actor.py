@@ -174,11 +174,12 @@ class Scheduler(Actor):
         stored = ws.managed_bytes if ws is not None else 0
         report = self.worker_info.get(address, {}).get("memory")
         if report is None:
-            return {"managed": stored, "spilled": 0, "rss": None, "unmanaged": None, "limit": None,
-                    "paused": False}
+            return {"managed": stored, "spilled": 0, "spilled_disk": 0, "rss": None, "unmanaged": None,
+                    "limit": None, "paused": False}
         unmanaged = None if report.rss is None else max(0, report.rss - report.managed)
-        return {"managed": max(0, stored - report.spilled), "spilled": report.spilled, "rss": report.rss,
-                "unmanaged": unmanaged, "limit": report.limit, "paused": report.paused}
+        return {"managed": max(0, stored - report.spilled), "spilled": report.spilled,
+                "spilled_disk": report.spilled_disk, "rss": report.rss, "unmanaged": unmanaged,
+                "limit": report.limit, "paused": report.paused}
 
     def handle_wait_for_workers(self, n: int, reply: Reply) -> None:
         self._worker_waiters.append((n, reply))

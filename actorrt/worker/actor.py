@@ -277,7 +277,8 @@ class Worker(Actor):
     def memory_report(self) -> WorkerMemory:
         paused = self.monitor.paused if self.monitor is not None else False
         rss = self.monitor.rss if self.monitor is not None else None
-        return WorkerMemory(self.data.fast_bytes, self.data.slow_bytes, rss, self.memory_limit, paused)
+        data = self.data
+        return WorkerMemory(data.fast_bytes, data.slow_bytes, data.disk_bytes, rss, self.memory_limit, paused)
 
     def _paused(self, paused: bool) -> None:
         """The monitor paused the worker for memory, or resumed it: queued tasks wait

@@ -53,7 +53,8 @@ class SpillBuffer(MutableMapping):
 
     ``target``: bytes of values kept in memory before the least recently used spill
     (None: spill only when :meth:`evict` is called). ``directory``: where spill files
-    go; None keeps everything in memory. Values that cannot be pickled, and values
+    go, or ``make_directory()`` makes it at the first spill; with neither, everything
+    stays in memory. Values that cannot be pickled, and values
     marked unspillable (an actor's handle), stay in memory whatever the size.
     """
 
@@ -154,11 +155,6 @@ class SpillBuffer(MutableMapping):
                 f"{len(self.slow)} on disk ({format_bytes(self.slow_bytes)})>")
 
     # --------------------------------------------------------------- spilling
-    def nbytes(self, key: str) -> int:
-        if key in self.fast_sizes:
-            return self.fast_sizes[key]
-        return self.slow[key][1]
-
     def is_spilled(self, key: str) -> bool:
         return key in self.slow
 
