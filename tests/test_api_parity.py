@@ -283,6 +283,16 @@ def test_restart_cancels_futures_and_replaces_in_process_workers(client):
     assert again.key == done.key and again.result() == 2
 
 
+def test_restart_without_waiting_replaces_in_process_workers_behind_the_call(client):
+    f = client.submit(inc, 1)
+    f.result()
+    before = set(client.nthreads())
+    client.restart(wait_for_workers=False)
+    assert f.cancelled()
+    wait_until(lambda: len(client.nthreads()) == 2 and not set(client.nthreads()) & before, timeout=20)
+    assert client.submit(inc, 2).result(timeout=20) == 3
+
+
 def test_restart_worker_processes():
     with Client(n_workers=1, threads_per_worker=1, processes=True, set_as_default=False) as c:
         [pid] = c.run(os.getpid).values()

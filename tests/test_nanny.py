@@ -270,6 +270,22 @@ def test_client_restart_through_nannies_with_only_the_scheduler_address():
         assert client.submit(inc, 2).result(timeout=20) == 3
 
 
+def test_restart_without_waiting_for_workers_returns_before_they_are_back():
+    with _cluster(2) as cluster, Client(cluster, set_as_default=False) as client:
+        f = client.submit(inc, 1)
+        assert f.result() == 2
+        before = by_name(cluster)
+        client.restart(timeout=30, wait_for_workers=False)
+        assert f.cancelled()
+        # Told, not waited for: a new worker process takes far longer to start than the
+        # reply took to come back.
+        now = by_name(cluster)
+        assert any(now.get(n, (None,))[0] in (None, before[n][0]) for n in before)
+        wait_until(lambda: set(by_name(cluster)) == set(before)
+                   and all(by_name(cluster)[n][0] != before[n][0] for n in before), timeout=30)
+        assert client.submit(inc, 2).result(timeout=20) == 3
+
+
 def test_restart_workers_restarts_only_those_named():
     with _cluster(2) as cluster, Client(cluster, set_as_default=False) as client:
         x = client.submit(make_bytes, 10_000, pure=False)

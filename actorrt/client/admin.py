@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import platform
 import sys
@@ -23,6 +24,8 @@ from ..spec import pack_args
 from .datasets import NO_DEFAULT
 from .future import Future, futures_of
 from .part import ClientPart
+
+logger = logging.getLogger("actorrt.client")
 
 if TYPE_CHECKING:
     from .client import Client
@@ -167,7 +170,9 @@ class AdminMethods(ClientPart):
         its workers and starts new ones; in-process workers are replaced, but a task
         still running on one of their threads cannot be killed and finishes unseen.
         Without either, ``RuntimeError``, and nothing is cancelled.
-        ``wait_for_workers`` is accepted for dask; the workers are always waited for.
+        With ``wait_for_workers=False`` it returns once the futures are cancelled and the
+        workers are told to restart (or, through the cluster object, their replacement
+        has begun), without waiting for them to be back.
         """
         return self.sync(_restart, self, timeout, wait_for_workers)
 
@@ -452,10 +457,14 @@ async def _restart(client: "Client", timeout: float | None, wait_for_workers: bo
     await client.host.ask(client.scheduler, "who_has", keys=[])
     _cancel_local_futures(client, reason)
     if through_nannies:
-        _raise_for_errors(await _ask_restart_workers(client, sorted(info), timeout))
+        _raise_for_errors(await _ask_restart_workers(client, sorted(info), timeout, wait=wait_for_workers))
         return
     n = len(cluster.workers)
-    await asyncio.wait_for(_replace_workers(cluster, n), timeout)
+    if wait_for_workers:
+        await asyncio.wait_for(_replace_workers(cluster, n), timeout)
+    else:
+        replacing = asyncio.ensure_future(_replace_workers(cluster, n))
+        replacing.add_done_callback(_log_failed_replacement)
 
 
 
@@ -486,9 +495,11 @@ async def _restart_workers(client: "Client", workers: Any, timeout: float | None
 
 
 
-async def _ask_restart_workers(client: "Client", addresses: list[str], timeout: float | None) -> dict:
+async def _ask_restart_workers(client: "Client", addresses: list[str], timeout: float | None,
+                               wait: bool = True) -> dict:
     """``{address: "OK" | exception}`` from the scheduler's restart_workers."""
-    replies = await client.host.ask(client.scheduler, "restart_workers", addresses=addresses, timeout=timeout)
+    replies = await client.host.ask(client.scheduler, "restart_workers", addresses=addresses, timeout=timeout,
+                                    wait=wait)
     return {a: r if r == "OK" else (TimeoutError if r[0] == "timeout" else RuntimeError)(r[1])
             for a, r in replies.items()}
 
@@ -504,8 +515,18 @@ def _raise_for_errors(results: dict) -> None:
 
 
 
+def _log_failed_replacement(task: "asyncio.Future[None]") -> None:
+    """No one waits for a replacement started with ``restart(wait_for_workers=False)``:
+    its failure goes to the log rather than nowhere."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("restart(wait_for_workers=False): replacing the workers failed: %r", task.exception())
+
+
+
 async def _replace_workers(cluster: Any, n: int) -> None:
     await cluster._scale_async(0)
+    if cluster.status in ("closing", "closed"):  # closed meanwhile (a restart not waited for)
+        return
     await cluster._scale_async(n)
 
 

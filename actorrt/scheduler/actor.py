@@ -301,14 +301,16 @@ class Scheduler(Actor):
         self._apply(self.state.stimulus_cancel(keys, reason, self._sid("restart")))
         return len(keys)
 
-    async def handle_restart_workers(self, addresses: list, timeout: float | None = None) -> dict:
+    async def handle_restart_workers(self, addresses: list, timeout: float | None = None,
+                                     wait: bool = True) -> dict:
         """Restart these workers through their nannies (restarts.py): ``{address: "OK" |
-        [kind, message]}`` once each is back under its name, or ``timeout`` passed."""
+        [kind, message]}`` once each is back under its name, or ``timeout`` passed (with
+        ``wait=False``, once each was told)."""
         keys_field("restart_workers", addresses, "addresses")
         if timeout is not None and not timeout > 0:
             raise BadMessageError(f"Scheduler.restart_workers: 'timeout' must be positive, got {timeout!r}")
         return await self.restarts.restart(list(addresses), self.worker_info, self._tell_restart,
-                                           RESTART_TIMEOUT if timeout is None else timeout)
+                                           RESTART_TIMEOUT if timeout is None else timeout, wait)
 
     def _tell_restart(self, address: str) -> None:
         self.host.tell(ActorRef(address, WORKER_ID), "restart")

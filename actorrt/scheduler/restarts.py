@@ -33,10 +33,11 @@ class Restarts:
             self._waiting.pop(name, None)
 
     async def restart(self, addresses: list[str], worker_info: dict[str, dict],
-                      tell_restart: Callable[[str], None], timeout: float) -> dict[str, object]:
+                      tell_restart: Callable[[str], None], timeout: float, wait: bool = True) -> dict[str, object]:
         """Restart each worker in ``addresses``; ``{address: "OK" | [kind, message]}`` once
-        each is back or ``timeout`` seconds passed. ``kind`` is ``"timeout"`` or ``"error"``
-        (no such worker, no nanny); one worker's error does not hold the others back."""
+        each is back or ``timeout`` seconds passed (with ``wait=False``, once each was
+        told). ``kind`` is ``"timeout"`` or ``"error"`` (no such worker, no nanny); one
+        worker's error does not hold the others back."""
         results: dict[str, object] = {}
         pending: dict[str, tuple[str, asyncio.Future[None]]] = {}
         loop = asyncio.get_running_loop()
@@ -55,6 +56,11 @@ class Restarts:
                 results[address] = ["error", f"could not tell worker {address} to restart: {e}"]
                 continue
             pending[address] = (name, fut)
+        if pending and not wait:
+            for address, (name, fut) in pending.items():
+                self._forget(name, fut)
+                results[address] = "OK"
+            return results
         if pending:
             await asyncio.wait([fut for _, fut in pending.values()], timeout=timeout)
         for address, (name, fut) in pending.items():
