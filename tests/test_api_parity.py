@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 import actorrt
-from actorrt import CancelledError, Client, default_client, get_client, get_worker
+from actorrt import CancelledError, Client, LocalCluster, default_client, get_client, get_worker
 from actorrt.client.compat import ResourcesNotEnforcedWarning
 from actorrt.testing import gen_cluster, wait_until
 
@@ -479,3 +479,13 @@ def test_positional_arguments_follow_dask(client):
     assert sem.acquire(1) is True
     assert sem.acquire(0.05) is False  # a timeout, not 'blocking'
     sem.release()
+
+
+def test_a_closing_cluster_starts_no_worker():
+    async def main():
+        cluster = await LocalCluster(1, 1, processes=False, asynchronous=True, dashboard_address=None)
+        await cluster._close_async()
+        with pytest.raises(RuntimeError, match="cluster is closed"):
+            await cluster._scale_async(2)
+        assert not cluster.workers
+    asyncio.run(main())

@@ -527,7 +527,7 @@ async def _replace_workers(cluster: Any, n: int) -> None:
     await cluster._scale_async(0)
     if cluster.status in ("closing", "closed"):  # closed meanwhile (a restart not waited for)
         return
-    await cluster._scale_async(n)
+    await cluster._scale_async(n)  # (a close from here on stops it: LocalCluster starts nothing then)
 
 
 

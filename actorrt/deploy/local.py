@@ -240,6 +240,9 @@ class LocalCluster:
         return self._sync(self._start_worker, nthreads or ncores or self.threads_per_worker)
 
     async def _start_worker(self, nthreads: int) -> str:
+        if self.status in ("closing", "closed"):
+            # (a restart not waited for may still be scaling up): nothing may outlive close
+            raise RuntimeError(f"cannot start a worker: the cluster is {self.status}")
         name = str(next(self._names))
         address = self.scheduler_address
         if not self.processes:
