@@ -313,7 +313,7 @@ def decode_memory(memory: Any, op: str = "Scheduler.worker_memory") -> WorkerMem
 
 
 def keys_field(op: str, keys: Any, field: str = "keys") -> "list[Any] | tuple[Any, ...]":
-    """A list of str keys (``None`` stays None where the op allows it)."""
+    """A list of str keys (an op that allows None replaces it before asking)."""
     return str_list(f"Scheduler.{op}", field, keys)
 
 

@@ -219,13 +219,13 @@ S = MemorySettings()
     (50, None, False), (65, None, False), (75, 60, False), (85, 60, True), (99, 60, True),
 ])
 def test_decide_spills_past_spill_and_pauses_past_pause(rss, spill_to, paused):
-    d = decide(rss, 100, S, False)
+    d = decide(rss, 100, S)
     assert (d.spill_to, d.paused) == (spill_to, paused)
 
 
 def test_decide_with_thresholds_off():
     off = MemorySettings(spill=None, pause=None)
-    d = decide(99, 100, off, True)
+    d = decide(99, 100, off)
     assert d.spill_to is None and not d.paused
 
 

@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import ssl
-import weakref
 from typing import Any, Callable
 
 from .addresses import advertised, is_loopback, is_wildcard
@@ -51,9 +50,9 @@ class Listener:
         self.shortcut = shortcut
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Accepted connections; those still in the handshake belong to nobody else.
-        self._accepted: weakref.WeakSet[TCPComm] = weakref.WeakSet()
-        self._pending: dict[TCPComm, None] = {}  # still in the handshake, oldest first
+        # Accepted connections still in the handshake, oldest first: they belong to
+        # nobody else yet (an open one is its host's).
+        self._pending: dict[TCPComm, None] = {}
         self._tls = False  # set by start(): the scheme listened on, whatever is advertised
         self._dropped_handshakes = 0
 
@@ -103,7 +102,6 @@ class Listener:
                 conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             comm = TCPComm(conn, self.address, self.secret, self.ref_type, self.max_frame_bytes,
                            on_open=self.on_comm, accepting=True)
-            self._accepted.add(comm)
             self._pending[comm] = None
             comm.ready.add_done_callback(functools.partial(self._handshake_over, comm))
             comm.start()
@@ -137,9 +135,8 @@ class Listener:
             assert self._loop is not None
             self._loop.remove_reader(sock.fileno())
             sock.close()
-        for comm in list(self._accepted):
-            if not comm.ready.done():  # opened ones are closed by their host
-                comm.close(CommClosedError(f"listener {self.address} stopped during the handshake"))
+        for comm in list(self._pending):  # (opened ones are closed by their host)
+            comm.close(CommClosedError(f"listener {self.address} stopped during the handshake"))
 
 
 def listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:

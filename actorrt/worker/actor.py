@@ -57,6 +57,8 @@ logger = logging.getLogger("actorrt.worker")
 # scheduler restart) before it stops; dask's --death-timeout.
 DEATH_TIMEOUT = 60.0
 
+_ABSENT = object()
+
 # Seconds between a worker's memory reports to the scheduler, at most (a pause or a
 # resume is told at once).
 MEMORY_REPORT_INTERVAL = 0.5
@@ -290,7 +292,7 @@ class Worker(Actor):
         self._report_memory(force=True)
 
     def _report_memory(self, force: bool = False) -> None:
-        """Tell the scheduler this worker's memory: at most every REPORT_INTERVAL
+        """Tell the scheduler this worker's memory: at most every MEMORY_REPORT_INTERVAL
         seconds, and only when it changed (a pause at once)."""
         if self._scheduler_comm is None:
             return  # not registered yet, or rejoining
@@ -407,10 +409,13 @@ class Worker(Actor):
         stays with its worker). Plain bytes, not a Pickled: a msgpack extension per
         task costs every hop a Python callback, which measured 25-45% of map+gather's
         throughput (protocol.Finished)."""
-        if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor" or not self.data.in_memory(r.key):
+        if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor":
+            return None
+        value = self.data.peek(r.key, _ABSENT)  # (one lookup; a spilled value is not loaded)
+        if value is _ABSENT:
             return None
         try:
-            blob = Pickled.dumps(self.data[r.key], what=f"result of {r.key!r}")
+            blob = Pickled.dumps(value, what=f"result of {r.key!r}")
         except Exception:
             return None  # fetched (and failing) the usual way, with the usual error
         if blob.buffers or len(blob.header) > INLINE_RESULT_BYTES:
@@ -458,7 +463,7 @@ class Worker(Actor):
         if self.data.slow_bytes == (sent.spilled if sent is not None else 0):
             return None
         report = self.memory_report()
-        self._memory_sent = report
+        self._memory_sent, self._memory_sent_at = report, asyncio.get_running_loop().time()
         return list(report)
 
 

@@ -9,6 +9,7 @@ it here, once, so ``"4GiB"`` means the same to ``LocalCluster``, ``Client`` and
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -194,6 +195,7 @@ _M_TRIM_THRESHOLD = -1
 TRIM_THRESHOLD = 64 * 1024
 
 
+@functools.cache
 def _libc():  # type: ignore[no-untyped-def]
     if not sys.platform.startswith("linux"):
         return None

@@ -42,15 +42,12 @@ class Decision:
     paused: bool
 
 
-def decide(rss: int, limit: int, settings: MemorySettings, paused: bool) -> Decision:
+def decide(rss: int, limit: int, settings: MemorySettings) -> Decision:
     """What a worker of ``limit`` bytes does when its process holds ``rss`` bytes."""
     spill_to = None
     if settings.spill is not None and rss > settings.spill * limit:
         spill_to = int((settings.target or settings.spill) * limit)
-    if settings.pause is not None:
-        paused = rss > settings.pause * limit
-    else:
-        paused = False
+    paused = settings.pause is not None and rss > settings.pause * limit
     return Decision(spill_to, paused)
 
 
@@ -123,10 +120,10 @@ class MemoryMonitor:
             assert self.limit is not None
             rss = self.rss = self._rss()
             if rss is not None:
-                decision = decide(rss, self.limit, self.settings, self.paused)
+                decision = decide(rss, self.limit, self.settings)
                 if decision.spill_to is not None:
                     rss = self.rss = self._spill_until(decision.spill_to, rss)
-                    decision = decide(rss, self.limit, self.settings, self.paused)
+                    decision = decide(rss, self.limit, self.settings)
                 self._set_paused(decision.paused, rss)
         else:
             self.rss = self._rss()

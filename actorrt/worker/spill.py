@@ -20,7 +20,6 @@ lost or read back from a partial file.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import shutil
 import struct
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from ..core import Pickled
+from ..core.framing import allocate
 from ..utils import sizeof
 from .memory import format_bytes, spill_space
 
@@ -39,9 +39,6 @@ logger = logging.getLogger("actorrt.worker.spill")
 _MAGIC = b"ARSPILL1"
 _COUNTS = struct.Struct("<8sIQ")
 _LENGTH = struct.Struct("<Q")
-
-# Buffers at least this large are read back into an anonymous mapping (_read_exact).
-_MAPPED_BYTES = 1 << 20
 
 # Bytes written per os.write call: a 1 GiB value goes out in slices of its own
 # memory, never as a copy.
@@ -145,8 +142,12 @@ class SpillBuffer(MutableMapping):
         self.fast_bytes = 0
 
     def close(self) -> None:
-        """Forget everything and remove the directory with whatever is left in it."""
+        """Forget everything and remove the directory with whatever is left in it.
+        Values stored after (a task that was still running) stay in memory: a new
+        directory would outlive the worker."""
         self.clear()
+        self._make_directory = None
+        self.disabled_reason = "the store is closed"
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -160,6 +161,11 @@ class SpillBuffer(MutableMapping):
 
     def in_memory(self, key: str) -> bool:
         return key in self.fast
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` if it is in memory, else ``default``: no load from
+        disk, and its place in the use order stays."""
+        return self.fast.get(key, default)
 
     def evict(self) -> int:
         """Spill the least recently used value that may go to disk; the bytes it held
@@ -303,23 +309,18 @@ def _read_file(path: str) -> Pickled:
     return Pickled(header, buffers)
 
 
-def _read_exact(f: Any, n: int) -> bytearray | mmap.mmap:
+def _read_exact(f: Any, n: int) -> Any:
     """``n`` bytes of ``f`` in a writable buffer (a numpy array loaded from it is
-    writable, as it was). A large one is an anonymous mapping: the kernel hands out
-    zeroed pages as the read fills them, where a bytearray would first be zeroed by a
-    pass of its own (a third of a reload's time, measured on 8 MiB values)."""
-    buf: bytearray | mmap.mmap = mmap.mmap(-1, n) if n >= _MAPPED_BYTES else bytearray(n)
-    view = memoryview(buf)
+    writable, as it was): the transport's own frame buffers (framing.allocate), whose
+    large ones are anonymous mappings without a zeroing pass of their own."""
+    view = allocate(n)
     done = 0
-    try:
-        while done < n:
-            got = f.readinto(view[done:])
-            if not got:
-                raise OSError(f"spill file {f.name} ends early: {done} of {n} bytes")
-            done += got
-    finally:
-        view.release()  # (an mmap with a view still exported could never be closed)
-    return buf
+    while done < n:
+        got = f.readinto(view[done:])
+        if not got:
+            raise OSError(f"spill file {f.name} ends early: {done} of {n} bytes")
+        done += got
+    return view
 
 
 def _remove(path: str) -> None:

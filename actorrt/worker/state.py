@@ -135,7 +135,7 @@ class KeyState:
     """What this worker knows of one key."""
 
     __slots__ = ("key", "state", "task", "job", "actor", "waiting_on", "waiters", "missing", "unmovable",
-                 "long_running", "copy", "uses", "nbytes", "batch")
+                 "long_running", "copy", "uses", "nbytes", "type", "batch")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -154,6 +154,7 @@ class KeyState:
         self.copy = False       # fetched from a peer: the scheduler does not know it is here
         self.uses = 0           # local tasks (waiting, executing) that take it as input
         self.nbytes = 0
+        self.type = ""          # the value's type name, as reported (read here: the store may be on disk)
         self.batch: int | None = None              # the transfer bringing it (fetch, flight)
 
     def __repr__(self) -> str:
@@ -262,8 +263,8 @@ class WorkerState:
         for key in keys:
             row = self.rows.get(key)
             if row is None:
-                self.data.pop(key, None)
-            elif row.state in _RUNS:
+                continue  # (nothing here: every value has a row, validate() says so)
+            if row.state in _RUNS:
                 self._drop_run(row, sid, out)
             elif row.state == "memory":
                 self._drop_value(row, sid, out)
@@ -333,8 +334,7 @@ class WorkerState:
         if row is not None and row.state == "memory":
             if task.actor is None:  # already here (e.g. recomputed elsewhere and copied)
                 row.copy = False  # the scheduler now knows it is here: ours
-                out.append(ReportFinished(key, row.nbytes, type(self.data.get(key)).__name__, None,
-                                          task.run_id))
+                out.append(ReportFinished(key, row.nbytes, row.type, None, task.run_id))
                 return
             # A copy of an actor's handle fetched as some task's input: the actor
             # itself is to be created here (a restart), not the copy reported.
@@ -463,6 +463,7 @@ class WorkerState:
                out: list[Instruction]) -> None:
         self.data.put(row.key, value, nbytes, spillable=row.actor is None)
         row.nbytes = nbytes
+        row.type = type(value).__name__
         row.copy = copy
         row.batch = None
         if row.state == "memory":
