@@ -72,3 +72,17 @@ def test_a_large_value_on_its_way_does_not_count_against_the_limit(monkeypatch):
             await asyncio.wait_for(a.ask(ref, "put", blob=b"y"), 20)
             assert sink.got == 3
     asyncio.run(main())
+
+
+def test_one_large_message_to_a_reading_peer_is_not_a_reason_to_drop_it(monkeypatch):
+    monkeypatch.setattr(tcp, "OUTBOX_LIMIT", 1 << 20)
+
+    async def main():
+        async with Host("tcp://127.0.0.1:0", shortcut=False) as a, Host("tcp://127.0.0.1:0", shortcut=False) as b:
+            sink = Sink()
+            ref = b.spawn(sink)
+            # in band: a list pickles into the envelope itself, 8 MiB of bytes made for b
+            await asyncio.wait_for(a.ask(ref, "put", blob=Pickled.dumps(list(range(1 << 20)))), 20)
+            await asyncio.wait_for(a.ask(ref, "put", blob=b"after"), 5)
+            assert sink.got == 2 and not a.comm_to(b.address).closed
+    asyncio.run(main())

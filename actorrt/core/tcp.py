@@ -30,10 +30,13 @@ logger = logging.getLogger("actorrt.comm")
 HANDSHAKE_TIMEOUT = 10.0
 # A peer that accepts no byte for this long while we have data for it is dropped.
 WRITE_STALL_TIMEOUT = 60.0
-# A peer is dropped when this many bytes of messages made for it (encoded here, not
-# views of values its sender holds anyway) wait unsent: it is not reading its replies,
-# and they would otherwise pile up in this process without bound.
+# A peer is dropped when more than OUTBOX_LIMIT bytes of messages made for it (encoded
+# here, not views of values its sender holds anyway) wait unsent and that backlog has
+# not shrunk OUTBOX_GRACE seconds later: it is not reading its replies, and they would
+# pile up in this process without bound. (One large message on its way to a reader
+# shrinks as it goes, and is never a reason.)
 OUTBOX_LIMIT = 256 << 20
+OUTBOX_GRACE = 3.0
 # drain() waits above HIGH_WATER queued bytes, until the queue is under LOW_WATER.
 HIGH_WATER = 8 << 20
 LOW_WATER = 1 << 20
@@ -417,6 +420,7 @@ class _SocketWriter:
         self._drainers: list[asyncio.Future[None]] = []
         self._progress = 0  # bytes sent in all: the stall watchdog compares it
         self._watchdog: asyncio.TimerHandle | None = None
+        self._backlog_check: asyncio.TimerHandle | None = None  # while over OUTBOX_LIMIT
         self._close_after = False
 
     def write(self, buffers: list, total: int, owned: int | None = None) -> None:
@@ -452,13 +456,21 @@ class _SocketWriter:
                 self.buffered += view.nbytes
                 if mine:
                     self.owned += view.nbytes
-        if self.owned > OUTBOX_LIMIT:
-            self._fail(CommClosedError(
-                f"peer is not reading: {self.owned} bytes of messages for it wait unsent (the limit is "
-                f"{OUTBOX_LIMIT}); dropping the connection"))
-            return
         if not self._waiting:
             self._send()
+        if self.owned > OUTBOX_LIMIT and self._backlog_check is None and self._sock is not None:
+            self._backlog_check = self._loop.call_later(OUTBOX_GRACE, self._check_backlog, self.owned)
+
+    def _check_backlog(self, before: int) -> None:
+        self._backlog_check = None
+        if self._sock is None or self.owned <= OUTBOX_LIMIT:
+            return
+        if self.owned >= before:
+            self._fail(CommClosedError(
+                f"peer is not reading: {self.owned} bytes of messages for it wait unsent, more than "
+                f"{OUTBOX_LIMIT}, and none went in {OUTBOX_GRACE:g} s; dropping the connection"))
+            return
+        self._backlog_check = self._loop.call_later(OUTBOX_GRACE, self._check_backlog, self.owned)
 
     def _send(self) -> None:
         sock, queue = self._sock, self._queue
@@ -548,6 +560,9 @@ class _SocketWriter:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        if self._backlog_check is not None:
+            self._backlog_check.cancel()
+            self._backlog_check = None
         if sock is None:
             return
         if self._waiting:
