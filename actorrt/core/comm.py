@@ -2,9 +2,10 @@
 
 One contract, two transports:
 
-* ``tcp://host:port`` on a non-blocking socket driven by the event loop's selector
-  (``TCPComm``): messages sent in one loop turn go out as one framed batch (layout in
-  ``framing``), large buffers are sent from their own memory and received in place;
+* ``tcp://host:port`` (and ``tls://``) on a non-blocking socket driven by the event
+  loop's selector (``TCPComm``, in ``tcp.py``; listening and dialling in
+  ``listener.py``): messages sent in one loop turn go out as one framed batch (layout
+  in ``framing``), large buffers are sent from their own memory and received in place;
 * ``inproc://name`` for hosts living in one process, which hands message objects
   across without serializing them but keeps the same asynchronous delivery.
 
@@ -23,14 +24,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import logging
 import os
 from typing import Any, Callable
 
 from .errors import CommClosedError
 from .framing import UNLIMITED
-
-logger = logging.getLogger("actorrt.comm")
 
 PROTOCOL_VERSION = 2
 MAX_HANDSHAKE_BYTES = 4096

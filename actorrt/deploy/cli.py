@@ -99,7 +99,7 @@ async def _worker(args: Any) -> int:
     if args.host:
         address = f"{scheme}://{format_host(args.host)}:{args.port}"
     else:  # toward the scheduler, on --port if given (it is not dropped for want of --host)
-        address = default_listen_address(args.scheduler, args.port) if args.port else None
+        address = default_listen_address(args.scheduler, args.port)
     nanny = NannyLink.from_environ()
     try:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,

@@ -82,9 +82,11 @@ class Scheduler(Actor):
             raise BadMessageError(f"Scheduler.register_worker: worker {address!r} is already registered "
                                   "from another connection")
         self._peer_comms[("worker", address)] = origin
-        self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": report,
+        self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": None,
                                      "nanny": nanny}
         self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker")))
+        if report is not None:  # (a worker rejoining may be paused already)
+            self._memory_reported(address, report)
         self._wake_worker_waiters()
         self.restarts.registered(name)
         return {"address": self.host.address}
@@ -463,10 +465,14 @@ def _check_reachable(address: str, origin: Comm | None) -> None:
     peer_ip = getattr(origin, "peer_ip", None)
     if peer_ip is None:
         return
-    scheme, rest = parse_address(address)
-    if scheme not in ("tcp", "tls"):
+    try:
+        scheme, rest = parse_address(address)
+        host = split_host_port(rest)[0] if scheme in ("tcp", "tls") else None
+    except ValueError as e:
+        raise BadMessageError(f"Scheduler.register_worker: field 'address' {address!r} is not an "
+                              f"address: {e}") from None
+    if host is None:
         return
-    host = split_host_port(rest)[0]
     if is_wildcard(host) or (is_loopback(host) and not is_loopback(peer_ip)):
         raise BadMessageError(
             f"Scheduler.register_worker: the worker registers as {address}, which other machines cannot "

@@ -161,7 +161,7 @@ class Placement:
             ws = self.choose(ts)
             if ws is not None:
                 return ts, ws
-            self.unrunnable.add(ts)
+            self.park(ts)
         return None
 
     # ------------------------------------------------------------- occupancy
@@ -242,16 +242,14 @@ class Placement:
         """Forget every copy of ``ts``'s value; the workers that held one."""
         holders = list(ts.who_has)
         for ws in holders:
-            ws.has_what.discard(ts)
-        ts.who_has.clear()
+            self.drop_replica(ts, ws)
         return holders
 
     def drop_replicas_on(self, ws: WorkerState) -> list[TaskState]:
         """Forget every value ``ws`` held (it is gone); the tasks whose values those were."""
         held = list(ws.has_what)
         for ts in held:
-            ts.who_has.discard(ws)
-        ws.has_what.clear()
+            self.drop_replica(ts, ws)
         return held
 
     # ---------------------------------------------------------------- choice

@@ -47,20 +47,21 @@ class Restarts:
                 results[address] = ["error", problem]
                 continue
             name = worker_info[address]["name"]
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiting.setdefault(name, []).append(fut)
+            fut: asyncio.Future[None] | None = None
+            if wait:  # (listening before telling: the new worker may register at once)
+                fut = loop.create_future()
+                self._waiting.setdefault(name, []).append(fut)
             try:
                 tell_restart(address)
             except Exception as e:  # its connection is gone already: it is not coming back by our doing
-                self._forget(name, fut)
+                if fut is not None:
+                    self._forget(name, fut)
                 results[address] = ["error", f"could not tell worker {address} to restart: {e}"]
                 continue
-            pending[address] = (name, fut)
-        if pending and not wait:
-            for address, (name, fut) in pending.items():
-                self._forget(name, fut)
+            if fut is None:
                 results[address] = "OK"
-            return results
+            else:
+                pending[address] = (name, fut)
         if pending:
             await asyncio.wait([fut for _, fut in pending.values()], timeout=timeout)
         for address, (name, fut) in pending.items():
