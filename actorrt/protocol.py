@@ -253,7 +253,7 @@ def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list
 
 REPORT_STATUSES = frozenset({"memory", "erred", "cancelled", "lost"})
 _REPORT_SHAPE = ("[key: str, status: 'memory', 'erred', 'cancelled' or 'lost', info: dict "
-                 "(with 'workers': [addresses] for 'memory')]")
+                 "(with 'workers': [addresses] and 'value': bytes or None for 'memory')]")
 
 
 def decode_reports(msgs: list) -> list[KeyReport]:

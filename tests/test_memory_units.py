@@ -15,6 +15,7 @@ from actorrt.worker.memory import (
     process_rss,
     system_memory,
 )
+from actorrt.testing import poll_for
 from actorrt.worker.monitor import MemoryMonitor, decide
 from actorrt.worker.spill import SpillBuffer, make_spill_directory
 
@@ -100,7 +101,7 @@ def test_a_spilled_value_loads_back_transparently_and_its_file_goes(spill_dir):
 
 
 def test_numpy_round_trips_bit_identical_and_writable(spill_dir):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     rng = np.random.default_rng(0)
     arrays = {"f": rng.random((300, 300)), "i": rng.integers(0, 2**62, 70_000, dtype="int64"),
               "nan": np.array([np.nan, -0.0, np.inf]), "t": rng.random((400, 200)).T}
@@ -276,8 +277,7 @@ def test_the_monitor_samples_on_the_loop_until_stopped():
                             on_sample=lambda: samples.append(1))
         mon.interval = 0.001
         mon.start()
-        while len(samples) < 3:
-            await asyncio.sleep(0.001)
+        await poll_for(lambda: len(samples) >= 3)
         mon.stop()
         assert mon._handle is None  # nothing is scheduled any more
     asyncio.run(main())

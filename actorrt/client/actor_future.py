@@ -388,7 +388,7 @@ def _adopt(client: "Client", real: Future, state: FutureState) -> None:
 
     def mirror(s: FutureState) -> None:
         if s.status == "finished":
-            state.finish(s.workers, s.type)
+            state.finish(s.workers, s.type, s.inline)
         elif s.status == "error":
             state.err(s._exception, s.traceback_text)
         else:

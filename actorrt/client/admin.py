@@ -464,6 +464,8 @@ async def _restart(client: "Client", timeout: float | None, wait_for_workers: bo
         await asyncio.wait_for(_replace_workers(cluster, n), timeout)
     else:
         replacing = asyncio.ensure_future(_replace_workers(cluster, n))
+        _replacements.add(replacing)  # (the loop keeps only a weak reference to a task)
+        replacing.add_done_callback(_replacements.discard)
         replacing.add_done_callback(_log_failed_replacement)
 
 
@@ -513,6 +515,10 @@ def _raise_for_errors(results: dict) -> None:
     raise kind(f"{len(errors)} of {len(results)} workers did not restart: "
                + "; ".join(str(e) for e in errors.values()))
 
+
+
+# Replacements started by restart(wait_for_workers=False), kept alive until done.
+_replacements: set["asyncio.Future[None]"] = set()
 
 
 def _log_failed_replacement(task: "asyncio.Future[None]") -> None:

@@ -55,6 +55,9 @@ from .datasets import DatasetMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .futures import FutureTable
 
+# Seconds a client with timeout=None tries to reconnect to a scheduler it lost.
+RECONNECT_TIMEOUT = 30.0
+
 logger = logging.getLogger("actorrt.client")
 
 
@@ -234,15 +237,22 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             logger.warning("client %s lost its scheduler at %s", self.id, address)
             return
         logger.warning("client %s lost its scheduler at %s; its futures are lost; reconnecting for up "
-                       "to %g s", self.id, address, self.timeout)
+                       "to %g s", self.id, address, self._reconnect_window)
         self.status = "connecting"
         self._reconnecting = self.loop.create_task(self._reconnect(self.scheduler.address))
+
+    @property
+    def _reconnect_window(self) -> float:
+        """Seconds a client that lost its scheduler tries to reconnect: its ``timeout``
+        (``timeout=None`` waits for nothing else, but a reconnection still ends)."""
+        return RECONNECT_TIMEOUT if self.timeout is None else self.timeout
 
     async def _reconnect(self, address: str) -> None:
         """Dial the scheduler again and register anew, for up to ``timeout`` seconds
         (a network blip, a scheduler restarted at the same address); then close."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        window = self._reconnect_window
+        deadline = loop.time() + window
         delay = 0.05
         while self.status == "connecting":
             try:
@@ -253,7 +263,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             except (CommClosedError, BadMessageError, OSError, asyncio.TimeoutError) as e:
                 if loop.time() + delay >= deadline:
                     logger.error("client %s could not reconnect to its scheduler at %s within %g s (%s); "
-                                 "closing it", self.id, address, self.timeout, e)
+                                 "closing it", self.id, address, window, e)
                     await self._close_async()
                     return
                 await asyncio.sleep(delay)

@@ -228,10 +228,9 @@ class Future:
             # (In a task the wait goes through the loop anyway: one trip, not two.)
             st = self._state
             runtime.block_on(client.loop, lambda: wait_all([st]), arm=st.arm)
-            inline = st.inline
-            if st.status == "finished" and inline is not None:
-                from .actor_handle import load_binding  # (actor_handle imports this module)
-                return load_binding(Pickled(inline), client)
+            if st.status == "finished" and st.inline is not None:
+                from .transfer import inline_value  # (transfer imports this module)
+                return inline_value(st, client)
         return client.sync(self._result, timeout=timeout)
 
     async def _result(self, timeout: float | None = None) -> Any:

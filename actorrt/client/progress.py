@@ -33,7 +33,8 @@ class Tracker:
         self.per_name: dict[str, list[int]] = {}  # name -> [done, total]
         for f in futures:
             self.per_name.setdefault(task_name(f.key), [0, 0])[1] += 1
-        # Set when a future is done; counting and drawing both happen on the loop.
+        # Set (on the loop, where it counts) when a future is done; the bar reads the
+        # counts from the thread that draws it.
         self.changed: asyncio.Event | None = None
         self.start_time = time.monotonic()
 
@@ -143,25 +144,41 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     tracker = Tracker(flat)
     bar = ProgressBar(tracker, file=file, multi=multi)
     tracker.watch(flat)
-    # One face for both: an awaitable on an asynchronous client; else the one way a
-    # thread waits (runtime.block_on), giving a task's slot back meanwhile. The bar is
-    # drawn on the loop either way.
-    return client.sync(_show_async, tracker, bar, interval)
+    if client.asynchronous:
+        return _show_async(tracker, bar, interval)
+    _show(client, tracker, bar, interval)
+    return None
 
 
-async def _show_async(tracker: Tracker, bar: ProgressBar, interval: float) -> None:
-    tracker.changed = event = asyncio.Event()
+def _show(client: Any, tracker: Tracker, bar: ProgressBar, interval: float) -> None:
+    """Wait through runtime.block_on (a task gives its slot back meanwhile), draw on
+    this thread: a slow terminal or pipe must not hold up the client's loop."""
     while True:
-        if not tracker.finished:
-            try:
-                await asyncio.wait_for(event.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
-            event.clear()
-        finished = tracker.finished
+        finished = client.sync(_next_change, tracker, interval)
         bar.draw(final=finished)
         if finished:
             return
+
+
+async def _show_async(tracker: Tracker, bar: ProgressBar, interval: float) -> None:
+    while True:
+        finished = await _next_change(tracker, interval)
+        bar.draw(final=finished)
+        if finished:
+            return
+
+
+async def _next_change(tracker: Tracker, interval: float) -> bool:
+    """On the loop: wait until a future is done or ``interval`` passed; whether all are."""
+    if tracker.changed is None:
+        tracker.changed = asyncio.Event()
+    if not tracker.finished:
+        try:
+            await asyncio.wait_for(tracker.changed.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        tracker.changed.clear()
+    return tracker.finished
 
 
 __all__ = ["ProgressBar", "Tracker", "progress"]

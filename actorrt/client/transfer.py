@@ -18,7 +18,7 @@ from ..core.errors import ActorNotFoundError, CommClosedError, SerializationErro
 from ..core.serialize import loads_exception
 from .actor_handle import ActorFuture, load_binding
 from .arguments import check_sendable, check_workers
-from .future import Future, wait_all
+from .future import Future, FutureState, wait_all
 
 if TYPE_CHECKING:
     from .client import Client
@@ -51,6 +51,12 @@ def rebuild(obj: Any, data: dict, errors: str) -> Any:
 
 
 
+def inline_value(st: "FutureState", client: "Client") -> Any:
+    """The small value that came with ``st``'s report (``st.inline`` is set), loaded
+    under ``client``'s binding."""
+    return load_binding(Pickled(st.inline), client)
+
+
 async def gather_keys(client: "Client", futures: list[Future], errors: str, timeout: float | None) -> list:
     """The values of ``futures`` in order (``SKIP`` for a failed one with ``errors="skip"``):
     waits for each to finish, fetches from its holders, and asks the scheduler again where
@@ -74,7 +80,7 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
                 values[st.key] = SKIP
         for st in states:  # small values came with their reports: no fetch for them
             if st.status == "finished" and st.inline is not None:
-                values[st.key] = load_binding(Pickled(st.inline), client)
+                values[st.key] = inline_value(st, client)
         wanted = [st for st in states if st.status == "finished" and st.key not in values]
         got, missing = await fetch(client, [st.key for st in wanted],
                                    {st.key: st.workers for st in wanted}, failures) if wanted else ({}, [])
