@@ -12,12 +12,10 @@ import asyncio
 import os
 from contextlib import asynccontextmanager
 
-import pytest
 
-from actorrt import Client, wait
-from actorrt.deploy.local import start_scheduler
+from actorrt import wait
+from actorrt.testing import cluster as in_process_cluster
 from actorrt.testing import poll_for
-from actorrt.worker import start_worker
 
 import numpy as np  # (a test dependency: a missing one fails, never skips)
 
@@ -25,22 +23,12 @@ MB = 2**20
 
 
 @asynccontextmanager
-async def cluster(tmp_path, n_workers=1, memory_limit=10 * MB, **worker_kwargs):
-    """A scheduler and ``n_workers`` in-process workers with ``memory_limit`` each, and
-    an asynchronous client."""
-    host, scheduler = await start_scheduler("inproc://")
-    workers = []
-    try:
-        for i in range(n_workers):
-            workers.append(await start_worker(host.address, address="inproc://", name=str(i),
-                                              memory_limit=memory_limit, local_directory=str(tmp_path),
-                                              **worker_kwargs))
-        async with Client(host.address, asynchronous=True) as client:
-            yield client, [w for _, w in workers]
-    finally:
-        for worker_host, _ in workers:
-            await worker_host.close()
-        await host.close()
+async def cluster(tmp_path, n_workers=1, memory_limit=10 * MB):
+    """``n_workers`` in-process workers with ``memory_limit`` each, spilling under
+    ``tmp_path``, and an asynchronous client."""
+    async with in_process_cluster(n_workers, memory_limit=memory_limit, local_directory=str(tmp_path),
+                               dashboard_address=None) as (client, lc):
+        yield client, [lc.workers[name][1] for name in sorted(lc.workers, key=int)]
 
 
 def block(i, mb=1):
