@@ -54,6 +54,7 @@ def rebuild(obj: Any, data: dict, errors: str) -> Any:
 def inline_value(st: "FutureState", client: "Client") -> Any:
     """The small value that came with ``st``'s report (``st.inline`` is set), loaded
     under ``client``'s binding."""
+    assert st.inline is not None
     return load_binding(Pickled(st.inline), client)
 
 
