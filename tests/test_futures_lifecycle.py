@@ -126,49 +126,6 @@ def test_release_keeps_other_futures_of_same_key(client):
     assert b.result() == 2
 
 
-def _table_on_a_loop():
-    """A FutureTable flushed by a loop on its own thread; its batches land in a queue."""
-    import queue
-
-    from actorrt.client.futures import FutureTable
-    from actorrt.utils import LoopRunner
-
-    runner, batches, table = LoopRunner(), queue.Queue(), FutureTable()
-    table.attach(runner.loop, batches.put)
-    return runner, table, batches
-
-
-def test_a_release_rides_with_the_next_submission(monkeypatch):
-    from actorrt.client import futures
-
-    monkeypatch.setattr(futures, "RELEASE_DELAY", 60.0)  # the lone timer never fires here
-    runner, table, batches = _table_on_a_loop()
-    try:
-        table.hold("a")
-        table.release("a")                   # not urgent: no batch of its own
-        with table.lock:
-            table.hold_new("b", spec="spec-b")
-        batch = batches.get(timeout=5)
-        assert batch == [["release_keys", ["a"]], ["update_graph", [("spec-b", "b")]]]
-    finally:
-        runner.stop()
-
-
-def test_a_lone_release_is_sent_within_the_delay(monkeypatch):
-    from actorrt.client import futures
-
-    monkeypatch.setattr(futures, "RELEASE_DELAY", 0.01)
-    runner, table, batches = _table_on_a_loop()
-    try:
-        table.hold("a")
-        table.hold("a")
-        table.release("a")                   # one Future of two: nothing to say yet
-        table.release("a")
-        assert batches.get(timeout=5) == [["release_keys", ["a"]]]
-    finally:
-        runner.stop()
-
-
 # --- cancel ---------------------------------------------------------------------------
 def test_cancel_raises_cancelled_error_naming_key(any_client, tmp_path):
     c = any_client

@@ -37,11 +37,26 @@ def check_sendable(text: str, what: str = "key") -> str:
     return text
 
 
+def _is_dask_key(key: Any) -> bool:
+    """dask's key forms: str, bytes, int, float, or a tuple of them (nested)."""
+    if type(key) in (str, bytes, int, float):
+        return True
+    return type(key) is tuple and all(_is_dask_key(k) for k in key)
+
+
 def check_key(key: Any) -> str | None:
-    """A task's key: a str (or None: the client makes one)."""
-    if key is not None and not isinstance(key, str):
-        raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
-    return key if key is None else check_sendable(key)
+    """A task's key (or None: the client makes one). Any dask key is accepted; the
+    scheduler knows it by its string form, the one a graph key of that value gets."""
+    if key is None:
+        return None
+    return _wire_key(key)
+
+
+def _wire_key(key: Any) -> str:
+    if not _is_dask_key(key):
+        raise TypeError(f"key must be a str (or a dask key: bytes, int, float or a tuple of "
+                        f"them), got {type(key).__name__}: {key!r}")
+    return check_sendable(key if type(key) is str else str(key))
 
 
 def check_map_keys(key: Any, n: int) -> tuple[list[str] | None, str | None]:
@@ -49,13 +64,11 @@ def check_map_keys(key: Any, n: int) -> tuple[list[str] | None, str | None]:
     if key is None or isinstance(key, str):
         return None, key if key is None else check_sendable(key, "key prefix")
     if not isinstance(key, (list, tuple)):
-        raise TypeError(f"map's key must be a str prefix or a list of str keys, got "
+        raise TypeError(f"map's key must be a str prefix or a list of keys, got "
                         f"{type(key).__name__}: {key!r}")
     if len(key) != n:
         raise ValueError(f"map got {len(key)} keys for {n} calls")
-    for k in key:
-        check_key(k)
-    return list(key), None
+    return [_wire_key(k) for k in key], None
 
 
 def check_priority(priority: Any) -> int | float:

@@ -46,6 +46,7 @@ from .arguments import (
     check_running,
     check_workers,
 )
+from .collections import DaskDefault
 from .compat import (
     CurrentClientMethods,
     resources_not_enforced,
@@ -111,6 +112,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         self._cluster_args = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                   processes=processes, **cluster_kwargs)
         self._set_as_default = set_as_default
+        self._dask_default = DaskDefault()  # dask's scheduler while this client runs
         self.table = FutureTable()  # the keys this client holds, and the scheduler's outbox
         self.functions = FunctionCache()  # each function object pickled once
         self.callbacks = CallbackThread()  # done-callbacks of a sync client run there
@@ -201,6 +203,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         self.status = "running"
         if self._set_as_default:
             runtime.set_default_client(self)
+            self._dask_default.install(self)
         return self
 
     def _local_cluster(self, asynchronous: bool) -> Any:
@@ -313,6 +316,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         self.status = "closing"
         self.table.closed = True  # Futures dropped from now on release nothing remotely
         runtime.unset_default_client(self)
+        self._dask_default.uninstall()
         if was_running:
             self.table.flush()
             try:
@@ -577,7 +581,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
 
     def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
                 workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
-                priority: int = 0, **kwargs: Any) -> Any:
+                priority: int = 0, traverse: bool = True, **kwargs: Any) -> Any:
         """Start computing dask collections; a Future per collection (values if ``sync``).
 
         >>> total = client.compute(dask.delayed(sum)([1, 2]))   # doctest: +SKIP
@@ -586,9 +590,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         """
         if kwargs.get("resources"):
             resources_not_enforced(kwargs["resources"])
-        from . import graph
-        return graph.compute(self, collections, optimize_graph=optimize_graph, sync=sync,
-                             workers=workers, allow_other_workers=allow_other_workers,
+        from . import collections as dask_collections
+        return dask_collections.compute(self, collections, optimize_graph=optimize_graph, sync=sync,
+                             traverse=traverse, workers=workers, allow_other_workers=allow_other_workers,
                              retries=retries, priority=priority)
 
     def persist(self, collections: Any, optimize_graph: bool = True, workers: Any = None,
@@ -600,8 +604,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         """
         if kwargs.get("resources"):
             resources_not_enforced(kwargs["resources"])
-        from . import graph
-        return graph.persist(self, collections, optimize_graph=optimize_graph, workers=workers,
+        from . import collections as dask_collections
+        return dask_collections.persist(self, collections, optimize_graph=optimize_graph, workers=workers,
                              allow_other_workers=allow_other_workers, retries=retries,
                              priority=priority)
 

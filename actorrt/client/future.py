@@ -343,6 +343,6 @@ def futures_of(obj: Any) -> list[Future]:
         elif isinstance(x, dict):
             stack.extend(reversed(list(x.values())))
         elif callable(getattr(x, "__dask_graph__", None)) and not isinstance(x, type):
-            from .graph import futures_in_collection  # a persisted dask collection
+            from .collections import futures_in_collection  # a persisted dask collection
             stack.extend(reversed(futures_in_collection(x)))
     return out

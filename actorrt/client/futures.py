@@ -18,12 +18,6 @@ from .future import FutureState
 #: ``[[op, [item, ...]], ...]``: consecutive items of one op merged (see FutureTable.queue)
 Outbox = list[list]
 
-#: How long a release may wait for company (s). Dropping a Future is not urgent: the
-#: scheduler only frees memory sooner. Waking the loop for each one costs a thread
-#: hand-off that competes with the caller's next submit for the GIL; batched, the
-#: releases of a ``submit(...).result()`` loop ride with its next submission.
-RELEASE_DELAY = 0.01
-
 
 class FutureTable:
     """The client's keys. ``send(batch)`` (set by :meth:`attach`) delivers an outbox."""
@@ -36,7 +30,6 @@ class FutureTable:
         self.lock = threading.RLock()
         self._outbox: Outbox = []
         self._flush_scheduled = False
-        self._lazy_armed = False  # a flush RELEASE_DELAY from now is due
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Callable[[Outbox], None] | None = None
         self.closed = False  # once closed, released keys are not reported
@@ -113,7 +106,7 @@ class FutureTable:
             st = self._states.pop(key, None)
             if st is None or self.closed:
                 return
-            self.queue_locked("release_keys", key, urgent=False)
+            self.queue_locked("release_keys", key)
 
     def detach(self, states: Iterable[FutureState]) -> None:
         """Lock held: forget these states (cancelled) so a new submit starts afresh and
@@ -142,47 +135,23 @@ class FutureTable:
         with self.lock:
             self.queue_locked(op, item)
 
-    def queue_locked(self, op: str, item: Any, urgent: bool = True) -> None:
+    def queue_locked(self, op: str, item: Any) -> None:
         """Lock held: append to the outbox; consecutive ops of one kind merge into one
-        message. (Callers hold the lock over several changes that must go together.)
-
-        An urgent item is sent this loop turn; another (a release) within
-        RELEASE_DELAY, or with the next urgent one if that comes first."""
+        message. (Callers hold the lock over several changes that must go together.)"""
         box = self._outbox
         if box and box[-1][0] == op:
             box[-1][1].append(item)
         else:
             box.append([op, [item]])
-        if self._flush_scheduled or self._loop is None:
-            return
-        if urgent:
+        if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
-            self._schedule(self.flush)
-        elif not self._lazy_armed:
-            self._lazy_armed = True
-            self._schedule(self._arm_lazy_flush)
-
-    def _schedule(self, fn: Callable[[], None]) -> None:
-        loop = self._loop
-        assert loop is not None
-        if asyncio._get_running_loop() is loop:  # (the non-raising form: hot path)
-            loop.call_soon(fn)
-        else:
-            try:
-                loop.call_soon_threadsafe(fn)
-            except RuntimeError:
-                pass  # loop closed
-
-    def _arm_lazy_flush(self) -> None:
-        assert self._loop is not None
-        self._loop.call_later(RELEASE_DELAY, self._lazy_flush)
-
-    def _lazy_flush(self) -> None:
-        with self.lock:
-            self._lazy_armed = False
-            if self._flush_scheduled:
-                return  # an urgent flush is on its way and takes everything
-        self.flush()
+            if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
+                self._loop.call_soon(self.flush)
+            else:
+                try:
+                    self._loop.call_soon_threadsafe(self.flush)
+                except RuntimeError:
+                    pass  # loop closed
 
     def flush(self) -> None:
         """On the loop: send what is queued now (also before a message that must follow it)."""

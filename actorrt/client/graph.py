@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import sys
-import uuid
 from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from ..spec import TaskRef, pack_args
@@ -224,17 +223,16 @@ class _Translator:
         """Make dask's node see our Futures as references to their keys.
 
         A DataNode holding one of our Futures stands for that Future. A Task built by
-        ``dask.delayed(f)(future)`` keeps the Future as a plain argument (dask only
-        recognises its own TaskRef there): rebuild it with the Futures parsed into
-        references, so the worker passes their values.
+        ``dask.delayed(f)(future)`` or ``dask.delayed(sum)([future, other])`` keeps the
+        Future as plain data, at any depth of its arguments (dask only recognises its
+        own references there): rebuild it with each Future made a reference to its key,
+        so the worker passes the value.
         """
         spec = sys.modules["dask._task_spec"]
         if isinstance(node, spec.DataNode) and isinstance(node.value, Future):
             return node.value
-        if type(node) is spec.Task and _holds_future(node.args, node.kwargs):
-            parse = spec.parse_input
-            return spec.Task(node.key, node.func, *[parse(a) for a in node.args],
-                             **{k: parse(v) for k, v in node.kwargs.items()})
+        if isinstance(node, spec.Task) and _holds_future(node):
+            return _futures_as_refs(node, spec)
         return node
 
     def _convert(self, x: Any, deps: set, nested: list, top: bool = False) -> Any:
@@ -268,9 +266,38 @@ class _Translator:
                 workers, allow_other, False]
 
 
-def _holds_future(args: tuple, kwargs: dict) -> bool:
-    from .future import futures_of
-    return bool(futures_of([list(args), kwargs]))
+def _holds_future(x: Any) -> bool:
+    """Whether a Future is anywhere in ``x``: plain containers and dask's Task nodes
+    (their arguments, keyword arguments and nested containers)."""
+    stack = [x]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Future):
+            return True
+        if type(item) in (list, tuple, set, frozenset):
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())
+        elif _is_node(item) and hasattr(item, "args"):
+            stack.extend(item.args)
+            stack.extend(item.kwargs.values())
+    return False
+
+
+def _futures_as_refs(x: Any, spec: Any) -> Any:
+    """``x`` with every Future replaced by dask's reference to its key (a rebuilt node)."""
+    if isinstance(x, Future):
+        return spec.TaskRef(x.key)
+    if not _holds_future(x):
+        return x
+    if isinstance(x, spec.NestedContainer):  # List, Tuple, Set, Dict: their items are args
+        return type(x)(*[_futures_as_refs(a, spec) for a in x.args])
+    if isinstance(x, spec.Task):
+        return spec.Task(x.key, x.func, *[_futures_as_refs(a, spec) for a in x.args],
+                         **{k: _futures_as_refs(v, spec) for k, v in x.kwargs.items()})
+    if type(x) is dict:
+        return spec.parse_input({k: _futures_as_refs(v, spec) for k, v in x.items()})
+    return spec.parse_input(type(x)(_futures_as_refs(a, spec) for a in x))
 
 
 def _refs_to_nested(expr: Any) -> Any:
@@ -382,89 +409,4 @@ def get(client: "Client", dsk: Any, keys: Any, *, sync: bool = True, **options: 
     return client.gather(nested)
 
 
-def _is_collection(x: Any) -> bool:
-    return not isinstance(x, type) and callable(getattr(x, "__dask_graph__", None))
-
-
-def _optimized(collections: list, optimize_graph: bool) -> list:
-    if not optimize_graph or not collections:
-        return collections
-    try:
-        import dask
-    except ImportError:
-        return collections
-    return list(dask.optimize(*collections))
-
-
-def compute(client: "Client", collections: Any, *, optimize_graph: bool = True, sync: bool = False,
-            **options: Any) -> Any:
-    """One Future per dask collection (non-collections are returned as they are)."""
-    single = not isinstance(collections, (list, tuple))
-    items = [collections] if single else list(collections)
-    variables = _optimized([x for x in items if _is_collection(x)], optimize_graph)
-    dsk: dict = {}
-    finals: list = []
-    for x in variables:
-        dsk.update(x.__dask_graph__())
-        func, extra = x.__dask_postcompute__()
-        final_key = f"finalize-{uuid.uuid4().hex}"
-        dsk[final_key] = (func, _keys_as_list(x.__dask_keys__())) + tuple(extra)
-        finals.append(final_key)
-    futures = submit_graph(client, dsk, finals, **options) if finals else {}
-    it = iter(finals)
-    out = [futures[next(it)] if _is_collection(x) else x for x in items]
-    if not sync:
-        return out[0] if single else out
-    if client.asynchronous:
-        return _gather_async(client, out, single)
-    values = client.gather(out)
-    return values[0] if single else values
-
-
-async def _gather_async(client: "Client", futures: list, single: bool) -> Any:
-    values = await client.gather(futures)
-    return values[0] if single else values
-
-
-def _keys_as_list(keys: Any) -> Any:
-    """``__dask_keys__`` nests lists; a list value in a legacy graph is a list of inputs."""
-    if isinstance(keys, list):
-        return [_keys_as_list(k) for k in keys]
-    return keys
-
-
-def persist(client: "Client", collections: Any, *, optimize_graph: bool = True,
-            **options: Any) -> Any:
-    """Start computing ``collections``; return the same collections backed by Futures."""
-    single = not isinstance(collections, (list, tuple))
-    items = [collections] if single else list(collections)
-    variables = _optimized([x for x in items if _is_collection(x)], optimize_graph)
-    dsk: dict = {}
-    wanted: list = []
-    for x in variables:
-        dsk.update(x.__dask_graph__())
-        wanted += flatten_keys(x.__dask_keys__())
-    futures = submit_graph(client, dsk, wanted, **options) if wanted else {}
-    rebuilt = iter(_rebuild(x, futures) for x in variables)
-    out = [next(rebuilt) if _is_collection(x) else x for x in items]
-    return out[0] if single else type(collections)(out) if isinstance(collections, tuple) else out
-
-
-def _rebuild(x: Any, futures: dict) -> Any:
-    rebuild, extra = x.__dask_postpersist__()
-    own = {k: futures[k] for k in flatten_keys(x.__dask_keys__())}
-    return rebuild(own, *extra)
-
-
-def futures_in_collection(x: Any) -> list[Future]:
-    """Futures a dask collection's graph holds (a persisted collection)."""
-    out = []
-    for value in x.__dask_graph__().values():
-        if isinstance(value, Future):
-            out.append(value)
-        elif isinstance(getattr(value, "value", None), Future):
-            out.append(value.value)
-    return out
-
-
-__all__ = ["GraphError", "compute", "get", "persist", "stringify", "submit_graph"]
+__all__ = ["GraphError", "flatten_keys", "get", "stringify", "submit_graph"]
