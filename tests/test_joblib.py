@@ -38,6 +38,12 @@ def test_register_is_idempotent():
     assert BACKENDS["dask"].__name__ == "make_dask_backend"
 
 
+def test_register_without_joblib_does_nothing(monkeypatch):
+    monkeypatch.setattr(joblib_backend, "_registered", False)
+    monkeypatch.setattr(joblib_backend, "joblib_available", lambda: False)
+    assert joblib_backend.register() is False
+
+
 def test_results_in_order_and_run_on_the_workers(client):
     with joblib.parallel_backend("dask") as (backend, _):
         out = joblib.Parallel()(joblib.delayed(where)(i) for i in range(50))
@@ -148,7 +154,8 @@ def test_large_arguments_are_scattered_once_per_call(client):
     assert len(copies) <= len({address for _, address in out})
 
 
-def test_without_a_client_the_error_says_what_to_do():
+def test_without_a_client_the_error_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(runtime, "_default", None)  # (a module-scoped client may be running)
     assert runtime.default_client() is None
     with pytest.raises(ValueError, match=r"create an actorrt Client first"):
         with joblib.parallel_backend("dask"):
@@ -208,3 +215,10 @@ def test_the_grid_search_example_runs():
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     assert "best params: {'C': " in out.stdout
+
+
+def test_nested_parallel_in_a_worker_process(pclient):
+    with joblib.parallel_backend("dask"):
+        out = joblib.Parallel()(joblib.delayed(run_inner_parallel)(3) for _ in range(2))
+    for first, second, address in out:
+        assert first == [0, 1, 2] and second == [(i, address) for i in range(3)]

@@ -33,6 +33,7 @@ from joblib.parallel import (
 
 from .. import runtime
 from ..utils import sizeof
+from . import joblib_backend
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def run_batch(calls: list, nested: tuple) -> list:
     An inner ``Parallel`` in one of the calls uses ``nested`` (a backend, n_jobs),
     the backend chosen by :meth:`ActorrtBackend.get_nested_backend`.
     """
+    # A call may name "dask" again: on a worker process whose own client never
+    # registered the backend, that would reach dask's backend and fail for want of a
+    # dask client, rather than fall back to running here.
+    joblib_backend.register()
     backend, n_jobs = nested
     with parallel_config(backend=backend, n_jobs=n_jobs):
         return [func(*args, **kwargs) for func, args, kwargs in calls]
