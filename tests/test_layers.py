@@ -24,11 +24,12 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler": {"core", "protocol", "utils", "spec", "run"},
     "worker": {"core", "protocol", "runtime", "utils", "spec", "run"},
     "dashboard": {"core", "protocol", "scheduler", "utils"},
-    "client": {"core", "protocol", "runtime", "utils", "spec"},
+    "client": {"core", "protocol", "runtime", "utils", "spec", "integrations"},
     "context": {"runtime", "client"},
     "coordination": {"core", "protocol", "runtime", "client", "utils"},
     "deploy": {"core", "protocol", "runtime", "utils", "scheduler", "worker", "dashboard", "client",
                "coordination"},
+    "integrations": {"core", "runtime", "utils"},
     "testing": {"core", "runtime", "utils", "scheduler", "worker", "client", "coordination", "deploy"},
 }
 TOP = "__init__"  # the package root re-exports the public API: it may import anything
