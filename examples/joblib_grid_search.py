@@ -12,7 +12,6 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVC
 
 from actorrt import Client
-from actorrt.integrations import joblib_backend
 
 
 def main():
@@ -20,7 +19,6 @@ def main():
     grid = {"C": [0.1, 1.0, 10.0], "gamma": [0.01, 0.1, 1.0]}
     search = GridSearchCV(SVC(), grid, cv=3, n_jobs=-1)
     with Client(n_workers=2, threads_per_worker=1) as client:
-        joblib_backend.register()  # (Client() will do this itself)
         start = time.perf_counter()
         with joblib.parallel_backend("dask"):
             search.fit(X, y)

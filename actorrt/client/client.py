@@ -24,6 +24,7 @@ from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
+from ..integrations import joblib_backend
 from ..utils import LoopRunner
 from . import transfer
 from .actor_handle import (
@@ -124,6 +125,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         self._start_task: Any = None
         self._own_loop = True
         if not asynchronous:
+            joblib_backend.register()  # joblib.parallel_backend("dask") runs here (docs/joblib.md)
             if address is None:
                 # A sync client's cluster has a sync face too (``client.cluster.scale(4)``
                 # works), and the client shares its loop and its inproc addresses.

@@ -65,11 +65,15 @@ def _traversed(items: list, traverse: bool) -> list:
 
 def _expression(variables: list, optimize_graph: bool, finalize: bool) -> Any:
     """One optimised expression for ``variables``: dask's own lowering."""
-    _dask()
-    from dask.base import collections_to_expr
+    dask = _dask()
+    try:
+        from dask._expr import FinalizeCompute
+        from dask.base import collections_to_expr
+    except ImportError as e:
+        raise ImportError(f"dask {dask.__version__} is older than the expression protocol "
+                          f"actorrt uses (dask.base.collections_to_expr): {INSTALL_HINT}") from e
     expr = collections_to_expr(variables, optimize_graph)
     if finalize:
-        from dask._expr import FinalizeCompute
         expr = FinalizeCompute(expr)
     return expr.optimize()
 
