@@ -182,3 +182,30 @@ def test_a_collection_needing_a_key_nobody_provides_is_refused_before_sending(cl
         orphan.compute()
     assert not [k for k in client.who_has() if "orphan" in str(k)]
     assert client.submit(inc, 1).result() == 2
+
+
+# --- the examples ------------------------------------------------------------------------------
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def run_example(name):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)], capture_output=True,
+                         text=True, timeout=100)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_array_example_runs():
+    pytest.importorskip("numpy", reason="dask.array needs numpy")
+    out = run_example("dask_array_reduction.py")
+    assert "16 chunks on 2 workers" in out and "sum of column means" in out
+
+
+@pytest.mark.timeout(120)
+def test_dataframe_example_writes_reads_and_groups(dd):
+    pytest.importorskip("pyarrow", reason="parquet needs pyarrow (the test extra)")
+    out = run_example("dask_dataframe_groupby.py")
+    assert "rows: 8000" in out and "north" in out
