@@ -209,3 +209,33 @@ def test_dataframe_example_writes_reads_and_groups(dd):
     pytest.importorskip("pyarrow", reason="parquet needs pyarrow (the test extra)")
     out = run_example("dask_dataframe_groupby.py")
     assert "rows: 8000" in out and "north" in out
+
+
+_WITHOUT_DASK = """
+import sys
+sys.modules["dask"] = None            # as if dask were not installed
+from actorrt import Client
+
+class Collection:                     # what a dask collection looks like from outside
+    def __dask_graph__(self):
+        return {"k": 1}
+
+with Client(n_workers=1, processes=False) as client:
+    for call in (client.compute, client.persist):
+        try:
+            call(Collection())
+        except ImportError as e:
+            print("ImportError:", e)
+    print("still works:", client.submit(abs, -3).result(), client.get({"x": (abs, -4)}, "x"))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_without_dask_collections_name_the_extra_and_nothing_else_breaks():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_DASK], capture_output=True, text=True,
+                         timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("pip install 'actorrt[dask]'") == 2
+    assert "still works: 3 4" in out.stdout
