@@ -221,7 +221,7 @@ class Placement:
             ts = heapq.heappop(queue)[2]
             if ts.state != "queued" or ts in self.unrunnable or ts in self.held:
                 continue  # released, or placed, since it was queued
-            if ts.resources and self._bucket(ts):
+            if ts.resources and self._others_held_like(ts):
                 # Others asking the same wait already: behind them, in priority order.
                 self._hold(ts)
                 continue
@@ -236,6 +236,13 @@ class Placement:
         assert ts.resources is not None
         sig = rs.signature(ts.resources, ts.workers, ts.allow_other_workers, bool(ts.actor))
         return self._buckets.setdefault(sig, [])
+
+    def _others_held_like(self, ts: TaskState) -> bool:
+        """Whether live tasks of ``ts``'s signature are held (stale entries go)."""
+        bucket = self._bucket(ts)
+        while bucket and bucket[0][2] not in self.held:
+            heapq.heappop(bucket)
+        return bool(bucket)
 
     def _hold(self, ts: TaskState) -> None:
         self.held.add(ts)
