@@ -138,6 +138,9 @@ class Rig:
         f = self.client.submit(inc, n, pure=False)
         assert await f == n + 1
         f.release()
+        # A release may wait (up to 10 ms) to ride with the next message: let it arrive,
+        # or the next case's "before" holds a key its "after" does not.
+        await poll_for(lambda: f.key not in self.cluster.scheduler.state.tasks)
         ask = self.client.host.ask
         assert await ask(self.prims["queue"], "qsize") >= 0
         assert await ask(self.prims["event"], "is_set") is True
