@@ -342,6 +342,10 @@ CASES = [
     ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, 0, 5, None, "yes"]), "'memory'"),
     ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, 0, None, None, False]), "came from"),
     ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, memory=[0]), "'memory'"),
+    ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, resources={"GPU": -1}),
+     "'resources'['GPU'] must be a finite number >= 0"),
+    ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, resources=["GPU"]),
+     "'resources'"),
     # a worker
     ("worker", "compute", dict(tasks="x"), "'tasks'"),
     ("worker", "compute", dict(tasks=[_worker_task()]), "came from"),
