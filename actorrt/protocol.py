@@ -61,6 +61,8 @@ class TaskSpec(NamedTuple):
     workers: tuple | None = None
     allow_other_workers: bool = False
     actor: bool = False       # or a dict of a user actor's options
+    # Abstract resources the task holds on its worker while it runs ({"GPU": 1}); None: none.
+    resources: dict | None = None
 
 
 class ComputeTask(NamedTuple):
@@ -99,7 +101,8 @@ class KeyReport(NamedTuple):
     """What became of a key a client holds (scheduler -> client, in ``report``).
 
     ``status`` is memory (``info``: workers, type, and value when inlined), erred
-    (exception, traceback), cancelled (reason) or lost."""
+    (exception, traceback), cancelled (reason), lost, or unrunnable (reason: no worker
+    here can ever run it, e.g. none declares a resource it asks for; it stays queued)."""
     key: str
     status: str
     info: dict
@@ -111,7 +114,7 @@ _new = tuple.__new__  # a NamedTuple from a checked sequence, without its __new_
 # --- update_graph ------------------------------------------------------------------------
 
 UPDATE_GRAPH = "Scheduler.update_graph"
-_TASK_SHAPE = "[key, spec, deps, name, priority, retries, workers, allow_other_workers, actor]"
+_TASK_SHAPE = "[key, spec, deps, name, priority, retries, workers, allow_other_workers, actor, resources]"
 
 # A user actor's options (client/actor_handle.py ``actor_options``) and what each must be.
 _ACTOR_OPTIONS = {
@@ -131,15 +134,20 @@ def decode_tasks(tasks: list) -> list[TaskSpec]:
     """The TaskSpecs of an ``update_graph`` message, every field of every task checked."""
     specs = []
     for i, t in enumerate(tasks):
-        if (type(t) is not list and type(t) is not tuple) or len(t) != 9:
+        if (type(t) is not list and type(t) is not tuple) or len(t) not in (9, 10):
             raise bad(UPDATE_GRAPH, f"'tasks'[{i}]", f"a list {_TASK_SHAPE}", t)
-        key, blobs, deps, name, priority, retries, workers, allow_other, actor = t
+        if len(t) == 9:
+            # The one tolerated short form, until every builder of specs (client/graph.py)
+            # sends resources: nine fields mean none.
+            t = (*t, None)
+        key, blobs, deps, name, priority, retries, workers, allow_other, actor, resources = t
         if not (type(key) is str and _is_spec(blobs)
                 and (type(deps) is list or type(deps) is tuple) and type(name) is str
                 and (type(priority) is int or type(priority) is float and math.isfinite(priority))
                 and type(retries) is int and retries >= 0
                 and (workers is None or is_str_list(workers)) and type(allow_other) is bool
-                and (actor is False or actor is True or type(actor) is dict)):
+                and (actor is False or actor is True or type(actor) is dict)
+                and (resources is None or is_resources(resources))):
             raise _task_error(i, _new(TaskSpec, t))
         for dep in deps:
             if type(dep) is not str or dep == key:
@@ -153,7 +161,7 @@ def decode_tasks(tasks: list) -> list[TaskSpec]:
 def _task_error(i: int, spec: TaskSpec) -> BadMessageError:
     """What exactly is wrong with task ``i`` (the slow path, only for bad tasks)."""
     where = f"'tasks'[{i}]"
-    key, blobs, deps, name, priority, retries, workers, allow_other, actor = spec
+    key, blobs, deps, name, priority, retries, workers, allow_other, actor, resources = spec
     if type(key) is not str:
         return bad(UPDATE_GRAPH, f"{where} key", "a str", key)
     where = f"{where} (key {key!r})"
@@ -177,7 +185,38 @@ def _task_error(i: int, spec: TaskSpec) -> BadMessageError:
         return bad(UPDATE_GRAPH, f"{where} workers", "None or a list of str addresses", workers)
     if type(allow_other) is not bool:
         return bad(UPDATE_GRAPH, f"{where} allow_other_workers", "a bool", allow_other)
+    if resources is not None and not is_resources(resources):
+        return bad(UPDATE_GRAPH, f"{where} resources", f"None or {RESOURCES_SHAPE}", resources)
     return bad(UPDATE_GRAPH, f"{where} actor", "a bool or a dict of actor options", actor)
+
+
+# --- resources -----------------------------------------------------------------------------
+
+RESOURCES_SHAPE = "a dict of resource name (str) -> finite amount >= 0"
+
+
+def _is_amount(value: Any) -> bool:
+    return (type(value) is int or type(value) is float) and math.isfinite(value) and value >= 0
+
+
+def is_resources(value: Any) -> bool:
+    """A map of abstract resources, as a worker declares them or a task asks for them."""
+    return type(value) is dict and all(type(k) is str and k != "" and _is_amount(v) for k, v in value.items())
+
+
+def decode_resources(op: str, value: Any) -> dict[str, float]:
+    """A worker's declared resources (``register_worker``): checked, amounts as floats."""
+    if value is None:
+        return {}
+    if not is_resources(value):
+        if type(value) is dict:
+            for k, v in value.items():
+                if type(k) is not str or k == "":
+                    raise bad(op, "'resources' key", "a non-empty str", k)
+                if not _is_amount(v):
+                    raise bad(op, f"'resources'[{k!r}]", "a finite number >= 0", v)
+        raise bad(op, "'resources'", f"None or {RESOURCES_SHAPE}", value)
+    return {k: float(v) for k, v in value.items()}
 
 
 def check_actor_options(where: str, options: dict) -> None:
@@ -251,8 +290,8 @@ def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list
 
 # --- report (scheduler -> client) --------------------------------------------------------------
 
-REPORT_STATUSES = frozenset({"memory", "erred", "cancelled", "lost"})
-_REPORT_SHAPE = ("[key: str, status: 'memory', 'erred', 'cancelled' or 'lost', info: dict "
+REPORT_STATUSES = frozenset({"memory", "erred", "cancelled", "lost", "unrunnable"})
+_REPORT_SHAPE = ("[key: str, status: 'memory', 'erred', 'cancelled', 'lost' or 'unrunnable', info: dict "
                  "(with 'workers': [addresses] and 'value': bytes or None for 'memory')]")
 
 
@@ -320,4 +359,5 @@ def keys_field(op: str, keys: Any, field: str = "keys") -> "list[Any] | tuple[An
 __all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
            "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
+           "RESOURCES_SHAPE", "decode_resources", "is_resources",
            "decode_tasks", "decode_tasks_done", "keys_field"]

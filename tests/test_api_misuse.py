@@ -38,7 +38,14 @@ def validate(client):
     (dict(key=["x", 1]), TypeError, "key must be a str"),
     (dict(key=("x", None)), TypeError, "key must be a str"),
     (dict(workers=5), TypeError, "workers must be a worker address"),
-    (dict(workers=[5]), TypeError, r"workers must be worker addresses \(str\)"),
+    (dict(workers=[5]), TypeError, r"workers must be worker addresses, names or hosts \(str\)"),
+    (dict(resources=["GPU"]), TypeError, "resources must be a dict of resource name -> amount"),
+    (dict(resources={"GPU": -1}), ValueError, "amount of 'GPU' must be a finite number >= 0"),
+    (dict(resources={"GPU": float("inf")}), ValueError, "amount of 'GPU' must be a finite number >= 0"),
+    (dict(resources={"GPU": "1"}), TypeError, "amount of 'GPU' must be a number"),
+    (dict(resources={"GPU": True}), TypeError, "amount of 'GPU' must be a number"),
+    (dict(resources={1: 1}), TypeError, "resource name must be a str"),
+    (dict(resources={"": 1}), ValueError, "resource name '' must be non-empty"),
 ])
 def test_bad_submit_arguments_raise_at_the_call_and_send_nothing(any_client, kwargs, error, match):
     before = scheduler_tasks(any_client) if any_client.cluster.scheduler else None
@@ -48,7 +55,8 @@ def test_bad_submit_arguments_raise_at_the_call_and_send_nothing(any_client, kwa
         with pytest.raises(error, match=match):
             any_client.map(inc, [1, 2], pure=False, **kwargs)
     if before is not None:
-        assert scheduler_tasks(any_client) == before
+        # Nothing new (a Future dropped by the case before may be released meanwhile).
+        assert scheduler_tasks(any_client) <= before
     assert any_client.submit(inc, 1, pure=False).result() == 2
 
 

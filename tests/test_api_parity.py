@@ -341,14 +341,12 @@ def test_upload_file_to_worker_processes(pclient, tmp_path):
 
 
 # --- submit/map options, Client options --------------------------------------------------
-def test_resources_are_accepted_with_a_warning(client):
-    with pytest.warns(ResourcesNotEnforcedWarning, match="not enforced"):
-        f = client.submit(inc, 1, resources={"GPU": 1}, fifo_timeout="100 ms")
+def test_resources_and_fifo_timeout_are_taken_by_submit_and_map(client):
+    # An empty dict or None asks for nothing; fifo_timeout and batch_size mean nothing here.
+    f = client.submit(inc, 1, resources={}, fifo_timeout="100 ms")
     assert f.result() == 2
-    with pytest.warns(ResourcesNotEnforcedWarning):
-        fs = client.map(inc, range(3), resources={"GPU": 1}, batch_size=2, fifo_timeout="1s")
+    fs = client.map(inc, range(3), resources=None, batch_size=2, fifo_timeout="1s")
     assert client.gather(fs) == [1, 2, 3]
-    assert client.map(inc, range(3), batch_size=1, resources=None) == fs  # no warning
 
 
 def test_resources_in_compute_and_persist_warn_too(client):

@@ -138,6 +138,9 @@ class Rig:
         f = self.client.submit(inc, n, pure=False)
         assert await f == n + 1
         f.release()
+        # A release may wait (up to 10 ms) to ride with the next message: let it arrive,
+        # or the next case's "before" holds a key its "after" does not.
+        await poll_for(lambda: f.key not in self.cluster.scheduler.state.tasks)
         ask = self.client.host.ask
         assert await ask(self.prims["queue"], "qsize") >= 0
         assert await ask(self.prims["event"], "is_set") is True
@@ -339,6 +342,10 @@ CASES = [
     ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, 0, 5, None, "yes"]), "'memory'"),
     ("scheduler", "worker_memory", dict(worker="W", memory=[0, 0, 0, None, None, False]), "came from"),
     ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, memory=[0]), "'memory'"),
+    ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, resources={"GPU": -1}),
+     "'resources'['GPU'] must be a finite number >= 0"),
+    ("scheduler", "register_worker", dict(address="tcp://10.9.9.9:1", nthreads=1, resources=["GPU"]),
+     "'resources'"),
     # a worker
     ("worker", "compute", dict(tasks="x"), "'tasks'"),
     ("worker", "compute", dict(tasks=[_worker_task()]), "came from"),

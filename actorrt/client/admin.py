@@ -339,7 +339,8 @@ def _worker_entry(address: str, info: dict) -> dict:
     memory = dict(info.get("memory", {}))
     return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "host": host,
             "address": address, "nthreads": info.get("nthreads"), "pid": info.get("pid"),
-            "status": "paused" if memory.get("paused") else "running", "resources": {},
+            "status": "paused" if memory.get("paused") else "running",
+            "resources": dict(info.get("resources") or {}),
             "memory_limit": memory.get("limit") or 0, "services": {},
             # managed: bytes of the values stored there and in memory (numpy nbytes, buffer
             # lengths, else an estimate); spilled: those on disk; rss: the process.

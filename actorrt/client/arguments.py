@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.serialize import Pickled
@@ -94,19 +95,49 @@ def check_retries(retries: Any) -> int:
 
 
 def check_workers(workers: Any) -> list[str] | None:
-    """``workers=``: None, one worker's address, or an iterable of addresses."""
+    """``workers=``: None, one worker (its address, its name, or a host: every worker on
+    it), or an iterable of those. The scheduler resolves them, also against workers
+    that join later."""
     if workers is None:
         return None
     if isinstance(workers, str):
         return [workers]
     if isinstance(workers, (bytes, dict)) or not hasattr(workers, "__iter__"):
-        raise TypeError(f"workers must be a worker address or a list of them, got "
+        raise TypeError(f"workers must be a worker address, name or host, or a list of them, got "
                         f"{type(workers).__name__}: {workers!r}")
     out = list(workers)
     for w in out:
         if not isinstance(w, str):
-            raise TypeError(f"workers must be worker addresses (str), got {type(w).__name__}: {w!r}")
+            raise TypeError(f"workers must be worker addresses, names or hosts (str), got "
+                            f"{type(w).__name__}: {w!r}")
     return out
+
+
+def check_resources(resources: Any, what: str = "resources") -> dict[str, float] | None:
+    """``resources=``: None or a dict of resource name -> amount >= 0 (``{"GPU": 1}``).
+
+    Amounts become floats (they travel as such); an empty dict means no resources.
+    A name may not hold ``,`` or ``=``: ``actorrt-worker --resources`` separates with them.
+    """
+    if resources is None:
+        return None
+    if not isinstance(resources, Mapping):
+        raise TypeError(f"{what} must be a dict of resource name -> amount, such as {{'GPU': 1}}, got "
+                        f"{type(resources).__name__}: {resources!r}")
+    out: dict[str, float] = {}
+    for name, amount in resources.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: a resource name must be a str, got {type(name).__name__}: {name!r}")
+        if not name.strip() or "," in name or "=" in name:
+            raise ValueError(f"{what}: resource name {name!r} must be non-empty, without ',' or '='")
+        check_sendable(name, "resource name")
+        if not isinstance(amount, numbers.Real) or isinstance(amount, bool):
+            raise TypeError(f"{what}: the amount of {name!r} must be a number, got "
+                            f"{type(amount).__name__}: {amount!r}")
+        if not math.isfinite(amount) or amount < 0:
+            raise ValueError(f"{what}: the amount of {name!r} must be a finite number >= 0, got {amount!r}")
+        out[name] = float(amount)
+    return out or None
 
 
 def check_count(name: str, value: Any) -> int:
@@ -148,4 +179,4 @@ def check_running(client: Any) -> None:
 
 
 __all__ = ["FunctionCache", "check_running", "check_count", "check_key", "check_sendable", "check_map_keys", "check_priority", "check_retries",
-           "check_workers"]
+           "check_resources", "check_workers"]

@@ -43,6 +43,7 @@ from .arguments import (
     check_key,
     check_map_keys,
     check_priority,
+    check_resources,
     check_retries,
     check_running,
     check_workers,
@@ -51,6 +52,7 @@ from .collections import DaskDefault
 from .compat import (
     CurrentClientMethods,
     resources_not_enforced,
+    warn_unrunnable,
     without_dask_only_options,
 )
 from .datasets import DatasetMethods
@@ -85,6 +87,8 @@ class ClientActor(Actor):
                 st.cancel(info.get("reason"))
             elif status == "lost":
                 st.lost()
+            elif status == "unrunnable":  # (it stays pending: such a worker may join)
+                warn_unrunnable(key, info.get("reason"))
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
@@ -394,16 +398,16 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
                resources: dict | None = None, fifo_timeout: Any = None, **kwargs: Any) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future at once.
 
-        ``resources=`` is accepted but not enforced (a warning says so: docs/api.md);
-        ``fifo_timeout=`` is accepted and has no meaning here.
+        ``resources={"GPU": 1}`` runs it only on a worker that declared that much and
+        has it free, holding it while it runs (docs/resources.md); ``workers=`` takes
+        worker addresses, names or hosts. ``fifo_timeout=`` has no meaning here.
         """
         if not callable(func):
             raise TypeError(f"first argument to submit must be callable, got {type(func).__name__}: {func!r}")
         check_running(self)
         key, priority, retries = check_key(key), check_priority(priority), check_retries(retries)
         workers, allow_other_workers = check_workers(workers), bool(allow_other_workers)
-        if resources:
-            resources_not_enforced(resources)
+        resources = check_resources(resources)
         actor = actor or actors
         if actor and not isinstance(actor, dict):  # options: name, max_restarts, ... (actor_handle.py)
             actor, key = actor_options(kwargs, key, self)
@@ -412,14 +416,15 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         fn_blob = self.functions.pickled(func)
         try:
             [future] = self._submit_batch(func, fn_blob, [(args, kwargs)], [key] if key else None, pure,
-                                          workers, allow_other_workers, retries or 0, priority, actor)
+                                          workers, allow_other_workers, retries or 0, priority, actor,
+                                          resources=resources)
         except SerializationError as e:
             if not waits_for_actor_futures(e):
                 raise
             # The arguments hold actor calls still in flight: send the task once they reply.
             return submit_when_ready(self, func, args, kwargs, key, dict(
                 workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-                priority=priority, pure=pure, actor=actor))
+                priority=priority, pure=pure, actor=actor, resources=resources))
         return future
 
     def map(self, func: Callable[..., Any], *iterables: Iterable, key: str | list | None = None,
@@ -432,8 +437,6 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         ``batch_size`` and ``fifo_timeout`` are accepted for dask's sake (every call
         goes out in one message per loop turn anyway); ``resources`` as in :meth:`submit`.
         """
-        if resources:
-            resources_not_enforced(resources)
         if not callable(func):
             raise TypeError(f"first argument to map must be callable, got {type(func).__name__}: {func!r}")
         if not iterables:
@@ -445,6 +448,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         check_running(self)
         priority, retries = check_priority(priority), check_retries(retries)
         workers, allow_other_workers = check_workers(workers), bool(allow_other_workers)
+        resources = check_resources(resources)
         actor = actor or actors
         if actor and not isinstance(actor, dict):
             actor, _ = actor_options(kwargs, None, self, allow_name=False)
@@ -455,18 +459,19 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         fn_blob = self.functions.pickled(func)
         try:
             return self._submit_batch(func, fn_blob, calls, keys, pure, workers, allow_other_workers,
-                                      retries or 0, priority, actor, prefix=prefix)
+                                      retries or 0, priority, actor, prefix=prefix, resources=resources)
         except SerializationError as e:
             if not waits_for_actor_futures(e):
                 raise
             options = dict(workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-                           priority=priority, pure=pure, actor=actor)
+                           priority=priority, pure=pure, actor=actor, resources=resources)
             return [submit_when_ready(self, func, a, kw, keys[i] if keys else None, options)
                     for i, (a, kw) in enumerate(calls)]
 
     def _submit_batch(self, func: Any, fn_blob: Pickled, calls: list[tuple[tuple, dict]],
                       keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
-                      retries: int, priority: float, actor: bool | dict, prefix: str | None = None) -> list[Future]:
+                      retries: int, priority: float, actor: bool | dict, prefix: str | None = None,
+                      resources: dict[str, float] | None = None) -> list[Future]:
         name = prefix or funcname(func)
         restrict = check_workers(workers)
         specs = []
@@ -499,7 +504,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
                 k = f"{name}-{uuid.uuid4().hex}"
             out_keys.append(k)
             specs.append([k, [fn_blob, args_blob], sorted(deps), name, priority, retries,
-                          restrict, allow_other_workers, actor])
+                          restrict, allow_other_workers, actor, resources])
         table = self.table
         with table.lock:
             futures = [held_future(k, self, table.hold_new(k, spec)) for k, spec in zip(out_keys, specs)]

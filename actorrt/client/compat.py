@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
+import time
 from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from .. import runtime
@@ -75,16 +77,36 @@ def without_dask_only_options(kwargs: dict, cluster_class: type) -> dict:
 
 
 class ResourcesNotEnforcedWarning(UserWarning):
-    """``resources=`` was given; actorrt places the task as if it were not."""
+    """``resources=`` was given to compute/persist, which do not pass it on yet: the
+    tasks are placed as if it were not (submit and map enforce it)."""
 
 
 
 def resources_not_enforced(resources: Any) -> None:
     import warnings
-    warnings.warn(f"resources={resources!r} is not enforced by actorrt: the task is placed as if "
-                  "no resources were asked for (use workers= to pin it)",
+    warnings.warn(f"resources={resources!r} is not enforced by compute/persist yet: the tasks are "
+                  "placed as if no resources were asked for (submit and map enforce it)",
                   ResourcesNotEnforcedWarning, stacklevel=3)
 
 
+# Seconds before the same reason is logged again: a map of 10,000 tasks asking for a
+# resource no worker has is one warning, not 10,000.
+UNRUNNABLE_REPEAT = 10.0
+_unrunnable_logged: dict[str, float] = {}
+
+
+def warn_unrunnable(key: str, reason: Any) -> None:
+    """The scheduler holds ``key`` back: no worker it has could ever run it (it runs once
+    one that can joins). Logged, not raised: dask's behaviour, and the task is not lost."""
+    text = str(reason)
+    now = time.monotonic()
+    if now - _unrunnable_logged.get(text, -UNRUNNABLE_REPEAT) < UNRUNNABLE_REPEAT:
+        return
+    if len(_unrunnable_logged) > 1000:
+        _unrunnable_logged.clear()
+    _unrunnable_logged[text] = now
+    logging.getLogger("actorrt.client").warning("task %s cannot run yet: %s", key, text)
+
+
 __all__ = ["CurrentClientMethods", "DASK_ONLY_OPTIONS", "ResourcesNotEnforcedWarning", "default_client",
-           "resources_not_enforced", "without_dask_only_options"]
+           "resources_not_enforced", "warn_unrunnable", "without_dask_only_options"]

@@ -19,7 +19,7 @@ from ..core.security import Security
 from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
 from ..worker import MemorySettings, default_listen_address, parse_memory_limit, start_worker
 from ..worker.memory import parse_fraction, tune_allocator
-from .local import start_scheduler
+from .local import parse_resources, start_scheduler
 from .nanny import RESTART_EXIT_CODE, Nanny, NannyLink
 
 
@@ -106,7 +106,8 @@ async def _worker(args: Any) -> int:
                                           secret=_secret(args), name=args.name or "",
                                           contact_address=_contact(args.contact_address, args.port, scheme),
                                           security=security, death_timeout=args.death_timeout,
-                                          nanny=nanny is not None, **_memory_options(args))
+                                          nanny=nanny is not None, resources=args.resources,
+                                          **_memory_options(args))
     except (BadMessageError, CommClosedError, AuthenticationError, OSError) as e:
         # Refused or unreachable: say why in one line, not in a traceback.
         print(f"actorrt-worker: could not join the scheduler at {args.scheduler}: {e}", file=sys.stderr, flush=True)
@@ -228,7 +229,9 @@ def _scheduler_args(p: argparse.ArgumentParser) -> None:
 def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("scheduler", help="scheduler address, e.g. tcp://127.0.0.1:8786")
     p.add_argument("--nthreads", type=int, default=1)
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None,
+                   help="the worker's name (default: host-pid under a nanny); workers= may select it by "
+                        "name, as by address or host")
     p.add_argument("--host", default=None,
                    help="interface to listen on (default: the one this machine reaches the scheduler "
                         "through, so other workers and clients can reach this one too)")
@@ -247,6 +250,10 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                         "or 0 for no limit")
     p.add_argument("--local-directory", default=None,
                    help="where the worker spills data to disk (default: the system's temporary directory)")
+    p.add_argument("--resources", type=_resources_arg, default=None, metavar="NAME=AMOUNT,...",
+                   help="abstract resources this worker declares, such as 'GPU=2,MEM=64e9': a task "
+                        "submitted with resources={'GPU': 1} runs only on a worker with that much free, "
+                        "and holds it while it runs (the nanny passes this on to each worker it starts)")
     for name, default, what in [("target", 0.6, "stored results above it are spilled to disk"),
                                 ("spill", 0.7, "process memory above it spills stored results"),
                                 ("pause", 0.8, "process memory above it stops new tasks from starting"),
@@ -269,6 +276,13 @@ def _memory_limit_arg(text: str) -> int | None:
     try:
         return parse_memory_limit(value)
     except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _resources_arg(text: str) -> dict[str, float] | None:
+    try:
+        return parse_resources(text)
+    except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from ..client.arguments import check_resources
 from ..coordination.registry import install as install_system_actors
 from ..core import ActorRef, Host
 from ..core.security import Security
@@ -81,6 +82,9 @@ class LocalCluster:
     False for off) say when a worker spills, pauses, and is restarted; values spill to
     ``local_directory`` (the system's temporary directory by default).
 
+    ``resources`` (``{"GPU": 1}``) are declared by every worker: tasks submitted with
+    ``resources=`` run only where enough is free (docs/resources.md).
+
     ``nanny=True`` (the default) runs each worker process under a nanny process that
     starts it again when it dies, grows past the terminate fraction of its memory
     limit, or is asked to (``client.restart()``, ``client.restart_workers``): the new
@@ -101,9 +105,11 @@ class LocalCluster:
                  memory_spill_fraction: float | bool | None = MemorySettings.spill,
                  memory_pause_fraction: float | bool | None = MemorySettings.pause,
                  memory_terminate_fraction: float | bool | None = MemorySettings.terminate,
-                 worker_start_timeout: float = 60.0,
+                 worker_start_timeout: float = 60.0, resources: dict | None = None,
                  security: Security | None = None, **state_kwargs: Any) -> None:
         self.worker_start_timeout = worker_start_timeout
+        # Declared by every worker (``{"GPU": 1}``): tasks asking for them run there.
+        self.resources = check_resources(resources, "LocalCluster(resources=...)")
         self.n_workers, self.threads_per_worker = _default_layout(n_workers, threads_per_worker)
         # Parsed once, here, so nonsense fails before anything starts: each worker's
         # share in bytes, or None.
@@ -249,7 +255,8 @@ class LocalCluster:
             host, worker = await start_worker(address, nthreads=nthreads, address="inproc://",
                                               secret=self.secret, name=name, security=self.security,
                                               death_timeout=0, memory_limit=self.memory_limit,
-                                              local_directory=self.local_directory, memory=self.memory)
+                                              local_directory=self.local_directory, memory=self.memory,
+                                              resources=self.resources)
             self._workers[name] = (host, worker)
             return host.address
         env = {**os.environ, "ACTORRT_SECRET": self.secret.hex(), **self._worker_env}
@@ -297,6 +304,8 @@ class LocalCluster:
             flags += [f"--memory-{name}-fraction", "false" if value is None else repr(value)]
         if self.local_directory:
             flags += ["--local-directory", self.local_directory]
+        if self.resources:
+            flags += ["--resources", format_resources(self.resources)]
         if not self.nanny:
             flags.append("--no-nanny")
         return flags
@@ -390,3 +399,28 @@ async def _wait_process(proc: subprocess.Popen, timeout: float) -> None:
     except asyncio.TimeoutError:
         proc.kill()
         await loop.run_in_executor(None, proc.wait)
+
+
+def format_resources(resources: dict[str, float]) -> str:
+    """``{"GPU": 2.0, "MEM": 6.4e10}`` as ``actorrt-worker --resources`` takes it."""
+    return ",".join(f"{name}={amount!r}" for name, amount in resources.items())
+
+
+def parse_resources(text: str) -> dict[str, float] | None:
+    """``"GPU=2,MEM=64e9"`` (``actorrt-worker --resources``): checked like ``resources=``;
+    ValueError naming the part that is wrong."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, amount = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError("expected NAME=AMOUNT")
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not NAME=AMOUNT (such as GPU=2)") from None
+    try:
+        return check_resources(out)
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e)) from None

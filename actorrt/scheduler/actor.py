@@ -22,6 +22,7 @@ from ..protocol import (
     check_missing,
     check_update_data,
     decode_memory,
+    decode_resources,
     decode_tasks,
     decode_tasks_done,
     keys_field,
@@ -71,10 +72,12 @@ class Scheduler(Actor):
 
     # --- membership -------------------------------------------------------
     def handle_register_worker(self, address: str, nthreads: int, origin: Comm | None, name: str = "",
-                               pid: int = 0, memory: list | None = None, nanny: bool = False) -> dict:
+                               pid: int = 0, memory: list | None = None, nanny: bool = False,
+                               resources: dict | None = None) -> dict:
         # A worker registers itself: the scheduler must be able to reach the address it
         # gives, and learns of its death when this connection closes.
         report = decode_memory(memory, "Scheduler.register_worker") if memory is not None else None
+        declared = decode_resources("Scheduler.register_worker", resources)
         check_origin("Scheduler.register_worker", "the worker at field 'address'", address, origin)
         _check_reachable(address, origin)
         known = self._peer_comms.get(("worker", address))
@@ -83,8 +86,8 @@ class Scheduler(Actor):
                                   "from another connection")
         self._peer_comms[("worker", address)] = origin
         self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": None,
-                                     "nanny": nanny}
-        self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker")))
+                                     "nanny": nanny, "resources": declared}
+        self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker"), name, declared))
         if report is not None:  # (a worker rejoining may be paused already)
             self._memory_reported(address, report)
         self._wake_worker_waiters()

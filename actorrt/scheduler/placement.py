@@ -13,6 +13,15 @@ changes a :class:`WorkerState`; the state machine reads them.
 The workers with a free slot stay ordered by occupancy as that changes, so a placement
 costs O(log workers), never a sort.
 
+A task asking for resources (:mod:`.resources`) runs only where they are free, and
+holds them while it runs. One that fits nowhere now, but on some worker here once that
+worker frees them, is *held* beside the queue, in a bucket of tasks that fit the same
+workers (its :func:`~.resources.signature`); buckets are looked at again only when
+resources are given back or a worker joins or resumes, one task per bucket, so
+unrestricted tasks never wait behind them and a waiting GPU task costs nothing per
+placement of the others. One that no worker here could ever run is parked, as a task
+restricted to absent workers is, and the state machine says so to its clients.
+
 A worker holds up to ``capacity = nthreads * saturation`` tasks: more than it has
 threads, so that a worker finishing a task finds the next one already there.
 """
@@ -25,15 +34,25 @@ from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedKeyList
 
+from . import resources as rs
+from .resources import host_of
+
 if TYPE_CHECKING:
-    from .state import TaskState
+    from .task_state import TaskState
 
 
 class WorkerState:
-    __slots__ = ("address", "capacity", "has_what", "long_running", "nthreads", "paused", "processing", "seq")
+    __slots__ = ("address", "capacity", "has_what", "host", "long_running", "name", "nthreads", "paused",
+                 "processing", "resources", "seq", "used_resources")
 
-    def __init__(self, address: str, nthreads: int, saturation: float, seq: int) -> None:
+    def __init__(self, address: str, nthreads: int, saturation: float, seq: int, name: str = "",
+                 resources: dict[str, float] | None = None) -> None:
         self.address = address
+        self.name = name
+        self.host = host_of(address)
+        # Declared at registration, and the part of it the tasks running here hold.
+        self.resources: dict[str, float] = dict(resources or {})
+        self.used_resources: dict[str, float] = {}
         self.nthreads = nthreads
         self.processing: set[TaskState] = set()
         # Running tasks that gave their thread slot back (secede, or blocked on other
@@ -100,6 +119,17 @@ class Placement:
         # or an actor before any worker joined): out of the queue until one joins.
         self.unrunnable: set[TaskState] = set()
         self.actors: set[TaskState] = set()  # user actors, placed or held: to spread them
+        # address, name and host -> the workers they select (``workers=`` resolves here).
+        self.aliases: dict[str, set[WorkerState]] = {}
+        # resource name -> the workers that declared it.
+        self.declaring: dict[str, set[WorkerState]] = {}
+        # Queued tasks waiting for resources a worker here declared to be free: by
+        # signature, each a heap like ``queued``. ``held`` says which entries are live.
+        self.held: set[TaskState] = set()
+        self._buckets: dict[tuple, list[tuple[tuple, int, TaskState]]] = {}
+        self._held_stale = False  # resources given back, or a worker came: look again
+        # Parked since the state machine last asked (it tells their clients why).
+        self.newly_parked: list[TaskState] = []
         self.adaptive = saturation is None
         self.saturation = 2.0 if saturation is None else saturation
         self.queued_seconds = queued_seconds
@@ -110,7 +140,8 @@ class Placement:
         self._push_seq = itertools.count()
 
     # ------------------------------------------------------------ membership
-    def add_worker(self, address: str, nthreads: int) -> WorkerState | None:
+    def add_worker(self, address: str, nthreads: int, name: str = "",
+                   resources: dict[str, float] | None = None) -> WorkerState | None:
         """The new worker's state; None if ``address`` is already a worker.
 
         The unrunnable tasks it may run go back to the queue, whatever made them
@@ -119,20 +150,38 @@ class Placement:
         """
         if address in self.workers:
             return None
-        ws = WorkerState(address, max(1, nthreads), self.saturation, next(self._worker_seq))
+        ws = WorkerState(address, max(1, nthreads), self.saturation, next(self._worker_seq), name, resources)
         self.workers[address] = ws
         self.idle.add(ws)
+        for alias in rs.aliases(ws):
+            self.aliases.setdefault(alias, set()).add(ws)
+        for resource in ws.resources:
+            self.declaring.setdefault(resource, set()).add(ws)
         for ts in list(self.unrunnable):
-            if _may_run_on(ts, address):
+            if _may_run_on(ts, ws):
                 self.unrunnable.discard(ts)
                 self.enqueue(ts)
+        self._held_stale = bool(self.held)
         return ws
 
     def remove_worker(self, address: str) -> WorkerState | None:
-        """The removed worker's state, its tasks still listed for the caller to move."""
+        """The removed worker's state, its tasks still listed for the caller to move.
+        Held tasks that only it could run are parked."""
         ws = self.workers.pop(address, None)
-        if ws is not None and ws in self.idle:
+        if ws is None:
+            return None
+        if ws in self.idle:
             self.idle.remove(ws)
+        for index, keys in ((self.aliases, rs.aliases(ws)), (self.declaring, ws.resources)):
+            for k in keys:
+                others = index.get(k)
+                if others is not None:
+                    others.discard(ws)
+                    if not others:
+                        del index[k]
+        for ts in [ts for ts in self.held if not self._runnable_here(ts)]:
+            self.held.discard(ts)
+            self.park(ts)
         return ws
 
     # ----------------------------------------------------------------- queue
@@ -143,26 +192,98 @@ class Placement:
     def park(self, ts: TaskState) -> None:
         """``ts`` has nowhere to run until a worker it may run on joins."""
         self.unrunnable.add(ts)
+        self.newly_parked.append(ts)
+
+    def shelve(self, ts: TaskState) -> None:
+        """``ts`` fits no worker now: held while some worker here could run it once
+        resources are free, else parked."""
+        if ts.resources and self._runnable_here(ts):
+            self._hold(ts)
+        else:
+            self.park(ts)
 
     def unpark(self, ts: TaskState) -> None:
         """``ts`` no longer waits to run (it left the 'queued' state). Left parked, it
         would be skipped when queued again."""
         self.unrunnable.discard(ts)
+        self.held.discard(ts)  # (its entry in a bucket is skipped)
 
     def next_placement(self) -> tuple[TaskState, WorkerState] | None:
         """The queued task to start next and its worker; None while no worker has a
         free slot or nothing is queued. The caller :meth:`occupies <occupy>` the worker
         before it asks again."""
+        if self._held_stale:
+            placed = self._place_held()
+            if placed is not None:
+                return placed
         queue = self.queued
         while queue and self.idle:
             ts = heapq.heappop(queue)[2]
-            if ts.state != "queued" or ts in self.unrunnable:
+            if ts.state != "queued" or ts in self.unrunnable or ts in self.held:
                 continue  # released, or placed, since it was queued
+            if ts.resources and self._others_held_like(ts):
+                # Others asking the same wait already: behind them, in priority order.
+                self._hold(ts)
+                continue
             ws = self.choose(ts)
             if ws is not None:
                 return ts, ws
-            self.park(ts)
+            self.shelve(ts)
         return None
+
+    # ----------------------------------------------------------------- held
+    def _bucket(self, ts: TaskState) -> list[tuple[tuple, int, TaskState]]:
+        assert ts.resources is not None
+        sig = rs.signature(ts.resources, ts.workers, ts.allow_other_workers, bool(ts.actor))
+        return self._buckets.setdefault(sig, [])
+
+    def _others_held_like(self, ts: TaskState) -> bool:
+        """Whether live tasks of ``ts``'s signature are held (stale entries go)."""
+        bucket = self._bucket(ts)
+        while bucket and bucket[0][2] not in self.held:
+            heapq.heappop(bucket)
+        return bool(bucket)
+
+    def _hold(self, ts: TaskState) -> None:
+        self.held.add(ts)
+        heapq.heappush(self._bucket(ts), (ts.priority, next(self._push_seq), ts))
+
+    def _place_held(self) -> tuple[TaskState, WorkerState] | None:
+        """The first held task, by priority, of those heading their buckets, that fits
+        somewhere now. Only heads are tried: the rest of a bucket fits where its head does."""
+        heads = []
+        for sig, bucket in list(self._buckets.items()):
+            while bucket and bucket[0][2] not in self.held:
+                heapq.heappop(bucket)  # released, or placed, since it was held
+            if bucket:
+                heads.append((bucket[0], bucket))
+            else:
+                del self._buckets[sig]
+        heads.sort(key=lambda head: head[0][:2])
+        for (_, _, ts), bucket in heads:
+            ws = self.choose(ts)
+            if ws is not None:
+                heapq.heappop(bucket)
+                self.held.discard(ts)
+                return ts, ws
+        self._held_stale = False
+        return None
+
+    def _runnable_here(self, ts: TaskState) -> bool:
+        """Whether some worker here could ever run ``ts`` (whatever it is busy with)."""
+        return any(_may_run_on(ts, ws) for ws in self._allowed(ts))
+
+    def unrunnable_reason(self, ts: TaskState) -> str | None:
+        """Why parked ``ts`` cannot run, when resources are why; None otherwise."""
+        if not ts.resources:
+            return None
+        return rs.why_unrunnable(ts.resources, self._allowed(ts))
+
+    def _allowed(self, ts: TaskState) -> list[WorkerState]:
+        """The workers here ``workers=`` lets ``ts`` run on, whatever their resources."""
+        if ts.workers is None or ts.allow_other_workers:
+            return list(self.workers.values())
+        return self._present(ts.workers)
 
     # ------------------------------------------------------------- occupancy
     # A worker's place in ``idle`` is keyed on its occupancy: it leaves the list before
@@ -176,16 +297,23 @@ class Placement:
             self.idle.add(ws)
 
     def occupy(self, ws: WorkerState, ts: TaskState) -> None:
-        """``ts`` starts on ``ws``. An actor is built in its own lane: it holds no slot."""
+        """``ts`` starts on ``ws`` and takes the resources it asked for. An actor is
+        built in its own lane: it holds no slot."""
         self._unlist(ws)
         ws.processing.add(ts)
         if ts.actor:
             ws.long_running.add(ts)
+        if ts.resources:
+            rs.take(ws, ts.resources)
         self._relist(ws)
 
     def vacate(self, ws: WorkerState, ts: TaskState) -> None:
-        """``ts`` no longer runs on ``ws`` (finished, failed, released or moved)."""
+        """``ts`` no longer runs on ``ws`` (finished, failed, released or moved): its
+        slot and resources are free again."""
         self._unlist(ws)
+        if ts in ws.processing and ts.resources:
+            rs.give_back(ws, ts.resources)
+            self._held_stale = bool(self.held)
         ws.processing.discard(ts)
         ws.long_running.discard(ts)
         self._relist(ws)
@@ -204,6 +332,8 @@ class Placement:
         self._unlist(ws)
         ws.paused = paused
         self._relist(ws)
+        if not paused:
+            self._held_stale = bool(self.held)
 
     def set_saturation(self, saturation: float) -> None:
         """Change how many tasks each worker may hold per thread."""
@@ -262,6 +392,8 @@ class Placement:
         """
         if ts.actor:
             return self._choose_for_actor(ts)
+        if ts.resources:
+            return self._choose_with_resources(ts)
         if ts.workers is not None:
             allowed = self._present(ts.workers)
             if allowed:
@@ -274,8 +406,31 @@ class Placement:
                 return holder
         return self.idle[0]
 
-    def _present(self, addresses: Iterable[str]) -> list[WorkerState]:
-        return [self.workers[a] for a in addresses if a in self.workers]
+    def _present(self, entries: Iterable[str]) -> list[WorkerState]:
+        """The workers here that ``workers=`` entries (addresses, names, hosts) select."""
+        found: set[WorkerState] = set()
+        for entry in entries:
+            found.update(self.aliases.get(entry, ()))
+        return sorted(found, key=lambda ws: ws.seq)
+
+    def _choose_with_resources(self, ts: TaskState) -> WorkerState | None:
+        """Among the workers with ``ts``'s resources free (and that ``workers=`` allows),
+        one with a free slot, the least occupied. None when there is none now.
+
+        O(workers declaring the scarcest resource asked for): only tasks with resources
+        pay it. Resources are strict: ``allow_other_workers`` loosens ``workers=`` only.
+        """
+        need = ts.resources
+        assert need
+        scarcest = min(need, key=lambda name: len(self.declaring.get(name, ())))
+        candidates = [ws for ws in self.declaring.get(scarcest, ()) if not ws.paused and rs.fits(ws, need)]
+        if ts.workers is not None:
+            pinned = [ws for ws in candidates if rs.selects(ts.workers, ws)]
+            if pinned or not ts.allow_other_workers:
+                candidates = pinned
+        if not candidates:
+            return None
+        return min(candidates, key=lambda ws: (not ws.has_free_slot, *_load(ws)))
 
     def _free_holder_of_most_input(self, ts: TaskState) -> WorkerState | None:
         # +1 per input: among holders of empty or unmeasured values, the count decides.
@@ -301,6 +456,10 @@ class Placement:
                 candidates = allowed
         if not candidates:
             return None
+        if ts.resources:
+            candidates = [ws for ws in candidates if not ws.paused and rs.fits(ws, ts.resources)]
+            if not candidates:
+                return None
         candidates = [ws for ws in candidates if not ws.paused] or candidates
         hosted: dict[WorkerState, int] = {}
         for other in self.actors:
@@ -313,7 +472,7 @@ class Placement:
         """Whether ``ts`` may run only on given workers (``workers=`` without
         ``allow_other_workers``) and none of them is here."""
         return (ts.workers is not None and not ts.allow_other_workers
-                and not any(address in self.workers for address in ts.workers))
+                and not any(entry in self.aliases for entry in ts.workers))
 
     # ------------------------------------------------------------ invariants
     def validate(self, check: Callable[[bool, str], None]) -> None:
@@ -325,14 +484,29 @@ class Placement:
                 check(ts.state == "processing" and ts.processing_on is ws, f"{ws} processing {ts}")
             for ts in ws.has_what:
                 check(ws in ts.who_has, f"{ws} has {ts} but is not in its who_has")
+            check(_resources_add_up(ws), f"{ws} holds resources {ws.used_resources}, not its tasks' sum")
         check(len(self.idle) == sum(ws.has_free_slot for ws in self.workers.values()),
               "a removed worker is still in the idle set")
         for ts in self.unrunnable:
             check(ts.state == "queued", f"{ts} parked but not queued")
-            check(not any(_may_run_on(ts, address) for address in self.workers),
+            check(not any(_may_run_on(ts, ws) for ws in self.workers.values()),
                   f"{ts} parked while a worker it may run on is here")
+            check(ts not in self.held, f"{ts} both parked and held")
+        for ts in self.held:
+            check(ts.state == "queued", f"{ts} held but not queued")
+            check(self._runnable_here(ts), f"{ts} held while no worker here could run it")
 
 
-def _may_run_on(ts: TaskState, address: str) -> bool:
-    """Whether ``ts``'s restrictions (if any) let it run on ``address``."""
-    return ts.workers is None or ts.allow_other_workers or address in ts.workers
+def _may_run_on(ts: TaskState, ws: WorkerState) -> bool:
+    """Whether ``ts``'s restrictions (if any) let it run on ``ws``, once free."""
+    return ((ts.workers is None or ts.allow_other_workers or rs.selects(ts.workers, ws))
+            and (not ts.resources or rs.declares(ws, ts.resources)))
+
+
+def _resources_add_up(ws: WorkerState) -> bool:
+    """Whether what ``ws`` holds taken is what the tasks running there asked for."""
+    held: dict[str, float] = {}
+    for ts in ws.processing:
+        for name, amount in (ts.resources or {}).items():
+            held[name] = held.get(name, 0.0) + amount
+    return all(abs(held.get(k, 0.0) - ws.used_resources.get(k, 0.0)) < 1e-6 for k in {*held, *ws.used_resources})

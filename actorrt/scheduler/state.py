@@ -24,67 +24,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Literal
+from typing import Any
 
 from ..core.errors import ActorDeadError
 from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported: the stimuli's terms)
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
+from .task_state import TASK_STATES, TaskState, TaskStatus  # noqa: F401 (re-exported)
 
-#: A task's state. Plain strings, not an Enum: they are what ``client.story()`` and
-#: ``key_states`` hand to clients, and what the dashboard counts by.
-TaskStatus = Literal["released", "waiting", "queued", "processing", "memory", "erred", "forgotten"]
-#: The states of a task the scheduler holds, in the order a task moves through them
-#: (a 'forgotten' task is no longer held).
-TASK_STATES: tuple[TaskStatus, ...] = ("released", "waiting", "queued", "processing", "memory", "erred")
 #: Transitions a step asks for next: key -> the state it should move to.
 Recs = dict[str, TaskStatus]
 
 
 class KilledWorker(Exception):
     """A task was running on too many workers that died; it is not retried again."""
-
-
-class TaskState:
-    __slots__ = ("actor", "allow_other_workers", "blame", "dependencies", "dependents", "exception",
-                 "key", "missing_input", "name", "nbytes", "priority", "processing_on", "restarts",
-                 "retries", "run_id", "spec", "state", "suspicious", "traceback", "type", "waiters",
-                 "waiting_on", "who_has", "who_wants", "workers")
-
-    def __init__(self, key: str, spec: Any, name: str) -> None:
-        self.key = key
-        self.state: TaskStatus = "released"
-        self.spec = spec
-        self.name = name
-        self.dependencies: set[TaskState] = set()
-        self.dependents: set[TaskState] = set()
-        self.waiting_on: set[TaskState] = set()   # dependencies not yet in memory
-        self.waiters: set[TaskState] = set()      # active dependents that still need us
-        self.who_has: set[WorkerState] = set()
-        self.processing_on: WorkerState | None = None
-        self.priority: tuple = ()
-        self.retries = 0
-        self.who_wants: set[str] = set()
-        self.exception: Any = None
-        self.traceback: str | None = None
-        self.blame: str | None = None
-        self.nbytes = 0
-        self.type: str | None = None
-        self.suspicious = 0
-        self.workers: set[str] | None = None
-        self.allow_other_workers = False
-        self.actor: Any = False  # a user actor's options (a dict), or True; False for a task
-        self.restarts = 0        # how often this actor was re-created after its worker died
-        self.run_id = 0          # which run of this key a worker's report must be about
-        # An input the scheduler did not know at submission: the task can never run (it is
-        # not among ``dependencies``, so without this a re-run would go without it).
-        self.missing_input: str | None = None
-
-    def __lt__(self, other: TaskState) -> bool:
-        return self.priority < other.priority
-
-    def __repr__(self) -> str:
-        return f"<TaskState {self.key!r} {self.state}>"
 
 
 class InvalidStateError(AssertionError):
@@ -174,7 +127,7 @@ class SchedulerState:
                 continue  # same key already known (pure=True dedup): keep what we have
             ts.priority = (-spec.priority, generation, next(self._seq))
             ts.retries = spec.retries
-            ts.actor = spec.actor
+            ts.actor, ts.resources = spec.actor, spec.resources or None
             if spec.actor:
                 self.placement.actors.add(ts)
             if spec.workers is not None:
@@ -331,8 +284,9 @@ class SchedulerState:
         self._run(recs, stimulus_id)
         return self._flush()
 
-    def stimulus_add_worker(self, address: str, nthreads: int, stimulus_id: str) -> list[Instruction]:
-        if self.placement.add_worker(address, nthreads) is None:
+    def stimulus_add_worker(self, address: str, nthreads: int, stimulus_id: str, name: str = "",
+                            resources: dict[str, float] | None = None) -> list[Instruction]:
+        if self.placement.add_worker(address, nthreads, name, resources) is None:
             return []
         self._run({}, stimulus_id)
         return self._flush()
@@ -539,13 +493,19 @@ class SchedulerState:
             ts, ws = placed
             self._queued_processing(ts, stimulus_id, ws)
             self._story(ts, "queued", "processing", stimulus_id)
+        parked, self.placement.newly_parked = self.placement.newly_parked, []
+        for ts in parked:  # (no error: it runs if such a worker joins, but say why it waits)
+            reason = self.placement.unrunnable_reason(ts) if ts.state == "queued" else None
+            for client in ts.who_wants if reason else ():
+                if client in self.clients:
+                    self._out.append(Report(client, ts.key, "unrunnable", {"reason": reason}))
 
     def _queued_processing(self, ts: TaskState, stimulus_id: str,
                            ws: WorkerState | None = None) -> Recs:
         if ws is None:
             ws = self.placement.choose(ts)
             if ws is None:
-                self.placement.park(ts)
+                self.placement.shelve(ts)
                 return {}
         self.placement.occupy(ws, ts)
         ts.state = "processing"

@@ -70,8 +70,11 @@ class Worker(Actor):
     def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "",
                  death_timeout: float = DEATH_TIMEOUT, *, memory_limit: object = None,
                  local_directory: str | None = None, memory: MemorySettings | None = None,
-                 nanny: bool = False) -> None:
+                 nanny: bool = False, resources: dict[str, float] | None = None) -> None:
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
+        # Abstract resources (``{"GPU": 2}``) declared to the scheduler, which places
+        # tasks asking for them here only while enough are free (scheduler/resources.py).
+        self.resources = dict(resources or {})
         # How long to keep trying to rejoin a scheduler this worker lost (0: stop at once).
         self.death_timeout = death_timeout
         self.nthreads = nthreads
@@ -115,7 +118,7 @@ class Worker(Actor):
         self._scheduler_comm = await self.host.connect(self.scheduler.address, timeout=timeout)
         await self.host.ask(self.scheduler, "register_worker", address=self.host.address,
                             nthreads=self.nthreads, name=self.name, pid=os.getpid(), nanny=self.nanny,
-                            memory=list(self.memory_report()))
+                            memory=list(self.memory_report()), resources=self.resources)
 
     def on_stop(self) -> None:
         if self.monitor is not None:
@@ -517,7 +520,7 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
                        contact_address: str | None = None, security: Security | None = None,
                        death_timeout: float = DEATH_TIMEOUT, memory_limit: object = None,
                        local_directory: str | None = None, memory: MemorySettings | None = None,
-                       nanny: bool = False) -> tuple[Host, Worker]:
+                       nanny: bool = False, resources: dict[str, float] | None = None) -> tuple[Host, Worker]:
     """Start a worker host on the running loop and register it with the scheduler.
 
     Without ``address`` it listens on the interface this machine reaches the scheduler
@@ -527,7 +530,8 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     ``memory_limit`` (bytes, ``"4GiB"``, a fraction, ``"auto"`` or None) bounds what it
     holds: results spill to ``local_directory`` (a temporary directory by default) and
     new tasks pause as ``memory`` (:class:`MemorySettings`) says. ``nanny`` tells the
-    scheduler a nanny process restarts this one (``client.restart``).
+    scheduler a nanny process restarts this one (``client.restart``). ``resources``
+    (``{"GPU": 2}``) are declared to the scheduler: tasks asking for them run here.
     """
     if address is None:
         address = default_listen_address(scheduler_address)
@@ -536,7 +540,7 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     await host.start()
     worker = Worker(scheduler_address, nthreads=nthreads, name=name, death_timeout=death_timeout,
                     memory_limit=memory_limit, local_directory=local_directory, memory=memory,
-                    nanny=nanny)
+                    nanny=nanny, resources=resources)
     host.spawn(worker, WORKER_ID)
     try:
         await worker.register()

@@ -1,0 +1,58 @@
+"""A task as the scheduler knows it (:class:`TaskState`) and the states it moves
+through; :mod:`.state` moves it. A record with no behaviour of its own."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .placement import WorkerState
+
+#: A task's state. Plain strings, not an Enum: they are what ``client.story()`` and
+#: ``key_states`` hand to clients, and what the dashboard counts by.
+TaskStatus = Literal["released", "waiting", "queued", "processing", "memory", "erred", "forgotten"]
+#: The states of a task the scheduler holds, in the order a task moves through them
+#: (a 'forgotten' task is no longer held).
+TASK_STATES: tuple[TaskStatus, ...] = ("released", "waiting", "queued", "processing", "memory", "erred")
+
+
+class TaskState:
+    __slots__ = ("actor", "allow_other_workers", "blame", "dependencies", "dependents", "exception",
+                 "key", "missing_input", "name", "nbytes", "priority", "processing_on", "resources",
+                 "restarts", "retries", "run_id", "spec", "state", "suspicious", "traceback", "type", "waiters",
+                 "waiting_on", "who_has", "who_wants", "workers")
+
+    def __init__(self, key: str, spec: Any, name: str) -> None:
+        self.key = key
+        self.state: TaskStatus = "released"
+        self.spec = spec
+        self.name = name
+        self.dependencies: set[TaskState] = set()
+        self.dependents: set[TaskState] = set()
+        self.waiting_on: set[TaskState] = set()   # dependencies not yet in memory
+        self.waiters: set[TaskState] = set()      # active dependents that still need us
+        self.who_has: set[WorkerState] = set()
+        self.processing_on: WorkerState | None = None
+        self.priority: tuple = ()
+        self.retries = 0
+        self.who_wants: set[str] = set()
+        self.exception: Any = None
+        self.traceback: str | None = None
+        self.blame: str | None = None
+        self.nbytes = 0
+        self.type: str | None = None
+        self.suspicious = 0
+        self.workers: set[str] | None = None
+        self.allow_other_workers = False
+        self.resources: dict[str, float] | None = None  # held on its worker while it runs
+        self.actor: Any = False  # a user actor's options (a dict), or True; False for a task
+        self.restarts = 0        # how often this actor was re-created after its worker died
+        self.run_id = 0          # which run of this key a worker's report must be about
+        # An input the scheduler did not know at submission: the task can never run (it is
+        # not among ``dependencies``, so without this a re-run would go without it).
+        self.missing_input: str | None = None
+
+    def __lt__(self, other: TaskState) -> bool:
+        return self.priority < other.priority
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
