@@ -134,12 +134,8 @@ def decode_tasks(tasks: list) -> list[TaskSpec]:
     """The TaskSpecs of an ``update_graph`` message, every field of every task checked."""
     specs = []
     for i, t in enumerate(tasks):
-        if (type(t) is not list and type(t) is not tuple) or len(t) not in (9, 10):
+        if (type(t) is not list and type(t) is not tuple) or len(t) != 10:
             raise bad(UPDATE_GRAPH, f"'tasks'[{i}]", f"a list {_TASK_SHAPE}", t)
-        if len(t) == 9:
-            # The one tolerated short form, until every builder of specs (client/graph.py)
-            # sends resources: nine fields mean none.
-            t = (*t, None)
         key, blobs, deps, name, priority, retries, workers, allow_other, actor, resources = t
         if not (type(key) is str and _is_spec(blobs)
                 and (type(deps) is list or type(deps) is tuple) and type(name) is str

@@ -15,7 +15,6 @@ import pytest
 
 import actorrt
 from actorrt import CancelledError, Client, LocalCluster, default_client, get_client, get_worker
-from actorrt.client.compat import ResourcesNotEnforcedWarning
 from actorrt.testing import gen_cluster, wait_until
 
 _gates: dict = {}
@@ -347,15 +346,6 @@ def test_resources_and_fifo_timeout_are_taken_by_submit_and_map(client):
     assert f.result() == 2
     fs = client.map(inc, range(3), resources=None, batch_size=2, fifo_timeout="1s")
     assert client.gather(fs) == [1, 2, 3]
-
-
-def test_resources_in_compute_and_persist_warn_too(client):
-    dask = pytest.importorskip("dask")
-    x = dask.delayed(inc)(1)
-    with pytest.warns(ResourcesNotEnforcedWarning):
-        assert client.compute(x, resources={"GPU": 1}).result() == 2
-    with pytest.warns(ResourcesNotEnforcedWarning):
-        assert client.persist(x, resources={"GPU": 1}).compute(scheduler=client.get) == 2
 
 
 def test_dask_only_cluster_options_are_accepted():

@@ -138,8 +138,8 @@ class Rig:
         f = self.client.submit(inc, n, pure=False)
         assert await f == n + 1
         f.release()
-        # A release may wait (up to 10 ms) to ride with the next message: let it arrive,
-        # or the next case's "before" holds a key its "after" does not.
+        # The release travels on its own: let it arrive, or the next case's "before"
+        # holds a key its "after" does not.
         await poll_for(lambda: f.key not in self.cluster.scheduler.state.tasks)
         ask = self.client.host.ask
         assert await ask(self.prims["queue"], "qsize") >= 0
@@ -204,9 +204,9 @@ def target(rig, name):
 # --- every op, malformed ---------------------------------------------------------------------
 
 def _task(key="t", spec=None, deps=(), name="t", priority=0, retries=0, workers=None,
-          allow_other_workers=False, actor=False):
+          allow_other_workers=False, actor=False, resources=None):
     return [key, [BLOB, None] if spec is None else spec, list(deps), name, priority, retries,
-            workers, allow_other_workers, actor]
+            workers, allow_other_workers, actor, resources]
 
 
 def _worker_task(key="t", spec=None, deps=None, name="t", actor=None):
@@ -260,6 +260,9 @@ CASES = [
     ("scheduler", "update_graph", dict(client="c", tasks=[_task(priority=math.nan)], wanted=[]), "priority"),
     ("scheduler", "update_graph", dict(client="c", tasks=[_task(retries="x")], wanted=[]), "retries"),
     ("scheduler", "update_graph", dict(client="c", tasks=[_task(retries=None)], wanted=[]), "retries"),
+    ("scheduler", "update_graph", dict(client="c", tasks=[_task()[:9]], wanted=[]), "'tasks'[0]"),
+    ("scheduler", "update_graph", dict(client="c", tasks=[_task(resources={"GPU": -1})], wanted=[]),
+     "resources"),
     ("scheduler", "update_graph", dict(client="c", tasks=[_task(workers=5)], wanted=[]), "workers"),
     ("scheduler", "update_graph", dict(client="c", tasks=[_task(workers=[5])], wanted=[]), "workers"),
     ("scheduler", "update_graph", dict(client="c", tasks=[_task(workers="tcp://a:1")], wanted=[]),

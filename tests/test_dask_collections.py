@@ -8,7 +8,8 @@ import os
 import pytest
 
 from actorrt import Client, Future, futures_of, get_worker
-from actorrt.testing import gen_cluster
+from actorrt.deploy.local import start_worker
+from actorrt.testing import gen_cluster, poll_for
 
 dask = pytest.importorskip("dask", reason="dask collections need the dask extra")
 
@@ -181,6 +182,42 @@ def test_a_collection_needing_a_key_nobody_provides_is_refused_before_sending(cl
     with pytest.raises(GraphError, match="orphan-key"):
         orphan.compute()
     assert not [k for k in client.who_has() if "orphan" in str(k)]
+    assert client.submit(inc, 1).result() == 2
+
+
+# --- resources through collections --------------------------------------------------------
+@gen_cluster(n_workers=1)
+async def test_compute_persist_and_annotate_hold_tasks_for_resources(c, cluster):
+    state = cluster.scheduler.state
+
+    def unrunnable():
+        return sorted(ts.key for ts in state.placement.unrunnable)
+
+    with_tpu = c.compute(dask.delayed(inc)(1, dask_key_name="asks-tpu"), resources={"TPU": 1})
+    with dask.annotate(resources={"TPU": 2}):
+        annotated = dask.delayed(inc)(2, dask_key_name="annotated-tpu")
+    kept = c.persist(annotated)
+    await poll_for(lambda: {"asks-tpu", "annotated-tpu"} <= set(unrunnable()))
+    assert with_tpu.status == "pending"
+    assert state.tasks["annotated-tpu"].resources == {"TPU": 2.0}
+    assert await c.compute(dask.delayed(inc)(3)) == 4  # other work goes on
+    host, _ = await start_worker(cluster.scheduler_address, address="inproc://", secret=cluster.secret,
+                                 name="tpu", death_timeout=0, resources={"TPU": 2})
+    try:
+        assert await with_tpu == 2
+        assert await c.compute(kept) == 3
+        assert (await c.who_has(with_tpu))[with_tpu.key] == [host.address]
+    finally:
+        await host.close()
+
+
+def test_bad_resources_in_compute_are_refused_before_sending(client):
+    with pytest.raises(ValueError, match="amount of 'GPU' must be a finite number >= 0"):
+        client.compute(dask.delayed(inc)(1), resources={"GPU": -1})
+    with dask.annotate(resources={"GPU": "one"}):
+        bad = dask.delayed(inc)(1)
+    with pytest.raises(TypeError, match="amount of 'GPU' must be a number"):
+        client.compute(bad)
     assert client.submit(inc, 1).result() == 2
 
 

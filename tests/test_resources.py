@@ -32,11 +32,13 @@ def _spec():
     return ["k", [Pickled.dumps(len), None], [], "len", 0, 0, None, False, False]
 
 
-def test_task_specs_carry_resources_and_nine_fields_mean_none():
-    [old] = decode_tasks([_spec()])
-    assert old.resources is None
+def test_task_specs_carry_resources_and_need_all_ten_fields():
+    [plain] = decode_tasks([_spec() + [None]])
+    assert plain.resources is None
     [new] = decode_tasks([_spec() + [{"GPU": 1, "MEM": 2.5}]])
     assert new.resources == {"GPU": 1, "MEM": 2.5}
+    with pytest.raises(BadMessageError, match="a list \\[key, spec.*resources\\]"):
+        decode_tasks([_spec()])
 
 
 @pytest.mark.parametrize("bad, match", [

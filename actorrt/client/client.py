@@ -51,7 +51,6 @@ from .arguments import (
 from .collections import DaskDefault
 from .compat import (
     CurrentClientMethods,
-    resources_not_enforced,
     warn_unrunnable,
     without_dask_only_options,
 )
@@ -573,7 +572,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
 
     # --- graphs (translation in graph.py) ---------------------------------------
     def get(self, dsk: Any, keys: Any, workers: Any = None, allow_other_workers: bool = False,
-            retries: int | None = None, priority: int = 0, sync: bool = True, **kwargs: Any) -> Any:
+            retries: int | None = None, priority: int = 0, sync: bool = True,
+            resources: dict | None = None, **kwargs: Any) -> Any:
         """Run a task graph and return the values of ``keys`` (nested like ``keys``).
 
         Usable as a dask scheduler: ``dask.compute(x, scheduler=client.get)``.
@@ -584,7 +584,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         from . import graph
         # Extra keywords are what dask forwards from compute(**kwargs): not ours to judge.
         return graph.get(self, dsk, keys, sync=sync, workers=workers, retries=retries,
-                         allow_other_workers=allow_other_workers, priority=priority)
+                         allow_other_workers=allow_other_workers, priority=priority,
+                         resources=resources)
 
     def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
                 workers: Any = None, allow_other_workers: bool = False, retries: int | None = None,
@@ -595,12 +596,10 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         >>> total.result()                                     # doctest: +SKIP
         3
         """
-        if kwargs.get("resources"):
-            resources_not_enforced(kwargs["resources"])
         from . import collections as dask_collections
         return dask_collections.compute(self, collections, optimize_graph=optimize_graph, sync=sync,
                              traverse=traverse, workers=workers, allow_other_workers=allow_other_workers,
-                             retries=retries, priority=priority)
+                             retries=retries, priority=priority, resources=kwargs.get("resources"))
 
     def persist(self, collections: Any, optimize_graph: bool = True, workers: Any = None,
                 allow_other_workers: bool = False, retries: int | None = None, priority: int = 0,
@@ -609,12 +608,10 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
 
         >>> x = client.persist(dask.array.ones(10, chunks=5))   # doctest: +SKIP
         """
-        if kwargs.get("resources"):
-            resources_not_enforced(kwargs["resources"])
         from . import collections as dask_collections
         return dask_collections.persist(self, collections, optimize_graph=optimize_graph, workers=workers,
                              allow_other_workers=allow_other_workers, retries=retries,
-                             priority=priority)
+                             priority=priority, resources=kwargs.get("resources"))
 
     # --- cancel, retry ---------------------------------------------------------
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> Any:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import runtime
-from .graph import flatten_keys, submit_graph
+from .graph import annotated_resources, flatten_keys, submit_graph
 
 if TYPE_CHECKING:
     from .client import Client
@@ -88,7 +88,8 @@ def compute(client: "Client", collections: Any, *, optimize_graph: bool = True, 
     if variables:
         expr = _expression(variables, optimize_graph, finalize=True)
         names = flatten_keys(expr.__dask_keys__())
-        by_key = submit_graph(client, expr.__dask_graph__(), names, **options)
+        by_key = submit_graph(client, expr.__dask_graph__(), names,
+                              resources_by_key=annotated_resources(expr), **options)
         futures = [by_key[k] for k in names]
     it = iter(futures)
     out = [next(it) if is_collection(x) else x for x in items]
@@ -117,7 +118,8 @@ def persist(client: "Client", collections: Any, *, optimize_graph: bool = True,
         if len(keys_per) != len(variables):
             raise RuntimeError(f"dask lowered {len(variables)} collections into {len(keys_per)}")
         wanted = flatten_keys(keys_per)
-        futures = submit_graph(client, expr.__dask_graph__(), wanted, **options)
+        futures = submit_graph(client, expr.__dask_graph__(), wanted,
+                               resources_by_key=annotated_resources(expr), **options)
         for x, keys in zip(variables, keys_per):
             rebuild, extra = x.__dask_postpersist__()
             rebuilt.append(rebuild({k: futures[k] for k in flatten_keys(keys)}, *extra))

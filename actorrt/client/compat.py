@@ -76,19 +76,6 @@ def without_dask_only_options(kwargs: dict, cluster_class: type) -> dict:
     return {k: v for k, v in kwargs.items() if k not in DASK_ONLY_OPTIONS or k in accepted}
 
 
-class ResourcesNotEnforcedWarning(UserWarning):
-    """``resources=`` was given to compute/persist, which do not pass it on yet: the
-    tasks are placed as if it were not (submit and map enforce it)."""
-
-
-
-def resources_not_enforced(resources: Any) -> None:
-    import warnings
-    warnings.warn(f"resources={resources!r} is not enforced by compute/persist yet: the tasks are "
-                  "placed as if no resources were asked for (submit and map enforce it)",
-                  ResourcesNotEnforcedWarning, stacklevel=3)
-
-
 # Seconds before the same reason is logged again: a map of 10,000 tasks asking for a
 # resource no worker has is one warning, not 10,000.
 UNRUNNABLE_REPEAT = 10.0
@@ -108,5 +95,5 @@ def warn_unrunnable(key: str, reason: Any) -> None:
     logging.getLogger("actorrt.client").warning("task %s cannot run yet: %s", key, text)
 
 
-__all__ = ["CurrentClientMethods", "DASK_ONLY_OPTIONS", "ResourcesNotEnforcedWarning", "default_client",
-           "resources_not_enforced", "warn_unrunnable", "without_dask_only_options"]
+__all__ = ["CurrentClientMethods", "DASK_ONLY_OPTIONS", "default_client", "warn_unrunnable",
+           "without_dask_only_options"]

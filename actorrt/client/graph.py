@@ -23,7 +23,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from ..spec import TaskRef, pack_args
-from .arguments import check_running, check_sendable, check_workers
+from .arguments import check_resources, check_running, check_sendable, check_workers
 from .future import Future, held_future
 
 if TYPE_CHECKING:
@@ -118,10 +118,13 @@ class _Translator:
     """Turns one graph into task specs for the client's ``update_graph`` message."""
 
     def __init__(self, client: "Client", dsk: Mapping, priority: int, retries: int,
-                 workers: list[str] | None, allow_other_workers: bool) -> None:
+                 workers: list[str] | None, allow_other_workers: bool,
+                 resources: dict[str, float] | None, resources_by_key: Mapping) -> None:
         self.client = client
         self.dsk = dsk
         self.options = (priority, retries, workers, allow_other_workers)
+        self.resources = resources
+        self.resources_by_key = resources_by_key  # per key (dask.annotate), over ``resources``
         self._values: dict = {}  # key -> value with dask nodes made to see our Futures
 
     def value(self, key: Hashable) -> Any:
@@ -262,8 +265,9 @@ class _Translator:
         priority, retries, workers, allow_other = self.options
         client = self.client
         blob = pack_args(args, {})
+        resources = self.resources_by_key.get(key, self.resources) if self.resources_by_key else self.resources
         return [skey, [client.functions.pickled(fn), blob], deps, key_name(key), priority, retries,
-                workers, allow_other, False]
+                workers, allow_other, False, resources]
 
 
 def _holds_future(x: Any) -> bool:
@@ -326,18 +330,23 @@ def as_mapping(dsk: Any) -> Mapping:
 
 def submit_graph(client: "Client", dsk: Mapping, outputs: list, *, priority: int = 0,
                  retries: int | None = None, workers: Any = None,
-                 allow_other_workers: bool = False) -> dict[Hashable, Future]:
+                 allow_other_workers: bool = False, resources: Any = None,
+                 resources_by_key: Mapping | None = None) -> dict[Hashable, Future]:
     """Submit what ``outputs`` need from ``dsk``; one Future per output key.
 
     Keys not needed for the outputs are not run. Dependencies the graph does not
-    hold must be keys of Futures this client has (persisted data).
+    hold must be keys of Futures this client has (persisted data). ``resources``
+    applies to every task; ``resources_by_key`` (``dask.annotate(resources=...)``)
+    to the keys it names, in its place.
     """
     check_running(client)
     for key in outputs:
         if key not in dsk:
             raise GraphError(f"key {key!r} is not in the graph")
+    by_key = {k: check_resources(v, f"resources of key {k!r}")
+              for k, v in (resources_by_key or {}).items()}
     tr = _Translator(client, dsk, priority, retries or 0, check_workers(workers),
-                     allow_other_workers)
+                     allow_other_workers, check_resources(resources), by_key)
     ordered = tr.order(list(dict.fromkeys(outputs)))
     specs = []
     for key in ordered:
@@ -399,10 +408,20 @@ def _nest(keys: Any, futures: dict) -> Any:
     return futures[keys]
 
 
+def annotated_resources(dsk: Any) -> dict:
+    """``dask.annotate(resources=...)`` per key of a dask expression, as dask's lowering
+    kept them (low-level fusion may drop a fused task's, as under dask.distributed)."""
+    annotations = getattr(dsk, "__dask_annotations__", None)
+    if annotations is None or isinstance(dsk, Mapping):
+        return {}
+    return dict((annotations() or {}).get("resources", {}))
+
+
 def get(client: "Client", dsk: Any, keys: Any, *, sync: bool = True, **options: Any) -> Any:
     """Run graph ``dsk`` and return the values of ``keys`` (same nesting as ``keys``)."""
     graph = as_mapping(dsk)
-    futures = submit_graph(client, graph, flatten_keys(keys), **options)
+    futures = submit_graph(client, graph, flatten_keys(keys), resources_by_key=annotated_resources(dsk),
+                           **options)
     nested = _nest(keys, futures)
     if not sync:
         return nested
