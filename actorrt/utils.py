@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import itertools
+import logging
 import sys
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
@@ -81,3 +83,83 @@ def sizeof(obj: Any, depth: int = 3) -> int:
         sample = sum(sizeof(x, depth - 1) for x in items)
         own += sample * len(obj) // len(items)
     return own
+
+
+# --- after a module is imported ------------------------------------------------------------
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs callbacks once a watched top-level module has been imported.
+
+    Registering with dask and joblib means importing them (~0.15 s together), which a
+    Client must not cost a user who never touches either. So a Client registers at
+    once only if they are imported already; else this finder waits for the import.
+    It finds nothing itself: it asks the finders after it for the real spec and wraps
+    that spec's loader, so the module loads exactly as it would have.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[Callable[[], None]]] = {}
+        self.lock = threading.Lock()
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in self.pending:
+            return None
+        spec = _spec_from_others(self, fullname, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        with self.lock:
+            callbacks = self.pending.pop(fullname, [])
+        spec.loader = _LoaderThenCall(spec.loader, callbacks)
+        return spec
+
+
+def _spec_from_others(me: Any, fullname: str, path: Any, target: Any) -> Any:
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if finder is me or find is None:
+            continue
+        spec = find(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
+
+
+class _LoaderThenCall:
+    """A loader that is ``loader``, and then runs ``callbacks`` (errors are logged: a
+    failing integration must not break the user's import)."""
+
+    def __init__(self, loader: Any, callbacks: list[Callable[[], None]]) -> None:
+        self._loader = loader
+        self._callbacks = callbacks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        module.__loader__ = self._loader  # what the module would have had
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        for callback in self._callbacks:
+            try:
+                callback()
+            except Exception:
+                logging.getLogger("actorrt").exception("actorrt's hook after importing %s failed",
+                                                       module.__name__)
+
+
+_after_import = _AfterImport()
+
+
+def when_imported(module: str, callback: Callable[[], None]) -> None:
+    """Run ``callback()`` now if top-level ``module`` is imported, else right after its
+    first import (in the importing thread)."""
+    if module in sys.modules:
+        callback()
+        return
+    with _after_import.lock:
+        _after_import.pending.setdefault(module, []).append(callback)
+        if _after_import not in sys.meta_path:
+            sys.meta_path.insert(0, _after_import)

@@ -276,3 +276,36 @@ def test_without_dask_collections_name_the_extra_and_nothing_else_breaks():
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("pip install 'actorrt[dask]'") == 2
     assert "still works: 3 4" in out.stdout
+
+
+_IMPORTED_AFTER = """
+import sys
+assert "dask" not in sys.modules and "joblib" not in sys.modules
+from actorrt import Client, get_worker
+
+def where():
+    return get_worker().address
+
+with Client(n_workers=1, processes=False) as client:
+    assert "dask" not in sys.modules and "joblib" not in sys.modules  # a Client costs no import
+    import dask
+    print("dask on the cluster:", dask.delayed(where)().compute() in client.scheduler_info()["workers"])
+    import joblib
+    with joblib.parallel_backend("dask"):
+        print("joblib on the cluster:", set(joblib.Parallel()(joblib.delayed(where)() for _ in range(2)))
+              <= set(client.scheduler_info()["workers"]))
+print("after close:", dask.config.get("scheduler", None))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_dask_and_joblib_imported_after_the_client_still_use_it():
+    pytest.importorskip("joblib", reason="the joblib backend's test needs joblib (the test extra)")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _IMPORTED_AFTER], capture_output=True, text=True,
+                         timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert "dask on the cluster: True" in out.stdout
+    assert "joblib on the cluster: True" in out.stdout
+    assert "after close: None" in out.stdout

@@ -25,7 +25,7 @@ from ..core.security import Security
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
-from ..utils import LoopRunner
+from ..utils import LoopRunner, when_imported
 from . import transfer
 from .actor_handle import (
     actor_futures_of,
@@ -128,7 +128,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
         self._start_task: Any = None
         self._own_loop = True
         if not asynchronous:
-            joblib_backend.register()  # joblib.parallel_backend("dask") runs here (docs/joblib.md)
+            # joblib.parallel_backend("dask") runs here (docs/joblib.md); registering
+            # imports joblib, so it waits for the user's own import of it.
+            when_imported("joblib", joblib_backend.register)
             if address is None:
                 # A sync client's cluster has a sync face too (``client.cluster.scale(4)``
                 # works), and the client shares its loop and its inproc addresses.

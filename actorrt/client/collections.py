@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import runtime
+from ..utils import when_imported
 from .graph import annotated_resources, flatten_keys, submit_graph
 
 if TYPE_CHECKING:
@@ -187,16 +188,27 @@ class DaskDefault:
     def __init__(self) -> None:
         self._installed: ClientScheduler | None = None
         self._previous: Any = _NOT_SET
+        self._wanted = False  # installing, now or once dask is imported
 
     def install(self, client: "Client") -> None:
+        """From now, or from when dask is first imported if that is later."""
         if importlib.util.find_spec("dask") is None:
             return  # no dask: nothing will ask for a scheduler
+        self._wanted = True
+        ref = weakref.ref(client)
+        when_imported("dask", lambda: self._install_now(ref))
+
+    def _install_now(self, ref: "weakref.ref[Client]") -> None:
+        client = ref()
+        if not self._wanted or client is None or client.status == "closed":
+            return
         import dask.config
         self._previous = dask.config.get("scheduler", _NOT_SET)
         self._installed = ClientScheduler(client)
         dask.config.set(scheduler=self._installed)
 
     def uninstall(self) -> None:
+        self._wanted = False
         if self._installed is None:
             return
         import dask.config
