@@ -14,13 +14,18 @@ Workloads (issue 11's targets: actorrt at least 2x dask.distributed's speed on e
 
 Both clients are given the collections through ``client.compute`` / ``client.get``,
 so neither depends on which one dask's global configuration names.
+
+The floor: the array and dataframe work run by dask's local threaded scheduler on two
+threads in this process: the same numpy/pandas work with no process boundary, no
+transfers and no scheduler messages (numpy and pandas release the GIL for most of
+it). A cluster of two single-thread worker processes cannot beat it by much.
 """
 from __future__ import annotations
 
 import operator
 import sys
 
-from common import Workload, compare, parse_args, print_table
+from common import Workload, compare, fmt_seconds, format_columns, parse_args, print_table, timeit
 
 try:
     import dask.array as da
@@ -104,11 +109,44 @@ def workloads(quick: bool) -> list[Workload]:
     return out
 
 
+class _LocalThreads:
+    """Stands in for a client: computes on dask's threaded scheduler, two threads."""
+
+    def compute(self, collection):
+        import concurrent.futures
+
+        import dask
+        value = dask.compute(collection, scheduler="threads", num_workers=2)[0]
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(value)
+        return done
+
+
+def floor_lines(chosen: list[Workload], rows: list, args) -> list[tuple[str, ...]]:
+    """Each collection workload's floor (local threads) against actorrt's time."""
+    lines = []
+    local = _LocalThreads()
+    for w, row in zip(chosen, rows):
+        if w.tasks is not None:  # the graph workload: its cost is the scheduling itself
+            continue
+        seconds = timeit(lambda: w.run(local), repeat=1 if args.quick else (args.repeat or 3))
+        ours = row.seconds.get("actorrt")
+        ratio = "n/a" if not ours else f"{ours / seconds:.2f}x"
+        lines.append((w.name, fmt_seconds(seconds), "-" if ours is None else fmt_seconds(ours), ratio))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__, argv)
-    rows = compare(workloads(args.quick), args)
+    chosen = [w for w in workloads(args.quick) if not args.only or any(o in w.name for o in args.only)]
+    rows = compare(chosen, args)
     print_table(rows, title="dask collections: actorrt vs dask.distributed, 2 worker processes x 1 thread")
     print("target (issue 11): ratio >= 2 on each")
+    lines = floor_lines(chosen, rows, args) if da is not None else []
+    if lines:
+        print()
+        print(format_columns(("floor: dask local threads (2)", "floor", "actorrt", "actorrt / floor (time)"),
+                             lines))
 
 
 if __name__ == "__main__":
