@@ -66,16 +66,8 @@ async def _wait(futures: list[Future], return_when: str,
     """Runs on the client's loop, where future states change."""
     states = {f._state for f in futures}
     if not _condition_met(states, return_when):
-        loop = asyncio.get_running_loop()
-        woken = loop.create_future()
-
-        def check(_: FutureState) -> None:
-            if not woken.done() and _condition_met(states, return_when):
-                woken.set_result(None)
-
-        for st in states:
-            if not st.done():
-                st.add_callback(check)
+        woken = asyncio.get_running_loop().create_future()
+        _wake_when(states, return_when, woken)
         try:
             await asyncio.wait_for(woken, timeout)
         except asyncio.TimeoutError:
@@ -84,6 +76,28 @@ async def _wait(futures: list[Future], return_when: str,
                                f"futures still not done after {timeout} s") from None
     done = {f for f in futures if f._state.done()}
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
+
+
+def _wake_when(states: set[FutureState], return_when: str, woken: "asyncio.Future[None]") -> None:
+    """Resolve ``woken`` once ``return_when`` holds for ``states`` (it does not yet).
+
+    Each state's callback counts down the ones still pending, so waiting on n futures
+    costs O(n), not the O(n^2) of re-checking every state on every completion.
+    """
+    pending = [st for st in states if not st.done()]
+    remaining = len(pending)
+
+    def on_done(st: FutureState) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if woken.done():
+            return
+        if (remaining <= 0 or return_when == FIRST_COMPLETED
+                or (return_when == FIRST_EXCEPTION and st.status in ("error", "cancelled"))):
+            woken.set_result(None)
+
+    for st in pending:
+        st.add_callback(on_done)
 
 
 def _condition_met(states: set[FutureState], return_when: str) -> bool:
