@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from ..client import html
 from ..client.arguments import check_resources
 from ..coordination.registry import install as install_system_actors
 from ..core import ActorRef, Host
@@ -202,7 +203,8 @@ class LocalCluster:
 
     def _worker_is_dead(self, name: str, entry: Any) -> bool:
         if isinstance(entry, tuple):
-            return entry[0].status in ("closing", "closed")
+            closed = entry[1].closed  # (its actor closed by the scheduler: retire_workers)
+            return entry[0].status in ("closing", "closed") or (closed is not None and closed.is_set())
         if entry.poll() is not None:
             return True
         if self.nanny:
@@ -335,6 +337,17 @@ class LocalCluster:
                 self.scheduler_host.tell(ActorRef(addr, WORKER_ID), "close")
         await _wait_process(proc, 5.0)
 
+    async def _forget_retired(self, names: list[str]) -> None:
+        """Workers retired through the scheduler (``client.retire_workers``) are gone for
+        good: not counted, not restarted; an in-process one's host closes here."""
+        for name in names:
+            entry = self._workers.pop(str(name), None)
+            self._registered.discard(str(name))
+            if isinstance(entry, tuple):
+                await entry[0].close()
+            elif entry is not None:
+                self._departed.append(entry)  # exiting by itself: reaped on close
+
     def worker_addresses(self) -> list[str]:
         assert self.scheduler is not None
         return sorted(self.scheduler.worker_info)
@@ -378,6 +391,20 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: status, the workers, threads, memory, the dashboard link."""
+        kind = "processes" if self.processes else "in-process"
+        rows = [("Scheduler", html.text(self.scheduler_address if self.scheduler is not None else "-")),
+                ("Status", html.text(self.status)), ("Workers", html.text(f"{len(self.workers)} ({kind})")),
+                ("Threads per worker", html.text(self.threads_per_worker)),
+                ("Memory per worker", html.format_bytes(self.memory_limit)),
+                ("Dashboard", html.summary_rows(None, self.dashboard_link)[0][1])]
+        workers = None
+        if self.scheduler is not None:
+            workers = {a: {"name": i.get("name"), "nthreads": i.get("nthreads"), "memory_limit": self.memory_limit}
+                       for a, i in self.scheduler.worker_info.items()}
+        return html.cluster_html(type(self).__name__, rows, workers)
 
     def __repr__(self) -> str:
         kind = "processes" if self.processes else "in-process"
