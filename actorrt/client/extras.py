@@ -218,7 +218,7 @@ def _bench_memory_disk() -> dict:
     return out
 
 
-async def _bench_fetch(dask_worker: Any, peer: str, key: str, size: int) -> float:
+async def _bench_fetch(peer: str, key: str, size: int, dask_worker: Any = None) -> float:
     """Runs on a worker: bytes per second fetching ``key`` from ``peer``."""
     start = time.perf_counter()
     await dask_worker.host.ask_bulk(ActorRef(peer, WORKER_ID), "get_data", keys=[key])
