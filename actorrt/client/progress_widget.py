@@ -33,7 +33,8 @@ class WidgetBar:
 
     def __init__(self, futures: list[Future], widgets: Any = None) -> None:
         if widgets is None:
-            import ipywidgets as widgets
+            import importlib
+            widgets = importlib.import_module("ipywidgets")  # (optional: only in a notebook)
         self.total = len(futures)
         self.done = 0
         self.errors = 0
