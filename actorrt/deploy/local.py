@@ -138,6 +138,7 @@ class LocalCluster:
         self._workers: dict[str, Any] = {}
         self._registered: set[str] = set()  # names that registered at least once
         self._departed: list[subprocess.Popen] = []  # left the scheduler, not yet reaped
+        self._closed_hosts: list[Host] = []  # in-process workers closed by the scheduler (retired)
         self._names = iter(range(1 << 30))
         self._loop_runner: LoopRunner | None = None
         if not asynchronous:
@@ -199,6 +200,8 @@ class LocalCluster:
                 self._registered.discard(name)
                 if isinstance(entry, subprocess.Popen) and entry.returncode is None:
                     self._departed.append(entry)  # still exiting: reaped on close
+                elif isinstance(entry, tuple) and entry[0].status not in ("closing", "closed"):
+                    self._closed_hosts.append(entry[0])  # its worker stopped; its host closes with us
         self._departed = [p for p in self._departed if p.poll() is None]
 
     def _worker_is_dead(self, name: str, entry: Any) -> bool:
@@ -371,7 +374,9 @@ class LocalCluster:
         if self.scheduler_host is not None:
             await close_dashboard(self.scheduler_host)
         await asyncio.gather(*[self._stop_worker(n) for n in list(self.workers)],
-                             *[_wait_process(p, 5.0) for p in self._departed])
+                             *[_wait_process(p, 5.0) for p in self._departed],
+                             *[h.close() for h in self._closed_hosts])
+        self._closed_hosts = []
         self._departed = []
         if self.scheduler_host is not None:
             await self.scheduler_host.close()
