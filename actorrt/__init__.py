@@ -6,11 +6,15 @@
 3
 """
 from .client.actor_handle import Actor, ActorFuture
+from .client.actor_future import BaseActorFuture
+from .client.errors import ClosedClientError
+from .spec import Reschedule
 from .client.client import Client
 from .client.compat import default_client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .client.waiting import as_completed, fire_and_forget, wait
-from .context import get_client, get_worker, rejoin, secede, worker_client
+from .context import (ensure_default_client, get_client, get_worker, local_client, rejoin, secede,
+                      temp_default_client, worker_client)
 from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
@@ -29,6 +33,8 @@ __all__ = [
     "AuthenticationError", "Security",
     "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client", "TimeoutError",
     "as_completed", "fire_and_forget", "progress", "wait",
+    "BaseActorFuture", "ClosedClientError", "Reschedule", "ensure_default_client", "local_client",
+    "temp_default_client",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
 ]
 

@@ -101,3 +101,37 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True) ->
             assert slots is not None
             slots.rejoin()
 
+
+
+@contextlib.contextmanager
+def local_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator["Client"]:
+    """dask's older name of :func:`worker_client`: a client for use inside a task.
+
+    >>> def total(n):                                        # doctest: +SKIP
+    ...     with local_client() as c:
+    ...         return sum(c.gather(c.map(abs, range(n))))
+    """
+    with worker_client(timeout=timeout, separate_thread=separate_thread) as client:
+        yield client
+
+
+def ensure_default_client(client: "Client") -> None:
+    """Make ``client`` the default client (what ``default_client()`` and code without a
+    client at hand use), as dask's ``ensure_default_client``."""
+    runtime.set_default_client(client)
+
+
+@contextlib.contextmanager
+def temp_default_client(client: "Client") -> Iterator[None]:
+    """Make ``client`` the default client inside the ``with`` block; the previous one after.
+
+    >>> with temp_default_client(other):     # doctest: +SKIP
+    ...     default_client() is other
+    True
+    """
+    previous = runtime.default_client()
+    runtime.set_default_client(client)
+    try:
+        yield
+    finally:
+        runtime.set_default_client(previous)

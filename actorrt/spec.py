@@ -12,6 +12,15 @@ from typing import Any, Callable
 from .core.serialize import Pickled
 
 
+class Reschedule(Exception):
+    """Raised by a task to be placed again, maybe on another worker: not an error.
+
+    >>> def task():                        # doctest: +SKIP
+    ...     if not ready_here():
+    ...         raise Reschedule()
+    """
+
+
 class TaskRef:
     """Placeholder for the value of another task's key inside task arguments."""
 

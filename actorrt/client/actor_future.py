@@ -149,7 +149,14 @@ def _set_once(fut: "asyncio.Future[Any] | concurrent.futures.Future[Any]") -> No
         fut.set_result(None)
 
 
-class ActorFuture:
+class BaseActorFuture:
+    """The base class of :class:`ActorFuture` (dask's name), for ``isinstance`` checks:
+    the pending result of an actor method call (``result()``, ``done()``, ``await``)."""
+
+    __slots__ = ()
+
+
+class ActorFuture(BaseActorFuture):
     """The pending reply of one actor method call (or attribute read).
 
     >>> f = counter.increment()        # doctest: +SKIP

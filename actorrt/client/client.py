@@ -54,7 +54,10 @@ from .compat import (
     warn_unrunnable,
     without_dask_only_options,
 )
+from .data_moves import DataMoveMethods
 from .datasets import DatasetMethods
+from .errors import ClosedClientError
+from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .futures import FutureTable
 
@@ -90,7 +93,7 @@ class ClientActor(Actor):
                 warn_unrunnable(key, info.get("reason"))
 
 
-class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
+class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
@@ -355,7 +358,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             kwargs["timeout"] = timeout
         if self.status == "closed":
             # Its loop may be gone: waiting on it would hang for ever.
-            exc = RuntimeError(f"client is closed; cannot call {getattr(fn, '__name__', '?').lstrip('_')}()")
+            exc = ClosedClientError(f"client is closed; cannot call {getattr(fn, '__name__', '?').lstrip('_')}()")
             if self.asynchronous:
                 return runtime.Ready(error=exc)
             raise exc

@@ -297,6 +297,10 @@ class Future:
             kept.append(self)
         return _rebuild_future, (self.key,)
 
+    def _repr_html_(self) -> str:
+        from .html import future_html  # (html is for display only: loaded when a notebook asks)
+        return future_html(self)
+
     def __repr__(self) -> str:
         name = self.key.rsplit("-", 1)[0] if "-" in self.key else self.key
         extra = f", type: {self.type}" if self.type and self.status == "finished" else ""

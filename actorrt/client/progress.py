@@ -13,6 +13,7 @@ import time
 from typing import IO, Any
 
 from .. import runtime
+from . import progress_widget
 from .future import Future, FutureState, futures_of
 
 BAR_WIDTH = 40
@@ -130,8 +131,10 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
 
     On a terminal, a bar is redrawn in place (with ``multi=True``, one per task
     name); elsewhere (a log, a pipe), a line is printed at every tenth done. Failed
-    tasks count as done and are tallied. ``complete`` and ``notebook`` are accepted
-    for dask compatibility.
+    tasks count as done and are tallied. In a Jupyter kernel with ipywidgets, a
+    widget bar is shown instead and ``progress`` returns at once (``notebook=False``
+    keeps the text bar; ``file=`` always writes text). ``complete`` is accepted for
+    dask compatibility.
 
     >>> futures = client.map(slow_inc, range(100))   # doctest: +SKIP
     >>> progress(futures)                             # doctest: +SKIP
@@ -141,6 +144,9 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     if not flat:
         return None
     client = flat[0].client
+    if file is None and (notebook or (notebook is None and progress_widget.in_notebook())):
+        progress_widget.show(flat)  # updates itself: the cell returns at once
+        return runtime.Ready() if client.asynchronous else None
     tracker = Tracker(flat)
     bar = ProgressBar(tracker, file=file, multi=multi)
     tracker.watch(flat)

@@ -18,6 +18,7 @@ from ..core.errors import ActorNotFoundError, CommClosedError, SerializationErro
 from ..core.serialize import loads_exception
 from .actor_handle import ActorFuture, load_binding
 from .arguments import check_sendable, check_workers
+from .errors import ClosedClientError
 from .future import Future, FutureState, wait_all
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
     waits for each to finish, fetches from its holders, and asks the scheduler again where
     a holder lost it."""
     if client.status == "closed":  # (``await future`` comes here without passing ``sync``)
-        raise RuntimeError("client is closed; cannot fetch results")
+        raise ClosedClientError("client is closed; cannot fetch results")
     loop = client.loop
     deadline = None if timeout is None else loop.time() + timeout
     values: dict[str, Any] = {}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from .. import runtime
 from ..client.actor_handle import load_binding
+from ..client.errors import ClosedClientError
 from ..client.future import futures_of
 from ..core import ActorRef, Pickled
 from .registry import REGISTRY_ID
@@ -220,7 +221,7 @@ def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs:
 
 def _check_open(client: "Client") -> None:
     if client.status == "closed":  # its loop may be closed (or running on without it): say so
-        raise RuntimeError(f"client is closed; cannot reach coordination actors through {client.id}")
+        raise ClosedClientError(f"client is closed; cannot reach coordination actors through {client.id}")
 
 
 def _late_reply(fut: "asyncio.Future[Any]", on_late: Callable[[Any], None] | None) -> None:

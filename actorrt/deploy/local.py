@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from ..client import html
 from ..client.arguments import check_resources
 from ..coordination.registry import install as install_system_actors
 from ..core import ActorRef, Host
@@ -137,6 +138,7 @@ class LocalCluster:
         self._workers: dict[str, Any] = {}
         self._registered: set[str] = set()  # names that registered at least once
         self._departed: list[subprocess.Popen] = []  # left the scheduler, not yet reaped
+        self._closed_hosts: list[Host] = []  # in-process workers closed by the scheduler (retired)
         self._names = iter(range(1 << 30))
         self._loop_runner: LoopRunner | None = None
         if not asynchronous:
@@ -198,11 +200,14 @@ class LocalCluster:
                 self._registered.discard(name)
                 if isinstance(entry, subprocess.Popen) and entry.returncode is None:
                     self._departed.append(entry)  # still exiting: reaped on close
+                elif isinstance(entry, tuple) and entry[0].status not in ("closing", "closed"):
+                    self._closed_hosts.append(entry[0])  # its worker stopped; its host closes with us
         self._departed = [p for p in self._departed if p.poll() is None]
 
     def _worker_is_dead(self, name: str, entry: Any) -> bool:
         if isinstance(entry, tuple):
-            return entry[0].status in ("closing", "closed")
+            closed = entry[1].closed  # (its actor closed by the scheduler: retire_workers)
+            return entry[0].status in ("closing", "closed") or (closed is not None and closed.is_set())
         if entry.poll() is not None:
             return True
         if self.nanny:
@@ -335,6 +340,17 @@ class LocalCluster:
                 self.scheduler_host.tell(ActorRef(addr, WORKER_ID), "close")
         await _wait_process(proc, 5.0)
 
+    async def _forget_retired(self, names: list[str]) -> None:
+        """Workers retired through the scheduler (``client.retire_workers``) are gone for
+        good: not counted, not restarted; an in-process one's host closes here."""
+        for name in names:
+            entry = self._workers.pop(str(name), None)
+            self._registered.discard(str(name))
+            if isinstance(entry, tuple):
+                await entry[0].close()
+            elif entry is not None:
+                self._departed.append(entry)  # exiting by itself: reaped on close
+
     def worker_addresses(self) -> list[str]:
         assert self.scheduler is not None
         return sorted(self.scheduler.worker_info)
@@ -358,7 +374,9 @@ class LocalCluster:
         if self.scheduler_host is not None:
             await close_dashboard(self.scheduler_host)
         await asyncio.gather(*[self._stop_worker(n) for n in list(self.workers)],
-                             *[_wait_process(p, 5.0) for p in self._departed])
+                             *[_wait_process(p, 5.0) for p in self._departed],
+                             *[h.close() for h in self._closed_hosts])
+        self._closed_hosts = []
         self._departed = []
         if self.scheduler_host is not None:
             await self.scheduler_host.close()
@@ -378,6 +396,20 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: status, the workers, threads, memory, the dashboard link."""
+        kind = "processes" if self.processes else "in-process"
+        rows = [("Scheduler", html.text(self.scheduler_address if self.scheduler is not None else "-")),
+                ("Status", html.text(self.status)), ("Workers", html.text(f"{len(self.workers)} ({kind})")),
+                ("Threads per worker", html.text(self.threads_per_worker)),
+                ("Memory per worker", html.format_bytes(self.memory_limit)),
+                ("Dashboard", html.summary_rows(None, self.dashboard_link)[0][1])]
+        workers = None
+        if self.scheduler is not None:
+            workers = {a: {"name": i.get("name"), "nthreads": i.get("nthreads"), "memory_limit": self.memory_limit}
+                       for a, i in self.scheduler.worker_info.items()}
+        return html.cluster_html(type(self).__name__, rows, workers)
 
     def __repr__(self) -> str:
         kind = "processes" if self.processes else "in-process"

@@ -29,8 +29,10 @@ from ..protocol import (
 )
 from ..run import run_here
 from .datasets import Datasets
+from .moves import DataMover, workers_to_close
 from .placement import WorkerState
 from .restarts import RESTART_TIMEOUT, Restarts
+from .snapshot import scheduler_snapshot
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
 from .user_actors import ActorDirectory
 
@@ -58,6 +60,7 @@ class Scheduler(Actor):
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
         self.restarts = Restarts()  # workers told to restart, until one of the same name is back
+        self.moves = DataMover(self)  # replicate, rebalance, retire_workers (moves.py)
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -320,6 +323,71 @@ class Scheduler(Actor):
     def _tell_restart(self, address: str) -> None:
         self.host.tell(ActorRef(address, WORKER_ID), "restart")
 
+    # --- moving data (moves.py, replicas.py) ----------------------------------------
+    async def handle_replicate(self, keys: list, n: int | None = None, workers: list | None = None) -> int:
+        """Copy each key to ``n`` of ``workers`` (all when None); the copies made."""
+        keys_field("replicate", keys)
+        if workers is not None:
+            keys_field("replicate", workers, "workers")
+        if n is not None and n < 1:
+            raise BadMessageError(f"Scheduler.replicate: field 'n' must be at least 1, got {n!r}")
+        return await self.moves.replicate(list(keys), n, None if workers is None else list(workers))
+
+    async def handle_rebalance(self, keys: list | None = None, workers: list | None = None) -> int:
+        """Even out the bytes the workers hold; the values moved."""
+        if keys is not None:
+            keys_field("rebalance", keys)
+        if workers is not None:
+            keys_field("rebalance", workers, "workers")
+        return await self.moves.rebalance(None if keys is None else list(keys),
+                                          None if workers is None else list(workers))
+
+    async def handle_retire_workers(self, workers: list | None = None, names: list | None = None,
+                                    n: int | None = None, close_workers: bool = True,
+                                    remove: bool = True) -> dict:
+        """Move what only these workers hold elsewhere, then close and remove them."""
+        if workers is not None:
+            keys_field("retire_workers", workers, "workers")
+        if names is not None:
+            keys_field("retire_workers", names, "names")
+        if workers is None:
+            workers = workers_to_close(self.state, self.worker_info, names, n)
+        return await self.moves.retire(list(workers), close_workers, remove)
+
+    def handle_reschedule(self, worker: str, key: str, run_id: int | None, origin: Comm | None) -> None:
+        """A task raised ``Reschedule`` on ``worker``: place it again."""
+        self._check_worker("reschedule", worker, origin)
+        ts = self.state.tasks.get(key)
+        if ts is not None and (run_id is None or ts.run_id == run_id):
+            self._apply(self.state.stimulus_reschedule(worker, key, self._sid("reschedule")))
+
+    def handle_dump_state(self) -> dict:
+        """The scheduler's state as plain data (``client.dump_cluster_state``)."""
+        return scheduler_snapshot(self)
+
+    def handle_task_spec(self, key: str) -> dict:
+        """A task's recipe and inputs (``client.recreate_error_locally``)."""
+        ts = self.state.tasks.get(key)
+        if ts is None or ts.spec is None:
+            raise KeyError(f"the scheduler has no recipe for {key!r} (forgotten, or scattered data)")
+        return {"spec": ts.spec, "deps": sorted(d.key for d in ts.dependencies), "state": ts.state,
+                "blame": ts.blame}
+
+    def reported_paused(self, address: str) -> bool:
+        """Whether the worker's last memory report said it is paused."""
+        report = self.worker_info.get(address, {}).get("memory")
+        return bool(report is not None and report.paused)
+
+    def worker_identity(self, address: str) -> dict:
+        """A worker as dask's ``WorkerState.identity()`` shows it."""
+        info = self.worker_info.get(address, {})
+        memory = self.memory_of(address)
+        return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "address": address,
+                "host": address.split("://", 1)[-1].rsplit(":", 1)[0], "nthreads": info.get("nthreads"),
+                "memory_limit": memory.get("limit") or 0, "resources": dict(info.get("resources") or {}),
+                "nanny": bool(info.get("nanny")), "pid": info.get("pid"),
+                "metrics": {"managed_bytes": memory.get("managed", 0)}}
+
     # --- published datasets (datasets.py) -----------------------------------------
     def handle_publish_dataset(self, name: str, data: Pickled, keys: list, override: bool = False) -> None:
         keys_field("publish_dataset", keys)
@@ -393,6 +461,8 @@ class Scheduler(Actor):
         if info is None:
             return
         before, info["memory"] = info.get("memory"), report
+        if worker in self.moves.retiring:
+            return  # paused until it goes, whatever its memory says
         if report.paused != (before.paused if before is not None else False):
             self._apply(self.state.stimulus_worker_paused(worker, report.paused, self._sid("worker-paused")))
 

@@ -372,6 +372,16 @@ class SchedulerState:
             self._run({key: "erred"}, stimulus_id)
         return self._flush()
 
+    def stimulus_reschedule(self, worker: str, key: str, stimulus_id: str) -> list[Instruction]:
+        """Place ``key``, running on ``worker``, again (it raised ``Reschedule``, or its worker
+        retires): no failure, no retry spent, no worker death counted."""
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
+            return []
+        self._run({key: "queued"}, stimulus_id)
+        return self._flush()
+
     def stimulus_long_running(self, worker: str, key: str, stimulus_id: str) -> list[Instruction]:
         """A running task gave its thread slot back: free the slot for queued work."""
         ts = self.tasks.get(key)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled, own_task
 from ..core.addresses import format_host, interface_toward
-from ..core.checks import str_list, str_map
+from ..core.checks import is_str_list, str_list, str_map
 from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
@@ -29,10 +29,12 @@ from ..protocol import (
     decode_compute,
 )
 from ..run import run_here
+from ..spec import Reschedule
 from ..utils import sizeof
 from .memory import MemorySettings, parse_memory_limit
 from .monitor import MemoryMonitor
 from .pool import Job, TaskPool
+from .replicas import acquire_replicas
 from .spill import SpillBuffer, make_spill_directory
 from .state import (
     TRANSFER_INCOMING_BYTES_LIMIT,
@@ -245,6 +247,13 @@ class Worker(Actor):
         self.carry_out(self.state.stimulus_put_data(values, nbytes))
         return {key: [nbytes[key], type(value).__name__] for key, value in values.items()}
 
+    async def handle_acquire_replicas(self, who_has: dict, origin: Comm | None) -> list:
+        """Take copies of ``{key: [holders]}`` from peers, as our own (replicate,
+        rebalance, retire_workers); the keys held here now (replicas.py)."""
+        self._from_scheduler("acquire_replicas", origin)
+        str_map("Worker.acquire_replicas", "who_has", who_has, is_str_list, "a list of str addresses")
+        return await acquire_replicas(self, who_has)
+
     def handle_keys(self) -> list:
         return list(self.data)
 
@@ -426,6 +435,9 @@ class Worker(Actor):
         return blob.header
 
     def _report_erred(self, r: ReportErred) -> None:
+        if isinstance(r.error, Reschedule):  # not a failure: the scheduler places it again
+            self._tell_scheduler("reschedule", key=r.key, run_id=r.run_id)
+            return
         blob, tb = dumps_exception(r.error)
         self._erred.append(Erred(r.key, blob, tb, r.run_id))
         self._schedule_report()
