@@ -97,7 +97,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     """
 
     def __init__(self) -> None:
-        self.pending: dict[str, list[Callable[[], None]]] = {}
+        self.pending: dict[str, list[Callable[[], object]]] = {}
         self.lock = threading.Lock()
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
@@ -127,7 +127,7 @@ class _LoaderThenCall:
     """A loader that is ``loader``, and then runs ``callbacks`` (errors are logged: a
     failing integration must not break the user's import)."""
 
-    def __init__(self, loader: Any, callbacks: list[Callable[[], None]]) -> None:
+    def __init__(self, loader: Any, callbacks: list[Callable[[], object]]) -> None:
         self._loader = loader
         self._callbacks = callbacks
 
@@ -153,7 +153,7 @@ class _LoaderThenCall:
 _after_import = _AfterImport()
 
 
-def when_imported(module: str, callback: Callable[[], None]) -> None:
+def when_imported(module: str, callback: Callable[[], object]) -> None:
     """Run ``callback()`` now if top-level ``module`` is imported, else right after its
     first import (in the importing thread)."""
     if module in sys.modules:
