@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import importlib
+import numbers
 import sys
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -116,10 +117,13 @@ def released_future(key: str) -> CancelledError:
 # --- wait_for_workers ---------------------------------------------------------------------
 
 def check_workers_wanted(n_workers: Any) -> int:
-    """dask's rule: a positive int, else ValueError (``None`` and 0 included)."""
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+    """dask's rule: a positive int, else ValueError (``None`` and 0 included); another
+    type (``"2"``) is a TypeError, as everywhere in actorrt."""
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, numbers.Integral)):
+        raise TypeError(f"n_workers must be an int, got {type(n_workers).__name__}: {n_workers!r}")
+    if n_workers is None or n_workers < 1:
         raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
-    return n_workers
+    return int(n_workers)
 
 
 # --- scatter --------------------------------------------------------------------------------
