@@ -42,7 +42,9 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
     ``return_when`` is ``"ALL_COMPLETED"`` (default), ``"FIRST_COMPLETED"`` or
     ``"FIRST_EXCEPTION"`` (return as soon as one future fails or is cancelled, else
     when all are done). Raises ``TimeoutError`` if the condition does not hold within
-    ``timeout`` seconds. With an asynchronous client, returns an awaitable.
+    ``timeout`` (a duration: seconds, ``"2s"``, a ``timedelta``), and, as dask, a
+    ``CancelledError`` (``FuturesCancelledError``) once it holds if a done future was
+    cancelled. With an asynchronous client, returns an awaitable.
 
     >>> futures = client.map(inc, range(10))                       # doctest: +SKIP
     >>> done, not_done = wait(futures, return_when="FIRST_EXCEPTION")  # doctest: +SKIP
@@ -158,10 +160,12 @@ class as_completed:
         total = next(seq).result()
 
     A future that fails is yielded like any other (its ``result()`` raises). With
-    ``with_results=True`` each item is ``(future, result)``; a failure raises from
-    ``next()`` unless ``raise_errors=False``, when the exception is the yielded
-    result. ``timeout`` counts from construction: ``next()`` raises ``TimeoutError``
-    once it has passed with nothing ready. Works with ``for`` and ``async for``.
+    ``with_results=True`` each item is ``(future, result)``, in completion order; an
+    erred future raises its exception from ``next()`` at its turn unless
+    ``raise_errors=False``, when the exception is the yielded result; a cancelled one
+    is yielded with its ``CancelledError`` (dask does the same). ``timeout`` (a
+    duration) counts from construction: ``next()`` raises ``TimeoutError`` once it has
+    passed with nothing ready. Works with ``for`` and ``async for``.
     """
 
     def __init__(self, futures: Iterable[Future] | None = None, loop: Any = None,
