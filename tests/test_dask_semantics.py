@@ -1,6 +1,7 @@
 """Where actorrt follows dask.distributed's observable behaviour (client/semantics.py)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -130,6 +131,31 @@ def test_as_completed_with_results_raises_in_completion_order(client):
     with pytest.raises(ValueError, match="late 1"):
         next(seq)
     assert seq.is_empty()
+
+
+def test_an_error_never_overtakes_a_value_still_being_fetched(client, monkeypatch):
+    from actorrt.client import transfer
+    ok, bad = client.submit(inc, 1), client.submit(fail, 1)
+    assert ok.result() == 2 and isinstance(bad.exception(), ValueError)
+
+    async def make_gate():
+        return asyncio.Event()
+    gate = client.sync(make_gate)
+    real = transfer.gather_keys
+
+    async def held_gather(*args, **kwargs):  # the fetch of ok's value waits for the gate
+        await gate.wait()
+        return await real(*args, **kwargs)
+    monkeypatch.setattr(transfer, "gather_keys", held_gather)
+
+    seq = as_completed([ok], with_results=True)
+    seq.add(bad)  # done already, after ok
+    client.sync(asyncio.sleep, 0)  # (a trip through the loop: both callbacks have run)
+    assert not seq.has_ready()  # the error waits for the value before it
+    client.loop.call_soon_threadsafe(gate.set)
+    assert next(seq) == (ok, 2)
+    with pytest.raises(ValueError, match="no 1"):
+        next(seq)
 
 
 def test_as_completed_with_results_yields_cancelled_with_its_error(client):
