@@ -15,10 +15,15 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import runtime
+from .client.client import Client
+from .durations import parse_timeout
 
 if TYPE_CHECKING:
-    from .client.client import Client
     from .worker.actor import Worker
+
+#: Seconds a new client of ``get_client(address)`` tries to connect (dask's
+#: ``distributed.comm.timeouts.connect``).
+CONNECT_TIMEOUT = 30.0
 
 
 def get_worker() -> "Worker":
@@ -35,16 +40,16 @@ def get_worker() -> "Worker":
     return worker
 
 
-def get_client(address: Any = None, timeout: float | None = None,
+def get_client(address: Any = None, timeout: Any = None,
                resolve_address: bool = True) -> "Client":
     """The client to use here: the task's worker's client inside a task, else the default.
 
-    ``address``, ``timeout`` and ``resolve_address`` are accepted for dask's sake and
-    not used: there is only ever the one client to give.
-
     Inside a task the client shares the worker's host, loop and connections; no new
-    connection is opened per task. Outside a task it is the last Client created in
-    this process; with none, ``ValueError``.
+    connection is opened per task (so ``timeout`` never runs out there). Outside a
+    task it is the last Client created in this process; with none, and an
+    ``address`` given, a new Client connects to it as in dask, within ``timeout`` (a
+    duration; 30 s by default), else ``TimeoutError`` (an ``OSError``); with neither,
+    ``ValueError``. ``resolve_address`` is accepted for dask's sake.
 
     >>> def fib(n):                                          # doctest: +SKIP
     ...     if n < 2:
@@ -54,7 +59,10 @@ def get_client(address: Any = None, timeout: float | None = None,
     >>> client.submit(fib, 15).result()                      # doctest: +SKIP
     610
     """
-    return runtime.current_client()
+    seconds = parse_timeout(timeout)
+    if runtime.current_worker() is not None or runtime.default_client() is not None or address is None:
+        return runtime.current_client()
+    return Client(address, timeout=CONNECT_TIMEOUT if seconds is None else seconds)
 
 
 def secede() -> None:
@@ -81,7 +89,7 @@ def rejoin() -> None:
 
 
 @contextlib.contextmanager
-def worker_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator["Client"]:
+def worker_client(timeout: Any = None, separate_thread: bool = True) -> Iterator["Client"]:
     """A client for use inside a task, with the task's slot given back meanwhile.
 
     Kept for code written for dask: in actorrt, ``get_client()`` does the same, as its

@@ -35,10 +35,20 @@ if TYPE_CHECKING:
 
 _default: "weakref.ref[Client] | None" = None
 
+# ``client.as_current()``: the client of this context (thread, asyncio task) only, ahead
+# of the process-wide default, as dask's ``_current_client`` contextvar: two threads
+# each inside their own ``with c.as_current()`` see their own client.
+_current: "contextvars.ContextVar[weakref.ref[Client] | None]" = contextvars.ContextVar(
+    "actorrt_current_client", default=None)
+
 
 def default_client() -> "Client | None":
-    """The default client if it is running, else None."""
-    client = _default() if _default is not None else None
+    """This context's current client (``as_current``), else the default client, if it
+    is running; else None."""
+    ref = _current.get()
+    client = ref() if ref is not None else None
+    if client is None or client.status != "running":
+        client = _default() if _default is not None else None
     return client if client is not None and client.status == "running" else None
 
 
@@ -56,14 +66,13 @@ def unset_default_client(client: "Client") -> None:
 
 @contextlib.contextmanager
 def default_client_as(client: "Client") -> Iterator[None]:
-    """``client`` is the default inside the block; the previous one again afterwards."""
-    global _default
-    before = _default
-    _default = weakref.ref(client)
+    """``client`` is the current one in this context inside the block (other threads
+    and tasks keep theirs); the previous one again afterwards."""
+    token = _current.set(weakref.ref(client))
     try:
         yield
     finally:
-        _default = before
+        _current.reset(token)
 
 
 # --- the current job and its slot policy ------------------------------------------------

@@ -137,7 +137,7 @@ def test_issue_example(client):
 def test_actors_alias_and_future_type(client):
     future = client.submit(Counter, 1, actors=True)
     handle = future.result()
-    assert future.type == "Actor"
+    assert future.type is actorrt.Actor and isinstance(handle, future.type)
     assert "Counter" in repr(handle)
     assert handle.increment().result() == 2
     # Every handle of one actor reaches the same object.

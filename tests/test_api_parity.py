@@ -390,7 +390,7 @@ def test_future_parity(client):
     g = client.submit(inc, 1)
     seen = threading.Event()
     g.add_done_callback(lambda fut: seen.set())
-    assert g.result() == 2 and g.type == "int" and g.key.startswith("inc-")
+    assert g.result() == 2 and g.type is int and g.key.startswith("inc-")
     assert seen.wait(5)
     assert client.futures_of([g, {"x": f}]) == [g, f]
 

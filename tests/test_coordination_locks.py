@@ -83,8 +83,10 @@ def test_bad_arguments(client, kind):
         lk.acquire(blocking=False, timeout=1)
     with pytest.raises(ValueError, match="timeout"):
         lk.acquire(timeout=-1)
-    with pytest.raises(TypeError, match="timeout"):
+    with pytest.raises(ValueError, match="timeout"):  # (a string is a duration: "2s")
         lk.acquire(timeout="soon")
+    with pytest.raises(TypeError, match="timeout"):
+        lk.acquire(timeout=[1])
 
 
 def acquire_in_task(kind, name, timeout):

@@ -21,16 +21,17 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"core"},
     "protocol": {"core"},
     "runtime": set(),
+    "durations": set(),
     "scheduler": {"core", "protocol", "utils", "spec", "run"},
     "worker": {"core", "protocol", "runtime", "utils", "spec", "run"},
     "dashboard": {"core", "protocol", "scheduler", "utils"},
-    "client": {"core", "protocol", "runtime", "utils", "spec", "integrations"},
-    "context": {"runtime", "client"},
-    "coordination": {"core", "protocol", "runtime", "client", "utils"},
-    "deploy": {"core", "protocol", "runtime", "utils", "scheduler", "worker", "dashboard", "client",
+    "client": {"durations", "core", "protocol", "runtime", "utils", "spec", "integrations"},
+    "context": {"durations", "runtime", "client"},
+    "coordination": {"durations", "core", "protocol", "runtime", "client", "utils"},
+    "deploy": {"durations", "core", "protocol", "runtime", "utils", "scheduler", "worker", "dashboard", "client",
                "coordination"},
     "integrations": {"core", "runtime", "utils"},
-    "testing": {"core", "runtime", "utils", "scheduler", "worker", "client", "coordination", "deploy"},
+    "testing": {"durations", "core", "runtime", "utils", "scheduler", "worker", "client", "coordination", "deploy"},
 }
 TOP = "__init__"  # the package root re-exports the public API: it may import anything
 

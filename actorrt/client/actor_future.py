@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import runtime
 from ..core import Pickled
 from ..core.serialize import RemoteTraceback
+from ..durations import parse_timeout
 from ..spec import funcname
 from .future import Future, FutureState, held_future, wait_all
 
@@ -193,6 +194,7 @@ class ActorFuture(BaseActorFuture):
 
         With an asynchronous client this returns an awaitable instead.
         """
+        timeout = parse_timeout(timeout)
         if self.client.asynchronous:
             return self._result_async(timeout)
         self._wait(timeout)
@@ -200,6 +202,7 @@ class ActorFuture(BaseActorFuture):
 
     def exception(self, timeout: float | None = None) -> Any:
         """The method's exception, or None if it returned."""
+        timeout = parse_timeout(timeout)
         if self.client.asynchronous:
             return self._exception_async(timeout)
         self._wait(timeout)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from ..core import ActorRef, Pickled
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
+from ..durations import parse_timeout
 from ..protocol import WORKER_ID
 from ..spec import pack_args
 from .datasets import NO_DEFAULT
@@ -174,7 +175,7 @@ class AdminMethods(ClientPart):
         workers are told to restart (or, through the cluster object, their replacement
         has begun), without waiting for them to be back.
         """
-        return self.sync(_restart, self, timeout, wait_for_workers)
+        return self.sync(_restart, self, parse_timeout(timeout), wait_for_workers)
 
     def restart_workers(self, workers: Any, timeout: float | None = None, raise_for_error: bool = True) -> Any:
         """Restart some workers (addresses or names) through their nannies.
@@ -190,7 +191,7 @@ class AdminMethods(ClientPart):
         >>> client.restart_workers(["0"])                 # doctest: +SKIP
         {'tcp://127.0.0.1:40123': 'OK'}
         """
-        return self.sync(_restart_workers, self, workers, timeout, raise_for_error)
+        return self.sync(_restart_workers, self, workers, parse_timeout(timeout), raise_for_error)
 
     def shutdown(self) -> Any:
         """Close this client and the cluster it reaches through its cluster object.

@@ -22,6 +22,7 @@ from ..core.checks import check_origin
 from ..core.comm import Comm
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
+from ..durations import parse_timeout
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
@@ -39,7 +40,6 @@ from .actor_handle import (
 from .admin import AdminMethods
 from .arguments import (
     FunctionCache,
-    check_count,
     check_key,
     check_map_keys,
     check_priority,
@@ -60,6 +60,7 @@ from .errors import ClosedClientError
 from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .futures import FutureTable
+from .semantics import cancelled_dependency, check_workers_wanted, released_future
 
 # Seconds a client with timeout=None tries to reconnect to a scheduler it lost.
 RECONNECT_TIMEOUT = 30.0
@@ -110,7 +111,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self.security = security  # TLS files for tls:// (core/security.py)
         self.id = f"client-{name or ''}{uuid.uuid4().hex[:12]}"
         self.status = "created"
-        self.timeout = timeout  # also how long a client that lost its scheduler tries to reconnect
+        self.timeout = parse_timeout(timeout)  # also how long a client that lost its scheduler tries to reconnect
         self._reconnecting: asyncio.Task | None = None
         self.cluster: Any = None
         self._own_cluster = False
@@ -146,7 +147,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                 self._loop_runner = LoopRunner("actorrt-client")
             self.loop = self._loop_runner.loop
             try:
-                self._loop_runner.run(self._start, timeout=timeout + 5)
+                self._loop_runner.run(self._start, timeout=None if self.timeout is None else self.timeout + 5)
             except BaseException:
                 self._loop_runner.run(self._close_async)
                 self._stop_loop()
@@ -304,13 +305,14 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
 
     def close(self, timeout: float | None = None) -> Any:
         """Release everything this client holds; stop the cluster it started."""
+        timeout = parse_timeout(timeout)
         if self.asynchronous:
             return self._close_async()
         if self.status in ("closing", "closed"):
             return None
         if self._loop_runner is not None:
             try:
-                self._loop_runner.run(self._close_async, timeout=timeout or self.timeout)
+                self._loop_runner.run(self._close_async, timeout=self.timeout if timeout is None else timeout)
             finally:
                 self._stop_loop()
         else:
@@ -354,8 +356,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         Called from a task on a worker, the task's thread slot is given back while it
         waits, so nested gathers cannot starve the pool (dask/distributed#4738).
         """
-        if timeout is not None:
-            kwargs["timeout"] = timeout
+        if timeout is not None:  # every public timeout passes here: "2s", a timedelta, ...
+            kwargs["timeout"] = parse_timeout(timeout)
         if self.status == "closed":
             # Its loop may be gone: waiting on it would hang for ever.
             exc = ClosedClientError(f"client is closed; cannot call {getattr(fn, '__name__', '?').lstrip('_')}()")
@@ -523,6 +525,8 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         if isinstance(obj, Future):
             if obj.client is not self and obj.key not in self.table:
                 raise ValueError(f"{obj!r} belongs to another client")
+            if obj._state.status == "cancelled":  # its key is gone: fail here, naming it
+                raise cancelled_dependency(obj)
             return obj.key
         return is_actor_handle(obj)  # a task given a handle depends on the actor's key
 
@@ -560,8 +564,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                              f"{foreign[0].key!r} of {foreign[0].client.id}); this is {self.id}")
         released = [f for f in flat if f._released]
         if released:  # no report reaches a released Future: waiting on it would never end
-            raise RuntimeError(f"cannot gather {len(released)} released Future(s) (e.g. "
-                               f"{released[0].key!r}); they have no result any more")
+            raise released_future(released[0].key)
         values = await transfer.gather_keys(self, flat, errors, timeout)
         data = {f.key: v for f, v in zip(flat, values) if v is not transfer.SKIP}
         calls = actor_futures_of(futures)
@@ -669,7 +672,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
 
     def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
         """Return once the cluster has ``n_workers`` workers; TimeoutError after ``timeout`` s."""
-        return self.sync(self._wait_for_workers, check_count("n_workers", n_workers), timeout=timeout)
+        return self.sync(self._wait_for_workers, check_workers_wanted(n_workers), timeout=timeout)
 
     async def _wait_for_workers(self, n: int, timeout: float | None = None) -> dict:
         try:

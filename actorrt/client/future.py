@@ -208,8 +208,11 @@ class Future:
         return self._state.status
 
     @property
-    def type(self) -> str | None:
-        return self._state.type
+    def type(self) -> Any:
+        """The result's type (``int``), once finished; its name (a string) for a type
+        this process cannot import, e.g. a class defined inside a function."""
+        from .semantics import resolve_type  # (semantics imports this module)
+        return resolve_type(self._state.type)
 
     def done(self) -> bool:
         return self._state.done()
@@ -219,7 +222,8 @@ class Future:
 
     # results -----------------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
-        """The task's value; raises its exception, or TimeoutError after ``timeout`` s."""
+        """The task's value; raises its exception, or TimeoutError after ``timeout`` (a
+        duration: seconds, ``"2s"``, a ``timedelta``)."""
         client = self.client
         if (not client.asynchronous and timeout is None and client.status == "running"
                 and not self._released and runtime.current_slots() is None):
@@ -235,8 +239,8 @@ class Future:
 
     async def _result(self, timeout: float | None = None) -> Any:
         if self._released:  # its data may be gone: say so rather than wait for it
-            raise RuntimeError(f"the Future for {self.key!r} was released; it has no result "
-                               "any more")
+            from .semantics import released_future
+            raise released_future(self.key)
         from .transfer import gather_keys  # (transfer needs Future: imported when first used)
         return (await gather_keys(self.client, [self], "raise", timeout))[0]
 
@@ -303,7 +307,8 @@ class Future:
 
     def __repr__(self) -> str:
         name = self.key.rsplit("-", 1)[0] if "-" in self.key else self.key
-        extra = f", type: {self.type}" if self.type and self.status == "finished" else ""
+        typ = self._state.type
+        extra = f", type: {typ}" if typ and self.status == "finished" else ""
         return f"<Future: {name} status: {self.status}{extra}, key: {self.key}>"
 
     def __hash__(self) -> int:

@@ -13,6 +13,7 @@ import time
 from typing import IO, Any
 
 from .. import runtime
+from ..durations import parse_interval
 from . import progress_widget
 from .future import Future, FutureState, futures_of
 
@@ -125,7 +126,7 @@ class ProgressBar:
 
 
 def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO[str] | None = None,
-             interval: float = 0.1, notebook: Any = None) -> Any:
+             interval: Any = 0.1, notebook: Any = None) -> Any:
     """Show the progress of ``futures`` until all are done (an awaitable with an
     asynchronous client).
 
@@ -140,6 +141,7 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     >>> progress(futures)                             # doctest: +SKIP
     [########################################] 100% | 100/100 done |   2.1s
     """
+    interval = parse_interval(interval)  # (dask's default is "100ms")
     flat = futures_of(list(futures))
     if not flat:
         return None

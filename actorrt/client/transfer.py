@@ -20,6 +20,7 @@ from .actor_handle import ActorFuture, load_binding
 from .arguments import check_sendable, check_workers
 from .errors import ClosedClientError
 from .future import Future, FutureState, wait_all
+from .semantics import workers_to_scatter_to
 
 if TYPE_CHECKING:
     from .client import Client
@@ -152,7 +153,8 @@ async def fetch(client: "Client", keys: list[str], holders: dict[str, list[str]]
 async def scatter(client: "Client", data: Any, workers: Any, broadcast: bool, hash_keys: bool,
                    timeout: float | None = None) -> Any:
     """Put ``data`` on workers (round robin, or everywhere with ``broadcast``); Futures
-    for it in its shape, and the scheduler told where each value lives."""
+    for it in its shape, and the scheduler told where each value lives. With no worker
+    (of ``workers``) yet, waits up to ``timeout`` for one to join."""
     if isinstance(data, dict):
         items = list(data.items())
     elif isinstance(data, (list, tuple, set, frozenset)):
@@ -173,14 +175,7 @@ async def scatter(client: "Client", data: Any, workers: Any, broadcast: bool, ha
             else:
                 k = f"{type(v).__name__}-{uuid.uuid4().hex}"
         blobs.append((check_sendable(str(k), "scatter key"), blob))
-    info = await client.host.ask(client.scheduler, "workers")
-    addresses = sorted(info)
-    restrict = check_workers(workers)
-    if restrict:
-        addresses = [a for a in addresses if a in restrict]
-    if not addresses:
-        raise RuntimeError("no workers to scatter to: " + (
-            f"none of {restrict} is a worker of this cluster" if restrict else "the cluster has none"))
+    addresses = await workers_to_scatter_to(client, check_workers(workers), timeout)
     placement: dict[str, dict[str, Pickled]] = {}
     for i, (k, blob) in enumerate(blobs):
         targets = addresses if broadcast else [addresses[i % len(addresses)]]

@@ -16,8 +16,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, NamedTuple
 
 from .. import runtime
+from ..durations import parse_timeout
 from .actor_handle import ActorFuture, actor_futures_of
 from .future import Future, FutureState, futures_of
+from .semantics import raise_if_cancelled
 
 if TYPE_CHECKING:
     from .client import Client
@@ -40,11 +42,14 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
     ``return_when`` is ``"ALL_COMPLETED"`` (default), ``"FIRST_COMPLETED"`` or
     ``"FIRST_EXCEPTION"`` (return as soon as one future fails or is cancelled, else
     when all are done). Raises ``TimeoutError`` if the condition does not hold within
-    ``timeout`` seconds. With an asynchronous client, returns an awaitable.
+    ``timeout`` (a duration: seconds, ``"2s"``, a ``timedelta``), and, as dask, a
+    ``CancelledError`` (``FuturesCancelledError``) once it holds if a done future was
+    cancelled. With an asynchronous client, returns an awaitable.
 
     >>> futures = client.map(inc, range(10))                       # doctest: +SKIP
     >>> done, not_done = wait(futures, return_when="FIRST_EXCEPTION")  # doctest: +SKIP
     """
+    timeout = parse_timeout(timeout)
     if return_when not in _RETURN_WHEN:
         raise ValueError(f"return_when must be one of {', '.join(_RETURN_WHEN)}; got {return_when!r}")
     futures: list[Any] = [*futures_of(fs), *actor_futures_of(fs)]  # (actor calls too: actor_handle.py)
@@ -75,6 +80,7 @@ async def _wait(futures: list[Future], return_when: str,
             raise TimeoutError(f"wait(return_when={return_when!r}): {pending} of {len(states)} "
                                f"futures still not done after {timeout} s") from None
     done = {f for f in futures if f._state.done()}
+    raise_if_cancelled(done)
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
 
 
@@ -145,6 +151,16 @@ class _Done(NamedTuple):
     error: bool       # value is the task's exception
 
 
+class _Slot:
+    """A done future's place in the completion order, until its item is made."""
+
+    __slots__ = ("future", "item")
+
+    def __init__(self, future: Future) -> None:
+        self.future = future
+        self.item: _Done | None = None
+
+
 class as_completed:
     """Iterate over futures in the order they finish.
 
@@ -158,10 +174,12 @@ class as_completed:
         total = next(seq).result()
 
     A future that fails is yielded like any other (its ``result()`` raises). With
-    ``with_results=True`` each item is ``(future, result)``; a failure raises from
-    ``next()`` unless ``raise_errors=False``, when the exception is the yielded
-    result. ``timeout`` counts from construction: ``next()`` raises ``TimeoutError``
-    once it has passed with nothing ready. Works with ``for`` and ``async for``.
+    ``with_results=True`` each item is ``(future, result)``, in completion order; an
+    erred future raises its exception from ``next()`` at its turn unless
+    ``raise_errors=False``, when the exception is the yielded result; a cancelled one
+    is yielded with its ``CancelledError`` (dask does the same). ``timeout`` (a
+    duration) counts from construction: ``next()`` raises ``TimeoutError`` once it has
+    passed with nothing ready. Works with ``for`` and ``async for``.
     """
 
     def __init__(self, futures: Iterable[Future] | None = None, loop: Any = None,
@@ -169,6 +187,7 @@ class as_completed:
                  timeout: float | None = None) -> None:
         self.with_results = with_results
         self.raise_errors = raise_errors
+        timeout = parse_timeout(timeout)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
         self._lock = threading.Lock()  # guards the fields below: threads add, the loop pushes
@@ -177,7 +196,8 @@ class as_completed:
         self._pending: dict[Future, int] = {}     # future -> how many adds not yet done
         self._generation = 0                      # bumped by clear(): stale callbacks drop out
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
-        self._fetches: dict[int, list[Future]] = {}  # per client: finished, result not fetched
+        self._fetches: dict[int, list[_Slot]] = {}  # per client: finished, result not fetched
+        self._making: deque[_Slot] = deque()  # done, in completion order, item not yet ready
         self._tasks: set[asyncio.Task] = set()
         if futures is not None:
             self.update(futures)
@@ -209,21 +229,30 @@ class as_completed:
         if generation != self._generation:
             return
         st = future._state
+        if not self.with_results:
+            with self._lock:
+                self._push_locked(_Done(future, None, st.status != "finished"))
+            return
+        # Items leave in the order their futures finished, also while an earlier one's
+        # value is still being fetched: an error that came later is raised later (dask).
+        slot = _Slot(future)
+        with self._lock:
+            self._making.append(slot)
         if type(future) is ActorFuture:  # an actor call's reply is here already: no fetch
             error = st.status != "finished"
-            value = (st.exception() if error else st.value(future.client)) if self.with_results else None
-            self._push(_Done(future, value, error))
+            slot.item = _Done(future, st.exception() if error else st.value(future.client), error)
+        elif st.status != "finished":
+            # dask raises for an erred future; a cancelled one is yielded with its
+            # CancelledError as the result.
+            slot.item = _Done(future, st.exception(), st.status == "error")
+        else:
+            batch = self._fetches.get(id(future.client))
+            if batch is None:  # first one this loop turn: fetch what finishes meanwhile in one go
+                batch = self._fetches[id(future.client)] = []
+                future.client.loop.call_soon(self._start_fetch, future.client, generation)
+            batch.append(slot)
             return
-        if not self.with_results or st.status != "finished":
-            error = st.status != "finished"
-            value = st.exception() if self.with_results and error else None
-            self._push(_Done(future, value, error))
-            return
-        batch = self._fetches.get(id(future.client))
-        if batch is None:  # first one this loop turn: fetch what finishes meanwhile in one go
-            batch = self._fetches[id(future.client)] = []
-            future.client.loop.call_soon(self._start_fetch, future.client, generation)
-        batch.append(future)
+        self._flush()
 
     def _start_fetch(self, client: "Client", generation: int) -> None:
         batch = self._fetches.pop(id(client), [])
@@ -231,10 +260,11 @@ class as_completed:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fetch(self, client: "Client", batch: list[Future], generation: int) -> None:
+    async def _fetch(self, client: "Client", batch: list[_Slot], generation: int) -> None:
         from .transfer import SKIP, gather_keys
+        futures = [slot.future for slot in batch]
         try:
-            values = await gather_keys(client, batch, "skip", None)
+            values = await gather_keys(client, futures, "skip", None)
         except Exception as e:  # e.g. the client closed: report it on every item
             values = [e] * len(batch)
             failed = True
@@ -242,22 +272,31 @@ class as_completed:
             failed = False
         if generation != self._generation:
             return
-        for f, v in zip(batch, values):
+        for slot, f, v in zip(batch, futures, values):
             if failed or v is SKIP:
                 exc = v if failed else f._state.exception()
-                self._push(_Done(f, exc, True))
+                slot.item = _Done(f, exc, True)
             else:
-                self._push(_Done(f, v, False))
+                slot.item = _Done(f, v, False)
+        self._flush()
 
-    def _push(self, item: _Done) -> None:
+    def _flush(self) -> None:
+        """Hand over the finished items at the head of the completion order."""
         with self._lock:
-            n = self._pending.get(item.future, 0)
-            if n <= 1:
-                self._pending.pop(item.future, None)
-            else:
-                self._pending[item.future] = n - 1
-            self._ready.append(item)
-            waiters, self._async_waiters = self._async_waiters, []
+            making = self._making
+            while making and making[0].item is not None:
+                item = making.popleft().item
+                assert item is not None
+                self._push_locked(item)
+
+    def _push_locked(self, item: _Done) -> None:
+        n = self._pending.get(item.future, 0)
+        if n <= 1:
+            self._pending.pop(item.future, None)
+        else:
+            self._pending[item.future] = n - 1
+        self._ready.append(item)
+        waiters, self._async_waiters = self._async_waiters, []
         _wake(waiters)
 
     # --- queries ------------------------------------------------------------
@@ -280,6 +319,7 @@ class as_completed:
             self._generation += 1
             self._pending.clear()
             self._ready.clear()
+            self._making.clear()
             waiters, self._async_waiters = self._async_waiters, []
         _wake(waiters)
 

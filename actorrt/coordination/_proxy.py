@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import math
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from .. import runtime
+from ..durations import parse_timeout
 from ..client.actor_handle import load_binding
 from ..client.errors import ClosedClientError
 from ..client.future import futures_of
@@ -43,15 +43,9 @@ def check_name(name: Any, kind: str) -> str:
     return name
 
 
-def check_timeout(timeout: Any) -> float | None:
-    """``None`` (wait forever) or a non-negative number of seconds."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-    if timeout < 0 or math.isnan(timeout):
-        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-    return float(timeout)
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
+    """``None`` (wait forever) or a duration: seconds, ``"100ms"``, a ``timedelta``."""
+    return parse_timeout(timeout, name)
 
 
 def check_lease_timeout(blocking: bool, timeout: Any) -> float | None:

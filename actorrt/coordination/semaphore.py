@@ -151,6 +151,14 @@ class Semaphore(LeaseProxy):
         first, as in dask's ``Semaphore.acquire(timeout)``."""
         return super().acquire(blocking=blocking, timeout=timeout)
 
+    def release(self) -> Any:
+        """Give back a lease this object holds; True (as dask). RuntimeError if it holds none."""
+        return self._call("release", then=_released, **self._holder())
+
     def get_value(self) -> Any:
         """The number of leases held right now (by anyone)."""
         return self._call("get_value")
+
+
+def _released(_: Any) -> bool:
+    return True

@@ -13,6 +13,7 @@ from ..client.arguments import check_resources
 from ..coordination.registry import install as install_system_actors
 from ..core import ActorRef, Host
 from ..core.security import Security
+from ..durations import parse_interval, parse_timeout
 from ..dashboard import (
     DEFAULT_DASHBOARD_ADDRESS,
     close_dashboard,
@@ -108,7 +109,7 @@ class LocalCluster:
                  memory_terminate_fraction: float | bool | None = MemorySettings.terminate,
                  worker_start_timeout: float = 60.0, resources: dict | None = None,
                  security: Security | None = None, **state_kwargs: Any) -> None:
-        self.worker_start_timeout = worker_start_timeout
+        self.worker_start_timeout = parse_interval(worker_start_timeout, "worker_start_timeout")
         # Declared by every worker (``{"GPU": 1}``): tasks asking for them run there.
         self.resources = check_resources(resources, "LocalCluster(resources=...)")
         self.n_workers, self.threads_per_worker = _default_layout(n_workers, threads_per_worker)
@@ -356,13 +357,16 @@ class LocalCluster:
         return sorted(self.scheduler.worker_info)
 
     # --- closing -------------------------------------------------------------
-    def close(self, timeout: float | None = None) -> Any:
+    def close(self, timeout: Any = None) -> Any:
+        """Stop the workers and the scheduler; TimeoutError if that takes longer than
+        ``timeout`` (a duration; no limit by default)."""
+        timeout = parse_timeout(timeout)
         if self.asynchronous:
-            return self._close_async()
+            return self._close_async() if timeout is None else asyncio.wait_for(self._close_async(), timeout)
         assert self._loop_runner is not None
         try:
             if self.status != "closed" and not self._loop_runner.loop.is_closed():
-                self._loop_runner.run(self._close_async)
+                self._loop_runner.run(self._close_async, timeout=timeout)
         finally:
             self._loop_runner.stop()  # (also after a client closed it on this loop)
         return None

@@ -19,6 +19,7 @@ from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.serialize import dumps_exception, loads_exception
+from ..core.typenames import type_name
 from ..protocol import (
     INLINE_RESULT_BYTES,
     SCHEDULER_ID,
@@ -245,7 +246,7 @@ class Worker(Actor):
         values = {key: blob.loads() for key, blob in data.items()}
         nbytes = {key: sizeof(value) for key, value in values.items()}
         self.carry_out(self.state.stimulus_put_data(values, nbytes))
-        return {key: [nbytes[key], type(value).__name__] for key, value in values.items()}
+        return {key: [nbytes[key], type_name(value)] for key, value in values.items()}
 
     async def handle_acquire_replicas(self, who_has: dict, origin: Comm | None) -> list:
         """Take copies of ``{key: [holders]}`` from peers, as our own (replicate,
@@ -356,7 +357,7 @@ class Worker(Actor):
         run: TaskRun = job.context
         if job.error is None:
             value = job.result
-            out = self.state.stimulus_executed(run.key, run.job, value, sizeof(value), type(value).__name__,
+            out = self.state.stimulus_executed(run.key, run.job, value, sizeof(value), type_name(value),
                                                run.duration)
         else:
             out = self.state.stimulus_execute_erred(run.key, run.job, user_frames_only(job.error))

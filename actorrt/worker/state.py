@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..core.typenames import type_name
 from ..protocol import ComputeTask
 from .spill import SpillBuffer
 
@@ -463,7 +464,7 @@ class WorkerState:
                out: list[Instruction]) -> None:
         self.data.put(row.key, value, nbytes, spillable=row.actor is None)
         row.nbytes = nbytes
-        row.type = type(value).__name__
+        row.type = type_name(value)
         row.copy = copy
         row.batch = None
         if row.state == "memory":
