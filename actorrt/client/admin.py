@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from urllib.parse import urlsplit
 
 from ..core import ActorRef, Pickled
+from ..core.addresses import worker_entry
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
 from ..protocol import WORKER_ID
@@ -280,6 +281,8 @@ def _resolve_workers(info: dict, workers: Any) -> list[str]:
     out = []
     for w in workers:
         address = w if w in info else by_name.get(str(w))
+        if address is None and isinstance(w, str) and worker_entry(w) in info:
+            address = worker_entry(w)  # ("10.0.0.2:40123" is that worker's tcp:// address)
         if address is None:
             raise ValueError(f"no worker {w!r} in the cluster; its workers are {sorted(info)}")
         out.append(address)

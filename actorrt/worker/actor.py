@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled, own_task
-from ..core.addresses import format_host, interface_toward
+from ..core import secret_file
+from ..core.addresses import format_host, interface_toward, with_default_scheme
 from ..core.checks import str_list, str_map
 from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
@@ -533,6 +534,9 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     scheduler a nanny process restarts this one (``client.restart``). ``resources``
     (``{"GPU": 2}``) are declared to the scheduler: tasks asking for them run here.
     """
+    scheduler_address = with_default_scheme(scheduler_address)  # ("host:port" means tcp://)
+    if secret is None:  # a scheduler of this user on this machine may have published its own
+        secret = secret_file.lookup(scheduler_address)
     if address is None:
         address = default_listen_address(scheduler_address)
     host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address,
