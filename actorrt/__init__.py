@@ -15,6 +15,7 @@ from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semapho
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
 from .deploy.local import LocalCluster
+from .diagnostics.plugin import NannyPlugin, SchedulerPlugin, UploadFile, WorkerPlugin
 from .client.progress import progress
 from .scheduler.state import KilledWorker
 
@@ -30,6 +31,7 @@ __all__ = [
     "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client", "TimeoutError",
     "as_completed", "fire_and_forget", "progress", "wait",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
+    "NannyPlugin", "SchedulerPlugin", "UploadFile", "WorkerPlugin",
 ]
 
 for _name in __all__:

@@ -57,6 +57,7 @@ from .compat import (
 )
 from .datasets import DatasetMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
+from .plugins import PluginMethods
 from .futures import FutureTable
 
 # Seconds a client with timeout=None tries to reconnect to a scheduler it lost.
@@ -91,7 +92,7 @@ class ClientActor(Actor):
                 warn_unrunnable(key, info.get("reason"))
 
 
-class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
+class Client(AdminMethods, DatasetMethods, CurrentClientMethods, PluginMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
