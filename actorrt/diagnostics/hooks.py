@@ -74,5 +74,9 @@ def start_closing(result: Any, what: str) -> None:
     task = asyncio.ensure_future(result)
     _closing.add(task)
     task.add_done_callback(_closing.discard)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or logger.error(
-        "%s failed while closing: %r", what, t.exception()))
+    task.add_done_callback(lambda t: _log_failure(t, what))
+
+
+def _log_failure(task: "asyncio.Future[Any]", what: str) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s failed while closing: %r", what, task.exception())
