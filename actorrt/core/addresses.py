@@ -97,10 +97,10 @@ def advertised(host: str, port: int, contact: str | None = None, scheme: str = "
 
 def with_default_scheme(address: str) -> str:
     """``"127.0.0.1:8786"`` and ``"localhost:8786"`` mean ``tcp://``, as in dask: an
-    address given without a scheme gets ``tcp://``; anything else is returned as it is."""
-    if isinstance(address, str) and address and "://" not in address:
+    ``host:port`` given without a scheme gets ``tcp://``; anything else is returned as it is."""
+    if isinstance(address, str) and is_host_port(address):
         return f"tcp://{address}"
-    return address
+    return address  # (anything else fails where it is parsed, with the message for it)
 
 
 def is_host_port(text: str) -> bool:
