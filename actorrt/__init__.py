@@ -19,6 +19,7 @@ from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semapho
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
 from .deploy.local import LocalCluster
+from .diagnostics.plugin import NannyPlugin, SchedulerPlugin, UploadFile, WorkerPlugin
 from .client.progress import progress
 from .scheduler.state import KilledWorker
 
@@ -36,6 +37,7 @@ __all__ = [
     "BaseActorFuture", "ClosedClientError", "Reschedule", "ensure_default_client", "local_client",
     "temp_default_client",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
+    "NannyPlugin", "SchedulerPlugin", "UploadFile", "WorkerPlugin",
 ]
 
 for _name in __all__:

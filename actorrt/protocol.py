@@ -357,3 +357,10 @@ __all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_I
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",
            "decode_tasks", "decode_tasks_done", "keys_field"]
+
+
+def plugin_name_field(op: str, name: Any) -> str:
+    """A plugin's name (``register_worker_plugin``, ``plugin_add``, ...): a non-empty str."""
+    if not isinstance(name, str) or not name:
+        raise BadMessageError(f"{op}: field 'name' must be a non-empty str, got {describe(name)}")
+    return name

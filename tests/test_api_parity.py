@@ -333,10 +333,16 @@ def test_upload_file_to_worker_processes(pclient, tmp_path):
     pclient.upload_file(str(path))  # reloaded
     assert set(pclient.run(import_value, module).values()) == {"second"}
     assert module not in sys.modules  # not imported by the client
-    bad = tmp_path / "data.txt"
-    bad.write_text("x")
-    with pytest.raises(ValueError, match=".py, .zip or .egg"):
-        pclient.upload_file(str(bad))
+    other = tmp_path / "data.txt"  # any other file is placed beside them, not imported
+    other.write_text("x")
+    pclient.upload_file(str(other))
+    assert pclient.submit(_read_uploaded, "data.txt", pure=False).result() == "x"
+
+
+def _read_uploaded(name):
+    from actorrt import UploadFile
+    with open(os.path.join(UploadFile.directory(), name)) as f:
+        return f.read()
 
 
 # --- submit/map options, Client options --------------------------------------------------

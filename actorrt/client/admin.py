@@ -1,7 +1,7 @@
 """Cluster housekeeping and introspection on the Client (dask.distributed's names).
 
 ``run`` and ``run_on_scheduler``, ``who_has``/``has_what``/``processing``/``nthreads``,
-``scheduler_info``, ``dashboard_link``, ``get_versions``, ``upload_file``,
+``scheduler_info``, ``dashboard_link``, ``get_versions``,
 ``restart`` and ``shutdown``: a mixin of :class:`~actorrt.Client`, with its sync/async
 face (``client.sync``). See docs/api.md for the status of each dask name.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import platform
 import sys
 from typing import TYPE_CHECKING, Any, Callable, cast
 from urllib.parse import urlsplit
 
 from ..core import ActorRef, Pickled
+from ..core.addresses import worker_entry
 from ..core.errors import ActorNotFoundError, CommClosedError
 from ..core.serialize import loads_exception
 from ..durations import parse_timeout
@@ -143,20 +143,7 @@ class AdminMethods(ClientPart):
         """
         return self.sync(_get_versions, self, check, list(packages or ()))
 
-    # --- files and restarts -----------------------------------------------------------
-    def upload_file(self, filename: str, load: bool = True) -> Any:
-        """Send a local ``.py``, ``.zip`` or ``.egg`` file to every worker and import it there.
-
-        The file lands in a directory on each worker's ``sys.path``. Workers that
-        join later do not get it (dask's do): upload again after scaling up.
-        """
-        with open(filename, "rb") as f:
-            data = f.read()
-        base = os.path.basename(filename)
-        if not base.endswith((".py", ".zip", ".egg")):
-            raise ValueError(f"upload_file takes a .py, .zip or .egg file, got {base!r}")
-        return self.sync(_upload, self, base, data, load)
-
+    # --- restarts -----------------------------------------------------------
     def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
         """Cancel every task of every client and replace the cluster's workers with fresh ones.
 
@@ -281,6 +268,8 @@ def _resolve_workers(info: dict, workers: Any) -> list[str]:
     out = []
     for w in workers:
         address = w if w in info else by_name.get(str(w))
+        if address is None and isinstance(w, str) and worker_entry(w) in info:
+            address = worker_entry(w)  # ("10.0.0.2:40123" is that worker's tcp:// address)
         if address is None:
             raise ValueError(f"no worker {w!r} in the cluster; its workers are {sorted(info)}")
         out.append(address)
@@ -399,41 +388,6 @@ def _check_versions(versions: dict) -> None:
             differ.append(f"{name}: {seen}")
     if differ:
         raise ValueError("package versions differ across the cluster:\n  " + "\n  ".join(differ))
-
-
-
-def _install_upload(name: str, data: bytes, load: bool) -> str:
-    """Runs on a worker: write the file where imports find it, then import it."""
-    import importlib
-    import tempfile
-    directory = os.path.join(tempfile.gettempdir(), f"actorrt-uploads-{os.getpid()}")
-    if not os.path.isdir(directory):
-        import atexit
-        import shutil
-        os.makedirs(directory, exist_ok=True)
-        # The uploads live as long as this process: leave nothing behind in /tmp.
-        atexit.register(shutil.rmtree, directory, True)
-    path = os.path.join(directory, name)
-    with open(path, "wb") as f:
-        f.write(data)
-    target = path if name.endswith((".zip", ".egg")) else directory
-    if target not in sys.path:
-        sys.path.insert(0, target)
-    importlib.invalidate_caches()
-    if load and name.endswith(".py"):
-        module = name[:-3]
-        if module in sys.modules:
-            importlib.reload(sys.modules[module])
-        else:
-            importlib.import_module(module)
-    return path
-
-
-
-async def _upload(client: "Client", name: str, data: bytes, load: bool,
-                  timeout: float | None = None) -> dict:
-    fn, args = _pack_call(_install_upload, (name, data, load), {})
-    return await _run_on_workers(client, fn, args, None, True, "raise", timeout)
 
 
 

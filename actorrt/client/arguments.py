@@ -15,6 +15,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.addresses import worker_entry
 from ..core.serialize import Pickled
 
 
@@ -101,7 +102,7 @@ def check_workers(workers: Any) -> list[str] | None:
     if workers is None:
         return None
     if isinstance(workers, str):
-        return [workers]
+        return [worker_entry(workers)]
     if isinstance(workers, (bytes, dict)) or not hasattr(workers, "__iter__"):
         raise TypeError(f"workers must be a worker address, name or host, or a list of them, got "
                         f"{type(workers).__name__}: {workers!r}")
@@ -110,7 +111,7 @@ def check_workers(workers: Any) -> list[str] | None:
         if not isinstance(w, str):
             raise TypeError(f"workers must be worker addresses, names or hosts (str), got "
                             f"{type(w).__name__}: {w!r}")
-    return out
+    return [worker_entry(w) for w in out]  # ("10.0.0.2:40123" is that worker's tcp:// address)
 
 
 def check_resources(resources: Any, what: str = "resources") -> dict[str, float] | None:

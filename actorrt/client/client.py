@@ -17,7 +17,8 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from .. import runtime
-from ..core import Actor, ActorRef, Host, Pickled
+from ..core import Actor, ActorRef, Host, Pickled, secret_file
+from ..core.addresses import with_default_scheme
 from ..core.checks import check_origin
 from ..core.comm import Comm
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
@@ -59,6 +60,7 @@ from .datasets import DatasetMethods
 from .errors import ClosedClientError
 from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
+from .plugins import PluginMethods
 from .futures import FutureTable
 from .semantics import cancelled_dependency, check_workers_wanted, released_future
 
@@ -94,7 +96,8 @@ class ClientActor(Actor):
                 warn_unrunnable(key, info.get("reason"))
 
 
-class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods):
+class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods,
+             PluginMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
@@ -196,8 +199,12 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
             address = address.scheduler_address
             self._secret = self._secret or getattr(self.cluster, "secret", None)
             self.security = self.security or getattr(self.cluster, "security", None)
+        else:
+            address = with_default_scheme(address)  # ("127.0.0.1:8786" means tcp://, as in dask)
         if self._secret is None and os.environ.get("ACTORRT_SECRET"):
             self._secret = _secret_bytes(os.environ["ACTORRT_SECRET"])
+        if self._secret is None:  # a scheduler of this user on this machine published its own
+            self._secret = secret_file.lookup(address)
         self.host = Host(None, secret=self._secret, name="client", security=self.security)
         await self.host.start()
         # The scheduler may still be starting: wait for it as long as `timeout` says.

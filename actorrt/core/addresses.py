@@ -93,3 +93,28 @@ def advertised(host: str, port: int, contact: str | None = None, scheme: str = "
     if is_wildcard(host):
         host = primary_ip()
     return f"{scheme}://{format_host(host)}:{port}"
+
+
+def with_default_scheme(address: str) -> str:
+    """``"127.0.0.1:8786"`` and ``"localhost:8786"`` mean ``tcp://``, as in dask: an
+    ``host:port`` given without a scheme gets ``tcp://``; anything else is returned as it is."""
+    if isinstance(address, str) and is_host_port(address):
+        return f"tcp://{address}"
+    return address  # (anything else fails where it is parsed, with the message for it)
+
+
+def is_host_port(text: str) -> bool:
+    """Whether ``text`` reads as ``host:port`` without a scheme (``"10.0.0.2:40123"``,
+    ``"[::1]:8786"``), as opposed to a worker name or a bare host such as ``"::1"``."""
+    if "://" in text:
+        return False
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return False
+    return host.startswith("[") and host.endswith("]") or ":" not in host
+
+
+def worker_entry(text: str) -> str:
+    """One ``workers=`` entry: ``host:port`` means the tcp:// address; names and hosts
+    stay as they are."""
+    return f"tcp://{text}" if is_host_port(text) else text

@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from ..client import Client
-from ..core.addresses import format_host
+from ..core import secret_file
+from ..core.addresses import format_host, is_loopback, with_default_scheme
 from ..core.errors import AuthenticationError, BadMessageError, CommClosedError
 from ..core.security import Security
 from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
@@ -74,17 +75,32 @@ def _dashboard_address(args: Any) -> str | None:
 
 async def _scheduler(args: Any, dashboard: str | None) -> None:
     security = _security(args)
+    secret = _secret(args)
+    # Without ACTORRT_SECRET a loopback scheduler makes its own and publishes it to this
+    # user only (core/secret_file.py): other local users cannot connect. Off loopback a
+    # secret must be given (the listener refuses otherwise): remote peers read no file here.
+    own_secret = secret is None and is_loopback(args.host)
+    if own_secret:
+        secret = os.urandom(32)
     host, scheduler = await start_scheduler(f"{security.scheme}://{format_host(args.host)}:{args.port}",
-                                            secret=_secret(args), dashboard_address=dashboard,
+                                            secret=secret, dashboard_address=dashboard,
                                             contact_address=_contact(args.contact_address, args.port,
                                                                      security.scheme),
                                             security=security)
-    print(f"actorrt scheduler at {host.address}", flush=True)
-    if scheduler.dashboard_link:
-        print(f"dashboard at {scheduler.dashboard_link}", flush=True)
     try:
+        if own_secret:
+            assert secret is not None
+            where = secret_file.publish(host.address, secret)
+            if where is None:
+                print("actorrt scheduler: could not write the secret file; only clients given the "
+                      "secret can connect", file=sys.stderr, flush=True)
+        print(f"actorrt scheduler at {host.address}", flush=True)
+        if scheduler.dashboard_link:
+            print(f"dashboard at {scheduler.dashboard_link}", flush=True)
         await _run_until_signal(asyncio.Event())
     finally:
+        if own_secret:
+            secret_file.withdraw(host.address)  # (also after SIGTERM/SIGINT: they end the wait above)
         await close_dashboard(host)
         await host.close()
 
@@ -95,6 +111,10 @@ async def _worker(args: Any) -> int:
     tune_allocator()  # freed results go back to the system, not stay resident (worker/memory.py)
     security = _security(args)
     scheme = security.scheme
+    args.scheduler = with_default_scheme(args.scheduler)  # ("127.0.0.1:8786" means tcp://, as in dask)
+    secret = _secret(args)
+    if secret is None:  # a scheduler of this user on this machine may have published its own
+        secret = secret_file.lookup(args.scheduler)
     address: str | None
     if args.host:
         address = f"{scheme}://{format_host(args.host)}:{args.port}"
@@ -103,7 +123,7 @@ async def _worker(args: Any) -> int:
     nanny = NannyLink.from_environ()
     try:
         host, worker = await start_worker(args.scheduler, nthreads=args.nthreads, address=address,
-                                          secret=_secret(args), name=args.name or "",
+                                          secret=secret, name=args.name or "",
                                           contact_address=_contact(args.contact_address, args.port, scheme),
                                           security=security, death_timeout=args.death_timeout,
                                           nanny=nanny is not None, resources=args.resources,

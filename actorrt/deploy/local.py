@@ -12,6 +12,7 @@ from ..client import html
 from ..client.arguments import check_resources
 from ..coordination.registry import install as install_system_actors
 from ..core import ActorRef, Host
+from ..core import secret_file
 from ..core.security import Security
 from ..durations import parse_interval, parse_timeout
 from ..dashboard import (
@@ -122,6 +123,9 @@ class LocalCluster:
         self.nanny = nanny and processes
         self.processes = processes
         self.asynchronous = asynchronous
+        # A secret of its own is published for this user (core/secret_file.py), so that
+        # Client(address) and actorrt-worker find it; a given one is the caller's to share.
+        self._publish_secret = secret is None
         self.secret = secret if secret is not None else os.urandom(32)
         self.validate = validate
         self.status = "created"
@@ -163,6 +167,8 @@ class LocalCluster:
         self.scheduler_host, self.scheduler = await start_scheduler(
             self._listen, secret=self.secret, validate=self.validate,
             dashboard_address=self._dashboard_address, security=self.security, **self._state_kwargs)
+        if self._publish_secret:
+            secret_file.publish(self.scheduler_host.address, self.secret)
         try:
             await self._scale_async(self.n_workers)
         except BaseException:
@@ -383,6 +389,8 @@ class LocalCluster:
         self._closed_hosts = []
         self._departed = []
         if self.scheduler_host is not None:
+            if self._publish_secret:
+                secret_file.withdraw(self.scheduler_host.address)
             await self.scheduler_host.close()
         self.status = "closed"
 

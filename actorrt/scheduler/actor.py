@@ -26,11 +26,13 @@ from ..protocol import (
     decode_tasks,
     decode_tasks_done,
     keys_field,
+    plugin_name_field,
 )
 from ..run import run_here
 from .datasets import Datasets
 from .moves import DataMover, workers_to_close
 from .placement import WorkerState
+from .plugins import Plugins
 from .restarts import RESTART_TIMEOUT, Restarts
 from .snapshot import scheduler_snapshot
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
@@ -61,6 +63,7 @@ class Scheduler(Actor):
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
         self.restarts = Restarts()  # workers told to restart, until one of the same name is back
         self.moves = DataMover(self)  # replicate, rebalance, retire_workers (moves.py)
+        self.plugins = Plugins(self)  # client.register_plugin's plugins (plugins.py)
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -69,6 +72,7 @@ class Scheduler(Actor):
         if self._on_peer_lost in self.host.peer_lost_callbacks:
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
         self.actors.close()
+        self.plugins.close()
 
     def _sid(self, what: str) -> str:
         return f"{what}-{next(self._stimuli)}"
@@ -90,6 +94,7 @@ class Scheduler(Actor):
         self._peer_comms[("worker", address)] = origin
         self.worker_info[address] = {"nthreads": nthreads, "name": name, "pid": pid, "memory": None,
                                      "nanny": nanny, "resources": declared}
+        self.plugins.worker_joined(address)  # (its plugins go out before any task is placed there)
         self._apply(self.state.stimulus_add_worker(address, nthreads, self._sid("add-worker"), name, declared))
         if report is not None:  # (a worker rejoining may be paused already)
             self._memory_reported(address, report)
@@ -112,6 +117,7 @@ class Scheduler(Actor):
         self.client_refs[client] = ref
         self._peer_comms[("client", client)] = origin
         self.state.stimulus_add_client(client)
+        self.plugins.client_joined(client)
         return {"workers": self._workers_info()}
 
     def handle_unregister_client(self, client: str, origin: Comm | None = None) -> None:
@@ -147,6 +153,7 @@ class Scheduler(Actor):
         self._peer_comms.pop(("client", client), None)
         if self.client_refs.pop(client, None) is not None:
             self._apply(self.state.stimulus_remove_client(client, self._sid("remove-client")))
+            self.plugins.client_left(client)
 
     def _remove_worker(self, address: str, why: str) -> None:
         self._peer_comms.pop(("worker", address), None)
@@ -154,6 +161,7 @@ class Scheduler(Actor):
             return
         logger.info("removing worker %s (%s)", address, why)
         self._apply(self.state.stimulus_remove_worker(address, self._sid(why)))
+        self.plugins.worker_left(address)
 
     def _on_peer_lost(self, address: str, comm: Comm) -> None:
         # By connection, not by the name it gave: only the loss of the connection a
@@ -387,6 +395,20 @@ class Scheduler(Actor):
                 "memory_limit": memory.get("limit") or 0, "resources": dict(info.get("resources") or {}),
                 "nanny": bool(info.get("nanny")), "pid": info.get("pid"),
                 "metrics": {"managed_bytes": memory.get("managed", 0)}}
+    # --- plugins (plugins.py) --------------------------------------------------------
+    async def handle_register_worker_plugin(self, name: str, plugin: Pickled, idempotent: bool = False) -> dict:
+        return await self.plugins.register_worker_plugin(
+            plugin_name_field("Scheduler.register_worker_plugin", name), plugin, idempotent)
+
+    async def handle_unregister_worker_plugin(self, name: str) -> dict:
+        return await self.plugins.unregister_worker_plugin(
+            plugin_name_field("Scheduler.unregister_worker_plugin", name))
+
+    async def handle_register_scheduler_plugin(self, name: str, plugin: Pickled, idempotent: bool = False) -> None:
+        await self.plugins.add(plugin_name_field("Scheduler.register_scheduler_plugin", name), plugin, idempotent)
+
+    async def handle_unregister_scheduler_plugin(self, name: str) -> None:
+        await self.plugins.remove(plugin_name_field("Scheduler.unregister_scheduler_plugin", name))
 
     # --- published datasets (datasets.py) -----------------------------------------
     def handle_publish_dataset(self, name: str, data: Pickled, keys: list, override: bool = False) -> None:

@@ -12,8 +12,9 @@ import os
 from typing import Any, Callable
 
 from .. import runtime
-from ..core import Actor, ActorRef, Host, Pickled, own_task
-from ..core.addresses import format_host, interface_toward
+from ..core import Actor, ActorRef, Host, Pickled, Reply, own_task
+from ..core import secret_file
+from ..core.addresses import format_host, interface_toward, with_default_scheme
 from ..core.checks import is_str_list, str_list, str_map
 from ..core.comm import Comm, parse_address, split_host_port
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
@@ -28,12 +29,14 @@ from ..protocol import (
     Finished,
     WorkerMemory,
     decode_compute,
+    plugin_name_field,
 )
 from ..run import run_here
 from ..spec import Reschedule
 from ..utils import sizeof
 from .memory import MemorySettings, parse_memory_limit
 from .monitor import MemoryMonitor
+from .plugins import WorkerPlugins
 from .pool import Job, TaskPool
 from .replicas import acquire_replicas
 from .spill import SpillBuffer, make_spill_directory
@@ -104,6 +107,7 @@ class Worker(Actor):
         self.user_actors: dict[str, Any] = {}  # key -> UserActor hosted here (user_actor.py)
         self._builds = ActorBuilds(self)
         self._on_task_done = self._task_done  # (one bound method, not one per task)
+        self.plugins = WorkerPlugins(self)  # client.register_plugin's WorkerPlugins (plugins.py)
 
     def on_start(self) -> None:
         self.state.address = self.host.address
@@ -124,6 +128,7 @@ class Worker(Actor):
                             memory=list(self.memory_report()), resources=self.resources)
 
     def on_stop(self) -> None:
+        self.plugins.close()
         if self.monitor is not None:
             self.monitor.stop()
         self.data.close()  # (its spill files with it)
@@ -219,6 +224,23 @@ class Worker(Actor):
         logger.info("worker %s restarting at the scheduler's request", self.host.address)
         self.restart_requested = True
         self.host.stop_actor(self.id)
+
+    def handle_plugin_add(self, name: str, plugin: Pickled, origin: Comm | None, reply: Reply,
+                          replace: bool = True) -> None:
+        """Set up a WorkerPlugin (worker/plugins.py): ``["ok"]`` or ``["error", exc, tb]``.
+        Not an async handler: a plain ``setup`` runs before the next message (a task) is handled."""
+        self._from_scheduler("plugin_add", origin)
+        self._answer(reply, self.plugins.add(plugin_name_field("Worker.plugin_add", name), plugin, replace))
+
+    def handle_plugin_remove(self, name: str, origin: Comm | None, reply: Reply) -> None:
+        self._from_scheduler("plugin_remove", origin)
+        self._answer(reply, self.plugins.remove(plugin_name_field("Worker.plugin_remove", name)))
+
+    def _answer(self, reply: Reply, outcome: Any) -> None:
+        if isinstance(outcome, list):
+            reply.ok(outcome)
+        else:  # a coroutine hook: answered when it is done
+            own_task(self, _reply_with(reply, outcome))
 
     # --- data ----------------------------------------------------------------
     def handle_get_data(self, keys: list) -> dict:
@@ -521,6 +543,10 @@ def default_listen_address(scheduler_address: str, port: int = 0) -> str:
     return f"{scheme}://{format_host(interface_toward(split_host_port(rest)[0]))}:{port}"
 
 
+async def _reply_with(reply: Reply, outcome: Any) -> None:
+    reply.ok(await outcome)
+
+
 def _note(exc: BaseException, note: str) -> BaseException:
     """The original exception, so ``result()`` raises what the user's code raised, with where."""
     if hasattr(exc, "add_note"):
@@ -546,6 +572,9 @@ async def start_worker(scheduler_address: str, *, nthreads: int = 1, address: st
     scheduler a nanny process restarts this one (``client.restart``). ``resources``
     (``{"GPU": 2}``) are declared to the scheduler: tasks asking for them run here.
     """
+    scheduler_address = with_default_scheme(scheduler_address)  # ("host:port" means tcp://)
+    if secret is None:  # a scheduler of this user on this machine may have published its own
+        secret = secret_file.lookup(scheduler_address)
     if address is None:
         address = default_listen_address(scheduler_address)
     host = Host(address, secret=secret, name=name or "worker", contact_address=contact_address,
