@@ -22,6 +22,7 @@ from ..core.checks import check_origin
 from ..core.comm import Comm
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
+from ..core.tracebacks import remote_tail
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
@@ -359,7 +360,14 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             raise exc
         if self.asynchronous:
             return fn(*args, **kwargs)
-        return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
+        try:
+            return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
+        except BaseException as e:
+            # A task's error shows its own frames, not the wait's (docs/futures.md).
+            tail = remote_tail(e.__traceback__)
+            if tail is None:
+                raise
+            raise e.with_traceback(tail)
 
     # --- the outbox -------------------------------------------------------------
     def _deliver(self, box: list) -> None:

@@ -19,6 +19,7 @@ import cloudpickle
 import msgpack
 
 from .errors import SerializationError
+from .tracebacks import frames_of, remote_tail, remote_text, with_remote_frames
 
 # msgpack extension type codes.
 EXT_PICKLE = 1
@@ -207,8 +208,9 @@ def _short_repr(obj: Any, limit: int = 80) -> str:
 class RemoteTraceback(Exception):
     """Carries the text of a traceback raised on another host.
 
-    Attached as ``__cause__`` of a re-raised remote exception, so the printed
-    traceback shows the user's frames where the error really happened.
+    Attached as ``__cause__`` of a re-raised remote exception only when its frames
+    could not come along (see :mod:`.tracebacks`); normally the exception's own
+    traceback holds the remote frames.
     """
 
     def __init__(self, tb: str) -> None:
@@ -219,11 +221,24 @@ class RemoteTraceback(Exception):
         return "\n\n" + self.tb
 
 
+class _WithFrames:
+    """Pickles as ``exc`` that unpickles with its traceback rebuilt from ``frames``."""
+
+    __slots__ = ("exc", "frames", "text")
+
+    def __init__(self, exc: BaseException, frames: list, text: str) -> None:
+        self.exc, self.frames, self.text = exc, frames, text
+
+    def __reduce__(self) -> Any:
+        return with_remote_frames, (self.exc, self.frames, self.text)
+
+
 def dumps_exception(exc: BaseException) -> tuple[Pickled, str]:
-    """Pickle an exception and format its traceback; never fails."""
+    """Pickle an exception with its frames (rebuilt where it is loaded), and format
+    its traceback as text; never fails."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        blob = Pickled.dumps(exc, what="exception")
+        blob = Pickled.dumps(_WithFrames(exc, frames_of(exc.__traceback__), tb), what="exception")
         blob.loads()  # some exceptions pickle but cannot load
     except Exception:
         blob = Pickled.dumps(RuntimeError(f"{type(exc).__name__}: {_short_repr(exc, 1000)}"))
@@ -231,13 +246,26 @@ def dumps_exception(exc: BaseException) -> tuple[Pickled, str]:
 
 
 def loads_exception(blob: Pickled, tb: str | None) -> BaseException:
-    """Rebuild a remote exception with its remote traceback attached as the cause."""
+    """Rebuild a remote exception: its traceback is the remote frames; the text ``tb``
+    becomes its cause only when no frames came with it."""
     exc = blob.loads()
     if not isinstance(exc, BaseException):
         return TypeError(f"remote error is not an exception: {_short_repr(exc)}")
-    if tb:
+    if tb and remote_tail(exc.__traceback__) is None:
         exc.__cause__ = RemoteTraceback(tb)
     return exc
+
+
+def is_remote(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised on another host and brought here."""
+    return isinstance(exc.__cause__, RemoteTraceback) or remote_tail(exc.__traceback__) is not None
+
+
+def remote_traceback_text(exc: BaseException) -> str | None:
+    """The remote traceback's text of an exception from another host, else None."""
+    if isinstance(exc.__cause__, RemoteTraceback):
+        return exc.__cause__.tb
+    return remote_text(exc)
 
 
 # --- envelope -------------------------------------------------------------------
