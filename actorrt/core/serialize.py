@@ -11,6 +11,7 @@ unpickles user code); only the host that needs the object calls :meth:`Pickled.l
 from __future__ import annotations
 
 import io
+from collections import ChainMap
 import pickle
 import traceback
 from typing import Any, Iterable
@@ -68,7 +69,7 @@ class Pickled:
                 header = f.getvalue()
                 buffers.extend(reversed(pickler.oob))  # persistent id -i-1 indexes from the end
             else:
-                header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large)
+                header = _dumps(obj, keep_large)
         except Exception as e:
             raise SerializationError(
                 f"cannot pickle {what} {_short_repr(obj)}: {type(e).__name__}: {e}"
@@ -152,7 +153,34 @@ def _has_large_bytes(obj: Any, depth: int = 3) -> bool:
     return False
 
 
-class _BytesPickler(cloudpickle.Pickler):
+def _memoryview_reduce(mv: memoryview) -> Any:
+    # cloudpickle turns a memoryview into bytes; a memoryview it stays here (as in dask),
+    # its memory a buffer of its own (out of band when large).
+    if not mv.c_contiguous:
+        return _load_memoryview, (mv.tobytes(), mv.format, mv.shape)
+    return _load_memoryview, (pickle.PickleBuffer(mv.cast("B")), mv.format, mv.shape)
+
+
+def _load_memoryview(buf: Any, fmt: str, shape: Any) -> memoryview:
+    mv = memoryview(buf)
+    if mv.ndim == 1 and mv.format == "B" and (fmt != "B" or list(shape or ()) != [mv.nbytes]):
+        mv = mv.cast(fmt, list(shape))
+    return mv
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's Pickler, with our reducers for the types it changes on the way."""
+
+    dispatch_table = ChainMap({memoryview: _memoryview_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def _dumps(obj: Any, buffer_callback: Any) -> bytes:
+    with io.BytesIO() as f:
+        _Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        return f.getvalue()
+
+
+class _BytesPickler(_Pickler):
     """cloudpickle, with large bytes/bytearray referenced by persistent id.
 
     Their buffers are appended after protocol-5 buffers, in reverse, so id ``-i-1``
