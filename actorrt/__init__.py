@@ -10,7 +10,7 @@ from .client.client import Client
 from .client.compat import default_client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .client.waiting import as_completed, fire_and_forget, wait
-from .context import get_client, get_worker, rejoin, secede, worker_client
+from .context import get_client, get_worker, print, rejoin, secede, warn, worker_client
 from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
@@ -28,7 +28,7 @@ __all__ = [
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
     "AuthenticationError", "Security",
     "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client", "TimeoutError",
-    "as_completed", "fire_and_forget", "progress", "wait",
+    "as_completed", "fire_and_forget", "progress", "wait", "print", "warn",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
 ]
 

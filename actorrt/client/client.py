@@ -56,6 +56,7 @@ from .compat import (
     without_dask_only_options,
 )
 from .datasets import DatasetMethods
+from .events import EventMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .futures import FutureTable
 
@@ -91,7 +92,7 @@ class ClientActor(Actor):
                 warn_unrunnable(key, info.get("reason"))
 
 
-class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
+class Client(AdminMethods, DatasetMethods, CurrentClientMethods, EventMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
@@ -207,6 +208,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods):
             self.timeout)
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
         self.status = "running"
+        self._subscribe_console()  # actorrt.print/warn in tasks show here
         if self._set_as_default:
             runtime.set_default_client(self)
             self._dask_default.install(self)

@@ -29,6 +29,7 @@ from ..protocol import (
 )
 from ..run import run_here
 from .datasets import Datasets
+from .events import EventHandlers
 from .placement import WorkerState
 from .restarts import RESTART_TIMEOUT, Restarts
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
@@ -38,7 +39,7 @@ logger = logging.getLogger("actorrt.scheduler")
 
 
 
-class Scheduler(Actor):
+class Scheduler(EventHandlers, Actor):
     """The only actor that knows the task graph. Lives on the scheduler host."""
 
     #: The web dashboard's URL, set by actorrt.dashboard.start_dashboard; None when off.
@@ -58,6 +59,7 @@ class Scheduler(Actor):
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
         self.restarts = Restarts()  # workers told to restart, until one of the same name is back
+        self.init_events()  # log_event, get_events, subscribe_topic; metadata (events.py)
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -92,6 +94,7 @@ class Scheduler(Actor):
             self._memory_reported(address, report)
         self._wake_worker_waiters()
         self.restarts.registered(name)
+        self.workers_event("add-worker", address, name=name)
         return {"address": self.host.address}
 
     def handle_unregister_worker(self, address: str, origin: Comm | None) -> None:
@@ -142,6 +145,7 @@ class Scheduler(Actor):
 
     def _remove_client(self, client: str) -> None:
         self._peer_comms.pop(("client", client), None)
+        self.event_log.forget_client(client)
         if self.client_refs.pop(client, None) is not None:
             self._apply(self.state.stimulus_remove_client(client, self._sid("remove-client")))
 
@@ -150,6 +154,7 @@ class Scheduler(Actor):
         if self.worker_info.pop(address, None) is None:
             return
         logger.info("removing worker %s (%s)", address, why)
+        self.workers_event("remove-worker", address, reason=why)
         self._apply(self.state.stimulus_remove_worker(address, self._sid(why)))
 
     def _on_peer_lost(self, address: str, comm: Comm) -> None:
