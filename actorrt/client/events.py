@@ -17,7 +17,6 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import runtime
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.checks import check_origin
 from ..protocol import MAX_TOPIC_CHARS, MAX_TOPICS

@@ -164,7 +164,7 @@ def _memoryview_reduce(mv: memoryview) -> Any:
 def _load_memoryview(buf: Any, fmt: str, shape: Any) -> memoryview:
     mv = memoryview(buf)
     if mv.ndim == 1 and mv.format == "B" and (fmt != "B" or list(shape or ()) != [mv.nbytes]):
-        mv = mv.cast(fmt, list(shape))
+        mv = mv.cast(fmt, list(shape))  # type: ignore[call-overload]  # (any format)
     return mv
 
 
