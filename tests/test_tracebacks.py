@@ -60,11 +60,13 @@ def test_deep_recursion_sends_the_innermost_frames_only():
     try:
         recurse(0)
     except RecursionError as e:
-        assert len(frames_of(e.__traceback__)) == MAX_FRAMES
-        exc = loads_exception(*dumps_exception(e))
-        assert len(traceback.extract_tb(exc.__traceback__)) == MAX_FRAMES
+        error = e
     finally:
-        sys.setrecursionlimit(limit)
+        sys.setrecursionlimit(limit)  # (pickling it needs the stack depth back)
+    assert len(frames_of(error.__traceback__)) == MAX_FRAMES
+    exc = loads_exception(*dumps_exception(error))
+    assert type(exc) is RecursionError
+    assert len(traceback.extract_tb(exc.__traceback__)) == MAX_FRAMES
 
 
 def test_result_and_gather_raise_with_user_frames_first(any_client):
