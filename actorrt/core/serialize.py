@@ -265,11 +265,18 @@ def dumps_exception(exc: BaseException) -> tuple[Pickled, str]:
     """Pickle an exception with its frames (rebuilt where it is loaded), and format
     its traceback as text; never fails."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = frames_of(exc.__traceback__)
+    # The frames go as data: the traceback object itself stays out of the pickle even
+    # where a library (tblib, which dask.distributed installs) makes tracebacks picklable,
+    # as a deep one (a RecursionError's) would fail to pickle there.
+    saved, exc.__traceback__ = exc.__traceback__, None
     try:
-        blob = Pickled.dumps(_WithFrames(exc, frames_of(exc.__traceback__), tb), what="exception")
+        blob = Pickled.dumps(_WithFrames(exc, frames, tb), what="exception")
         blob.loads()  # some exceptions pickle but cannot load
     except Exception:
         blob = Pickled.dumps(RuntimeError(f"{type(exc).__name__}: {_short_repr(exc, 1000)}"))
+    finally:
+        exc.__traceback__ = saved
     return blob, tb
 
 
