@@ -13,8 +13,8 @@ from .client.client import Client
 from .client.compat import default_client
 from .client.future import CancelledError, Future, FutureCancelledError, futures_of
 from .client.waiting import as_completed, fire_and_forget, wait
-from .context import (ensure_default_client, get_client, get_worker, local_client, rejoin, secede,
-                      temp_default_client, worker_client)
+from .context import (ensure_default_client, get_client, get_worker, local_client, print, rejoin, secede,
+                      temp_default_client, warn, worker_client)
 from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semaphore, Sub, Variable
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
@@ -33,7 +33,7 @@ __all__ = [
     "FutureCancelledError", "KilledWorker", "LocalCluster", "SerializationError", "futures_of",
     "AuthenticationError", "Security",
     "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client", "TimeoutError",
-    "as_completed", "fire_and_forget", "progress", "wait",
+    "as_completed", "fire_and_forget", "progress", "wait", "print", "warn",
     "BaseActorFuture", "ClosedClientError", "Reschedule", "ensure_default_client", "local_client",
     "temp_default_client",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",

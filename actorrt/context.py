@@ -11,7 +11,10 @@ long waits on things other than futures.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import runtime
@@ -143,3 +146,36 @@ def temp_default_client(client: "Client") -> Iterator[None]:
         yield
     finally:
         runtime.set_default_client(previous)
+
+
+def print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+          flush: bool = False) -> None:
+    """``print``, and inside a task also on the console of every client (as dask's
+    ``distributed.print``): the worker prints it and sends it under the "print" topic.
+
+    Inside a task ``file`` may only be ``sys.stdout`` or ``sys.stderr`` (the client
+    prints to its own); the arguments travel as their ``str``.
+
+    >>> def work(x):                                     # doctest: +SKIP
+    ...     actorrt.print("working on", x)
+    ...     return x
+    """
+    builtins.print(*args, sep=sep, end=end, file=file, flush=flush)
+    worker = runtime.current_worker()
+    if worker is None:
+        return
+    if file not in (None, sys.stdout, sys.stderr):
+        raise TypeError("actorrt.print in a task: file must be sys.stdout or sys.stderr (the "
+                        f"client prints to its own), not {file!r:.80}")
+    worker.log_event("print", {"args": tuple(str(a) for a in args), "sep": sep, "end": end,
+                               "file": 2 if file is sys.stderr else 1, "flush": flush})
+
+
+def warn(message: Any, category: type[Warning] | None = UserWarning, stacklevel: int = 1,
+         source: Any = None) -> None:
+    """``warnings.warn``, and inside a task also on every client (as dask's
+    ``distributed.warn``): the warning is raised there with its message and category."""
+    warnings.warn(message, category, stacklevel + 1, source)
+    worker = runtime.current_worker()
+    if worker is not None:
+        worker.log_event("warn", {"message": message, "category": category})

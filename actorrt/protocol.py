@@ -352,11 +352,38 @@ def keys_field(op: str, keys: Any, field: str = "keys") -> "list[Any] | tuple[An
     return str_list(f"Scheduler.{op}", field, keys)
 
 
+# --- events and metadata (scheduler/events.py) ------------------------------------------
+
+# Longest topic name, and most topics one log_event names (a topic is a dict key kept).
+MAX_TOPIC_CHARS = 200
+MAX_TOPICS = 100
+
+
+def check_topics(op: str, topic: Any, single: bool = False) -> Any:
+    """A topic (a non-empty str), or a non-empty list of them unless ``single``."""
+    if type(topic) is str and 0 < len(topic) <= MAX_TOPIC_CHARS:
+        return topic
+    if not single and type(topic) in (list, tuple) and 0 < len(topic) <= MAX_TOPICS and all(
+            type(t) is str and 0 < len(t) <= MAX_TOPIC_CHARS for t in topic):
+        return list(topic)
+    expected = f"a non-empty str of at most {MAX_TOPIC_CHARS} characters"
+    raise bad(op, "'topic'", expected if single else expected + f", or a list of 1 to {MAX_TOPICS} of them",
+              topic)
+
+
+def check_metadata_keys(op: str, keys: Any) -> list:
+    """A metadata path: a non-empty list of str."""
+    if type(keys) in (list, tuple) and keys and all(type(k) is str for k in keys):
+        return list(keys)
+    raise bad(op, "'keys'", "a non-empty list of str", keys)
+
+
 __all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
            "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",
-           "decode_tasks", "decode_tasks_done", "keys_field"]
+           "decode_tasks", "decode_tasks_done", "keys_field", "check_topics", "check_metadata_keys",
+           "MAX_TOPIC_CHARS", "MAX_TOPICS"]
 
 
 def plugin_name_field(op: str, name: Any) -> str:

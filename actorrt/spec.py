@@ -56,6 +56,11 @@ def replace_refs(obj: Any, is_ref: Callable[[Any], str | None], deps: set[str]) 
         if all(new[k] is v for k, v in obj.items()):
             return obj
         return new
+    if isinstance(obj, tuple) and hasattr(typ, "_make"):  # a namedtuple: Futures in its fields
+        items = [replace_refs(x, is_ref, deps) for x in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return typ._make(items)
     return obj
 
 
@@ -68,6 +73,8 @@ def substitute(obj: Any, data: dict) -> Any:
         return typ(substitute(x, data) for x in obj)
     if typ is dict:
         return {k: substitute(v, data) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(typ, "_make"):  # a namedtuple
+        return typ._make(substitute(x, data) for x in obj)
     return obj
 
 

@@ -1,4 +1,5 @@
 """The foundation's user-facing behaviour, over in-process and process clusters."""
+import traceback
 import asyncio
 import gc
 import pickle
@@ -73,9 +74,9 @@ def test_exception_keeps_type_message_and_user_frame(any_client):
     f = any_client.submit(bad, 3)
     with pytest.raises(ValueError, match="bad input 3") as info:
         f.result()
-    assert "in bad" in "".join(str(info.value.__cause__))
+    assert "in bad" in "".join(traceback.format_exception(info.value))
     assert isinstance(f.exception(), ValueError)
-    assert "bad input 3" in f.traceback()
+    assert "bad" in [fr.name for fr in traceback.extract_tb(f.traceback())]
     assert f.status == "error"
 
 

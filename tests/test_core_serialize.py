@@ -1,4 +1,5 @@
 """actorrt.core.serialize: Pickled payloads and the msgpack envelope."""
+import traceback
 import pickle
 import threading
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from actorrt.core import ActorRef, Pickled, SerializationError
 from actorrt.core.serialize import (
-    EXT_PICKLE, EXT_REF, OOB_MIN_BYTES, RemoteTraceback, dumps_exception, loads_exception,
+    EXT_PICKLE, EXT_REF, OOB_MIN_BYTES, RemoteTraceback, dumps_exception, loads_exception, remote_traceback_text,
     pack_frames, unpack_frames,
 )
 
@@ -157,10 +158,20 @@ def test_exception_roundtrip_keeps_type_message_and_remote_traceback():
     exc = loads_exception(blob, tb)
     assert type(exc) is CustomError
     assert str(exc) == "the message"
-    cause = exc.__cause__
-    assert isinstance(cause, RemoteTraceback)
-    assert "failing_user_function" in str(cause)
-    assert 'raise CustomError("the message")' in cause.tb
+    # The remote frames are the exception's own traceback (not a chained text cause).
+    assert exc.__cause__ is None
+    frames = traceback.extract_tb(exc.__traceback__)
+    assert frames[-1].name == "failing_user_function"
+    assert frames[-1].line == 'raise CustomError("the message")'  # this file exists here: its source shows
+    assert 'raise CustomError("the message")' in remote_traceback_text(exc)
+    assert tb == remote_traceback_text(exc)
+
+
+def test_exception_without_frames_gets_the_text_as_cause():
+    # A blob of a bare exception (made by an older peer, or by hand) has no frames to
+    # rebuild: the text travels as the cause, as before.
+    exc = loads_exception(Pickled.dumps(CustomError("m")), "remote text")
+    assert isinstance(exc.__cause__, RemoteTraceback) and exc.__cause__.tb == "remote text"
 
 
 def _refuse_to_load(*args):

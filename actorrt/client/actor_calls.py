@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import runtime
 from ..core import ActorRef
 from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
-from ..core.serialize import RemoteTraceback
+from ..core.serialize import is_remote
 
 if TYPE_CHECKING:
     from .actor_handle import ActorFutureState
@@ -180,7 +180,7 @@ class Caller:
         remote traceback as cause, or from an actor on this very host."""
         if isinstance(exc, CommClosedError):
             return True
-        return (isinstance(exc, OSError) and not isinstance(exc.__cause__, RemoteTraceback)
+        return (isinstance(exc, OSError) and not is_remote(exc)
                 and link.ref.address != self.host.address)
 
     # --- re-learning where an actor lives ------------------------------------------------

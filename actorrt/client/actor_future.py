@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import types
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import runtime
 from ..core import Pickled
-from ..core.serialize import RemoteTraceback
+from ..core.serialize import remote_traceback_text
 from ..durations import parse_timeout
 from ..spec import funcname
 from .future import Future, FutureState, held_future, wait_all
@@ -51,7 +52,7 @@ class ActorFutureState:
     """
 
     __slots__ = ("key", "status", "_value", "_loaded", "_exc", "_callbacks", "_waiters",
-                 "type", "workers", "cancel_reason", "traceback_text", "__weakref__")
+                 "type", "workers", "cancel_reason", "traceback_text", "_tb", "__weakref__")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -65,6 +66,7 @@ class ActorFutureState:
         self.workers: list[str] = []
         self.cancel_reason: str | None = None
         self.traceback_text: str | None = None
+        self._tb: types.TracebackType | None = None
 
     def done(self) -> bool:
         return self.status != "pending"
@@ -74,8 +76,8 @@ class ActorFutureState:
         self._settle("finished", value, None)
 
     def err(self, exc: BaseException) -> None:
-        if isinstance(exc.__cause__, RemoteTraceback):
-            self.traceback_text = exc.__cause__.tb
+        self.traceback_text = remote_traceback_text(exc)
+        self._tb = exc.__traceback__  # raised again as it came: the raise adds no frames to it
         self._settle("error", None, exc)
 
     def _settle(self, status: str, value: Any, exc: BaseException | None) -> None:
@@ -120,7 +122,7 @@ class ActorFutureState:
         Futures and handles inside bind to ``client`` (the caller's), if given."""
         if self.status == "error":
             assert self._exc is not None
-            raise self._exc
+            raise self._exc.with_traceback(self._tb)
         if not self._loaded:
             raw = self._value
             if type(raw) is Pickled:
@@ -208,9 +210,10 @@ class ActorFuture(BaseActorFuture):
         self._wait(timeout)
         return self._state.exception()
 
-    def traceback(self) -> str | None:
-        """The remote traceback (text) of a failed call, else None."""
-        return self._state.traceback_text
+    def traceback(self) -> types.TracebackType | None:
+        """The remote traceback of a failed call, rebuilt from the remote frames (for
+        ``traceback.format_tb``), else None."""
+        return self._state._tb if self._state.status == "error" else None
 
     def _wait(self, timeout: float | None) -> None:
         st = self._state

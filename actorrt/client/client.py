@@ -23,6 +23,7 @@ from ..core.checks import check_origin
 from ..core.comm import Comm
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
+from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
 from ..spec import funcname, pack_args, replace_refs
@@ -58,6 +59,7 @@ from .compat import (
 from .data_moves import DataMoveMethods
 from .datasets import DatasetMethods
 from .errors import ClosedClientError
+from .events import EventMethods
 from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .plugins import PluginMethods
@@ -97,7 +99,7 @@ class ClientActor(Actor):
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods,
-             PluginMethods):
+             PluginMethods, EventMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP
@@ -219,6 +221,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
             self.timeout)
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
         self.status = "running"
+        self._subscribe_console()  # actorrt.print/warn in tasks show here
         if self._set_as_default:
             runtime.set_default_client(self)
             self._dask_default.install(self)
@@ -373,7 +376,14 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
             raise exc
         if self.asynchronous:
             return fn(*args, **kwargs)
-        return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
+        try:
+            return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
+        except BaseException as e:
+            # A task's error shows its own frames, not the wait's (docs/futures.md).
+            tail = remote_tail(e.__traceback__)
+            if tail is None:
+                raise
+            raise e.with_traceback(tail)
 
     # --- the outbox -------------------------------------------------------------
     def _deliver(self, box: list) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import runtime
 from ..core.serialize import Pickled, loads_exception
+from ..core.tracebacks import remote_tail
 
 if TYPE_CHECKING:
     from .client import Client
@@ -91,8 +93,8 @@ class FutureState:
                 return loads_exception(exc, self.traceback_text)
             except Exception as e:  # the exception's class is unknown here
                 return RuntimeError(f"task {self.key!r} failed; its exception could not be loaded: {e}")
-        if isinstance(exc, BaseException):
-            return exc.with_traceback(None)
+        if isinstance(exc, BaseException):  # (keep only the frames it brought from elsewhere)
+            return exc.with_traceback(remote_tail(exc.__traceback__))
         return RuntimeError(str(exc))
 
     def add_callback(self, fn: Callable[["FutureState"], None]) -> None:
@@ -251,13 +253,21 @@ class Future:
         await wait_all([self._state], timeout)
         return self._state.exception()
 
-    def traceback(self, timeout: float | None = None) -> str | None:
-        """The formatted remote traceback of a failed task (text), else None."""
+    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
+        """The remote traceback of a failed task, a traceback object rebuilt from the
+        remote frames (for ``traceback.format_tb``/``print_tb``/pdb), else None.
+
+        >>> import traceback                                     # doctest: +SKIP
+        >>> traceback.print_tb(client.submit(div, 1, 0).traceback())  # doctest: +SKIP
+        """
         return self.client.sync(self._traceback, timeout=timeout)
 
-    async def _traceback(self, timeout: float | None = None) -> str | None:
+    async def _traceback(self, timeout: float | None = None) -> types.TracebackType | None:
         await wait_all([self._state], timeout)
-        return self._state.traceback_text
+        if self._state.status != "error":
+            return None
+        exc = self._state.exception()
+        return None if exc is None else exc.__traceback__
 
     def __await__(self) -> Any:
         return self._result().__await__()

@@ -7,6 +7,7 @@ holder turns out not to have it any more.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import hashlib
 import random
 import uuid
@@ -49,6 +50,8 @@ def rebuild(obj: Any, data: dict, errors: str) -> Any:
     if typ is dict:
         out = {k: rebuild(v, data, errors) for k, v in obj.items()}
         return {k: v for k, v in out.items() if v is not SKIP}
+    if isinstance(obj, tuple) and hasattr(typ, "_make"):  # a namedtuple (as scatter gives)
+        return typ._make(rebuild(x, data, errors) for x in obj)
     return obj
 
 
@@ -155,9 +158,12 @@ async def scatter(client: "Client", data: Any, workers: Any, broadcast: bool, ha
     """Put ``data`` on workers (round robin, or everywhere with ``broadcast``); Futures
     for it in its shape, and the scheduler told where each value lives. With no worker
     (of ``workers``) yet, waits up to ``timeout`` for one to join."""
-    if isinstance(data, dict):
+    if isinstance(data, (range, collections.abc.Iterator)):  # as dask: scattered as a list
+        data = list(data)
+    shape = _scatter_shape(data)
+    if shape == "dict":
         items = list(data.items())
-    elif isinstance(data, (list, tuple, set, frozenset)):
+    elif shape != "one":
         items = [(None, v) for v in data]
     else:
         items = [(None, data)]
@@ -197,12 +203,29 @@ async def scatter(client: "Client", data: Any, workers: Any, broadcast: bool, ha
         if not f._state.done():
             f._state.finish(who_has[k], types[k])
         futures[k] = f
-    if isinstance(data, dict):
+    if shape == "dict":
         return {k: futures[str(k)] for k in data}
     out = [futures[k] for k, _ in blobs]
-    if isinstance(data, (list, tuple, set, frozenset)):
-        return type(data)(out) if not isinstance(data, (set, frozenset)) else out
+    if shape == "namedtuple":
+        return type(data)._make(out)
+    if shape == "sequence":
+        return type(data)(out)
     return out[0]
+
+
+def _scatter_shape(data: Any) -> str:
+    """How scatter splits ``data``, as dask does: a plain dict, list, tuple, set or
+    frozenset (exact types) or a namedtuple is scattered item by item and comes back
+    in its own shape; anything else, subclasses included (an OrderedDict, a Counter),
+    is one value, so its type survives."""
+    t = type(data)
+    if t is dict:
+        return "dict"
+    if t in (list, tuple, set, frozenset):
+        return "sequence"
+    if isinstance(data, tuple) and hasattr(t, "_fields") and hasattr(t, "_make"):
+        return "namedtuple"
+    return "one"
 
 
 __all__ = ["FETCH_ATTEMPTS", "SKIP", "fetch", "gather_keys", "rebuild", "scatter"]

@@ -31,6 +31,7 @@ from ..protocol import (
 from ..run import run_here
 from .datasets import Datasets
 from .moves import DataMover, workers_to_close
+from .events import EventHandlers
 from .placement import WorkerState
 from .plugins import Plugins
 from .restarts import RESTART_TIMEOUT, Restarts
@@ -42,7 +43,7 @@ logger = logging.getLogger("actorrt.scheduler")
 
 
 
-class Scheduler(Actor):
+class Scheduler(EventHandlers, Actor):
     """The only actor that knows the task graph. Lives on the scheduler host."""
 
     #: The web dashboard's URL, set by actorrt.dashboard.start_dashboard; None when off.
@@ -64,6 +65,7 @@ class Scheduler(Actor):
         self.restarts = Restarts()  # workers told to restart, until one of the same name is back
         self.moves = DataMover(self)  # replicate, rebalance, retire_workers (moves.py)
         self.plugins = Plugins(self)  # client.register_plugin's plugins (plugins.py)
+        self.init_events()  # log_event, get_events, subscribe_topic; metadata (events.py)
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -100,6 +102,7 @@ class Scheduler(Actor):
             self._memory_reported(address, report)
         self._wake_worker_waiters()
         self.restarts.registered(name)
+        self.workers_event("add-worker", address, name=name)
         return {"address": self.host.address}
 
     def handle_unregister_worker(self, address: str, origin: Comm | None) -> None:
@@ -151,6 +154,7 @@ class Scheduler(Actor):
 
     def _remove_client(self, client: str) -> None:
         self._peer_comms.pop(("client", client), None)
+        self.event_log.forget_client(client)
         if self.client_refs.pop(client, None) is not None:
             self._apply(self.state.stimulus_remove_client(client, self._sid("remove-client")))
             self.plugins.client_left(client)
@@ -160,6 +164,7 @@ class Scheduler(Actor):
         if self.worker_info.pop(address, None) is None:
             return
         logger.info("removing worker %s (%s)", address, why)
+        self.workers_event("remove-worker", address, reason=why)
         self._apply(self.state.stimulus_remove_worker(address, self._sid(why)))
         self.plugins.worker_left(address)
 

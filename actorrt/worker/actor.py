@@ -471,6 +471,18 @@ class Worker(Actor):
     def _long_running(self, r: LongRunning) -> None:
         self._tell_scheduler("long_running", keys=[r.key])
 
+    def log_event(self, topic: str | list[str], msg: Any) -> None:
+        """Log ``msg`` (picklable) under ``topic`` on the scheduler, as dask's
+        ``Worker.log_event``; from a task's thread or the loop, without waiting."""
+        if not (isinstance(topic, str) or (isinstance(topic, (list, tuple)) and topic
+                                           and all(isinstance(t, str) for t in topic))):
+            raise TypeError(f"log_event: topic must be a str or a list of str, not {topic!r:.80}")
+        fields = {"topic": topic if isinstance(topic, str) else list(topic),
+                  "msg": Pickled.dumps(msg, what="event message")}
+        loop = self.host.loop
+        assert loop is not None
+        runtime.call_on(loop, lambda: self.host.tell(self.scheduler, "log_event", **fields))
+
     def _tell_scheduler(self, op: str, **fields: Any) -> None:
         try:
             self.host.tell(self.scheduler, op, worker=self.host.address, **fields)

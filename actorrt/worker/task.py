@@ -6,6 +6,9 @@ context, through which ``get_worker()`` inside the task finds the worker.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
+import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,10 +32,34 @@ class FunctionCache:
         fn = self._functions.get(blob.header)
         if fn is None:
             fn = blob.loads()
+            if inspect.iscoroutinefunction(fn):  # decided once per function, not per task
+                fn = CoroutineTask(fn)
             if len(self._functions) > FUNCTION_CACHE_SIZE:
                 self._functions.clear()
             self._functions[blob.header] = fn
         return fn
+
+
+class CoroutineTask:
+    """An ``async def`` task function, run to completion in the task's own thread.
+
+    Each call gets an event loop of its own in the pool thread running it
+    (``asyncio.run``), not the worker's loop: a coroutine that blocks or computes
+    between awaits (easy to write by mistake) then holds one thread slot, as any task
+    does, instead of stalling the worker's messages, transfers and heartbeats. Blocking
+    client calls inside it give the slot back as in any task (docs/futures.md).
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(self.fn(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<CoroutineTask {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
 
 class TaskRun:
@@ -73,10 +100,20 @@ def call_task(load: Callable[[Pickled], Any], spec: Any, inputs: dict[str, Any])
 
 
 def user_frames_only(exc: BaseException) -> BaseException:
-    """Drop the runtime's own frames so the remote traceback starts at the user's call."""
+    """Drop the runtime's own frames so the remote traceback starts at the user's call
+    (past asyncio's, for a coroutine task)."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code is not call_task.__code__:
         tb = tb.tb_next
-    if tb is not None and tb.tb_next is not None:
-        return exc.with_traceback(tb.tb_next)
-    return exc
+    if tb is None or tb.tb_next is None:
+        return exc
+    tb = tb.tb_next
+    if tb.tb_frame.f_code is CoroutineTask.__call__.__code__:
+        inner = tb.tb_next
+        while inner is not None and inner.tb_frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+            inner = inner.tb_next
+        tb = inner or tb
+    return exc.with_traceback(tb)
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
