@@ -10,7 +10,7 @@ import time
 import pytest
 
 from actorrt import Client, KilledWorker, LocalCluster
-from actorrt.testing import wait_until
+from actorrt.testing import stop_processes, wait_until
 
 
 def inc(x):
@@ -101,19 +101,6 @@ def test_recompute_lost_result_after_worker_death():
         assert client.gather(futures) == list(range(1, 21))
 
 
-def _stop_all(procs):
-    """SIGTERM, then wait (kill after 10 s): no process or pipe outlives the test."""
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        p.stdout.close()
-
-
 def _start(cmd, env):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -135,7 +122,7 @@ def test_cli_scheduler_and_worker(tmp_path):
         with pytest.raises(Exception, match="authentication|connect"):
             Client(address, secret="wrong", timeout=2)
     finally:
-        _stop_all([sched, *workers])
+        stop_processes([sched, *workers])
     assert sched.returncode == 0
 
 
@@ -205,7 +192,7 @@ def test_workers_on_distinct_addresses_fetch_from_each_other():
             total = client.submit(sum, [a, b], workers=[w3])
             assert total.result(timeout=20) == 5
     finally:
-        _stop_all([sched, *workers])
+        stop_processes([sched, *workers])
 
 
 # --- a cluster that cannot start --------------------------------------------------------

@@ -2,7 +2,6 @@
 (core/secret_file.py) and addresses without a scheme."""
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from actorrt import Client, LocalCluster
 from actorrt.core import secret_file
 from actorrt.core.addresses import is_host_port, with_default_scheme, worker_entry
 from actorrt.core.errors import AuthenticationError
+from actorrt.testing import stop_processes
 
 
 def inc(x):
@@ -133,19 +133,6 @@ def _start(cmd):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        p.stdout.close()
-
-
 def test_scheduler_in_another_process_found_by_address(runtime_dir):
     sched = _start([sys.executable, "-m", "actorrt.deploy.cli", "scheduler", "--port", "0",
                     "--dashboard-address", "none"])
@@ -164,6 +151,6 @@ def test_scheduler_in_another_process_found_by_address(runtime_dir):
         with pytest.raises(AuthenticationError):
             Client(address, secret="wrong", timeout=2, set_as_default=False)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     assert sched.returncode == 0
     assert not os.path.exists(path)

@@ -3,7 +3,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from actorrt.dashboard.page import human_bytes, human_duration, script
 from actorrt.dashboard.status import status
 from actorrt.deploy.local import start_scheduler
 from actorrt.scheduler.state import SchedulerState, TaskSpec
-from actorrt.testing import gen_cluster, poll_for, wait_until
+from actorrt.testing import gen_cluster, poll_for, stop_processes, wait_until
 
 LOCAL = {"dashboard_address": "127.0.0.1:0"}
 gate = threading.Event()  # in-process workers: tasks wait on it to stay "processing"
@@ -501,13 +500,7 @@ def test_cli_scheduler_serves_the_dashboard():
         link = line.split(" at ", 1)[1].strip()
         assert get(base_url(link) + "/health") == (200, "ok")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        stop_processes([proc])
     assert proc.returncode == 0
     assert refused(port_of(link))
 

@@ -88,4 +88,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         time.sleep(interval)
 
 
-__all__ = ["cluster", "gen_cluster", "poll_for", "wait_until"]
+def stop_processes(procs: list, grace: float = 10.0) -> None:
+    """Stop processes a test started (``subprocess.Popen``): SIGTERM to each still
+    running, then wait up to ``grace`` seconds (kill after), and close their output
+    pipes, so no process or pipe outlives the test."""
+    import signal
+    import subprocess
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        for pipe in (p.stdout, p.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+__all__ = ["cluster", "gen_cluster", "poll_for", "stop_processes", "wait_until"]
