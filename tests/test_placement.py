@@ -2,7 +2,7 @@
 import pytest
 
 from actorrt.scheduler.placement import Placement
-from actorrt.scheduler.state import TaskState
+from actorrt.scheduler.state import TaskState, grow
 
 
 def task(key, *, deps=(), nbytes=0, workers=None, allow_other_workers=False, actor=False,
@@ -15,7 +15,7 @@ def task(key, *, deps=(), nbytes=0, workers=None, allow_other_workers=False, act
     ts.allow_other_workers = allow_other_workers
     ts.workers = set(workers) if workers is not None else None
     for dep in deps:
-        ts.dependencies.add(dep)
+        ts.dependencies = grow(ts.dependencies, dep)
     return ts
 
 
@@ -384,3 +384,15 @@ def test_validate_catches_occupancy_changed_behind_the_ordering():
     p.workers["w0"].processing.add(sneaky)  # full now, yet still listed as free
     with pytest.raises(AssertionError, match="idle"):
         p.validate(check)
+
+
+def test_tasks_share_one_empty_link_set_until_they_get_links():
+    from actorrt.scheduler.task_state import NO_TASKS, shrink
+    a, b = TaskState("a", None, "a"), TaskState("b", None, "b")
+    assert a.dependencies is NO_TASKS and b.waiters is NO_TASKS   # no memory per task for none
+    shrink(a.dependents, b)                                         # nothing to drop: no error
+    a.dependents = grow(a.dependents, b)
+    b.dependencies = grow(b.dependencies, a)
+    assert a.dependents == {b} and b.dependencies == {a} and NO_TASKS == frozenset()
+    shrink(a.dependents, b)
+    assert a.dependents == set() and a.dependents is not NO_TASKS and not NO_TASKS

@@ -30,7 +30,7 @@ from ..core.errors import ActorDeadError
 from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported: the stimuli's terms)
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
-from .task_state import TASK_STATES, TaskState, TaskStatus  # noqa: F401 (re-exported)
+from .task_state import NO_TASKS, TASK_STATES, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
 
 #: Transitions a step asks for next: key -> the state it should move to.
 Recs = dict[str, TaskStatus]
@@ -138,8 +138,8 @@ class SchedulerState:
                 if dep is None:
                     ts.missing_input = dep_key
                     continue
-                ts.dependencies.add(dep)
-                dep.dependents.add(ts)
+                ts.dependencies = grow(ts.dependencies, dep)
+                dep.dependents = grow(dep.dependents, ts)
         recs: Recs = {}
         for key in wanted:
             ts = self.tasks.get(key)
@@ -476,16 +476,16 @@ class SchedulerState:
         """``ts`` is 'waiting': on its inputs not in memory, as their states are now (never
         a stale set); released ones are asked to compute, an erred one fails ``ts``."""
         ts.state = "waiting"
-        ts.waiting_on.clear()
+        ts.waiting_on = NO_TASKS  # type: ignore[assignment]
         recs: Recs = {}
         for dep in ts.dependencies:
-            dep.waiters.add(ts)
+            dep.waiters = grow(dep.waiters, ts)
             if dep.state == "erred":
                 ts.blame = dep.blame or dep.key
                 ts.exception, ts.traceback = dep.exception, dep.traceback
                 recs[ts.key] = "erred"
             elif dep.state != "memory":
-                ts.waiting_on.add(dep)
+                ts.waiting_on = grow(ts.waiting_on, dep)
                 if dep.state == "released":
                     recs[dep.key] = "waiting"
         return recs
@@ -565,10 +565,10 @@ class SchedulerState:
     def _unlink_inputs(self, ts: TaskState, recs: Recs) -> None:
         """``ts`` no longer needs its inputs: release the ones nobody else needs."""
         for dep in ts.dependencies:
-            dep.waiters.discard(ts)
+            shrink(dep.waiters, ts)
             if not self._needed(dep) and dep.state not in ("released", "forgotten"):
                 recs[dep.key] = "released"
-        ts.waiting_on.clear()
+        ts.waiting_on = NO_TASKS  # type: ignore[assignment]
 
     def _processing_queued(self, ts: TaskState, stimulus_id: str) -> Recs:
         ws = self._leave_worker(ts)
@@ -603,7 +603,7 @@ class SchedulerState:
             recs[ts.key] = "waiting"
             for dts in ts.waiters:
                 if dts.state in ("queued", "waiting"):
-                    dts.waiting_on.add(ts)
+                    dts.waiting_on = grow(dts.waiting_on, ts)
                     if dts.state == "queued":  # (its entry in the queue is skipped)
                         self.placement.unpark(dts)
                         dts.state = "waiting"
@@ -668,11 +668,11 @@ class SchedulerState:
         self.placement.actors.discard(ts)
         recs: Recs = {}
         for dep in ts.dependencies:
-            dep.dependents.discard(ts)
+            shrink(dep.dependents, ts)
             if dep.state == "released" and not self._needed(dep) and not dep.dependents:
                 recs[dep.key] = "forgotten"
         for dts in ts.dependents:
-            dts.dependencies.discard(ts)
+            shrink(dts.dependencies, ts)
         return recs
 
     def _to_erred(self, ts: TaskState, stimulus_id: str) -> Recs:

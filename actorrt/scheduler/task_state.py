@@ -15,6 +15,27 @@ TaskStatus = Literal["released", "waiting", "queued", "processing", "memory", "e
 TASK_STATES: tuple[TaskStatus, ...] = ("released", "waiting", "queued", "processing", "memory", "erred")
 
 
+#: The links a task starts with. Most tasks of a map have no inputs and no dependents:
+#: four empty sets each would be ~860 bytes of a held task's cost, so they share this
+#: one until :func:`grow` gives a task a set of its own.
+NO_TASKS: "frozenset[TaskState]" = frozenset()
+
+
+def grow(links: "set[TaskState]", ts: "TaskState") -> "set[TaskState]":
+    """``links`` with ``ts`` added: a new set if ``links`` is the shared empty one.
+    Use as ``x.links = grow(x.links, ts)``."""
+    if links is NO_TASKS:
+        return {ts}
+    links.add(ts)
+    return links
+
+
+def shrink(links: "set[TaskState]", ts: "TaskState") -> None:
+    """Drop ``ts`` from ``links`` (nothing to do for the shared empty set)."""
+    if links:
+        links.discard(ts)
+
+
 class TaskState:
     __slots__ = ("actor", "allow_other_workers", "blame", "dependencies", "dependents", "exception",
                  "key", "missing_input", "name", "nbytes", "priority", "processing_on", "resources",
@@ -26,10 +47,11 @@ class TaskState:
         self.state: TaskStatus = "released"
         self.spec = spec
         self.name = name
-        self.dependencies: set[TaskState] = set()
-        self.dependents: set[TaskState] = set()
-        self.waiting_on: set[TaskState] = set()   # dependencies not yet in memory
-        self.waiters: set[TaskState] = set()      # active dependents that still need us
+        # (Each starts as the shared NO_TASKS: change them only through grow/shrink.)
+        self.dependencies: set[TaskState] = NO_TASKS  # type: ignore[assignment]
+        self.dependents: set[TaskState] = NO_TASKS  # type: ignore[assignment]
+        self.waiting_on: set[TaskState] = NO_TASKS  # type: ignore[assignment]  # inputs not in memory
+        self.waiters: set[TaskState] = NO_TASKS  # type: ignore[assignment]  # dependents that need us
         self.who_has: set[WorkerState] = set()
         self.processing_on: WorkerState | None = None
         self.priority: tuple = ()
