@@ -4,6 +4,7 @@ value being sent does not count: its buffer is the sender's own, not a copy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -23,6 +24,15 @@ class Sink(Actor):
         self.got += 1
 
 
+@contextlib.asynccontextmanager
+async def sender_and_sink():
+    """Two hosts over real TCP (no in-process shortcut) and a Sink on the second:
+    ``(a, b, sink, ref)``."""
+    async with Host("tcp://127.0.0.1:0", shortcut=False) as a, Host("tcp://127.0.0.1:0", shortcut=False) as b:
+        sink = Sink()
+        yield a, b, sink, b.spawn(sink)
+
+
 def stop_reading(host: Host, peer_address: str):
     """``host`` reads nothing more from ``peer_address`` (a frozen peer, not a closed one)."""
     comm = host.comm_to(peer_address)
@@ -34,8 +44,7 @@ def test_a_peer_that_reads_nothing_is_dropped_past_the_outbox_limit(monkeypatch,
     monkeypatch.setattr(tcp, "OUTBOX_LIMIT", 1 << 20)
 
     async def main():
-        async with Host("tcp://127.0.0.1:0", shortcut=False) as a, Host("tcp://127.0.0.1:0", shortcut=False) as b:
-            ref = b.spawn(Sink())
+        async with sender_and_sink() as (a, b, _, ref):
             a.tell(ref, "put", blob=b"warm")
             await asyncio.wait_for(a.ask(ref, "put", blob=b"x"), 5)  # connected both ways
             stop_reading(b, a.address)
@@ -58,9 +67,7 @@ def test_a_large_value_on_its_way_does_not_count_against_the_limit(monkeypatch):
     monkeypatch.setattr(tcp, "OUTBOX_LIMIT", 1 << 20)
 
     async def main():
-        async with Host("tcp://127.0.0.1:0", shortcut=False) as a, Host("tcp://127.0.0.1:0", shortcut=False) as b:
-            sink = Sink()
-            ref = b.spawn(sink)
+        async with sender_and_sink() as (a, b, sink, ref):
             await asyncio.wait_for(a.ask(ref, "put", blob=b"x"), 5)
             comm = stop_reading(b, a.address)
             big = Pickled.dumps(bytes(64 << 20))  # out of band: the value's own buffer
@@ -78,9 +85,7 @@ def test_one_large_message_to_a_reading_peer_is_not_a_reason_to_drop_it(monkeypa
     monkeypatch.setattr(tcp, "OUTBOX_LIMIT", 1 << 20)
 
     async def main():
-        async with Host("tcp://127.0.0.1:0", shortcut=False) as a, Host("tcp://127.0.0.1:0", shortcut=False) as b:
-            sink = Sink()
-            ref = b.spawn(sink)
+        async with sender_and_sink() as (a, b, sink, ref):
             # in band: a list pickles into the envelope itself, 8 MiB of bytes made for b
             await asyncio.wait_for(a.ask(ref, "put", blob=Pickled.dumps(list(range(1 << 20)))), 20)
             await asyncio.wait_for(a.ask(ref, "put", blob=b"after"), 5)

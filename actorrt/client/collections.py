@@ -55,13 +55,11 @@ def _traversed(items: list, traverse: bool) -> list:
     as one (dask's ``compute`` does the same); other items stay as they are."""
     if not traverse:
         return items
-    out = []
-    for x in items:
-        if isinstance(x, (list, tuple, set, dict, Iterator)):
-            dask = _dask()
-            x = dask.delayed(x)
-        out.append(x)
-    return out
+    containers = (list, tuple, set, dict, Iterator)
+    if not any(isinstance(x, containers) for x in items):
+        return items
+    delayed = _dask().delayed
+    return [delayed(x) if isinstance(x, containers) else x for x in items]
 
 
 def _expression(variables: list, optimize_graph: bool, finalize: bool) -> Any:
@@ -83,7 +81,7 @@ def compute(client: "Client", collections: Any, *, optimize_graph: bool = True, 
             traverse: bool = True, **options: Any) -> Any:
     """One Future per dask collection (other items are returned as they are)."""
     items, single = _as_items(collections)
-    items = _traversed(items, traverse) if any(not is_collection(x) for x in items) else items
+    items = _traversed(items, traverse)
     variables = [x for x in items if is_collection(x)]
     futures: list = []
     if variables:
@@ -156,16 +154,13 @@ class ClientScheduler:
         self._installed_by = weakref.ref(client)
 
     def _client(self) -> "Client":
-        try:
-            client = runtime.current_client()
-        except ValueError:
-            client = None
-        if client is None or (runtime.current_worker() is None and client is not self._installed_by()):
-            client = self._installed_by() or client
+        if runtime.current_worker() is not None:
+            return runtime.current_client()  # inside a task: its worker's client
+        client = self._installed_by()
         if client is None or client.status == "closed":
             raise RuntimeError("dask's scheduler is an actorrt client that has closed; create a "
                                "Client again or pass scheduler=... to compute")
-        if client.asynchronous and runtime.current_worker() is None:
+        if client.asynchronous:
             raise RuntimeError(f"the default client {client.id} is asynchronous: use 'await "
                                "client.compute(x)' or 'await client.gather(...)' instead of "
                                "dask.compute() / x.compute() in async code")

@@ -265,7 +265,7 @@ class _Translator:
         priority, retries, workers, allow_other = self.options
         client = self.client
         blob = pack_args(args, {})
-        resources = self.resources_by_key.get(key, self.resources) if self.resources_by_key else self.resources
+        resources = self.resources_by_key.get(key, self.resources)
         return [skey, [client.functions.pickled(fn), blob], deps, key_name(key), priority, retries,
                 workers, allow_other, False, resources]
 
