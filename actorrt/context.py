@@ -114,16 +114,8 @@ def worker_client(timeout: Any = None, separate_thread: bool = True) -> Iterator
 
 
 
-@contextlib.contextmanager
-def local_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator["Client"]:
-    """dask's older name of :func:`worker_client`: a client for use inside a task.
-
-    >>> def total(n):                                        # doctest: +SKIP
-    ...     with local_client() as c:
-    ...         return sum(c.gather(c.map(abs, range(n))))
-    """
-    with worker_client(timeout=timeout, separate_thread=separate_thread) as client:
-        yield client
+#: dask's older name of :func:`worker_client`: a client for use inside a task.
+local_client = worker_client
 
 
 def ensure_default_client(client: "Client") -> None:
@@ -140,12 +132,8 @@ def temp_default_client(client: "Client") -> Iterator[None]:
     ...     default_client() is other
     True
     """
-    previous = runtime.default_client()
-    runtime.set_default_client(client)
-    try:
+    with runtime.default_client_as(client):
         yield
-    finally:
-        runtime.set_default_client(previous)
 
 
 def print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
@@ -160,13 +148,13 @@ def print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any =
     ...     actorrt.print("working on", x)
     ...     return x
     """
-    builtins.print(*args, sep=sep, end=end, file=file, flush=flush)
     worker = runtime.current_worker()
-    if worker is None:
-        return
-    if file not in (None, sys.stdout, sys.stderr):
+    if worker is not None and file not in (None, sys.stdout, sys.stderr):  # (before printing)
         raise TypeError("actorrt.print in a task: file must be sys.stdout or sys.stderr (the "
                         f"client prints to its own), not {file!r:.80}")
+    builtins.print(*args, sep=sep, end=end, file=file, flush=flush)
+    if worker is None:
+        return
     worker.log_event("print", {"args": tuple(str(a) for a in args), "sep": sep, "end": end,
                                "file": 2 if file is sys.stderr else 1, "flush": flush})
 

@@ -371,6 +371,22 @@ def check_topics(op: str, topic: Any, single: bool = False) -> Any:
               topic)
 
 
+def check_topic(topic: Any, many: bool = False) -> Any:
+    """A topic given to ``log_event`` and the like, checked where the user called it (the
+    client, or a task on a worker): TypeError/ValueError naming the parameter for a
+    topic that :func:`check_topics` would refuse at the scheduler."""
+    if many and isinstance(topic, (list, tuple)):
+        if not 0 < len(topic) <= MAX_TOPICS:
+            raise ValueError(f"topic: a list of 1 to {MAX_TOPICS} topics, not {len(topic)}")
+        return [check_topic(t) for t in topic]
+    if not isinstance(topic, str):
+        raise TypeError(f"topic must be a str{' or a list of str' if many else ''}, "
+                        f"not {type(topic).__name__}")
+    if not 0 < len(topic) <= MAX_TOPIC_CHARS:
+        raise ValueError(f"topic must be 1 to {MAX_TOPIC_CHARS} characters, not {len(topic)}")
+    return str(topic)
+
+
 def check_metadata_keys(op: str, keys: Any) -> list:
     """A metadata path: a non-empty list of str."""
     if type(keys) in (list, tuple) and keys and all(type(k) is str for k in keys):
@@ -382,7 +398,7 @@ __all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_I
            "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",
-           "decode_tasks", "decode_tasks_done", "keys_field", "check_topics", "check_metadata_keys",
+           "decode_tasks", "decode_tasks_done", "keys_field", "check_topic", "check_topics", "check_metadata_keys",
            "MAX_TOPIC_CHARS", "MAX_TOPICS"]
 
 

@@ -77,15 +77,12 @@ class PeakRSS:
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
     def _run(self, interval: float) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
+        from actorrt.worker.memory import process_rss
         while not self._stop.is_set():
             for pid in self.pids:
-                try:
-                    with open(f"/proc/{pid}/statm", "rb") as f:
-                        rss = int(f.read().split()[1]) * page
-                except OSError:
-                    continue
-                self.peak[pid] = max(self.peak[pid], rss)
+                rss = process_rss(pid)
+                if rss is not None:
+                    self.peak[pid] = max(self.peak[pid], rss)
             self._stop.wait(interval)
 
     def __enter__(self) -> "PeakRSS":

@@ -215,11 +215,13 @@ def test_print_outside_a_task_prints_here(capsys):
         actorrt.warn("local")
 
 
-def test_print_in_a_task_reaches_the_client(pclient, capfd):
+def test_print_in_a_task_reaches_the_client(pclient, capsys):
+    # capsys, not capfd: the worker processes print to the same file descriptors, each
+    # at its own file offset, and would overwrite the client's lines in capfd's file.
     pclient.submit(prints, 7, pure=False).result()
 
     def seen():
-        out, err = capfd.readouterr()
+        out, err = capsys.readouterr()
         seen.out += out
         seen.err += err
         return "task says|7" in seen.out and "to stderr" in seen.err

@@ -13,7 +13,8 @@ from actorrt.integrations.joblib_parallel import ActorrtBackend, wants_dask_dist
 
 @pytest.fixture(autouse=True)
 def registered():
-    # Until Client.__init__ calls it, the tests register the backend themselves.
+    # Tests without a client register the backend themselves (a Client does it on the
+    # user's import of joblib).
     assert joblib_backend.register()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import actorrt
 from actorrt import Client, LocalCluster, NannyPlugin, SchedulerPlugin, UploadFile, WorkerPlugin
-from actorrt.testing import wait_until
+from actorrt.testing import gen_cluster, wait_until
 
 # In-process workers share this process: plugins (pickled by reference, this module
 # is importable) record what happened here.
@@ -149,7 +149,6 @@ def test_coroutine_hooks_and_teardown_on_close(client):
 
 
 def test_transition_hook_and_no_cost_without_it(client):
-    from collections import deque
     states = lambda dask_worker: type(dask_worker.state.log).__name__  # noqa: E731
     client.register_plugin(Recorder(), name="rec")  # no transition hook: nothing watched
     assert set(client.run(states).values()) == {"deque"}
@@ -159,8 +158,7 @@ def test_transition_hook_and_no_cost_without_it(client):
     seen = [t for ts in client.run(lambda dask_worker: dask_worker.seen_transitions).values() for t in ts]
     assert ("watched", "executing", "memory") in seen
     client.unregister_worker_plugin("tr")
-    assert set(client.run(states).values()) == {"deque"}
-    assert deque  # (the plain type again)
+    assert set(client.run(states).values()) == {"deque"}  # (the plain type again)
 
 
 def test_register_worker_callbacks(client):
@@ -310,7 +308,6 @@ def test_upload_of_a_failing_module_raises_its_error(procs, tmp_path):
 
 
 # --- the async face ------------------------------------------------------------------
-from actorrt.testing import gen_cluster  # noqa: E402
 
 
 @gen_cluster()

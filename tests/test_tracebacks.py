@@ -133,5 +133,6 @@ def test_error_in_nested_task_keeps_both_tasks_frames(client):
 def test_deep_traceback_pickles_where_tblib_makes_tracebacks_picklable():
     # dask.distributed installs tblib's exception pickling process-wide; our frames still
     # travel as data, so a deep traceback does not make the exception unpicklable.
-    pytest.importorskip("tblib.pickling_support").install()
+    import tblib.pickling_support  # (a test dependency: a missing one fails, never skips)
+    tblib.pickling_support.install()
     test_deep_recursion_sends_the_innermost_frames_only()

@@ -115,10 +115,14 @@ async def test_replicate_copies_and_the_scheduler_knows(client, cluster):
 @gen_cluster(n_workers=2)
 async def test_replicate_refuses_bad_arguments_and_changes_nothing(client, cluster):
     [x] = await client.scatter([1], workers=[cluster.worker_addresses()[0]])
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="replicate's n must be a positive int"):
         client.replicate([x], n=0)
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="replicate's n must be a positive int"):
         client.replicate([x], n="2")
+    with pytest.raises(TypeError, match="replicate got unexpected keyword arguments"):
+        client.replicate([x], bogus=1)
+    with pytest.raises(TypeError, match="rebalance got unexpected keyword arguments"):
+        client.rebalance(bogus=1)
     with pytest.raises(ValueError, match="no worker"):
         await client.replicate([x], workers=["nowhere"])
     with pytest.raises(TypeError, match="Futures"):

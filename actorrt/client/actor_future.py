@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import runtime
 from ..core import Pickled
 from ..core.serialize import remote_traceback_text
+from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
 from ..spec import funcname
 from .future import Future, FutureState, held_future, wait_all
@@ -213,7 +214,7 @@ class ActorFuture(BaseActorFuture):
     def traceback(self) -> types.TracebackType | None:
         """The remote traceback of a failed call, rebuilt from the remote frames (for
         ``traceback.format_tb``), else None."""
-        return self._state._tb if self._state.status == "error" else None
+        return remote_tail(self._state._tb) if self._state.status == "error" else None
 
     def _wait(self, timeout: float | None) -> None:
         st = self._state

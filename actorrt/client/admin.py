@@ -258,8 +258,9 @@ async def _run_on_scheduler(client: "Client", fn: Pickled, args: Pickled | None,
 
 
 
-def _resolve_workers(info: dict, workers: Any) -> list[str]:
-    """Worker addresses for ``workers`` (None: all; else addresses or names)."""
+def _resolve_workers(info: dict, workers: Any, strict: bool = True) -> list[str]:
+    """Worker addresses for ``workers`` (None: all; else addresses or names). An entry
+    that names no worker raises when ``strict``, else is skipped."""
     if workers is None:
         return sorted(info)
     if isinstance(workers, (str, int)):
@@ -270,9 +271,10 @@ def _resolve_workers(info: dict, workers: Any) -> list[str]:
         address = w if w in info else by_name.get(str(w))
         if address is None and isinstance(w, str) and worker_entry(w) in info:
             address = worker_entry(w)  # ("10.0.0.2:40123" is that worker's tcp:// address)
-        if address is None:
+        if address is not None:
+            out.append(address)
+        elif strict:
             raise ValueError(f"no worker {w!r} in the cluster; its workers are {sorted(info)}")
-        out.append(address)
     return out
 
 

@@ -141,15 +141,6 @@ def check_resources(resources: Any, what: str = "resources") -> dict[str, float]
     return out or None
 
 
-def check_count(name: str, value: Any) -> int:
-    """A number of things (workers, ...): an int >= 0."""
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
-
-
 class FunctionCache:
     """Each function object pickled once: a map of 10,000 calls sends one pickle, and
     the key of a pure call hashes it without pickling the function again."""
@@ -179,5 +170,5 @@ def check_running(client: Any) -> None:
         raise RuntimeError(f"client is {client.status}; cannot submit work")
 
 
-__all__ = ["FunctionCache", "check_running", "check_count", "check_key", "check_sendable", "check_map_keys", "check_priority", "check_retries",
+__all__ = ["FunctionCache", "check_running", "check_key", "check_sendable", "check_map_keys", "check_priority", "check_retries",
            "check_resources", "check_workers"]

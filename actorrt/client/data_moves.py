@@ -36,6 +36,7 @@ class DataMoveMethods(ClientPart):
         >>> len(client.who_has([x])[x.key])         # doctest: +SKIP
         2
         """
+        _no_other_options("replicate", kwargs)
         flat = self._own_futures("replicate", futures)
         if n is not None and (not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1):
             raise ValueError(f"replicate's n must be a positive int or None, got {n!r}")
@@ -50,6 +51,7 @@ class DataMoveMethods(ClientPart):
 
         >>> client.rebalance()                      # doctest: +SKIP
         """
+        _no_other_options("rebalance", kwargs)
         flat = None if futures is None else self._own_futures("rebalance", futures)
         return self.sync(_rebalance, self, flat, workers)
 
@@ -71,8 +73,7 @@ class DataMoveMethods(ClientPart):
         n = kwargs.pop("n", None)
         remove = kwargs.pop("remove", True)
         kwargs.pop("stimulus_id", None)
-        if kwargs:
-            raise TypeError(f"retire_workers got unexpected keyword arguments {sorted(kwargs)}")
+        _no_other_options("retire_workers", kwargs)
         if workers is not None and names is not None:
             raise TypeError("retire_workers: workers and names are mutually exclusive")
         if n is not None and (not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0):
@@ -102,6 +103,12 @@ def _as_list(what: str, value: Any) -> list | None:
     return list(value)
 
 
+def _no_other_options(method: str, kwargs: dict) -> None:
+    """dask's signatures end in ``**kwargs``; a keyword we do not know is a mistake."""
+    if kwargs:
+        raise TypeError(f"{method} got unexpected keyword arguments {sorted(kwargs)}")
+
+
 async def _resolve(client: "Client", workers: Any, strict: bool) -> list[str] | None:
     """Addresses for ``workers`` (addresses or names); unknown ones raise when ``strict``,
     else are skipped (retire_workers of a worker already gone retires nothing)."""
@@ -109,10 +116,7 @@ async def _resolve(client: "Client", workers: Any, strict: bool) -> list[str] | 
         return None
     info = await client.host.ask(client.scheduler, "workers")
     entries = _as_list("workers", workers) or []
-    if strict:
-        return _resolve_workers(info, entries)
-    by_name = {str(i.get("name")): a for a, i in info.items()}
-    return [w if w in info else by_name[str(w)] for w in entries if w in info or str(w) in by_name]
+    return _resolve_workers(info, entries, strict)
 
 
 async def _ready(client: "Client", futures: list[Future], timeout: float | None) -> list[str]:

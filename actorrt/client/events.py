@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.checks import check_origin
-from ..protocol import MAX_TOPIC_CHARS, MAX_TOPICS
+from ..protocol import check_topic
 from .datasets import NO_DEFAULT
 from .part import ClientPart
 
@@ -209,20 +209,6 @@ def handle_warn(event: tuple) -> None:
 
 
 # --- checks and encodings --------------------------------------------------------------
-def check_topic(topic: Any, many: bool = False) -> Any:
-    """TypeError/ValueError naming the parameter for a topic the scheduler would refuse."""
-    if many and isinstance(topic, (list, tuple)):
-        if not 0 < len(topic) <= MAX_TOPICS:
-            raise ValueError(f"topic: a list of 1 to {MAX_TOPICS} topics, not {len(topic)}")
-        return [check_topic(t) for t in topic]
-    if not isinstance(topic, str):
-        raise TypeError(f"topic must be a str{' or a list of str' if many else ''}, "
-                        f"not {type(topic).__name__}")
-    if not 0 < len(topic) <= MAX_TOPIC_CHARS:
-        raise ValueError(f"topic must be 1 to {MAX_TOPIC_CHARS} characters, not {len(topic)}")
-    return str(topic)
-
-
 def metadata_path(key: Any) -> list[str]:
     keys = [key] if isinstance(key, str) else key
     if not isinstance(keys, (list, tuple)) or not keys or not all(isinstance(k, str) for k in keys):

@@ -43,6 +43,9 @@ class ExtraMethods(ClientPart):
     def start(self, **kwargs: Any) -> Any:
         """Start the client (dask's name). A client starts when made (a sync one) or
         awaited (an async one): starting a running client does nothing."""
+        if kwargs:
+            raise TypeError(f"start got unexpected keyword arguments {sorted(kwargs)}: a client takes "
+                            "its options when made")
         if self.status in ("closing", "closed"):
             raise ClosedClientError("cannot start a closed client; make a new one")
         if self.asynchronous:
@@ -93,6 +96,14 @@ class ExtraMethods(ClientPart):
         "workers": {address: {rows, data, memory, ...}}, "versions": ...}`` (values as
         their ``repr``). For debugging: the layout may change between versions.
         """
+        if kwargs:
+            raise TypeError(f"dump_cluster_state got unexpected keyword arguments {sorted(kwargs)}")
+        if write_from_scheduler:
+            raise ValueError("dump_cluster_state(write_from_scheduler=True) is not supported: the "
+                             "client gathers the state and writes the file")
+        if exclude:
+            raise ValueError(f"dump_cluster_state(exclude={exclude!r}) is not supported: the dump "
+                             "holds values as their repr only, nothing is left out")
         if format not in DUMP_FORMATS:
             raise ValueError(f"format must be one of {sorted(DUMP_FORMATS)}, got {format!r}")
         if not isinstance(filename, (str, os.PathLike)):

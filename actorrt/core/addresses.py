@@ -114,7 +114,6 @@ def is_host_port(text: str) -> bool:
     return host.startswith("[") and host.endswith("]") or ":" not in host
 
 
-def worker_entry(text: str) -> str:
-    """One ``workers=`` entry: ``host:port`` means the tcp:// address; names and hosts
-    stay as they are."""
-    return f"tcp://{text}" if is_host_port(text) else text
+#: One ``workers=`` entry: ``host:port`` means the tcp:// address; names and hosts
+#: stay as they are.
+worker_entry = with_default_scheme

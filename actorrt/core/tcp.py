@@ -468,7 +468,8 @@ class _SocketWriter:
         if self.owned >= before:
             self._fail(CommClosedError(
                 f"peer is not reading: {self.owned} bytes of messages for it wait unsent, more than "
-                f"{OUTBOX_LIMIT}, and none went in {OUTBOX_GRACE:g} s; dropping the connection"))
+                f"{OUTBOX_LIMIT}, and the backlog has not shrunk in {OUTBOX_GRACE:g} s; dropping the "
+                f"connection"))
             return
         self._backlog_check = self._loop.call_later(OUTBOX_GRACE, self._check_backlog, self.owned)
 

@@ -112,9 +112,7 @@ async def _worker(args: Any) -> int:
     security = _security(args)
     scheme = security.scheme
     args.scheduler = with_default_scheme(args.scheduler)  # ("127.0.0.1:8786" means tcp://, as in dask)
-    secret = _secret(args)
-    if secret is None:  # a scheduler of this user on this machine may have published its own
-        secret = secret_file.lookup(args.scheduler)
+    secret = _secret(args)  # (None: start_worker looks for one this user's scheduler published)
     address: str | None
     if args.host:
         address = f"{scheme}://{format_host(args.host)}:{args.port}"

@@ -64,8 +64,6 @@ async def call_hook(result: Any) -> None:
         await result
 
 
-
-
 def start_closing(result: Any, what: str) -> None:
     """A hook called while its server stops: a coroutine is started and kept until done
     (nobody can await it), its failure logged."""

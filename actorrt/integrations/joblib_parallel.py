@@ -223,8 +223,8 @@ class ActorrtBackend(AutoBatchingMixin, ParallelBackendBase):
     apply_async = submit
 
     def retrieve_result_callback(self, out: Any) -> Any:
-        """The batch's list of results; raises the first call's exception (its remote
-        traceback chained as the cause)."""
+        """The batch's list of results; raises the first call's exception (the remote
+        frames as its traceback)."""
         return out.result()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:

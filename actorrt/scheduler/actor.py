@@ -363,6 +363,10 @@ class Scheduler(EventHandlers, Actor):
             keys_field("retire_workers", workers, "workers")
         if names is not None:
             keys_field("retire_workers", names, "names")
+        if workers is not None and (names is not None or n is not None):
+            raise BadMessageError("Scheduler.retire_workers: give 'workers', or 'names' or 'n', not both")
+        if n is not None and (type(n) is not int or n < 0):
+            raise BadMessageError(f"Scheduler.retire_workers: field 'n' must be an int >= 0, got {n!r}")
         if workers is None:
             workers = workers_to_close(self.state, self.worker_info, names, n)
         return await self.moves.retire(list(workers), close_workers, remove)
@@ -395,8 +399,9 @@ class Scheduler(EventHandlers, Actor):
         """A worker as dask's ``WorkerState.identity()`` shows it."""
         info = self.worker_info.get(address, {})
         memory = self.memory_of(address)
+        ws = self.state.workers.get(address)
         return {"type": "Worker", "id": info.get("name"), "name": info.get("name"), "address": address,
-                "host": address.split("://", 1)[-1].rsplit(":", 1)[0], "nthreads": info.get("nthreads"),
+                "host": ws.host if ws is not None else None, "nthreads": info.get("nthreads"),
                 "memory_limit": memory.get("limit") or 0, "resources": dict(info.get("resources") or {}),
                 "nanny": bool(info.get("nanny")), "pid": info.get("pid"),
                 "metrics": {"managed_bytes": memory.get("managed", 0)}}

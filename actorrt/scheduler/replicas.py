@@ -110,6 +110,7 @@ def plan_rebalance(state: "SchedulerState", keys: Iterable[str] | None, workers:
     mean = sum(load.values()) / len(pool)
     moves: list[Move] = []
     gone: set[tuple[str, "WorkerState"]] = set()
+    arriving: set[tuple[str, str]] = set()  # (key, recipient) of the moves planned so far
     while True:
         sender = max(pool, key=lambda ws: (load[ws], -ws.seq))
         recipient = min(pool, key=lambda ws: (load[ws], ws.seq))
@@ -119,10 +120,11 @@ def plan_rebalance(state: "SchedulerState", keys: Iterable[str] | None, workers:
         # The largest value that narrows the gap (moving more than half of it widens it).
         ts = next((t for t in held[sender] if (t.key, sender) not in gone and 0 < t.nbytes < gap
                    and recipient not in t.who_has
-                   and not any(m.key == t.key and m.recipient == recipient.address for m in moves)), None)
+                   and (t.key, recipient.address) not in arriving), None)
         if ts is None:
             break
         moves.append(Move(ts.key, sender.address, recipient.address))
+        arriving.add((ts.key, recipient.address))
         gone.add((ts.key, sender))
         load[sender] -= ts.nbytes
         load[recipient] += ts.nbytes
@@ -138,6 +140,7 @@ def plan_retire(state: "SchedulerState", retiring: set[str]) -> tuple[list[Move]
     recipients = [ws for ws in others if not ws.paused] or others
     load = {ws: _bytes(ws) for ws in state.workers.values()}
     moves: list[Move] = []
+    moving: set[str] = set()  # keys a move is planned for already
     stuck: set[str] = set()
     for address in sorted(retiring):
         ws = state.workers.get(address)
@@ -149,10 +152,11 @@ def plan_retire(state: "SchedulerState", retiring: set[str]) -> tuple[list[Move]
             if ts.actor or not recipients:
                 stuck.add(address)  # (an actor cannot move: its worker must stay)
                 continue
-            if any(m.key == ts.key for m in moves):
+            if ts.key in moving:
                 continue  # (held by two retiring workers: one copy is enough)
             recipient = _pick(recipients, load)
             moves.append(Move(ts.key, address, recipient.address))
+            moving.add(ts.key)
             load[recipient] += ts.nbytes + 1
     return moves, stuck
 

@@ -503,6 +503,8 @@ class SchedulerState:
             ts, ws = placed
             self._queued_processing(ts, stimulus_id, ws)
             self._story(ts, "queued", "processing", stimulus_id)
+        if not self.placement.newly_parked:
+            return
         parked, self.placement.newly_parked = self.placement.newly_parked, []
         for ts in parked:  # (no error: it runs if such a worker joins, but say why it waits)
             reason = self.placement.unrunnable_reason(ts) if ts.state == "queued" else None
@@ -550,7 +552,7 @@ class SchedulerState:
         recs: Recs = {}
         for dts in ts.waiters:
             if ts in dts.waiting_on:
-                dts.waiting_on.discard(ts)
+                shrink(dts.waiting_on, ts)
                 if not dts.waiting_on and dts.state == "waiting":
                     recs[dts.key] = "queued"
         self._unlink_inputs(ts, recs)

@@ -28,6 +28,7 @@ from ..protocol import (
     Erred,
     Finished,
     WorkerMemory,
+    check_topic,
     decode_compute,
     plugin_name_field,
 )
@@ -474,10 +475,7 @@ class Worker(Actor):
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log ``msg`` (picklable) under ``topic`` on the scheduler, as dask's
         ``Worker.log_event``; from a task's thread or the loop, without waiting."""
-        if not (isinstance(topic, str) or (isinstance(topic, (list, tuple)) and topic
-                                           and all(isinstance(t, str) for t in topic))):
-            raise TypeError(f"log_event: topic must be a str or a list of str, not {topic!r:.80}")
-        fields = {"topic": topic if isinstance(topic, str) else list(topic),
+        fields = {"topic": check_topic(topic, many=True),
                   "msg": Pickled.dumps(msg, what="event message")}
         loop = self.host.loop
         assert loop is not None
@@ -499,10 +497,8 @@ class Worker(Actor):
         finished, self._finished = self._finished, []
         erred, self._erred = self._erred, []
         memory = self._memory_news()
-        if memory is None:
-            self._tell_scheduler("tasks_done", finished=finished, erred=erred)
-        else:
-            self._tell_scheduler("tasks_done", finished=finished, erred=erred, memory=memory)
+        extra = {} if memory is None else {"memory": memory}
+        self._tell_scheduler("tasks_done", finished=finished, erred=erred, **extra)
 
     def _memory_news(self) -> list | None:
         """The memory report, when storing these results moved values to or from disk:

@@ -172,10 +172,14 @@ class SpillBuffer(MutableMapping):
         in memory (0: nothing could go)."""
         if not self._can_spill():
             return 0
-        for key in self.fast:
-            if key not in self.pinned:
-                size = self.fast_sizes[key]
-                return size if self._spill(key) else 0
+        for key in list(self.fast):
+            if key in self.pinned:
+                continue
+            size = self.fast_sizes[key]
+            if self._spill(key):
+                return size
+            if self.disabled_reason is not None:
+                return 0  # (a value that cannot be pickled is pinned: try the next one)
         return 0
 
     def _spill_past(self, target: int) -> None:
