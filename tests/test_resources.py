@@ -19,7 +19,8 @@ from actorrt.deploy.local import format_resources, parse_resources
 from actorrt.protocol import decode_resources, decode_tasks
 from actorrt.scheduler.instructions import Compute, Report
 from actorrt.scheduler.placement import Placement
-from actorrt.scheduler.resources import host_of, why_unrunnable
+from actorrt.core.comm import host_of
+from actorrt.scheduler.resources import why_unrunnable
 from actorrt.scheduler.state import SchedulerState, TaskSpec, TaskState
 from actorrt.testing import gen_cluster, poll_for, wait_until
 from actorrt.worker import start_worker
@@ -384,3 +385,12 @@ def test_cli_worker_refuses_bad_resources(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "actorrt.deploy.cli", "worker", "tcp://127.0.0.1:1",
                            "--resources", "GPU=lots"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "--resources: 'GPU=lots' is not NAME=AMOUNT" in proc.stderr
+
+
+def test_scatter_takes_workers_by_name_and_by_host(client, pclient):
+    info = client.scheduler_info()["workers"]
+    address = sorted(info)[0]
+    [f] = client.scatter([41], workers=[str(info[address]["name"])])
+    assert client.who_has(f)[f.key] == [address]
+    [g] = pclient.scatter([42], workers="127.0.0.1")  # the host of every worker there
+    assert pclient.who_has(g)[g.key][0].startswith("tcp://127.0.0.1:") and g.result() == 42

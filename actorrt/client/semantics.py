@@ -13,6 +13,7 @@ import numbers
 import sys
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..core.comm import host_of
 from .future import CancelledError
 
 if TYPE_CHECKING:
@@ -128,6 +129,11 @@ def check_workers_wanted(n_workers: Any) -> int:
 
 # --- scatter --------------------------------------------------------------------------------
 
+def _selected(address: str, info: dict, restrict: list[str]) -> bool:
+    """Whether a ``workers=`` list names this worker: by address, name or host."""
+    return address in restrict or str(info.get("name")) in restrict or host_of(address) in restrict
+
+
 async def workers_to_scatter_to(client: "Client", restrict: list[str] | None,
                                 timeout: float | None) -> list[str]:
     """The workers scatter may use; with none yet, wait for one to join (as dask does) up
@@ -138,7 +144,7 @@ async def workers_to_scatter_to(client: "Client", restrict: list[str] | None,
     deadline = None if timeout is None else loop.time() + timeout
     while True:
         info = await client.host.ask(client.scheduler, "workers")
-        addresses = sorted(a for a in info if not restrict or a in restrict)
+        addresses = sorted(a for a, i in info.items() if not restrict or _selected(a, i, restrict))
         if addresses:
             return addresses
         remaining = None if deadline is None else deadline - loop.time()

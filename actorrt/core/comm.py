@@ -67,6 +67,18 @@ def split_host_port(rest: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def host_of(address: str) -> str | None:
+    """The host part of a tcp:// or tls:// address (``"127.0.0.1"``, ``"::1"``); None for
+    any other kind (inproc://), which no host name can select."""
+    scheme, sep, rest = address.partition("://")
+    if not sep or scheme not in ("tcp", "tls"):
+        return None
+    try:
+        return split_host_port(rest)[0]
+    except ValueError:
+        return None
+
+
 ROLE_CONNECT = b"connect"
 ROLE_ACCEPT = b"accept"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .actor import Dashboard
+from ..core.comm import host_of
 from ..protocol import DASHBOARD_ID
 from .address import (DEFAULT_DASHBOARD_ADDRESS, bind_socket, check_exposure, is_loopback,
                       link_for, parse_dashboard_address)
@@ -44,7 +45,7 @@ def start_dashboard(scheduler: "Scheduler", address: str | int | None, *,
     check_exposure(where, secret_configured)
     sock = bind_socket(where)
     try:
-        link = link_for(sock, where.host, _host_of(scheduler.host.address))
+        link = link_for(sock, where.host, host_of(scheduler.host.address))
         dashboard = Dashboard(scheduler, sock, link, loopback_only=is_loopback(where.host),
                               interval=interval)
         scheduler.host.spawn(dashboard, DASHBOARD_ID)
@@ -60,12 +61,6 @@ async def close_dashboard(host: "Host") -> None:
     dashboard = host.actors.get(DASHBOARD_ID)
     if isinstance(dashboard, Dashboard):
         await dashboard.close()
-
-
-def _host_of(address: str) -> str | None:
-    if not address.startswith(("tcp://", "tls://")):
-        return None
-    return address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
 
 
 __all__ = ["DASHBOARD_ID", "DEFAULT_DASHBOARD_ADDRESS", "Dashboard", "check_exposure",

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedKeyList
 
+from ..core.comm import host_of
 from . import resources as rs
-from .resources import host_of
 
 if TYPE_CHECKING:
     from .task_state import TaskState

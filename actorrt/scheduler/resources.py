@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ..core.comm import split_host_port
-
 if TYPE_CHECKING:
     from .placement import WorkerState
 
@@ -24,18 +22,6 @@ if TYPE_CHECKING:
 _SLACK = 1e-9
 
 Resources = Mapping[str, float]
-
-
-def host_of(address: str) -> str | None:
-    """The host part of a tcp:// or tls:// address (``"127.0.0.1"``, ``"::1"``); None for
-    any other kind (inproc://), which no host name can select."""
-    scheme, sep, rest = address.partition("://")
-    if not sep or scheme not in ("tcp", "tls"):
-        return None
-    try:
-        return split_host_port(rest)[0]
-    except ValueError:
-        return None
 
 
 def aliases(ws: WorkerState) -> list[str]:
@@ -119,5 +105,5 @@ def _amount(value: float) -> str:
     return f"{value:g}"
 
 
-__all__ = ["aliases", "declares", "fits", "give_back", "host_of", "selects", "signature", "take",
+__all__ = ["aliases", "declares", "fits", "give_back", "selects", "signature", "take",
            "why_unrunnable"]
