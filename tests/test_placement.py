@@ -24,7 +24,7 @@ def held(key, nbytes, *holders):
     ts = task(key, nbytes=nbytes)
     ts.state = "memory"
     for ws in holders:
-        ts.who_has.add(ws)
+        ts.who_has = ts.who_has | {ws}
         ws.has_what.add(ts)
     return ts
 

@@ -661,3 +661,41 @@ def test_an_actor_avoids_a_paused_worker_but_takes_one_if_none_other():
     s.stimulus_worker_paused("w1", True, "p2")
     out = s.stimulus_update_graph("c", [TaskSpec("b", 0, (), actor=True)], ["b"], "s2")
     assert len(computes(out)) == 1  # an actor is a long-lived service: it still finds a home
+
+
+# --- shared member sets (who_wants / who_has) ----------------------------------------
+
+def test_member_sets_share_their_singletons_and_copy_on_change():
+    from actorrt.scheduler.task_state import NOBODY, Members
+    members = Members()
+    one = members.plus(NOBODY, "c")
+    assert one == {"c"} and members.plus(NOBODY, "c") is one   # the shared frozenset({"c"})
+    two = members.plus(one, "d")
+    assert two == {"c", "d"} and one == {"c"}                  # a copy: the shared one is untouched
+    assert members.plus(two, "c") is two
+    assert members.minus(two, "d") == {"c"} and members.minus(one, "c") is NOBODY
+    assert members.minus(one, "x") is one
+
+
+def test_member_cache_is_bounded_and_forgets():
+    from actorrt.scheduler.task_state import Members
+    members = Members(limit=3)
+    kept = [members.alone(i) for i in range(10)]
+    assert [set(k) for k in kept] == [{i} for i in range(10)]
+    assert len(members._alone) <= 3
+    members.forget(9)
+    assert 9 not in members._alone
+
+
+def test_held_tasks_of_one_client_on_one_worker_share_who_wants_and_who_has():
+    s = make(nworkers=1)
+    s.stimulus_update_graph("c", [TaskSpec(f"t{i}", b"spec", ()) for i in range(3)],
+                            [f"t{i}" for i in range(3)], "submit")
+    for i in range(3):
+        s.stimulus_task_finished("w0", f"t{i}", 8, "int", "done")
+    held = [s.tasks[f"t{i}"] for i in range(3)]
+    assert all(ts.state == "memory" for ts in held)
+    assert held[0].who_wants is held[1].who_wants is held[2].who_wants
+    assert held[0].who_has is held[1].who_has is held[2].who_has
+    s.stimulus_release_keys("c", ["t0"], "drop")
+    assert held[1].who_wants == {"c"} and "t0" not in s.tasks

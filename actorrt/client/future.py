@@ -32,6 +32,21 @@ DONE = frozenset({"finished", "error", "cancelled"})
 # Guards FutureState._waiters: a thread arms a waiter while the loop may be finishing.
 _ARM_LOCK = threading.Lock()
 
+# The holders of finished keys, shared: most of a client's results sit on one of a few
+# workers, and a list per Future (72 bytes) was a seventh of a held Future's cost.
+_HOLDERS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def shared_holders(workers: Iterable[str]) -> tuple[str, ...]:
+    """``workers`` as a tuple shared with every Future held by the same workers."""
+    holders = tuple(workers)
+    shared = _HOLDERS.get(holders)
+    if shared is None:
+        if len(_HOLDERS) >= 1024:  # bounded: forgetting costs sharing, not correctness
+            _HOLDERS.clear()
+        shared = _HOLDERS[holders] = holders
+    return shared
+
 
 class FutureState:
     """What the client knows about one key. Mutated only on the client's loop; a thread
@@ -44,12 +59,13 @@ class FutureState:
         self.key = key
         self.status = "pending"
         self.type: str | None = None
-        self.workers: list[str] = []
+        self.workers: tuple[str, ...] | list[str] = ()
         self.inline: bytes | None = None  # a small value's pickle, come with the news it finished
         self._exception: Any = None
         self.traceback_text: str | None = None
         self.cancel_reason: str | None = None
-        self._callbacks: list[Callable[["FutureState"], None]] = []
+        # None until someone asks: most Futures are waited on in bulk, never one by one.
+        self._callbacks: list[Callable[["FutureState"], None]] | None = None
         self._waiters: list[runtime.Waiter] | None = None
 
     def done(self) -> bool:
@@ -57,7 +73,7 @@ class FutureState:
 
     def finish(self, workers: list[str], typ: str | None, inline: bytes | None = None) -> None:
         self.status = "finished"
-        self.workers = list(workers)
+        self.workers = shared_holders(workers)
         self.type = typ
         self.inline = inline
         self._fire()
@@ -77,7 +93,7 @@ class FutureState:
 
     def lost(self) -> None:
         self.status = "pending"
-        self.workers = []
+        self.workers = ()
 
     def exception(self) -> BaseException | None:
         if self.status == "cancelled":
@@ -101,6 +117,8 @@ class FutureState:
         """Call ``fn(state)`` once done (now, if already done). Loop thread only."""
         if self.done():
             fn(self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
         else:
             self._callbacks.append(fn)
 
@@ -121,8 +139,8 @@ class FutureState:
             waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
             waiter.set(None)
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        for cb in callbacks or ():
             try:
                 cb(self)
             except Exception:

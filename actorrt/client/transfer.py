@@ -20,7 +20,7 @@ from ..core.serialize import loads_exception
 from .actor_handle import ActorFuture, load_binding
 from .arguments import check_sendable, check_workers
 from .errors import ClosedClientError
-from .future import Future, FutureState, wait_all
+from .future import Future, FutureState, shared_holders, wait_all
 from .semantics import workers_to_scatter_to
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
             lost = client.table.get(key)
             if lost is not None and lost.status == "finished":
                 if who_has.get(key):
-                    lost.workers = who_has[key]
+                    lost.workers = shared_holders(who_has[key])
                 else:
                     lost.lost()
     else:

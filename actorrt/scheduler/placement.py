@@ -36,6 +36,7 @@ from sortedcontainers import SortedKeyList
 
 from ..core.comm import host_of
 from . import resources as rs
+from .task_state import Members
 
 if TYPE_CHECKING:
     from .task_state import TaskState
@@ -110,6 +111,7 @@ class Placement:
     def __init__(self, saturation: float | None = None, *, queued_seconds: float = 0.02,
                  max_saturation: float = 32.0) -> None:
         self.workers: dict[str, WorkerState] = {}
+        self.holders = Members()  # shares the ``who_has`` of the many tasks held once
         # Workers with a free slot, least occupied first.
         self.idle: SortedKeyList = SortedKeyList(key=_load)
         # Tasks ready to run, highest priority first: (priority, push order, task). A task
@@ -170,6 +172,7 @@ class Placement:
         ws = self.workers.pop(address, None)
         if ws is None:
             return None
+        self.holders.forget(ws)
         if ws in self.idle:
             self.idle.remove(ws)
         for index, keys in ((self.aliases, rs.aliases(ws)), (self.declaring, ws.resources)):
@@ -361,11 +364,11 @@ class Placement:
     # Which workers hold a task's value is kept both ways (``ts.who_has``,
     # ``ws.has_what``) and changed only here, so the two sides never disagree.
     def add_replica(self, ts: TaskState, ws: WorkerState) -> None:
-        ts.who_has.add(ws)
+        ts.who_has = self.holders.plus(ts.who_has, ws)
         ws.has_what.add(ts)
 
     def drop_replica(self, ts: TaskState, ws: WorkerState) -> None:
-        ts.who_has.discard(ws)
+        ts.who_has = self.holders.minus(ts.who_has, ws)
         ws.has_what.discard(ts)
 
     def drop_replicas(self, ts: TaskState) -> list[WorkerState]:

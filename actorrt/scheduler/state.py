@@ -30,7 +30,7 @@ from ..core.errors import ActorDeadError
 from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported: the stimuli's terms)
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
-from .task_state import NO_TASKS, TASK_STATES, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
+from .task_state import NO_TASKS, NOBODY, TASK_STATES, Members, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
 
 #: Transitions a step asks for next: key -> the state it should move to.
 Recs = dict[str, TaskStatus]
@@ -57,6 +57,7 @@ class SchedulerState:
         self.allowed_failures = allowed_failures
         self.validate_each = validate
         self.log: deque[tuple] = deque(maxlen=story_length)
+        self.wanters = Members()  # shares the ``who_wants`` of the many tasks one client holds
         # Since start, for the dashboard (the log rotates; these do not).
         self.finished_total = 0
         self.erred_total = 0
@@ -107,6 +108,7 @@ class SchedulerState:
 
     def stimulus_remove_client(self, client: str, stimulus_id: str) -> list[Instruction]:
         self.clients.discard(client)
+        self.wanters.forget(client)
         keys = [ts.key for ts in self.tasks.values() if client in ts.who_wants]
         return self.stimulus_release_keys(client, keys, stimulus_id)
 
@@ -145,7 +147,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None:
                 continue
-            ts.who_wants.add(client)
+            ts.who_wants = self.wanters.plus(ts.who_wants, client)
             if ts.state in ("memory", "erred"):
                 self._report(ts, only=client)
             elif ts.state == "released":
@@ -173,7 +175,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None:
                 ts = self.tasks[key] = TaskState(key, None, key.split("-", 1)[0])
-            ts.who_wants.add(client)
+            ts.who_wants = self.wanters.plus(ts.who_wants, client)
             if not holders:
                 ts.exception = RuntimeError(f"no live worker holds scattered key {key!r}")
                 self._run({key: "erred"}, stimulus_id)
@@ -207,7 +209,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None or holder not in ts.who_wants:
                 continue
-            ts.who_wants.discard(holder)
+            ts.who_wants = self.wanters.minus(ts.who_wants, holder)
             if not self._needed(ts):
                 recs[key] = "released"
         self._run(recs, stimulus_id)
@@ -221,7 +223,7 @@ class SchedulerState:
             if ts is None or holder == FIRE_AND_FORGET and ts.state in ("memory", "erred") and not (
                     ts.actor and ts.state == "memory"):  # (a live actor is kept: it is a service)
                 continue  # fire-and-forget of finished work: nothing left to keep alive
-            ts.who_wants.add(holder)
+            ts.who_wants = self.wanters.plus(ts.who_wants, holder)
             if ts.state in ("memory", "erred") and holder in self.clients:
                 self._report(ts, only=holder)
             elif ts.state == "released":
@@ -254,7 +256,7 @@ class SchedulerState:
             for client in ts.who_wants:
                 if client in self.clients and not (client == requester and ts.key == root):
                     self._out.append(Report(client, ts.key, "cancelled", {"reason": why}))
-            ts.who_wants.clear()
+            ts.who_wants = NOBODY
         # Inputs first, so dependents are released first (the last recommendation is
         # applied first): an input released while a dependent still waits on it would be
         # asked to compute again.
@@ -557,7 +559,7 @@ class SchedulerState:
                     recs[dts.key] = "queued"
         self._unlink_inputs(ts, recs)
         if not ts.actor:  # an actor's work is to be there: fire-and-forget keeps it
-            ts.who_wants.discard(FIRE_AND_FORGET)  # its work is done: let the result go
+            ts.who_wants = self.wanters.minus(ts.who_wants, FIRE_AND_FORGET)  # its work is done: let the result go
         if ts.who_wants:
             self._report(ts)
         elif not ts.waiters:
@@ -691,7 +693,7 @@ class SchedulerState:
                 dts.blame = ts.blame or ts.key
                 recs[dts.key] = "erred"
         self._unlink_inputs(ts, recs)
-        ts.who_wants.discard(FIRE_AND_FORGET)  # nobody to tell: free the exception too
+        ts.who_wants = self.wanters.minus(ts.who_wants, FIRE_AND_FORGET)  # nobody to tell: free the exception too
         if ts.who_wants:
             self._report(ts)
         elif not ts.waiters:

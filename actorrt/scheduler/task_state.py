@@ -36,6 +36,51 @@ def shrink(links: "set[TaskState]", ts: "TaskState") -> None:
         links.discard(ts)
 
 
+#: Nobody: the ``who_wants``/``who_has`` of a task that no holder wants, no worker holds.
+NOBODY: frozenset = frozenset()
+
+
+class Members:
+    """Copy-on-write member sets (``who_wants``, ``who_has``) that share their singletons.
+
+    Nearly every held task is wanted by one client and held by one worker. A set of
+    one costs 216 bytes, twice per task; a reference to a shared ``frozenset({x})`` costs
+    8. The sets are immutable: changing one assigns a new one (``ts.who_wants =
+    wanters.plus(ts.who_wants, client)``), so a loop over a task's holders never sees
+    them change under it. Members of one task stay few (clients, replicas), so the copy
+    is cheap. The cache is bounded: past ``limit`` members it starts over, which costs
+    sharing only, never correctness.
+    """
+    __slots__ = ("_alone", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._alone: dict[Any, frozenset] = {}
+        self.limit = limit
+
+    def alone(self, member: Any) -> frozenset:
+        """The shared ``frozenset({member})``."""
+        one = self._alone.get(member)
+        if one is None:
+            if len(self._alone) >= self.limit:
+                self._alone.clear()
+            one = self._alone[member] = frozenset((member,))
+        return one
+
+    def plus(self, members: frozenset, member: Any) -> frozenset:
+        if member in members:
+            return members
+        return members | {member} if members else self.alone(member)
+
+    def minus(self, members: frozenset, member: Any) -> frozenset:
+        if member not in members:
+            return members
+        return members - {member} if len(members) > 1 else NOBODY
+
+    def forget(self, member: Any) -> None:
+        """``member`` is gone for good (a worker left): do not keep it alive here."""
+        self._alone.pop(member, None)
+
+
 class TaskState:
     __slots__ = ("actor", "allow_other_workers", "blame", "dependencies", "dependents", "exception",
                  "key", "missing_input", "name", "nbytes", "priority", "processing_on", "resources",
@@ -52,11 +97,11 @@ class TaskState:
         self.dependents: set[TaskState] = NO_TASKS  # type: ignore[assignment]
         self.waiting_on: set[TaskState] = NO_TASKS  # type: ignore[assignment]  # inputs not in memory
         self.waiters: set[TaskState] = NO_TASKS  # type: ignore[assignment]  # dependents that need us
-        self.who_has: set[WorkerState] = set()
+        self.who_has: frozenset[WorkerState] = NOBODY  # change through Placement.add/drop_replica
         self.processing_on: WorkerState | None = None
         self.priority: tuple = ()
         self.retries = 0
-        self.who_wants: set[str] = set()
+        self.who_wants: frozenset[str] = NOBODY  # change through SchedulerState.wanters
         self.exception: Any = None
         self.traceback: str | None = None
         self.blame: str | None = None
