@@ -505,6 +505,20 @@ class Scheduler(EventHandlers, Actor):
         """``client.get_task_stream``: records in dask's shape (task_stream.py)."""
         return self.task_stream.window(start, stop, count)
 
+    def handle_worker_figures(self) -> dict:
+        """Each worker's latest CPU, memory and network figures (performance_report)."""
+        out = {}
+        for address, info in self.worker_info.items():
+            report = info.get("memory")
+            memory = self.memory_of(address)
+            out[address] = {
+                "nthreads": info.get("nthreads"), "rss": memory["rss"], "managed": memory["managed"],
+                "spilled": memory["spilled"], "limit": memory["limit"],
+                "cpu": report.cpu if report is not None else None,
+                "sent_per_s": report.sent_per_s if report is not None else None,
+                "received_per_s": report.received_per_s if report is not None else None}
+        return out
+
     def _memory_reported(self, worker: str, report: WorkerMemory) -> None:
         info = self.worker_info.get(worker)
         if info is None:

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from ..protocol import Activity, Erred, Finished
+from ..protocol import ACTIVITY_ACTIONS, Activity, Erred, Finished
 
 #: Records kept (about 150 bytes each, with their key): ~15 MB at most.
 TASK_STREAM_LIMIT = 100_000
@@ -43,6 +43,8 @@ class TaskStream:
             raise ValueError(f"a task stream keeps at least 1 record, got limit={limit}")
         self._rows: deque[_Row] = deque(maxlen=limit)
         self.count = 0  # records ever added: the index the next one gets
+        # action -> [records, bytes] ever added (/metrics' counters: the ring forgets)
+        self.totals: dict[str, list[int]] = {action: [0, 0] for action in ACTIVITY_ACTIONS}
 
     @property
     def limit(self) -> int:
@@ -70,6 +72,11 @@ class TaskStream:
         new = [(worker, a[1], a[2], a[3], None, a[4], None, a[0], a[5]) for a in activity]
         self._rows.extend(new)
         self.count += len(new)
+        totals = self.totals
+        for row in new:
+            total = totals[row[7]]
+            total[0] += 1
+            total[1] += row[5]
 
     # --- queries: build dicts only here ---------------------------------------------
     def since(self, index: int, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:

@@ -254,7 +254,13 @@ class SpillBuffer(MutableMapping):
         """A spilled value's pickle, read from its file without unpickling it (what a
         peer or a client asking for it is sent); None for a value in memory."""
         entry = self.slow.get(key)
-        return None if entry is None else _read_file(entry[0])
+        if entry is None:
+            return None
+        start = time.time()
+        blob = _read_file(entry[0])
+        if self.on_disk is not None:
+            self.on_disk("disk-read", key, start, time.time(), entry[2])
+        return blob
 
     def _discard(self, key: str) -> None:
         if key in self.fast:
