@@ -95,12 +95,14 @@ class TaskStream:
         """Records that ended at or after ``start`` and began at or before ``stop``
         (seconds since the epoch; None: no bound), the latest ``count`` of them if given,
         oldest first."""
-        rows: Iterable[_Row] = self._rows
-        if start is not None or stop is not None:
-            lo = float("-inf") if start is None else start
-            hi = float("inf") if stop is None else stop
-            rows = [r for r in rows if r[3] >= lo and r[2] <= hi]
-        rows = list(rows)
+        if start is None and stop is None:
+            if count is None:
+                return [record(row) for row in self._rows]
+            latest = list(itertools.islice(reversed(self._rows), max(count, 0)))  # not a copy of the ring
+            return [record(row) for row in reversed(latest)]
+        lo = float("-inf") if start is None else start
+        hi = float("inf") if stop is None else stop
+        rows = [r for r in self._rows if r[3] >= lo and r[2] <= hi]
         if count is not None:
             rows = rows[-count:] if count > 0 else []
         return [record(row) for row in rows]
