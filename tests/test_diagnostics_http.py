@@ -8,7 +8,7 @@ from tornado.httpclient import AsyncHTTPClient
 import actorrt
 from actorrt.dashboard.metrics import Family, escape_label, exposition
 from actorrt.dashboard.task_stream_page import MAX_REPLY, parse_limit, parse_since
-from actorrt.testing import gen_cluster
+from actorrt.testing import gen_cluster, poll_for
 
 LOCAL = {"dashboard_address": "127.0.0.1:0"}
 
@@ -124,3 +124,16 @@ async def test_task_stream_endpoint_is_incremental_and_bounded(c, lc):
     assert b"textContent" in js.body and b"innerHTML" not in js.body and b"http" not in js.body.replace(
         b"http://www.w3.org/2000/svg", b"")
     assert (await fetch(base + "/task-stream.css")).code == 200
+
+
+@gen_cluster(n_workers=1, threads_per_worker=1, **LOCAL)
+async def test_status_snapshot_has_worker_figures(c, lc):
+    from actorrt.dashboard.status import status
+    (worker,) = status(lc.scheduler, 0.0)["workers"]
+    assert {"cpu", "sent_per_s", "received_per_s"} <= set(worker)
+    _, w = next(iter(lc.workers.values()))  # (host, Worker) of an in-process worker
+    w.usage._at -= 1.0  # a sample a second after the last: figures to report
+    w._report_memory(force=True)
+    await poll_for(lambda: status(lc.scheduler, 0.0)["workers"][0]["cpu"] is not None)
+    (worker,) = status(lc.scheduler, 0.0)["workers"]
+    assert worker["cpu"] >= 0 and worker["sent_per_s"] >= 0 and worker["received_per_s"] >= 0

@@ -149,6 +149,9 @@ async def test_get_task_stream_context_manager_async(c, lc):
     async with get_task_stream(client=c) as ts:
         await c.gather(c.map(inc, range(1, 6)))
     assert sorted(r["key"] for r in ts.data) == sorted(f.key for f in c.map(inc, range(1, 6)))
+    with pytest.raises(TypeError, match="async with get_task_stream"):
+        with get_task_stream(client=c):
+            pass
 
 
 def test_get_task_stream_context_manager_sync(tmp_path):

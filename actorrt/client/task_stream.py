@@ -149,7 +149,7 @@ class get_task_stream:  # noqa: N801 (dask's name: a context manager used like a
         self._start = 0.0
 
     def __enter__(self) -> "get_task_stream":
-        default_client(self._given)  # no client: say so now, not after the work
+        _sync_client(self._given, "get_task_stream")  # no client: say so now, not after the work
         self._start = time.time()
         return self
 
@@ -158,7 +158,9 @@ class get_task_stream:  # noqa: N801 (dask's name: a context manager used like a
         self._keep(client.get_task_stream(start=self._start, plot=self.plot, filename=self.filename))
 
     async def __aenter__(self) -> "get_task_stream":
-        return self.__enter__()
+        default_client(self._given)
+        self._start = time.time()
+        return self
 
     async def __aexit__(self, *exc: Any) -> None:
         client = default_client(self._given)
@@ -195,7 +197,7 @@ class performance_report:  # noqa: N801 (dask's name)
         self._figures_before: dict = {}
 
     def __enter__(self) -> "performance_report":
-        client = default_client(self._given)
+        client = _sync_client(self._given, "performance_report")
         self._start = time.time()
         self._figures_before = client.get_worker_figures()
         return self
@@ -227,6 +229,13 @@ class performance_report:  # noqa: N801 (dask's name)
                                          figures_before=self._figures_before, figures_after=figures,
                                          profile_svg=profile)
         _write(self.filename, page)
+
+
+def _sync_client(given: "Client | None", what: str) -> "Client":
+    client = default_client(given)
+    if client.asynchronous:
+        raise TypeError(f"{what} with an asynchronous client: use 'async with {what}(...)'")
+    return client
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -96,7 +96,7 @@ SCRIPT = r"""
   var ACTIONS = {"transfer": "#ff9896", "disk-write": "#8c564b", "disk-read": "#c49c94"};
   var svg = document.getElementById("ts"), box = document.getElementById("ts-box");
   var note = document.getElementById("ts-note"), hover = document.getElementById("ts-hover");
-  var pieces = [], since = 0, skew = 0, span = 60, end = null, colours = {};
+  var pieces = [], since = 0, skew = 0, span = 60, end = null, colours = {}, threads = {};
 
   function colour(name) {
     if (colours[name]) { return colours[name]; }
@@ -109,12 +109,18 @@ SCRIPT = r"""
     if (s >= 1e-3) { return (s * 1e3).toFixed(1) + " ms"; }
     return (s * 1e6).toFixed(0) + " us";
   }
+  function threadName(worker, ident) {
+    // Thread idents are long numbers: name each worker's threads 1, 2, ... as first seen.
+    var seen = threads[worker] || (threads[worker] = {n: 0});
+    if (!(ident in seen)) { seen[ident] = ++seen.n; }
+    return "thread " + seen[ident];
+  }
   function add(records) {
     records.forEach(function (r) {
       (r.startstops || []).forEach(function (ss) {
         var compute = ss.action === "compute";
         pieces.push({
-          lane: r.worker + (compute ? " thread " + r.thread : " io"),
+          lane: r.worker + (compute ? " " + threadName(r.worker, r.thread) : " io"),
           start: ss.start, stop: ss.stop, key: r.key, worker: r.worker,
           what: compute ? (r.status === "error" ? "error" : "compute") : ss.action,
           fill: compute ? (r.status === "error" ? ERROR : colour(String(r.name))) : (ACTIONS[ss.action] || "#999"),

@@ -80,12 +80,19 @@ def _bytes(n: Any) -> str:
 
 def _spans(records: Iterable[dict]) -> list[tuple[str, str, float, float, dict, dict]]:
     """(lane, action, start, stop, record, startstop) for each drawn piece."""
+    records = list(records)
+    # Thread idents are long numbers: each worker's threads are numbered 1, 2, ... instead.
+    idents: dict[Any, set] = {}
+    for r in records:
+        idents.setdefault(r.get("worker"), set()).add(r.get("thread"))
+    number = {(w, t): i for w, ts in idents.items()
+              for i, t in enumerate(sorted((t for t in ts if t is not None), key=str), 1)}
     out = []
     for r in records:
         for ss in r.get("startstops", ()):
             action = ss.get("action", "compute")
-            thread = r.get("thread")
-            lane = f"{r.get('worker', '?')} {'thread ' + str(thread) if action == 'compute' else 'io'}"
+            where = f"thread {number.get((r.get('worker'), r.get('thread')), '?')}" if action == "compute" else "io"
+            lane = f"{r.get('worker', '?')} {where}"
             out.append((lane, action, float(ss["start"]), float(ss["stop"]), r, ss))
     return out
 

@@ -396,8 +396,10 @@ class Worker(Actor):
         else:
             out = self.state.stimulus_execute_erred(run.key, run.job, user_frames_only(job.error))
         self._run = run  # its report carries its start, stop and thread
-        self.carry_out(out)
-        self._run = None
+        try:
+            self.carry_out(out)
+        finally:
+            self._run = None
 
     def _job_seceded(self, job: Job) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
