@@ -204,7 +204,7 @@ def test_transfers_and_worker_figures_over_tcp():
 async def test_spills_are_recorded(c, lc):
     futures = c.map(slow_big, range(8))
     await actorrt.wait(futures)
-    await c.gather(futures[:1])  # read back from disk
+    await c.gather(futures)  # those spilled are read back from disk
     stream = lc.scheduler.task_stream
     # They ride on the worker's next report (tasks_done or its memory report).
     await poll_for(lambda: {"disk-write", "disk-read"} <= {row[7] for row in stream.rows()}, timeout=10)
