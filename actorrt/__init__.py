@@ -21,6 +21,7 @@ from .core.security import Security
 from .deploy.local import LocalCluster
 from .diagnostics.plugin import NannyPlugin, SchedulerPlugin, UploadFile, WorkerPlugin
 from .client.progress import progress
+from .client.task_stream import get_task_stream, performance_report
 from .scheduler.state import KilledWorker
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "temp_default_client",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
     "NannyPlugin", "SchedulerPlugin", "UploadFile", "WorkerPlugin",
+    "get_task_stream", "performance_report",
 ]
 
 for _name in __all__:

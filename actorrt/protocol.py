@@ -87,6 +87,11 @@ class Finished(NamedTuple):
     # Plain bytes, unpickled only by a client receiving its scheduler's report (on an
     # authenticated connection, from the scheduler: ClientActor.handle_report).
     value: bytes | None
+    # When the run began and ended (``time.time()`` on the worker) and the ident of the
+    # thread it ran on: the task stream (scheduler/task_stream.py). None: no run here.
+    start: float | None
+    stop: float | None
+    thread: int | None
 
 
 class Erred(NamedTuple):
@@ -95,6 +100,24 @@ class Erred(NamedTuple):
     exception: Pickled
     traceback: str | None
     run_id: int | None
+    start: float | None         # as Finished's
+    stop: float | None
+    thread: int | None
+
+
+class Activity(NamedTuple):
+    """Work on a worker besides running tasks, for the task stream: a transfer of keys
+    from a peer (``source``), or a value written to or read from disk. Batched onto the
+    worker's ``tasks_done`` and ``worker_memory`` reports, never sent alone."""
+    action: str                 # ACTIVITY_ACTIONS
+    key: str                    # the (first) key moved
+    start: float
+    stop: float
+    nbytes: int
+    source: str | None          # the peer a transfer came from
+
+
+ACTIVITY_ACTIONS = frozenset({"transfer", "disk-write", "disk-read"})
 
 
 class KeyReport(NamedTuple):
@@ -256,32 +279,65 @@ def decode_compute(tasks: list) -> list[ComputeTask]:
 # --- tasks_done (worker -> scheduler) --------------------------------------------------------
 
 TASKS_DONE = "Scheduler.tasks_done"
+_TIMES_SHAPE = "start: float or None, stop: float or None, thread: int or None"
 _FINISHED_SHAPE = ("[key: str, nbytes: int >= 0, type: str or None, duration: finite seconds >= 0 or "
-                   "None, run id: int or None, value: bytes (a small result's pickle) or None]")
-_ERRED_SHAPE = "[key: str, exception: pickled, traceback: str or None, run id: int or None]"
+                   f"None, run id: int or None, value: bytes (a small result's pickle) or None, {_TIMES_SHAPE}]")
+_ERRED_SHAPE = f"[key: str, exception: pickled, traceback: str or None, run id: int or None, {_TIMES_SHAPE}]"
+_ACTIVITY_SHAPE = ("[action: 'transfer', 'disk-write' or 'disk-read', key: str, start: float, stop: float, "
+                   "nbytes: int >= 0, source: str or None]")
+
+
+def _time_ok(t: Any) -> bool:
+    # Finite: the task stream goes out as JSON, where NaN is not a number.
+    return type(t) is float and math.isfinite(t)
+
+
+# (Inlined where it runs per task: ``t - t == 0.0`` is false for inf and NaN, and saves
+# the calls, which doubled the cost of decoding a report.)
 
 
 def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list[Erred]]:
     """Every item of a worker's report, checked before any is applied."""
     done = []
     for i, item in enumerate(finished):
-        if not ((type(item) is list or type(item) is Finished or type(item) is tuple) and len(item) == 6
+        if not ((type(item) is list or type(item) is Finished or type(item) is tuple) and len(item) == 9
                 and type(item[0]) is str and is_count(item[1])
                 and (item[2] is None or type(item[2]) is str)
                 and (item[3] is None or is_duration(item[3]))
                 and (item[4] is None or type(item[4]) is int)
-                and (item[5] is None or type(item[5]) is bytes)):
+                and (item[5] is None or type(item[5]) is bytes)
+                and ((t := item[6]) is None or (type(t) is float and t - t == 0.0))
+                and ((t := item[7]) is None or (type(t) is float and t - t == 0.0))
+                and (item[8] is None or type(item[8]) is int)):
             raise bad(TASKS_DONE, f"'finished'[{i}]", _FINISHED_SHAPE, item)
         done.append(_new(Finished, item))
     failed = []
     for i, item in enumerate(erred):
-        if not ((type(item) is list or type(item) is Erred or type(item) is tuple) and len(item) == 4
+        if not ((type(item) is list or type(item) is Erred or type(item) is tuple) and len(item) == 7
                 and type(item[0]) is str and type(item[1]) is Pickled
                 and (item[2] is None or type(item[2]) is str)
-                and (item[3] is None or type(item[3]) is int)):
+                and (item[3] is None or type(item[3]) is int)
+                and ((t := item[4]) is None or (type(t) is float and t - t == 0.0))
+                and ((t := item[5]) is None or (type(t) is float and t - t == 0.0))
+                and (item[6] is None or type(item[6]) is int)):
             raise bad(TASKS_DONE, f"'erred'[{i}]", _ERRED_SHAPE, item)
         failed.append(_new(Erred, item))
     return done, failed
+
+
+def decode_activity(items: Any, op: str) -> list[Activity]:
+    """A worker's transfers and disk reads/writes (field ``activity`` of ``op``)."""
+    if type(items) is not list:
+        raise bad(op, "'activity'", "a list of " + _ACTIVITY_SHAPE, items)
+    out = []
+    for i, item in enumerate(items):
+        if not ((type(item) is list or type(item) is Activity or type(item) is tuple) and len(item) == 6
+                and type(item[0]) is str and item[0] in ACTIVITY_ACTIONS and type(item[1]) is str
+                and _time_ok(item[2]) and _time_ok(item[3]) and is_count(item[4])
+                and (item[5] is None or type(item[5]) is str)):
+            raise bad(op, f"'activity'[{i}]", _ACTIVITY_SHAPE, item)
+        out.append(_new(Activity, item))
+    return out
 
 
 # --- report (scheduler -> client) --------------------------------------------------------------
@@ -332,16 +388,27 @@ class WorkerMemory(NamedTuple):
     rss: int | None
     limit: int | None
     paused: bool
+    # The process's CPU use (percent of one core) and the bytes its connections sent and
+    # received per second, over the last sample; None: not measured yet. (In-process
+    # workers share one process: these are the whole process's, as rss is.)
+    cpu: float | None = None
+    sent_per_s: float | None = None
+    received_per_s: float | None = None
 
 
 _MEMORY_SHAPE = ("[managed: int >= 0, spilled: int >= 0, spilled on disk: int >= 0, rss: int >= 0 or None, "
-                 "limit: int >= 0 or None, paused: bool]")
+                 "limit: int >= 0 or None, paused: bool, cpu: float >= 0 or None, sent per s: float >= 0 or "
+                 "None, received per s: float >= 0 or None]")
+
+
+def _rate_ok(x: Any) -> bool:
+    return x is None or (type(x) is float and math.isfinite(x) and x >= 0)
 
 
 def decode_memory(memory: Any, op: str = "Scheduler.worker_memory") -> WorkerMemory:
-    if (type(memory) is not list or len(memory) != 6 or not all(is_count(m) for m in memory[:3])
+    if (type(memory) is not list or len(memory) != 9 or not all(is_count(m) for m in memory[:3])
             or not (memory[3] is None or is_count(memory[3])) or not (memory[4] is None or is_count(memory[4]))
-            or type(memory[5]) is not bool):
+            or type(memory[5]) is not bool or not all(_rate_ok(m) for m in memory[6:])):
         raise BadMessageError(f"{op}: field 'memory' must be {_MEMORY_SHAPE}, "
                               f"got {memory!r:.200}")
     return WorkerMemory(*memory)
@@ -395,10 +462,10 @@ def check_metadata_keys(op: str, keys: Any) -> list:
 
 
 __all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
-           "WORKER_ID", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
+           "WORKER_ID", "ACTIVITY_ACTIONS", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",
-           "decode_tasks", "decode_tasks_done", "keys_field", "check_topic", "check_topics", "check_metadata_keys",
+           "decode_activity", "decode_tasks", "decode_tasks_done", "keys_field", "check_topic", "check_topics", "check_metadata_keys",
            "MAX_TOPIC_CHARS", "MAX_TOPICS"]
 
 

@@ -64,6 +64,7 @@ from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .plugins import PluginMethods
 from .futures import FutureTable
+from .task_stream import TaskStreamMethods
 from .semantics import cancelled_dependency, check_workers_wanted, released_future
 
 # Seconds a client with timeout=None tries to reconnect to a scheduler it lost.
@@ -99,7 +100,7 @@ class ClientActor(Actor):
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods,
-             PluginMethods, EventMethods):
+             PluginMethods, EventMethods, TaskStreamMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP

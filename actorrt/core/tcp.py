@@ -62,6 +62,21 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSL
 
 
 
+class Traffic:
+    """Bytes this process's TCP connections sent and received: a worker's figures
+    (worker/activity.py). Two integer additions per socket call, no lock: each
+    connection's I/O runs on its loop, and a figure off by a racing add is harmless."""
+
+    __slots__ = ("sent", "received")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+
+traffic = Traffic()
+
+
 class TCPComm(Comm):
     """TCP connection on a non-blocking socket: framing, batching, HMAC handshake.
 
@@ -179,6 +194,7 @@ class TCPComm(Comm):
                 self._lost(None)
                 return
             self.last_received = self._loop.time()
+            traffic.received += n
             decoder.buffer_updated(n)
             try:
                 while not self.closed:
@@ -489,6 +505,7 @@ class _SocketWriter:
                 self._fail(e)
                 return
             self._progress += n
+            traffic.sent += n
             self.buffered -= n
             flags = self._owned_flags
             while n:

@@ -23,7 +23,8 @@ logger = logging.getLogger("actorrt.dashboard")
 def serve(dashboard: Dashboard, sock: socket.socket) -> HTTPServer:
     """An HTTP server for ``dashboard`` accepting on the listening ``sock`` (on this loop)."""
     ctx = {"dashboard": dashboard}
-    routes: list[Any] = [
+    from .diagnostics_routes import routes as diagnostics_routes  # (after this module: it builds on it)
+    routes: list[Any] = [*diagnostics_routes(ctx),
         (r"/", PageHandler, ctx),
         (r"/status", PageHandler, ctx),
         (r"/api/status", StatusHandler, ctx),

@@ -21,6 +21,7 @@ from ..protocol import (
     WorkerMemory,
     check_missing,
     check_update_data,
+    decode_activity,
     decode_memory,
     decode_resources,
     decode_tasks,
@@ -36,6 +37,7 @@ from .placement import WorkerState
 from .plugins import Plugins
 from .restarts import RESTART_TIMEOUT, Restarts
 from .snapshot import scheduler_snapshot
+from .task_stream import TaskStream
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
 from .user_actors import ActorDirectory
 
@@ -66,6 +68,7 @@ class Scheduler(EventHandlers, Actor):
         self.moves = DataMover(self)  # replicate, rebalance, retire_workers (moves.py)
         self.plugins = Plugins(self)  # client.register_plugin's plugins (plugins.py)
         self.init_events()  # log_event, get_events, subscribe_topic; metadata (events.py)
+        self.task_stream = TaskStream()  # what ran where and when (task_stream.py)
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
@@ -456,13 +459,17 @@ class Scheduler(EventHandlers, Actor):
 
     # --- worker stimuli ----------------------------------------------------
     def handle_tasks_done(self, worker: str, finished: list, erred: list, origin: Comm | None,
-                          memory: list | None = None) -> None:
+                          memory: list | None = None, activity: list | None = None) -> None:
         # All or nothing: one bad item refuses the whole report (protocol.py).
         done, failed = decode_tasks_done(finished, erred)
         report = decode_memory(memory, "Scheduler.tasks_done") if memory is not None else None
+        moved = decode_activity(activity, "Scheduler.tasks_done") if activity is not None else None
         self._check_worker("tasks_done", worker, origin)
         if report is not None:
             self._memory_reported(worker, report)
+        if moved:
+            self.task_stream.add_activity(worker, moved)
+        self.task_stream.add_reports(worker, done, failed)
         state = self.state
         out: list[Instruction] = []
         for f in done:
@@ -482,11 +489,35 @@ class Scheduler(EventHandlers, Actor):
         for key in keys:
             self._apply(self.state.stimulus_long_running(worker, key, self._sid("long-running")))
 
-    def handle_worker_memory(self, worker: str, memory: list, origin: Comm | None) -> None:
-        """A worker's memory, sampled by its monitor; a change of pause goes to placement."""
+    def handle_worker_memory(self, worker: str, memory: list, origin: Comm | None,
+                             activity: list | None = None) -> None:
+        """A worker's memory, sampled by its monitor; a change of pause goes to placement.
+        Its transfers and disk reads/writes since its last report ride along."""
         report = decode_memory(memory)
+        moved = decode_activity(activity, "Scheduler.worker_memory") if activity is not None else None
         self._check_worker("worker_memory", worker, origin)
         self._memory_reported(worker, report)
+        if moved:
+            self.task_stream.add_activity(worker, moved)
+
+    def handle_get_task_stream(self, start: float | None = None, stop: float | None = None,
+                               count: int | None = None) -> list:
+        """``client.get_task_stream``: records in dask's shape (task_stream.py)."""
+        return self.task_stream.window(start, stop, count)
+
+    def handle_worker_figures(self) -> dict:
+        """Each worker's latest CPU, memory and network figures (performance_report)."""
+        out = {}
+        for address, info in self.worker_info.items():
+            report = info.get("memory")
+            memory = self.memory_of(address)
+            out[address] = {
+                "nthreads": info.get("nthreads"), "rss": memory["rss"], "managed": memory["managed"],
+                "spilled": memory["spilled"], "limit": memory["limit"],
+                "cpu": report.cpu if report is not None else None,
+                "sent_per_s": report.sent_per_s if report is not None else None,
+                "received_per_s": report.received_per_s if report is not None else None}
+        return out
 
     def _memory_reported(self, worker: str, report: WorkerMemory) -> None:
         info = self.worker_info.get(worker)

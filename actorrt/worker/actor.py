@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any, Callable
 
 from .. import runtime
@@ -35,6 +36,7 @@ from ..protocol import (
 from ..run import run_here
 from ..spec import Reschedule
 from ..utils import sizeof
+from .activity import ActivityLog, ProcessUsage
 from .memory import MemorySettings, parse_memory_limit
 from .monitor import MemoryMonitor
 from .plugins import WorkerPlugins
@@ -100,6 +102,10 @@ class Worker(Actor):
         self.functions = FunctionCache()
         self._finished: list = []
         self._erred: list = []
+        self._run: TaskRun | None = None  # the run whose outcome is being carried out
+        self.activity = ActivityLog()  # transfers, disk reads/writes: the task stream's
+        self.data.on_disk = self.activity.add
+        self.usage = ProcessUsage()
         self._report_scheduled = False
         self._scheduler_comm: Any = None
         self.pool: TaskPool
@@ -316,7 +322,9 @@ class Worker(Actor):
         paused = self.monitor.paused if self.monitor is not None else False
         rss = self.monitor.rss if self.monitor is not None else None
         data = self.data
-        return WorkerMemory(data.fast_bytes, data.slow_bytes, data.disk_bytes, rss, self.memory_limit, paused)
+        usage = self.usage
+        return WorkerMemory(data.fast_bytes, data.slow_bytes, data.disk_bytes, rss, self.memory_limit, paused,
+                            usage.cpu, usage.sent_per_s, usage.received_per_s)
 
     def _paused(self, paused: bool) -> None:
         """The monitor paused the worker for memory, or resumed it: queued tasks wait
@@ -330,14 +338,17 @@ class Worker(Actor):
     def _report_memory(self, force: bool = False) -> None:
         """Tell the scheduler this worker's memory: at most every MEMORY_REPORT_INTERVAL
         seconds, and only when it changed (a pause at once)."""
+        self.usage.sample()
         if self._scheduler_comm is None:
             return  # not registered yet, or rejoining
         report = self.memory_report()
         now = asyncio.get_running_loop().time()
-        if not force and (report == self._memory_sent or now - self._memory_sent_at < MEMORY_REPORT_INTERVAL):
+        if not force and ((report == self._memory_sent and not self.activity)
+                          or now - self._memory_sent_at < MEMORY_REPORT_INTERVAL):
             return
         self._memory_sent, self._memory_sent_at = report, now
-        self._tell_scheduler("worker_memory", memory=list(report))
+        extra = {"activity": self.activity.drain()} if self.activity else {}
+        self._tell_scheduler("worker_memory", memory=list(report), **extra)
 
     @property
     def transfer_limit(self) -> int:
@@ -384,7 +395,11 @@ class Worker(Actor):
                                                run.duration)
         else:
             out = self.state.stimulus_execute_erred(run.key, run.job, user_frames_only(job.error))
-        self.carry_out(out)
+        self._run = run  # its report carries its start, stop and thread
+        try:
+            self.carry_out(out)
+        finally:
+            self._run = None
 
     def _job_seceded(self, job: Job) -> None:
         """A task gave its slot back: the scheduler may place more work here meanwhile."""
@@ -399,7 +414,10 @@ class Worker(Actor):
         """Ask ``fetch.peer`` for its keys; the state machine hears what came (on
         cancellation, the worker is stopping: it hears nothing)."""
         try:
+            start = time.time()
             got = await self.host.ask_bulk(ActorRef(fetch.peer, WORKER_ID), "get_data", keys=fetch.keys)
+            self.activity.add("transfer", fetch.keys[0], start, time.time(),
+                              sum(blob.nbytes for blob in got["data"].values()), fetch.peer)
             values, unmovable = self._unpack_fetched(fetch.peer, got)
         except SerializationError as e:  # the reply could not be sent to us (e.g. too large)
             values = {}
@@ -435,8 +453,13 @@ class Worker(Actor):
 
     # --- reports, batched per loop turn -------------------------------------
     def _report_finished(self, r: ReportFinished) -> None:
-        self._finished.append(Finished(r.key, r.nbytes, r.type, r.duration, r.run_id,
-                                       self._inline_value(r)))
+        run = self._run
+        if run is not None and run.key == r.key:
+            self._finished.append(Finished(r.key, r.nbytes, r.type, r.duration, r.run_id,
+                                           self._inline_value(r), run.start, run.stop, run.thread))
+        else:  # (a key found here already: no run)
+            self._finished.append(Finished(r.key, r.nbytes, r.type, r.duration, r.run_id,
+                                           self._inline_value(r), None, None, None))
         self._schedule_report()
 
     def _inline_value(self, r: ReportFinished) -> bytes | None:
@@ -463,7 +486,11 @@ class Worker(Actor):
             self._tell_scheduler("reschedule", key=r.key, run_id=r.run_id)
             return
         blob, tb = dumps_exception(r.error)
-        self._erred.append(Erred(r.key, blob, tb, r.run_id))
+        run = self._run
+        if run is not None and run.key == r.key:
+            self._erred.append(Erred(r.key, blob, tb, r.run_id, run.start, run.stop, run.thread))
+        else:  # (an input that could not be moved here: no run)
+            self._erred.append(Erred(r.key, blob, tb, r.run_id, None, None, None))
         self._schedule_report()
 
     def _report_missing(self, r: ReportMissing) -> None:
@@ -497,7 +524,9 @@ class Worker(Actor):
         finished, self._finished = self._finished, []
         erred, self._erred = self._erred, []
         memory = self._memory_news()
-        extra = {} if memory is None else {"memory": memory}
+        extra: dict[str, Any] = {} if memory is None else {"memory": memory}
+        if self.activity:  # transfers and disk reads/writes ride along
+            extra["activity"] = self.activity.drain()
         self._tell_scheduler("tasks_done", finished=finished, erred=erred, **extra)
 
     def _memory_news(self) -> list | None:

@@ -24,6 +24,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -74,6 +75,9 @@ class SpillBuffer(MutableMapping):
         self.unspill_count = 0
         self.disabled_reason: str | None = None
         self._files = 0
+        # Told (action, key, start, stop, bytes on disk) of each write and read: the task
+        # stream's disk-write/disk-read (the worker's ActivityLog.add).
+        self.on_disk: Callable[[str, str, float, float, int], None] | None = None
 
     # ----------------------------------------------------------------- mapping
     def put(self, key: str, value: Any, nbytes: int, spillable: bool = True) -> None:
@@ -198,6 +202,7 @@ class SpillBuffer(MutableMapping):
     def _spill(self, key: str) -> bool:
         """Write ``key``'s value to disk and drop it from memory; False if it stays."""
         value = self.fast[key]
+        start = time.time()
         try:
             blob = Pickled.dumps(value, what=f"result of {key!r}")
         except Exception as e:
@@ -225,11 +230,16 @@ class SpillBuffer(MutableMapping):
         self.slow_bytes += nbytes
         self.disk_bytes += written
         self.spill_count += 1
+        if self.on_disk is not None:
+            self.on_disk("disk-write", key, start, time.time(), written)
         return True
 
     def _unspill(self, key: str) -> Any:
         path, nbytes, written = self.slow[key]
+        start = time.time()
         value = _read_file(path).loads()
+        if self.on_disk is not None:
+            self.on_disk("disk-read", key, start, time.time(), written)
         if self.target is not None and nbytes > self.target:
             return value  # back in memory it would only be written out again at once
         del self.slow[key]
@@ -244,7 +254,13 @@ class SpillBuffer(MutableMapping):
         """A spilled value's pickle, read from its file without unpickling it (what a
         peer or a client asking for it is sent); None for a value in memory."""
         entry = self.slow.get(key)
-        return None if entry is None else _read_file(entry[0])
+        if entry is None:
+            return None
+        start = time.time()
+        blob = _read_file(entry[0])
+        if self.on_disk is not None:
+            self.on_disk("disk-read", key, start, time.time(), entry[2])
+        return blob
 
     def _discard(self, key: str) -> None:
         if key in self.fast:

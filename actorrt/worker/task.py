@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -65,7 +66,7 @@ class CoroutineTask:
 class TaskRun:
     """One run of one key here: called on a pool thread (or an actor's lane)."""
 
-    __slots__ = ("worker", "key", "job", "spec", "inputs", "duration")
+    __slots__ = ("worker", "key", "job", "spec", "inputs", "start", "stop", "thread")
 
     def __init__(self, worker: "Worker", key: str, job: int, spec: Any, inputs: dict[str, Any]) -> None:
         self.worker = worker  # get_worker() inside the task
@@ -73,14 +74,23 @@ class TaskRun:
         self.job = job        # the state machine's name for this run
         self.spec = spec
         self.inputs = inputs
-        self.duration = 0.0
+        # Wall clock (the task stream lines up runs from many hosts) and the thread's
+        # ident (its lane); stop never before start, should the clock step back.
+        self.start = self.stop = 0.0
+        self.thread = 0
 
     def __call__(self) -> Any:
-        start = time.perf_counter()
+        self.thread = threading.get_ident()
+        self.start = start = time.time()
         try:
             return call_task(self.worker.functions.load, self.spec, self.inputs)
         finally:
-            self.duration = time.perf_counter() - start
+            stop = time.time()
+            self.stop = stop if stop > start else start
+
+    @property
+    def duration(self) -> float:
+        return self.stop - self.start
 
     def __repr__(self) -> str:
         return f"<TaskRun {self.key!r} job {self.job}>"

@@ -1,0 +1,136 @@
+"""``/metrics``: the scheduler's figures in Prometheus' text exposition format (0.0.4),
+the format operators scrape. No I/O: read on the scheduler's loop, like status.py.
+
+Each family is a ``# HELP`` and a ``# TYPE`` line, then one sample per label set;
+label values are escaped (backslash, double quote, newline), as worker addresses and
+names are free text.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..scheduler.state import TASK_STATES
+
+if TYPE_CHECKING:
+    from ..scheduler.actor import Scheduler
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_state_of = attrgetter("state")
+
+
+class Family(NamedTuple):
+    name: str
+    kind: str           # "gauge" or "counter"
+    help: str
+    samples: list[tuple[dict[str, str], float | int | None]]  # (labels, value); None: left out
+
+
+def escape_label(value: str) -> str:
+    """A label value as the format quotes it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def exposition(families: list[Family]) -> str:
+    """The text of ``families`` (samples whose value is None are left out)."""
+    lines = []
+    for f in families:
+        lines.append(f"# HELP {f.name} {_help(f.help)}")
+        lines.append(f"# TYPE {f.name} {f.kind}")
+        for labels, value in f.samples:
+            if value is None:
+                continue
+            if labels:
+                inner = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
+                lines.append(f"{f.name}{{{inner}}} {_number(value)}")
+            else:
+                lines.append(f"{f.name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def families(scheduler: Scheduler) -> list[Family]:
+    """What the scheduler knows, as metric families."""
+    state = scheduler.state
+    by_state = dict.fromkeys(TASK_STATES, 0)
+    by_state.update(Counter(map(_state_of, state.tasks.values())))
+    workers = sorted(state.workers)
+    per_worker: dict[str, list[tuple[dict[str, str], Any]]] = {
+        k: [] for k in ("threads", "managed", "spilled", "rss", "limit", "cpu", "sent", "received", "processing")}
+    for address in workers:
+        ws = state.workers[address]
+        info = scheduler.worker_info.get(address, {})
+        memory = scheduler.memory_of(address)
+        report = info.get("memory")
+        labels = {"worker": address, "name": str(info.get("name", ""))}
+        per_worker["threads"].append((labels, ws.nthreads))
+        per_worker["processing"].append((labels, len(ws.processing)))
+        per_worker["managed"].append((labels, memory["managed"]))
+        per_worker["spilled"].append((labels, memory["spilled"]))
+        per_worker["rss"].append((labels, memory["rss"]))
+        per_worker["limit"].append((labels, memory["limit"]))
+        per_worker["cpu"].append((labels, report.cpu if report is not None else None))
+        per_worker["sent"].append((labels, report.sent_per_s if report is not None else None))
+        per_worker["received"].append((labels, report.received_per_s if report is not None else None))
+    stream = scheduler.task_stream
+    return [
+        Family("actorrt_tasks", "gauge", "Tasks the scheduler holds, by state.",
+               [({"state": s}, n) for s, n in by_state.items()]),
+        Family("actorrt_tasks_finished_total", "counter", "Task runs that finished since the scheduler started.",
+               [({}, state.finished_total)]),
+        Family("actorrt_tasks_erred_total", "counter", "Task runs that raised since the scheduler started.",
+               [({}, state.erred_total)]),
+        Family("actorrt_workers", "gauge", "Workers connected.", [({}, len(workers))]),
+        Family("actorrt_threads", "gauge", "Task threads over all workers.",
+               [({}, sum(state.workers[a].nthreads for a in workers))]),
+        Family("actorrt_clients", "gauge", "Clients connected.", [({}, len(state.clients))]),
+        Family("actorrt_worker_threads", "gauge", "Task threads of a worker.", per_worker["threads"]),
+        Family("actorrt_worker_tasks_processing", "gauge", "Tasks placed on a worker and not done.",
+               per_worker["processing"]),
+        Family("actorrt_worker_memory_managed_bytes", "gauge", "Results a worker holds in memory.",
+               per_worker["managed"]),
+        Family("actorrt_worker_memory_spilled_bytes", "gauge",
+               "Results a worker spilled to disk (their size in memory).", per_worker["spilled"]),
+        Family("actorrt_worker_memory_rss_bytes", "gauge", "A worker process's resident size.", per_worker["rss"]),
+        Family("actorrt_worker_memory_limit_bytes", "gauge", "A worker's memory limit.", per_worker["limit"]),
+        Family("actorrt_worker_cpu_percent", "gauge", "A worker process's CPU use, percent of one core.",
+               per_worker["cpu"]),
+        Family("actorrt_worker_sent_bytes_per_second", "gauge", "Bytes a worker process's connections sent.",
+               per_worker["sent"]),
+        Family("actorrt_worker_received_bytes_per_second", "gauge",
+               "Bytes a worker process's connections received.", per_worker["received"]),
+        Family("actorrt_transfer_bytes_total", "counter", "Bytes workers fetched from each other.",
+               [({}, stream.totals["transfer"][1])]),
+        Family("actorrt_transfers_total", "counter", "Fetches of keys between workers.",
+               [({}, stream.totals["transfer"][0])]),
+        Family("actorrt_disk_write_bytes_total", "counter", "Bytes workers spilled to disk.",
+               [({}, stream.totals["disk-write"][1])]),
+        Family("actorrt_disk_read_bytes_total", "counter", "Bytes workers read back from disk.",
+               [({}, stream.totals["disk-read"][1])]),
+    ]
+
+
+def render(scheduler: Scheduler) -> str:
+    """The ``/metrics`` body."""
+    return exposition(families(scheduler))
+
+
+__all__ = ["CONTENT_TYPE", "Family", "escape_label", "exposition", "families", "render"]
