@@ -30,7 +30,9 @@ from typing import Any, Callable
 from .errors import CommClosedError
 from .framing import UNLIMITED
 
-PROTOCOL_VERSION = 2
+# 3: a run's start, stop and thread in tasks_done; transfers and disk activity; CPU
+# and network figures in a worker's memory report (the task stream).
+PROTOCOL_VERSION = 3
 MAX_HANDSHAKE_BYTES = 4096
 def max_frame_bytes_setting() -> int:
     """``ACTORRT_MAX_FRAME_BYTES``: the largest frame this process accepts (no limit if unset)."""
