@@ -59,7 +59,7 @@ class FutureState:
         self.key = key
         self.status = "pending"
         self.type: str | None = None
-        self.workers: tuple[str, ...] | list[str] = ()
+        self.workers: tuple[str, ...] = ()
         self.inline: bytes | None = None  # a small value's pickle, come with the news it finished
         self._exception: Any = None
         self.traceback_text: str | None = None
@@ -71,7 +71,7 @@ class FutureState:
     def done(self) -> bool:
         return self.status in DONE
 
-    def finish(self, workers: list[str], typ: str | None, inline: bytes | None = None) -> None:
+    def finish(self, workers: Iterable[str], typ: str | None, inline: bytes | None = None) -> None:
         self.status = "finished"
         self.workers = shared_holders(workers)
         self.type = typ

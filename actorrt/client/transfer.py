@@ -11,7 +11,7 @@ import collections.abc
 import hashlib
 import random
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core import ActorRef, Pickled
 from ..protocol import WORKER_ID
@@ -114,7 +114,7 @@ async def gather_keys(client: "Client", futures: list[Future], errors: str, time
     return [values.get(f.key, SKIP) for f in futures]
 
 
-async def fetch(client: "Client", keys: list[str], holders: dict[str, list[str]],
+async def fetch(client: "Client", keys: list[str], holders: "dict[str, Sequence[str]]",
                 failures: dict[str, str] | None = None) -> tuple[dict, list]:
     """Fetch ``keys`` from ``holders`` (one request per holder): the values got, and the
     keys no holder had (``failures`` notes why a holder could not be reached)."""
