@@ -19,6 +19,7 @@ from .coordination import Condition, Event, Lock, MultiLock, Pub, Queue, Semapho
 from .core.errors import ActorDeadError, AuthenticationError, CommClosedError, SerializationError
 from .core.security import Security
 from .deploy.local import LocalCluster
+from .protocol import GraphTooLargeError
 from .diagnostics.plugin import NannyPlugin, SchedulerPlugin, UploadFile, WorkerPlugin
 from .client.progress import progress
 from .client.task_stream import get_task_stream, performance_report
@@ -39,7 +40,7 @@ __all__ = [
     "temp_default_client",
     "Condition", "Event", "Lock", "MultiLock", "Pub", "Queue", "Semaphore", "Sub", "Variable",
     "NannyPlugin", "SchedulerPlugin", "UploadFile", "WorkerPlugin",
-    "get_task_stream", "performance_report",
+    "get_task_stream", "performance_report", "GraphTooLargeError",
 ]
 
 for _name in __all__:

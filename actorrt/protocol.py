@@ -48,6 +48,11 @@ def dataset_holder(name: str) -> str:
 INLINE_RESULT_BYTES = 512
 
 
+class GraphTooLargeError(ValueError):
+    """A submission would take the scheduler past its ``max_tasks`` (scheduler/admission.py):
+    refused whole, by the client at the call or by the scheduler, before any of it runs."""
+
+
 # --- records ---------------------------------------------------------------------------
 
 class TaskSpec(NamedTuple):
@@ -461,7 +466,7 @@ def check_metadata_keys(op: str, keys: Any) -> list:
     raise bad(op, "'keys'", "a non-empty list of str", keys)
 
 
-__all__ = ["DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
+__all__ = ["GraphTooLargeError", "DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
            "WORKER_ID", "ACTIVITY_ACTIONS", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",

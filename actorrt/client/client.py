@@ -25,7 +25,7 @@ from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
-from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, decode_reports
+from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError, decode_reports
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
 from ..utils import LoopRunner, when_imported
@@ -128,6 +128,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self._set_as_default = set_as_default
         self._dask_default = DaskDefault()  # dask's scheduler while this client runs
         self.table = FutureTable()  # the keys this client holds, and the scheduler's outbox
+        self._max_tasks: int | None = None  # the scheduler's limit, told at registration
         self.functions = FunctionCache()  # each function object pickled once
         self.callbacks = CallbackThread()  # done-callbacks of a sync client run there
         self._own_host = True
@@ -217,9 +218,10 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self.table.attach(self.loop, self._deliver)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)
-        await asyncio.wait_for(
+        registered = await asyncio.wait_for(
             self.host.ask(self.scheduler, "register_client", client=self.id, ref=actor.ref),
             self.timeout)
+        self._max_tasks = registered.get("max_tasks") if isinstance(registered, dict) else None
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
         self.status = "running"
         self._subscribe_console()  # actorrt.print/warn in tasks show here
@@ -337,7 +339,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         if self._reconnecting is not None and self._reconnecting is not asyncio.current_task():
             self._reconnecting.cancel()
         self.status = "closing"
-        self.table.closed = True  # Futures dropped from now on release nothing remotely
+        self.table.close()  # Futures dropped from now on release nothing remotely
         runtime.unset_default_client(self)
         self._dask_default.uninstall()
         if was_running:
@@ -390,14 +392,15 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
     def _deliver(self, box: list) -> None:
         """On the loop: turn the table's outbox into messages to the scheduler."""
         if self.status not in ("running", "closing"):
+            for op, items in box:  # (nothing will acknowledge what is not sent)
+                if op in ("update_graph", "update_graph_more"):
+                    self.table.acknowledged(len(items))
             return
         tell = self.host.tell
         for op, items in box:
             try:
-                if op == "update_graph":
-                    tasks = [t for t, _ in items]
-                    wanted = [k for _, k in items if k is not None]
-                    tell(self.scheduler, "update_graph", client=self.id, tasks=tasks, wanted=wanted)
+                if op in ("update_graph", "update_graph_more"):
+                    self._send_graph(items, more=op == "update_graph_more")
                 elif op in ("release_keys", "want_keys"):
                     tell(self.scheduler, op, client=self.id, keys=items)
                 elif op == "update_data":
@@ -414,6 +417,26 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                     tell(self.scheduler, "want_keys", client=FIRE_AND_FORGET, keys=items)
             except CommClosedError:
                 logger.warning("scheduler connection closed; dropped %s", op)
+
+    def _send_graph(self, items: list, more: bool) -> None:
+        """One chunk of tasks, asked: the scheduler's answer acknowledges it (now, or once
+        its backlog shrank), and lets the table send more (futures.py, admission.py)."""
+        tasks = [t for t, _ in items]
+        wanted = [k for _, k in items if k is not None]
+        fields: dict[str, Any] = {"more": True} if more else {}
+        try:
+            answer = self.host.ask(self.scheduler, "update_graph", client=self.id, tasks=tasks, wanted=wanted,
+                                   **fields)
+        except CommClosedError:
+            self.table.acknowledged(len(tasks))
+            raise
+        answer.add_done_callback(functools.partial(self._graph_acknowledged, len(tasks)))
+
+    def _graph_acknowledged(self, n: int, answer: "asyncio.Future[Any]") -> None:
+        if not answer.cancelled() and answer.exception() is not None:
+            # Refused (too large, malformed): its Futures already err with the reason.
+            logger.debug("update_graph refused: %s", answer.exception())
+        self.table.acknowledged(n)
 
     # --- submitting ------------------------------------------------------------
     def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
@@ -496,14 +519,40 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                       keys: list[str] | None, pure: bool, workers: Any, allow_other_workers: bool,
                       retries: int, priority: float, actor: bool | dict, prefix: str | None = None,
                       resources: dict[str, float] | None = None) -> list[Future]:
+        self._check_size(len(calls))
         name = prefix or funcname(func)
-        restrict = check_workers(workers)
+        options = (name, priority, retries, check_workers(workers), allow_other_workers, actor, resources)
+        fn_hash = hashlib.blake2b(fn_blob.header, digest_size=16)  # copied per call, not redone
+        futures: list[Future] = []
+        # In chunks: a million calls are pickled and queued a chunk at a time, so what
+        # waits to be sent stays bounded, and a thread that submits faster than the
+        # cluster keeps up waits here for room (backpressure, FutureTable.wait_for_room).
+        size = self.table.chunk
+        for first in range(0, len(calls), size):
+            chunk = calls[first:first + size]
+            chunk_keys = keys[first:first + size] if keys is not None else None
+            futures.extend(self._submit_chunk(fn_blob, fn_hash, chunk, chunk_keys, pure, options))
+            self.table.wait_for_room()
+        return futures
+
+    def _check_size(self, n: int) -> None:
+        """Refuse at the call a submission the scheduler could never hold (its
+        ``max_tasks``, told at registration): nothing of it is sent."""
+        limit = self._max_tasks
+        if limit is not None and n + self.table.held() > limit:
+            raise GraphTooLargeError(
+                f"a submission of {n:,} tasks was refused: with the {self.table.held():,} keys this "
+                f"client holds it passes the scheduler's limit of {limit:,} tasks (release Futures "
+                f"you no longer need, submit in parts, or raise ACTORRT_MAX_TASKS on the scheduler)")
+
+    def _submit_chunk(self, fn_blob: Pickled, fn_hash: Any, calls: list[tuple[tuple, dict]],
+                      keys: list[str] | None, pure: bool, options: tuple) -> list[Future]:
+        name, priority, retries, restrict, allow_other_workers, actor, resources = options
         specs = []
         out_keys = []
         hidden: dict[int, list[Future]] = {}  # call -> Futures pickled inside its arguments' objects
         is_ref = self._ref_key
-        fn_hash = hashlib.blake2b(fn_blob.header, digest_size=16)  # copied per call, not redone
-        pickled: list[Future] = []  # Futures met while pickling, for the whole batch
+        pickled: list[Future] = []  # Futures met while pickling, for the whole chunk
         with runtime.collecting_futures(pickled):
             packed = []
             for i, (args, kwargs) in enumerate(calls):

@@ -10,24 +10,58 @@ states themselves change only on the client's loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any, Callable, Iterable
 
+from .. import runtime
 from .future import FutureState
 
 #: ``[[op, [item, ...]], ...]``: consecutive items of one op merged (see FutureTable.queue)
 Outbox = list[list]
 
+#: Tasks per ``update_graph`` message: the scheduler takes each in one turn of its loop
+#: (~10 ms here), so a million-task map never stops it for seconds (its workers would
+#: take the silence for its death).
+GRAPH_CHUNK = 5_000
+#: Tasks sent and not yet acknowledged by the scheduler. It acknowledges at once unless
+#: too much work waits for workers (scheduler/admission.py): then this is how far a
+#: client runs ahead of it.
+DEFAULT_WINDOW = 20_000
+#: Tasks queued here, not yet sent, before a thread that submits more waits for room.
+DEFAULT_BACKLOG = 100_000
+
+
+def _env_count(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+    return value
+
 
 class FutureTable:
     """The client's keys. ``send(batch)`` (set by :meth:`attach`) delivers an outbox."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int | None = None, backlog: int | None = None) -> None:
         self._states: dict[str, FutureState] = {}
         self._refcount: dict[str, int] = {}
         # Reentrant: the garbage collector may free a Future (whose release takes this
         # lock) on any allocation, including one made while this thread holds the lock.
         self.lock = threading.RLock()
+        # Flow control of submissions: at most ``window`` tasks unacknowledged by the
+        # scheduler; past ``backlog`` tasks queued here, submitting threads wait.
+        self.window = window if window is not None else _env_count("ACTORRT_SUBMIT_WINDOW", DEFAULT_WINDOW)
+        self.backlog = backlog if backlog is not None else _env_count("ACTORRT_SUBMIT_BACKLOG", DEFAULT_BACKLOG)
+        self.chunk = GRAPH_CHUNK  # tasks per message
+        self.unacknowledged = 0  # tasks sent, not yet acknowledged
+        self.queued_tasks = 0    # tasks in the outbox, not yet sent
+        self._room = threading.Condition(self.lock)
         self._outbox: Outbox = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +177,8 @@ class FutureTable:
             box[-1][1].append(item)
         else:
             box.append([op, [item]])
+        if op == "update_graph":
+            self.queued_tasks += 1
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
@@ -154,12 +190,76 @@ class FutureTable:
                     pass  # loop closed
 
     def flush(self) -> None:
-        """On the loop: send what is queued now (also before a message that must follow it)."""
+        """On the loop: send what is queued now (also before a message that must follow
+        it), as far as the window allows; the rest waits for acknowledgements, in order."""
         with self.lock:
-            box, self._outbox = self._outbox, []
+            box = self._sendable()
             self._flush_scheduled = False
         if box and self._send is not None:
             self._send(box)
+
+    def _sendable(self) -> Outbox:
+        """Lock held: take from the outbox what may go now. Tasks go in messages of at
+        most ``chunk``, at most ``window`` unacknowledged; whatever follows the first
+        task that may not go stays queued behind it (a release must not overtake the
+        submission of its key)."""
+        box = self._outbox
+        out: Outbox = []
+        while box:
+            op, items = box[0]
+            if op != "update_graph":
+                box.pop(0)
+                # (A million releases go as many messages: the scheduler handles each in
+                # a turn of its loop, with its heartbeats and other peers between.)
+                out.extend([op, items[i:i + self.chunk]] for i in range(0, len(items), self.chunk))
+                continue
+            room = self.window - self.unacknowledged
+            if room <= 0:
+                break
+            take = min(len(items), room, self.chunk)
+            # A part with more of its graph behind it says so: the scheduler then keeps
+            # the tasks nothing wants yet (their dependents are in the next part).
+            out.append(["update_graph" if take == len(items) else "update_graph_more", items[:take]])
+            self.unacknowledged += take
+            self.queued_tasks -= take
+            if take == len(items):
+                box.pop(0)
+            else:
+                del items[:take]
+        self._room.notify_all()
+        return out
+
+    def acknowledged(self, n: int) -> None:
+        """On the loop: the scheduler took ``n`` tasks (or the message is lost: its
+        connection closed): that much more may go."""
+        with self.lock:
+            self.unacknowledged = max(0, self.unacknowledged - n)
+            more = bool(self._outbox)
+        if more:
+            self.flush()
+
+    def wait_for_room(self) -> None:
+        """Block the calling thread while more than ``backlog`` tasks wait here to be
+        sent (the scheduler is holding back its acknowledgements: the cluster is behind).
+        Inside a task, its thread slot is given back meanwhile. Never on the loop."""
+        if self.queued_tasks <= self.backlog or self._loop is None or runtime.on_loop(self._loop):
+            return
+        slots = runtime.current_slots()
+        seceded = slots is not None and slots.secede()
+        try:
+            with self._room:
+                while self.queued_tasks > self.backlog and not self.closed:
+                    self._room.wait()
+        finally:
+            if seceded:
+                assert slots is not None
+                slots.rejoin()
+
+    def close(self) -> None:
+        """No more sending: wake every thread waiting for room."""
+        with self.lock:
+            self.closed = True
+            self._room.notify_all()
 
 
 __all__ = ["FutureTable", "Outbox"]

@@ -355,7 +355,10 @@ def submit_graph(client: "Client", dsk: Mapping, outputs: list, *, priority: int
             check_sendable(spec[0], "graph key")
             specs.append(spec)
     _check_external(client, dsk, specs)
-    return _queue(client, specs, {stringify(k): k for k in outputs})
+    client._check_size(len(specs))
+    futures = _queue(client, specs, {stringify(k): k for k in outputs})
+    client.table.wait_for_room()  # (a graph larger than the backlog waits for the cluster here)
+    return futures
 
 
 def _check_external(client: "Client", dsk: Mapping, specs: list) -> None:

@@ -9,10 +9,12 @@ later loop turn, so local and remote calls have the same asynchronous semantics.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterator
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
@@ -33,6 +35,8 @@ from .serialize import Pickled, dumps_exception, loads_exception
 logger = logging.getLogger("actorrt.host")
 
 REPLY = "_reply"
+#: Longest time one peer's queued messages hold the loop before the rest waits a turn.
+DISPATCH_SLICE = 0.05
 
 
 class Host:
@@ -76,6 +80,8 @@ class Host:
         self._pending_by_comm: dict[Comm, set[int]] = {}
         self._local_batch: list = []
         self._local_scheduled = False
+        # Per peer (None: this host), messages left for a later turn (_handle_slice).
+        self._backlog: dict[Comm | None, collections.deque] = {}
         self._ids = itertools.count(1)
         self.peer_lost_callbacks: list[Callable[[str, Comm], None]] = []
 
@@ -335,29 +341,55 @@ class Host:
 
     # receiving -------------------------------------------------------------
     def _on_messages(self, batch: list, comm: Comm | None) -> None:
-        actors = self.actors
-        for msg in batch:
-            try:
-                dest, op, rid, fields = msg
-                if op == REPLY:
-                    self._on_reply(rid, fields, comm)
-                    continue
-                actor = actors.get(dest)
-                if actor is None:
-                    if op == PING:  # its arrival was the point (core/liveness.py); no actor has ""
-                        continue
-                    if rid:
-                        self._reply(comm, rid, False, ActorNotFoundError(
-                            f"no actor {dest!r} on {self.address} (op {op!r})"))
-                    else:
-                        logger.debug("dropping %r for missing actor %r", op, dest)
-                    continue
-                self._dispatch(actor, op, rid, fields, comm)
-            except Exception as e:
-                # A malformed message (unhashable id, reply that is not a map...) from
-                # a peer: drop it, keep the rest of the batch and the connection.
-                self._bad_input.warning(comm, _peer_name(comm), "dropping malformed message %.200r from %s: %s",
-                                        msg, _peer_name(comm), e)
+        backlog = self._backlog.get(comm)
+        if backlog is not None:  # earlier messages of this peer still wait their turn
+            backlog.extend(batch)
+            return
+        self._handle_slice(iter(batch), comm)
+
+    def _handle_slice(self, messages: Iterator, comm: Comm | None) -> None:
+        """Handle ``messages`` of one peer in order for at most DISPATCH_SLICE seconds;
+        the rest waits for the next turn of the loop (with what this peer sends meanwhile).
+        One peer's flood (a million keys released at once) then never keeps this host
+        from its heartbeats and other peers for seconds: they would take it for dead."""
+        deadline = time.perf_counter() + DISPATCH_SLICE
+        for msg in messages:
+            self._handle_message(msg, comm)
+            if time.perf_counter() > deadline:
+                rest = collections.deque(messages)
+                if rest:
+                    self._backlog[comm] = rest
+                    assert self.loop is not None
+                    self.loop.call_soon(self._resume, comm)
+                return
+
+    def _resume(self, comm: Comm | None) -> None:
+        rest = self._backlog.pop(comm, None)
+        if rest:
+            self._handle_slice(iter(rest), comm)
+
+    def _handle_message(self, msg: Any, comm: Comm | None) -> None:
+        try:
+            dest, op, rid, fields = msg
+            if op == REPLY:
+                self._on_reply(rid, fields, comm)
+                return
+            actor = self.actors.get(dest)
+            if actor is None:
+                if op == PING:  # its arrival was the point (core/liveness.py); no actor has ""
+                    return
+                if rid:
+                    self._reply(comm, rid, False, ActorNotFoundError(
+                        f"no actor {dest!r} on {self.address} (op {op!r})"))
+                else:
+                    logger.debug("dropping %r for missing actor %r", op, dest)
+                return
+            self._dispatch(actor, op, rid, fields, comm)
+        except Exception as e:
+            # A malformed message (unhashable id, reply that is not a map...) from
+            # a peer: drop it, keep the rest of the batch and the connection.
+            self._bad_input.warning(comm, _peer_name(comm), "dropping malformed message %.200r from %s: %s",
+                                    msg, _peer_name(comm), e)
 
     def _dispatch(self, actor: Actor, op: str, rid: int, fields: Any, comm: Comm | None) -> None:
         handler = actor._handlers.get(op) if isinstance(op, str) else None
@@ -384,10 +416,10 @@ class Host:
         try:
             result = method(**kwargs)
         except Exception as e:
-            if handler.wants_reply:
-                reply.fail(e)  # type: ignore[possibly-undefined]
-            else:
-                self._reply_or_log(comm, rid, e)
+            if handler.wants_reply:  # answered here, as a handler without one would be
+                reply.done = True  # type: ignore[possibly-undefined]
+                reply._untrack()  # type: ignore[possibly-undefined]
+            self._reply_or_log(comm, rid, e)
             return
         if handler.is_async:
             task = own_task(actor, result)

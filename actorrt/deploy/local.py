@@ -22,6 +22,7 @@ from ..dashboard import (
     start_dashboard,
 )
 from ..scheduler import Scheduler, SchedulerState
+from ..scheduler.admission import Admission
 from ..protocol import SCHEDULER_ID, WORKER_ID
 from ..utils import LoopRunner
 from ..worker import MemorySettings, parse_memory_limit, start_worker
@@ -32,15 +33,19 @@ logger = logging.getLogger("actorrt.deploy")
 async def start_scheduler(address: str = "tcp://127.0.0.1:0", *, secret: bytes | None = None,
                           validate: bool = False, dashboard_address: str | int | None = None,
                           contact_address: str | None = None, security: Security | None = None,
+                          max_tasks: int | None = None, max_unfinished: int | None = None,
                           **state_kwargs: Any) -> tuple[Host, Scheduler]:
     """Start a scheduler host on the running loop, with its system actors.
 
     ``dashboard_address`` (e.g. ``":8787"``) also serves the web dashboard there
-    (docs/dashboard.md); its URL is then ``scheduler.dashboard_link``.
+    (docs/dashboard.md); its URL is then ``scheduler.dashboard_link``. ``max_tasks`` and
+    ``max_unfinished`` bound what it takes in (scheduler/admission.py; defaults from
+    ``ACTORRT_MAX_TASKS``/``ACTORRT_MAX_UNFINISHED`` or this machine's memory).
     """
+    admission = Admission(max_tasks, max_unfinished)  # (bad limits fail before anything starts)
     host = Host(address, secret=secret, name="scheduler", contact_address=contact_address, security=security)
     await host.start()
-    scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs))
+    scheduler = Scheduler(SchedulerState(validate=validate, **state_kwargs), admission)
     host.spawn(scheduler, SCHEDULER_ID)
     install_system_actors(host)  # the named system actors (queues, locks, ...) live beside it
     try:

@@ -37,6 +37,7 @@ from .placement import WorkerState
 from .plugins import Plugins
 from .restarts import RESTART_TIMEOUT, Restarts
 from .snapshot import scheduler_snapshot
+from .admission import Admission, GraphTooLargeError
 from .task_stream import TaskStream
 from .state import Compute, Free, Instruction, Report, SchedulerState, TaskState
 from .user_actors import ActorDirectory
@@ -51,8 +52,9 @@ class Scheduler(EventHandlers, Actor):
     #: The web dashboard's URL, set by actorrt.dashboard.start_dashboard; None when off.
     dashboard_link: str | None = None
 
-    def __init__(self, state: SchedulerState | None = None) -> None:
+    def __init__(self, state: SchedulerState | None = None, admission: Admission | None = None) -> None:
         self.state = state or SchedulerState()
+        self.admission = admission or Admission()  # max_tasks, max_unfinished (admission.py)
         self.client_refs: dict[str, ActorRef] = {}
         self.worker_info: dict[str, dict] = {}
         # ("worker", address) or ("client", id) -> the connection that registered it
@@ -78,6 +80,7 @@ class Scheduler(EventHandlers, Actor):
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
         self.actors.close()
         self.plugins.close()
+        self.admission.release_all()  # (their clients learn of the close otherwise)
 
     def _sid(self, what: str) -> str:
         return f"{what}-{next(self._stimuli)}"
@@ -124,7 +127,7 @@ class Scheduler(EventHandlers, Actor):
         self._peer_comms[("client", client)] = origin
         self.state.stimulus_add_client(client)
         self.plugins.client_joined(client)
-        return {"workers": self._workers_info()}
+        return {"workers": self._workers_info(), "max_tasks": self.admission.max_tasks}
 
     def handle_unregister_client(self, client: str, origin: Comm | None = None) -> None:
         self._check_holder("unregister_client", client, origin)
@@ -219,19 +222,32 @@ class Scheduler(EventHandlers, Actor):
         self._worker_waiters = still
 
     # --- client stimuli ----------------------------------------------------
-    def handle_update_graph(self, client: str, tasks: list, wanted: list, origin: Comm | None = None) -> None:
+    def handle_update_graph(self, client: str, tasks: list, wanted: list, reply: Reply,
+                            origin: Comm | None = None, more: bool = False) -> None:
+        """A client's tasks. Asked (not told), the reply is the acknowledgement that
+        paces the client: held back while too much work waits (admission.py).
+        ``more``: a part of a graph whose next part follows."""
         self._check_peer("update_graph", "client", client, origin)
         try:
             specs = decode_tasks(tasks)
             keys_field("update_graph", wanted, "wanted")
+            if type(more) is not bool:
+                raise BadMessageError(f"Scheduler.update_graph: field 'more' must be a bool, got {more!r:.100}")
         except BadMessageError as e:
+            self._refuse_graph(client, tasks, wanted, e)
+            raise
+        known = self.state.tasks
+        try:
+            self.admission.check(len(known), sum(1 for spec in specs if spec.key not in known))
+        except GraphTooLargeError as e:
             self._refuse_graph(client, tasks, wanted, e)
             raise
         specs, wanted, refused = self.actors.refuse_taken_names(client, specs, wanted)
         self._apply(refused)
-        self._apply(self.state.stimulus_update_graph(client, specs, wanted, self._sid("update-graph")))
+        self._apply(self.state.stimulus_update_graph(client, specs, wanted, self._sid("update-graph"), more))
+        self.admission.admit(self.state.unfinished, reply.ok)
 
-    def _refuse_graph(self, client: str, tasks: list, wanted: Any, exc: BadMessageError) -> None:
+    def _refuse_graph(self, client: str, tasks: list, wanted: Any, exc: Exception) -> None:
         """A refused graph (a tell) changes nothing, but its sender's Futures of new keys
         fail with the reason rather than wait for tasks that will never run."""
         if client not in self.client_refs:
@@ -552,6 +568,8 @@ class Scheduler(EventHandlers, Actor):
                     self._send(ref, "report", KeyReport(ins.key, ins.status, _wire_info(ins, inline)))
         if self.actors.waiters:  # a handle waits to learn where its actor went
             self.actors.wake()
+        if self.admission.waiting:  # work finished or went: a held-back client may go on
+            self.admission.progress(self.state.unfinished)
 
     def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
         """Queue items for ``op`` at ``ref``, batched per loop turn.

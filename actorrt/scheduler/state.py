@@ -36,6 +36,11 @@ from .task_state import NO_TASKS, NOBODY, TASK_STATES, Members, TaskState, TaskS
 Recs = dict[str, TaskStatus]
 
 
+#: The states of a task with work still ahead of it: what admission control counts.
+#: ('long-running' is told in a story, not a state: a processing task that seceded.)
+UNFINISHED = frozenset({"waiting", "queued", "processing", "long-running"})
+
+
 class KilledWorker(Exception):
     """A task was running on too many workers that died; it is not retried again."""
 
@@ -57,6 +62,9 @@ class SchedulerState:
         self.allowed_failures = allowed_failures
         self.validate_each = validate
         self.log: deque[tuple] = deque(maxlen=story_length)
+        self.unfinished = 0  # tasks waiting, queued or processing (see _story)
+        # Per client, tasks of a graph still arriving in parts that nothing wants yet.
+        self._unclaimed: dict[str, list[TaskState]] = {}
         self.wanters = Members()  # shares the ``who_wants`` of the many tasks one client holds
         # Since start, for the dashboard (the log rotates; these do not).
         self.finished_total = 0
@@ -109,12 +117,17 @@ class SchedulerState:
     def stimulus_remove_client(self, client: str, stimulus_id: str) -> list[Instruction]:
         self.clients.discard(client)
         self.wanters.forget(client)
+        # A graph it was sending in parts will never be complete: forget what nothing wants.
+        self._run(self._unwanted(self._unclaimed.pop(client, [])), stimulus_id)
         keys = [ts.key for ts in self.tasks.values() if client in ts.who_wants]
         return self.stimulus_release_keys(client, keys, stimulus_id)
 
     def stimulus_update_graph(self, client: str, tasks: Iterable[TaskSpec], wanted: Iterable[str],
-                              stimulus_id: str) -> list[Instruction]:
-        """A client submitted tasks and wants the keys ``wanted``."""
+                              stimulus_id: str, more: bool = False) -> list[Instruction]:
+        """A client submitted tasks and wants the keys ``wanted``.
+
+        ``more``: this is a part of a larger graph, whose next part (with the dependents
+        of some of these tasks) follows; what nothing wants is judged once it is in."""
         generation = next(self._generation)
         new: list[TaskState] = []
         for spec in tasks:
@@ -160,12 +173,24 @@ class SchedulerState:
                 recs.setdefault(ts.key, "waiting")
         self._run(recs, stimulus_id)
         # Tasks of the graph that nothing wants, directly or through a dependent, would
-        # otherwise stay 'released' for ever: forget them (dependents first).
-        unwanted: Recs = {ts.key: "forgotten" for ts in reversed(new) if ts.state == "released"
-                          and not self._needed(ts) and not ts.dependents}
+        # otherwise stay 'released' for ever: forget them (dependents first) - once the
+        # whole graph is in, as a later part may hold their dependents.
+        candidates = self._unclaimed.pop(client, [])
+        candidates.extend(ts for ts in new if ts.state == "released" and not self._needed(ts))
+        if more:
+            if candidates:
+                self._unclaimed[client] = candidates
+            return self._flush()
+        unwanted = self._unwanted(candidates)
         if unwanted:
             self._run(unwanted, stimulus_id)
         return self._flush()
+
+    def _unwanted(self, candidates: list[TaskState]) -> Recs:
+        """Of tasks submitted in one graph, those still held that nothing wants,
+        directly or through a dependent: to forget (dependents first)."""
+        return {ts.key: "forgotten" for ts in reversed(candidates) if ts.state == "released"
+                and self.tasks.get(ts.key) is ts and not self._needed(ts) and not ts.dependents}
 
     def stimulus_update_data(self, client: str, who_has: dict[str, list[str]], nbytes: dict[str, int],
                              types: dict[str, str], stimulus_id: str) -> list[Instruction]:
@@ -450,7 +475,11 @@ class SchedulerState:
             self.validate()
 
     def _story(self, ts: TaskState, start: str, finish: str, stimulus_id: str) -> None:
+        # Every change of a task's state is told here, so the count of work ahead is
+        # kept here too (admission control reads it per submission: a scan would not do).
         self.log.append((ts.key, start, finish, stimulus_id, time.time()))
+        if (start in UNFINISHED) is not (finish in UNFINISHED):
+            self.unfinished += 1 if finish in UNFINISHED else -1
 
     def _needed(self, ts: TaskState) -> bool:
         return bool(ts.who_wants) or bool(ts.waiters)
@@ -752,6 +781,8 @@ class SchedulerState:
                 _check(dts.key in self.tasks, f"waiter {dts} of {ts} is forgotten")
             for dep in ts.dependencies:
                 _check(ts in dep.dependents, f"{ts} missing from dependents of {dep}")
+        unfinished = sum(1 for ts in self.tasks.values() if ts.state in UNFINISHED)  # type: ignore[comparison-overlap]
+        _check(self.unfinished == unfinished, f"unfinished counted {self.unfinished}, held {unfinished}")
         self.placement.validate(_check)
 
     def __repr__(self) -> str:
