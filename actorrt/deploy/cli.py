@@ -86,7 +86,8 @@ async def _scheduler(args: Any, dashboard: str | None) -> None:
                                             secret=secret, dashboard_address=dashboard,
                                             contact_address=_contact(args.contact_address, args.port,
                                                                      security.scheme),
-                                            security=security)
+                                            security=security, max_tasks=args.max_tasks,
+                                            max_unfinished=args.max_unfinished)
     try:
         if own_secret:
             assert secret is not None
@@ -242,6 +243,22 @@ def _scheduler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dashboard-address", default=":8787",
                    help="where to serve the web dashboard: ':8787' (loopback, the default), "
                         "'0.0.0.0:8787' (every interface; needs ACTORRT_SECRET), or 'none'")
+    p.add_argument("--max-tasks", type=_positive, default=None,
+                   help="most tasks held at once; a graph past it is refused (default: "
+                        "ACTORRT_MAX_TASKS, else this machine's memory at 4 KiB per task)")
+    p.add_argument("--max-unfinished", type=_positive, default=None,
+                   help="tasks that may wait for workers before clients are held back (default: "
+                        "ACTORRT_MAX_UNFINISHED, else 1,000,000)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
