@@ -34,7 +34,7 @@ def roundtrip_frames(messages):
 def test_pickled_roundtrip(obj):
     p = Pickled.dumps(obj)
     assert p.loads() == obj if not isinstance(obj, Exception) else repr(p.loads()) == repr(obj)
-    assert p.buffers == []
+    assert not p.buffers
     assert p.nbytes == len(p.header)
 
 
@@ -101,7 +101,7 @@ def test_shared_large_bytearray_keeps_identity():
 
 def test_small_buffers_stay_in_band():
     p = Pickled.dumps((b"x" * 100, np.arange(10)))
-    assert p.buffers == []
+    assert not p.buffers
 
 
 def test_out_of_band_through_the_envelope_is_not_copied_into_frame_zero():
@@ -308,7 +308,7 @@ def test_plain_values_pickle_as_cloudpickle_does(obj):
     blob = Pickled.dumps(obj)
     # Byte-identical: pure task keys hash these bytes and must not depend on the path.
     assert blob.header == cloudpickle.dumps(obj, protocol=5)
-    assert blob.buffers == []
+    assert not blob.buffers
     assert blob.loads() == obj
 
 

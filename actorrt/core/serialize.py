@@ -36,9 +36,12 @@ class Pickled:
 
     __slots__ = ("header", "buffers", "_hash")
 
-    def __init__(self, header: bytes, buffers: list[Any] | None = None) -> None:
+    def __init__(self, header: bytes, buffers: "list[Any] | tuple[()] | None" = None) -> None:
         self.header = header
-        self.buffers = buffers or []
+        # Most values have no out-of-band buffer: one shared empty tuple, not an empty
+        # list apiece (a held task's arguments would be one more object for the garbage
+        # collector to walk, 56 bytes each).
+        self.buffers = buffers or ()
         self._hash: int | None = None
 
     @classmethod
@@ -208,7 +211,7 @@ class _BytesPickler(_Pickler):
 
 
 class _BytesUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, *, buffers: list[Any]) -> None:
+    def __init__(self, file: Any, *, buffers: "list[Any] | tuple[()]") -> None:
         super().__init__(file, buffers=buffers)
         self._buffers = buffers
         self._loaded: dict[Any, Any] = {}  # keep aliasing: one object per persistent id
