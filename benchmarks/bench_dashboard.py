@@ -85,6 +85,7 @@ def snapshot_seconds(n_tasks: int, repeat: int) -> float:
 
     class Scheduler:  # what status() reads
         worker_info: dict = {}
+        client_refs: dict = {}
         host = type("Host", (), {"address": "tcp://10.0.0.9:8786"})()
         memory_of = SchedulerActor.memory_of
     Scheduler.state = state  # type: ignore[attr-defined]
