@@ -42,10 +42,23 @@
     return depth;
   }
   function draw() {
-    var depth = depths(), layers = [], pos = {};
+    var depth = depths(), layers = [], pos = {}, inputs = {};
     Object.keys(nodes).sort().forEach(function (k) { var l = depth[k] || 0; (layers[l] = layers[l] || []).push(k); });
+    Object.keys(edges).forEach(function (id) { var e = edges[id]; (inputs[e[1]] = inputs[e[1]] || []).push(e[0]); });
+    // Each layer in the order of its inputs' mean row (fewer crossing edges).
+    function meanRow(k) {
+      var ins = (inputs[k] || []).filter(function (i) { return pos[i]; });
+      if (!ins.length) { return Infinity; }
+      return ins.reduce(function (s, i) { return s + pos[i][1]; }, 0) / ins.length;
+    }
     layers.forEach(function (layer, x) {
-      (layer || []).forEach(function (k, y) { pos[k] = [20 + x * COL, 20 + y * ROW]; });
+      layer = layer || [];
+      if (x > 0) {
+        var rank = {};
+        layer.forEach(function (k) { rank[k] = meanRow(k); });
+        layer.sort(function (a, b) { return rank[a] - rank[b] || (a < b ? -1 : 1); });
+      }
+      layer.forEach(function (k, y) { pos[k] = [20 + x * COL, 20 + y * ROW]; });
     });
     var tallest = 0; layers.forEach(function (l) { tallest = Math.max(tallest, (l || []).length); });
     var svg = d.byId("graph"), fresh = svgEl("svg", {id: "graph", width: Math.max(400, 40 + layers.length * COL),
