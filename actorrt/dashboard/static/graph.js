@@ -42,24 +42,27 @@
     return depth;
   }
   function draw() {
-    var depth = depths(), layers = [], pos = {}, inputs = {};
+    var depth = depths(), layers = [], pos = {}, inputs = {}, outputs = {};
     Object.keys(nodes).sort().forEach(function (k) { var l = depth[k] || 0; (layers[l] = layers[l] || []).push(k); });
-    Object.keys(edges).forEach(function (id) { var e = edges[id]; (inputs[e[1]] = inputs[e[1]] || []).push(e[0]); });
-    // Each layer in the order of its inputs' mean row (fewer crossing edges).
-    function meanRow(k) {
-      var ins = (inputs[k] || []).filter(function (i) { return pos[i]; });
-      if (!ins.length) { return Infinity; }
-      return ins.reduce(function (s, i) { return s + pos[i][1]; }, 0) / ins.length;
-    }
-    layers.forEach(function (layer, x) {
-      layer = layer || [];
-      if (x > 0) {
-        var rank = {};
-        layer.forEach(function (k) { rank[k] = meanRow(k); });
-        layer.sort(function (a, b) { return rank[a] - rank[b] || (a < b ? -1 : 1); });
-      }
-      layer.forEach(function (k, y) { pos[k] = [20 + x * COL, 20 + y * ROW]; });
+    for (var i = 0; i < layers.length; i += 1) { layers[i] = layers[i] || []; }
+    Object.keys(edges).forEach(function (id) {
+      var e = edges[id];
+      (inputs[e[1]] = inputs[e[1]] || []).push(e[0]); (outputs[e[0]] = outputs[e[0]] || []).push(e[1]);
     });
+    function place(layer, x) { layer.forEach(function (k, y) { pos[k] = [20 + x * COL, 20 + y * ROW]; }); }
+    // Order a layer by its neighbours' mean row (the barycenter heuristic: fewer crossings).
+    function order(layer, links) {
+      var rank = {};
+      layer.forEach(function (k) {
+        var ns = (links[k] || []).filter(function (n) { return pos[n]; });
+        rank[k] = ns.length ? ns.reduce(function (s, n) { return s + pos[n][1]; }, 0) / ns.length : Infinity;
+      });
+      layer.sort(function (a, b) { return (rank[a] - rank[b]) || (a < b ? -1 : 1); });
+    }
+    layers.forEach(place);
+    for (var x = 1; x < layers.length; x += 1) { order(layers[x], inputs); place(layers[x], x); }
+    for (x = layers.length - 2; x >= 0; x -= 1) { order(layers[x], outputs); place(layers[x], x); }
+    for (x = 1; x < layers.length; x += 1) { order(layers[x], inputs); place(layers[x], x); }
     var tallest = 0; layers.forEach(function (l) { tallest = Math.max(tallest, (l || []).length); });
     var svg = d.byId("graph"), fresh = svgEl("svg", {id: "graph", width: Math.max(400, 40 + layers.length * COL),
                                                       height: Math.max(100, 40 + tallest * ROW)});
