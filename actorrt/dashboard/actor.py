@@ -81,6 +81,7 @@ class Dashboard(Actor):
         self._timer: asyncio.TimerHandle | None = None
         self._sockets_gone: asyncio.Event | None = None
         self.actor_stats = ActorStats()
+        self.push_seconds = 0.0  # the loop's time spent building and sending pushes (its cost)
 
     # --- lifecycle ------------------------------------------------------------
     def on_start(self) -> None:
@@ -143,7 +144,7 @@ class Dashboard(Actor):
 
     # --- reading the state --------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return status(self.scheduler, self.started)
+        return {**status(self.scheduler, self.started), "dashboard": {"push_seconds": self.push_seconds}}
 
     def story(self, key: str) -> dict[str, Any] | None:
         return story(self.scheduler, key)
@@ -250,6 +251,7 @@ class Dashboard(Actor):
             if text is not None:
                 ws.push(text)
         cost = time.perf_counter() - t0
+        self.push_seconds += cost
         # A snapshot of a huge graph is not free: keep it under ~5% of the loop's time.
         self._schedule(max(self.interval, 20 * cost))
 
