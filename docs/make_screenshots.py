@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,31 +17,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser import chromium, missing  # noqa: E402
 
+# The browser tests' task functions: importable, so tasks pickle them by reference.
+from test_dashboard_browser import Counter, add, gate, held as load  # noqa: E402
+
 from actorrt import Client, Event, Lock, Pub, Queue, Semaphore, Sub, Variable  # noqa: E402
-
-gate = threading.Event()
-
-
-def load(i: int) -> int:
-    assert gate.wait(60)
-    return i
-
-
-def add(a: int, b: int) -> int:
-    return a + b
 
 
 def parse(text: str) -> int:
     return int(text)
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
 
 
 def main(out: Path) -> None:
@@ -53,6 +35,7 @@ def main(out: Path) -> None:
     with Client(processes=False, n_workers=2, threads_per_worker=2, dashboard_address="127.0.0.1:0") as c, \
             chromium(width=1200, height=760) as browser:
         base = c.dashboard_link[: -len("/status")]
+        gate.clear()
         done = c.map(parse, [str(i) for i in range(40)])
         c.gather(done)
         failed = c.submit(parse, "not a number")
