@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from typing import Any, Callable, Iterator
 
@@ -183,8 +182,9 @@ def scheduler_cpu_rows(n: int, repeat: int) -> list[tuple]:
                 cpu, push = min(cpu, c), min(push, p)
                 assert received, f"the {page} page received nothing"
             quiet_all.append(quiet)
-            rows.append((f"scheduler CPU, {n} tasks, {page} page open: {100 * (cpu - quiet) / quiet:+.1f} % "
-                         f"(pushes {100 * push / cpu:.2f} %)", cpu, None, n))
+            tick = 0.01  # (/proc counts CPU in ticks: --quick runs may read 0)
+            rows.append((f"scheduler CPU, {n} tasks, {page} page open: {100 * (cpu - quiet) / max(quiet, tick):+.1f} % "
+                         f"(pushes {100 * push / max(cpu, tick):.2f} %)", cpu, None, n))
         rows.insert(0, (f"scheduler CPU, {n} tasks, no page open", min(quiet_all), None, n))
     return rows
 
