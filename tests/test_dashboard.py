@@ -113,7 +113,7 @@ async def test_status_reflects_workers_tasks_and_clients(c, lc):
     assert s["tasks"]["by_state"] == {"released": 0, "waiting": 0, "queued": 0, "processing": 1,
                                       "memory": 5, "erred": 1}
     assert s["by_name"] == {"inc": {"memory": 5}, "wait_for_gate": {"processing": 1}, "boom": {"erred": 1}}
-    assert s["totals"] == {"finished": 5, "erred": 1}
+    assert s["totals"] == {"finished": 5, "erred": 1, "cancelled": 0}
     assert s["clients"] == [c.id]
     assert s["names_omitted"] == 0 and s["uptime"] >= 0
     gate.set()
@@ -123,7 +123,7 @@ async def test_status_reflects_workers_tasks_and_clients(c, lc):
     await poll_for(lambda: len(lc.scheduler.state.tasks) == 1)
     s = await fetch_json(url)
     assert s["tasks"]["total"] == 1 and s["by_name"] == {"wait_for_gate": {"memory": 1}}
-    assert s["totals"] == {"finished": 6, "erred": 1}  # since start: releases do not lower them
+    assert s["totals"] == {"finished": 6, "erred": 1, "cancelled": 0}  # since start: releases do not lower them
 
 
 @gen_cluster(**LOCAL)

@@ -34,6 +34,10 @@ class _Scheduler:
         self.state = state
         self.worker_info = {}
         self.client_refs = {}
+        self.host = type("Host", (), {"address": "tcp://10.0.0.9:8786"})()
+
+    def memory_of(self, address):
+        return {"managed": 0, "spilled": 0, "rss": None, "limit": None, "paused": False}
 
 
 def _chain_state(n):
@@ -287,3 +291,13 @@ async def test_websocket_pages_push_incrementally_and_refuse_bad_requests(c, lc)
         assert info.value.code == 400
     await poll_for(lambda: not dashboard.sockets)
     assert dashboard._timer is None
+
+
+def test_progress_counts_cancelled_tasks_by_name():
+    state = _chain_state(3)  # t0 <- t1 <- t2, none run yet
+    state.stimulus_cancel(["t1"], "no longer needed", "cancel")  # t1 and its dependent t2
+    assert state.cancelled_by_name == {"n1": 1, "n0": 1}
+    from actorrt.dashboard.status import status
+    s = status(_Scheduler(state), started=0.0)
+    assert s["by_name"]["n1"]["cancelled"] == 1 and s["totals"]["cancelled"] == 2
+    assert "cancelled" not in s["tasks"]["by_state"]  # not held any more

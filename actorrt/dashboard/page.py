@@ -17,7 +17,7 @@ from urllib.parse import quote
 from .shell import shell
 
 #: Columns of the per-name progress table, after the name and the bar.
-NAME_COLUMNS = ("waiting", "queued", "processing", "memory", "erred", "released")
+NAME_COLUMNS = ("waiting", "queued", "processing", "memory", "erred", "cancelled", "released")
 
 #: Sent with every page: only this server's own script and style, nothing inline.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -103,7 +103,7 @@ def _name_rows(snapshot: dict[str, Any]) -> str:
     rows = []
     for name, counts in snapshot["by_name"].items():
         total = sum(counts.values())
-        done = counts.get("memory", 0) + counts.get("erred", 0)
+        done = counts.get("memory", 0) + counts.get("erred", 0) + counts.get("cancelled", 0)
         cells = "".join(f"<td>{counts.get(c, 0)}</td>" for c in NAME_COLUMNS)
         rows.append(f'<tr><td class="name">{escape(name)}</td>'
                     f'<td><progress value="{done}" max="{max(total, 1)}"></progress></td>'

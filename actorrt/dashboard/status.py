@@ -35,6 +35,8 @@ def status(scheduler: Scheduler, started: float, max_names: int = MAX_NAMES) -> 
     by_state = dict.fromkeys(TASK_STATES, 0)
     for (_, task_state), n in pairs.items():
         by_state[task_state] = by_state.get(task_state, 0) + n
+    for name, n in state.cancelled_by_name.items():  # (no longer held, but part of the progress)
+        pairs[(name, "cancelled")] = n
     by_name, omitted = _by_name(pairs, max_names)
     erred = _erred_keys(state.tasks) if by_state.get("erred") else []
     now = time.time()
@@ -48,7 +50,8 @@ def status(scheduler: Scheduler, started: float, max_names: int = MAX_NAMES) -> 
         "names_omitted": omitted,
         "erred_keys": erred,
         "clients": user_clients(scheduler),
-        "totals": {"finished": state.finished_total, "erred": state.erred_total},
+        "totals": {"finished": state.finished_total, "erred": state.erred_total,
+                   "cancelled": sum(state.cancelled_by_name.values())},
     }
 
 

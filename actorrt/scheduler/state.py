@@ -32,6 +32,10 @@ from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
 from .task_state import NO_TASKS, TASK_STATES, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
 
+#: Task names whose cancellations are counted (for the dashboard; freely named keys
+#: must not grow the scheduler without bound).
+MAX_CANCELLED_NAMES = 1000
+
 #: Transitions a step asks for next: key -> the state it should move to.
 Recs = dict[str, TaskStatus]
 
@@ -60,6 +64,7 @@ class SchedulerState:
         # Since start, for the dashboard (the log rotates; these do not).
         self.finished_total = 0
         self.erred_total = 0
+        self.cancelled_by_name: dict[str, int] = {}  # tasks cancelled before they finished
         self._seq = itertools.count()
         self._generation = itertools.count()
         self._runs = itertools.count(1)
@@ -255,6 +260,9 @@ class SchedulerState:
                 if client in self.clients and not (client == requester and ts.key == root):
                     self._out.append(Report(client, ts.key, "cancelled", {"reason": why}))
             ts.who_wants.clear()
+            if ts.state not in ("memory", "erred") and (ts.name in self.cancelled_by_name
+                                                         or len(self.cancelled_by_name) < MAX_CANCELLED_NAMES):
+                self.cancelled_by_name[ts.name] = self.cancelled_by_name.get(ts.name, 0) + 1
         # Inputs first, so dependents are released first (the last recommendation is
         # applied first): an input released while a dependent still waits on it would be
         # asked to compute again.

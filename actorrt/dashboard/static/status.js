@@ -1,6 +1,6 @@
 (function () {
   "use strict";
-  var d = dash, COLUMNS = ["waiting", "queued", "processing", "memory", "erred", "released"];
+  var d = dash, COLUMNS = ["waiting", "queued", "processing", "memory", "erred", "cancelled", "released"];
   function summary(s) {
     var st = s.tasks.by_state, threads = 0, cpu = 0, sent = 0, recv = 0, rss = 0;
     s.workers.forEach(function (w) {
@@ -32,7 +32,7 @@
       Object.keys(counts).forEach(function (k) { total += counts[k]; });
       d.cell(tr, name, "name");
       var bar = document.createElement("progress");
-      bar.max = Math.max(total, 1); bar.value = (counts.memory || 0) + (counts.erred || 0);
+      bar.max = Math.max(total, 1); bar.value = (counts.memory || 0) + (counts.erred || 0) + (counts.cancelled || 0);
       d.cell(tr, "").appendChild(bar);
       COLUMNS.forEach(function (c) { d.cell(tr, counts[c] || 0, c === "erred" && counts[c] ? "error" : ""); });
       d.cell(tr, total);
