@@ -60,8 +60,10 @@ def dash():
     """A client on an in-process cluster with its dashboard, and the dashboard's root URL."""
     gate.clear()
     with Client(processes=False, n_workers=2, threads_per_worker=2, dashboard_address="127.0.0.1:0") as c:
-        yield c, c.dashboard_link[: -len("/status")]
-    gate.set()
+        try:
+            yield c, c.dashboard_link[: -len("/status")]
+        finally:
+            gate.set()  # (before closing: held tasks must not keep the workers' threads)
 
 
 def load(browser, url, name):

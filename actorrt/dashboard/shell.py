@@ -75,7 +75,8 @@ def not_found_page(key: str, why: str) -> str:
 
 
 def graph_page() -> str:
-    body = """<p id="graph-note">The tasks the scheduler holds, by dependency depth (left to right);
+    body = """<h2>Task graph</h2>
+<p id="graph-note">The tasks the scheduler holds, by dependency depth (left to right);
 click a node for its task page.</p>
 <p id="legend"></p>
 <div id="graph-box"><svg id="graph" xmlns="http://www.w3.org/2000/svg" width="800" height="200"></svg></div>"""
@@ -83,13 +84,15 @@ click a node for its task page.</p>
 
 
 def events_page() -> str:
-    body = """<p id="topics"></p>
+    body = """<h2>Events</h2>
+<p id="topics"></p>
 <table id="events"><thead><tr><th>time</th><th>topic</th><th>event</th></tr></thead><tbody></tbody></table>"""
     return shell("events", "events", body)
 
 
 def actors_page() -> str:
-    body = """<table id="actors"><thead><tr><th>key</th><th>class</th><th>name</th><th>state</th>
+    body = """<h2>Actors</h2>
+<table id="actors"><thead><tr><th>key</th><th>class</th><th>name</th><th>state</th>
 <th>worker</th><th>calls/s</th><th>calls</th><th>in flight</th><th>queued</th><th>restarts</th>
 <th>last error</th></tr></thead><tbody></tbody></table>
 <p id="actors-note"></p>"""
@@ -97,7 +100,8 @@ def actors_page() -> str:
 
 
 def coordination_page() -> str:
-    body = """<table id="coordination"><thead><tr><th>kind</th><th>name</th><th>size</th>
+    body = """<h2>Queues, locks, semaphores, events, variables, conditions, topics</h2>
+<table id="coordination"><thead><tr><th>kind</th><th>name</th><th>size</th>
 <th>holders</th><th>waiters</th><th>details</th></tr></thead><tbody></tbody></table>
 <p id="coordination-note"></p>"""
     return shell("coordination", "coordination", body)
