@@ -9,11 +9,12 @@ import threading
 import pytest
 from browser import chromium, missing
 
-from actorrt import Client, Event, Lock, Pub, Queue, Semaphore, Sub, Variable, get_client
+from actorrt import Client, Event, Lock, Pub, Queue, Semaphore, Sub, Variable, as_completed, get_client
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 gate = threading.Event()  # in-process workers: tasks wait on it to stay running
+sums_gate = threading.Event()  # the same for the sums of the dynamic reduction
 
 
 def inc(x):
@@ -27,6 +28,11 @@ def add(a, b):
 def held(x):
     assert gate.wait(30)
     return x
+
+
+def held_add(a, b):
+    assert sums_gate.wait(30)
+    return a + b
 
 
 def via_worker_client(x):
@@ -60,10 +66,12 @@ def dash():
     """A client on an in-process cluster with its dashboard, and the dashboard's root URL."""
     gate.clear()
     with Client(processes=False, n_workers=2, threads_per_worker=2, dashboard_address="127.0.0.1:0") as c:
+        sums_gate.clear()
         try:
             yield c, c.dashboard_link[: -len("/status")]
         finally:
             gate.set()  # (before closing: held tasks must not keep the workers' threads)
+            sums_gate.set()
 
 
 def load(browser, url, name):
@@ -126,6 +134,35 @@ def test_graph_page_grows_with_a_running_reduction(browser, dash):
     assert layer[0].result() == sum(range(16))
     browser.wait(lambda: not browser.css("#graph circle.s-processing") and browser.css("#graph circle.s-memory"),
                  what="the finished tasks in memory")
+    assert browser.errors() == []
+
+
+def test_graph_page_grows_during_a_dynamic_reduction(browser, dash):
+    """examples/dynamic_reduction.py: sums submitted as inputs finish (as_completed)."""
+    c, base = dash
+    inputs = c.map(held, range(8))
+    browser.open(f"{base}/graph")
+    browser.wait_live()
+    browser.wait(lambda: len(browser.css("#graph circle.node")) == 8, what="the 8 inputs")
+
+    def reduce() -> int:
+        seq = as_completed(inputs)
+        while seq.count() > 1:
+            a, b = next(seq), next(seq)
+            seq.add(c.submit(held_add, a, b))
+        return next(seq).result()
+    result: list = []
+    reducer = threading.Thread(target=lambda: result.append(reduce()))
+    reducer.start()
+    try:
+        gate.set()  # the inputs finish; their sums are submitted and wait on sums_gate
+        browser.wait(lambda: len(browser.css("#graph circle.node")) >= 12, what="the sums joining the graph")
+        browser.wait(lambda: browser.css("#graph line.edge"), what="the sums' edges")
+        browser.screenshot("graph-dynamic-reduction")
+    finally:
+        sums_gate.set()
+        reducer.join(30)
+    assert result == [sum(range(8))]
     assert browser.errors() == []
 
 

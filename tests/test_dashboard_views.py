@@ -192,6 +192,7 @@ async def test_view_endpoints(c, lc):
     held = c.submit(inc, 1)
     assert await held == 2
     await c.log_event("mine", {"x": 1})
+    await poll_for(lambda: lc.scheduler.get_events("mine"))  # (log_event is told, not asked)
     q = await Queue("jobs", client=c)
     await q.put(1)
     g = json.loads((await fetch(base + "/api/graph")).body)
@@ -301,3 +302,70 @@ def test_progress_counts_cancelled_tasks_by_name():
     s = status(_Scheduler(state), started=0.0)
     assert s["by_name"]["n1"]["cancelled"] == 1 and s["totals"]["cancelled"] == 2
     assert "cancelled" not in s["tasks"]["by_state"]  # not held any more
+
+
+@gen_cluster(**LOCAL)
+async def test_pauses_and_restarts_are_logged_events(c, lc):
+    from actorrt.protocol import WorkerMemory
+    scheduler = lc.scheduler
+    worker = lc.worker_addresses()[0]
+    # A worker's memory report saying it paused, then that it resumed (as monitor.py sends).
+    scheduler._memory_reported(worker, WorkerMemory(0, 0, 0, 100, 1000, True))
+    scheduler._memory_reported(worker, WorkerMemory(0, 0, 0, 100, 1000, False))
+    actions = [(m["action"], m["worker"]) for _, m in scheduler.get_events("workers") if m["action"] != "add-worker"]
+    assert actions == [("pause", worker), ("resume", worker)]
+    held = c.submit(inc, 1)
+    assert await held == 2
+    await c.restart()
+    (restart,) = [m for _, m in scheduler.get_events("cluster")]
+    assert restart["action"] == "restart" and restart["tasks"] >= 1
+
+
+class _Page:
+    """A websocket as the dashboard sees it, that can be told to be busy (a slow reader)."""
+
+    def __init__(self, page):
+        self.page, self.key, self.seen = page, None, {}
+        self.busy = False
+        self.pushed = []
+        self.ws_connection = None
+
+    def ready(self):
+        return not self.busy
+
+    def push(self, text):
+        self.pushed.append(json.loads(text)["data"])
+
+    def close(self, code=None, reason=None):
+        pass
+
+
+@gen_cluster(**LOCAL)
+async def test_a_busy_page_gets_the_changes_it_missed_in_its_next_push(c, lc):
+    base = base_url(lc.dashboard_link)
+    assert (await fetch(base + "/health")).code == 200  # (the web layer starts)
+    dashboard = lc.scheduler_host.actors[DASHBOARD_ID]
+    graph_page, events_page = _Page("graph"), _Page("events")
+    for page in (graph_page, events_page):
+        dashboard.socket_opened(page)
+    assert graph_page.pushed[0]["reset"] and events_page.pushed[0]["events"]
+    graph_page.busy = events_page.busy = True
+    first = c.submit(inc, 1, key="first")
+    assert await first == 2
+    await c.log_event("t", 1)
+    dashboard._push_all()  # busy: nothing is built for them, nothing queued
+    assert len(graph_page.pushed) == len(events_page.pushed) == 1
+    second = c.submit(inc, 2, key="second")
+    assert await second == 3
+    await c.log_event("t", 2)
+    await poll_for(lambda: len(lc.scheduler.get_events("t")) == 2)  # (log_event is told, not asked)
+    graph_page.busy = events_page.busy = False
+    dashboard._push_all()
+    change = graph_page.pushed[-1]
+    assert not change["reset"] and set(change["nodes"]) == {"first", "second"}
+    assert [e["topic"] for e in events_page.pushed[-1]["events"]] == ["t", "t"]
+    dashboard._push_all()  # nothing new since: nothing sent
+    assert len(graph_page.pushed) == len(events_page.pushed) == 2
+    for page in (graph_page, events_page):
+        dashboard.socket_closed(page)
+    assert dashboard._timer is None
