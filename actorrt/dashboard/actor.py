@@ -201,15 +201,15 @@ class Dashboard(Actor):
             if self._sockets_gone is not None:
                 self._sockets_gone.set()
 
-    def _message_for(self, ws: Pushable, cache: dict[Any, str]) -> str | None:
+    def _message_for(self, ws: Pushable, cache: dict[Any, Any]) -> str | None:
         """The push for ``ws``, or None when it has nothing new. What every page of a
         kind gets is read once per round (``cache``); incremental pages get what
         changed since their last push (a skipped push is folded into the next one)."""
         page = ws.page
         if page == "graph":
             if "graph" not in cache:
-                cache["graph"] = self.graph()  # type: ignore[assignment]
-            change = diff(cache["graph"], ws.seen)  # type: ignore[arg-type]
+                cache["graph"] = self.graph()
+            change = diff(cache["graph"], ws.seen)
             if not (change["reset"] or change["nodes"] or change["removed"] or change["edges"]):
                 return None
             return _encode(page, change)
@@ -224,7 +224,11 @@ class Dashboard(Actor):
             data = (self.status() if page == "status" else self.coordination() if page == "coordination"
                     else self.actors() if page == "actors" else self._task_or_missing(ws.key or ""))
             cache[slot] = _encode(page, data)
-        return cache[slot]
+        text: str = cache[slot]
+        if ws.seen.get("sent") == text:  # unchanged since its last push (a quiet page)
+            return None
+        ws.seen["sent"] = text
+        return text
 
     def _task_or_missing(self, key: str) -> dict[str, Any]:
         found = self.task(key)
@@ -239,7 +243,7 @@ class Dashboard(Actor):
         if not self.sockets or self._server is None:
             return
         t0 = time.perf_counter()
-        cache: dict[Any, str] = {}
+        cache: dict[Any, Any] = {}
         for ws in list(self.sockets):
             if not ws.ready():  # still sending the last push: it gets the next round's
                 continue
