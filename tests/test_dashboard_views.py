@@ -177,6 +177,9 @@ async def test_task_endpoints_give_links_failures_400_and_404(c, lc):
     assert info["dependencies"] == [{"key": "b", "state": "memory"}]
     page = await fetch(f"{base}/task/{quote('a/b c', safe='')}")
     assert page.code == 200 and b'data-key="a/b c"' in page.body
+    assert b'src="../static/task.js"' in page.body
+    typed = await fetch(f"{base}/task/a/b%20c")  # a "/" left bare: the page is one level deeper
+    assert typed.code == 200 and b'data-key="a/b c"' in typed.body and b'src="../../static/task.js"' in typed.body
     missing = await fetch(f"{base}/task/nope")
     assert missing.code == 404 and b"knows no task with key &#x27;nope&#x27;" in missing.body
     assert (await fetch(f"{base}/api/task/nope")).code == 404

@@ -122,18 +122,20 @@ class TaskPageHandler(_DashboardHandler):
 
     def get(self, key: str) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
+        # Back to the root from here: a key typed with a bare "/" makes the path deeper.
+        root = "../" * (self.request.path.count("/") - 1)
         try:
             check_key(key)
         except BadKey as e:
             self.set_status(400)
-            self.finish(shell.not_found_page(key[:100], str(e)))
+            self.finish(shell.not_found_page(key[:100], str(e), root))
             return
         if self.dashboard.task(key) is None:
             self.set_status(404)
             self.finish(shell.not_found_page(key, f"the scheduler knows no task with key {key!r} "
-                                                  "(never submitted, or released and forgotten)"))
+                                                  "(never submitted, or released and forgotten)", root))
             return
-        self.finish(shell.task_page(key))
+        self.finish(shell.task_page(key, root))
 
 
 class TaskHandler(_DashboardHandler):

@@ -54,7 +54,7 @@ def shell(title: str, page: str, body: str, *, root: str = "", key: str | None =
 """
 
 
-def task_page(key: str) -> str:
+def task_page(key: str, root: str = "../") -> str:
     body = f"""<h2>Task <code id="task-key">{escape(key)}</code></h2>
 <p id="task-note"></p>
 <table id="task-facts" class="facts"><tbody></tbody></table>
@@ -66,12 +66,12 @@ def task_page(key: str) -> str:
 </div>
 <h2>Story</h2>
 <table id="story"><thead><tr><th>time</th><th>from</th><th>to</th><th>stimulus</th></tr></thead><tbody></tbody></table>"""
-    return shell(f"task {key[:60]}", "task", body, root="../", key=key)
+    return shell(f"task {key[:60]}", "task", body, root=root, key=key)
 
 
-def not_found_page(key: str, why: str) -> str:
+def not_found_page(key: str, why: str, root: str = "../") -> str:
     body = f'<h2>No such task</h2><p id="task-note" class="error">{escape(why)}</p>'
-    return shell("no such task", "missing", body, root="../", key=key)
+    return shell("no such task", "missing", body, root=root, key=key)
 
 
 def graph_page() -> str:
