@@ -135,8 +135,7 @@ def _worker_rows(snapshot: dict[str, Any]) -> str:
     rows = []
     for w in snapshot["workers"]:
         rss, limit = w["rss"], w["limit"]
-        meter = "" if rss is None or not limit else \
-            f'<meter min="0" max="{limit}" high="{int(limit * 0.8)}" value="{min(rss, limit)}"></meter> '
+        meter = "" if rss is None else _meter(rss, limit)
         rows.append(
             f'<tr><td class="name">{escape(w["address"])}</td><td>{escape(str(w["name"]))}</td>'
             f'<td class="{escape(w["status"])}">{escape(w["status"])}</td>'
@@ -145,9 +144,17 @@ def _worker_rows(snapshot: dict[str, Any]) -> str:
             f'<td>{optional(w.get("sent_per_s"), lambda v: human_bytes(v) + "/s")}</td>'
             f'<td>{optional(w.get("received_per_s"), lambda v: human_bytes(v) + "/s")}</td>'
             f'<td>{w["keys"]}</td>'
-            f'<td>{escape(human_bytes(w["bytes"]))}</td><td>{escape(human_bytes(w["spilled"]))}</td>'
+            f'<td>{_meter(w["bytes"], limit)}{escape(human_bytes(w["bytes"]))}</td>'
+            f'<td>{escape(human_bytes(w["spilled"]))}</td>'
             f'<td>{meter}{escape(process_memory(rss, limit))}</td></tr>')
     return "".join(rows)
+
+
+def _meter(value: int, limit: int | None) -> str:
+    """A bar of ``value`` against the worker's memory limit (none without a limit)."""
+    if not limit:
+        return ""
+    return f'<meter min="0" max="{limit}" high="{int(limit * 0.8)}" value="{min(value, limit)}"></meter> '
 
 
 def process_memory(rss: int | None, limit: int | None) -> str:

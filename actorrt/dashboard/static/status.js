@@ -48,7 +48,11 @@
       d.cell(tr, d.optional(w.cpu, function (v) { return v.toFixed(0) + " %"; }));
       d.cell(tr, d.optional(w.sent_per_s, function (v) { return d.bytes(v) + "/s"; }));
       d.cell(tr, d.optional(w.received_per_s, function (v) { return d.bytes(v) + "/s"; }));
-      d.cell(tr, w.keys); d.cell(tr, d.bytes(w.bytes)); d.cell(tr, d.bytes(w.spilled));
+      d.cell(tr, w.keys);
+      var managed = d.cell(tr, "");
+      if (w.limit) { managed.appendChild(meter(w.limit, w.bytes)); managed.appendChild(document.createTextNode(" ")); }
+      managed.appendChild(document.createTextNode(d.bytes(w.bytes)));
+      d.cell(tr, d.bytes(w.spilled));
       var td = d.cell(tr, "");
       if (w.rss !== null && w.limit) { td.appendChild(meter(w.limit, w.rss)); td.appendChild(document.createTextNode(" ")); }
       td.appendChild(document.createTextNode((w.rss === null ? "?" : d.bytes(w.rss)) + " / " +
