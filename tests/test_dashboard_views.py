@@ -372,3 +372,24 @@ async def test_a_busy_page_gets_the_changes_it_missed_in_its_next_push(c, lc):
     for page in (graph_page, events_page):
         dashboard.socket_closed(page)
     assert dashboard._timer is None
+
+
+def _snapshot(**worker_extra):
+    worker = {"address": "tcp://w:1", "name": "0", "status": "running", "nthreads": 2, "processing": 1,
+              "keys": 3, "bytes": 1024, "spilled": 0, "rss": 2 << 20, "limit": 4 << 20, **worker_extra}
+    return {"scheduler": "tcp://s:1", "uptime": 5, "workers": [worker],
+            "tasks": {"total": 1, "by_state": {"processing": 1}}, "by_name": {"f": {"processing": 1}},
+            "names_omitted": 0, "erred_keys": [{"key": "a/<b>", "name": "a"}], "clients": ["c"],
+            "totals": {"finished": 0, "erred": 0, "cancelled": 0}}
+
+
+def test_status_page_shows_worker_cpu_and_rates_or_a_dash():
+    from actorrt.dashboard.page import render_page
+    with_figures = render_page(_snapshot(cpu=12.4, sent_per_s=2048, received_per_s=0))
+    assert "<td>12 %</td><td>2.0 KiB/s</td><td>0 B/s</td>" in with_figures
+    assert "<b>12 %</b><span>CPU</span>" in with_figures
+    without = render_page(_snapshot())
+    assert "<td>–</td><td>–</td><td>–</td>" in without and "<b>–</b><span>CPU</span>" in without
+    assert '<meter min="0" max="4194304"' in without  # memory against the limit
+    # The failed key links to its page, escaped for the path and for the HTML.
+    assert 'href="task/a%2F%3Cb%3E">a/&lt;b&gt;</a>' in without

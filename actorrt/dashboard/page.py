@@ -90,8 +90,18 @@ def summary_items(snapshot: dict[str, Any]) -> list[tuple[str, str]]:
         ("finished", str(snapshot["totals"]["finished"])),
         ("erred", str(snapshot["totals"]["erred"])),
         ("clients", str(len(snapshot["clients"]))),
+        ("CPU", optional(_total(workers, "cpu"), lambda v: f"{v:.0f} %")),
+        ("memory", human_bytes(sum(w["rss"] or 0 for w in workers))),
+        ("sent", optional(_total(workers, "sent_per_s"), lambda v: human_bytes(v) + "/s")),
+        ("received", optional(_total(workers, "received_per_s"), lambda v: human_bytes(v) + "/s")),
         ("uptime", human_duration(snapshot["uptime"])),
     ]
+
+
+def _total(workers: list[dict[str, Any]], field: str) -> float | None:
+    """The workers' sum of an optional figure; None when none reports it."""
+    values = [w[field] for w in workers if w.get(field) is not None]
+    return sum(values) if values else None
 
 
 def _summary(snapshot: dict[str, Any]) -> str:

@@ -2,16 +2,18 @@
   "use strict";
   var d = dash, COLUMNS = ["waiting", "queued", "processing", "memory", "erred", "cancelled", "released"];
   function summary(s) {
-    var st = s.tasks.by_state, threads = 0, cpu = 0, sent = 0, recv = 0, rss = 0;
+    var st = s.tasks.by_state, threads = 0, cpu = null, sent = null, recv = null, rss = 0;
+    function plus(total, v) { return (v === null || v === undefined) ? total : (total || 0) + v; }
     s.workers.forEach(function (w) {
-      threads += w.nthreads; cpu += w.cpu || 0; sent += w.sent_per_s || 0;
-      recv += w.received_per_s || 0; rss += w.rss || 0;
+      threads += w.nthreads; cpu = plus(cpu, w.cpu); sent = plus(sent, w.sent_per_s);
+      recv = plus(recv, w.received_per_s); rss += w.rss || 0;
     });
+    function rate(v) { return d.optional(v, function (x) { return d.bytes(x) + "/s"; }); }
     var items = [["workers", s.workers.length], ["threads", threads], ["tasks", s.tasks.total],
                  ["processing", st.processing || 0], ["in memory", st.memory || 0],
                  ["finished", s.totals.finished], ["erred", s.totals.erred],
-                 ["clients", s.clients.length], ["CPU", cpu.toFixed(0) + " %"],
-                 ["memory", d.bytes(rss)], ["sent/s", d.bytes(sent)], ["received/s", d.bytes(recv)],
+                 ["clients", s.clients.length], ["CPU", d.optional(cpu, function (x) { return x.toFixed(0) + " %"; })],
+                 ["memory", d.bytes(rss)], ["sent", rate(sent)], ["received", rate(recv)],
                  ["uptime", d.duration(s.uptime)]];
     var box = d.clear(d.byId("summary"));
     items.forEach(function (it) {
