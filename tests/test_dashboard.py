@@ -454,3 +454,13 @@ def test_cli_refuses_an_open_dashboard_without_a_secret():
                           "--dashboard-address", "0.0.0.0:8787"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert out.returncode == 2 and "without a cluster secret" in out.stderr, out.stderr
+
+
+def test_browser_fixture_says_what_is_missing(monkeypatch):
+    import browser
+    monkeypatch.setattr(browser, "CHROMEDRIVER", "/nonexistent/chromedriver")
+    monkeypatch.setattr(browser, "CHROMIUM", sys.executable)  # (an executable file)
+    reason = browser.missing()
+    if reason is not None and "selenium" in reason:
+        pytest.skip(reason)
+    assert reason == "needs /nonexistent/chromedriver (apt-get install -y chromium-driver)"
