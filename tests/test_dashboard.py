@@ -2,7 +2,6 @@
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from tornado.websocket import websocket_connect
 from actorrt import Client, LocalCluster
 from actorrt.dashboard import DASHBOARD_ID, parse_dashboard_address, start_dashboard
 from actorrt.dashboard.address import DashboardAddress, check_exposure, is_loopback
-from actorrt.dashboard.page import human_bytes, human_duration, script
+from actorrt.dashboard.page import human_bytes, human_duration
 from actorrt.dashboard.status import status
 from actorrt.deploy.local import start_scheduler
 from actorrt.scheduler.state import SchedulerState, TaskSpec
@@ -114,7 +113,7 @@ async def test_status_reflects_workers_tasks_and_clients(c, lc):
     assert s["tasks"]["by_state"] == {"released": 0, "waiting": 0, "queued": 0, "processing": 1,
                                       "memory": 5, "erred": 1}
     assert s["by_name"] == {"inc": {"memory": 5}, "wait_for_gate": {"processing": 1}, "boom": {"erred": 1}}
-    assert s["totals"] == {"finished": 5, "erred": 1}
+    assert s["totals"] == {"finished": 5, "erred": 1, "cancelled": 0}
     assert s["clients"] == [c.id]
     assert s["names_omitted"] == 0 and s["uptime"] >= 0
     gate.set()
@@ -124,7 +123,7 @@ async def test_status_reflects_workers_tasks_and_clients(c, lc):
     await poll_for(lambda: len(lc.scheduler.state.tasks) == 1)
     s = await fetch_json(url)
     assert s["tasks"]["total"] == 1 and s["by_name"] == {"wait_for_gate": {"memory": 1}}
-    assert s["totals"] == {"finished": 6, "erred": 1}  # since start: releases do not lower them
+    assert s["totals"] == {"finished": 6, "erred": 1, "cancelled": 0}  # since start: releases do not lower them
 
 
 @gen_cluster(**LOCAL)
@@ -147,14 +146,19 @@ async def test_health_page_assets_and_unknown_paths(c, lc):
     base = base_url(lc.dashboard_link)
     health = await fetch(base + "/health")
     assert (health.code, health.body) == (200, b"ok")
-    for path in ("/", "/status"):
+    for path in ("/", "/status", "/graph", "/events", "/actors", "/coordination"):
         page = await fetch(base + path)
-        assert page.code == 200 and b"<h1>actorrt</h1>" in page.body
+        assert page.code == 200 and b"<h1>actorrt</h1>" in page.body, path
+        assert b'href="task-stream"' in page.body and b'href="profile"' in page.body  # the nav
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    js = await fetch(base + "/dashboard.js")
-    assert js.code == 200 and js.headers["Content-Type"].startswith("application/javascript")
-    assert b"textContent" in js.body and b"innerHTML" not in js.body
+    for name in ("common", "status", "task", "graph", "events", "actors", "coordination"):
+        js = await fetch(f"{base}/static/{name}.js")
+        assert js.code == 200 and js.headers["Content-Type"].startswith("application/javascript")
+        assert b"textContent" in js.body and b"innerHTML" not in js.body, name
     assert (await fetch(base + "/dashboard.css")).code == 200
+    icon = await fetch(base + "/favicon.ico")
+    assert icon.code == 200 and icon.headers["Content-Type"] == "image/svg+xml"
+    assert (await fetch(base + "/static/nothing.js")).code == 404
     assert (await fetch(base + "/nothing/here")).code == 404
 
 
@@ -168,7 +172,7 @@ async def test_html_escapes_task_and_worker_names(c, lc):
     body = (await fetch(base_url(lc.dashboard_link) + "/status")).body.decode()
     assert "<script>alert" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
-    assert body.count("<script") == 1  # only the page's own script tag
+    assert body.count("<script") == 2  # only the page's own script tags
 
 
 @gen_cluster(**LOCAL)
@@ -191,7 +195,7 @@ async def test_websocket_pushes_status_after_a_task_finishes(c, lc):
     ws_url = base_url(lc.dashboard_link).replace("http://", "ws://") + "/ws"
     ws = await websocket_connect(ws_url)
     try:
-        first = json.loads(await asyncio.wait_for(ws.read_message(), 10))
+        first = json.loads(await asyncio.wait_for(ws.read_message(), 10))["data"]
         assert first["totals"]["finished"] == 0 and len(first["workers"]) == 2
         assert dashboard._timer is not None
         future = c.submit(inc, 41)
@@ -199,7 +203,7 @@ async def test_websocket_pushes_status_after_a_task_finishes(c, lc):
 
         async def until_finished():
             while True:
-                msg = json.loads(await ws.read_message())
+                msg = json.loads(await ws.read_message())["data"]
                 if msg["totals"]["finished"] == 1:
                     return msg
         msg = await asyncio.wait_for(until_finished(), 10)
@@ -409,6 +413,7 @@ class _Stub:
     def __init__(self, state):
         self.state = state
         self.worker_info = {}
+        self.client_refs = {}
         self.host = type("H", (), {"address": "inproc://x"})()
 
 
@@ -425,68 +430,6 @@ def test_formatting():
     assert human_bytes(0) == "0 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(3 << 40) == "3.0 TiB"
     assert human_duration(5) == "5s" and human_duration(65) == "1m 05s" and human_duration(3723) == "1h 02m 03s"
 
-
-# A tiny DOM, enough for the page's script to run under node: it renders a snapshot
-# whose task name is markup, looks up a story, and shows a lost connection.
-NODE_SHIM = r"""
-function El(tag) { this.tagName = tag; this.children = []; this.textContent = ""; this.parentNode = null; this.on = {}; }
-El.prototype.appendChild = function (c) { c.parentNode = this; this.children.push(c); return c; };
-El.prototype.removeChild = function (c) { this.children.splice(this.children.indexOf(c), 1); return c; };
-El.prototype.replaceChild = function (n, o) { this.children[this.children.indexOf(o)] = n; n.parentNode = this; return o; };
-El.prototype.addEventListener = function (ev, fn) { this.on[ev] = fn; };
-Object.defineProperty(El.prototype, "firstChild", { get: function () { return this.children[0] || null; } });
-Object.defineProperty(El.prototype, "tBodies", { get: function () {
-  return this.children.filter(function (c) { return c.tagName === "tbody"; }); } });
-function text(el) { return el.children.length ? el.children.map(text).join("|") : String(el.textContent); }
-function expect(got, want) { if (got !== want) { throw new Error("got " + JSON.stringify(got) + " want " + JSON.stringify(want)); } }
-var ids = {};
-["scheduler", "conn", "summary", "omitted", "story-note", "story-form", "story-key"].forEach(function (id) { ids[id] = new El("div"); });
-["names", "workers", "story"].forEach(function (id) { var t = new El("table"); t.appendChild(new El("tbody")); ids[id] = t; });
-global.document = { getElementById: function (id) { return ids[id]; }, createElement: function (t) { return new El(t); } };
-global.location = { href: "http://127.0.0.1:8787/status" };
-var sockets = [], fetched = [];
-global.WebSocket = function (url) { this.url = url; sockets.push(this); };
-global.setTimeout = function () {};
-global.fetch = function (url) { fetched.push(url); return Promise.resolve({ ok: true, json: function () {
-  return Promise.resolve({ key: "a/b c", state: "memory",
-    transitions: [{ time: 1, start: "released", finish: "waiting", stimulus_id: "<i>s</i>" }] }); } }); };
-require(process.argv[2]);
-var ws = sockets[0];
-expect(ws.url, "ws://127.0.0.1:8787/ws");
-ws.onopen();
-ws.onmessage({ data: JSON.stringify({ scheduler: "tcp://x:1", uptime: 3723,
-  workers: [{ address: "tcp://w:2", name: "0", nthreads: 2, processing: 1, keys: 3, bytes: 1536,
-              spilled: 2048, rss: 1073741824, limit: null, status: "paused" }],
-  tasks: { total: 4, by_state: { processing: 1, memory: 3 } },
-  by_name: { "<script>alert(1)</script>": { memory: 3, processing: 1 } }, names_omitted: 2,
-  clients: ["c"], totals: { finished: 3, erred: 0 } }) });
-var row = ids.names.tBodies[0].children[0];
-expect(text(row), "<script>alert(1)</script>||0|0|1|3|0|0|4");
-expect(row.children[1].children[0].tagName + " " + row.children[1].children[0].value, "progress 3");
-expect(text(ids.workers.tBodies[0].children[0]), "tcp://w:2|0|paused|2|1|3|1.5 KiB|2.0 KiB|1.0 GiB / no limit");
-expect(ids.workers.tBodies[0].children[0].children[2].className, "paused");
-expect(text(ids.summary), "1|workers|2|threads|4|tasks|1|processing|3|in memory|3|finished|0|erred|1|clients|1h 02m 03s|uptime");
-expect(ids.conn.textContent, "live");
-ids["story-key"].value = "a/b c";
-ids["story-form"].on.submit({ preventDefault: function () {} });
-setImmediate(function () { setImmediate(function () {
-  expect(fetched[0], "api/story/a%2Fb%20c");
-  expect(ids["story-note"].textContent, "a/b c is memory");
-  expect(text(ids.story.tBodies[0]), "1970-01-01T00:00:01.000Z|released|waiting|<i>s</i>");
-  ws.onclose();
-  expect(ids.conn.textContent, "disconnected: retrying");
-  console.log("ok");
-}); });
-"""
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
-def test_page_script_renders_snapshots_as_text(tmp_path):
-    (tmp_path / "dashboard.js").write_text(script())
-    (tmp_path / "shim.js").write_text(NODE_SHIM)
-    out = subprocess.run(["node", str(tmp_path / "shim.js"), str(tmp_path / "dashboard.js")],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_cli_scheduler_serves_the_dashboard():
@@ -511,3 +454,13 @@ def test_cli_refuses_an_open_dashboard_without_a_secret():
                           "--dashboard-address", "0.0.0.0:8787"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert out.returncode == 2 and "without a cluster secret" in out.stderr, out.stderr
+
+
+def test_browser_fixture_says_what_is_missing(monkeypatch):
+    import browser
+    monkeypatch.setattr(browser, "CHROMEDRIVER", "/nonexistent/chromedriver")
+    monkeypatch.setattr(browser, "CHROMIUM", sys.executable)  # (an executable file)
+    reason = browser.missing()
+    if reason is not None and "selenium" in reason:
+        pytest.skip(reason)
+    assert reason == "needs /nonexistent/chromedriver (apt-get install -y chromium-driver)"

@@ -77,6 +77,11 @@ class SystemActor(Actor):
     def peer_lost(self, address: str) -> None:
         """The host at ``address`` is gone: drop its waiters, release its leases."""
 
+    def summary(self) -> list[dict]:
+        """What the dashboard's coordination page shows: a row per named primitive
+        (read-only; ``holders``/``waiters`` are the hosts' addresses)."""
+        return [{"kind": self.kind, "name": self.name}]
+
     def describe(self) -> str:
         return f"{type(self).__name__.replace('Actor', '')} {self.name!r}"
 

@@ -38,6 +38,11 @@ class ConditionActor(SystemActor):
         self.waiting: deque[Waiter] = deque()
         self.calls: dict[str, Waiter] = {}
 
+    def summary(self) -> list[dict]:
+        return [{"kind": self.kind, "name": self.name,
+                 "holders": [self.owner.address] if self.owner is not None else [],
+                 "waiters": [w.address for w in self.line] + [w.address for w in self.waiting]}]
+
     # --- the lock -----------------------------------------------------------------
     def handle_acquire(self, call: str, token: str, reply: Reply, origin: "Comm | None",
                        timeout: float | None = None) -> None:

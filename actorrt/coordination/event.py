@@ -20,6 +20,10 @@ class EventActor(SystemActor):
         self.flag = False
         self.waiters: dict[str, Waiter] = {}
 
+    def summary(self) -> list[dict]:
+        return [{"kind": self.kind, "name": self.name, "set": self.flag,
+                 "waiters": [w.address for w in self.waiters.values()]}]
+
     def handle_set(self) -> None:
         self.flag = True
         waiters, self.waiters = self.waiters, {}

@@ -45,6 +45,12 @@ class LockTable(SystemActor):
     def describe(self) -> str:
         return "the lock table"
 
+    def summary(self) -> list[dict]:
+        names = sorted(set(self.owner) | {n for n, line in self.lines.items() if line})
+        return [{"kind": "lock", "name": n,
+                 "holders": [self.owner[n].address] if n in self.owner else [],
+                 "waiters": [w.address for w in self.lines.get(n, ())]} for n in names]
+
     # --- handlers -----------------------------------------------------------------
     def handle_acquire(self, call: str, token: str, names: list, reply: Reply,
                        origin: "Comm | None", timeout: float | None = None) -> None:

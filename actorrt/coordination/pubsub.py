@@ -40,6 +40,9 @@ class TopicActor(SystemActor):
         self._out: dict[str, list[Pickled]] = {}
         self._flush_scheduled = False
 
+    def summary(self) -> list[dict]:
+        return [{"kind": self.kind, "name": self.name, "subscribers": len(self.subscribers)}]
+
     def handle_subscribe(self, inbox: ActorRef, origin: "Comm | None" = None) -> int:
         # A subscriber's inbox is on its own host: one elsewhere could never be reached
         # (and would not be dropped when its host goes away).

@@ -51,6 +51,10 @@ class QueueActor(SystemActor):
         super().on_stop()
         self.keys.drop_all()
 
+    def summary(self) -> list[dict]:
+        return [{"kind": self.kind, "name": self.name, "size": len(self.items), "maxsize": self.maxsize,
+                 "waiters": [w.address for w in self.getters] + [w.address for w in self.putters]}]
+
     def options(self) -> dict:
         return {"maxsize": self.maxsize}
 

@@ -34,6 +34,11 @@ class SemaphoreActor(SystemActor):
         self.line: deque[Waiter] = deque()
         self.calls: dict[str, Waiter] = {}
 
+    def summary(self) -> list[dict]:
+        return [{"kind": self.kind, "name": self.name, "max_leases": self.max_leases, "size": self.count,
+                 "holders": sorted({address for address, _ in self.leases}),
+                 "waiters": [w.address for w in self.line]}]
+
     def check_options(self, options: dict) -> None:
         max_leases = options.get("max_leases", self.max_leases)
         if max_leases != self.max_leases:

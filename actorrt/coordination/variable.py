@@ -28,6 +28,11 @@ class VariableActor(SystemActor):
     def on_start(self) -> None:
         self.keys = KeyHolder(self, f"variable/{self.name}")
 
+    def summary(self) -> list[dict]:
+        value = None if self.value is None else f"{self.value.nbytes:,} bytes (pickled)"
+        return [{"kind": self.kind, "name": self.name, "value": value, "keys": list(self.value_keys),
+                 "waiters": [w.address for w in self.waiters.values()]}]
+
     def on_stop(self) -> None:
         super().on_stop()
         self.keys.drop_all()

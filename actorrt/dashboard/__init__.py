@@ -1,12 +1,19 @@
-"""A small web dashboard on the scheduler: workers, task progress, a key's story.
+"""The web dashboard on the scheduler: status, task pages, graph, actors, coordination,
+events.
 
 Started by :func:`~actorrt.deploy.local.start_scheduler` (``dashboard_address=``), by
 ``LocalCluster``/``Client`` (default ``":8787"``, loopback) and by
 ``actorrt-scheduler --dashboard-address``. Endpoints (docs/dashboard.md):
 
-* ``GET /`` or ``/status``: the page, kept live over the websocket ``/ws``;
-* ``GET /api/status``: the status as JSON; ``GET /api/story/<key>``: a key's transitions;
+* ``GET /`` or ``/status``, ``/task/<key>``, ``/graph``, ``/actors``, ``/coordination``,
+  ``/events``: the pages, each kept live over the websocket ``/ws?page=<page>``;
+* ``GET /api/status``, ``/api/task/<key>``, ``/api/graph``, ``/api/events``,
+  ``/api/actors``, ``/api/coordination``, ``/api/story/<key>``: their data as JSON;
 * ``GET /health``: ``ok``.
+
+One module per page's data (status, task_view, graph_view, event_view, actor_view,
+coordination_view), the pages' frame (shell) and the status page's HTML (page); the
+scripts and style are files in static/.
 
 This package imports no tornado until a browser connects: the web layer
 (:mod:`.app`) is loaded then (see :mod:`.actor`).

@@ -21,7 +21,12 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import Actor
+from .actor_view import ActorStats, actor_rows, actors, workers_hosting
+from .coordination_view import coordination
+from .event_view import events_since
+from .graph_view import diff, graph
 from .status import status, story
+from .task_view import task_info
 
 if TYPE_CHECKING:
     from ..scheduler.actor import Scheduler
@@ -32,10 +37,23 @@ logger = logging.getLogger("actorrt.dashboard")
 CLOSE_GRACE = 1.0
 
 
+#: What a page may subscribe to (``/ws?page=...``): each gets its own data pushed.
+PAGES = ("status", "task", "graph", "events", "actors", "coordination")
+
+
 class Pushable(Protocol):
-    """A page's websocket, as the dashboard sees it (``app.StatusSocket``)."""
+    """A page's websocket, as the dashboard sees it (``app.StatusSocket``).
+
+    ``page`` and ``key`` say what it shows; ``seen`` is what it was last sent, for the
+    pages pushed incrementally (graph: its nodes and edges; events: the last seq).
+    """
 
     ws_connection: Any
+    page: str
+    key: str | None
+    seen: dict[str, Any]
+
+    def ready(self) -> bool: ...
 
     def push(self, text: str) -> None: ...
 
@@ -62,6 +80,8 @@ class Dashboard(Actor):
         self._server: Any = None  # tornado's HTTPServer, once the first browser came
         self._timer: asyncio.TimerHandle | None = None
         self._sockets_gone: asyncio.Event | None = None
+        self.actor_stats = ActorStats()
+        self.push_seconds = 0.0  # the loop's time spent building and sending pushes (its cost)
 
     # --- lifecycle ------------------------------------------------------------
     def on_start(self) -> None:
@@ -105,6 +125,7 @@ class Dashboard(Actor):
     def on_stop(self) -> None:
         # Closing (or the host closing without close() having run): end everything now.
         self._stop_pushing()
+        self.actor_stats.close()
         sock, self._sock = self._sock, None
         server, self._server = self._server, None
         if server is None:
@@ -123,10 +144,28 @@ class Dashboard(Actor):
 
     # --- reading the state --------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return status(self.scheduler, self.started)
+        return {**status(self.scheduler, self.started), "dashboard": {"push_seconds": self.push_seconds}}
 
     def story(self, key: str) -> dict[str, Any] | None:
         return story(self.scheduler, key)
+
+    def task(self, key: str) -> dict[str, Any] | None:
+        return task_info(self.scheduler, key)
+
+    def graph(self) -> dict[str, Any]:
+        return graph(self.scheduler)
+
+    def events(self, since: int = 0) -> dict[str, Any]:
+        return events_since(self.scheduler, since)
+
+    def coordination(self) -> dict[str, Any]:
+        return coordination(self.scheduler)
+
+    def actors(self) -> dict[str, Any]:
+        """The actors and their last figures; asks the workers for fresh ones (answers
+        arrive for the next push or request)."""
+        self.actor_stats.refresh(self.host, workers_hosting(actor_rows(self.scheduler)))
+        return actors(self.scheduler, self.actor_stats)
 
     def allows_host(self, host_name: str) -> bool:
         """On loopback, only requests addressed to an IP or ``localhost``.
@@ -148,7 +187,9 @@ class Dashboard(Actor):
     # --- pushing to websockets ------------------------------------------------------
     def socket_opened(self, ws: Pushable) -> None:
         self.sockets.add(ws)
-        ws.push(self._encoded_status())
+        text = self._message_for(ws, {})
+        if text is not None:
+            ws.push(text)
         if self._timer is None:
             self._schedule(self.interval)
 
@@ -156,11 +197,43 @@ class Dashboard(Actor):
         self.sockets.discard(ws)
         if not self.sockets:
             self._stop_pushing()
+            self.actor_stats.close()
             if self._sockets_gone is not None:
                 self._sockets_gone.set()
 
-    def _encoded_status(self) -> str:
-        return json.dumps(self.status(), separators=(",", ":"))
+    def _message_for(self, ws: Pushable, cache: dict[Any, Any]) -> str | None:
+        """The push for ``ws``, or None when it has nothing new. What every page of a
+        kind gets is read once per round (``cache``); incremental pages get what
+        changed since their last push (a skipped push is folded into the next one)."""
+        page = ws.page
+        if page == "graph":
+            if "graph" not in cache:
+                cache["graph"] = self.graph()
+            change = diff(cache["graph"], ws.seen)
+            if not (change["reset"] or change["nodes"] or change["removed"] or change["edges"]):
+                return None
+            return _encode(page, change)
+        if page == "events":
+            found = self.events(ws.seen.get("last", 0))
+            if ws.seen and not found["events"]:
+                return None
+            ws.seen["last"] = found["last"]
+            return _encode(page, found)
+        slot = (page, ws.key)
+        if slot not in cache:
+            data = (self.status() if page == "status" else self.coordination() if page == "coordination"
+                    else self.actors() if page == "actors" else self._task_or_missing(ws.key or ""))
+            cache[slot] = _encode(page, data)
+        text: str = cache[slot]
+        if ws.seen.get("sent") == text:  # unchanged since its last push (a quiet page)
+            return None
+        ws.seen["sent"] = text
+        return text
+
+    def _task_or_missing(self, key: str) -> dict[str, Any]:
+        found = self.task(key)
+        return found if found is not None else {"key": key, "state": None,
+                                                "error": f"the scheduler knows no task with key {key!r}"}
 
     def _schedule(self, delay: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(delay, self._push_all)
@@ -170,14 +243,19 @@ class Dashboard(Actor):
         if not self.sockets or self._server is None:
             return
         t0 = time.perf_counter()
-        try:
-            text = self._encoded_status()
-        except Exception:  # a bug here must not end the pushes (nor touch the scheduler)
-            logger.exception("dashboard: could not read the scheduler's state")
-        else:
-            for ws in list(self.sockets):
+        cache: dict[Any, Any] = {}
+        for ws in list(self.sockets):
+            if not ws.ready():  # still sending the last push: it gets the next round's
+                continue
+            try:
+                text = self._message_for(ws, cache)
+            except Exception:  # a bug here must not end the pushes (nor touch the scheduler)
+                logger.exception("dashboard: could not read the scheduler's state for a %s page", ws.page)
+                continue
+            if text is not None:
                 ws.push(text)
         cost = time.perf_counter() - t0
+        self.push_seconds += cost
         # A snapshot of a huge graph is not free: keep it under ~5% of the loop's time.
         self._schedule(max(self.interval, 20 * cost))
 
@@ -185,6 +263,10 @@ class Dashboard(Actor):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _encode(page: str, data: Any) -> str:
+    return json.dumps({"page": page, "data": data}, separators=(",", ":"), default=str)
 
 
 def _hang_up(protocols: list) -> None:

@@ -35,7 +35,10 @@ def status(scheduler: Scheduler, started: float, max_names: int = MAX_NAMES) -> 
     by_state = dict.fromkeys(TASK_STATES, 0)
     for (_, task_state), n in pairs.items():
         by_state[task_state] = by_state.get(task_state, 0) + n
+    for name, n in state.cancelled_by_name.items():  # (no longer held, but part of the progress)
+        pairs[(name, "cancelled")] = n
     by_name, omitted = _by_name(pairs, max_names)
+    erred = _erred_keys(state.tasks) if by_state.get("erred") else []
     now = time.time()
     return {
         "scheduler": scheduler.host.address,
@@ -45,9 +48,37 @@ def status(scheduler: Scheduler, started: float, max_names: int = MAX_NAMES) -> 
         "tasks": {"total": len(state.tasks), "by_state": by_state},
         "by_name": by_name,
         "names_omitted": omitted,
-        "clients": sorted(state.clients),
-        "totals": {"finished": state.finished_total, "erred": state.erred_total},
+        "erred_keys": erred,
+        "clients": user_clients(scheduler),
+        "totals": {"finished": state.finished_total, "erred": state.erred_total,
+                   "cancelled": sum(state.cancelled_by_name.values())},
     }
+
+
+#: Failed keys the status page lists (each links to its task page).
+MAX_ERRED_KEYS = 20
+
+
+def _erred_keys(tasks: dict) -> list[dict[str, str]]:
+    out = []
+    for key, ts in tasks.items():
+        if ts.state == "erred":
+            out.append({"key": key, "name": ts.name})
+            if len(out) == MAX_ERRED_KEYS:
+                break
+    return out
+
+
+def user_clients(scheduler: Scheduler) -> list[str]:
+    """The ids of the users' clients: not the ones tasks and actors use on a worker.
+
+    A worker's client shares the worker's host, so it registered with a reference to
+    an actor at a worker's address; a user's lives on a host of its own.
+    """
+    workers = scheduler.state.workers
+    refs = scheduler.client_refs
+    return sorted(c for c in scheduler.state.clients
+                  if c not in refs or refs[c].address not in workers)
 
 
 def _by_name(pairs: Counter, max_names: int) -> tuple[dict[str, dict[str, int]], int]:

@@ -338,6 +338,7 @@ class Scheduler(EventHandlers, Actor):
         for name in self.datasets.names():
             self.datasets.unpublish(name)
         keys = list(self.state.tasks)
+        self.log_event("cluster", {"action": "restart", "reason": reason, "tasks": len(keys)})
         self._apply(self.state.stimulus_cancel(keys, reason, self._sid("restart")))
         return len(keys)
 
@@ -544,6 +545,7 @@ class Scheduler(EventHandlers, Actor):
             return  # paused until it goes, whatever its memory says
         if report.paused != (before.paused if before is not None else False):
             self._apply(self.state.stimulus_worker_paused(worker, report.paused, self._sid("worker-paused")))
+            self.workers_event("pause" if report.paused else "resume", worker)
 
     def handle_missing_data(self, worker: str, key: str, missing: dict, origin: Comm | None) -> None:
         check_missing(missing)

@@ -108,6 +108,24 @@ class EventLog:
             return [(t, m) for _, t, m, _ in self.topics.get(topic, ())]
         return {name: [(t, m) for _, t, m, _ in log] for name, log in self.topics.items()}
 
+    def since(self, seq: int, limit: int) -> list[tuple[int, str, float, Any]]:
+        """The last ``limit`` events logged after sequence number ``seq``, oldest first, as
+        ``(seq, topic, time, msg)`` (the dashboard's events page, told only what is new).
+        Each topic's log is walked from its newest end, so this costs what it returns."""
+        out = []
+        for topic, log in self.topics.items():
+            for i in range(len(log) - 1, max(-1, len(log) - 1 - limit), -1):
+                entry = log[i]
+                if entry[0] <= seq:
+                    break
+                out.append((entry[0], topic, entry[1], entry[2]))
+        out.sort(key=lambda e: e[0])
+        return out[-limit:]
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
     def subscribe(self, topic: str, client: str, ref: ActorRef) -> None:
         self.subscribers.setdefault(topic, {})[client] = ref
 

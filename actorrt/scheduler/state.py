@@ -30,23 +30,19 @@ from ..core.errors import ActorDeadError
 from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported: the stimuli's terms)
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
-from .task_state import NO_TASKS, NOBODY, TASK_STATES, Members, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
+from .invariants import InvalidStateError, check_invariants
+from .task_state import NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
+
+#: Task names whose cancellations are counted (for the dashboard; freely named keys
+#: must not grow the scheduler without bound).
+MAX_CANCELLED_NAMES = 1000
 
 #: Transitions a step asks for next: key -> the state it should move to.
 Recs = dict[str, TaskStatus]
 
 
-#: The states of a task with work still ahead of it: what admission control counts.
-#: ('long-running' is told in a story, not a state: a processing task that seceded.)
-UNFINISHED = frozenset({"waiting", "queued", "processing", "long-running"})
-
-
 class KilledWorker(Exception):
     """A task was running on too many workers that died; it is not retried again."""
-
-
-class InvalidStateError(AssertionError):
-    pass
 
 
 class SchedulerState:
@@ -69,6 +65,7 @@ class SchedulerState:
         # Since start, for the dashboard (the log rotates; these do not).
         self.finished_total = 0
         self.erred_total = 0
+        self.cancelled_by_name: dict[str, int] = {}  # tasks cancelled before they finished
         self._seq = itertools.count()
         self._generation = itertools.count()
         self._runs = itertools.count(1)
@@ -282,6 +279,9 @@ class SchedulerState:
                 if client in self.clients and not (client == requester and ts.key == root):
                     self._out.append(Report(client, ts.key, "cancelled", {"reason": why}))
             ts.who_wants = NOBODY
+            if ts.state not in ("memory", "erred") and (ts.name in self.cancelled_by_name
+                                                         or len(self.cancelled_by_name) < MAX_CANCELLED_NAMES):
+                self.cancelled_by_name[ts.name] = self.cancelled_by_name.get(ts.name, 0) + 1
         # Inputs first, so dependents are released first (the last recommendation is
         # applied first): an input released while a dependent still waits on it would be
         # asked to compute again.
@@ -753,45 +753,10 @@ class SchedulerState:
 
     def validate(self) -> None:
         """Check the invariants that tie tasks, workers and states together."""
-        for key, ts in self.tasks.items():
-            _check(ts.key == key, f"{ts} stored under {key!r}")
-            s = ts.state
-            _check(s in TASK_STATES, f"{ts} has unknown state")
-            _check((s == "processing") == (ts.processing_on is not None), f"{ts} processing_on mismatch")
-            if s == "processing":
-                _check(ts in ts.processing_on.processing, f"{ts} not in its worker's processing")  # type: ignore[union-attr]
-                _check(ts.processing_on.address in self.workers, f"{ts} on a removed worker")  # type: ignore[union-attr]
-            _check((s == "memory") == bool(ts.who_has), f"{ts} who_has {ts.who_has} mismatch")
-            for ws in ts.who_has:
-                _check(ts in ws.has_what, f"{ts} not in has_what of {ws}")
-            if s == "waiting":
-                _check(bool(ts.waiting_on), f"{ts} waiting on nothing")
-            if s == "queued":
-                _check(not ts.waiting_on, f"{ts} ready but waiting on {ts.waiting_on}")
-                for dep in ts.dependencies:
-                    _check(dep.state == "memory", f"{ts} ready but input {dep} not in memory")
-            for dep in ts.waiting_on:
-                # Released or erred, nothing would ever bring it: ``ts`` would wait for ever.
-                _check(dep.state in ("waiting", "queued", "processing"), f"{ts} waiting on {dep}")
-                _check(dep in ts.dependencies, f"{ts} waiting on {dep}, not an input")
-            if s in ("waiting", "queued", "processing"):
-                _check(self._needed(ts), f"{ts} runs for nobody")
-            for dts in ts.waiters:
-                _check(dts in ts.dependents, f"waiter {dts} of {ts} is not a dependent")
-                _check(dts.key in self.tasks, f"waiter {dts} of {ts} is forgotten")
-            for dep in ts.dependencies:
-                _check(ts in dep.dependents, f"{ts} missing from dependents of {dep}")
-        unfinished = sum(1 for ts in self.tasks.values() if ts.state in UNFINISHED)  # type: ignore[comparison-overlap]
-        _check(self.unfinished == unfinished, f"unfinished counted {self.unfinished}, held {unfinished}")
-        self.placement.validate(_check)
+        check_invariants(self)
 
     def __repr__(self) -> str:
         return f"<SchedulerState {len(self.tasks)} tasks, {len(self.workers)} workers>"
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise InvalidStateError(msg)
 
 
 def _missing_dependency_error(key: str, dep_key: str) -> Exception:

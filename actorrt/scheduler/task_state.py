@@ -13,6 +13,9 @@ TaskStatus = Literal["released", "waiting", "queued", "processing", "memory", "e
 #: The states of a task the scheduler holds, in the order a task moves through them
 #: (a 'forgotten' task is no longer held).
 TASK_STATES: tuple[TaskStatus, ...] = ("released", "waiting", "queued", "processing", "memory", "erred")
+#: The states of a task with work still ahead of it: what admission control counts.
+#: ('long-running' is told in a story, not a state: a processing task that seceded.)
+UNFINISHED = frozenset({"waiting", "queued", "processing", "long-running"})
 
 
 #: The links a task starts with. Most tasks of a map have no inputs and no dependents:

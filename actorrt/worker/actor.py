@@ -287,6 +287,11 @@ class Worker(Actor):
     def handle_keys(self) -> list:
         return list(self.data)
 
+    def handle_actor_info(self) -> list:
+        """Each user actor hosted here: calls so far, running, queued, last error (the
+        dashboard's actors page asks while it is open; nothing is counted for it otherwise)."""
+        return [ua.handle_info() for ua in list(self.user_actors.values())]
+
     def client(self) -> Any:
         """This worker's client for tasks: shares the host, the loop and the connections."""
         if self._client is None:

@@ -129,6 +129,8 @@ class UserActor(Actor):
         self.methods = public_methods(type(instance))
         self._kinds: dict[str, int] = {}
         self._sync_running = 0
+        self.calls = 0                     # calls and reads received (the dashboard's rate)
+        self.last_error: str | None = None  # the last call's exception, as "Type: message"
         self._blocked: deque[tuple[int, str, Any, Reply, str | None]] = deque()  # behind an async call
 
     def on_stop(self) -> None:
@@ -141,6 +143,7 @@ class UserActor(Actor):
     # --- messages ---------------------------------------------------------------------
     def handle_call(self, method: str, reply: Reply, args: Pickled | None = None,
                     holder: str | None = None) -> None:
+        self.calls += 1
         kind = self._kinds.get(method)
         if kind is None:
             if method not in self.methods:
@@ -153,12 +156,13 @@ class UserActor(Actor):
     def handle_getattr(self, name: str, reply: Reply, holder: str | None = None) -> None:
         if name.startswith("_"):
             raise AttributeError(f"actor {self.label}: private attribute {name!r} is not readable")
+        self.calls += 1
         self._submit(ATTRIBUTE, name, None, reply, holder)
 
     def handle_info(self) -> dict:
         return {"key": self.key, "class": self.label, "methods": sorted(self.methods),
                 "max_concurrency": self.lane.max_concurrency, "running": self._sync_running,
-                "waiting": len(self._blocked)}
+                "waiting": len(self._blocked), "calls": self.calls, "last_error": self.last_error}
 
     # --- ordering ---------------------------------------------------------------------------
     def _submit(self, kind: int, name: str, args: Any, reply: Reply, holder: str | None) -> None:
@@ -178,6 +182,7 @@ class UserActor(Actor):
     def _sync_done(self, reply: Reply, holder: str | None, job: Job) -> None:
         self._sync_running -= 1
         if job.error is not None:
+            self.last_error = _error_text(job.error)
             reply.fail(job.error)
         else:
             blob, futures = job.result
@@ -238,10 +243,15 @@ class UserActor(Actor):
             self._pass_keys(holder, futures)
             reply.ok(blob)
         except Exception as e:
+            self.last_error = _error_text(e)
             reply.fail(e)
 
     def __repr__(self) -> str:
         return f"<UserActor {self.label} on {getattr(self, 'host', None) and self.host.address}>"
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 def _call_args(args: Pickled, label: str, method: str) -> tuple[Any, dict]:
