@@ -223,3 +223,21 @@ def test_actors_and_coordination_pages_list_what_the_workload_made(browser, dash
     finally:
         lock.release()
         del sub
+
+
+def test_task_stream_page_draws_the_runs_of_the_running_function(browser, dash):
+    c, base = dash
+    assert c.gather(c.map(inc, range(30))) == list(range(1, 31))
+    failed = c.submit(boom, 2)
+    with pytest.raises(ValueError):
+        failed.result()
+    browser.errors()
+    browser.open(f"{base}/task-stream")
+
+    def titles():
+        return [t.get_attribute("textContent") for t in browser.css("#ts rect.run title")]
+    browser.wait(lambda: sum(t.startswith("inc-") for t in titles()) == 30, what="the 30 runs of inc")
+    assert any(t.startswith(failed.key) for t in titles())  # the erred run, drawn too
+    assert len(browser.css("#ts rect.run[fill='#d62728']")) == 1  # in red
+    browser.screenshot("task-stream")
+    assert browser.errors() == []
