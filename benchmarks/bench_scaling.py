@@ -190,8 +190,18 @@ WORKLOADS: dict[str, Callable[[Any, Any, int], None]] = {
 }
 
 
-def held_memory(client: Any, api: Any, scheduler_pid: int, n: int, runtime: str) -> tuple[float, float, int]:
-    """(client bytes per held Future, scheduler bytes per held task, tasks left after release)."""
+def full_collection_seconds() -> float:
+    """How long the process's garbage collector stops it to walk everything once."""
+    import gc
+    t0 = time.perf_counter()
+    gc.collect()
+    return time.perf_counter() - t0
+
+
+def held_memory(client: Any, api: Any, scheduler_pid: int, n: int,
+                runtime: str) -> tuple[float, float, int, float, float]:
+    """(client bytes per held Future, scheduler bytes per held task, tasks left after
+    release, seconds of a full garbage collection in the client, and in the scheduler)."""
     import gc
     gc.collect()
     c0, s0 = rss(os.getpid()), rss(scheduler_pid)
@@ -199,10 +209,12 @@ def held_memory(client: Any, api: Any, scheduler_pid: int, n: int, runtime: str)
     api.wait(futures)
     gc.collect()
     c1, s1 = rss(os.getpid()), rss(scheduler_pid)
+    client_gc = full_collection_seconds()
+    scheduler_gc = client.run_on_scheduler(full_collection_seconds)
     del futures
     gc.collect()
     left = _scheduler_tasks(client, runtime)
-    return (c1 - c0) / n, (s1 - s0) / n, left
+    return (c1 - c0) / n, (s1 - s0) / n, left, client_gc, scheduler_gc
 
 
 def _scheduler_tasks(client: Any, runtime: str, timeout: float = 60) -> int:
@@ -247,15 +259,17 @@ def scaling(args: argparse.Namespace, runtimes: list[str]) -> None:
     print("\nthroughput (tasks/s); flat = actorrt's rate / its rate at the smallest size")
     print(format_columns(("workload", "actorrt", "flat", "dask", "ratio"), lines))
     lines = []
-    for n in args.sizes:
-        a, d = memory.get(("actorrt", n)), memory.get(("dask", n))
-        lines.append((f"n={n:,}", f"{a[0] / 1024:.2f}" if a else "-", f"{a[1] / 1024:.2f}" if a else "-",
-                      str(a[2]) if a else "-", f"{d[0] / 1024:.2f}" if d else "-",
-                      f"{d[1] / 1024:.2f}" if d else "-", str(d[2]) if d else "-"))
-    print("\nmemory per held task (KiB of RSS growth while the Futures of a map are held; "
-          "left = tasks the scheduler holds after they are released)")
-    print(format_columns(("size", "actorrt client", "actorrt scheduler", "left", "dask client",
-                          "dask scheduler", "left"), lines))
+    for runtime in runtimes:
+        for n in args.sizes:
+            m = memory.get((runtime, n))
+            if m is not None:
+                lines.append((f"{runtime}, n={n:,}", f"{m[0] / 1024:.2f}", f"{m[1] / 1024:.2f}", str(m[2]),
+                              f"{m[3]:.2f}", f"{m[4]:.2f}"))
+    print("\nmemory per held task (KiB of RSS growth while the Futures of a map are held; left = "
+          "tasks the scheduler holds after they are released; gc = seconds one full garbage "
+          "collection stops the process while they are held)")
+    print(format_columns(("size", "client KiB", "scheduler KiB", "left", "client gc s", "scheduler gc s"),
+                         lines))
 
 
 def many_workers(args: argparse.Namespace, runtimes: list[str]) -> None:
