@@ -348,7 +348,7 @@ class Worker(Actor):
             return  # not registered yet, or rejoining
         report = self.memory_report()
         now = asyncio.get_running_loop().time()
-        if not force and ((report == self._memory_sent and not self.activity)
+        if not force and ((not self.activity and not _news(self._memory_sent, report))
                           or now - self._memory_sent_at < MEMORY_REPORT_INTERVAL):
             return
         self._memory_sent, self._memory_sent_at = report, now
@@ -583,6 +583,24 @@ def default_listen_address(scheduler_address: str, port: int = 0) -> str:
     if scheme == "inproc":
         return f"tcp://127.0.0.1:{port}"
     return f"{scheme}://{format_host(interface_toward(split_host_port(rest)[0]))}:{port}"
+
+
+def _news(sent: WorkerMemory | None, report: WorkerMemory) -> bool:
+    """Whether ``report`` says something ``sent`` did not: any change of memory or pause,
+    or a usage figure that moved noticeably. (An idle worker's CPU and traffic wobble by a
+    little all the time: resent at each tick, a hundred idle workers would keep the
+    scheduler busy reading that nothing happens.)"""
+    if sent is None or report[:6] != sent[:6]:
+        return True
+    return (_moved(sent.cpu, report.cpu, 5.0)
+            or _moved(sent.sent_per_s, report.sent_per_s, max(4096.0, 0.25 * (sent.sent_per_s or 0)))
+            or _moved(sent.received_per_s, report.received_per_s, max(4096.0, 0.25 * (sent.received_per_s or 0))))
+
+
+def _moved(old: float | None, new: float | None, by: float) -> bool:
+    if old is None or new is None:
+        return old is not new
+    return abs(new - old) >= by
 
 
 async def _reply_with(reply: Reply, outcome: Any) -> None:
