@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -65,22 +66,28 @@ class CoroutineTask:
 class TaskRun:
     """One run of one key here: called on a pool thread (or an actor's lane)."""
 
-    __slots__ = ("worker", "key", "job", "spec", "inputs", "duration")
+    __slots__ = ("worker", "key", "job", "spec", "inputs", "duration", "name")
 
-    def __init__(self, worker: "Worker", key: str, job: int, spec: Any, inputs: dict[str, Any]) -> None:
+    def __init__(self, worker: "Worker", key: str, job: int, spec: Any, inputs: dict[str, Any],
+                 name: str = "") -> None:
         self.worker = worker  # get_worker() inside the task
         self.key = key
+        self.name = name      # the task's name (the profiler counts its samples under it)
         self.job = job        # the state machine's name for this run
         self.spec = spec
         self.inputs = inputs
         self.duration = 0.0
 
     def __call__(self) -> Any:
+        # Which thread runs which task, for the profiler's sampler (worker/profiler.py).
+        running, ident = self.worker.running_tasks, threading.get_ident()
+        running[ident] = self
         start = time.perf_counter()
         try:
             return call_task(self.worker.functions.load, self.spec, self.inputs)
         finally:
             self.duration = time.perf_counter() - start
+            running.pop(ident, None)
 
     def __repr__(self) -> str:
         return f"<TaskRun {self.key!r} job {self.job}>"

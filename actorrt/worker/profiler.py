@@ -1,0 +1,115 @@
+"""The worker's statistical profiler: a thread that looks at the stacks of running tasks.
+
+Every ``interval`` seconds it reads the current frame of each thread running a task
+(the pool's threads and actor lanes register themselves in ``running`` while they run
+one: worker/task.py) and counts the stack, from the task's function inwards, in a
+:class:`~actorrt.diagnostics.profile.ProfileHistory` under the task's name.
+``client.profile`` reads it through the worker's ``profile`` op.
+
+It costs nothing while no task runs (nothing to look at) and one ``sys._current_frames``
+per interval while some do; benchmarks/bench_profile.py measures what that costs a
+workload, which decided the default interval (docs/profiling.md).
+``ACTORRT_PROFILE_INTERVAL`` (seconds; ``0`` turns the sampler off) sets it for every
+worker started afterwards, in this process and in worker processes it starts.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from ..diagnostics.profile import MAX_DEPTH, ProfileHistory, frame_path
+from .task import call_task
+
+#: Seconds between samples unless configured (see the module docstring for why).
+DEFAULT_INTERVAL = 0.01
+INTERVAL_ENV = "ACTORRT_PROFILE_INTERVAL"
+
+
+def interval_from_environ(default: float = DEFAULT_INTERVAL) -> float:
+    """The sampling interval ``ACTORRT_PROFILE_INTERVAL`` asks for (0: off)."""
+    text = os.environ.get(INTERVAL_ENV, "").strip()
+    if not text:
+        return default
+    return check_interval(text, f"${INTERVAL_ENV}")
+
+
+def check_interval(value: Any, what: str = "profile_interval") -> float:
+    """Seconds as a float, 0 for off; ValueError naming ``what`` otherwise."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds (0 turns profiling off), got {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    if 0 < seconds < 0.001:
+        raise ValueError(f"{what} must be at least 0.001 s (or 0 for off), got {value!r}: "
+                         "sampling more often than that costs the tasks more than it tells")
+    return seconds
+
+
+class Sampler:
+    """Samples the threads in ``running`` (thread id -> the TaskRun it runs) every ``interval``.
+
+    Owns one daemon thread from :meth:`start` to :meth:`stop` (the worker stops it
+    with itself); with ``interval == 0`` it starts none and records nothing.
+    """
+
+    def __init__(self, running: dict[int, Any], interval: float = DEFAULT_INTERVAL,
+                 history: ProfileHistory | None = None, name: str = "actorrt-profiler") -> None:
+        self.running = running
+        self.interval = check_interval(interval)
+        self.history = history or ProfileHistory()
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _main(self) -> None:
+        wait = self._stop.wait
+        interval = self.interval
+        while not wait(interval):
+            if self.running:  # (no task running: nothing to look at, not even the frames)
+                self.sample()
+
+    def sample(self) -> int:
+        """Record the stack of every thread running a task now; how many were recorded."""
+        running = dict(self.running)  # (a copy: tasks start and stop meanwhile)
+        if not running:
+            return 0
+        frames = sys._current_frames()
+        now = time.time()
+        n = 0
+        for ident, run in running.items():
+            frame = frames.get(ident)
+            if frame is None:
+                continue
+            path = frame_path(frame, stop=call_task.__code__, max_depth=MAX_DEPTH)
+            if path:
+                self.history.add(path, getattr(run, "name", None) or run.key, now)
+                n += 1
+        return n
+
+
+def profile_request(sampler: Sampler, start: float | None, stop: float | None, key: str | None) -> dict:
+    """The worker's ``profile`` op: ``{"tree": ..., "interval": ..., "samples": ...}``
+    (the sampler's interval tells a caller an empty tree means "off", not "idle")."""
+    return {"tree": sampler.history.get(start, stop, key), "interval": sampler.interval,
+            "samples": sampler.history.samples}
