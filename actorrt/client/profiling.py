@@ -103,7 +103,8 @@ async def worker_profiles(client: "Client", key: str | None, start: float | None
     info = await client.host.ask(client.scheduler, "workers")
     targets = _resolve_workers(info, workers)
     replies = await asyncio.gather(*[
-        client.host.ask(ActorRef(a, WORKER_ID), "profile", start=start, stop=stop, key=key)
+        # (On the bulk connection: a tree can be large, and must not hold up control messages.)
+        client.host.ask_bulk(ActorRef(a, WORKER_ID), "profile", start=start, stop=stop, key=key)
         for a in targets], return_exceptions=True)
     trees: dict[str, dict] = {}
     for address, reply in zip(targets, replies):

@@ -109,7 +109,9 @@ class Sampler:
 
 
 def profile_request(sampler: Sampler, start: float | None, stop: float | None, key: str | None) -> dict:
-    """The worker's ``profile`` op: ``{"tree": ..., "interval": ..., "samples": ...}``
-    (the sampler's interval tells a caller an empty tree means "off", not "idle")."""
-    return {"tree": sampler.history.get(start, stop, key), "interval": sampler.interval,
-            "samples": sampler.history.samples}
+    """The worker's ``profile`` op: ``{"tree", "names", "interval", "samples"}``: the tree,
+    the task names sampled (to choose from), and the sampler's interval (which tells a
+    caller that an empty tree means "off", not "idle")."""
+    history = sampler.history
+    return {"tree": history.get(start, stop, key), "names": history.names(), "interval": sampler.interval,
+            "samples": history.samples}
