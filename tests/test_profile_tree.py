@@ -70,10 +70,10 @@ def test_frame_path_stops_at_the_stop_frame_and_keeps_the_outermost():
     try:
         assert started.wait(5)
         frame = sys._current_frames()[t.ident]
-        path = frame_path(frame, stop=threading.Thread.run.__code__)
+        path = frame_path(frame, stop={threading.Thread.run.__code__})
         names = [name for name, _, _ in path]
         assert names[0] == "runner" and "spin_here" in names and "run" not in names
-        assert frame_path(frame, stop=threading.Thread.run.__code__, max_depth=1) == path[:1]
+        assert frame_path(frame, stop={threading.Thread.run.__code__}, max_depth=1) == path[:1]
         tree = new_tree()
         add_path(tree, path)
         assert child(tree, path[0])["description"]["line"] == "spin_here(release)"

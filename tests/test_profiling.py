@@ -137,3 +137,18 @@ def test_sampler_thread_stops():
     assert thread is not None and thread.is_alive()
     sampler.stop()
     assert not thread.is_alive()
+
+
+class Cruncher:
+    def crunch(self, samples):
+        return crunch_numbers(samples)
+
+
+@gen_cluster(n_workers=1)
+async def test_sync_actor_methods_are_sampled_under_class_dot_method(client, cluster):
+    actor = await client.submit(Cruncher, actor=True)
+    await actor.crunch(3)
+    tree = await client.profile(key="Cruncher.crunch")
+    assert tree["count"] >= 3
+    assert {c["description"]["name"] for c in tree["children"].values()} == {"crunch"}  # the method first
+    assert "crunch_numbers" in names_in(tree)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from types import CodeType, FrameType
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 #: Frames kept per sample, from the outermost (the task's function) inwards: recursion
 #: deeper than this is counted at the last frame kept.
@@ -46,14 +46,15 @@ def new_tree() -> dict[str, Any]:
             "description": {"filename": "", "name": "", "line_number": 0, "line": ""}}
 
 
-def frame_path(frame: FrameType | None, stop: CodeType | None = None,
+def frame_path(frame: FrameType | None, stop: Container[CodeType] = (),
                max_depth: int = MAX_DEPTH) -> list[Frame]:
-    """The frames from ``frame`` outwards, up to (not including) the first running
-    ``stop`` (the runtime's own frames below a task are not the user's), outermost first."""
+    """The frames from ``frame`` outwards, up to (not including) the first running one
+    of the codes in ``stop`` (the runtime's own frames below a task are not the
+    user's), outermost first."""
     path: list[Frame] = []
     while frame is not None:
         code = frame.f_code
-        if code is stop:
+        if code in stop:
             break
         path.append((code.co_name, code.co_filename, frame.f_lineno))
         frame = frame.f_back

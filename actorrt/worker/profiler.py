@@ -1,8 +1,9 @@
 """The worker's statistical profiler: a thread that looks at the stacks of running tasks.
 
 Every ``interval`` seconds it reads the current frame of each thread running a task
-(the pool's threads and actor lanes register themselves in ``running`` while they run
-one: worker/task.py) and counts the stack, from the task's function inwards, in a
+or a sync actor method (the pool's threads and actor lanes register themselves in
+``running`` while they run one: worker/task.py, worker/user_actor.py) and counts the
+stack, from the task's function (the actor's method) inwards, in a
 :class:`~actorrt.diagnostics.profile.ProfileHistory` under the task's name.
 ``client.profile`` reads it through the worker's ``profile`` op.
 
@@ -22,6 +23,11 @@ from typing import Any
 
 from ..diagnostics.profile import MAX_DEPTH, ProfileHistory, frame_path
 from .task import call_task
+from .user_actor import UserActor
+
+# Where a sampled stack stops being the user's: the runtime's frame that called a task's
+# function, or an actor's method.
+RUNTIME_CODES = frozenset({call_task.__code__, UserActor._run_sync.__code__})
 
 #: Seconds between samples unless configured (see the module docstring for why).
 DEFAULT_INTERVAL = 0.01
@@ -51,7 +57,8 @@ def check_interval(value: Any, what: str = "profile_interval") -> float:
 
 
 class Sampler:
-    """Samples the threads in ``running`` (thread id -> the TaskRun it runs) every ``interval``.
+    """Samples the threads in ``running`` (thread id -> what it runs: a TaskRun or an ActorCall,
+    with ``key`` and ``name``) every ``interval``.
 
     Owns one daemon thread from :meth:`start` to :meth:`stop` (the worker stops it
     with itself); with ``interval == 0`` it starts none and records nothing.
@@ -101,9 +108,9 @@ class Sampler:
             frame = frames.get(ident)
             if frame is None:
                 continue
-            path = frame_path(frame, stop=call_task.__code__, max_depth=MAX_DEPTH)
+            path = frame_path(frame, stop=RUNTIME_CODES, max_depth=MAX_DEPTH)
             if path:
-                self.history.add(path, getattr(run, "name", None) or run.key, now)
+                self.history.add(path, run.name or run.key, now)
                 n += 1
         return n
 

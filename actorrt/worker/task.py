@@ -11,7 +11,7 @@ import inspect
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from ..core import Pickled
 from ..spec import substitute
@@ -91,6 +91,13 @@ class TaskRun:
 
     def __repr__(self) -> str:
         return f"<TaskRun {self.key!r} job {self.job}>"
+
+
+class ActorCall(NamedTuple):
+    """A sync actor method running on a lane thread, as the profiler sees it (worker/profiler.py)."""
+
+    key: str   # the actor's
+    name: str  # ``Class.method``
 
 
 def call_task(load: Callable[[Pickled], Any], spec: Any, inputs: dict[str, Any]) -> Any:
