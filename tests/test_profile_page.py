@@ -56,7 +56,8 @@ async def test_api_profile_merges_the_workers_trees(c, lc):
     body = json.loads(r.body)
     assert body["workers"] == 2 and body["answered"] == 2 and body["seconds"] == 60
     assert "spin_for_profile" in body["names"] and body["tree"]["count"] >= 7
-    assert {ch["description"]["name"] for ch in body["tree"]["children"].values()} == {"spin_for_profile"}
+    outer = [ch for ch in body["tree"]["children"].values() if ch["description"]["name"] == "spin_for_profile"]
+    assert sum(ch["count"] for ch in outer) * 2 > body["tree"]["count"]  # (most: some may be unpickling)
     only = json.loads((await fetch(base + "/api/profile?key=nothing_like_it&seconds=600")).body)
     assert only["tree"]["count"] == 0 and only["key"] == "nothing_like_it"
 

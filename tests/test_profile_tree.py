@@ -74,6 +74,9 @@ def test_frame_path_stops_at_the_stop_frame_and_keeps_the_outermost():
         names = [name for name, _, _ in path]
         assert names[0] == "runner" and "spin_here" in names and "run" not in names
         assert frame_path(frame, stop={threading.Thread.run.__code__}, max_depth=1) == path[:1]
+        assert frame_path(frame, stop={test_new_tree_has_dasks_shape.__code__}) == []  # not inside: nothing
+        everything = [n for n, _, _ in frame_path(frame)]  # no stop: from the thread's start
+        assert everything[0] == "_bootstrap" and everything[-len(names):] == names
         tree = new_tree()
         add_path(tree, path)
         assert child(tree, path[0])["description"]["line"] == "spin_here(release)"

@@ -28,6 +28,23 @@ def other_work(samples=3):
     return crunch_numbers(samples)
 
 
+# The runtime's frames between a pool or lane thread's start and the task's function.
+RUNTIME_FRAMES = {"_bootstrap", "_bootstrap_inner", "run", "_thread_main", "_main", "run_job", "__call__", "_run_sync"}
+
+
+def outer_names(tree):
+    return {c["description"]["name"] for c in tree["children"].values()}
+
+
+def top_name(tree):
+    """The outermost function with most samples (a sample may land while the task's
+    inputs are unpickled: the function's own frames are most, not all)."""
+    by_name = {}
+    for c in tree["children"].values():
+        by_name[c["description"]["name"]] = by_name.get(c["description"]["name"], 0) + c["count"]
+    return max(by_name, key=by_name.get)
+
+
 def names_in(tree):
     out = set()
     for c in tree["children"].values():
@@ -42,10 +59,10 @@ async def test_profile_contains_the_running_function(client, cluster):
     await client.gather(client.map(crunch_numbers, [3, 4]))
     tree = await client.profile()
     assert tree["count"] >= 6
-    outer = {c["description"]["name"] for c in tree["children"].values()}
-    assert outer == {"crunch_numbers"}  # the runtime's frames below the task are cut
+    assert top_name(tree) == "crunch_numbers"
+    assert not outer_names(tree) & RUNTIME_FRAMES  # the runtime's frames below the task are cut
     assert "<genexpr>" in names_in(tree)
-    child = next(iter(tree["children"].values()))
+    child = max(tree["children"].values(), key=lambda c: c["count"])
     assert child["description"]["filename"] == __file__
     assert (await client.profile(start=t0, stop=time.time() + 1))["count"] == tree["count"]
     assert (await client.profile(start=time.time() + 5))["count"] == 0
@@ -90,6 +107,8 @@ async def test_bad_profile_arguments_are_refused_and_the_cluster_goes_on(client,
     [address] = cluster.worker_addresses()
     with pytest.raises(BadMessageError, match="start"):
         await client.host.ask(ActorRef(address, WORKER_ID), "profile", start="x")
+    with pytest.raises(BadMessageError, match="stop must be finite"):
+        await client.host.ask(ActorRef(address, WORKER_ID), "profile", stop=float("nan"))
     assert await client.submit(sum, [1, 2]) == 3
 
 
@@ -150,5 +169,5 @@ async def test_sync_actor_methods_are_sampled_under_class_dot_method(client, clu
     await actor.crunch(3)
     tree = await client.profile(key="Cruncher.crunch")
     assert tree["count"] >= 3
-    assert {c["description"]["name"] for c in tree["children"].values()} == {"crunch"}  # the method first
+    assert top_name(tree) == "crunch" and not outer_names(tree) & RUNTIME_FRAMES  # the method first
     assert "crunch_numbers" in names_in(tree)

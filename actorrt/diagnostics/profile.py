@@ -50,7 +50,8 @@ def frame_path(frame: FrameType | None, stop: Container[CodeType] = (),
                max_depth: int = MAX_DEPTH) -> list[Frame]:
     """The frames from ``frame`` outwards, up to (not including) the first running one
     of the codes in ``stop`` (the runtime's own frames below a task are not the
-    user's), outermost first."""
+    user's), outermost first. With ``stop`` given but none of it running, no frames:
+    the thread is in the runtime (between tasks), not in a task."""
     path: list[Frame] = []
     while frame is not None:
         code = frame.f_code
@@ -58,6 +59,9 @@ def frame_path(frame: FrameType | None, stop: Container[CodeType] = (),
             break
         path.append((code.co_name, code.co_filename, frame.f_lineno))
         frame = frame.f_back
+    else:
+        if stop:
+            return []
     path.reverse()
     # Outermost frames first: the task's function and what it called matter more than
     # the leaf of a runaway recursion.

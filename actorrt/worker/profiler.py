@@ -15,12 +15,14 @@ worker started afterwards, in this process and in worker processes it starts.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
 import time
 from typing import Any
 
+from ..core.errors import BadMessageError
 from ..diagnostics.profile import MAX_DEPTH, ProfileHistory, frame_path
 from .task import call_task
 from .user_actor import UserActor
@@ -119,6 +121,9 @@ def profile_request(sampler: Sampler, start: float | None, stop: float | None, k
     """The worker's ``profile`` op: ``{"tree", "names", "interval", "samples"}``: the tree,
     the task names sampled (to choose from), and the sampler's interval (which tells a
     caller that an empty tree means "off", not "idle")."""
+    for field, value in (("start", start), ("stop", stop)):
+        if value is not None and not math.isfinite(value):
+            raise BadMessageError(f"Worker.profile: field {field} must be finite seconds or None, got {value!r}")
     history = sampler.history
     return {"tree": history.get(start, stop, key), "names": history.names(), "interval": sampler.interval,
             "samples": history.samples}
