@@ -9,6 +9,8 @@ runs (``client.run``), in interleaved rounds, best of each kept:
   map is written twice per task, and the sampler looks whenever a task runs);
 * a CPU-bound workload (pure Python loops, a fixed amount of work per task): the
   wall time, where the sampler competes with the task for the GIL;
+* both again as CPU seconds of all the cluster's processes (steadier than wall time
+  on a machine shared with other jobs);
 * one sample with N threads running tasks (actorrt only: ``Sampler.sample``).
 
 Run from the repository root: ``python benchmarks/bench_profile.py [--quick] [--no-dask]``.
@@ -22,7 +24,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import actorrt_client, dask_client, parse_args, print_table, runtimes, timeit  # noqa: E402
+from common import (actorrt_client, dask_client, parse_args, print_table, runtimes, timeit,  # noqa: E402
+                    tree_cpu_seconds)
 
 def inc(x: int) -> int:
     return x + 1
@@ -52,11 +55,13 @@ def set_dask_profiler(interval: float, dask_worker: Any) -> None:
 
 
 def measure(make: Callable[..., Any], switch: Callable[..., None], intervals: tuple[float, ...], n_tiny: int,
-            n_cpu: int, cpu_turns: int, rounds: int) -> dict[float, tuple[float, float]]:
-    """``{interval: (seconds for n_tiny tiny tasks, seconds for n_cpu CPU-bound tasks)}`` on one
-    cluster, the profiler switched between intervals on the same workers, in interleaved
-    rounds (best of ``rounds``): a busy moment of the machine hits every setting alike."""
-    best: dict[float, tuple[float, float]] = {}
+            n_cpu: int, cpu_turns: int, rounds: int) -> dict[float, list[float | None]]:
+    """``{interval: [wall s of n_tiny tiny tasks, of n_cpu CPU-bound tasks, CPU s of each]}``
+    on one cluster, the profiler switched between intervals on the same workers, in
+    interleaved rounds (best of ``rounds``): a busy moment of the machine hits every
+    setting alike. CPU seconds are summed over this process and its children (client,
+    scheduler, workers): less disturbed than wall time by other jobs on the machine."""
+    best: dict[float, list[float | None]] = {}
     with make() as client:
         client.gather(client.map(inc, range(200), pure=False))  # warm up: workers and functions loaded
 
@@ -68,9 +73,16 @@ def measure(make: Callable[..., Any], switch: Callable[..., None], intervals: tu
         for _ in range(rounds):
             for interval in intervals:
                 client.run(switch, interval)
-                t = (timeit(tiny, 1), timeit(cpu, 1))
-                old = best.get(interval, t)
-                best[interval] = (min(old[0], t[0]), min(old[1], t[1]))
+                got: list[float | None] = []
+                for work in (tiny, cpu):
+                    cpu0 = tree_cpu_seconds()
+                    got.append(timeit(work, 1))
+                    cpu1 = tree_cpu_seconds()
+                    got.append(None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
+                wall_tiny, cpu_tiny, wall_cpu, cpu_cpu = got
+                got = [wall_tiny, wall_cpu, cpu_tiny, cpu_cpu]
+                old = best.get(interval, got)
+                best[interval] = [None if a is None or b is None else min(a, b) for a, b in zip(old, got)]
     return best
 
 
@@ -127,23 +139,23 @@ def main() -> None:
 
     a = measure(actorrt_client, set_actorrt_sampler, (0.0, DEFAULT_INTERVAL, 0.001), n_tiny, n_cpu, turns,
                 args.repeat)
-    d: dict[float, tuple[float, float]] = {}
+    d: dict[float, list[float | None]] = {}
     if with_dask:
         d = measure(dask_client, set_dask_profiler, (0.0, 0.01), n_tiny, n_cpu, turns, args.repeat)
 
-    def cell(results: dict[float, tuple[float, float]], interval: float, i: int) -> float | None:
+    def cell(results: dict[float, list[float | None]], interval: float, i: int) -> float | None:
         r = results.get(interval)
         return None if r is None else r[i]
     ms = f"{DEFAULT_INTERVAL * 1000:g} ms"
-    rows: list[tuple] = [
-        (f"{n_tiny} tiny tasks, profiler off", cell(a, 0.0, 0), cell(d, 0.0, 0), n_tiny),
-        (f"{n_tiny} tiny tasks, profiler on ({ms}; dask's default)", cell(a, DEFAULT_INTERVAL, 0), cell(d, 0.01, 0),
-         n_tiny),
-        (f"{n_tiny} tiny tasks, sampler at 1 ms", cell(a, 0.001, 0), None, n_tiny),
-        (f"CPU-bound {n_cpu} x {turns:,} turns, profiler off", cell(a, 0.0, 1), cell(d, 0.0, 1)),
-        (f"CPU-bound {n_cpu} x {turns:,} turns, profiler on ({ms})", cell(a, DEFAULT_INTERVAL, 1), cell(d, 0.01, 1)),
-        (f"CPU-bound {n_cpu} x {turns:,} turns, sampler at 1 ms", cell(a, 0.001, 1), None),
-    ]
+    settings = [("profiler off", 0.0, 0.0), (f"profiler on ({ms}; dask's default)", DEFAULT_INTERVAL, 0.01),
+                ("sampler at 1 ms", 0.001, None)]
+    tiny_name, cpu_name = f"{n_tiny} tiny tasks", f"CPU-bound {n_cpu} x {turns:,} turns"
+    rows: list[tuple] = []
+    for i, (what, unit) in enumerate([(tiny_name, n_tiny), (cpu_name, None),
+                                      (f"{tiny_name}, CPU s", None), (f"{cpu_name}, CPU s", None)]):
+        for label, mine, theirs in settings:
+            row = (f"{what}, {label}", cell(a, mine, i), None if theirs is None else cell(d, theirs, i))
+            rows.append(row + (unit,) if unit else row)
     rows += [(f"one sample, {n} threads running tasks", one_sample_seconds(n), None) for n in (1, 8)]
     loop_turns = 200_000 if args.quick else 5_000_000
     best: dict[float, float] = {}
@@ -155,8 +167,12 @@ def main() -> None:
              for i, label in ((0.0, "off"), (DEFAULT_INTERVAL, f"at {ms}"), (0.001, "at 1 ms"))]
     print_table(rows, title="the workers' statistical profiler")
     on, off = a[DEFAULT_INTERVAL], a[0.0]
-    print(f"actorrt, profiler on vs off: tiny tasks {100 * (on[0] / off[0] - 1):+.1f}% time, "
-          f"CPU-bound {100 * (on[1] / off[1] - 1):+.1f}% time")
+
+    def change(i: int) -> str:
+        x, y = on[i], off[i]
+        return "?" if x is None or y is None or not y else f"{100 * (x / y - 1):+.1f}%"
+    print(f"actorrt, profiler on vs off: tiny tasks {change(0)} wall, {change(2)} CPU; "
+          f"CPU-bound {change(1)} wall, {change(3)} CPU")
 
 
 if __name__ == "__main__":
