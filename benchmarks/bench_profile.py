@@ -10,7 +10,7 @@ runs (``client.run``), in interleaved rounds, best of each kept:
 * a CPU-bound workload (pure Python loops, a fixed amount of work per task): the
   wall time, where the sampler competes with the task for the GIL;
 * both again as CPU seconds of all the cluster's processes (steadier than wall time
-  on a machine shared with other jobs);
+  on a machine shared with other jobs), and those of a few idle seconds;
 * one sample with N threads running tasks (actorrt only: ``Sampler.sample``).
 
 Run from the repository root: ``python benchmarks/bench_profile.py [--quick] [--no-dask]``.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,12 +56,13 @@ def set_dask_profiler(interval: float, dask_worker: Any) -> None:
 
 
 def measure(make: Callable[..., Any], switch: Callable[..., None], intervals: tuple[float, ...], n_tiny: int,
-            n_cpu: int, cpu_turns: int, rounds: int) -> dict[float, list[float | None]]:
+            n_cpu: int, cpu_turns: int, rounds: int, idle: float) -> dict[float, list[float | None]]:
     """``{interval: [wall s of n_tiny tiny tasks, of n_cpu CPU-bound tasks, CPU s of each]}``
     on one cluster, the profiler switched between intervals on the same workers, in
     interleaved rounds (best of ``rounds``): a busy moment of the machine hits every
     setting alike. CPU seconds are summed over this process and its children (client,
-    scheduler, workers): less disturbed than wall time by other jobs on the machine."""
+    scheduler, workers): less disturbed than wall time by other jobs on the machine.
+    Last, the CPU seconds of ``idle`` seconds with nothing to do, per interval."""
     best: dict[float, list[float | None]] = {}
     with make() as client:
         client.gather(client.map(inc, range(200), pure=False))  # warm up: workers and functions loaded
@@ -83,6 +85,12 @@ def measure(make: Callable[..., Any], switch: Callable[..., None], intervals: tu
                 got = [wall_tiny, wall_cpu, cpu_tiny, cpu_cpu]
                 old = best.get(interval, got)
                 best[interval] = [None if a is None or b is None else min(a, b) for a, b in zip(old, got)]
+        for interval in intervals:  # nothing running: what a sampler costs an idle cluster
+            client.run(switch, interval)
+            cpu0 = tree_cpu_seconds()
+            time.sleep(idle)
+            cpu1 = tree_cpu_seconds()
+            best[interval].append(None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
     return best
 
 
@@ -137,11 +145,12 @@ def main() -> None:
     with_dask = "dask" in runtimes(args)
     from actorrt.worker.profiler import DEFAULT_INTERVAL
 
+    idle = 0.5 if args.quick else 5.0
     a = measure(actorrt_client, set_actorrt_sampler, (0.0, DEFAULT_INTERVAL, 0.001), n_tiny, n_cpu, turns,
-                args.repeat)
+                args.repeat, idle)
     d: dict[float, list[float | None]] = {}
     if with_dask:
-        d = measure(dask_client, set_dask_profiler, (0.0, 0.01), n_tiny, n_cpu, turns, args.repeat)
+        d = measure(dask_client, set_dask_profiler, (0.0, 0.01), n_tiny, n_cpu, turns, args.repeat, idle)
 
     def cell(results: dict[float, list[float | None]], interval: float, i: int) -> float | None:
         r = results.get(interval)
@@ -152,7 +161,8 @@ def main() -> None:
     tiny_name, cpu_name = f"{n_tiny} tiny tasks", f"CPU-bound {n_cpu} x {turns:,} turns"
     rows: list[tuple] = []
     for i, (what, unit) in enumerate([(tiny_name, n_tiny), (cpu_name, None),
-                                      (f"{tiny_name}, CPU s", None), (f"{cpu_name}, CPU s", None)]):
+                                      (f"{tiny_name}, CPU s", None), (f"{cpu_name}, CPU s", None),
+                                      (f"idle cluster {idle:g} s, CPU s", None)]):
         for label, mine, theirs in settings:
             row = (f"{what}, {label}", cell(a, mine, i), None if theirs is None else cell(d, theirs, i))
             rows.append(row + (unit,) if unit else row)
