@@ -17,6 +17,7 @@ Run from the repository root: ``python benchmarks/bench_profile.py [--quick] [--
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -94,19 +95,28 @@ def measure(make: Callable[..., Any], switch: Callable[..., None], intervals: tu
     return best
 
 
+def as_task(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` called as a worker calls a task (so that samples see a task's stack)."""
+    from actorrt.worker.task import call_task
+    return call_task(lambda _: functools.partial(fn, *args), (None, None), {})
+
+
 def one_sample_seconds(n_threads: int, repeat: int = 2000) -> float:
     """Seconds per ``Sampler.sample()`` with ``n_threads`` threads registered as running tasks."""
-    from actorrt.worker.profiler import Sampler
+    from actorrt.worker.profiler import RunningThreads, Sampler
 
     stop = threading.Event()
-    threads = [threading.Thread(target=stop.wait) for _ in range(n_threads)]
+    threads = [threading.Thread(target=as_task, args=(stop.wait,)) for _ in range(n_threads)]
     for t in threads:
         t.start()
 
     class Run:
         key = "bench-1"
         name = "bench"
-    running = {t.ident: Run() for t in threads if t.ident is not None}
+    running = RunningThreads()
+    for t in threads:
+        assert t.ident is not None
+        running.enter(t.ident, Run())
     sampler = Sampler(running, interval=0.01)  # (never started: sampled by hand)
     try:
         return timeit(lambda: [sampler.sample() for _ in range(repeat)], 3) / repeat
@@ -120,19 +130,19 @@ def sampled_loop_seconds(interval: float, turns: int, repeat: int) -> float:
     """Seconds of ``crunch(turns)`` in a thread registered as running a task, with a
     sampler at ``interval`` (0: none) in the same process: the GIL contention alone,
     without a cluster's noise."""
-    from actorrt.worker.profiler import Sampler
+    from actorrt.worker.profiler import RunningThreads, Sampler
 
     class Run:
         key = "crunch-1"
         name = "crunch"
-    running: dict[int, Any] = {}
+    running = RunningThreads()
     sampler = Sampler(running, interval=interval)
     sampler.start()
     try:
         def run() -> None:
-            running[threading.get_ident()] = Run()
-            crunch(turns)
-            running.clear()
+            running.enter(threading.get_ident(), Run())
+            as_task(crunch, turns)
+            running.leave(threading.get_ident())
         return timeit(lambda: run(), repeat)
     finally:
         sampler.stop()

@@ -9,8 +9,9 @@ from actorrt import Client, LocalCluster, get_worker
 from actorrt.core import ActorRef
 from actorrt.core.errors import BadMessageError
 from actorrt.protocol import WORKER_ID
-from actorrt.testing import gen_cluster
-from actorrt.worker.profiler import INTERVAL_ENV, Sampler, check_interval, interval_from_environ
+from actorrt.testing import gen_cluster, wait_until
+from actorrt.worker.profiler import INTERVAL_ENV, RunningThreads, Sampler, check_interval, interval_from_environ
+from actorrt.worker.task import ActorCall
 
 
 def crunch_numbers(samples=3):
@@ -149,11 +150,20 @@ def test_interval_from_environ(monkeypatch):
         interval_from_environ()
 
 
-def test_sampler_thread_stops():
-    sampler = Sampler({}, interval=0.001, name="actorrt-profiler-test")
+def test_sampler_sleeps_while_no_task_runs_and_stops():
+    running = RunningThreads()
+    sampler = Sampler(running, interval=0.001, name="actorrt-profiler-test")
     sampler.start()
     thread = sampler._thread
     assert thread is not None and thread.is_alive()
+    wait_until(lambda: running._idle)  # asleep, waiting for a task
+    assert sampler.wakeups == 0
+    running.enter(threading.get_ident(), ActorCall("k", "k"))  # (this thread "runs a task")
+    wait_until(lambda: sampler.wakeups >= 3)
+    running.leave(threading.get_ident())
+    wait_until(lambda: running._idle)
+    woke = sampler.wakeups
+    assert not running._work.wait(0.05) and sampler.wakeups == woke  # asleep again
     sampler.stop()
     assert not thread.is_alive()
 

@@ -38,7 +38,7 @@ from ..utils import sizeof
 from .memory import MemorySettings, parse_memory_limit
 from .monitor import MemoryMonitor
 from .plugins import WorkerPlugins
-from .profiler import Sampler, interval_from_environ, profile_request
+from .profiler import RunningThreads, Sampler, interval_from_environ, profile_request
 from .pool import Job, TaskPool
 from .replicas import acquire_replicas
 from .spill import SpillBuffer, make_spill_directory
@@ -56,7 +56,7 @@ from .state import (
     StopActor,
     WorkerState,
 )
-from .task import ActorCall, FunctionCache, TaskRun, user_frames_only
+from .task import FunctionCache, TaskRun, user_frames_only
 from .user_actor import ActorBuilds, stop_user_actor
 
 logger = logging.getLogger("actorrt.worker")
@@ -111,7 +111,7 @@ class Worker(Actor):
         self._builds = ActorBuilds(self)
         self._on_task_done = self._task_done  # (one bound method, not one per task)
         self.plugins = WorkerPlugins(self)  # client.register_plugin's WorkerPlugins (plugins.py)
-        self.running_tasks: dict[int, TaskRun | ActorCall] = {}  # thread id -> its task (task.py), for:
+        self.running_tasks = RunningThreads()  # thread id -> its task (task.py), for:
         self.profiler = Sampler(self.running_tasks, interval_from_environ() if profile_interval is None
                                 else profile_interval, name=f"actorrt-profiler-{name or 'worker'}")
 

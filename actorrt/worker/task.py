@@ -81,13 +81,13 @@ class TaskRun:
     def __call__(self) -> Any:
         # Which thread runs which task, for the profiler's sampler (worker/profiler.py).
         running, ident = self.worker.running_tasks, threading.get_ident()
-        running[ident] = self
+        running.enter(ident, self)
         start = time.perf_counter()
         try:
             return call_task(self.worker.functions.load, self.spec, self.inputs)
         finally:
             self.duration = time.perf_counter() - start
-            running.pop(ident, None)
+            running.leave(ident)
 
     def __repr__(self) -> str:
         return f"<TaskRun {self.key!r} job {self.job}>"

@@ -199,7 +199,7 @@ class UserActor(Actor):
             fn = getattr(self.instance, name)
             # Which thread runs which call, for the profiler's sampler (worker/profiler.py).
             running, ident = self.worker.running_tasks, threading.get_ident()
-            running[ident] = ActorCall(self.key, f"{self.label}.{name}")
+            running.enter(ident, ActorCall(self.key, f"{self.label}.{name}"))
             try:
                 if args is None:
                     value = fn()
@@ -207,7 +207,7 @@ class UserActor(Actor):
                     a, kw = _call_args(args, self.label, name)
                     value = fn(*a, **kw)
             finally:
-                running.pop(ident, None)
+                running.leave(ident)
         return self._pack(value, name)
 
     def _pack(self, value: Any, name: str) -> tuple[Pickled | None, list]:
