@@ -135,10 +135,11 @@ class Sampler:
 
     def _main(self) -> None:
         stopped, interval, running = self._stop, self.interval, self.running
-        while not stopped.is_set():
+        while True:
             if not running.items:
                 running.wait_for_work()
-                continue
+            # Always a full interval before the next look, even when just woken: short
+            # tasks with gaps between them must not wake the sampler once per task.
             if stopped.wait(interval):
                 return
             self.wakeups += 1
