@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actorrt.diagnostics.flamegraph import MAX_RECTS, flame_html, flame_svg
-from actorrt.diagnostics.profile import (OTHER, ProfileHistory, add_path, frame_path, merge, new_tree,
-                                         node_count, task_name, trim)
+from actorrt.diagnostics.profile import (OTHER, ProfileHistory, add_path, frame_path, merge, merge_into,
+                                         new_tree, node_count, prune, task_name, trim)
 
 A = ("a", "f.py", 1)
 B = ("b", "f.py", 5)
@@ -145,6 +145,65 @@ def test_history_memory_is_bounded():
     kept = h.names()
     assert OTHER in kept and len(kept) == 3  # two names kept apart, the rest together
     assert node_count(h.get(start=9, key="name0")) <= 5
+
+
+def test_history_keeps_the_last_seconds_by_second_and_older_ones_by_minute():
+    h = ProfileHistory(keep=122, recent=2, max_nodes=100, max_nodes_minute=7)
+    for second in range(300):
+        h.add([("f", "x.py", second % 9), ("g", "x.py", second)], "f", when=second + 0.5)
+    # seconds 298 and 299; the minutes from 180 and from 240 (two whole, three would be too many)
+    assert h.get()["count"] == 2 + 60 + 58
+    assert h.get(start=240)["count"] == 2 + 58
+    assert h.get(start=298.5)["count"] == 2 + 58  # (the minute from 240 overlaps it: by minute there)
+    assert h.get(stop=200)["count"] == 60
+    assert h.nodes() <= 2 * 100 + 2 * 7  # each minute within its budget
+    assert h.get(start=180, stop=239)["count"] == 60  # samples beyond the budget stay in the callers
+
+
+def test_history_with_only_recent_seconds_drops_older_ones():
+    h = ProfileHistory(keep=5, recent=60)
+    for second in range(20):
+        h.add([A], "a", when=second)
+    assert h.get()["count"] == 5
+
+
+def test_snapshot_copies_the_newest_second_only():
+    h = ProfileHistory()
+    h.add([A], "a", when=10)
+    h.add([B], "a", when=11)
+    older, newest = h.snapshot()
+    h.add([C], "a", when=11)
+    assert node_count(newest) == 1 and node_count(h.get(start=11)) == 2
+    assert older is h._seconds[0].trees["a"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths, paths, st.integers(0, 10))
+def test_merge_into_within_a_budget_keeps_every_sample(p1, p2, budget):
+    t1, t2 = new_tree(), new_tree()
+    for p in p1:
+        add_path(t1, p)
+    for p in p2:
+        add_path(t2, p)
+    before = node_count(t1)
+    created = merge_into(t1, t2, budget)
+    assert created <= budget and node_count(t1) == before + created
+    assert t1["count"] == len(p1) + len(p2)
+    check_counts(t1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths, st.integers(1, 12))
+def test_prune_keeps_the_most_sampled_nodes(ps, n):
+    tree = new_tree()
+    for p in ps:
+        add_path(tree, p)
+    cut = prune(tree, n)
+    assert node_count(cut) <= n and cut["count"] == tree["count"]
+    check_counts(cut)
+    if node_count(tree) > n:  # the heaviest outermost frame is always kept
+        top = max(tree["children"].values(), key=lambda c: c["count"])
+        assert max(c["count"] for c in cut["children"].values()) == top["count"]
 
 
 def test_history_refuses_no_history():

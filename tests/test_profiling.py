@@ -67,6 +67,9 @@ async def test_profile_contains_the_running_function(client, cluster):
     assert child["description"]["filename"] == __file__
     assert (await client.profile(start=t0, stop=time.time() + 1))["count"] == tree["count"]
     assert (await client.profile(start=time.time() + 5))["count"] == 0
+    [address, _] = cluster.worker_addresses()
+    small = await client.host.ask(ActorRef(address, WORKER_ID), "profile", max_nodes=1)
+    assert len(small["tree"]["children"]) == 1 and not next(iter(small["tree"]["children"].values()))["children"]
 
 
 @gen_cluster(n_workers=1)
@@ -110,6 +113,8 @@ async def test_bad_profile_arguments_are_refused_and_the_cluster_goes_on(client,
         await client.host.ask(ActorRef(address, WORKER_ID), "profile", start="x")
     with pytest.raises(BadMessageError, match="stop must be finite"):
         await client.host.ask(ActorRef(address, WORKER_ID), "profile", stop=float("nan"))
+    with pytest.raises(BadMessageError, match="max_nodes must be at least 1"):
+        await client.host.ask(ActorRef(address, WORKER_ID), "profile", max_nodes=0)
     assert await client.submit(sum, [1, 2]) == 3
 
 

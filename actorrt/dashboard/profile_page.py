@@ -37,6 +37,9 @@ ASK_TIMEOUT = 5.0
 #: Names listed as links, at most (the workers keep at most 50 per second each).
 MAX_NAME_LINKS = 100
 HOT_ROWS = 20
+#: Nodes asked of each worker: the page draws at most 2,000 frames, and merging runs on
+#: the scheduler's loop.
+MAX_NODES_PER_WORKER = 5_000
 
 PAGE_CSS = STYLE + FLAME_CSS + """\
 nav.choices a { margin-right: 0.6em; }
@@ -74,7 +77,8 @@ async def collect(scheduler: "Scheduler", key: str | None, seconds: int) -> dict
     host = scheduler.host
 
     async def one(address: str) -> Any:
-        ask = host.ask_bulk(ActorRef(address, WORKER_ID), "profile", start=start, stop=None, key=key)
+        ask = host.ask_bulk(ActorRef(address, WORKER_ID), "profile", start=start, stop=None, key=key,
+                            max_nodes=MAX_NODES_PER_WORKER)
         return await asyncio.wait_for(ask, ASK_TIMEOUT)
     replies = await asyncio.gather(*[one(a) for a in addresses], return_exceptions=True)
     answers = [r for r in replies if isinstance(r, dict)]

@@ -308,10 +308,10 @@ class Worker(Actor):
         """``client.run``: call a function here, on the loop (see actorrt/run.py)."""
         return await run_here(self, "dask_worker", function, args, wait)
 
-    def handle_profile(self, start: float | None = None, stop: float | None = None,
-                       key: str | None = None) -> dict:
+    async def handle_profile(self, start: float | None = None, stop: float | None = None,
+                             key: str | None = None, max_nodes: int | None = None) -> dict:
         """``client.profile``: the call tree sampled here in ``[start, stop]`` (worker/profiler.py)."""
-        return profile_request(self.profiler, start, stop, key)
+        return await profile_request(self.profiler, start, stop, key, max_nodes)
 
     @property
     def address(self) -> str:

@@ -15,6 +15,7 @@ worker started afterwards, in this process and in worker processes it starts.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import sys
@@ -23,7 +24,7 @@ import time
 from typing import Any
 
 from ..core.errors import BadMessageError
-from ..diagnostics.profile import MAX_DEPTH, ProfileHistory, frame_path
+from ..diagnostics.profile import MAX_DEPTH, ProfileHistory, frame_path, merge_into, new_tree, prune
 from .task import call_task
 from .user_actor import UserActor
 
@@ -34,6 +35,10 @@ RUNTIME_CODES = frozenset({call_task.__code__, UserActor._run_sync.__code__})
 #: Seconds between samples unless configured (see the module docstring for why).
 DEFAULT_INTERVAL = 0.01
 INTERVAL_ENV = "ACTORRT_PROFILE_INTERVAL"
+#: Nodes in a ``profile`` reply at most, unless asked otherwise (the most sampled).
+MAX_REPLY_NODES = 20_000
+#: Trees merged between two turns of the worker's loop (each of at most a few thousand nodes).
+MERGE_STEP = 8
 
 
 def interval_from_environ(default: float = DEFAULT_INTERVAL) -> float:
@@ -164,13 +169,26 @@ class Sampler:
         return n
 
 
-def profile_request(sampler: Sampler, start: float | None, stop: float | None, key: str | None) -> dict:
-    """The worker's ``profile`` op: ``{"tree", "names", "interval", "samples"}``: the tree,
-    the task names sampled (to choose from), and the sampler's interval (which tells a
-    caller that an empty tree means "off", not "idle")."""
+async def profile_request(sampler: Sampler, start: float | None, stop: float | None, key: str | None,
+                          max_nodes: int | None = None) -> dict:
+    """The worker's ``profile`` op: ``{"tree", "names", "interval", "samples"}``: the tree
+    (at most ``max_nodes`` nodes, the most sampled), the task names sampled (to choose
+    from), and the sampler's interval (which tells a caller that an empty tree means
+    "off", not "idle").
+
+    Merged on the worker's loop a few trees at a time, letting other messages in
+    between: ten minutes of varied stacks must not hold up heartbeats and transfers.
+    """
     for field, value in (("start", start), ("stop", stop)):
         if value is not None and not math.isfinite(value):
             raise BadMessageError(f"Worker.profile: field {field} must be finite seconds or None, got {value!r}")
+    if max_nodes is not None and max_nodes < 1:
+        raise BadMessageError(f"Worker.profile: field max_nodes must be at least 1, got {max_nodes!r}")
     history = sampler.history
-    return {"tree": history.get(start, stop, key), "names": history.names(), "interval": sampler.interval,
-            "samples": history.samples}
+    tree = new_tree()
+    for i, part in enumerate(history.snapshot(start, stop, key)):
+        merge_into(tree, part)
+        if i % MERGE_STEP == MERGE_STEP - 1:
+            await asyncio.sleep(0)
+    return {"tree": prune(tree, max_nodes or MAX_REPLY_NODES), "names": history.names(),
+            "interval": sampler.interval, "samples": history.samples}
