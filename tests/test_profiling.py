@@ -186,3 +186,20 @@ async def test_sync_actor_methods_are_sampled_under_class_dot_method(client, clu
     assert tree["count"] >= 3
     assert top_name(tree) == "crunch" and not outer_names(tree) & RUNTIME_FRAMES  # the method first
     assert "crunch_numbers" in names_in(tree)
+
+
+def test_a_stop_before_the_sampler_falls_asleep_is_not_lost():
+    # The stop's wake-up may come before the sampler clears its event (and is erased by
+    # it): the sampler must see the stop itself. (A sampler left waiting: a thread leak.)
+    running, stopped = RunningThreads(), threading.Event()
+    stopped.set()
+    running.wake()
+    sleeper = threading.Thread(target=running.wait_for_work, args=(stopped,))
+    sleeper.start()
+    sleeper.join(5)
+    assert not sleeper.is_alive()
+    sampler = Sampler(running, interval=0.001, name="actorrt-profiler-test")
+    sampler.start()
+    thread = sampler._thread
+    sampler.stop()
+    assert not thread.is_alive()

@@ -87,16 +87,18 @@ class RunningThreads:
     def leave(self, ident: int) -> None:
         self.items.pop(ident, None)
 
-    def wait_for_work(self) -> None:
-        """Sampler side: return once some thread runs a task, or :meth:`wake` is called.
+    def wait_for_work(self, stopped: threading.Event) -> None:
+        """Sampler side: return once some thread runs a task, or ``stopped`` is set
+        (and :meth:`wake` called after).
 
         No wake-up can be lost: a task that wrote its entry before the check below is
         seen by it; one that writes after reads ``_idle`` as True, and its ``set``
-        comes after the ``clear``.
+        comes after the ``clear``. Likewise a stop set before the check is seen, and
+        one set after it wakes after the ``clear``.
         """
         self._idle = True
         self._work.clear()
-        if not self.items:
+        if not self.items and not stopped.is_set():
             self._work.wait()
         self._idle = False
 
@@ -133,7 +135,7 @@ class Sampler:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self.running.wake()
+        self.running.wake()  # (after the set: see RunningThreads.wait_for_work)
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -142,7 +144,7 @@ class Sampler:
         stopped, interval, running = self._stop, self.interval, self.running
         while True:
             if not running.items:
-                running.wait_for_work()
+                running.wait_for_work(stopped)
             # Always a full interval before the next look, even when just woken: short
             # tasks with gaps between them must not wake the sampler once per task.
             if stopped.wait(interval):
