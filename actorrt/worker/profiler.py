@@ -16,6 +16,7 @@ worker started afterwards, in this process and in worker processes it starts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import sys
@@ -27,6 +28,8 @@ from ..core.errors import BadMessageError
 from ..diagnostics.profile import MAX_DEPTH, ProfileHistory, frame_path, merge_into, new_tree, prune
 from .task import call_task
 from .user_actor import UserActor
+
+logger = logging.getLogger("actorrt.worker")
 
 # Where a sampled stack stops being the user's: the runtime's frame that called a task's
 # function, or an actor's method.
@@ -120,6 +123,7 @@ class Sampler:
         self.history = history or ProfileHistory()
         self.name = name
         self.wakeups = 0  # (how often it woke to sample: nothing while no task runs)
+        self.failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -150,7 +154,12 @@ class Sampler:
             if stopped.wait(interval):
                 return
             self.wakeups += 1
-            self.sample()
+            try:
+                self.sample()
+            except Exception:  # a bug here must not end the sampling, nor repeat in the log
+                if not self.failed:
+                    logger.exception("profiler: sampling failed; later failures are not logged")
+                self.failed = True
 
     def sample(self) -> int:
         """Record the stack of every thread running a task now; how many were recorded."""
