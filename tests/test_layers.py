@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "durations": set(),
     "scheduler": {"core", "protocol", "utils", "spec", "run", "diagnostics"},
     "worker": {"core", "protocol", "runtime", "utils", "spec", "run", "diagnostics"},
-    "dashboard": {"core", "protocol", "scheduler", "utils"},
+    "dashboard": {"core", "protocol", "scheduler", "utils", "diagnostics"},  # (profile page: flame graphs)
     "client": {"durations", "core", "protocol", "runtime", "utils", "spec", "integrations", "diagnostics"},
     "context": {"durations", "runtime", "client"},
     "coordination": {"durations", "core", "protocol", "runtime", "client", "utils"},

@@ -89,3 +89,23 @@ async def test_performance_report_async(c, lc, tmp_path):
     async with performance_report(filename=str(path), client=c):
         await actorrt.wait([c.submit(inc, 1), c.submit(inc, 2)])
     assert path.read_text().count('<rect class="run"') == 2
+
+
+def spin_for_a_while(seconds):
+    import time
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline:
+        n += 1
+    return n
+
+
+def test_performance_report_carries_the_profile_of_the_block(tmp_path):
+    path = tmp_path / "report.html"
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+        with performance_report(filename=str(path)):
+            c.gather(c.map(spin_for_a_while, [0.3, 0.3]))
+    page = path.read_text()
+    assert '<svg class="flame"' in page and "spin_for_a_while" in page  # the sampled function
+    assert "no profile" not in page
+    assert_self_contained(page)

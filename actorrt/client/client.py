@@ -63,6 +63,7 @@ from .events import EventMethods
 from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .plugins import PluginMethods
+from .profiling import ProfilingMethods
 from .futures import FutureTable
 from .task_stream import TaskStreamMethods
 from .semantics import cancelled_dependency, check_workers_wanted, released_future
@@ -100,7 +101,7 @@ class ClientActor(Actor):
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods,
-             PluginMethods, EventMethods, TaskStreamMethods):
+             PluginMethods, EventMethods, TaskStreamMethods, ProfilingMethods):
     """Connect to a cluster (or start a local one) and run work on it.
 
     >>> client = Client()                          # doctest: +SKIP

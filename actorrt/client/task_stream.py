@@ -22,12 +22,7 @@ from ..durations import parse_duration
 from .compat import default_client
 from .part import ClientPart
 
-# The profiling side (another part of issue 15) draws flame graphs; a report includes
-# one where it is there.
-try:
-    from ..diagnostics.flamegraph import flame_svg as _draw_flame  # type: ignore[import-not-found,import,unused-ignore]
-except ImportError:  # pragma: no cover (present once profiling lands)
-    _draw_flame = None
+from ..diagnostics.flamegraph import flame_svg
 
 if TYPE_CHECKING:
     from ..core import Host
@@ -244,27 +239,16 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def _flame_svg() -> Any:
-    """``actorrt.diagnostics.flamegraph.flame_svg`` where that module exists."""
-    return _draw_flame
-
-
-def _profile_sync(client: Any, start: float, stop: float) -> str | None:
-    profile, draw = getattr(client, "profile", None), _flame_svg()
-    if profile is None or draw is None:
-        return None
+def _profile_sync(client: "Client", start: float, stop: float) -> str:
     try:
-        return str(draw(profile(start=start, stop=stop)))
+        return flame_svg(client.profile(start=start, stop=stop))
     except Exception as e:  # a report without its profile beats no report
         return html_report.note(f"no profile: {type(e).__name__}: {e}")
 
 
-async def _profile_async(client: Any, start: float, stop: float) -> str | None:
-    profile, draw = getattr(client, "profile", None), _flame_svg()
-    if profile is None or draw is None:
-        return None
+async def _profile_async(client: "Client", start: float, stop: float) -> str:
     try:
-        return str(draw(await _maybe_await(profile(start=start, stop=stop))))
+        return flame_svg(await client.profile(start=start, stop=stop))
     except Exception as e:
         return html_report.note(f"no profile: {type(e).__name__}: {e}")
 

@@ -46,6 +46,8 @@ def serve(dashboard: Dashboard, sock: socket.socket) -> HTTPServer:
                                              "content_type": "text/css; charset=utf-8"}),
         (r"/static/(\w+)\.js", ScriptHandler, ctx),
     ]
+    from .profile_page import profile_routes  # (it builds on this module's handlers)
+    routes += profile_routes(ctx)
     app = tornado.web.Application(routes, websocket_max_message_size=4096, log_function=_log_request)
     server = HTTPServer(app)
     server.add_sockets([sock])

@@ -23,13 +23,22 @@ FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
            '<path d="M5 5 8 11 11 5" stroke="#fff" fill="none"/></svg>')
 
 
+def header(page: str, root: str = "") -> str:
+    """The common header: the title, the navigation (``page`` marked), the connection badge."""
+    here = ' class="here"'
+    nav = "".join(f'<a href="{root}{path}"{here if path == page else ""}>{label}</a>'
+                  for path, label in NAV)
+    return f"""<header>
+<h1>actorrt</h1>
+<nav>{nav}</nav>
+<span id="conn" class="off">snapshot</span>
+</header>"""
+
+
 def shell(title: str, page: str, body: str, *, root: str = "", key: str | None = None) -> str:
     """A whole page: ``body`` inside the common frame. ``root`` leads back to the
     dashboard's root from this page's path (``"../"`` under ``/task/``)."""
     e = escape
-    here = ' class="here"'
-    nav = "".join(f'<a href="{root}{path}"{here if path == page else ""}>{label}</a>'
-                  for path, label in NAV)
     key_attr = "" if key is None else f' data-key="{e(key)}"'
     return f"""<!doctype html>
 <html lang="en">
@@ -41,11 +50,7 @@ def shell(title: str, page: str, body: str, *, root: str = "", key: str | None =
 <link rel="stylesheet" href="{root}dashboard.css">
 </head>
 <body data-page="{e(page)}" data-root="{e(root)}"{key_attr}>
-<header>
-<h1>actorrt</h1>
-<nav>{nav}</nav>
-<span id="conn" class="off">snapshot</span>
-</header>
+{header(page, root)}
 {body}
 <script src="{root}static/common.js"></script>
 {"" if page == "missing" else f'<script src="{root}static/{e(page)}.js"></script>'}

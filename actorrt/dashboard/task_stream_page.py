@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from html import escape
 from typing import TYPE_CHECKING, Any
+from .shell import header
 
 if TYPE_CHECKING:
     from ..scheduler.task_stream import TaskStream
@@ -55,17 +56,15 @@ def render_page(scheduler_address: str) -> str:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>actorrt task stream</title>
+<title>task stream · actorrt dashboard</title>
+<link rel="icon" href="favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="dashboard.css">
 <link rel="stylesheet" href="task-stream.css">
 </head>
 <body>
-<header>
-<h1>actorrt</h1>
-<span id="scheduler">{escape(scheduler_address)}</span>
-<a href="status">status</a>
-</header>
+{header("task-stream")}
 <h2>Task stream</h2>
+<p id="scheduler">{escape(scheduler_address)}</p>
 <p id="ts-controls"><button id="ts-live" type="button">live</button>
 <button id="ts-in" type="button">zoom in</button> <button id="ts-out" type="button">zoom out</button>
 <span id="ts-note"></span></p>
@@ -184,6 +183,8 @@ SCRIPT = r"""
     xhr.onload = function () {
       if (xhr.status === 200) {
         var reply = JSON.parse(xhr.responseText);
+        var conn = document.getElementById("conn");
+        if (conn) { conn.textContent = "live"; conn.className = "live"; }
         skew = Date.now() / 1000 - reply.now;
         since = reply.next;
         add(reply.records);
@@ -194,7 +195,11 @@ SCRIPT = r"""
       }
       setTimeout(poll, 1000);
     };
-    xhr.onerror = function () { note.textContent = "scheduler unreachable; retrying"; setTimeout(poll, 2000); };
+    xhr.onerror = function () {
+      var conn = document.getElementById("conn");
+      if (conn) { conn.textContent = "disconnected: retrying"; conn.className = "off"; }
+      note.textContent = "scheduler unreachable; retrying"; setTimeout(poll, 2000);
+    };
     xhr.send();
   }
   box.addEventListener("wheel", function (ev) {

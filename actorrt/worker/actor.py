@@ -40,6 +40,7 @@ from .activity import ActivityLog, ProcessUsage
 from .memory import MemorySettings, parse_memory_limit
 from .monitor import MemoryMonitor
 from .plugins import WorkerPlugins
+from .profiler import RunningThreads, Sampler, interval_from_environ, profile_request
 from .pool import Job, TaskPool
 from .replicas import acquire_replicas
 from .spill import SpillBuffer, make_spill_directory
@@ -79,7 +80,8 @@ class Worker(Actor):
     def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "",
                  death_timeout: float = DEATH_TIMEOUT, *, memory_limit: object = None,
                  local_directory: str | None = None, memory: MemorySettings | None = None,
-                 nanny: bool = False, resources: dict[str, float] | None = None) -> None:
+                 nanny: bool = False, resources: dict[str, float] | None = None,
+                 profile_interval: float | None = None) -> None:
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
         # Abstract resources (``{"GPU": 2}``) declared to the scheduler, which places
         # tasks asking for them here only while enough are free (scheduler/resources.py).
@@ -115,6 +117,9 @@ class Worker(Actor):
         self._builds = ActorBuilds(self)
         self._on_task_done = self._task_done  # (one bound method, not one per task)
         self.plugins = WorkerPlugins(self)  # client.register_plugin's WorkerPlugins (plugins.py)
+        self.running_tasks = RunningThreads()  # thread id -> its task (task.py), for:
+        self.profiler = Sampler(self.running_tasks, interval_from_environ() if profile_interval is None
+                                else profile_interval, name=f"actorrt-profiler-{name or 'worker'}")
 
     def on_start(self) -> None:
         self.state.address = self.host.address
@@ -127,6 +132,7 @@ class Worker(Actor):
         self.monitor = MemoryMonitor(self.data, self.memory_limit, self.memory, on_pause=self._paused,
                                      on_sample=self._report_memory, watch_process=own_process)
         self.monitor.start()
+        self.profiler.start()
 
     async def register(self, timeout: float = 30.0) -> None:
         self._scheduler_comm = await self.host.connect(self.scheduler.address, timeout=timeout)
@@ -136,6 +142,7 @@ class Worker(Actor):
 
     def on_stop(self) -> None:
         self.plugins.close()
+        self.profiler.stop()
         if self.monitor is not None:
             self.monitor.stop()
         self.data.close()  # (its spill files with it)
@@ -312,6 +319,11 @@ class Worker(Actor):
         """``client.run``: call a function here, on the loop (see actorrt/run.py)."""
         return await run_here(self, "dask_worker", function, args, wait)
 
+    async def handle_profile(self, start: float | None = None, stop: float | None = None,
+                             key: str | None = None, max_nodes: int | None = None) -> dict:
+        """``client.profile``: the call tree sampled here in ``[start, stop]`` (worker/profiler.py)."""
+        return await profile_request(self.profiler, start, stop, key, max_nodes)
+
     @property
     def address(self) -> str:
         """This worker's address, as ``client.run`` and ``who_has`` name it."""
@@ -386,7 +398,7 @@ class Worker(Actor):
             _CARRY_OUT[type(instruction)](self, instruction)
 
     def _execute(self, ex: Execute) -> None:
-        run = TaskRun(self, ex.key, ex.job, ex.spec, ex.inputs)
+        run = TaskRun(self, ex.key, ex.job, ex.spec, ex.inputs, ex.name)
         if ex.actor is None:
             self.pool.submit(Job(run, self._on_task_done, context=run))
         else:

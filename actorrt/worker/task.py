@@ -11,7 +11,7 @@ import inspect
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from ..core import Pickled
 from ..spec import substitute
@@ -66,11 +66,13 @@ class CoroutineTask:
 class TaskRun:
     """One run of one key here: called on a pool thread (or an actor's lane)."""
 
-    __slots__ = ("worker", "key", "job", "spec", "inputs", "start", "stop", "thread")
+    __slots__ = ("worker", "key", "job", "spec", "inputs", "start", "stop", "thread", "name")
 
-    def __init__(self, worker: "Worker", key: str, job: int, spec: Any, inputs: dict[str, Any]) -> None:
+    def __init__(self, worker: "Worker", key: str, job: int, spec: Any, inputs: dict[str, Any],
+                 name: str = "") -> None:
         self.worker = worker  # get_worker() inside the task
         self.key = key
+        self.name = name      # the task's name (the profiler counts its samples under it)
         self.job = job        # the state machine's name for this run
         self.spec = spec
         self.inputs = inputs
@@ -80,13 +82,17 @@ class TaskRun:
         self.thread = 0
 
     def __call__(self) -> Any:
-        self.thread = threading.get_ident()
+        # Which thread runs which task, for the profiler's sampler (worker/profiler.py).
+        running = self.worker.running_tasks
+        self.thread = ident = threading.get_ident()
+        running.enter(ident, self)
         self.start = start = time.time()
         try:
             return call_task(self.worker.functions.load, self.spec, self.inputs)
         finally:
             stop = time.time()
             self.stop = stop if stop > start else start
+            running.leave(ident)
 
     @property
     def duration(self) -> float:
@@ -94,6 +100,13 @@ class TaskRun:
 
     def __repr__(self) -> str:
         return f"<TaskRun {self.key!r} job {self.job}>"
+
+
+class ActorCall(NamedTuple):
+    """A sync actor method running on a lane thread, as the profiler sees it (worker/profiler.py)."""
+
+    key: str   # the actor's
+    name: str  # ``Class.method``
 
 
 def call_task(load: Callable[[Pickled], Any], spec: Any, inputs: dict[str, Any]) -> Any:

@@ -32,7 +32,7 @@ from ..core import Actor, Pickled, Reply, own_task
 from ..core.checks import describe
 from ..core.errors import BadMessageError
 from .pool import Completions, Job, run_job
-from .task import TaskRun
+from .task import ActorCall, TaskRun
 
 if TYPE_CHECKING:
     from .actor import Worker
@@ -202,11 +202,17 @@ class UserActor(Actor):
             value = _read_attribute(self.instance, name, self.label)
         else:
             fn = getattr(self.instance, name)
-            if args is None:
-                value = fn()
-            else:
-                a, kw = _call_args(args, self.label, name)
-                value = fn(*a, **kw)
+            # Which thread runs which call, for the profiler's sampler (worker/profiler.py).
+            running, ident = self.worker.running_tasks, threading.get_ident()
+            running.enter(ident, ActorCall(self.key, f"{self.label}.{name}"))
+            try:
+                if args is None:
+                    value = fn()
+                else:
+                    a, kw = _call_args(args, self.label, name)
+                    value = fn(*a, **kw)
+            finally:
+                running.leave(ident)
         return self._pack(value, name)
 
     def _pack(self, value: Any, name: str) -> tuple[Pickled | None, list]:
