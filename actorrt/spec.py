@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .core.serialize import Pickled
+from .core.serialize import Pickled, register_plain
 
 
 class Reschedule(Exception):
@@ -21,6 +21,7 @@ class Reschedule(Exception):
     """
 
 
+@register_plain  # (its state is one str key: the standard pickler will do)
 class TaskRef:
     """Placeholder for the value of another task's key inside task arguments."""
 
