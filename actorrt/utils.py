@@ -5,6 +5,7 @@ import asyncio
 import importlib.abc
 import itertools
 import logging
+import os
 import sys
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
@@ -60,6 +61,26 @@ class LoopRunner:
 # Containers are measured from a sample of this many items, scaled to their length:
 # a result of a million small objects must not cost a million calls to report.
 _SIZEOF_SAMPLE = 16
+
+
+def env_count(name: str, default: int) -> int:
+    """The positive integer in environment variable ``name``, else ``default``;
+    ValueError naming the variable for anything else."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    return positive_count(name, text)
+
+
+def positive_count(name: str, text: str) -> int:
+    """``text`` as a positive integer; ValueError naming ``name`` otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+    return value
 
 
 def sizeof(obj: Any, depth: int = 3) -> int:

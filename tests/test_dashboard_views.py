@@ -23,6 +23,7 @@ from actorrt.scheduler.events import EventLog
 from actorrt.scheduler.state import SchedulerState, TaskSpec
 from actorrt.scheduler.task_state import TaskState
 from actorrt.testing import gen_cluster, poll_for
+from dashboard_http import dashboard_root as base_url, fetch
 
 LOCAL = {"dashboard_address": "127.0.0.1:0"}
 
@@ -140,19 +141,6 @@ def test_user_clients_leave_out_workers_clients():
 
 
 # --- endpoints ---------------------------------------------------------------------------
-def base_url(link):
-    return link[: -len("/status")]
-
-
-async def fetch(url):
-    from tornado.httpclient import AsyncHTTPClient
-    http = AsyncHTTPClient(force_instance=True)
-    try:
-        return await http.fetch(url, raise_error=False)
-    finally:
-        http.close()
-
-
 def inc(x):
     return x + 1
 

@@ -8,12 +8,12 @@ import json
 import re
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
 
 import actorrt
 from actorrt.dashboard.metrics import Family, escape_label, exposition
 from actorrt.dashboard.task_stream_page import MAX_REPLY, parse_limit, parse_since
 from actorrt.testing import gen_cluster, poll_for
+from dashboard_http import dashboard_root as base_url, fetch
 
 LOCAL = {"dashboard_address": "127.0.0.1:0"}
 
@@ -24,19 +24,6 @@ def inc(x):
 
 def boom(x):
     raise ValueError("boom")
-
-
-def base_url(link):
-    assert link.endswith("/status"), link
-    return link[: -len("/status")]
-
-
-async def fetch(url):
-    http = AsyncHTTPClient(force_instance=True)
-    try:
-        return await http.fetch(url, raise_error=False)
-    finally:
-        http.close()
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')

@@ -6,13 +6,13 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
 
 from actorrt import get_worker
 from actorrt.dashboard.page import CONTENT_SECURITY_POLICY
 from actorrt.dashboard.profile_page import BadQuery, hot_frames, parse_query
 from actorrt.diagnostics.profile import KEEP_SECONDS, add_path, new_tree
 from actorrt.testing import gen_cluster
+from dashboard_http import dashboard_root as base_of, fetch
 
 LOCAL = {"dashboard_address": "127.0.0.1:0"}
 
@@ -24,19 +24,6 @@ def spin_for_profile(samples=3):
     while profiler.history.samples < seen + samples and time.monotonic() < deadline:
         total += sum(i * i for i in range(1000))
     return total
-
-
-def base_of(link):
-    assert link.endswith("/status"), link
-    return link[: -len("/status")]
-
-
-async def fetch(url):
-    http = AsyncHTTPClient(force_instance=True)
-    try:
-        return await http.fetch(url, raise_error=False)
-    finally:
-        http.close()
 
 
 def get(url):

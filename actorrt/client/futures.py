@@ -10,11 +10,11 @@ states themselves change only on the client's loop.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Any, Callable, Iterable
 
 from .. import runtime
+from ..utils import env_count
 from .future import FutureState
 
 #: ``[[op, [item, ...]], ...]``: consecutive items of one op merged (see FutureTable.queue)
@@ -32,17 +32,6 @@ DEFAULT_WINDOW = 20_000
 DEFAULT_BACKLOG = 100_000
 
 
-def _env_count(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {text!r}")
-    return value
 
 
 class FutureTable:
@@ -56,8 +45,8 @@ class FutureTable:
         self.lock = threading.RLock()
         # Flow control of submissions: at most ``window`` tasks unacknowledged by the
         # scheduler; past ``backlog`` tasks queued here, submitting threads wait.
-        self.window = window if window is not None else _env_count("ACTORRT_SUBMIT_WINDOW", DEFAULT_WINDOW)
-        self.backlog = backlog if backlog is not None else _env_count("ACTORRT_SUBMIT_BACKLOG", DEFAULT_BACKLOG)
+        self.window = window if window is not None else env_count("ACTORRT_SUBMIT_WINDOW", DEFAULT_WINDOW)
+        self.backlog = backlog if backlog is not None else env_count("ACTORRT_SUBMIT_BACKLOG", DEFAULT_BACKLOG)
         self.chunk = GRAPH_CHUNK  # tasks per message
         self.unacknowledged = 0  # tasks sent, not yet acknowledged
         self.queued_tasks = 0    # tasks in the outbox, not yet sent

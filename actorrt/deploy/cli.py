@@ -20,6 +20,7 @@ from ..core.security import Security
 from ..dashboard import check_exposure, close_dashboard, parse_dashboard_address
 from ..worker import MemorySettings, default_listen_address, parse_memory_limit, start_worker
 from ..worker.memory import parse_fraction, tune_allocator
+from ..utils import positive_count
 from .local import parse_resources, start_scheduler
 from .nanny import RESTART_EXIT_CODE, Nanny, NannyLink
 
@@ -253,12 +254,9 @@ def _scheduler_args(p: argparse.ArgumentParser) -> None:
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+        return positive_count("the value", text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Callable
 
 from ..protocol import GraphTooLargeError
+from ..utils import env_count
 
 #: A held task's budget when sizing the default ``max_tasks`` from the machine's
 #: memory: measured ~0.7 KB in the scheduler and ~0.5 KB per Future in a client;
@@ -37,9 +38,8 @@ DEFAULT_MAX_UNFINISHED = 1_000_000
 def default_max_tasks() -> int:
     """``ACTORRT_MAX_TASKS``, else what this machine's memory holds at
     :data:`TASK_BUDGET_BYTES` per task."""
-    configured = os.environ.get("ACTORRT_MAX_TASKS")
-    if configured:
-        return _positive_int("ACTORRT_MAX_TASKS", configured)
+    if os.environ.get("ACTORRT_MAX_TASKS"):
+        return env_count("ACTORRT_MAX_TASKS", 0)
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # (no sysconf: not Linux or macOS)
@@ -48,20 +48,7 @@ def default_max_tasks() -> int:
 
 
 def default_max_unfinished() -> int:
-    configured = os.environ.get("ACTORRT_MAX_UNFINISHED")
-    if configured:
-        return _positive_int("ACTORRT_MAX_UNFINISHED", configured)
-    return DEFAULT_MAX_UNFINISHED
-
-
-def _positive_int(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {text!r}")
-    return value
+    return env_count("ACTORRT_MAX_UNFINISHED", DEFAULT_MAX_UNFINISHED)
 
 
 class Admission:
