@@ -463,6 +463,11 @@ CASES = [
     ("user_actor", "call", dict(method="increment", args="x"), "'args'"),
     ("user_actor", "call", dict(method="increment", args=BLOB), "'args'"),  # not (args, kwargs)
     ("user_actor", "getattr", dict(name=5), "'name'"),
+    # the task stream and the scheduler's limits
+    ("scheduler", "get_task_stream", dict(start="yesterday"), "'start'"),
+    ("scheduler", "get_task_stream", dict(stop=float("nan")), "'stop'"),
+    ("scheduler", "get_task_stream", dict(count=-1), "'count'"),
+    ("scheduler", "update_graph", dict(client="c", tasks=[], wanted=[], more="yes"), "'more'"),
 ]
 
 

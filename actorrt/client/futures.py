@@ -32,8 +32,6 @@ DEFAULT_WINDOW = 20_000
 DEFAULT_BACKLOG = 100_000
 
 
-
-
 class FutureTable:
     """The client's keys. ``send(batch)`` (set by :meth:`attach`) delivers an outbox."""
 

@@ -520,6 +520,13 @@ class Scheduler(EventHandlers, Actor):
     def handle_get_task_stream(self, start: float | None = None, stop: float | None = None,
                                count: int | None = None) -> list:
         """``client.get_task_stream``: records in dask's shape (task_stream.py)."""
+        for name, bound in (("start", start), ("stop", stop)):
+            if bound is not None and (type(bound) not in (int, float) or bound != bound):
+                raise BadMessageError(f"Scheduler.get_task_stream: field {name!r} must be seconds since "
+                                      f"the epoch or None, got {bound!r:.100}")
+        if count is not None and (type(count) is not int or count < 0):
+            raise BadMessageError(f"Scheduler.get_task_stream: field 'count' must be an int >= 0 or None, "
+                                  f"got {count!r:.100}")
         return self.task_stream.window(start, stop, count)
 
     def handle_worker_figures(self) -> dict:
