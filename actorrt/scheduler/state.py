@@ -20,6 +20,7 @@ a queue or variable holding a Future) or while a needed task depends on it.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -130,7 +131,8 @@ class SchedulerState:
         for spec in tasks:
             ts = self.tasks.get(spec.key)
             if ts is None:
-                ts = self.tasks[spec.key] = TaskState(spec.key, spec.spec, spec.name)
+                # (Names repeat across a graph: one string each, not one per task.)
+                ts = self.tasks[spec.key] = TaskState(spec.key, spec.spec, sys.intern(spec.name))
                 new.append(ts)
             elif ts.state == "released" and ts.spec is None:
                 ts.spec = spec.spec
