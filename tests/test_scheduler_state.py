@@ -699,3 +699,15 @@ def test_held_tasks_of_one_client_on_one_worker_share_who_wants_and_who_has():
     assert held[0].who_has is held[1].who_has is held[2].who_has
     s.stimulus_release_keys("c", ["t0"], "drop")
     assert held[1].who_wants == {"c"} and "t0" not in s.tasks
+
+
+_user = st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False).map(lambda x: round(x * 2**20) / 2**20))
+_place = st.tuples(_user, st.integers(0, 2**40 - 1), st.integers(0, 2**40 - 1))
+
+
+@given(_place, _place)
+@settings(max_examples=300, deadline=None)
+def test_a_queue_priority_orders_as_its_three_parts_and_unpacks(a, b):
+    from actorrt.scheduler.task_state import queue_priority, unpack_priority
+    assert (queue_priority(*a) < queue_priority(*b)) == ((-a[0], a[1], a[2]) < (-b[0], b[1], b[2]))
+    assert unpack_priority(queue_priority(*a)) == a

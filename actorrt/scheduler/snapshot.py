@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .task_state import unpack_priority
+
 if TYPE_CHECKING:
     from .actor import Scheduler
 
@@ -13,9 +15,15 @@ if TYPE_CHECKING:
 STORY_LIMIT = 10_000
 
 
+def _priority(priority: int) -> list:
+    """As dask dumps it: ``[-user priority, generation, order]`` (lowest runs first)."""
+    user, generation, order = unpack_priority(priority)
+    return [-user, generation, order]
+
+
 def scheduler_snapshot(scheduler: "Scheduler") -> dict[str, Any]:
     state = scheduler.state
-    tasks = {key: {"state": ts.state, "name": ts.name, "priority": list(ts.priority),
+    tasks = {key: {"state": ts.state, "name": ts.name, "priority": _priority(ts.priority),
                    "dependencies": sorted(d.key for d in ts.dependencies),
                    "who_has": sorted(ws.address for ws in ts.who_has),
                    "who_wants": sorted(ts.who_wants), "nbytes": ts.nbytes, "type": ts.type,

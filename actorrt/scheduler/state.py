@@ -32,7 +32,7 @@ from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
 from .invariants import InvalidStateError, check_invariants
-from .task_state import NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
+from .task_state import NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members, queue_priority, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
 
 #: Task names whose cancellations are counted (for the dashboard; freely named keys
 #: must not grow the scheduler without bound).
@@ -139,7 +139,7 @@ class SchedulerState:
                 new.append(ts)
             else:
                 continue  # same key already known (pure=True dedup): keep what we have
-            ts.priority = (-spec.priority, generation, next(self._seq))
+            ts.priority = queue_priority(spec.priority, generation, next(self._seq))
             ts.retries = spec.retries
             ts.actor, ts.resources = spec.actor, spec.resources or None
             if spec.actor:
