@@ -94,6 +94,27 @@ async def test_metrics_over_http(c, lc):
     assert families["actorrt_transfer_bytes_total"]["type"] == "counter"
 
 
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+@gen_cluster(n_workers=2, threads_per_worker=1, **LOCAL)
+async def test_metrics_count_actor_calls_as_their_workers_do(c, lc):
+    counter = await c.submit(Counter, actor=True)
+    for _ in range(3):
+        await counter.incr()
+    families = parse_exposition((await fetch(base_url(lc.dashboard_link) + "/metrics")).body.decode())
+    assert families["actorrt_actors"]["samples"] == [({}, 1.0)]
+    [(labels, calls)] = families["actorrt_actor_calls_total"]["samples"]
+    assert labels["class"] == "Counter" and labels["actor"].startswith("Counter-") and calls == 3.0
+    assert families["actorrt_actor_calls_running"]["samples"] == [(labels, 0.0)]
+
+
 @gen_cluster(n_workers=1, threads_per_worker=1, **LOCAL)
 async def test_task_stream_endpoint_is_incremental_and_bounded(c, lc):
     base = base_url(lc.dashboard_link)

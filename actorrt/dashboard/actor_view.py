@@ -46,6 +46,21 @@ def actor_rows(scheduler: Scheduler, max_actors: int = MAX_ACTORS) -> list[dict[
     return rows
 
 
+async def actor_infos(host: Host, workers: list[str]) -> list[dict[str, Any]]:
+    """What ``workers`` say of the actors they host (``Worker.actor_info``); a worker
+    that does not answer within ASK_TIMEOUT is left out."""
+    answers = await asyncio.gather(*(asyncio.wait_for(host.ask(ActorRef(w, WORKER_ID), "actor_info"),
+                                                      ASK_TIMEOUT) for w in workers),
+                                   return_exceptions=True)
+    infos: list[dict[str, Any]] = []
+    for worker, answer in zip(workers, answers):
+        if isinstance(answer, BaseException):
+            logger.debug("dashboard: worker %s did not describe its actors: %r", worker, answer)
+        else:
+            infos.extend(answer)
+    return infos
+
+
 class ActorStats:
     """The workers' figures of their actors, asked for while an actors page is open,
     and the call rate each pair of answers gives."""
@@ -64,16 +79,10 @@ class ActorStats:
         self._asking = asyncio.get_running_loop().create_task(self._ask(host, workers))
 
     async def _ask(self, host: Host, workers: list[str]) -> None:
-        answers = await asyncio.gather(*(asyncio.wait_for(host.ask(ActorRef(w, WORKER_ID), "actor_info"),
-                                                          ASK_TIMEOUT) for w in workers),
-                                       return_exceptions=True)
+        infos = await actor_infos(host, workers)
         now = time.monotonic()
-        for worker, answer in zip(workers, answers):
-            if isinstance(answer, BaseException):
-                logger.debug("dashboard: worker %s did not describe its actors: %r", worker, answer)
-                continue
-            for info in answer:
-                self.merge(info["key"], info, now)
+        for info in infos:
+            self.merge(info["key"], info, now)
 
     def merge(self, key: str, info: dict[str, Any], now: float) -> None:
         """Keep ``info``; the rate is calls since the previous answer over the time between."""

@@ -9,13 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics, task_stream_page
+from .actor_view import actor_infos, actor_rows
 from .app import AssetHandler, _DashboardHandler
 
 
 class MetricsHandler(_DashboardHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        # Actor calls are counted on the workers: asked per scrape, of the workers that
+        # host actors (nothing is asked when nobody scrapes).
+        scheduler = self.dashboard.scheduler
+        infos = await actor_infos(scheduler.host, sorted({r["worker"] for r in actor_rows(scheduler)
+                                                          if r["worker"] is not None}))
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
-        self.finish(metrics.render(self.dashboard.scheduler))
+        self.finish(metrics.render(scheduler, infos))
 
 
 class TaskStreamPageHandler(_DashboardHandler):

@@ -67,6 +67,22 @@ def exposition(families: list[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def actor_families(infos: list[dict[str, Any]]) -> list[Family]:
+    """User actors' calls, as their workers count them (``Worker.actor_info`` answers)."""
+    calls, running, waiting = [], [], []
+    for info in sorted(infos, key=lambda i: str(i.get("key"))):
+        labels = {"actor": str(info.get("key")), "class": str(info.get("class"))}
+        calls.append((labels, info.get("calls")))
+        running.append((labels, info.get("running")))
+        waiting.append((labels, info.get("waiting")))
+    return [
+        Family("actorrt_actors", "gauge", "User actors whose workers answered.", [({}, len(infos))]),
+        Family("actorrt_actor_calls_total", "counter", "Method calls an actor received.", calls),
+        Family("actorrt_actor_calls_running", "gauge", "An actor's method calls running now.", running),
+        Family("actorrt_actor_calls_queued", "gauge", "An actor's method calls waiting their turn.", waiting),
+    ]
+
+
 def families(scheduler: Scheduler) -> list[Family]:
     """What the scheduler knows, as metric families."""
     state = scheduler.state
@@ -128,9 +144,9 @@ def families(scheduler: Scheduler) -> list[Family]:
     ]
 
 
-def render(scheduler: Scheduler) -> str:
-    """The ``/metrics`` body."""
-    return exposition(families(scheduler))
+def render(scheduler: Scheduler, actor_infos: list[dict[str, Any]] | None = None) -> str:
+    """The ``/metrics`` body; with the workers' figures of their actors if given."""
+    return exposition(families(scheduler) + actor_families(actor_infos or []))
 
 
 __all__ = ["CONTENT_TYPE", "Family", "escape_label", "exposition", "families", "render"]
