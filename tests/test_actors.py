@@ -428,6 +428,20 @@ def test_releasing_last_reference_stops_actor(client):
     wait_until(lambda: not any(key in w.user_actors for w in workers), timeout=10)
 
 
+def test_a_dropped_actor_that_was_called_stops_without_the_garbage_collector(client):
+    future = client.submit(Counter, actor=True)
+    handle = future.result()
+    assert handle.increment().result() == 1  # (a method made once was kept on the handle: a cycle)
+    key = future.key
+    workers = [w for _, w in client.cluster.workers.values()]
+    gc.disable()
+    try:
+        del future, handle
+        wait_until(lambda: not any(key in w.user_actors for w in workers), timeout=10)
+    finally:
+        gc.enable()
+
+
 def test_handle_alone_keeps_actor_alive(client):
     future = client.submit(Counter, actor=True)
     handle = future.result()

@@ -114,7 +114,7 @@ class Actor:
     """
 
     __slots__ = ("_key", "_cls_name", "_ref", "_methods", "_attrs", "_client", "_future", "_link",
-                 "_bound_methods", "__weakref__")
+                 "__weakref__")
 
     def __init__(self, key: str, cls_name: str, ref: ActorRef, methods: frozenset[str] | tuple,
                  client: "Client | None" = None, attrs: frozenset[str] | tuple = ()) -> None:
@@ -126,7 +126,6 @@ class Actor:
         put(self, "_attrs", frozenset(attrs))  # public attributes it had when created
         put(self, "_client", client)
         put(self, "_link", None)
-        put(self, "_bound_methods", {})
         # A bound handle owns a Future for the key: that is what keeps the actor alive.
         put(self, "_future", Future(key, client, inform=True) if client is not None else None)
 
@@ -135,10 +134,9 @@ class Actor:
         if name.startswith("_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         if name in self._methods:
-            method = self._bound_methods.get(name)
-            if method is None:
-                method = self._bound_methods[name] = _Method(self, name)
-            return method
+            # A new one each time: cached on the handle, a method (which holds the handle)
+            # made a cycle, and a dropped actor lived on until the garbage collector ran.
+            return _Method(self, name)
         if name not in self._attrs and _on_event_loop():
             # Not known, and blocking is impossible here: runtime code probing objects
             # (``getattr(x, "nbytes", None)``) must not turn into messages to the actor.
