@@ -45,7 +45,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# This checkout's actorrt first (a script's sys.path starts with its own folder, not the
+# repository, so an installed actorrt would be imported instead), then common.py.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 from common import (CLIENTS, N_WORKERS, THREADS_PER_WORKER, Row, format_columns,  # noqa: E402
                     have_dask, parse_args, print_table)
 
@@ -128,10 +131,11 @@ def run_actors(client: Any, s: Sizes, long_lived: Any, counts: dict[str, int]) -
         assert [p.result() for p in pending][-1] == s.pipelined_calls
         for _ in range(s.sequential_calls):
             a.increment().result()
-    del pending
     for _ in range(s.sequential_calls):
         long_lived.increment().result()
-    del actors, futures  # dropped: the scheduler releases them (and the workers stop them)
+    # Dropped (every reference, the loop's too): the scheduler releases them and the
+    # workers stop them.
+    del actors, futures, a, pending
     counts["actor calls"] += s.actors * (s.pipelined_calls + s.sequential_calls) + s.sequential_calls
 
 
