@@ -20,7 +20,7 @@ measured on its own), rounds run back to back until ``--duration`` is up. One ro
   with like.
 
 Every ``--interval`` seconds a row records the rate of each kind over the time spent
-in rounds, the RSS of every process (/proc/<pid>/statm; the nannies are not counted),
+on that kind, the RSS of every process (/proc/<pid>/statm; the nannies are not counted),
 and the scheduler's number of tasks once the round's releases have arrived (only the
 long-lived actor's key should be left). The summary compares the last interval with
 the first: throughput kept (each rate >= 0.8x) and memory flat (each process grew
@@ -172,20 +172,33 @@ def run_primitives(client: Any, lib: Any, s: Sizes, tag: str, counts: dict[str, 
         if close is not None:
             close()
     counts["primitive ops"] += 2 * n + 2 * n + 2 * n + 2 * n + 3 * n + 2 * n + 1
-    if hasattr(lib, "Pub"):
-        sub = lib.Sub(f"soak-topic-{tag}")
-        pub = lib.Pub(f"soak-topic-{tag}")
-        for i in range(s.pubsub_n):
-            pub.put(i)
-        assert [sub.get(timeout=30) for _ in range(s.pubsub_n)] == list(range(s.pubsub_n))
-        sub.close()
-        counts["pubsub msgs"] += s.pubsub_n
 
 
-def run_round(client: Any, lib: Any, s: Sizes, tag: str, long_lived: Any, counts: dict[str, int]) -> None:
-    run_tasks(client, lib, s, counts)
-    run_actors(client, s, long_lived, counts)
-    run_primitives(client, lib, s, tag, counts)
+def run_pubsub(lib: Any, s: Sizes, tag: str, counts: dict[str, int]) -> None:
+    if not hasattr(lib, "Pub"):
+        return  # (dask.distributed 2026 has none)
+    sub = lib.Sub(f"soak-topic-{tag}")
+    pub = lib.Pub(f"soak-topic-{tag}")
+    for i in range(s.pubsub_n):
+        pub.put(i)
+    assert [sub.get(timeout=30) for _ in range(s.pubsub_n)] == list(range(s.pubsub_n))
+    sub.close()
+    counts["pubsub msgs"] += s.pubsub_n
+
+
+def run_round(client: Any, lib: Any, s: Sizes, tag: str, long_lived: Any, counts: dict[str, int],
+              busy: dict[str, float]) -> None:
+    """One round; ``busy[kind]`` gains the seconds spent on each kind, so that each
+    rate is its own (a slower kind does not hide behind the others' time)."""
+    parts: list[tuple[str, Callable[[], None]]] = [
+        ("tasks", lambda: run_tasks(client, lib, s, counts)),
+        ("actor calls", lambda: run_actors(client, s, long_lived, counts)),
+        ("primitive ops", lambda: run_primitives(client, lib, s, tag, counts)),
+        ("pubsub msgs", lambda: run_pubsub(lib, s, tag, counts))]
+    for kind, part in parts:
+        t0 = time.perf_counter()
+        part()
+        busy[kind] += time.perf_counter() - t0
 
 
 # --- what is measured between rounds ----------------------------------------------------------
@@ -221,9 +234,8 @@ def held_tasks(client: Any, runtime: str, floor: int, wait: float = 2.0) -> int:
 def processes(client: Any, separate_scheduler: bool) -> dict[str, int]:
     """label -> pid of every process measured (worker pids asked again each time: a
     restarted worker is a new process)."""
-    out = {"client": os.getpid()}
     if separate_scheduler:
-        out["scheduler"] = client.run_on_scheduler(os.getpid)
+        out = {"client": os.getpid(), "scheduler": client.run_on_scheduler(os.getpid)}
     else:
         out = {"client+sched": os.getpid()}
     for i, (_, pid) in enumerate(sorted(client.run(os.getpid).items())):
@@ -250,7 +262,7 @@ def trace_growth(top: int = 8, dask_worker: Any = None, dask_scheduler: Any = No
             f"{st.traceback[0].filename}:{st.traceback[0].lineno}" for st in stats[:top] if st.size_diff > 0]
 
 
-def trace_all(client: Any, separate_scheduler: bool, pids: dict[str, int]) -> dict[str, list[str]]:
+def trace_all(client: Any, separate_scheduler: bool) -> dict[str, list[str]]:
     out = {("client" if separate_scheduler else "client+sched"): trace_growth()}
     if separate_scheduler:
         out["scheduler"] = client.run_on_scheduler(trace_growth)
@@ -283,35 +295,33 @@ def soak(client: Any, runtime: str, args: argparse.Namespace, sizes: Sizes) -> R
     long_future = client.submit(Counter, actor=True, pure=False)
     long_lived = long_future.result()
     for _ in range(3):  # warm up code paths and connections before the clock starts
-        run_round(client, lib, sizes, f"warm-{_}", long_lived, {k: 0 for k in KINDS})
+        run_round(client, lib, sizes, f"warm-{_}", long_lived, {k: 0 for k in KINDS}, {k: 0.0 for k in KINDS})
     floor = held_tasks(client, runtime, 1)  # (the long-lived actor's key)
     if args.tracemalloc:
-        trace_all(client, args.scheduler_process, {})
+        trace_all(client, args.scheduler_process)
     start = time.perf_counter()
     next_mark = start + args.interval
-    counts = {k: 0 for k in KINDS}
-    busy, rounds, tags = 0.0, 0, itertools.count()
+    counts, busy = {k: 0 for k in KINDS}, {k: 0.0 for k in KINDS}
+    rounds, tags = 0, itertools.count()
     while True:
-        t0 = time.perf_counter()
-        run_round(client, lib, sizes, str(next(tags)), long_lived, counts)
+        run_round(client, lib, sizes, str(next(tags)), long_lived, counts, busy)
         now = time.perf_counter()
-        busy += now - t0
         rounds += 1
         if now < next_mark:
             continue
         pids = processes(client, args.scheduler_process)
-        row = Interval(now - start, {k: counts[k] / busy for k in KINDS},
+        row = Interval(now - start, {k: counts[k] / busy[k] if busy[k] else 0.0 for k in KINDS},
                        {label: rss_mb(pid) for label, pid in pids.items()},
                        held_tasks(client, runtime, floor), rounds)
         run.intervals.append(row)
         if args.tracemalloc:
-            run.traces.append(trace_all(client, args.scheduler_process, pids))
+            run.traces.append(trace_all(client, args.scheduler_process))
             _print_trace(run.traces[-1], len(run.intervals))
         print(f"# {runtime} {row.elapsed:7.0f} s: " + ", ".join(f"{row.rates[k]:,.0f} {k}/s" for k in KINDS)
               + f", held {row.held}, RSS " + " ".join(f"{k}={v:.0f}" for k, v in row.rss.items() if v),
               file=sys.stderr, flush=True)
-        counts = {k: 0 for k in KINDS}
-        busy, rounds = 0.0, 0
+        counts, busy = {k: 0 for k in KINDS}, {k: 0.0 for k in KINDS}
+        rounds = 0
         if now - start >= args.duration - 1e-6 or len(run.intervals) >= args.intervals_max:
             break
         next_mark = time.perf_counter() + args.interval  # (sampling time is not an interval's)
