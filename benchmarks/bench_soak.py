@@ -25,7 +25,8 @@ and the scheduler's number of tasks once the round's releases have arrived (only
 long-lived actor's key should be left). The summary compares the last interval with
 the first: throughput kept (each rate >= 0.8x) and memory flat (each process grew
 < 10%). ``--tracemalloc`` also prints, per process and interval, the source lines
-whose allocations grew most (slow: for finding a leak, not for figures). ``--dask``
+whose allocations grew most (slow: for finding a leak, not for figures);
+``--reuse-names`` names the primitives once for the whole run instead of per round. ``--dask``
 runs the same workload on dask.distributed afterwards, for as long (``--quick`` runs
 it unless ``--no-dask``), and prints its table and a side-by-side comparison.
 """
@@ -306,7 +307,8 @@ def soak(client: Any, runtime: str, args: argparse.Namespace, sizes: Sizes) -> R
     counts, busy = {k: 0 for k in KINDS}, {k: 0.0 for k in KINDS}
     rounds, tags = 0, itertools.count()
     while True:
-        run_round(client, lib, sizes, str(next(tags)), long_lived, counts, busy)
+        tag = "shared" if args.reuse_names else str(next(tags))
+        run_round(client, lib, sizes, tag, long_lived, counts, busy)
         now = time.perf_counter()
         rounds += 1
         if now < next_mark:
@@ -430,7 +432,8 @@ def format_run(run: Run, args: argparse.Namespace) -> str:
     where = "scheduler, client and 2 workers each their own process" if args.scheduler_process \
         else "scheduler in the client's process"
     out = [f"soak, {run.runtime}: {len(run.intervals)} intervals of {args.interval:g} s, "
-           f"{N_WORKERS} worker processes x {THREADS_PER_WORKER} thread ({where})",
+           f"{N_WORKERS} worker processes x {THREADS_PER_WORKER} thread ({where}; "
+           f"{'the same primitive names every round' if args.reuse_names else 'new primitive names each round'})",
            format_columns(header, lines)]
     out.extend(summary(run))
     return "\n".join(out)
@@ -488,6 +491,8 @@ def _extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask", action="store_true", help="also run on dask.distributed, afterwards")
     p.add_argument("--scheduler-process", action="store_true",
                    help="scheduler and workers as CLI processes (each measured on its own)")
+    p.add_argument("--reuse-names", action="store_true",
+                   help="the same primitive names every round (default: new names per round)")
     p.add_argument("--tracemalloc", action="store_true",
                    help="print the source lines whose allocations grew, per process and interval (slow)")
 
