@@ -61,3 +61,12 @@ def test_script_runs_without_dask():
                 timeout=220)
     _check_table(proc, dask_expected=False)
     assert "# dask:" not in proc.stderr  # the harness never tried to start it
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_soak_runs_quick_without_dask():
+    """bench_soak.py --quick: 3 intervals of 5 s, its per-interval table and PASS/FAIL lines."""
+    proc = _run([sys.executable, str(BENCH_DIR / "bench_soak.py"), "--quick", "--no-dask"], timeout=80)
+    _check_table(proc, dask_expected=False)
+    assert proc.stdout.count("memory flat") == 1 and "throughput kept" in proc.stdout, proc.stdout
