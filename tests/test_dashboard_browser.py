@@ -241,3 +241,22 @@ def test_task_stream_page_draws_the_runs_of_the_running_function(browser, dash):
     assert len(browser.css("#ts rect.run[fill='#d62728']")) == 1  # in red
     browser.screenshot("task-stream")
     assert browser.errors() == []
+
+
+def spin(seconds):
+    import time
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return seconds
+
+
+def test_profile_page_draws_the_flame_graph_of_the_work(browser, dash):
+    c, base = dash
+    assert c.gather(c.map(spin, [0.3, 0.3, 0.3])) == [0.3, 0.3, 0.3]
+    browser.errors()
+    browser.open(f"{base}/profile")
+    browser.wait(lambda: browser.css("#flame svg.flame"), what="the flame graph")
+    assert "spin" in browser.text("#names")  # the sampled task, offered as a choice
+    browser.screenshot("profile")
+    assert browser.errors() == []
