@@ -5,6 +5,7 @@ replies, events and log records, never on sleeps.
 """
 import traceback
 import asyncio
+import time
 import contextlib
 import gc
 import logging
@@ -867,4 +868,44 @@ def test_a_flood_of_malformed_messages_logs_a_few_lines_and_a_summary():
             lines = [r for r in logs.records if "raw-peer" in r]
             assert len(lines) <= 6
             assert "995 more bad messages" in lines[-1]
+    run(main())
+
+
+class Slow(Actor):
+    """Each message takes ~5 ms of this host's loop."""
+
+    def __init__(self):
+        self.seen = []
+
+    def handle_record(self, x):
+        deadline = time.perf_counter() + 0.005
+        while time.perf_counter() < deadline:
+            pass
+        self.seen.append(x)
+
+    def handle_get(self):
+        return list(self.seen)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_flood_from_one_peer_leaves_the_loop_turns_between_its_slices(transport):
+    """40 messages of 5 ms from one peer, in one batch: handled in order, in slices of
+    about DISPATCH_SLICE, with the loop's other work (heartbeats, other peers) between."""
+    async def main():
+        async with hosts(transport) as (a, b):
+            slow = Slow()
+            ref = b.spawn(slow)
+            await a.ask(ref, "get")  # connected
+            loop = asyncio.get_running_loop()
+            between: list[int] = []
+
+            def tick():
+                between.append(len(slow.seen))
+                if len(slow.seen) < 40:
+                    loop.call_soon(tick)
+            for i in range(40):
+                a.tell(ref, "record", x=i)
+            loop.call_soon(tick)
+            assert await a.ask(ref, "get") == list(range(40))  # (asked after: answered after all)
+            assert any(0 < n < 40 for n in between), between  # other work ran mid-flood
     run(main())
