@@ -242,7 +242,7 @@ def scaling(args: argparse.Namespace, runtimes: list[str]) -> None:
                 # would be reused and hide the growth.
                 memory[(runtime, n)] = held_memory(client, api, scheduler_pid, n, runtime)
                 print(f"# {runtime} memory n={n:,}: {memory[(runtime, n)]}", file=sys.stderr, flush=True)
-                for name, fn in WORKLOADS.items():
+                for name, fn in WORKLOADS.items() if not args.memory_only else ():
                     t0 = time.perf_counter()
                     fn(client, api, n)
                     rates[(runtime, name, n)] = n / (time.perf_counter() - t0)
@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="numbers of tasks")
     parser.add_argument("--dask-max", type=int, default=100_000, help="largest size dask runs")
     parser.add_argument("--only", choices=("scaling", "workers", "uneven"), action="append", default=[])
+    parser.add_argument("--memory-only", action="store_true", help="of the scaling part, only the memory table")
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = [1_000, 3_000] if args.quick else [10_000, 100_000, 1_000_000]
