@@ -43,7 +43,7 @@ import tempfile
 import time
 from typing import Any
 
-from common import Workload, compare, fmt_seconds, format_columns, parse_args, runtimes
+from common import Workload, compare, fmt_seconds, format_columns, parse_args
 
 N_MAP = 10_000
 N_TREE = 4_096
@@ -141,16 +141,14 @@ def main() -> None:
         print(json.dumps({r.workload: r.seconds.get("actorrt") for r in rows}))
         return
     baseline = run_baseline(args.baseline, args) if args.baseline else {}
-    header = ["workload", "actorrt", *(["actorrt " + args.baseline] if args.baseline else []),
-              *(["dask"] if "dask" in runtimes(args) else []), "ratio"]
+    header = ["workload", "actorrt", "dask", *(["actorrt " + args.baseline] if args.baseline else []), "ratio"]
     lines = []
     for r in rows:
-        line = [r.workload, fmt_seconds(r.value("actorrt") or 0)]
+        dask = r.value("dask")  # ("-" where dask was not run, as every script's table)
+        line = [r.workload, fmt_seconds(r.value("actorrt") or 0), "-" if dask is None else fmt_seconds(dask)]
         if args.baseline:
             s = baseline.get(r.workload)
             line.append("-" if s is None else fmt_seconds(s / (r.tasks or 1)))
-        if "dask" in runtimes(args):
-            line.append(fmt_seconds(r.value("dask") or 0))
         line.append("n/a" if r.ratio is None else f"{r.ratio:.1f}x")
         lines.append(line)
     print("task stream cost (2 worker processes x 1 thread; time per task, best of", args.repeat, "runs)")

@@ -251,12 +251,14 @@ def spin(seconds):
     return seconds
 
 
-def test_profile_page_draws_the_flame_graph_of_the_work(browser, dash):
-    c, base = dash
-    assert c.gather(c.map(spin, [0.3, 0.3, 0.3])) == [0.3, 0.3, 0.3]
-    browser.errors()
-    browser.open(f"{base}/profile")
-    browser.wait(lambda: browser.css("#flame svg.flame"), what="the flame graph")
-    assert "spin" in browser.text("#names")  # the sampled task, offered as a choice
-    browser.screenshot("profile")
-    assert browser.errors() == []
+def test_profile_page_draws_the_flame_graph_of_the_work(browser, monkeypatch):
+    monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")  # (off by default)
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as c:
+        base = c.dashboard_link[: -len("/status")]
+        assert c.gather(c.map(spin, [0.3, 0.3, 0.3])) == [0.3, 0.3, 0.3]
+        browser.errors()
+        browser.open(f"{base}/profile")
+        browser.wait(lambda: browser.css("#flame svg.flame"), what="the flame graph")
+        assert "spin" in browser.text("#names")  # the sampled task, offered as a choice
+        browser.screenshot("profile")
+        assert browser.errors() == []

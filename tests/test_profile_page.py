@@ -7,12 +7,19 @@ from urllib.parse import quote
 
 import pytest
 
-from actorrt import get_worker
+from actorrt import Client, get_worker
 from actorrt.dashboard.page import CONTENT_SECURITY_POLICY
 from actorrt.dashboard.profile_page import BadQuery, hot_frames, parse_query
 from actorrt.diagnostics.profile import KEEP_SECONDS, add_path, new_tree
 from actorrt.testing import gen_cluster
 from dashboard_http import dashboard_root as base_of, fetch
+
+
+@pytest.fixture(autouse=True)
+def _profiler_on(monkeypatch):
+    """The profiler is off by default (docs/profiling.md): these tests turn it on."""
+    monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")
+
 
 LOCAL = {"dashboard_address": "127.0.0.1:0"}
 
@@ -88,7 +95,13 @@ async def test_bad_queries_get_400_naming_the_problem(c, lc):
     assert (await fetch(base + "/health")).code == 200
 
 
-def test_profile_page_over_worker_processes(pclient):
+def test_profile_page_over_worker_processes():
+    # (its own cluster: the worker processes inherit the autouse fixture's setting)
+    with Client(n_workers=2, threads_per_worker=1, processes=True) as pclient:
+        _profile_page_over(pclient)
+
+
+def _profile_page_over(pclient):
     pclient.submit(spin_for_profile, 3).result()
     code, body = get(base_of(pclient.dashboard_link) + "/api/profile?key=spin_for_profile")
     assert code == 200

@@ -14,6 +14,13 @@ from actorrt.worker.profiler import INTERVAL_ENV, RunningThreads, Sampler, check
 from actorrt.worker.task import ActorCall
 
 
+@pytest.fixture(autouse=True)
+def _profiler_on(monkeypatch):
+    """The profiler is off by default (docs/profiling.md): these tests turn it on."""
+    monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")
+
+
+
 def crunch_numbers(samples=3):
     """CPU-bound until this worker's sampler has seen it ``samples`` times (or 20 s)."""
     profiler = get_worker().profiler
@@ -120,7 +127,7 @@ async def test_bad_profile_arguments_are_refused_and_the_cluster_goes_on(client,
 
 def test_profile_sync_face_in_a_worker_process(monkeypatch):
     # A real worker process: its sampler thread sees its own pool thread.
-    monkeypatch.delenv(INTERVAL_ENV, raising=False)
+    monkeypatch.setenv(INTERVAL_ENV, "0.01")  # (off by default; the worker process inherits it)
     with LocalCluster(1, 1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
         pid = client.submit(os.getpid).result()
         assert pid != os.getpid()

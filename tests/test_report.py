@@ -100,7 +100,8 @@ def spin_for_a_while(seconds):
     return n
 
 
-def test_performance_report_carries_the_profile_of_the_block(tmp_path):
+def test_performance_report_carries_the_profile_of_the_block(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")  # (off by default)
     path = tmp_path / "report.html"
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
         with performance_report(filename=str(path)):
