@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (actorrt_client, dask_client, parse_args, print_table, runtimes, timeit,  # noqa: E402
                     tree_cpu_seconds)
+from actorrt.testing import stop_processes  # noqa: E402
 
 
 def inc(x: int) -> int:
@@ -48,35 +49,12 @@ def submit_gather(client: Any, n: int) -> None:
 
 @contextlib.contextmanager
 def page_open(client: Any, interval: float) -> Iterator[list]:
-    """A browser tab on the dashboard: a websocket on its own loop, reading every push."""
-    from tornado.websocket import websocket_connect
-
+    """A browser tab on the status page, pushed every ``interval`` seconds."""
     from actorrt.dashboard import DASHBOARD_ID
-    from actorrt.utils import LoopRunner
 
     client.cluster.scheduler_host.actors[DASHBOARD_ID].interval = interval
-    url = client.dashboard_link.replace("http://", "ws://").replace("/status", "/ws")
-    received: list = []
-    runner = LoopRunner("bench-page")
-
-    async def open_and_read() -> Any:
-        ws = await websocket_connect(url)
-
-        async def read() -> None:
-            while (msg := await ws.read_message()) is not None:
-                received.append(len(msg))
-        return ws, asyncio.ensure_future(read())
-
-    ws, reader = runner.run(open_and_read)
-    try:
+    with subscribed(client.dashboard_link, "status") as received:
         yield received
-    finally:
-        async def close() -> None:
-            ws.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(reader, 5)
-        runner.run(close)
-        runner.stop()
 
 
 #: The pages measured one at a time in the scheduler-CPU rows (a task page follows one key).
@@ -103,14 +81,7 @@ def scheduler_process(n_workers: int = 2) -> Iterator[tuple[int, str, str]]:
                   for _ in range(n_workers)]
         yield sched.pid, address, link
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs[::-1])
 
 
 @contextlib.contextmanager

@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterator
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import _silence_dask, format_columns, have_dask  # noqa: E402
 
+from actorrt.testing import stop_processes  # noqa: E402
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -123,14 +125,7 @@ def cluster(runtime: str, workers: int = 2) -> Iterator[tuple[Any, int]]:
         finally:
             client.close()
     finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs[::-1]:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs[::-1])
 
 
 def _api(runtime: str) -> Any:

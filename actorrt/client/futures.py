@@ -192,6 +192,7 @@ class FutureTable:
         submission of its key)."""
         box = self._outbox
         out: Outbox = []
+        queued = self.queued_tasks
         while box:
             op, items = box[0]
             if op != "update_graph":
@@ -213,7 +214,8 @@ class FutureTable:
                 box.pop(0)
             else:
                 del items[:take]
-        self._room.notify_all()
+        if self.queued_tasks < queued:  # room made: wake threads waiting for it
+            self._room.notify_all()
         return out
 
     def acknowledged(self, n: int) -> None:
