@@ -6,7 +6,6 @@ writes a self-contained flame-graph page to open in a browser, offline.
 
     python examples/profile_flamegraph.py [profile.html]
 """
-import os
 import sys
 import time
 
@@ -26,8 +25,6 @@ def slow_fib(n):
 
 
 def main(filename):
-    # The workers' profiler is off unless asked for (docs/profiling.md): every 10 ms here.
-    os.environ.setdefault("ACTORRT_PROFILE_INTERVAL", "0.01")
     with Client(n_workers=2, threads_per_worker=1) as client:
         start = time.time()
         primes = client.map(count_primes, range(0, 400_000, 50_000), range(50_000, 450_000, 50_000))

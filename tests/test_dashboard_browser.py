@@ -252,7 +252,7 @@ def spin(seconds):
 
 
 def test_profile_page_draws_the_flame_graph_of_the_work(browser, monkeypatch):
-    monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")  # (off by default)
+    monkeypatch.delenv("ACTORRT_PROFILE_INTERVAL", raising=False)  # (the default: on)
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as c:
         base = c.dashboard_link[: -len("/status")]
         assert c.gather(c.map(spin, [0.3, 0.3, 0.3])) == [0.3, 0.3, 0.3]

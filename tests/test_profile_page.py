@@ -17,7 +17,7 @@ from dashboard_http import dashboard_root as base_of, fetch
 
 @pytest.fixture(autouse=True)
 def _profiler_on(monkeypatch):
-    """The profiler is off by default (docs/profiling.md): these tests turn it on."""
+    """Whatever the environment says, these tests sample at the default 10 ms."""
     monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")
 
 

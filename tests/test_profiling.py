@@ -16,7 +16,7 @@ from actorrt.worker.task import ActorCall
 
 @pytest.fixture(autouse=True)
 def _profiler_on(monkeypatch):
-    """The profiler is off by default (docs/profiling.md): these tests turn it on."""
+    """Whatever the environment says, these tests sample at the default 10 ms."""
     monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")
 
 
@@ -127,7 +127,7 @@ async def test_bad_profile_arguments_are_refused_and_the_cluster_goes_on(client,
 
 def test_profile_sync_face_in_a_worker_process(monkeypatch):
     # A real worker process: its sampler thread sees its own pool thread.
-    monkeypatch.setenv(INTERVAL_ENV, "0.01")  # (off by default; the worker process inherits it)
+    monkeypatch.delenv(INTERVAL_ENV, raising=False)  # (the default: the worker process inherits the env)
     with LocalCluster(1, 1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
         pid = client.submit(os.getpid).result()
         assert pid != os.getpid()
@@ -178,6 +178,43 @@ def test_sampler_sleeps_while_no_task_runs_and_stops():
     assert not running._work.wait(0.05) and sampler.wakeups == woke  # asleep again
     sampler.stop()
     assert not thread.is_alive()
+
+
+class Payload:
+    """Stands for a task's big value: weakly referenceable, so its death can be seen."""
+
+
+def test_a_sample_keeps_no_task_frame_alive_without_the_garbage_collector():
+    # The whole frames dict once held the sampler's own frame, whose locals held the dict:
+    # a cycle that kept each sampled task's frame (and its arrays) until a collection,
+    # and a worker paused for memory, idle, never ran one (it stayed paused for good).
+    import gc
+    import weakref
+    running = RunningThreads()
+    sampler = Sampler(running, interval=0.001, name="actorrt-profiler-test")
+    sampled, done = threading.Event(), threading.Event()
+    refs = []
+
+    def task():
+        value = Payload()
+        refs.append(weakref.ref(value))
+        running.enter(threading.get_ident(), ActorCall("k", "k"))
+        sampled.wait(10)
+        running.leave(threading.get_ident())
+        done.set()  # (returns still holding ``value``: the frame's locals go with it)
+
+    gc.disable()
+    try:
+        t = threading.Thread(target=task)
+        t.start()
+        wait_until(lambda: running.items)
+        sampler.sample()  # (records nothing: no call_task below; the frames were taken all the same)
+        sampled.set()
+        assert done.wait(10)
+        t.join(10)
+        assert refs[0]() is None  # freed when the task let it go, with no collection
+    finally:
+        gc.enable()
 
 
 class Cruncher:

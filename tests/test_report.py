@@ -101,7 +101,7 @@ def spin_for_a_while(seconds):
 
 
 def test_performance_report_carries_the_profile_of_the_block(tmp_path, monkeypatch):
-    monkeypatch.setenv("ACTORRT_PROFILE_INTERVAL", "0.01")  # (off by default)
+    monkeypatch.delenv("ACTORRT_PROFILE_INTERVAL", raising=False)  # (the default: on)
     path = tmp_path / "report.html"
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
         with performance_report(filename=str(path)):

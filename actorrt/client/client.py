@@ -393,9 +393,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
     def _deliver(self, box: list) -> None:
         """On the loop: turn the table's outbox into messages to the scheduler."""
         if self.status not in ("running", "closing"):
-            for op, items in box:  # (nothing will acknowledge what is not sent)
-                if op in ("update_graph", "update_graph_more"):
-                    self.table.acknowledged(len(items))
+            self.table.unsent(sum(len(items) for op, items in box if op in ("update_graph", "update_graph_more")))
             return
         tell = self.host.tell
         for op, items in box:

@@ -169,27 +169,35 @@ class FutureTable:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
-                self._loop.call_soon(self.flush)
+                self._loop.call_soon(self._flush_window)
             else:
                 try:
-                    self._loop.call_soon_threadsafe(self.flush)
+                    self._loop.call_soon_threadsafe(self._flush_window)
                 except RuntimeError:
                     pass  # loop closed
 
     def flush(self) -> None:
-        """On the loop: send what is queued now (also before a message that must follow
-        it), as far as the window allows; the rest waits for acknowledgements, in order."""
+        """On the loop: send everything queued, window or not: a message that must follow
+        what was queued before it (a dataset published, a question about keys) comes next."""
+        self._flush(window=False)
+
+    def _flush_window(self) -> None:
+        """On the loop, once per turn: send what is queued as far as the window allows;
+        the rest waits for acknowledgements, in order."""
+        self._flush(window=True)
+
+    def _flush(self, window: bool) -> None:
         with self.lock:
-            box = self._sendable()
+            box = self._sendable(window)
             self._flush_scheduled = False
         if box and self._send is not None:
             self._send(box)
 
-    def _sendable(self) -> Outbox:
+    def _sendable(self, window: bool = True) -> Outbox:
         """Lock held: take from the outbox what may go now. Tasks go in messages of at
-        most ``chunk``, at most ``window`` unacknowledged; whatever follows the first
-        task that may not go stays queued behind it (a release must not overtake the
-        submission of its key)."""
+        most ``chunk``; with ``window``, at most ``window`` unacknowledged, and whatever
+        follows the first task that may not go stays queued behind it (a release must
+        not overtake the submission of its key)."""
         box = self._outbox
         out: Outbox = []
         queued = self.queued_tasks
@@ -201,7 +209,7 @@ class FutureTable:
                 # a turn of its loop, with its heartbeats and other peers between.)
                 out.extend([op, items[i:i + self.chunk]] for i in range(0, len(items), self.chunk))
                 continue
-            room = self.window - self.unacknowledged
+            room = self.window - self.unacknowledged if window else len(items)
             if room <= 0:
                 break
             take = min(len(items), room, self.chunk)
@@ -225,7 +233,13 @@ class FutureTable:
             self.unacknowledged = max(0, self.unacknowledged - n)
             more = bool(self._outbox)
         if more:
-            self.flush()
+            self._flush_window()
+
+    def unsent(self, n: int) -> None:
+        """On the loop: ``n`` tasks taken for sending went nowhere (the client is not
+        connected): nothing will acknowledge them, and nothing more is sent now."""
+        with self.lock:
+            self.unacknowledged = max(0, self.unacknowledged - n)
 
     def wait_for_room(self) -> None:
         """Block the calling thread while more than ``backlog`` tasks wait here to be

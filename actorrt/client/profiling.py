@@ -34,7 +34,7 @@ class ProfilingMethods(ClientPart):
 
         The tree has dask.distributed's shape (``identifier``, ``description``,
         ``count``, ``children``); counts are samples, one per thread running a task
-        every sampling interval (``ACTORRT_PROFILE_INTERVAL``: off by default, 0.01 recommended).
+        every sampling interval (10 ms by default, ``ACTORRT_PROFILE_INTERVAL``).
         ``key`` keeps only the tasks of one name (``"inc"``, or a key ``"inc-6f1c..."``
         standing for its name); ``start``/``stop`` are ``time.time()`` seconds or
         datetimes (None: as far back as kept / now); ``workers`` limits it to some

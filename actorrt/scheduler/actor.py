@@ -80,7 +80,6 @@ class Scheduler(EventHandlers, Actor):
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
         self.actors.close()
         self.plugins.close()
-        self.admission.release_all()  # (their clients learn of the close otherwise)
 
     def _sid(self, what: str) -> str:
         return f"{what}-{next(self._stimuli)}"

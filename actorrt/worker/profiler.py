@@ -35,11 +35,8 @@ logger = logging.getLogger("actorrt.worker")
 # function, or an actor's method.
 RUNTIME_CODES = frozenset({call_task.__code__, UserActor._run_sync.__code__})
 
-#: Seconds between samples when turned on (``ACTORRT_PROFILE_INTERVAL=0.01``). Off by
-#: default for now: with it on, workers near their memory limit were seen to stay paused
-#: for good (benchmarks/bench_memory.py --quick hangs; cause not found yet).
-RECOMMENDED_INTERVAL = 0.01
-DEFAULT_INTERVAL = 0.0
+#: Seconds between samples unless configured (see the module docstring for why).
+DEFAULT_INTERVAL = 0.01
 INTERVAL_ENV = "ACTORRT_PROFILE_INTERVAL"
 #: Nodes in a ``profile`` reply at most, unless asked otherwise (the most sampled).
 MAX_REPLY_NODES = 20_000
@@ -169,7 +166,11 @@ class Sampler:
         running = self.running.items.copy()  # (a copy: tasks start and stop meanwhile)
         if not running:
             return 0
-        frames = sys._current_frames()
+        # Only the task threads' frames, never the whole dict: it holds this very frame,
+        # whose locals would hold the dict, a cycle keeping every sampled task's frames
+        # (and their arrays) alive until a garbage collection, which an idle worker paused
+        # for memory never runs (it stayed paused for good).
+        frames = {i: f for i, f in sys._current_frames().items() if i in running}
         now = time.time()
         n = 0
         for ident, run in running.items():
