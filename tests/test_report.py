@@ -81,6 +81,9 @@ def test_performance_report_sync(tmp_path):
     assert "8 task runs, 0 erred" in page
     with pytest.raises(TypeError, match="filename"):
         performance_report(filename=5)
+    for option in ({"mode": "cdn"}, {"storage_options": {"anon": True}}, {"stacklevel": 2}):
+        with pytest.raises(ValueError, match=rf"\({next(iter(option))}=\.\.\.\) is not supported"):
+            performance_report(**option)
 
 
 @gen_cluster(n_workers=1, threads_per_worker=1)

@@ -183,7 +183,13 @@ class performance_report:  # noqa: N801 (dask's name)
 
     def __init__(self, filename: str = "dask-report.html", client: "Client | None" = None,
                  stacklevel: int = 1, mode: Any = None, storage_options: Any = None) -> None:
-        del stacklevel, mode, storage_options  # (dask's: code capture and Bokeh modes; fsspec)
+        # dask's code capture (stacklevel), Bokeh output modes and fsspec targets have no
+        # meaning for one self-contained file written here: refused, not ignored.
+        for name, value, default in (("stacklevel", stacklevel, 1), ("mode", mode, None),
+                                     ("storage_options", storage_options, None)):
+            if value != default:
+                raise ValueError(f"performance_report({name}=...) is not supported: the report is one "
+                                 f"self-contained HTML file written to a local path; got {value!r}")
         if not isinstance(filename, (str, os.PathLike)):
             raise TypeError(f"filename must be a path, got {type(filename).__name__}: {filename!r}")
         self.filename = os.fspath(filename)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics, task_stream_page
-from .actor_view import actor_infos, actor_rows
+from .actor_view import actor_infos, actor_rows, workers_hosting
 from .app import AssetHandler, _DashboardHandler
 
 
@@ -18,8 +18,7 @@ class MetricsHandler(_DashboardHandler):
         # Actor calls are counted on the workers: asked per scrape, of the workers that
         # host actors (nothing is asked when nobody scrapes).
         scheduler = self.dashboard.scheduler
-        infos = await actor_infos(scheduler.host, sorted({r["worker"] for r in actor_rows(scheduler)
-                                                          if r["worker"] is not None}))
+        infos = await actor_infos(scheduler.host, workers_hosting(actor_rows(scheduler)))
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
         self.finish(metrics.render(scheduler, infos))
 

@@ -24,6 +24,7 @@ from ..protocol import WORKER_ID
 from .app import AssetHandler, _DashboardHandler
 from .app import static_file
 from .shell import header
+from .task_view import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
     from ..scheduler.actor import Scheduler
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 WINDOWS = (10, 60, 300, KEEP_SECONDS)
 DEFAULT_SECONDS = 60
 #: Longest ``key`` accepted: a task name or a key, never a document.
-MAX_KEY = 1000
+MAX_KEY = MAX_KEY_LENGTH  # (a task name or a key: the task pages' bound)
 #: Seconds to wait for a worker's tree; a worker slower than that is left out (and counted).
 ASK_TIMEOUT = 5.0
 #: Names listed as links, at most (the workers keep at most 50 per second each).

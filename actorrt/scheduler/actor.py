@@ -229,9 +229,7 @@ class Scheduler(EventHandlers, Actor):
         self._check_peer("update_graph", "client", client, origin)
         try:
             specs = decode_tasks(tasks)
-            keys_field("update_graph", wanted, "wanted")
-            if type(more) is not bool:
-                raise BadMessageError(f"Scheduler.update_graph: field 'more' must be a bool, got {more!r:.100}")
+            keys_field("update_graph", wanted, "wanted")  # ('more' is checked at dispatch: a bool)
         except BadMessageError as e:
             self._refuse_graph(client, tasks, wanted, e)
             raise

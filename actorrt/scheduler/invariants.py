@@ -38,7 +38,7 @@ def check_invariants(state: "SchedulerState") -> None:
             _check(dep.state in ("waiting", "queued", "processing"), f"{ts} waiting on {dep}")
             _check(dep in ts.dependencies, f"{ts} waiting on {dep}, not an input")
         if s in ("waiting", "queued", "processing"):
-            _check(bool(ts.who_wants) or bool(ts.waiters), f"{ts} runs for nobody")
+            _check(state._needed(ts), f"{ts} runs for nobody")
         for dts in ts.waiters:
             _check(dts in ts.dependents, f"waiter {dts} of {ts} is not a dependent")
             _check(dts.key in state.tasks, f"waiter {dts} of {ts} is forgotten")

@@ -602,7 +602,8 @@ def _news(sent: WorkerMemory | None, report: WorkerMemory) -> bool:
     or a usage figure that moved noticeably. (An idle worker's CPU and traffic wobble by a
     little all the time: resent at each tick, a hundred idle workers would keep the
     scheduler busy reading that nothing happens.)"""
-    if sent is None or report[:6] != sent[:6]:
+    if sent is None or report._replace(cpu=None, sent_per_s=None, received_per_s=None) != sent._replace(
+            cpu=None, sent_per_s=None, received_per_s=None):
         return True
     return (_moved(sent.cpu, report.cpu, 5.0)
             or _moved(sent.sent_per_s, report.sent_per_s, max(4096.0, 0.25 * (sent.sent_per_s or 0)))
