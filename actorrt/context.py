@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import runtime
 from .client.client import Client
+from .core.addresses import with_default_scheme
 from .durations import parse_timeout
 
 if TYPE_CHECKING:
@@ -49,10 +50,11 @@ def get_client(address: Any = None, timeout: Any = None,
 
     Inside a task the client shares the worker's host, loop and connections; no new
     connection is opened per task (so ``timeout`` never runs out there). Outside a
-    task it is the last Client created in this process; with none, and an
-    ``address`` given, a new Client connects to it as in dask, within ``timeout`` (a
-    duration; 30 s by default), else ``TimeoutError`` (an ``OSError``); with neither,
-    ``ValueError``. ``resolve_address`` is accepted for dask's sake.
+    task it is the last Client created in this process. An ``address`` of another
+    scheduler than that client's (or with no client) gets a new Client connecting to
+    it as in dask, within ``timeout`` (a duration; 30 s by default), else
+    ``TimeoutError`` (an ``OSError``); with neither, ``ValueError``.
+    ``resolve_address`` is accepted for dask's sake (addresses are used as given).
 
     >>> def fib(n):                                          # doctest: +SKIP
     ...     if n < 2:
@@ -63,9 +65,18 @@ def get_client(address: Any = None, timeout: Any = None,
     610
     """
     seconds = parse_timeout(timeout)
-    if runtime.current_worker() is not None or runtime.default_client() is not None or address is None:
+    if address is None or _current_scheduler() == with_default_scheme(address):
         return runtime.current_client()
     return Client(address, timeout=CONNECT_TIMEOUT if seconds is None else seconds)
+
+
+def _current_scheduler() -> str | None:
+    """The scheduler address of the client get_client() gives here without an address."""
+    worker = runtime.current_worker()
+    if worker is not None:
+        return worker.scheduler.address
+    default = runtime.default_client()
+    return default.scheduler.address if default is not None else None
 
 
 def secede() -> None:

@@ -114,6 +114,19 @@ def test_client_by_address_to_a_cluster_in_this_process(runtime_dir):
     assert not os.path.exists(path)
 
 
+def test_get_client_of_another_scheduler_connects_there(runtime_dir):
+    from actorrt import get_client
+    with LocalCluster(n_workers=0, processes=True, nanny=False, dashboard_address=None) as here, \
+            LocalCluster(n_workers=0, processes=True, nanny=False, dashboard_address=None) as there, \
+            Client(here) as default:
+        assert get_client() is default and get_client(here.scheduler_address) is default
+        other = get_client(there.scheduler_address, timeout=10)  # (the default is connected elsewhere)
+        try:
+            assert other is not default and other.scheduler.address == there.scheduler_address
+        finally:
+            other.close()
+
+
 def test_an_explicit_secret_wins_over_the_file(runtime_dir, monkeypatch):
     with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster:
         monkeypatch.setenv("ACTORRT_SECRET", "not-it")
