@@ -40,6 +40,9 @@ class _Scheduler:
     def memory_of(self, address):
         return {"managed": 0, "spilled": 0, "rss": None, "limit": None, "paused": False}
 
+    def usage_of(self, address):
+        return {"cpu": None, "sent_per_s": None, "received_per_s": None}
+
 
 def _chain_state(n):
     """A state holding a chain t0 <- t1 <- ... of n tasks, named by parity."""

@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "worker": {"core", "protocol", "runtime", "utils", "spec", "run", "diagnostics"},
     "dashboard": {"core", "protocol", "scheduler", "utils", "diagnostics"},  # (profile page: flame graphs)
     "client": {"durations", "core", "protocol", "runtime", "utils", "spec", "integrations", "diagnostics"},
-    "context": {"durations", "runtime", "client"},
+    "context": {"durations", "runtime", "client", "core"},
     "coordination": {"durations", "core", "protocol", "runtime", "client", "utils"},
     "deploy": {"durations", "core", "protocol", "runtime", "utils", "scheduler", "worker", "dashboard", "client",
                "coordination", "diagnostics"},

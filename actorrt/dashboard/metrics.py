@@ -83,29 +83,32 @@ def actor_families(infos: list[dict[str, Any]]) -> list[Family]:
     ]
 
 
+#: The per-worker gauges: (metric, field of the worker's figures, help).
+PER_WORKER = (
+    ("actorrt_worker_threads", "threads", "Task threads of a worker."),
+    ("actorrt_worker_tasks_processing", "processing", "Tasks placed on a worker and not done."),
+    ("actorrt_worker_memory_managed_bytes", "managed", "Results a worker holds in memory."),
+    ("actorrt_worker_memory_spilled_bytes", "spilled", "Results a worker spilled to disk (their size in memory)."),
+    ("actorrt_worker_memory_rss_bytes", "rss", "A worker process's resident size."),
+    ("actorrt_worker_memory_limit_bytes", "limit", "A worker's memory limit."),
+    ("actorrt_worker_cpu_percent", "cpu", "A worker process's CPU use, percent of one core."),
+    ("actorrt_worker_sent_bytes_per_second", "sent_per_s", "Bytes a worker process's connections sent."),
+    ("actorrt_worker_received_bytes_per_second", "received_per_s", "Bytes a worker process's connections received."),
+)
+
+
 def families(scheduler: Scheduler) -> list[Family]:
     """What the scheduler knows, as metric families."""
     state = scheduler.state
     by_state = dict.fromkeys(TASK_STATES, 0)
     by_state.update(Counter(map(_state_of, state.tasks.values())))
     workers = sorted(state.workers)
-    per_worker: dict[str, list[tuple[dict[str, str], Any]]] = {
-        k: [] for k in ("threads", "managed", "spilled", "rss", "limit", "cpu", "sent", "received", "processing")}
+    figures = []  # per worker: (labels, {field: value})
     for address in workers:
         ws = state.workers[address]
-        info = scheduler.worker_info.get(address, {})
-        memory = scheduler.memory_of(address)
-        report = info.get("memory")
-        labels = {"worker": address, "name": str(info.get("name", ""))}
-        per_worker["threads"].append((labels, ws.nthreads))
-        per_worker["processing"].append((labels, len(ws.processing)))
-        per_worker["managed"].append((labels, memory["managed"]))
-        per_worker["spilled"].append((labels, memory["spilled"]))
-        per_worker["rss"].append((labels, memory["rss"]))
-        per_worker["limit"].append((labels, memory["limit"]))
-        per_worker["cpu"].append((labels, report.cpu if report is not None else None))
-        per_worker["sent"].append((labels, report.sent_per_s if report is not None else None))
-        per_worker["received"].append((labels, report.received_per_s if report is not None else None))
+        labels = {"worker": address, "name": str(scheduler.worker_info.get(address, {}).get("name", ""))}
+        figures.append((labels, {"threads": ws.nthreads, "processing": len(ws.processing),
+                                 **scheduler.memory_of(address), **scheduler.usage_of(address)}))
     stream = scheduler.task_stream
     return [
         Family("actorrt_tasks", "gauge", "Tasks the scheduler holds, by state.",
@@ -118,21 +121,8 @@ def families(scheduler: Scheduler) -> list[Family]:
         Family("actorrt_threads", "gauge", "Task threads over all workers.",
                [({}, sum(state.workers[a].nthreads for a in workers))]),
         Family("actorrt_clients", "gauge", "Clients connected.", [({}, len(state.clients))]),
-        Family("actorrt_worker_threads", "gauge", "Task threads of a worker.", per_worker["threads"]),
-        Family("actorrt_worker_tasks_processing", "gauge", "Tasks placed on a worker and not done.",
-               per_worker["processing"]),
-        Family("actorrt_worker_memory_managed_bytes", "gauge", "Results a worker holds in memory.",
-               per_worker["managed"]),
-        Family("actorrt_worker_memory_spilled_bytes", "gauge",
-               "Results a worker spilled to disk (their size in memory).", per_worker["spilled"]),
-        Family("actorrt_worker_memory_rss_bytes", "gauge", "A worker process's resident size.", per_worker["rss"]),
-        Family("actorrt_worker_memory_limit_bytes", "gauge", "A worker's memory limit.", per_worker["limit"]),
-        Family("actorrt_worker_cpu_percent", "gauge", "A worker process's CPU use, percent of one core.",
-               per_worker["cpu"]),
-        Family("actorrt_worker_sent_bytes_per_second", "gauge", "Bytes a worker process's connections sent.",
-               per_worker["sent"]),
-        Family("actorrt_worker_received_bytes_per_second", "gauge",
-               "Bytes a worker process's connections received.", per_worker["received"]),
+        *(Family(name, "gauge", help_text, [(labels, values[field]) for labels, values in figures])
+          for name, field, help_text in PER_WORKER),
         Family("actorrt_transfer_bytes_total", "counter", "Bytes workers fetched from each other.",
                [({}, stream.totals["transfer"][1])]),
         Family("actorrt_transfers_total", "counter", "Fetches of keys between workers.",

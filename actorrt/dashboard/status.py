@@ -96,7 +96,6 @@ def _worker(scheduler: Scheduler, address: str) -> dict[str, Any]:
     ws = scheduler.state.workers[address]
     info = scheduler.worker_info.get(address, {})
     memory = scheduler.memory_of(address)
-    report = info.get("memory")  # the worker's last report (protocol.WorkerMemory), if any
     return {
         "address": address,
         "name": info.get("name", ""),
@@ -110,9 +109,7 @@ def _worker(scheduler: Scheduler, address: str) -> dict[str, Any]:
         "rss": memory["rss"],
         "limit": memory["limit"],
         "status": "paused" if memory["paused"] else "running",
-        "cpu": report.cpu if report is not None else None,
-        "sent_per_s": report.sent_per_s if report is not None else None,
-        "received_per_s": report.received_per_s if report is not None else None,
+        **scheduler.usage_of(address),
     }
 
 

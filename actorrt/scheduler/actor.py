@@ -207,6 +207,14 @@ class Scheduler(EventHandlers, Actor):
                 "spilled_disk": report.spilled_disk, "rss": report.rss, "unmanaged": unmanaged,
                 "limit": report.limit, "paused": report.paused}
 
+    def usage_of(self, address: str) -> dict:
+        """A worker's process CPU % and bytes sent/received per second, from its last
+        report (None before its first)."""
+        report = self.worker_info.get(address, {}).get("memory")
+        if report is None:
+            return {"cpu": None, "sent_per_s": None, "received_per_s": None}
+        return {"cpu": report.cpu, "sent_per_s": report.sent_per_s, "received_per_s": report.received_per_s}
+
     def handle_wait_for_workers(self, n: int, reply: Reply) -> None:
         self._worker_waiters.append((n, reply))
         self._wake_worker_waiters()
@@ -531,14 +539,10 @@ class Scheduler(EventHandlers, Actor):
         """Each worker's latest CPU, memory and network figures (performance_report)."""
         out = {}
         for address, info in self.worker_info.items():
-            report = info.get("memory")
             memory = self.memory_of(address)
             out[address] = {
                 "nthreads": info.get("nthreads"), "rss": memory["rss"], "managed": memory["managed"],
-                "spilled": memory["spilled"], "limit": memory["limit"],
-                "cpu": report.cpu if report is not None else None,
-                "sent_per_s": report.sent_per_s if report is not None else None,
-                "received_per_s": report.received_per_s if report is not None else None}
+                "spilled": memory["spilled"], "limit": memory["limit"], **self.usage_of(address)}
         return out
 
     def _memory_reported(self, worker: str, report: WorkerMemory) -> None:
