@@ -7,7 +7,6 @@ holder has it, so no value is ever without a holder it knows.
 """
 from __future__ import annotations
 
-import asyncio
 import numbers
 from typing import TYPE_CHECKING, Any, cast
 
@@ -119,39 +118,34 @@ async def _resolve(client: "Client", workers: Any, strict: bool) -> list[str] | 
     return _resolve_workers(info, entries, strict)
 
 
-async def _ready(client: "Client", futures: list[Future], timeout: float | None) -> list[str]:
+async def _ready(client: "Client", futures: list[Future]) -> list[str]:
     """Send what is in the outbox, wait for ``futures``; their keys that hold values."""
     client.table.flush()
-    await wait_all([f._state for f in futures], timeout)
+    await wait_all([f._state for f in futures])
     return [f.key for f in futures if f.status == "finished"]
 
 
-async def _replicate(client: "Client", futures: list[Future], n: int | None, workers: Any,
-                     timeout: float | None = None) -> None:
+async def _replicate(client: "Client", futures: list[Future], n: int | None, workers: Any) -> None:
     addresses = await _resolve(client, workers, strict=True)
-    keys = await _ready(client, futures, timeout)
+    keys = await _ready(client, futures)
     if keys:
-        await asyncio.wait_for(client.host.ask(client.scheduler, "replicate", keys=keys, n=n,
-                                               workers=addresses), timeout)
+        await client.host.ask(client.scheduler, "replicate", keys=keys, n=n, workers=addresses)
 
 
-async def _rebalance(client: "Client", futures: list[Future] | None, workers: Any,
-                     timeout: float | None = None) -> None:
+async def _rebalance(client: "Client", futures: list[Future] | None, workers: Any) -> None:
     addresses = await _resolve(client, workers, strict=True)
-    keys = None if futures is None else await _ready(client, futures, timeout)
+    keys = None if futures is None else await _ready(client, futures)
     if keys == []:
         return
-    await asyncio.wait_for(client.host.ask(client.scheduler, "rebalance", keys=keys, workers=addresses),
-                           timeout)
+    await client.host.ask(client.scheduler, "rebalance", keys=keys, workers=addresses)
 
 
 async def _retire(client: "Client", workers: list | None, names: list | None, n: int | None, close: bool,
-                  remove: bool, timeout: float | None = None) -> dict:
+                  remove: bool) -> dict:
     addresses = await _resolve(client, workers, strict=False)
     client.table.flush()
-    result = await asyncio.wait_for(client.host.ask(
-        client.scheduler, "retire_workers", workers=addresses, names=names, n=n, close_workers=close,
-        remove=remove), timeout)
+    result = await client.host.ask(client.scheduler, "retire_workers", workers=addresses, names=names, n=n,
+                                   close_workers=close, remove=remove)
     cluster = cast(Any, client).cluster
     if close and result and cluster is not None and hasattr(cluster, "_forget_retired"):
         await cluster._forget_retired([str(i.get("name")) for i in result.values()])

@@ -184,7 +184,7 @@ def _worker_snapshot(dask_worker: Any) -> dict:
             "story": [list(map(str, e)) for e in list(state.log)[-1000:]]}
 
 
-async def _dump(client: "Client", filename: str, format: str, timeout: float | None = None) -> str:
+async def _dump(client: "Client", filename: str, format: str) -> str:
     scheduler = await client.host.ask(client.scheduler, "dump_state")
     workers = await _run(client, _worker_snapshot, on_error="return")
     doc = {"scheduler": scheduler,
@@ -236,7 +236,7 @@ async def _bench_fetch(peer: str, key: str, size: int, dask_worker: Any = None) 
     return size / max(time.perf_counter() - start, 1e-9)
 
 
-async def _benchmark(client: "Client", timeout: float | None = None) -> dict:
+async def _benchmark(client: "Client") -> dict:
     local = await _run(client, _bench_memory_disk)
     result: dict[str, dict[str, float]] = {"disk": {}, "memory": {}, "network": {}}
     for kind in ("disk", "memory"):

@@ -126,8 +126,7 @@ def _check_name(name: Any) -> str:
     return name
 
 
-async def _register(client: "Client", kind: str, name: str, blob: Pickled, idempotent: bool,
-                    timeout: float | None = None) -> Any:
+async def _register(client: "Client", kind: str, name: str, blob: Pickled, idempotent: bool) -> Any:
     ask = client.host.ask
     if kind == "scheduler":
         await ask(client.scheduler, "register_scheduler_plugin", name=name, plugin=blob, idempotent=idempotent)
@@ -136,7 +135,7 @@ async def _register(client: "Client", kind: str, name: str, blob: Pickled, idemp
     return _statuses(replies)
 
 
-async def _unregister(client: "Client", kind: str, name: str, timeout: float | None = None) -> Any:
+async def _unregister(client: "Client", kind: str, name: str) -> Any:
     replies = await client.host.ask(client.scheduler, f"unregister_{kind}_plugin", name=name)
     return None if kind == "scheduler" else _statuses(replies)
 

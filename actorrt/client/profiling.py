@@ -85,9 +85,8 @@ def _seconds(value: Any, what: str) -> float | None:
 
 
 async def _profile(client: "Client", key: str | None, start: float | None, stop: float | None,
-                   workers: Any, merge_workers: bool, filename: str | None,
-                   timeout: float | None = None) -> Any:
-    trees = await asyncio.wait_for(worker_profiles(client, key, start, stop, workers), timeout)
+                   workers: Any, merge_workers: bool, filename: str | None) -> Any:
+    trees = await worker_profiles(client, key, start, stop, workers)
     merged = merge(*trees.values())
     if filename is not None:
         title = "actorrt profile" + (f" of {key}" if key else "")
