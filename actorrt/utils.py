@@ -176,11 +176,14 @@ _after_import = _AfterImport()
 
 def when_imported(module: str, callback: Callable[[], object]) -> None:
     """Run ``callback()`` now if top-level ``module`` is imported, else right after its
-    first import (in the importing thread)."""
+    first import (in the importing thread). The same callback asked for twice runs once
+    (every Client asks for joblib's registration: it must not pile up until the import)."""
     if module in sys.modules:
         callback()
         return
     with _after_import.lock:
-        _after_import.pending.setdefault(module, []).append(callback)
+        pending = _after_import.pending.setdefault(module, [])
+        if callback not in pending:
+            pending.append(callback)
         if _after_import not in sys.meta_path:
             sys.meta_path.insert(0, _after_import)

@@ -39,3 +39,19 @@ def test_an_imported_module_runs_the_callback_at_once_and_a_failing_one_is_logge
         assert "integration broke" in caplog.text
     finally:
         sys.modules.pop("late_module_fails", None)
+
+
+def test_the_same_callback_asked_for_twice_runs_once(tmp_path, monkeypatch):
+    (tmp_path / "late_module_twice.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+
+    def note():
+        seen.append(1)
+    for _ in range(3):  # (as every Client asks for joblib's registration)
+        when_imported("late_module_twice", note)
+    try:
+        importlib.import_module("late_module_twice")
+        assert seen == [1]
+    finally:
+        sys.modules.pop("late_module_twice", None)
