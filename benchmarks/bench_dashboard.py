@@ -177,6 +177,7 @@ def snapshot_seconds(n_tasks: int, repeat: int) -> float:
         client_refs: dict = {}
         host = type("Host", (), {"address": "tcp://10.0.0.9:8786"})()
         memory_of = SchedulerActor.memory_of
+        usage_of = SchedulerActor.usage_of
     Scheduler.state = state  # type: ignore[attr-defined]
     return timeit(lambda: status(Scheduler(), 0.0), repeat=repeat)  # type: ignore[arg-type]
 
