@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from actorrt.core import ActorRef, Pickled, SerializationError
 from actorrt.core.serialize import (
-    EXT_PICKLE, EXT_REF, OOB_MIN_BYTES, RemoteTraceback, dumps_exception, loads_exception, remote_traceback_text,
+    EXT_PICKLE, EXT_PICKLE_AGAIN, EXT_REF, OOB_MIN_BYTES, RemoteTraceback, dumps_exception, loads_exception, remote_traceback_text,
     pack_frames, unpack_frames,
 )
 
@@ -272,10 +272,41 @@ def test_pickled_roundtrip_property(value):
     [msgpack.packb([msgpack.ExtType(EXT_PICKLE, msgpack.packb(["h", "1", 0]))])],
     [msgpack.packb([msgpack.ExtType(EXT_REF, msgpack.packb(["only-address"]))])],
     [msgpack.packb([msgpack.ExtType(EXT_REF, msgpack.packb(5))])],
+    [msgpack.packb([msgpack.ExtType(EXT_PICKLE_AGAIN, msgpack.packb(0))])],  # none before it
+    [msgpack.packb([msgpack.ExtType(EXT_PICKLE, msgpack.packb([b"h", 1, 0])),
+                    msgpack.ExtType(EXT_PICKLE_AGAIN, msgpack.packb(1))])],     # past the last
+    [msgpack.packb([msgpack.ExtType(EXT_PICKLE, msgpack.packb([b"h", 1, 0])),
+                    msgpack.ExtType(EXT_PICKLE_AGAIN, msgpack.packb(-1))])],
+    [msgpack.packb([msgpack.ExtType(EXT_PICKLE, msgpack.packb([b"h", 1, 0])),
+                    msgpack.ExtType(EXT_PICKLE_AGAIN, msgpack.packb("0"))])],
 ])
 def test_malformed_envelope_raises_value_error(frames):
     with pytest.raises(ValueError):
         unpack_frames(frames, ActorRef)
+
+
+def test_a_pickle_repeated_in_an_envelope_travels_once_and_arrives_as_one_object():
+    function = Pickled.dumps(lambda x: x + 1)  # by value: hundreds of bytes
+    tasks = [[f"k{i}", [function, Pickled.dumps((i,))]] for i in range(100)]
+    once = len(pack_frames([tasks[:1]], ActorRef)[0])
+    frame = pack_frames([tasks], ActorRef)[0]
+    assert len(frame) < once + 99 * (len(function.header) // 2)
+    [decoded] = roundtrip_frames([tasks])
+    assert all(spec[0] is decoded[0][1][0] for _, spec in decoded)
+    assert [spec[1].loads() for _, spec in decoded] == [(i,) for i in range(100)]
+    assert decoded[57][1][0].loads()(41) == 42
+
+
+def test_a_repeated_pickle_carries_its_buffers_once_and_places_stay_in_order():
+    big = Pickled.dumps(bytearray(BIG))
+    small = [Pickled.dumps(i) for i in range(3)]
+    messages = [[big, small[0], big], {"a": small[1], "b": big}, [small[2], small[0]]]
+    frames = pack_frames(messages, ActorRef)
+    assert len(frames) == 2  # frame zero and big's one buffer
+    [first, mapping, last] = unpack_frames([bytearray(f) for f in frames], ActorRef)
+    assert first[0] is first[2] is mapping["b"] and first[1] is last[1]
+    assert [first[1].loads(), mapping["a"].loads(), last[0].loads()] == [0, 1, 2]
+    assert first[0].loads() == bytearray(BIG)
 
 
 def test_pickle_inside_envelope_is_not_loaded_by_decoding(tmp_path):

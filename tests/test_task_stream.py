@@ -47,6 +47,20 @@ def test_a_key_found_without_a_run_is_left_out():
     assert len(s) == 0 and s.count == 0
 
 
+def test_rows_share_the_schedulers_keys_and_one_copy_of_workers_threads_and_types():
+    s = TaskStream()
+    held = {"k-1": "".join(["k-", "1"])}  # the scheduler's copy: equal, not the same object
+    for report in range(2):  # each report decodes strings and ids of its own
+        worker, kind = "".join(["tcp://w", ":1"]), "".join(["in", "t"])
+        thread = int("123456789012")
+        s.add_reports(worker, [Finished("".join(["k-", "1"]), 28, kind, 0.1, 1, None, 1.0, 2.0, thread)], [],
+                      key=lambda k: held.get(k, k))
+    first, second = s.rows()
+    assert first[1] is second[1] is held["k-1"]
+    assert first[0] is second[0] and first[4] is second[4] and first[6] is second[6]
+    assert s.window()[1] == {**s.window()[0], "key": "k-1"}
+
+
 def test_the_ring_is_bounded_and_indexes_stay_valid():
     s = TaskStream(limit=3)
     for i in range(5):

@@ -492,8 +492,8 @@ class Scheduler(EventHandlers, Actor):
             self._memory_reported(worker, report)
         if moved:
             self.task_stream.add_activity(worker, moved)
-        self.task_stream.add_reports(worker, done, failed)
         state = self.state
+        self.task_stream.add_reports(worker, done, failed, state.held_key)
         out: list[Instruction] = []
         for f in done:
             out += state.stimulus_task_finished(worker, f.key, f.nbytes, f.type, self._sid("task-finished"),

@@ -220,7 +220,7 @@ class SchedulerState:
             ts.state = "memory"
             ts.exception = ts.traceback = ts.blame = None  # (from erred: the data replaces it)
             ts.nbytes = nbytes.get(key, 0)
-            ts.type = types.get(key)
+            ts.type = _shared(types.get(key))
             for ws in holders:
                 self.placement.add_replica(ts, ws)
             self._report(ts, only=client)
@@ -380,7 +380,7 @@ class SchedulerState:
         if ts.processing_on is not ws:
             return []  # a stale report from a worker this task was moved away from
         ts.nbytes = nbytes
-        ts.type = type
+        ts.type = _shared(type)
         self._run({key: "memory"}, stimulus_id)
         return self._flush()
 
@@ -748,6 +748,12 @@ class SchedulerState:
         return out
 
     # ---------------------------------------------------------- introspection
+    def held_key(self, key: str) -> str:
+        """The scheduler's own copy of ``key`` (or ``key``, when it holds no such task):
+        what a record kept beside the task (the task stream) should point at."""
+        ts = self.tasks.get(key)
+        return key if ts is None else ts.key
+
     def story(self, *keys: str) -> list[tuple]:
         """Every recorded transition of ``keys``: (key, start, finish, stimulus_id, time)."""
         wanted = set(keys)
@@ -765,3 +771,9 @@ def _missing_dependency_error(key: str, dep_key: str) -> Exception:
     return KeyError(
         f"task {key!r} depends on {dep_key!r}, which the scheduler does not know "
         "(was its Future released or cancelled before submission?)")
+
+
+def _shared(type_name: str | None) -> str | None:
+    """One string per type name, not one per task: a held task's type would cost ~55
+    bytes apiece as each report's decoded copy."""
+    return sys.intern(type_name) if type_name else type_name

@@ -18,13 +18,17 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..protocol import ACTIVITY_ACTIONS, Activity, Erred, Finished
 
-#: Records kept (about 150 bytes each, with their key): ~15 MB at most.
+#: Records kept (~180 bytes each: the tuple, two floats and a thread id; the strings are
+#: shared): ~18 MB at most.
 TASK_STREAM_LIMIT = 100_000
+#: Distinct workers, threads and type names shared before :meth:`TaskStream._same`
+#: starts over (a bound for a cluster whose workers come and go for hours).
+_SAME_LIMIT = 10_000
 
 # A row: (worker, key, start, stop, thread, nbytes, type, action, source). ``action``
 # is "compute" for a run that finished, "error" for one that raised, else the
@@ -45,6 +49,16 @@ class TaskStream:
         self.count = 0  # records ever added: the index the next one gets
         # action -> [records, bytes] ever added (/metrics' counters: the ring forgets)
         self.totals: dict[str, list[int]] = {action: [0, 0] for action in ACTIVITY_ACTIONS}
+        # Each report decodes its own copies of a worker's address, its threads' ids and
+        # its type names: kept as they came, they were 150 of a row's ~330 bytes.
+        self._shared: dict[Any, Any] = {}
+
+    def _same(self, value: Any) -> Any:
+        """The one copy of ``value`` the ring keeps (for few-valued fields only)."""
+        shared = self._shared.setdefault(value, value)
+        if len(self._shared) > _SAME_LIMIT:
+            self._shared.clear()
+        return shared
 
     @property
     def limit(self) -> int:
@@ -59,16 +73,22 @@ class TaskStream:
         return self.count - len(self._rows)
 
     # --- adding: once per report, on the scheduler's hot path ------------------------
-    def add_reports(self, worker: str, finished: list[Finished], erred: list[Erred]) -> None:
+    def add_reports(self, worker: str, finished: list[Finished], erred: list[Erred],
+                    key: Callable[[str], str] = str) -> None:
         """The runs of one ``tasks_done`` report (those that ran: a key found on a
-        worker without a run has no times and is left out)."""
-        new = [(worker, f[0], f[6], f[7], f[8], f[1], f[2], _COMPUTE, None) for f in finished if f[6] is not None]
+        worker without a run has no times and is left out). ``key`` gives the copy of a
+        key the scheduler already holds, so a row costs no string of its own."""
+        worker, same = self._same(worker), self._same
+        new = [(worker, key(f[0]), f[6], f[7], same(f[8]), f[1], same(f[2]), _COMPUTE, None)
+               for f in finished if f[6] is not None]
         if erred:
-            new += [(worker, e[0], e[4], e[5], e[6], 0, None, _ERROR, None) for e in erred if e[4] is not None]
+            new += [(worker, key(e[0]), e[4], e[5], same(e[6]), 0, None, _ERROR, None)
+                    for e in erred if e[4] is not None]
         self._rows.extend(new)
         self.count += len(new)
 
     def add_activity(self, worker: str, activity: Iterable[Activity]) -> None:
+        worker = self._same(worker)
         new = [(worker, a[1], a[2], a[3], None, a[4], None, a[0], a[5]) for a in activity]
         self._rows.extend(new)
         self.count += len(new)
