@@ -77,6 +77,12 @@ class SystemActor(Actor):
     def peer_lost(self, address: str) -> None:
         """The host at ``address`` is gone: drop its waiters, release its leases."""
 
+    def idle(self) -> bool:
+        """Whether this actor holds nothing a later user of its name could miss (no
+        items, value, flag, lease or waiter), so that the registry may stop it once no
+        proxy holds it. A kind that does not say is never stopped."""
+        return False
+
     def summary(self) -> list[dict]:
         """What the dashboard's coordination page shows: a row per named primitive
         (read-only; ``holders``/``waiters`` are the hosts' addresses)."""

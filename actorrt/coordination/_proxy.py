@@ -18,6 +18,7 @@ import asyncio
 import functools
 import itertools
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from .. import runtime
@@ -83,6 +84,9 @@ class Proxy:
     """Base of Queue, Lock, Semaphore, Event, Variable, Pub, Sub and Condition."""
 
     kind: ClassVar[str] = ""
+    #: Whether the registry counts this proxy as a holder of its actor (registry.py,
+    #: "Reclaiming names"). Not for locks: one shared table serves every lock name.
+    reclaimable: ClassVar[bool] = True
 
     def __init__(self, name: str | None = None, client: "Client | None" = None) -> None:
         self.name = check_name(name, type(self).__name__)
@@ -110,10 +114,16 @@ class Proxy:
         if ref is None:
             client = self.client
             registry = ActorRef(client.scheduler.address, REGISTRY_ID)
+            holder = self._token if self.reclaimable else None
             ref, options = await client.host.ask(registry, "get_or_create", kind=self.kind,
-                                                 name=self.name, options=self._options())
+                                                 name=self.name, options=self._options(), holder=holder)
+            if self._ref is not None:  # a concurrent call resolved it first (one hold, by token)
+                return self._ref
             self._actor_options = options
             self._ref = ref
+            if holder is not None:
+                finalizer = weakref.finalize(self, _release, client, registry, self.kind, self.name, holder)
+                finalizer.atexit = False  # (at exit the cluster goes too: nothing to release)
         return ref
 
     def __await__(self) -> Any:
@@ -211,6 +221,18 @@ def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs:
     if kwargs:
         fn = functools.partial(fn, **kwargs)
     client.loop.call_soon_threadsafe(fn, *args)
+
+
+def _release(client: "Client", registry: ActorRef, kind: str, name: str, holder: str) -> None:
+    """Tell the registry a resolved proxy is gone (from whatever thread collected it;
+    nothing to tell once its client is closed: the host's loss releases it)."""
+    if client.status == "closed":
+        return
+    try:
+        client.loop.call_soon_threadsafe(
+            functools.partial(client.host.tell, registry, "release", kind=kind, name=name, holder=holder))
+    except RuntimeError:  # its loop is closed
+        pass
 
 
 def _check_open(client: "Client") -> None:

@@ -43,6 +43,9 @@ class ConditionActor(SystemActor):
                  "holders": [self.owner.address] if self.owner is not None else [],
                  "waiters": [w.address for w in self.line] + [w.address for w in self.waiting]}]
 
+    def idle(self) -> bool:
+        return self.owner is None and not (self.line or self.waiting or self.calls)
+
     # --- the lock -----------------------------------------------------------------
     def handle_acquire(self, call: str, token: str, reply: Reply, origin: "Comm | None",
                        timeout: float | None = None) -> None:

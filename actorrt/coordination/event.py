@@ -24,6 +24,9 @@ class EventActor(SystemActor):
         return [{"kind": self.kind, "name": self.name, "set": self.flag,
                  "waiters": [w.address for w in self.waiters.values()]}]
 
+    def idle(self) -> bool:
+        return not self.flag and not self.waiters  # (a set event must stay set)
+
     def handle_set(self) -> None:
         self.flag = True
         waiters, self.waiters = self.waiters, {}

@@ -192,6 +192,7 @@ def _what(names: list) -> str:
 
 class _LockBase(LeaseProxy):
     kind = "lock"
+    reclaimable = False  # (the one shared LockTable drops a name's state on release itself)
     names: list[str]
 
     def _holder(self) -> dict:

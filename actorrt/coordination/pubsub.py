@@ -43,6 +43,9 @@ class TopicActor(SystemActor):
     def summary(self) -> list[dict]:
         return [{"kind": self.kind, "name": self.name, "subscribers": len(self.subscribers)}]
 
+    def idle(self) -> bool:
+        return not self.subscribers and not self._out
+
     def handle_subscribe(self, inbox: ActorRef, origin: "Comm | None" = None) -> int:
         # A subscriber's inbox is on its own host: one elsewhere could never be reached
         # (and would not be dropped when its host goes away).

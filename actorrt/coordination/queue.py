@@ -55,6 +55,9 @@ class QueueActor(SystemActor):
         return [{"kind": self.kind, "name": self.name, "size": len(self.items), "maxsize": self.maxsize,
                  "waiters": [w.address for w in self.getters] + [w.address for w in self.putters]}]
 
+    def idle(self) -> bool:
+        return not (self.items or self.getters or self.putters or self.calls or self.keys.counts)
+
     def options(self) -> dict:
         return {"maxsize": self.maxsize}
 

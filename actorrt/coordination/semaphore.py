@@ -39,6 +39,9 @@ class SemaphoreActor(SystemActor):
                  "holders": sorted({address for address, _ in self.leases}),
                  "waiters": [w.address for w in self.line]}]
 
+    def idle(self) -> bool:
+        return not (self.count or self.leases or self.line or self.calls)
+
     def check_options(self, options: dict) -> None:
         max_leases = options.get("max_leases", self.max_leases)
         if max_leases != self.max_leases:

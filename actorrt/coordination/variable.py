@@ -33,6 +33,9 @@ class VariableActor(SystemActor):
         return [{"kind": self.kind, "name": self.name, "value": value, "keys": list(self.value_keys),
                  "waiters": [w.address for w in self.waiters.values()]}]
 
+    def idle(self) -> bool:
+        return self.value is None and not self.waiters and not self.keys.counts
+
     def on_stop(self) -> None:
         super().on_stop()
         self.keys.drop_all()
