@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import msgpack
+
 from .core import Pickled
 from .core.checks import bad, describe, is_count, is_duration, is_str_list, str_list, str_map
 from .core.errors import BadMessageError
@@ -459,6 +461,49 @@ def check_topic(topic: Any, many: bool = False) -> Any:
     return str(topic)
 
 
+#: The largest event message sent as itself rather than pickled (msgpack bytes).
+PLAIN_EVENT_LIMIT = 4096
+
+
+def event_message(msg: Any) -> Any:
+    """``msg`` as ``log_event`` sends it: as itself when msgpack brings it back exactly
+    (str, bytes, numbers, bools, None; lists and str-keyed dicts of them) and it is
+    small, so the scheduler's events page can show it; else pickled, and the scheduler
+    keeps it unopened (it never unpickles user data)."""
+    if _msgpack_exact(msg, 0):
+        try:
+            if len(msgpack.packb(msg, use_bin_type=True)) <= PLAIN_EVENT_LIMIT:
+                return msg
+        except (ValueError, OverflowError):
+            pass
+    return Pickled.dumps(msg, what="event message")
+
+
+def _msgpack_exact(value: Any, depth: int) -> bool:
+    kind = type(value)
+    if value is None or kind is bool or kind is float or kind is bytes:
+        return True
+    if kind is str:  # (a lone surrogate cannot be encoded)
+        return value.isascii() or _utf8(value)
+    if kind is int:
+        return -2**63 <= value < 2**64
+    if depth >= 8:
+        return False
+    if kind is list:
+        return all(_msgpack_exact(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _msgpack_exact(v, depth + 1) for k, v in value.items())
+    return False  # (a tuple would come back a list)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def check_metadata_keys(op: str, keys: Any) -> list:
     """A metadata path: a non-empty list of str."""
     if type(keys) in (list, tuple) and keys and all(type(k) is str for k in keys):
@@ -466,7 +511,7 @@ def check_metadata_keys(op: str, keys: Any) -> list:
     raise bad(op, "'keys'", "a non-empty list of str", keys)
 
 
-__all__ = ["GraphTooLargeError", "DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
+__all__ = ["PLAIN_EVENT_LIMIT", "event_message", "GraphTooLargeError", "DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
            "WORKER_ID", "ACTIVITY_ACTIONS", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",

@@ -98,7 +98,8 @@ def test_every_page_loads_without_errors(browser, dash):
         assert load(browser, f"{base}/{page}", page.split("/")[0]) == [], page
     assert "ValueError: boom 1" in browser.text("#exception")
     browser.open(f"{base}/events")
-    browser.wait(lambda: "my-topic" in browser.text("#events"), what="the logged event")
+    browser.wait(lambda: '{"step":1}' in browser.text("#events"), what="the logged event's message")
+    assert "my-topic" in browser.text("#events")
     browser.wait(lambda: "add-worker" in browser.text("#events"), what="the workers joining")
     assert browser.errors() == []
 

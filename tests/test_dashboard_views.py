@@ -267,9 +267,12 @@ async def test_websocket_pages_push_incrementally_and_refuse_bad_requests(c, lc)
     try:
         first = json.loads(await asyncio.wait_for(events.read_message(), 10))["data"]
         assert any(e["topic"] == "workers" for e in first["events"])
-        await c.log_event("later", "hello")
+        await c.log_event("later", {"said": ["hello", 1]})
         nxt = json.loads(await asyncio.wait_for(events.read_message(), 10))["data"]
         assert [e["topic"] for e in nxt["events"]] == ["later"]
+        assert nxt["events"][0]["msg"] == {"said": ["hello", 1]}  # plain: shown as it is
+        await c.log_event("later", ("a", "tuple"))  # (msgpack would bring it back a list)
+        nxt = json.loads(await asyncio.wait_for(events.read_message(), 10))["data"]
         assert nxt["events"][0]["msg"].startswith("(a pickled message of ")  # never unpickled
     finally:
         events.close()

@@ -38,6 +38,25 @@ def test_event_log_is_bounded_per_topic_in_total_and_in_bytes():
     for _ in range(10):
         big.add("x", Pickled.dumps(b"x" * 100_000))
     assert big.count == 2 and big.nbytes <= 250_000
+    # A peer's plain message counts its size too, not a flat guess.
+    plain = EventLog(per_topic=100, total=100, max_bytes=250_000)
+    for _ in range(10):
+        plain.add("x", {"blob": "x" * 100_000})
+    assert plain.count == 2 and plain.nbytes <= 250_000
+
+
+@pytest.mark.parametrize("msg, plain", [
+    ({"step": 1, "of": [1.5, "two", None, True, b"raw"]}, True),
+    ("text", True), (2**63, True), (2**64, False), (-2**63 - 1, False),
+    (("a", "tuple"), False), ({1: "int key"}, False), ({1, 2}, False), (object, False),
+    ("x" * 5000, False), ("\udc80 lone surrogate", False),
+    ([[[[[[[[["deep"]]]]]]]]], False),
+])
+def test_an_event_travels_as_itself_only_when_msgpack_brings_it_back_exactly(msg, plain):
+    from actorrt.protocol import event_message
+    sent = event_message(msg)
+    assert (type(sent) is not Pickled) is plain
+    assert (sent if plain else sent.loads()) == msg or msg is object
 
 
 def test_event_log_order_queue_stays_bounded():
@@ -87,8 +106,10 @@ def test_log_and_get_events(any_client):
     topic = f"t-{id(any_client)}-{threading.get_ident()}"
     any_client.log_event(topic, {"n": 1})
     any_client.log_event(topic, {1, 2})  # any picklable value (dask: msgpack-able only)
+    any_client.log_event(topic, ("a", [b"b"]))  # and it comes back as it went
     events = any_client.get_events(topic)
-    assert [m for _, m in events] == [{"n": 1}, {1, 2}]
+    assert [m for _, m in events] == [{"n": 1}, {1, 2}, ("a", [b"b"])]
+    assert type(events[2][1]) is tuple
     assert all(isinstance(t, float) for t, _ in events)
     assert topic in any_client.get_events()
     assert any_client.get_events("never-logged") == ()

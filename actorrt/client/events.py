@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..core import Actor, ActorRef, Host, Pickled
 from ..core.checks import check_origin
-from ..protocol import check_topic
+from ..protocol import check_topic, event_message
 from .datasets import NO_DEFAULT
 from .part import ClientPart
 
@@ -54,8 +54,7 @@ class EventMethods(ClientPart):
         ((1718000000.0, {'done': 3}),)
         """
         topic = check_topic(topic, many=True)
-        blob = Pickled.dumps(msg, what="event message")
-        return self.sync(self._tell_scheduler, "log_event", topic=topic, msg=blob)
+        return self.sync(self._tell_scheduler, "log_event", topic=topic, msg=event_message(msg))
 
     def get_events(self, topic: str | None = None) -> Any:
         """``((timestamp, msg), ...)`` of ``topic``, oldest first, or

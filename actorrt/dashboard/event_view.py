@@ -1,8 +1,9 @@
 """The events page's data: the scheduler's event log, told incrementally.
 
-User messages reach the scheduler pickled and stay so (it never unpickles user data):
-the page shows their size; the scheduler's own (workers joining, leaving, pausing)
-are plain values and shown as they are.
+A message that msgpack carries exactly and that is small (str, numbers, lists and
+str-keyed dicts of them: protocol.event_message) travels as itself and is shown as it
+is, as are the scheduler's own (workers joining, leaving, pausing). Any other stays
+pickled on the scheduler (it never unpickles user data): the page shows its size.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from ..core import ActorRef, Pickled
 from ..core.comm import Comm
 from ..core.errors import BadMessageError
@@ -32,7 +34,8 @@ EVENTS_PER_TOPIC = int(os.environ.get("ACTORRT_EVENTS_PER_TOPIC", 10_000))
 EVENTS_TOTAL = int(os.environ.get("ACTORRT_EVENTS_TOTAL", 100_000))
 EVENTS_BYTES = int(os.environ.get("ACTORRT_EVENTS_BYTES", 64 * 2**20))
 
-# What a message that is not a Pickled counts for (a small dict the scheduler made).
+# What a message that is not a Pickled counts for at least (a small dict the scheduler
+# made; a user's plain message counts its msgpack size, as a peer sent it).
 PLAIN_EVENT_BYTES = 200
 
 # Topics the scheduler logs itself: workers joining and leaving (dask logs both under
@@ -41,7 +44,14 @@ WORKERS_TOPIC = "workers"
 
 
 def event_nbytes(msg: Any) -> int:
-    return msg.nbytes + 64 if type(msg) is Pickled else PLAIN_EVENT_BYTES
+    if type(msg) is Pickled:
+        return msg.nbytes + 64
+    if msg is None or type(msg) in (bool, int, float):
+        return PLAIN_EVENT_BYTES
+    try:
+        return max(PLAIN_EVENT_BYTES, len(msgpack.packb(msg, use_bin_type=True)) + 64)
+    except (TypeError, ValueError, OverflowError):  # (an ActorRef inside: the scheduler's own)
+        return PLAIN_EVENT_BYTES
 
 
 class EventLog:

@@ -30,6 +30,7 @@ from ..protocol import (
     Finished,
     WorkerMemory,
     check_topic,
+    event_message,
     decode_compute,
     plugin_name_field,
 )
@@ -519,8 +520,7 @@ class Worker(Actor):
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log ``msg`` (picklable) under ``topic`` on the scheduler, as dask's
         ``Worker.log_event``; from a task's thread or the loop, without waiting."""
-        fields = {"topic": check_topic(topic, many=True),
-                  "msg": Pickled.dumps(msg, what="event message")}
+        fields = {"topic": check_topic(topic, many=True), "msg": event_message(msg)}
         loop = self.host.loop
         assert loop is not None
         runtime.call_on(loop, lambda: self.host.tell(self.scheduler, "log_event", **fields))
