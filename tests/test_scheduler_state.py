@@ -4,6 +4,7 @@ import contextlib
 import itertools
 from typing import get_args
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -675,6 +676,23 @@ def test_member_sets_share_their_singletons_and_copy_on_change():
     assert members.plus(two, "c") is two
     assert members.minus(two, "d") == {"c"} and members.minus(one, "c") is NOBODY
     assert members.minus(one, "x") is one
+
+
+def test_rarely_set_fields_cost_a_held_task_nothing_until_set():
+    from actorrt.scheduler.task_state import TaskState
+    ts = TaskState("k", None, "f")
+    assert (ts.exception, ts.workers, ts.actor, ts.retries, ts._rare) == (None, None, False, 0, None)
+    ts.exception, ts.retries, ts.actor = ValueError("x"), 2, {"name": "a"}
+    assert (type(ts.exception), ts.retries, ts.actor) == (ValueError, 2, {"name": "a"})
+    assert set(ts._rare) == {"exception", "retries", "actor"}
+    ts.retries = 0.0  # not the default's type: kept as given
+    assert type(ts.retries) is float
+    ts.exception = ts.retries = ts.actor = None
+    ts.actor = False
+    ts.retries = 0
+    assert ts._rare is None and (ts.exception, ts.retries, ts.actor) == (None, 0, False)
+    with pytest.raises(AttributeError):
+        ts.colour = "red"  # still slotted
 
 
 def test_member_cache_is_bounded_and_forgets():
