@@ -490,10 +490,10 @@ class Scheduler(EventHandlers, Actor):
         self._check_worker("tasks_done", worker, origin)
         if report is not None:
             self._memory_reported(worker, report)
-        if moved:
-            self.task_stream.add_activity(worker, moved)
         state = self.state
-        self.task_stream.add_reports(worker, done, failed, state.held_key)
+        if moved:
+            self.task_stream.add_activity(worker, moved, state.key_and_name)
+        self.task_stream.add_reports(worker, done, failed, state.key_and_name)
         out: list[Instruction] = []
         for f in done:
             out += state.stimulus_task_finished(worker, f.key, f.nbytes, f.type, self._sid("task-finished"),
@@ -521,7 +521,7 @@ class Scheduler(EventHandlers, Actor):
         self._check_worker("worker_memory", worker, origin)
         self._memory_reported(worker, report)
         if moved:
-            self.task_stream.add_activity(worker, moved)
+            self.task_stream.add_activity(worker, moved, self.state.key_and_name)
 
     def handle_get_task_stream(self, start: float | None = None, stop: float | None = None,
                                count: int | None = None) -> list:

@@ -748,11 +748,12 @@ class SchedulerState:
         return out
 
     # ---------------------------------------------------------- introspection
-    def held_key(self, key: str) -> str:
-        """The scheduler's own copy of ``key`` (or ``key``, when it holds no such task):
-        what a record kept beside the task (the task stream) should point at."""
+    def key_and_name(self, key: str) -> tuple[str, str | None]:
+        """The scheduler's own copy of ``key`` and the task's name (``key`` and None when
+        it holds no such task): what a record kept beside the task (the task stream)
+        should point at."""
         ts = self.tasks.get(key)
-        return key if ts is None else ts.key
+        return (key, None) if ts is None else (ts.key, ts.name)
 
     def story(self, *keys: str) -> list[tuple]:
         """Every recorded transition of ``keys``: (key, start, finish, stimulus_id, time)."""

@@ -30,13 +30,18 @@ TASK_STREAM_LIMIT = 100_000
 #: starts over (a bound for a cluster whose workers come and go for hours).
 _SAME_LIMIT = 10_000
 
-# A row: (worker, key, start, stop, thread, nbytes, type, action, source). ``action``
-# is "compute" for a run that finished, "error" for one that raised, else the
-# Activity's; ``source`` the peer of a transfer.
+# A row: (worker, key, start, stop, thread, nbytes, type, action, source, name).
+# ``action`` is "compute" for a run that finished, "error" for one that raised, else the
+# Activity's; ``source`` the peer of a transfer; ``name`` the task's name as submitted
+# (what the status page counts by), None when the scheduler no longer knew the key.
 _Row = tuple
 
 _COMPUTE = "compute"
 _ERROR = "error"
+
+
+def _unknown(key: str) -> tuple[str, str | None]:
+    return key, None
 
 
 class TaskStream:
@@ -74,22 +79,31 @@ class TaskStream:
 
     # --- adding: once per report, on the scheduler's hot path ------------------------
     def add_reports(self, worker: str, finished: list[Finished], erred: list[Erred],
-                    key: Callable[[str], str] = str) -> None:
+                    task: Callable[[str], tuple[str, str | None]] = _unknown) -> None:
         """The runs of one ``tasks_done`` report (those that ran: a key found on a
-        worker without a run has no times and is left out). ``key`` gives the copy of a
-        key the scheduler already holds, so a row costs no string of its own."""
+        worker without a run has no times and is left out). ``task`` gives the copy of a
+        key the scheduler already holds (so a row costs no string of its own) and the
+        task's name."""
         worker, same = self._same(worker), self._same
-        new = [(worker, key(f[0]), f[6], f[7], same(f[8]), f[1], same(f[2]), _COMPUTE, None)
-               for f in finished if f[6] is not None]
-        if erred:
-            new += [(worker, key(e[0]), e[4], e[5], same(e[6]), 0, None, _ERROR, None)
-                    for e in erred if e[4] is not None]
+        new = []
+        for f in finished:
+            if f[6] is not None:
+                key, name = task(f[0])
+                new.append((worker, key, f[6], f[7], same(f[8]), f[1], same(f[2]), _COMPUTE, None, name))
+        for e in erred:
+            if e[4] is not None:
+                key, name = task(e[0])
+                new.append((worker, key, e[4], e[5], same(e[6]), 0, None, _ERROR, None, name))
         self._rows.extend(new)
         self.count += len(new)
 
-    def add_activity(self, worker: str, activity: Iterable[Activity]) -> None:
+    def add_activity(self, worker: str, activity: Iterable[Activity],
+                     task: Callable[[str], tuple[str, str | None]] = _unknown) -> None:
         worker = self._same(worker)
-        new = [(worker, a[1], a[2], a[3], None, a[4], None, a[0], a[5]) for a in activity]
+        new = []
+        for a in activity:
+            key, name = task(a[1])
+            new.append((worker, key, a[2], a[3], None, a[4], None, a[0], a[5], name))
         self._rows.extend(new)
         self.count += len(new)
         totals = self.totals
@@ -134,7 +148,7 @@ class TaskStream:
 
 def record(row: _Row) -> dict[str, Any]:
     """One row in dask's task stream shape."""
-    worker, key, start, stop, thread, nbytes, type_, action, source = row
+    worker, key, start, stop, thread, nbytes, type_, action, source, name = row
     if action == _COMPUTE or action == _ERROR:
         startstop: dict[str, Any] = {"action": "compute", "start": start, "stop": stop}
         status = "error" if action == _ERROR else "OK"
@@ -143,7 +157,7 @@ def record(row: _Row) -> dict[str, Any]:
         if source is not None:
             startstop["source"] = source
         status = "OK"
-    return {"key": key, "name": key_name(key), "worker": worker, "thread": thread, "status": status,
+    return {"key": key, "name": name or key_name(key), "worker": worker, "thread": thread, "status": status,
             "nbytes": nbytes, "type": type_, "startstops": [startstop]}
 
 
@@ -151,7 +165,8 @@ _HASHLIKE = re.compile(r"^(?:[0-9a-f]{8,}|\d+)$")
 
 
 def key_name(key: str) -> str:
-    """A key's function name, as dask's key_split reads it: ``"inc-9f3a2c1d..."`` ->
+    """A key's function name when the task's own is not known, as dask's key_split
+    reads it: ``"inc-9f3a2c1d..."`` ->
     ``"inc"``, ``"('sum-abc123', 0)"`` -> ``"sum"``; a key with no such tail is its
     own name."""
     if key.startswith("(") and key.endswith(")"):  # a collection's tuple key, as str
