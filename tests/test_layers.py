@@ -20,19 +20,20 @@ ALLOWED: dict[str, set[str]] = {
     "spec": {"core"},
     "run": {"core"},
     "protocol": {"core"},
-    "diagnostics": {"core"},  # plugin base classes, hooks and uploads: loaded on every server
+    "diagnostics": {"core", "sizes"},  # plugin base classes, hooks and uploads: loaded on every server
     "runtime": set(),
     "durations": set(),
+    "sizes": set(),
     "scheduler": {"core", "protocol", "utils", "spec", "run", "diagnostics"},
-    "worker": {"core", "protocol", "runtime", "utils", "spec", "run", "diagnostics"},
-    "dashboard": {"core", "protocol", "scheduler", "utils", "diagnostics"},  # (profile page: flame graphs)
-    "client": {"durations", "core", "protocol", "runtime", "utils", "spec", "integrations", "diagnostics"},
+    "worker": {"core", "protocol", "runtime", "utils", "spec", "run", "diagnostics", "sizes"},
+    "dashboard": {"core", "protocol", "scheduler", "utils", "diagnostics", "sizes"},  # (profile page: flame graphs)
+    "client": {"durations", "sizes", "core", "protocol", "runtime", "utils", "spec", "integrations", "diagnostics"},
     "context": {"durations", "runtime", "client", "core"},
     "coordination": {"durations", "core", "protocol", "runtime", "client", "utils"},
-    "deploy": {"durations", "core", "protocol", "runtime", "utils", "scheduler", "worker", "dashboard", "client",
+    "deploy": {"durations", "sizes", "core", "protocol", "runtime", "utils", "scheduler", "worker", "dashboard", "client",
                "coordination", "diagnostics"},
     "integrations": {"core", "runtime", "utils"},
-    "testing": {"durations", "core", "runtime", "utils", "scheduler", "worker", "client", "coordination", "deploy",
+    "testing": {"durations", "sizes", "core", "runtime", "utils", "scheduler", "worker", "client", "coordination", "deploy",
                 "diagnostics"},
 }
 TOP = "__init__"  # the package root re-exports the public API: it may import anything

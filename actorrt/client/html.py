@@ -7,6 +7,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from ..sizes import format_bytes
+
 
 def _rows(rows: list[tuple[str, Any]]) -> str:
     return "".join(f"<tr><th style='text-align:left'>{escape(str(k))}</th><td style='text-align:left'>"
@@ -20,21 +22,18 @@ def _link(url: str | None) -> str:
     return f"<a href='{u}' target='_blank'>{u}</a>"
 
 
-def format_bytes(n: Any) -> str:
+def limit_text(n: Any) -> str:
+    """A memory limit as a person reads it ("unlimited" for none)."""
     if not isinstance(n, (int, float)) or n <= 0:
         return "unlimited" if n in (None, 0) else "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)  # (unreachable)
+    return format_bytes(n)
 
 
 def workers_table(workers: dict[str, dict]) -> str:
     head = "<tr><th>worker</th><th>name</th><th>threads</th><th>memory limit</th><th>stored</th></tr>"
     body = "".join(
         f"<tr><td>{escape(a)}</td><td>{escape(str(w.get('name')))}</td><td>{escape(str(w.get('nthreads')))}"
-        f"</td><td>{format_bytes(w.get('memory_limit'))}</td><td>{_stored(w)}</td></tr>"
+        f"</td><td>{limit_text(w.get('memory_limit'))}</td><td>{_stored(w)}</td></tr>"
         for a, w in sorted(workers.items()))
     return f"<table>{head}{body}</table>"
 
@@ -58,7 +57,7 @@ def summary_rows(info: dict | None, dashboard: str | None) -> list[tuple[str, An
     if info is not None:
         rows += [("Workers", escape(str(info.get("n_workers", len(info.get("workers", {})))))),
                  ("Threads", escape(str(info.get("total_threads", 0)))),
-                 ("Memory", format_bytes(info.get("total_memory")))]
+                 ("Memory", limit_text(info.get("total_memory")))]
     rows.append(("Dashboard", _link(dashboard)))
     return rows
 
@@ -75,4 +74,4 @@ def text(value: Any) -> str:
     return escape(str(value))
 
 
-__all__ = ["cluster_html", "format_bytes", "future_html", "summary_rows", "text", "workers_table"]
+__all__ = ["cluster_html", "limit_text", "future_html", "summary_rows", "text", "workers_table"]

@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from ..sizes import format_bytes
 from .shell import shell
 
 #: Columns of the per-name progress table, after the name and the bar.
@@ -29,11 +30,7 @@ def human_bytes(n: float) -> str:
     """>>> human_bytes(1536)
     '1.5 KiB'
     """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    return format_bytes(n, digits=1)
 
 
 def human_duration(seconds: float) -> str:

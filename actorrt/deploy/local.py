@@ -420,7 +420,7 @@ class LocalCluster:
         rows = [("Scheduler", html.text(self.scheduler_address if self.scheduler is not None else "-")),
                 ("Status", html.text(self.status)), ("Workers", html.text(f"{len(self.workers)} ({kind})")),
                 ("Threads per worker", html.text(self.threads_per_worker)),
-                ("Memory per worker", html.format_bytes(self.memory_limit)),
+                ("Memory per worker", html.limit_text(self.memory_limit)),
                 ("Dashboard", html.summary_rows(None, self.dashboard_link)[0][1])]
         workers = None
         if self.scheduler is not None:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..sizes import format_bytes
+
 #: Beyond this many rectangles the report draws the latest only (and says so): a
 #: report must stay a file a browser opens.
 MAX_RECTS = 50_000
@@ -66,14 +68,7 @@ def _seconds(s: float) -> str:
 
 
 def _bytes(n: Any) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
+    return "-" if n is None else format_bytes(float(n), digits=1)
 
 
 # --- the task stream ----------------------------------------------------------------------
