@@ -125,3 +125,12 @@ def test_hot_frames_ranks_lines_by_own_samples():
     add_path(tree, [a])
     add_path(tree, [c, b])
     assert hot_frames(tree) == [("b", "f.py:2", 4), ("a", "f.py:1", 1)]
+
+
+def test_the_page_says_why_a_worker_is_missing():
+    from actorrt.dashboard.profile_page import ASK_TIMEOUT, _missing_note
+    assert _missing_note(0, []) == ""
+    assert _missing_note(1, []) == f" (1 did not answer within {ASK_TIMEOUT:g} s)"
+    gone = "CommClosedError: connection to tcp://10.0.0.2:1 lost"
+    assert _missing_note(0, [gone]) == f" (1 could not be asked ({gone}))"  # not called a timeout
+    assert "1 did not answer" in _missing_note(1, [gone, gone]) and "2 could not be asked" in _missing_note(1, [gone, gone])

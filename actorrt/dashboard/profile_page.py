@@ -73,7 +73,8 @@ def parse_query(key: str | None, seconds: str | None) -> tuple[str | None, int]:
 
 async def collect(scheduler: "Scheduler", key: str | None, seconds: int) -> dict[str, Any]:
     """Every worker's tree of the last ``seconds``, merged: ``{"key", "seconds",
-    "workers", "answered", "names", "tree"}``."""
+    "workers", "answered", "timed_out", "failed", "names", "tree"}`` (``failed``: the
+    first error of a worker that could not answer, e.g. one that left meanwhile)."""
     addresses = sorted(scheduler.state.workers)
     start = time.time() - seconds
     host = scheduler.host
@@ -84,9 +85,13 @@ async def collect(scheduler: "Scheduler", key: str | None, seconds: int) -> dict
         return await asyncio.wait_for(ask, ASK_TIMEOUT)
     replies = await asyncio.gather(*[one(a) for a in addresses], return_exceptions=True)
     answers = [r for r in replies if isinstance(r, dict)]
+    timed_out = sum(isinstance(r, (asyncio.TimeoutError, TimeoutError)) for r in replies)
+    errors = [f"{type(r).__name__}: {r}" for r in replies
+              if isinstance(r, BaseException) and not isinstance(r, (asyncio.TimeoutError, TimeoutError))]
     names = sorted({n for r in answers for n in r.get("names", ())})
     return {"key": key, "seconds": seconds, "workers": len(addresses), "answered": len(answers),
-            "names": names, "tree": merge(*(r["tree"] for r in answers))}
+            "timed_out": timed_out, "failed": errors, "names": names,
+            "tree": merge(*(r["tree"] for r in answers))}
 
 
 def hot_frames(tree: dict[str, Any], n: int = HOT_ROWS) -> list[tuple[str, str, int]]:
@@ -104,6 +109,16 @@ def hot_frames(tree: dict[str, Any], n: int = HOT_ROWS) -> list[tuple[str, str, 
         stack.extend(children)
     ranked = sorted(own.items(), key=lambda item: -item[1])[:n]
     return [(name, where, count) for (name, where), count in ranked]
+
+
+def _missing_note(timed_out: int, failed: list[str]) -> str:
+    """Why some workers are not in the profile, as the page says it."""
+    parts = []
+    if timed_out:
+        parts.append(f"{timed_out} did not answer within {ASK_TIMEOUT:g} s")
+    if failed:
+        parts.append(f"{len(failed)} could not be asked ({failed[0]})")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _link(label: str, key: str | None, seconds: int, on: bool) -> str:
@@ -126,8 +141,7 @@ def render_profile_page(result: dict[str, Any]) -> str:
     hot = "".join(f'<tr><td class="name">{e(name)}</td><td class="name">{e(where)}</td>'
                   f"<td>{count}</td><td>{100 * count / total:.1f}%</td></tr>"
                   for name, where, count in hot_frames(tree))
-    missing = result["workers"] - result["answered"]
-    note = f" ({missing} did not answer within {ASK_TIMEOUT:g} s)" if missing else ""
+    note = _missing_note(result["timed_out"], result["failed"])
     return f"""<!doctype html>
 <html lang="en">
 <head>
