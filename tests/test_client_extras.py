@@ -23,6 +23,10 @@ def inc(x):
     return x + 1
 
 
+def dec(x):
+    return x - 1
+
+
 def div(a, b):
     return a / b
 
@@ -165,31 +169,70 @@ def test_html_reprs_escape_and_show_the_cluster(client):
     assert "&lt;script&gt;" in page and "<script>" not in page and "finished" in page
 
 
-def test_progress_uses_a_widget_in_a_notebook(client, monkeypatch):
+class FakeWidget:
+    def __init__(self, *args, **kwargs):
+        self.__dict__.update(kwargs)
+        self.value = kwargs.get("value", 0)
+        self.children = args[0] if args else []
+        self.changes = 0
+
+    def __setattr__(self, name, value):
+        if name == "value":  # (each change of a real widget is a message to the browser)
+            self.__dict__["changes"] = self.__dict__.get("changes", 0) + 1
+        self.__dict__[name] = value
+
+
+class FakeWidgets:
+    IntProgress = HTML = HBox = VBox = FakeWidget
+
+
+def _fake_widget_bars(monkeypatch):
     made = []
 
-    class FakeWidget:
-        def __init__(self, *args, **kwargs):
-            self.__dict__.update(kwargs)
-            self.value = kwargs.get("value", 0)
-
-    class FakeWidgets:
-        IntProgress = HTML = HBox = FakeWidget
-
-    def fake_show(futures):
-        bar = progress_widget.WidgetBar(futures, widgets=FakeWidgets)
+    def fake_show(tracker, loop, interval, multi=False):
+        bar = progress_widget.WidgetBar(tracker, loop, interval, multi, widgets=FakeWidgets)
+        tracker.on_change = bar.changed
         made.append(bar)
         return bar
     monkeypatch.setattr(progress_widget, "in_notebook", lambda: True)
     monkeypatch.setattr(progress_widget, "show", fake_show)
+    return made
+
+
+def test_progress_uses_a_widget_in_a_notebook(client, monkeypatch):
+    made = _fake_widget_bars(monkeypatch)
     _gate.clear()
     fs = [client.submit(wait_gate, pure=False) for _ in range(2)]
     assert progress_mod.progress(fs) is None  # returned at once: the gate is still shut
-    assert made and made[0].done == 0
+    assert made and made[0].tracker.done == 0
     _gate.set()
     client.gather(fs)
-    wait_until(lambda: made[0].done == 2)
-    assert made[0].bar.value == 2 and "2 / 2" in made[0].label.value
+    wait_until(lambda: made[0].tracker.done == 2 and made[0].bar.value == 2)
+    assert "2 / 2" in made[0].label.value and made[0].bar.bar_style == "success"
+
+
+def test_the_widget_redraws_at_most_every_interval_with_a_bar_per_name(client, monkeypatch):
+    made = _fake_widget_bars(monkeypatch)
+    fs = client.map(inc, range(300), pure=False) + client.map(dec, range(100), pure=False)
+    progress_mod.progress(fs, interval=3600, multi=True)
+    client.gather(fs)
+    bar = made[0]
+    wait_until(lambda: bar.bar.value == 400)
+    assert bar.bar.changes <= 3  # drawn at the start and at the end: not once per future
+    assert {name: row[0].value for name, row in bar.rows.items()} == {"": 400, "inc": 300, "dec": 100}
+
+
+def test_progress_complete_false_leaves_out_what_is_done(client):
+    import io
+    done = client.submit(inc, 1)
+    done.result()
+    out = io.StringIO()
+    progress_mod.progress([done, client.submit(inc, 2)], complete=False, file=out)
+    assert "1/1 done" in out.getvalue()
+    out = io.StringIO()
+    assert progress_mod.progress([done], complete=False, file=out) is None and out.getvalue() == ""
+    progress_mod.progress([done], file=out)
+    assert "1/1 done" in out.getvalue()
 
 
 def test_notebook_detection_needs_a_kernel(monkeypatch):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from .. import runtime
 from ..durations import parse_interval
@@ -38,6 +38,8 @@ class Tracker:
         # Set (on the loop, where it counts) when a future is done; the bar reads the
         # counts from the thread that draws it.
         self.changed: asyncio.Event | None = None
+        # Called on the loop as each future is done (a notebook widget redraws itself).
+        self.on_change: Callable[[], None] | None = None
         self.start_time = time.monotonic()
 
     def watch(self, futures: list[Future]) -> None:
@@ -55,6 +57,8 @@ class Tracker:
             self.errors += 1
         if self.changed is not None:
             self.changed.set()
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def finished(self) -> bool:
@@ -134,8 +138,9 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     name); elsewhere (a log, a pipe), a line is printed at every tenth done. Failed
     tasks count as done and are tallied. In a Jupyter kernel with ipywidgets, a
     widget bar is shown instead and ``progress`` returns at once (``notebook=False``
-    keeps the text bar; ``file=`` always writes text). ``complete`` is accepted for
-    dask compatibility.
+    keeps the text bar; ``file=`` always writes text); it redraws at most every
+    ``interval``. ``complete=False`` leaves out the futures already done when it is
+    called, as dask's does.
 
     >>> futures = client.map(slow_inc, range(100))   # doctest: +SKIP
     >>> progress(futures)                             # doctest: +SKIP
@@ -146,10 +151,15 @@ def progress(*futures: Any, multi: bool = False, complete: bool = True, file: IO
     if not flat:
         return None
     client = flat[0].client
-    if file is None and (notebook or (notebook is None and progress_widget.in_notebook())):
-        progress_widget.show(flat)  # updates itself: the cell returns at once
-        return runtime.Ready() if client.asynchronous else None
+    if not complete:
+        flat = [f for f in flat if not f.done()]
+        if not flat:
+            return runtime.Ready() if client.asynchronous else None
     tracker = Tracker(flat)
+    if file is None and (notebook or (notebook is None and progress_widget.in_notebook())):
+        progress_widget.show(tracker, client.loop, interval, multi)  # the cell returns at once
+        tracker.watch(flat)
+        return runtime.Ready() if client.asynchronous else None
     bar = ProgressBar(tracker, file=file, multi=multi)
     tracker.watch(flat)
     if client.asynchronous:

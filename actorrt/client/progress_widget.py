@@ -2,12 +2,13 @@
 returns at once (dask's notebook behaviour). Used only where :func:`in_notebook`."""
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import runtime
-from .future import Future, FutureState
+if TYPE_CHECKING:
+    from .progress import Tracker
 
 
 def in_notebook() -> bool:
@@ -29,38 +30,68 @@ def _display(widget: Any) -> None:
 
 
 class WidgetBar:
-    """A bar and a label, updated on the client's loop as each future finishes."""
+    """A :class:`~actorrt.client.progress.Tracker` drawn as ipywidgets bars (one more
+    per task name with ``multi``). Redrawn on the client's loop at most every
+    ``interval`` seconds, and once at the end: each change of a widget is a message to
+    the browser, so a million futures must not make a million of them."""
 
-    def __init__(self, futures: list[Future], widgets: Any = None) -> None:
+    def __init__(self, tracker: "Tracker", loop: asyncio.AbstractEventLoop, interval: float,
+                 multi: bool = False, widgets: Any = None) -> None:
         if widgets is None:
             import importlib
             widgets = importlib.import_module("ipywidgets")  # (optional: only in a notebook)
-        self.total = len(futures)
-        self.done = 0
-        self.errors = 0
-        self.bar = widgets.IntProgress(value=0, min=0, max=max(self.total, 1), description="progress")
-        self.label = widgets.HTML(value=self._text())
-        self.box = widgets.HBox([self.bar, self.label])
-        for f in futures:
-            runtime.call_on(f.client.loop, f._state.add_callback, self._one_done)
+        self.tracker = tracker
+        self.loop = loop
+        self.interval = interval
+        names = [""] + (sorted(tracker.per_name) if multi else [])
+        self.rows = {name: self._row(widgets, name) for name in names}
+        self.bar, self.label = self.rows[""]
+        self.box = widgets.VBox([widgets.HBox(list(row)) for row in self.rows.values()])
+        self._pending: asyncio.TimerHandle | None = None
+        self.draw()
 
-    def _text(self) -> str:
-        tail = f", {self.errors} failed" if self.errors else ""
-        return f"{self.done} / {self.total} done{tail}"
+    @staticmethod
+    def _row(widgets: Any, name: str) -> tuple[Any, Any]:
+        bar = widgets.IntProgress(value=0, min=0, max=1, description=name or "progress")
+        return bar, widgets.HTML(value="")
 
-    def _one_done(self, st: FutureState) -> None:
-        self.done += 1
-        if st.status != "finished":
-            self.errors += 1
-            self.bar.bar_style = "danger"
-        elif self.done == self.total and not self.errors:
-            self.bar.bar_style = "success"
-        self.bar.value = self.done
-        self.label.value = self._text()
+    def changed(self) -> None:
+        """On the loop, as each future is done (the tracker's ``on_change``)."""
+        if self.tracker.finished:
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
+            self.draw()
+        elif self._pending is None:
+            self._pending = self.loop.call_later(self.interval, self._draw_pending)
+
+    def _draw_pending(self) -> None:
+        self._pending = None
+        self.draw()
+
+    def draw(self) -> None:
+        t = self.tracker
+        self._set(self.rows[""], t.done, t.total, t.errors)
+        for name, (done, total) in t.per_name.items():
+            if name in self.rows:
+                self._set(self.rows[name], done, total, 0)
+
+    def _set(self, row: tuple[Any, Any], done: int, total: int, errors: int) -> None:
+        bar, label = row
+        bar.max = max(total, 1)
+        bar.value = done
+        if errors:
+            bar.bar_style = "danger"
+        elif done >= total:
+            bar.bar_style = "success"
+        tail = f", {errors} failed" if errors else ""
+        label.value = f"{done} / {total} done{tail}"
 
 
-def show(futures: list[Future]) -> WidgetBar:
-    bar = WidgetBar(futures)
+def show(tracker: "Tracker", loop: asyncio.AbstractEventLoop, interval: float, multi: bool = False) -> WidgetBar:
+    """Display ``tracker`` as a widget that updates itself (call before it is watched)."""
+    bar = WidgetBar(tracker, loop, interval, multi)
+    tracker.on_change = bar.changed
     _display(bar.box)
     return bar
 
