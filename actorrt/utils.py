@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from . import runtime
 
@@ -61,6 +61,45 @@ class LoopRunner:
 # Containers are measured from a sample of this many items, scaled to their length:
 # a result of a million small objects must not cost a million calls to report.
 _SIZEOF_SAMPLE = 16
+
+
+class FreshIds:
+    """Unique 32-hex-digit ids, as ``uuid4().hex`` gives, for keys and tokens made at
+    every ``submit``: a random 96-bit prefix drawn once (again in a forked child, and
+    after 2**32 ids) and a counter. uuid4 reads the OS's random source for each id, one
+    system call apiece: ~16 µs where system calls are slow (a sandbox), a third of what
+    a ``submit`` costs the caller."""
+
+    _SPAN = 1 << 32
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = self._fresh_state()
+        os.register_at_fork(after_in_child=self._reset)
+
+    @staticmethod
+    def _fresh_state() -> tuple[str, Iterator[int]]:
+        return os.urandom(12).hex(), itertools.count()
+
+    def _reset(self) -> None:
+        self._state = self._fresh_state()
+
+    def next(self) -> str:
+        # One snapshot of (prefix, counter): a thread that drew from an old counter
+        # writes the old prefix, so no id is made twice across a change of prefix.
+        state = self._state
+        prefix, count = state
+        n = next(count)  # (atomic under the GIL: threads never share a number)
+        if n < self._SPAN:
+            return f"{prefix}{n:08x}"
+        with self._lock:
+            if self._state is state:  # (the first thread to run out draws the new prefix)
+                self._state = self._fresh_state()
+        return self.next()
+
+
+#: The process's source of fresh ids (``f"inc-{fresh_ids.next()}"``).
+fresh_ids = FreshIds()
 
 
 def env_count(name: str, default: int) -> int:

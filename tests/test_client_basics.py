@@ -332,3 +332,45 @@ async def test_a_result_that_cannot_pickle_still_fails_the_usual_way(c, lc):
     assert f._state.inline is None
     with pytest.raises(Exception, match="not today"):
         await f
+
+
+# --- fresh keys ---------------------------------------------------------------------
+def test_fresh_ids_are_unique_across_threads_a_new_prefix_and_a_fork():
+    import os
+    import re
+    import threading
+    import warnings
+
+    from actorrt.utils import FreshIds
+    ids = FreshIds()
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(out):
+        out.extend(ids.next() for _ in range(5000))
+    threads = [threading.Thread(target=draw, args=(out,)) for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for out in made for i in out]
+    assert len(set(every)) == len(every) == 20_000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in every)  # uuid4().hex's shape
+    ids._SPAN = 20_003  # (past the span, a new prefix: the old numbers never come back)
+    more = [ids.next() for _ in range(10)]
+    assert len({i[:24] for i in more}) == 2 and not set(more) & set(every)
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # (3.12+ warns of forking a threaded process: the child only writes)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # a forked child draws from a prefix of its own
+        os.write(write, ids.next().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert child[:24] != ids.next()[:24]
+
+
+def test_submitted_keys_without_pure_are_fresh_and_named(client):
+    a, b = client.submit(inc, 1, pure=False), client.submit(inc, 1, pure=False)
+    assert a.key != b.key and a.key.startswith("inc-") and len(a.key) == len("inc-") + 32
+    assert len({f.key for f in client.map(inc, range(100), pure=False)}) == 100

@@ -22,7 +22,6 @@ import asyncio
 import concurrent.futures
 import threading
 import types
-import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -32,6 +31,7 @@ from ..core.serialize import remote_traceback_text
 from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
 from ..spec import funcname
+from ..utils import fresh_ids
 from .future import Future, FutureState, held_future, wait_all
 
 if TYPE_CHECKING:
@@ -355,7 +355,7 @@ def submit_when_ready(client: "Client", func: Callable[..., Any], args: tuple, k
     pending = actor_futures_of((args, kwargs))
     if not pending:  # (map: this item has none)
         return client.submit(func, *args, key=key, **submit_kwargs, **kwargs)
-    key = key or f"{funcname(func)}-{uuid.uuid4().hex}"
+    key = key or f"{funcname(func)}-{fresh_ids.next()}"
     if key in client.table:  # as submit: an existing key wins over the new spec
         return Future(key, client)
     state = FutureState(key)

@@ -28,7 +28,7 @@ from ..durations import parse_timeout
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError, decode_reports
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
-from ..utils import LoopRunner, when_imported
+from ..utils import LoopRunner, fresh_ids, when_imported
 from . import transfer
 from .actor_handle import (
     actor_futures_of,
@@ -573,7 +573,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                         h.update(b)
                 k = f"{name}-{h.hexdigest()}"
             else:
-                k = f"{name}-{uuid.uuid4().hex}"
+                k = f"{name}-{fresh_ids.next()}"
             out_keys.append(k)
             specs.append([k, [fn_blob, args_blob], sorted(deps), name, priority, retries,
                           restrict, allow_other_workers, actor, resources])

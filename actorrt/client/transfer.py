@@ -10,13 +10,13 @@ import asyncio
 import collections.abc
 import hashlib
 import random
-import uuid
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core import ActorRef, Pickled
 from ..protocol import WORKER_ID
 from ..core.errors import ActorNotFoundError, CommClosedError, SerializationError
 from ..core.serialize import loads_exception
+from ..utils import fresh_ids
 from .actor_handle import ActorFuture, load_binding
 from .arguments import check_sendable, check_workers
 from .errors import ClosedClientError
@@ -179,7 +179,7 @@ async def scatter(client: "Client", data: Any, workers: Any, broadcast: bool, ha
                     h.update(b)
                 k = f"{type(v).__name__}-{h.hexdigest()}"
             else:
-                k = f"{type(v).__name__}-{uuid.uuid4().hex}"
+                k = f"{type(v).__name__}-{fresh_ids.next()}"
         blobs.append((check_sendable(str(k), "scatter key"), blob))
     addresses = await workers_to_scatter_to(client, check_workers(workers), timeout)
     placement: dict[str, dict[str, Pickled]] = {}

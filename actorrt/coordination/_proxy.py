@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
@@ -27,6 +26,7 @@ from ..client.actor_handle import load_binding
 from ..client.errors import ClosedClientError
 from ..client.future import futures_of
 from ..core import ActorRef, Pickled
+from ..utils import fresh_ids
 from .registry import REGISTRY_ID
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 def check_name(name: Any, kind: str) -> str:
     """A primitive's name: the given string, or a fresh unique one for ``None``."""
     if name is None:
-        return f"{kind}-{uuid.uuid4().hex}"
+        return f"{kind}-{fresh_ids.next()}"
     if not isinstance(name, str):
         raise TypeError(f"{kind} name must be a string, got {type(name).__name__}: {name!r}")
     if not name:
@@ -94,7 +94,7 @@ class Proxy:
         self._ref: ActorRef | None = None
         self._actor_options: dict = {}
         # Identifies this proxy object as a holder (of a lease, a subscription).
-        self._token = uuid.uuid4().hex
+        self._token = fresh_ids.next()
         self._calls = itertools.count()
 
     # --- binding ------------------------------------------------------------------
