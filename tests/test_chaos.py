@@ -49,8 +49,11 @@ def _kill_and_replace(cluster, client, stop, killed, rng):
 @pytest.mark.timeout(240)
 def test_workers_killed_under_load_lose_and_corrupt_nothing():
     rng = random.Random(7)
+    # allowed_failures: this test kills a dozen workers, so a task may well be on four of
+    # them; by default (3, as dask) it would then fail as KilledWorker, correctly. The
+    # claim here is that nothing comes back wrong, goes missing or hangs.
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None,
-                      validate=True) as cluster, \
+                      validate=True, allowed_failures=100) as cluster, \
             Client(cluster) as client:
         tally = client.submit(Tally, actor=True, max_restarts=-1).result(timeout=30)
         stop, killed = threading.Event(), []
