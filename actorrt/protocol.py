@@ -470,12 +470,9 @@ def event_message(msg: Any) -> Any:
     (str, bytes, numbers, bools, None; lists and str-keyed dicts of them) and it is
     small, so the scheduler's events page can show it; else pickled, and the scheduler
     keeps it unopened (it never unpickles user data)."""
-    if _msgpack_exact(msg, 0):
-        try:
-            if len(msgpack.packb(msg, use_bin_type=True)) <= PLAIN_EVENT_LIMIT:
-                return msg
-        except (ValueError, OverflowError):
-            pass
+    # (_msgpack_exact admits only what packb encodes: nothing here can raise.)
+    if _msgpack_exact(msg, 0) and len(msgpack.packb(msg, use_bin_type=True)) <= PLAIN_EVENT_LIMIT:
+        return msg
     return Pickled.dumps(msg, what="event message")
 
 

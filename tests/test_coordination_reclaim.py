@@ -148,8 +148,9 @@ def test_an_actor_its_last_proxy_left_busy_is_reclaimed_once_idle(client, monkey
     del e
     collected()
     assert ("event", "busy") in names(client)  # nobody holds it, but it has a waiter
-    wait_until(lambda: waited.done())
-    assert waited.result() is False
+    async def outcome():
+        return await waited
+    assert client.sync(outcome) is False  # its wait timed out (on the loop, not polled from here)
     wait_until(lambda: ("event", "busy") not in names(client))
 
 

@@ -43,6 +43,10 @@ def test_event_log_is_bounded_per_topic_in_total_and_in_bytes():
     for _ in range(10):
         plain.add("x", {"blob": "x" * 100_000})
     assert plain.count == 2 and plain.nbytes <= 250_000
+    nested = EventLog(per_topic=100, total=100, max_bytes=250_000)  # (a peer's pickle inside a list)
+    for _ in range(10):
+        nested.add("x", [Pickled.dumps(b"x" * 100_000)])
+    assert nested.count == 2 and nested.nbytes <= 250_000
 
 
 @pytest.mark.parametrize("msg, plain", [

@@ -121,6 +121,9 @@ class Registry(Actor):
             self._arm_recheck()
 
     def _reclaim_if_idle(self, slot: Slot) -> bool:
+        """Stop ``slot``'s actor if nobody holds it and it is idle. False: still busy
+        (look again later); True: nothing more to do (stopped, gone, held again, or kept
+        for good because it cannot tell)."""
         actor = self.actors.get(slot)
         if actor is None or slot in self.holds:
             return True

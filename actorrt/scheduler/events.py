@@ -17,11 +17,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from ..core import ActorRef, Pickled
 from ..core.comm import Comm
 from ..core.errors import BadMessageError
+from ..core.serialize import pack_frames
 from ..protocol import check_metadata_keys, check_topics
 from .metadata import MetadataStore
 
@@ -35,7 +34,7 @@ EVENTS_TOTAL = int(os.environ.get("ACTORRT_EVENTS_TOTAL", 100_000))
 EVENTS_BYTES = int(os.environ.get("ACTORRT_EVENTS_BYTES", 64 * 2**20))
 
 # What a message that is not a Pickled counts for at least (a small dict the scheduler
-# made; a user's plain message counts its msgpack size, as a peer sent it).
+# made; a peer's plain message counts its size on the wire).
 PLAIN_EVENT_BYTES = 200
 
 # Topics the scheduler logs itself: workers joining and leaving (dask logs both under
@@ -44,14 +43,13 @@ WORKERS_TOPIC = "workers"
 
 
 def event_nbytes(msg: Any) -> int:
+    """What an event counts against the log's byte bound: its size on the wire (a
+    Pickled nested in a plain message counts too), and never less than a small dict."""
     if type(msg) is Pickled:
         return msg.nbytes + 64
     if msg is None or type(msg) in (bool, int, float):
         return PLAIN_EVENT_BYTES
-    try:
-        return max(PLAIN_EVENT_BYTES, len(msgpack.packb(msg, use_bin_type=True)) + 64)
-    except (TypeError, ValueError, OverflowError):  # (an ActorRef inside: the scheduler's own)
-        return PLAIN_EVENT_BYTES
+    return max(PLAIN_EVENT_BYTES, sum(memoryview(f).nbytes for f in pack_frames([msg], ActorRef)) + 64)
 
 
 class EventLog:
