@@ -194,6 +194,14 @@ def gated(x):
     return x
 
 
+STARTED = threading.Event()
+
+
+def started_then_gated(x):
+    STARTED.set()
+    return gated(x)
+
+
 def test_a_submission_larger_than_the_scheduler_holds_is_refused_at_the_call():
     with Client(processes=False, n_workers=1, threads_per_worker=1, max_tasks=1_000,
                 dashboard_address=None) as client:
@@ -241,6 +249,34 @@ def test_a_client_faster_than_the_cluster_is_held_back(monkeypatch):
         assert not submitting.is_alive()
         assert client.gather(result) == list(range(300))
         assert scheduler.state.unfinished == 0
+
+
+def test_a_lone_tasks_acknowledgement_rides_on_its_report():
+    """A small submission is told, not asked: no reply message; the scheduler's count of
+    what it took comes with the task's report (the window is still paced by it)."""
+    GATE.clear()
+    STARTED.clear()
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        scheduler = client.cluster.scheduler
+        try:
+            f = client.submit(started_then_gated, 1, pure=False)
+            assert STARTED.wait(10)  # (a reply, had there been one, came on the turn the task was sent)
+            assert client.table.unacknowledged == 1  # taken, not yet acknowledged: no reply came
+            assert not scheduler.__dict__.get("_open_replies")  # and none is left open for it
+        finally:
+            GATE.set()
+        assert f.result(timeout=10) == 1
+        wait_until(lambda: client.table.unacknowledged == 0, timeout=10)
+
+
+def test_a_table_past_half_its_window_asks_for_its_acknowledgement():
+    table = FutureTable(window=10)
+    table.unacknowledged = 5
+    assert table.may_ack_later()
+    table.unacknowledged = 6
+    assert not table.may_ack_later()
+    table.connection_lost()
+    assert table.unacknowledged == 0
 
 
 def test_a_graph_sent_in_parts_computes_as_one():

@@ -654,6 +654,25 @@ def test_malformed_report_is_refused_whole(rig, msgs, match):
     rig.run(main)
 
 
+@pytest.mark.parametrize("acked, match", [(-1, "'acked' must be at least 0"), ("3", "acked")])
+def test_a_report_with_a_bad_acknowledgement_count_is_refused(rig, acked, match):
+    """``acked`` (tasks the scheduler took) cannot shrink or garble the client's window."""
+    async def main():
+        client = rig.client
+        GATE.clear()
+        gate = rig.client.submit(wait_for_gate, 1, pure=False)
+        await poll_for(lambda: gate.key in rig.cluster.scheduler.state.tasks)
+        me = ActorRef(client.host.address, client.id)
+        before = client.table.unacknowledged
+        with pytest.raises(BadMessageError, match=match):
+            await rig.cluster.scheduler_host.ask(
+                me, "report", msgs=[[gate.key, "memory", {"workers": [], "type": "int"}]], acked=acked)
+        assert not gate.done() and client.table.unacknowledged == before
+        GATE.set()
+        assert await gate == 1
+    rig.run(main)
+
+
 # --- junk of every shape, generated -------------------------------------------------------------
 
 JUNK = st.recursive(

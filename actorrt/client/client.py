@@ -80,9 +80,13 @@ class ClientActor(Actor):
     def __init__(self, client: "Client") -> None:
         self.client = client
 
-    def handle_report(self, msgs: list, origin: Any) -> None:
+    def handle_report(self, msgs: list, origin: Any, acked: int = 0) -> None:
+        """The scheduler's news of keys; ``acked``: tasks sent with ``ack_later`` that
+        it has now taken (scheduler.actor.handle_update_graph)."""
         check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin,
                      self.client.host)
+        if acked < 0:
+            raise BadMessageError(f"ClientActor.report: field 'acked' must be at least 0, got {acked}")
         table = self.client.table
         for key, status, info in decode_reports(msgs):
             st = table.get(key)
@@ -98,6 +102,8 @@ class ClientActor(Actor):
                 st.lost()
             elif status == "unrunnable":  # (it stays pending: such a worker may join)
                 warn_unrunnable(key, info.get("reason"))
+        if acked:
+            table.acknowledged(acked)
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods,
@@ -257,6 +263,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         if not lost or self.status != "running":
             return
         self._scheduler_comm = None
+        self.table.connection_lost()  # nothing sent on it will be acknowledged
         for st in self.table.clear():  # the scheduler forgot them with this client
             if not st.done():
                 st.err(RuntimeError(f"lost connection to the scheduler at {address}"), None)
@@ -418,12 +425,18 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                 logger.warning("scheduler connection closed; dropped %s", op)
 
     def _send_graph(self, items: list, more: bool) -> None:
-        """One chunk of tasks, asked: the scheduler's answer acknowledges it (now, or once
-        its backlog shrank), and lets the table send more (futures.py, admission.py)."""
+        """One chunk of tasks. The scheduler's acknowledgement (now, or once its backlog
+        shrank) lets the table send more (futures.py, admission.py). While the table has
+        half its window to spare, the chunk is told and its acknowledgement rides on a
+        later report: a lone ``submit(...).result()`` then costs no reply message."""
         tasks = [t for t, _ in items]
         wanted = [k for _, k in items if k is not None]
         fields: dict[str, Any] = {"more": True} if more else {}
         try:
+            if self.table.may_ack_later():
+                self.host.tell(self.scheduler, "update_graph", client=self.id, tasks=tasks, wanted=wanted,
+                               ack_later=True, **fields)
+                return
             answer = self.host.ask(self.scheduler, "update_graph", client=self.id, tasks=tasks, wanted=wanted,
                                    **fields)
         except CommClosedError:
@@ -432,10 +445,14 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         answer.add_done_callback(functools.partial(self._graph_acknowledged, len(tasks)))
 
     def _graph_acknowledged(self, n: int, answer: "asyncio.Future[Any]") -> None:
+        """The reply counts this chunk and the earlier ones told with ``ack_later``."""
+        acked = n
         if not answer.cancelled() and answer.exception() is not None:
             # Refused (too large, malformed): its Futures already err with the reason.
             logger.debug("update_graph refused: %s", answer.exception())
-        self.table.acknowledged(n)
+        elif not answer.cancelled() and type(answer.result()) is int:
+            acked = answer.result()
+        self.table.acknowledged(acked)
 
     # --- submitting ------------------------------------------------------------
     def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,

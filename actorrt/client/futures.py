@@ -235,6 +235,17 @@ class FutureTable:
         if more:
             self._flush_window()
 
+    def may_ack_later(self) -> bool:
+        """Whether what was just taken for sending may be acknowledged late (on a report):
+        yes while half the window is still free, so late acknowledgements never stall
+        the window (past half, each chunk is asked, and its reply counts them too)."""
+        return self.unacknowledged <= self.window // 2
+
+    def connection_lost(self) -> None:
+        """The scheduler's connection closed: nothing sent on it will be acknowledged."""
+        with self.lock:
+            self.unacknowledged = 0
+
     def unsent(self, n: int) -> None:
         """On the loop: ``n`` tasks taken for sending went nowhere (the client is not
         connected): nothing will acknowledge them, and nothing more is sent now."""

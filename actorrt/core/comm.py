@@ -33,7 +33,8 @@ from .framing import UNLIMITED
 # 3: a run's start, stop and thread in tasks_done; transfers and disk activity; CPU
 # and network figures in a worker's memory report (the task stream).
 # 4: a Pickled repeated in one envelope is sent once (serialize.EXT_PICKLE_AGAIN).
-PROTOCOL_VERSION = 4
+# 5: update_graph told with ack_later; its acknowledgement rides on a report (acked).
+PROTOCOL_VERSION = 5
 MAX_HANDSHAKE_BYTES = 4096
 def max_frame_bytes_setting() -> int:
     """``ACTORRT_MAX_FRAME_BYTES``: the largest frame this process accepts (no limit if unset)."""

@@ -3,6 +3,7 @@ instructions back into messages, batched per destination and per loop turn."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -63,6 +64,9 @@ class Scheduler(EventHandlers, Actor):
         self._stimuli = itertools.count()
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
+        # Per client: tasks it sent with ``ack_later`` and that were admitted, not yet
+        # acknowledged (the count rides on its next report, or on the reply to its next ask).
+        self._owed_acks: dict[str, int] = {}
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
@@ -160,6 +164,7 @@ class Scheduler(EventHandlers, Actor):
     def _remove_client(self, client: str) -> None:
         self._peer_comms.pop(("client", client), None)
         self.event_log.forget_client(client)
+        self._owed_acks.pop(client, None)
         if self.client_refs.pop(client, None) is not None:
             self._apply(self.state.stimulus_remove_client(client, self._sid("remove-client")))
             self.plugins.client_left(client)
@@ -230,28 +235,39 @@ class Scheduler(EventHandlers, Actor):
 
     # --- client stimuli ----------------------------------------------------
     def handle_update_graph(self, client: str, tasks: list, wanted: list, reply: Reply,
-                            origin: Comm | None = None, more: bool = False) -> None:
-        """A client's tasks. Asked (not told), the reply is the acknowledgement that
-        paces the client: held back while too much work waits (admission.py).
+                            origin: Comm | None = None, more: bool = False, ack_later: bool = False) -> None:
+        """A client's tasks. The acknowledgement paces the client: held back while too
+        much work waits (admission.py). Asked, the reply acknowledges them (and what
+        this client sent before with ``ack_later``); told with ``ack_later``, the count
+        rides on the client's next report instead of costing a message of its own.
         ``more``: a part of a graph whose next part follows."""
         self._check_peer("update_graph", "client", client, origin)
         try:
             specs = decode_tasks(tasks)
             keys_field("update_graph", wanted, "wanted")  # ('more' is checked at dispatch: a bool)
-        except BadMessageError as e:
-            self._refuse_graph(client, tasks, wanted, e)
-            raise
-        known = self.state.tasks
-        if len(known) + len(specs) > self.admission.max_tasks:  # (only near the limit: count the new)
-            try:
+            known = self.state.tasks
+            if len(known) + len(specs) > self.admission.max_tasks:  # (only near the limit: count the new)
                 self.admission.check(len(known), sum(1 for spec in specs if spec.key not in known))
-            except GraphTooLargeError as e:
-                self._refuse_graph(client, tasks, wanted, e)
+        except (BadMessageError, GraphTooLargeError) as e:
+            self._refuse_graph(client, tasks, wanted, e)
+            if not ack_later:
                 raise
+            reply.ok()
+            self._owe_ack(client, len(tasks))  # (its Futures erred with the reason already)
+            return
         specs, wanted, refused = self.actors.refuse_taken_names(client, specs, wanted)
         self._apply(refused)
         self._apply(self.state.stimulus_update_graph(client, specs, wanted, self._sid("update-graph"), more))
-        self.admission.admit(self.state.unfinished, reply.ok)
+        if ack_later:
+            reply.ok()  # (a tell's: answers nothing, but no longer counts as open)
+            self.admission.admit(self.state.unfinished, functools.partial(self._owe_ack, client, len(tasks)))
+        else:
+            self.admission.admit(self.state.unfinished,
+                                 lambda: reply.ok(len(tasks) + self._owed_acks.pop(client, 0)))
+
+    def _owe_ack(self, client: str, n: int) -> None:
+        if client in self.client_refs:
+            self._owed_acks[client] = self._owed_acks.get(client, 0) + n
 
     def _refuse_graph(self, client: str, tasks: list, wanted: Any, exc: Exception) -> None:
         """A refused graph (a tell) changes nothing, but its sender's Futures of new keys
@@ -604,8 +620,13 @@ class Scheduler(EventHandlers, Actor):
         for ref, ops in out.items():
             for op, items in ops:
                 field = {"compute": "tasks", "free_keys": "keys", "report": "msgs"}[op]
+                fields = {field: items}
+                if op == "report" and self._owed_acks:
+                    acked = self._owed_acks.pop(ref.id, 0)  # (a client's actor id is its id)
+                    if acked:
+                        fields["acked"] = acked
                 try:
-                    self.host.tell(ref, op, **{field: items})
+                    self.host.tell(ref, op, **fields)
                 except Exception:
                     logger.exception("could not send %s to %s", op, ref)
 
