@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 
 import pytest
 
@@ -323,6 +324,41 @@ def test_the_allocator_can_be_tuned_here():
     if sys.platform.startswith("linux") and "libc.so.6" in maps:  # glibc
         assert tune_allocator()
     release_free_memory()  # never fails, wherever it runs
+
+
+_ALLOCATIONS_SCRIPT = """
+import ctypes
+from actorrt.worker.memory import tune_allocator
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+assert tune_allocator()
+
+def own_pages(size):
+    before = libc.mallinfo2().hblks
+    block = bytearray(size)
+    return libc.mallinfo2().hblks - before
+
+print(own_pages(900_000), own_pages(8 << 20))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings: Linux only")
+def test_a_tuned_worker_allocates_message_buffers_from_its_heap_and_large_values_apart():
+    """Blocks under 1 MiB (msgpack's 256 KiB buffer, taken per message) come from the
+    heap, not from an mmap and munmap each; values of 1 MiB and more get pages of their
+    own, returned to the system when freed (worker/memory.py)."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", _ALLOCATIONS_SCRIPT], capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if "mallinfo2" in out.stderr:
+        pytest.skip("this libc has no mallinfo2 (glibc < 2.33)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1"]
 
 
 def test_the_spill_directory_is_made_at_the_first_spill_only(tmp_path, caplog):

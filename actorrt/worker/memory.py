@@ -146,10 +146,18 @@ def process_rss(pid: int | None = None) -> int | None:
 # glibc's malloc gives memory back to the system only from the top of its heap, and
 # only past a threshold that grows with every large block freed (up to 32 MiB): a
 # worker that stored and spilled 8 MiB results kept them resident, freed, and paused
-# for good. A fixed small threshold (dask's nanny sets the same through the
-# environment) stops the growth; malloc_trim returns free pages from anywhere.
+# for good. Fixing the thresholds stops the growth: blocks of 1 MiB or more get pages of
+# their own, returned as soon as they are freed, and malloc_trim returns free pages from
+# anywhere when memory runs short (worker/monitor.py).
+#
+# Both stay at 1 MiB, not lower. dask's nanny sets a 64 KiB trim threshold, which also
+# freezes the mmap threshold at glibc's 128 KiB: every message packed (msgpack takes a
+# 256 KiB buffer per call) then cost an mmap, page faults and an munmap, 7x the time of
+# packing itself, on every message a worker sent (``python benchmarks/bench_core.py``).
 _M_TRIM_THRESHOLD = -1
-TRIM_THRESHOLD = 64 * 1024
+_M_MMAP_THRESHOLD = -3
+TRIM_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 1 << 20
 
 
 @functools.cache
@@ -169,7 +177,8 @@ def tune_allocator() -> bool:
     """Make this process's allocator give freed memory back promptly (a worker
     process, at start); False where there is nothing to tune."""
     libc = _libc()
-    return bool(libc is not None and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(libc is not None and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+                and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def release_free_memory() -> None:
