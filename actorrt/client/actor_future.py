@@ -226,10 +226,20 @@ class ActorFuture(BaseActorFuture):
             raise RuntimeError(f"actor {self._actor_key!r} is waiting for its own reply, which cannot "
                                "come while it waits (deadlock); return the ActorFuture, or make the "
                                "method async and await it")
-        # Without a timeout the reply wakes this thread straight from the loop (arm);
-        # with one, the wait runs on the loop, which owns the clock.
-        runtime.block_on(self.client.loop, lambda: self._done_async(timeout),
-                         arm=st.arm if timeout is None else None)
+        # Without a timeout the reply wakes this thread straight from the loop (arm), or
+        # inside a task through a bare loop future; with one, the wait runs on the loop,
+        # which owns the clock.
+        if timeout is None:
+            runtime.block_on(self.client.loop, self._done_future, arm=st.arm)
+        else:
+            runtime.block_on(self.client.loop, lambda: self._done_async(timeout))
+
+    def _done_future(self) -> "asyncio.Future[None]":
+        """On the client's loop: a future done with the reply. (No coroutine: a task
+        waiting for a call would cost an asyncio Task and three more turns of the loop.)"""
+        fut = self.client.loop.create_future()
+        self._state.add_callback(lambda _: _set_once(fut))
+        return fut
 
     async def _result_async(self, timeout: float | None = None) -> Any:
         await self._done_async(timeout)

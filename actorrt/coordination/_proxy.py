@@ -190,8 +190,38 @@ def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict,
     _check_open(client)
     host = client.host
     if "call" in fields:  # (a blocking ask: see Proxy._call)
-        return runtime.block_on(client.loop, lambda: _ask_withdrawable(host, ref, op, fields, on_late))
+        return runtime.block_on(client.loop, lambda: _withdrawable_future(host, ref, op, fields, on_late))
     return runtime.block_on(client.loop, lambda: host.ask(ref, op, **fields))
+
+
+def _withdrawable_future(host: Any, ref: ActorRef, op: str, fields: dict,
+                         on_late: Callable[[Any], None] | None) -> "asyncio.Future[Any]":
+    """On the loop: :func:`_ask_withdrawable` as a bare future, for a thread's wait (no
+    coroutine: it would cost an asyncio Task and more turns of the loop per call).
+    Cancelled (the waiting thread was interrupted), the ask is withdrawn the same way."""
+    fut = host.ask(ref, op, **fields)
+    outer = asyncio.get_running_loop().create_future()
+
+    def settle(f: "asyncio.Future[Any]") -> None:
+        if outer.done():
+            return
+        if f.cancelled():
+            outer.cancel()
+        elif f.exception() is not None:
+            outer.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            outer.set_result(f.result())
+
+    def given_up(o: "asyncio.Future[Any]") -> None:
+        if not o.cancelled():
+            return
+        if not fut.done():
+            host.tell(ref, "abandon", call=fields["call"])
+        fut.add_done_callback(lambda f: _late_reply(f, on_late))  # (a reply already here too)
+
+    fut.add_done_callback(settle)
+    outer.add_done_callback(given_up)
+    return outer
 
 
 async def _ask_withdrawable(host: Any, ref: ActorRef, op: str, fields: dict,
