@@ -18,7 +18,11 @@ def inc(x):
 
 
 def wait_for_file(path):
+    """A task held until the test creates ``path`` (a gate across processes)."""
+    deadline = time.monotonic() + 30
     while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
     return os.getpid()
 

@@ -1,6 +1,7 @@
 """User actors in the scheduler's state machine: placement, death, restart. No I/O."""
 from actorrt.core.errors import ActorDeadError
 from actorrt.scheduler.state import Compute, Free, Report, SchedulerState, TaskSpec
+from actorrt.testing import poll_for
 
 
 def make(nworkers=2, nthreads=1):
@@ -197,8 +198,7 @@ def test_directory_reports_death_and_gives_up_on_silent_worker():
         w2 = create(s, actor("b"))
         reply, got = answer()
         d.status("b", w2, reply)
-        while not got:
-            await asyncio.sleep(0.005)
+        await poll_for(lambda: got)  # (the stale timer fires on this loop)
         assert got[0]["status"] == "dead" and "not answered" in got[0]["reason"]
         assert not d.waiters
     asyncio.run(main())
