@@ -128,6 +128,12 @@ class Comm:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    def flush_now(self) -> None:
+        """Send what is queued now rather than on the next turn of the loop (an actor
+        that batches its own messages per turn calls this once it has sent them). An
+        in-process peer still gets them on the next turn: its handlers never run inside
+        the sender's."""
+
     async def drain(self) -> None:
         """Wait until what is queued for the peer is small (in-process: nothing waits)."""
 

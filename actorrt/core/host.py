@@ -339,6 +339,13 @@ class Host:
         comm = self._comms.get(address)
         return comm is not None and not comm.closed
 
+    def flush_to(self, address: str) -> None:
+        """Send what is queued for ``address`` now (Comm.flush_now): an actor's own
+        per-turn batch then reaches the wire in the same turn, not one turn later."""
+        comm = self._comms.get(address)
+        if comm is not None and not comm.closed:
+            comm.flush_now()
+
     def comm_to(self, address: str) -> Comm | None:
         """The open connection messages to ``address`` go on, if there is one."""
         comm = self._comms.get(address)

@@ -352,6 +352,10 @@ class TCPComm(Comm):
         if frames is not None:
             self._write_frames(frames)
 
+    def flush_now(self) -> None:
+        if self._flush_scheduled:
+            self._flush()  # (the turn's scheduled flush then finds nothing)
+
     def _check_sizes(self, frames: list, msg: Any = None) -> None:
         limit = self.peer_max_frame_bytes
         if limit >= UNLIMITED:

@@ -629,6 +629,8 @@ class Scheduler(EventHandlers, Actor):
                     self.host.tell(ref, op, **fields)
                 except Exception:
                     logger.exception("could not send %s to %s", op, ref)
+        for ref in out:
+            self.host.flush_to(ref.address)
 
 
 
