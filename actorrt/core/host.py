@@ -425,7 +425,7 @@ class Host:
                 return
         kwargs = fields
         if handler.wants_reply:
-            reply = Reply(self._replier(comm, rid))
+            reply = Reply(self._replier(comm, rid), comm=comm)
             track_reply(actor, reply)
             kwargs = {**fields, "reply": reply}
         if handler.wants_origin:
