@@ -64,9 +64,10 @@ class Scheduler(EventHandlers, Actor):
         self._stimuli = itertools.count()
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
         self._flush_scheduled = False
-        # Per client: tasks it sent with ``ack_later`` and that were admitted, not yet
-        # acknowledged (the count rides on its next report, or on the reply to its next ask).
-        self._owed_acks: dict[str, int] = {}
+        # Per client (by its actor's ref, where its reports go): tasks it sent with
+        # ``ack_later`` and that were admitted, not yet acknowledged (the count rides on
+        # its next report, or on the reply to its next ask).
+        self._owed_acks: dict[ActorRef, int] = {}
         self._worker_waiters: list[tuple[int, Reply]] = []
         self.actors = ActorDirectory(self.state)  # user actors: locations and names
         self.datasets = Datasets(self.handle_want_keys, self.handle_release_keys)
@@ -164,8 +165,9 @@ class Scheduler(EventHandlers, Actor):
     def _remove_client(self, client: str) -> None:
         self._peer_comms.pop(("client", client), None)
         self.event_log.forget_client(client)
-        self._owed_acks.pop(client, None)
-        if self.client_refs.pop(client, None) is not None:
+        ref = self.client_refs.pop(client, None)
+        if ref is not None:
+            self._owed_acks.pop(ref, None)
             self._apply(self.state.stimulus_remove_client(client, self._sid("remove-client")))
             self.plugins.client_left(client)
 
@@ -262,12 +264,16 @@ class Scheduler(EventHandlers, Actor):
             reply.ok()  # (a tell's: answers nothing, but no longer counts as open)
             self.admission.admit(self.state.unfinished, functools.partial(self._owe_ack, client, len(tasks)))
         else:
-            self.admission.admit(self.state.unfinished,
-                                 lambda: reply.ok(len(tasks) + self._owed_acks.pop(client, 0)))
+            self.admission.admit(self.state.unfinished, lambda: reply.ok(len(tasks) + self._take_owed(client)))
 
     def _owe_ack(self, client: str, n: int) -> None:
-        if client in self.client_refs:
-            self._owed_acks[client] = self._owed_acks.get(client, 0) + n
+        ref = self.client_refs.get(client)
+        if ref is not None:
+            self._owed_acks[ref] = self._owed_acks.get(ref, 0) + n
+
+    def _take_owed(self, client: str) -> int:
+        ref = self.client_refs.get(client)
+        return self._owed_acks.pop(ref, 0) if ref is not None else 0
 
     def _refuse_graph(self, client: str, tasks: list, wanted: Any, exc: Exception) -> None:
         """A refused graph (a tell) changes nothing, but its sender's Futures of new keys
@@ -620,9 +626,9 @@ class Scheduler(EventHandlers, Actor):
         for ref, ops in out.items():
             for op, items in ops:
                 field = {"compute": "tasks", "free_keys": "keys", "report": "msgs"}[op]
-                fields = {field: items}
+                fields: dict[str, Any] = {field: items}
                 if op == "report" and self._owed_acks:
-                    acked = self._owed_acks.pop(ref.id, 0)  # (a client's actor id is its id)
+                    acked = self._owed_acks.pop(ref, 0)
                     if acked:
                         fields["acked"] = acked
                 try:
