@@ -170,24 +170,31 @@ def bound_client() -> "Client | None":
     return _binding.get()
 
 
-@contextlib.contextmanager
-def binding(client: "Client | None") -> Iterator[None]:
+class _Setting:
+    """``with``: a context variable set for the block. (A class, not a generator-based
+    contextmanager: these wrap every submit, result load and actor call, where a
+    generator and its wrapper cost more than the pickling they surround.)"""
+
+    __slots__ = ("_var", "_value", "_token")
+
+    def __init__(self, var: "contextvars.ContextVar[Any]", value: Any) -> None:
+        self._var, self._value = var, value
+
+    def __enter__(self) -> None:
+        self._token = self._var.set(self._value)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._var.reset(self._token)
+
+
+def binding(client: "Client | None") -> _Setting:
     """Futures and actor handles unpickled inside the block bind to ``client``."""
-    token = _binding.set(client)
-    try:
-        yield
-    finally:
-        _binding.reset(token)
+    return _Setting(_binding, client)
 
 
-@contextlib.contextmanager
-def collecting_futures(kept: "list[Future]") -> Iterator[None]:
+def collecting_futures(kept: "list[Future]") -> _Setting:
     """Futures pickled inside the block are appended to ``kept``."""
-    token = pickled_futures.set(kept)
-    try:
-        yield
-    finally:
-        pickled_futures.reset(token)
+    return _Setting(pickled_futures, kept)
 
 
 # --- what the client layer lends the layers below it -------------------------------------

@@ -277,21 +277,26 @@ def test_sends_in_one_loop_turn_arrive_in_one_batch(transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_flush_to_sends_a_turns_batch_now_and_once(transport):
-    """``flush_to`` puts what is queued on the wire in this turn (over TCP; in-process
-    peers still hear on the next turn); the flush the turn had scheduled finds nothing
-    left, so nothing arrives twice and the order holds."""
+def test_flush_pending_sends_what_every_peer_has_queued_now_and_once(transport):
+    """``flush_pending`` puts every connection's queued messages on the wire in this turn
+    (over TCP; in-process peers still hear on the next turn), not only one peer's; the
+    flushes the turn had scheduled find nothing left, so nothing arrives twice."""
     async def main():
-        async with hosts(transport) as (a, b):
-            ref = b.spawn(Echo())
-            await a.ask(ref, "echo", x=0)  # connection open
-            comm = a.comm_to(b.address)
+        async with hosts(transport, n=3) as (a, b, c):
+            refs = [b.spawn(Echo()), c.spawn(Echo())]
+            for ref in refs:
+                await a.ask(ref, "echo", x=0)  # connections open
+            comms = [a.comm_to(b.address), a.comm_to(c.address)]
             for i in range(5):
-                a.tell(ref, "record", x=i)
-            a.flush_to(b.address)
-            assert not comm._outbox if transport == "tcp" else len(comm._outbox) == 5
-            a.tell(ref, "record", x=5)
-            assert await a.ask(ref, "get") == list(range(6))
+                for ref in refs:
+                    a.tell(ref, "record", x=i)
+            a.flush_pending()
+            for comm in comms:
+                assert not comm._outbox if transport == "tcp" else len(comm._outbox) == 5
+            for ref in refs:
+                a.tell(ref, "record", x=5)
+            for ref in refs:
+                assert await a.ask(ref, "get") == list(range(6))
     run(main())
 
 

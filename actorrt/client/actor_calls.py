@@ -114,9 +114,7 @@ class Caller:
             self._scheduled = False
         for link, call in batch:
             self._dispatch(link, call)
-        # This batch is the turn's: on the wire now, not one turn later (Host.flush_to).
-        for address in {link.ref.address for link, _ in batch}:
-            self.host.flush_to(address)
+        self.host.flush_pending()  # this batch is the turn's: on the wire now, not one turn later
 
     def _flush_closed(self) -> None:
         with self._lock:

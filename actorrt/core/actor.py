@@ -127,14 +127,12 @@ class Actor:
 class Reply:
     """The right to answer one ask, possibly later. Answering twice is a no-op."""
 
-    __slots__ = ("_send", "done", "actor", "comm")
+    __slots__ = ("_send", "done", "actor")
 
-    def __init__(self, send: Callable[[bool, Any], None], actor: Actor | None = None,
-                 comm: Any = None) -> None:
+    def __init__(self, send: Callable[[bool, Any], None], actor: Actor | None = None) -> None:
         self._send = send
         self.done = False
         self.actor = actor
-        self.comm = comm  # the connection the answer goes on (None: this host)
 
     def ok(self, value: Any = None) -> None:
         if not self.done:
@@ -147,12 +145,6 @@ class Reply:
             self.done = True
             self._untrack()
             self._send(False, exc)
-
-    def flush(self) -> None:
-        """Put the answer on the wire now rather than on the next turn of the loop: for
-        an answer given outside a batch of messages (a method finished on its thread)."""
-        if self.comm is not None:
-            self.comm.flush_now()
 
     def _untrack(self) -> None:
         if self.actor is not None:

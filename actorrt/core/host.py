@@ -339,12 +339,19 @@ class Host:
         comm = self._comms.get(address)
         return comm is not None and not comm.closed
 
-    def flush_to(self, address: str) -> None:
-        """Send what is queued for ``address`` now (Comm.flush_now): an actor's own
-        per-turn batch then reaches the wire in the same turn, not one turn later."""
-        comm = self._comms.get(address)
-        if comm is not None and not comm.closed:
-            comm.flush_now()
+    def flush_pending(self) -> None:
+        """Write what every connection has queued now (Comm.flush_now), not on the next
+        turn of the loop: an actor's per-turn batch, or an answer a caller waits for,
+        then leaves in this turn.
+
+        All of them, not only the one just used: what was queued earlier for another
+        peer must not leave after it. A worker's claim on a key it was handed
+        (``want_keys`` to the scheduler) has to go out with, not after, the actor's
+        answer to its caller, which lets the caller drop its own copy."""
+        for comms in (self._comms, self._bulk_comms):
+            for comm in comms.values():
+                if not comm.closed:
+                    comm.flush_now()
 
     def comm_to(self, address: str) -> Comm | None:
         """The open connection messages to ``address`` go on, if there is one."""
@@ -425,7 +432,7 @@ class Host:
                 return
         kwargs = fields
         if handler.wants_reply:
-            reply = Reply(self._replier(comm, rid), comm=comm)
+            reply = Reply(self._replier(comm, rid))
             track_reply(actor, reply)
             kwargs = {**fields, "reply": reply}
         if handler.wants_origin:

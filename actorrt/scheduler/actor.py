@@ -635,8 +635,7 @@ class Scheduler(EventHandlers, Actor):
                     self.host.tell(ref, op, **fields)
                 except Exception:
                     logger.exception("could not send %s to %s", op, ref)
-        for ref in out:
-            self.host.flush_to(ref.address)
+        self.host.flush_pending()
 
 
 

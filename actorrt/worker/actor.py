@@ -545,7 +545,7 @@ class Worker(Actor):
         if self.activity:  # transfers and disk reads/writes ride along
             extra["activity"] = self.activity.drain()
         self._tell_scheduler("tasks_done", finished=finished, erred=erred, **extra)
-        self.host.flush_to(self.scheduler.address)
+        self.host.flush_pending()
 
     def _memory_news(self) -> list | None:
         """The memory report, when storing these results moved values to or from disk:

@@ -188,7 +188,7 @@ class UserActor(Actor):
             blob, futures = job.result
             self._pass_keys(holder, futures)
             reply.ok(blob)
-        reply.flush()  # (the caller waits: no turn of the loop in between)
+        self.host.flush_pending()  # (the caller waits: no turn of the loop in between)
         while self._blocked:
             kind = self._blocked[0][0]
             if kind == ASYNC and self._sync_running:
