@@ -307,6 +307,28 @@ async def test_cancelled_get_loses_no_item(c, cluster):
         assert await q.qsize() == 0
 
 
+@gen_cluster()
+async def test_a_threads_cancelled_get_loses_no_item(c, cluster):
+    """The sync face waits on a bare loop future (coordination._proxy._withdrawable_future);
+    cancelled (the waiting thread interrupted), it withdraws the get the same way, and an
+    item already on its way to it comes back to the queue."""
+    from actorrt.coordination._proxy import _withdrawable_future
+    q = await Queue("cancel-sync")
+    actor = cluster.scheduler_host.actors["queue/cancel-sync"]
+    for i, put_first in enumerate((False, True)):
+        fields = {"client": c.id, "timeout": None, "count": 1, "call": f"{q._token}-sync-{i}"}
+        fut = _withdrawable_future(c.host, q._ref, "get", fields, q._unget)
+        await poll_for(lambda: len(actor.getters) == 1)
+        if put_first:
+            q.put("item")  # (a tell, sent this turn: the queue answers the get before it hears of the cancel)
+        assert fut.cancel()
+        if not put_first:
+            await q.put("item")
+        assert await q.get(timeout=5) == "item"
+        await poll_for(lambda: not actor.getters and not actor.calls)
+        assert await q.qsize() == 0
+
+
 # --- Pub/Sub in particular ------------------------------------------------------------------
 def publish_range(name, start, stop, go):
     if go is not None:
