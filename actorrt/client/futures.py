@@ -24,9 +24,10 @@ Outbox = list[list]
 #: (~10 ms here), so a million-task map never stops it for seconds (its workers would
 #: take the silence for its death).
 GRAPH_CHUNK = 5_000
-#: Tasks sent and not yet acknowledged by the scheduler. It acknowledges at once unless
-#: too much work waits for workers (scheduler/admission.py): then this is how far a
-#: client runs ahead of it.
+#: Tasks sent and not yet acknowledged by the scheduler. It acknowledges at once (with
+#: the client's next report while the client has half its window free: see
+#: :meth:`FutureTable.may_ack_later`) unless too much work waits for workers
+#: (scheduler/admission.py): then this is how far a client runs ahead of it.
 DEFAULT_WINDOW = 20_000
 #: Tasks queued here, not yet sent, before a thread that submits more waits for room.
 DEFAULT_BACKLOG = 100_000
