@@ -126,6 +126,7 @@ class Worker(Actor):
         self.state.address = self.host.address
         self.pool = TaskPool(self.nthreads, name=f"actorrt-{self.name or 'worker'}")
         self.pool.on_secede = self._job_seceded
+        self.pool.on_burst_done = self._send_reports  # (a burst's reports go at once)
         self.closed = asyncio.Event()
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
         # In-process workers share one process: its size says nothing about any of them.
@@ -537,6 +538,8 @@ class Worker(Actor):
             asyncio.get_running_loop().call_soon(self._send_reports)
 
     def _send_reports(self) -> None:
+        if not self._report_scheduled:
+            return  # (sent already: by the pool's burst, before this turn came)
         self._report_scheduled = False
         finished, self._finished = self._finished, []
         erred, self._erred = self._erred, []

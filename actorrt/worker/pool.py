@@ -103,6 +103,9 @@ class TaskPool:
         # Called on the loop with a job that just gave its slot back (the worker tells
         # the scheduler, which stops counting the task against the worker's capacity).
         self.on_secede: Callable[[Job], None] | None = None
+        # Called on the loop once a burst of finished jobs has been handed back (the
+        # worker sends their reports then, in one message, rather than a turn later).
+        self.on_burst_done: Callable[[], None] | None = None
 
     # loop side -------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -145,6 +148,8 @@ class TaskPool:
         self._dispatch()
         for job in jobs:
             job.done(job)
+        if self.on_burst_done is not None:
+            self.on_burst_done()
 
     def _on_secede(self, job: Job) -> None:
         if job.holds_slot:

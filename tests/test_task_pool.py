@@ -1,0 +1,47 @@
+"""The worker's thread pool (worker/pool.py) on its own: completions come back to the
+loop in bursts, and the worker hears when a burst has been handled (it sends the
+burst's reports then, in one message)."""
+import asyncio
+import threading
+
+import pytest
+
+from actorrt.worker.pool import Job, TaskPool
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_each_burst_of_completions_ends_with_one_burst_done():
+    async def main():
+        pool = TaskPool(3)
+        events = []
+        all_done = asyncio.Event()
+        finished = 0
+
+        def done(job):
+            nonlocal finished
+            events.append(("done", job.result))
+            finished += 1
+
+        def burst_done():
+            events.append(("burst",))
+            if finished == 6:
+                all_done.set()
+
+        pool.on_burst_done = burst_done
+        barrier = threading.Barrier(3)
+        for i in range(6):
+            pool.submit(Job(lambda i=i: (barrier.wait(10), i)[1], done))
+        await asyncio.wait_for(all_done.wait(), 20)
+        pool.close()
+        # Split by the burst markers: every burst had jobs, each job is in one burst.
+        bursts, current = [], []
+        for event in events:
+            if event[0] == "burst":
+                bursts.append(current)
+                current = []
+            else:
+                current.append(event[1])
+        assert not current and all(bursts)
+        assert sorted(i for burst in bursts for i in burst) == list(range(6))
+    asyncio.run(main())
