@@ -20,10 +20,12 @@ def test_each_burst_of_completions_ends_with_one_burst_done():
 
         def done(job):
             nonlocal finished
+            assert pool.handing_back  # (reports made here wait for the burst's end)
             events.append(("done", job.result))
             finished += 1
 
         def burst_done():
+            assert not pool.handing_back
             events.append(("burst",))
             if finished == 6:
                 all_done.set()

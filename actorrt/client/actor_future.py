@@ -256,8 +256,7 @@ class ActorFuture(BaseActorFuture):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any]
         if loop is self.client.loop:
-            waiter = loop.create_future()
-            st.add_callback(lambda _: _set_once(waiter))
+            waiter = self._done_future()
         else:  # awaited on another loop: hop through a thread-safe future
             cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self.client.loop.call_soon_threadsafe(st.add_callback, lambda _: _set_once(cf))

@@ -445,13 +445,15 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         answer.add_done_callback(functools.partial(self._graph_acknowledged, len(tasks)))
 
     def _graph_acknowledged(self, n: int, answer: "asyncio.Future[Any]") -> None:
-        """The reply counts this chunk and the earlier ones told with ``ack_later``."""
+        """The reply counts this chunk and the earlier ones told with ``ack_later``; a
+        refused or lost chunk counts as itself."""
         acked = n
-        if not answer.cancelled() and answer.exception() is not None:
-            # Refused (too large, malformed): its Futures already err with the reason.
-            logger.debug("update_graph refused: %s", answer.exception())
-        elif not answer.cancelled() and type(answer.result()) is int:
-            acked = answer.result()
+        if not answer.cancelled():
+            if answer.exception() is not None:
+                # Refused (too large, malformed): its Futures already err with the reason.
+                logger.debug("update_graph refused: %s", answer.exception())
+            elif type(value := answer.result()) is int:
+                acked = value
         self.table.acknowledged(acked)
 
     # --- submitting ------------------------------------------------------------

@@ -198,7 +198,10 @@ def _withdrawable_future(host: Any, ref: ActorRef, op: str, fields: dict,
                          on_late: Callable[[Any], None] | None) -> "asyncio.Future[Any]":
     """On the loop: :func:`_ask_withdrawable` as a bare future, for a thread's wait (no
     coroutine: it would cost an asyncio Task and more turns of the loop per call).
-    Cancelled (the waiting thread was interrupted), the ask is withdrawn the same way."""
+    Cancelled (the waiting thread was interrupted), the ask is withdrawn the same way.
+    (The async face keeps the coroutine: a Task cancelled after this future got its
+    value but before the Task resumed would drop the value, where the coroutine's
+    ``except CancelledError`` hands it back.)"""
     fut = host.ask(ref, op, **fields)
     outer = asyncio.get_running_loop().create_future()
 

@@ -116,6 +116,9 @@ class Comm:
         self._loop = asyncio.get_running_loop()
         self._outbox: list = []
         self._flush_scheduled = False
+        # The host's set of its connections with a flush queued (Host.flush_pending
+        # writes them out at once); None until a host adopts this one.
+        self.queued_flushes: set[Comm] | None = None
 
     def send(self, msg: Any) -> None:
         if self.closed:
@@ -124,9 +127,17 @@ class Comm:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+            if self.queued_flushes is not None:
+                self.queued_flushes.add(self)
 
     def _flush(self) -> None:
         raise NotImplementedError
+
+    def _flush_started(self) -> None:
+        """Each ``_flush`` starts here: nothing is queued for a later one any more."""
+        self._flush_scheduled = False
+        if self.queued_flushes is not None:
+            self.queued_flushes.discard(self)
 
     def flush_now(self) -> None:
         """Send what is queued now rather than on the next turn of the loop (an actor
@@ -145,6 +156,7 @@ class Comm:
             return
         self.closed = True
         self._outbox.clear()
+        self._flush_started()  # (nothing left to flush)
         if not self.ready.done():
             self.ready.set_exception(exc or CommClosedError("connection closed during handshake"))
             self.ready.exception()  # mark retrieved: the opener may have given up
@@ -168,7 +180,7 @@ class InprocComm(Comm):
         self.ready.set_result(None)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_started()
         if self.closed or not self._outbox:
             return
         batch, self._outbox = self._outbox, []

@@ -73,6 +73,7 @@ class Host:
         self._bulk_comms: dict[str, Comm] = {}  # second connections for large values (ask_bulk)
         self._bulk_connecting: dict[str, asyncio.Future[Comm]] = {}
         self._all_comms: set[Comm] = set()
+        self._queued_flushes: set[Comm] = set()  # connections with a flush queued (flush_pending)
         self._connecting: dict[str, asyncio.Task[None]] = {}
         self._queued: dict[str, list] = {}
         self._rids = itertools.count(1)
@@ -285,6 +286,7 @@ class Host:
         comm.on_messages = self._on_messages
         comm.on_close = self._on_comm_closed
         comm.on_unencodable = lambda msg, exc: self._on_unencodable(comm, msg, exc)
+        comm.queued_flushes = self._queued_flushes
         self._all_comms.add(comm)
         if comm.channel == "bulk":  # only the side that dialled it sends asks on it
             return
@@ -348,10 +350,8 @@ class Host:
         peer must not leave after it. A worker's claim on a key it was handed
         (``want_keys`` to the scheduler) has to go out with, not after, the actor's
         answer to its caller, which lets the caller drop its own copy."""
-        for comms in (self._comms, self._bulk_comms):
-            for comm in comms.values():
-                if not comm.closed:
-                    comm.flush_now()
+        for comm in list(self._queued_flushes):  # (only those with something queued)
+            comm.flush_now()
 
     def comm_to(self, address: str) -> Comm | None:
         """The open connection messages to ``address`` go on, if there is one."""

@@ -325,7 +325,7 @@ class TCPComm(Comm):
         self._writer.write([header, *frames], len(header) + sum(lengths), owned=2)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_started()
         if self.closed or self._phase != "open" or not self._outbox:
             return
         batch, self._outbox = self._outbox, []

@@ -535,7 +535,8 @@ class Worker(Actor):
     def _schedule_report(self) -> None:
         if not self._report_scheduled:
             self._report_scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_reports)
+            if not self.pool.handing_back:  # (else the burst's end sends them: on_burst_done)
+                asyncio.get_running_loop().call_soon(self._send_reports)
 
     def _send_reports(self) -> None:
         if not self._report_scheduled:

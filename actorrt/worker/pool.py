@@ -106,6 +106,7 @@ class TaskPool:
         # Called on the loop once a burst of finished jobs has been handed back (the
         # worker sends their reports then, in one message, rather than a turn later).
         self.on_burst_done: Callable[[], None] | None = None
+        self.handing_back = False  # (loop side: within a burst's done callbacks)
 
     # loop side -------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -146,10 +147,14 @@ class TaskPool:
             if job.holds_slot:
                 self.running -= 1
         self._dispatch()
-        for job in jobs:
-            job.done(job)
-        if self.on_burst_done is not None:
-            self.on_burst_done()
+        self.handing_back = True
+        try:
+            for job in jobs:
+                job.done(job)
+        finally:
+            self.handing_back = False
+            if self.on_burst_done is not None:
+                self.on_burst_done()
 
     def _on_secede(self, job: Job) -> None:
         if job.holds_slot:
