@@ -82,7 +82,8 @@ class Slots(Protocol):
 
     loop: asyncio.AbstractEventLoop
 
-    def block_on(self, start: Callable[[], Awaitable[Any]]) -> Any:
+    def block_on(self, start: Callable[[], Awaitable[Any]],
+                 undo: Callable[[Any], None] | None = None) -> Any:
         """Wait for ``start()``'s outcome with the calling job's slot given back."""
 
     def secede(self) -> bool:
@@ -266,13 +267,16 @@ class Waiter:
 
 
 def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
-             arm: Callable[[Waiter], bool] | None = None) -> Any:
+             arm: Callable[[Waiter], bool] | None = None,
+             undo: Callable[[Any], None] | None = None) -> Any:
     """Run ``start()`` on ``loop`` and wait, from this thread, for its outcome.
 
     ``start`` is called on the loop and returns an awaitable (a coroutine, or an
     asyncio future such as a pending ask). Inside a task on a worker whose loop this
     is, the task's thread slot is given back while the outcome is not in. Interrupted
-    (Ctrl-C), the awaitable is cancelled on the loop, so a blocking ask is withdrawn.
+    (Ctrl-C), the awaitable is cancelled on the loop, so a blocking ask is withdrawn;
+    a value that had already arrived, which the caller will now never see, goes to
+    ``undo`` (a queue's get puts its items back).
 
     ``arm``, for an outcome the loop delivers anyway (an actor call's reply), saves
     the hop to the loop where no slot is to be given back: ``arm(waiter)`` registers
@@ -284,7 +288,7 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
                            "(Client(asynchronous=True)) from async code")
     slots = _thread.slots
     if slots is not None and slots.loop is loop:
-        return slots.block_on(start)
+        return slots.block_on(start, undo)
     if arm is not None and slots is None:
         waiter = Waiter()
         return waiter.wait() if arm(waiter) else None
@@ -292,7 +296,7 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
     # gives its slot back: the rule does not depend on whose loop answers.
     seceded = slots is not None and slots.secede()
     try:
-        return wait_on_loop(loop, start)
+        return wait_on_loop(loop, start, undo=undo)
     finally:
         if seceded:
             assert slots is not None
@@ -300,7 +304,8 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
 
 
 def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
-                 then: "Callable[[asyncio.Future, Waiter], None] | None" = None) -> Any:
+                 then: "Callable[[asyncio.Future, Waiter], None] | None" = None,
+                 undo: Callable[[Any], None] | None = None) -> Any:
     """The bare hand-off of :func:`block_on`: no slot policy of its own. ``then(fut,
     waiter)``, on the loop once ``start()``'s future exists, arranges for the waiter to
     be woken (a pool gives the slot back meanwhile); by default when ``fut`` is done."""
@@ -309,10 +314,27 @@ def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[
     loop.call_soon_threadsafe(_begin, start, waiter, started, then or _wake_when_done)
     try:
         return waiter.wait()
-    except BaseException:
-        if started and not started[0].done():  # interrupted: withdraw what was started
-            loop.call_soon_threadsafe(started[0].cancel)
+    except BaseException as e:
+        if e is not waiter.error:  # interrupted (Ctrl-C), not the outcome's own error
+            try:
+                loop.call_soon_threadsafe(_withdraw, started, undo)
+            except RuntimeError:
+                pass  # the loop is closed: nothing is left to withdraw
         raise
+
+
+def _withdraw(started: list, undo: Callable[[Any], None] | None) -> None:
+    """Loop side of an interrupted :func:`wait_on_loop`. It runs after ``_begin`` (one
+    thread's callbacks run in order), so whatever was started is known here, whether
+    or not the thread saw it: a pending awaitable is cancelled, and a value that came
+    in while the thread was being interrupted goes to ``undo`` rather than nowhere."""
+    if not started:
+        return  # start() itself failed: nothing was sent
+    fut = started[0]
+    if not fut.done():
+        fut.cancel()
+    elif undo is not None and not fut.cancelled() and fut.exception() is None:
+        undo(fut.result())
 
 
 def _begin(start: Callable[[], Awaitable[Any]], waiter: Waiter, started: list,

@@ -4,6 +4,7 @@ Plus what is particular to each (Semaphore's count, MultiLock's several names), 
 stress tests where many tasks contend and the invariant -- never more holders than
 allowed -- is measured, not assumed.
 """
+import _thread
 import asyncio
 import pickle
 import threading
@@ -12,7 +13,7 @@ import uuid
 import pytest
 
 from actorrt import Condition, Event, Lock, MultiLock, Queue, Semaphore
-from actorrt.testing import gen_cluster, poll_for
+from actorrt.testing import gen_cluster, poll_for, wait_until
 
 KINDS = ["lock", "semaphore", "multilock", "condition"]
 
@@ -71,6 +72,37 @@ def test_timed_out_acquire_leaves_no_waiter(client, kind):
     a.release()
     # Had b's request stayed in line, the lock would now be b's.
     assert c.acquire(blocking=False) is True
+    c.release()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_acquire_interrupted_as_it_is_granted_holds_nothing(client, kind):
+    """Ctrl-C lands while a sync acquire's grant is on its way: the acquire raises
+    KeyboardInterrupt, so its caller believes it holds nothing, and the lease is given
+    back rather than held for ever. (interrupt_main trips the flag while the main
+    thread is parked; it raises once the grant wakes the thread.)"""
+    a, b = make(kind, "interrupted"), make(kind, "interrupted")
+    a.acquire()
+    b.locked() if kind != "semaphore" else b.get_value()  # (resolve b's actor now)
+    actor = client.cluster.scheduler_host.actors[b._ref.id]
+    helper_failed = []
+
+    def interrupt_then_release():
+        try:
+            wait_until(lambda: len(actor.calls) == 2, timeout=10)  # a's lease, b's request
+            _thread.interrupt_main()
+            a.release()  # the lease goes to b, whose caller has just been interrupted
+        except BaseException as e:  # (reported by the main thread's assertion)
+            helper_failed.append(e)
+
+    helper = threading.Thread(target=interrupt_then_release)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        b.acquire()
+    helper.join(10)
+    assert not helper_failed, helper_failed
+    c = make(kind, "interrupted")
+    assert c.acquire(timeout=5) is True
     c.release()
 
 

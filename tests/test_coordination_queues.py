@@ -1,6 +1,7 @@
 """One contract for everything queue-like (Queue, and Pub -> Sub), then Queue's own
 features: bounds, batches, Futures kept alive while queued, exactly-once delivery
 under many producers and consumers, and cancelled gets that lose nothing."""
+import _thread
 import asyncio
 import gc
 import pickle
@@ -328,6 +329,34 @@ async def test_a_threads_cancelled_get_loses_no_item(c, cluster):
         await poll_for(lambda: not actor.getters and not actor.calls)
         assert await q.qsize() == 0
 
+
+
+def test_an_interrupted_sync_get_loses_no_item(client):
+    """Ctrl-C lands while a sync get's item is on its way: the get raises
+    KeyboardInterrupt, and the item, which its caller will never see, goes back to
+    the queue. (interrupt_main trips the flag while the main thread is parked; it
+    raises once the reply wakes the thread: the window where the item had arrived.)"""
+    q = Queue("interrupted-get", client=client)
+    q.qsize()  # (resolve the actor now: its getters are what the helper waits on)
+    actor = client.cluster.scheduler_host.actors["queue/interrupted-get"]
+    helper_failed = []
+
+    def interrupt_then_put():
+        try:
+            wait_until(lambda: len(actor.getters) == 1, timeout=10)
+            _thread.interrupt_main()
+            Queue("interrupted-get", client=client).put("item")
+        except BaseException as e:  # (reported by the main thread's assertion)
+            helper_failed.append(e)
+
+    helper = threading.Thread(target=interrupt_then_put)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        q.get()
+    helper.join(10)
+    assert not helper_failed, helper_failed
+    assert q.get(timeout=5) == "item"
+    assert q.qsize() == 0
 
 # --- Pub/Sub in particular ------------------------------------------------------------------
 def publish_range(name, start, stop, go):

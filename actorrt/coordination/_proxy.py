@@ -190,7 +190,14 @@ def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict,
     _check_open(client)
     host = client.host
     if "call" in fields:  # (a blocking ask: see Proxy._call)
-        return runtime.block_on(client.loop, lambda: _withdrawable_future(host, ref, op, fields, on_late))
+        def unseen(value: Any) -> None:
+            # The reply came as the wait was interrupted: the caller never sees it, so
+            # it is withdrawn as if it had not come yet.
+            host.tell(ref, "abandon", call=fields["call"])
+            if on_late is not None:
+                on_late(value)
+        return runtime.block_on(client.loop, lambda: _withdrawable_future(host, ref, op, fields, on_late),
+                                undo=unseen)
     return runtime.block_on(client.loop, lambda: host.ask(ref, op, **fields))
 
 
@@ -218,9 +225,7 @@ def _withdrawable_future(host: Any, ref: ActorRef, op: str, fields: dict,
     def given_up(o: "asyncio.Future[Any]") -> None:
         if not o.cancelled():
             return
-        if not fut.done():
-            host.tell(ref, "abandon", call=fields["call"])
-        fut.add_done_callback(lambda f: _late_reply(f, on_late))  # (a reply already here too)
+        _withdraw(host, ref, fields["call"], fut, on_late)
 
     fut.add_done_callback(settle)
     outer.add_done_callback(given_up)
@@ -236,9 +241,18 @@ async def _ask_withdrawable(host: Any, ref: ActorRef, op: str, fields: dict,
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        host.tell(ref, "abandon", call=fields["call"])
-        fut.add_done_callback(lambda f: _late_reply(f, on_late))
+        _withdraw(host, ref, fields["call"], fut, on_late)
         raise
+
+
+def _withdraw(host: Any, ref: ActorRef, call: str, fut: "asyncio.Future[Any]",
+              on_late: Callable[[Any], None] | None) -> None:
+    """The caller gave up on blocking ask ``call``. The actor is told even if it has
+    answered already: it drops a waiting request, undoes a grant its caller will never
+    see (a lock, a semaphore lease) and ignores a call it is done with. A reply that
+    came, or comes, goes to ``on_late``."""
+    host.tell(ref, "abandon", call=call)
+    fut.add_done_callback(lambda f: _late_reply(f, on_late))
 
 
 def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]]) -> Any:

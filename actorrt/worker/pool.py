@@ -226,18 +226,19 @@ class TaskPool:
         self.loop.call_soon_threadsafe(self._on_secede, job)
         return True
 
-    def block_on(self, start: Callable[[], Awaitable[Any]]) -> Any:
+    def block_on(self, start: Callable[[], Awaitable[Any]],
+                 undo: Callable[[Any], None] | None = None) -> Any:
         """From a pool thread: run the awaitable ``start()`` makes on the loop and wait.
 
         The job's thread slot is given back while it waits and taken again before it
         returns, as secede/rejoin would, but with one hand-off to the loop and one back
         instead of three: blocking calls inside tasks (``result()``, actor calls, locks,
-        queues) cost little more than from a client.
+        queues) cost little more than from a client. (``undo``: see runtime.block_on.)
         """
         job = runtime.current_job()
         if job is None or job.seceded:  # not a task, or already seceded by hand
-            return runtime.wait_on_loop(self.loop, start)
-        return runtime.wait_on_loop(self.loop, start, functools.partial(self._slot_back_while, job))
+            return runtime.wait_on_loop(self.loop, start, undo=undo)
+        return runtime.wait_on_loop(self.loop, start, functools.partial(self._slot_back_while, job), undo)
 
     def rejoin(self) -> None:
         """Called from a pool thread after :meth:`secede`: wait for a slot again."""
