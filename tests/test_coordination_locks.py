@@ -4,16 +4,16 @@ Plus what is particular to each (Semaphore's count, MultiLock's several names), 
 stress tests where many tasks contend and the invariant -- never more holders than
 allowed -- is measured, not assumed.
 """
-import _thread
 import asyncio
 import pickle
 import threading
 import uuid
 
 import pytest
+from interrupts import CtrlCWhen
 
 from actorrt import Condition, Event, Lock, MultiLock, Queue, Semaphore
-from actorrt.testing import gen_cluster, poll_for, wait_until
+from actorrt.testing import gen_cluster, poll_for
 
 KINDS = ["lock", "semaphore", "multilock", "condition"]
 
@@ -85,22 +85,10 @@ def test_an_acquire_interrupted_as_it_is_granted_holds_nothing(client, kind):
     a.acquire()
     b.locked() if kind != "semaphore" else b.get_value()  # (resolve b's actor now)
     actor = client.cluster.scheduler_host.actors[b._ref.id]
-    helper_failed = []
-
-    def interrupt_then_release():
-        try:
-            wait_until(lambda: len(actor.calls) == 2, timeout=10)  # a's lease, b's request
-            _thread.interrupt_main()
-            a.release()  # the lease goes to b, whose caller has just been interrupted
-        except BaseException as e:  # (reported by the main thread's assertion)
-            helper_failed.append(e)
-
-    helper = threading.Thread(target=interrupt_then_release)
-    helper.start()
-    with pytest.raises(KeyboardInterrupt):
+    # Once b's request waits behind a's lease, a lets go: the lease goes to b, whose
+    # caller has just been interrupted.
+    with CtrlCWhen(lambda: len(actor.calls) == 2, a.release), pytest.raises(KeyboardInterrupt):
         b.acquire()
-    helper.join(10)
-    assert not helper_failed, helper_failed
     c = make(kind, "interrupted")
     assert c.acquire(timeout=5) is True
     c.release()

@@ -1,7 +1,6 @@
 """One contract for everything queue-like (Queue, and Pub -> Sub), then Queue's own
 features: bounds, batches, Futures kept alive while queued, exactly-once delivery
 under many producers and consumers, and cancelled gets that lose nothing."""
-import _thread
 import asyncio
 import gc
 import pickle
@@ -9,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from interrupts import CtrlCWhen
 
 from actorrt import Event, Future, Pub, Queue, SerializationError, Sub, get_client
 from actorrt.testing import gen_cluster, poll_for, wait_until
@@ -339,22 +339,9 @@ def test_an_interrupted_sync_get_loses_no_item(client):
     q = Queue("interrupted-get", client=client)
     q.qsize()  # (resolve the actor now: its getters are what the helper waits on)
     actor = client.cluster.scheduler_host.actors["queue/interrupted-get"]
-    helper_failed = []
-
-    def interrupt_then_put():
-        try:
-            wait_until(lambda: len(actor.getters) == 1, timeout=10)
-            _thread.interrupt_main()
-            Queue("interrupted-get", client=client).put("item")
-        except BaseException as e:  # (reported by the main thread's assertion)
-            helper_failed.append(e)
-
-    helper = threading.Thread(target=interrupt_then_put)
-    helper.start()
-    with pytest.raises(KeyboardInterrupt):
+    put = lambda: Queue("interrupted-get", client=client).put("item")  # noqa: E731
+    with CtrlCWhen(lambda: len(actor.getters) == 1, put), pytest.raises(KeyboardInterrupt):
         q.get()
-    helper.join(10)
-    assert not helper_failed, helper_failed
     assert q.get(timeout=5) == "item"
     assert q.qsize() == 0
 
