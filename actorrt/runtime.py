@@ -166,6 +166,15 @@ pickled_futures: "contextvars.ContextVar[list[Future] | None]" = contextvars.Con
     "actorrt_pickled_futures", default=None)
 
 
+#: Set while an actor call's arguments are unpickled: each Future unpickled there whose
+#: key is new to its client (so its client tells the scheduler it wants the key) adds
+#: ``(its client's table, key)``. The actor answers only once the scheduler has that
+#: claim: the caller drops its own copy as soon as the answer comes, and the key must
+#: not be forgotten in between (worker/user_actor.py).
+claimed_keys: "contextvars.ContextVar[list[tuple[Any, str]] | None]" = contextvars.ContextVar(
+    "actorrt_claimed_keys", default=None)
+
+
 def bound_client() -> "Client | None":
     """The client that objects unpickled here bind to, if one was named."""
     return _binding.get()
@@ -196,6 +205,12 @@ def binding(client: "Client | None") -> _Setting:
 def collecting_futures(kept: "list[Future]") -> _Setting:
     """Futures pickled inside the block are appended to ``kept``."""
     return _Setting(pickled_futures, kept)
+
+
+def collecting_claims(kept: list) -> _Setting:
+    """Keys that Futures unpickled inside the block newly claim go to ``kept``, as
+    ``(table, key)`` (see :data:`claimed_keys`)."""
+    return _Setting(claimed_keys, kept)
 
 
 # --- what the client layer lends the layers below it -------------------------------------
@@ -385,7 +400,7 @@ def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
 
 
 __all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on",
-           "collecting_futures", "current_client", "current_job", "current_slots",
+           "claimed_keys", "collecting_claims", "collecting_futures", "current_client", "current_job", "current_slots",
            "current_worker", "default_client", "default_client_as", "enter_job", "install_slots",
            "leave_job", "lend_client_makers", "make_actor_handle", "make_task_client", "on_loop",
            "pickled_futures", "running_actor", "serve_actor", "set_default_client",

@@ -4,6 +4,8 @@ hidden in a task's arguments. Each binds to the client of the process (and task)
 lands in, and the key lives as long as any copy says it wants it."""
 import threading
 
+import pytest
+
 from actorrt import Client
 
 
@@ -69,8 +71,18 @@ class Keeper:
         self.futures.extend(fs)
         return len(self.futures)
 
+    async def keep_on_the_loop(self, fs):
+        self.futures.extend(fs)
+        return len(self.futures)
+
     def results(self):
         return [f.result(timeout=10) for f in self.futures]
+
+    def congest(self, nbytes):
+        """A large message from this worker to the scheduler, sent and not waited for:
+        what this worker sends the scheduler next waits behind it."""
+        from actorrt import Pub
+        Pub("keeper-congestion").put(b"x" * nbytes)
 
     def open_missing(self):
         open("/nonexistent/review/file")
@@ -93,6 +105,18 @@ def test_futures_given_to_an_actor_outlive_the_callers_copy(client):
 
 def test_futures_given_to_an_actor_outlive_the_callers_copy_across_processes(pclient):
     assert _keeper_roundtrip(pclient) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["keep", "keep_on_the_loop"])
+def test_a_future_given_to_an_actor_outlives_the_callers_copy_when_the_claim_is_slow(pclient, method):
+    """The actor's worker claims the key on its own connection to the scheduler, and
+    the caller lets go on another as soon as the answer comes. With the actor's
+    connection busy (64 MB ahead of the claim), the answer must still wait for the
+    claim to be in, or the caller's release forgets the key first."""
+    k = pclient.submit(Keeper, actor=True).result()
+    k.congest(64 * 2**20).result()
+    assert getattr(k, method)([pclient.submit(inc, 41, pure=False)]).result() == 1
+    assert k.results().result(timeout=30) == [42]
 
 
 def test_an_oserror_raised_by_an_actor_method_is_the_methods_own(pclient):

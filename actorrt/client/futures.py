@@ -92,6 +92,9 @@ class FutureTable:
                 st = self._states[key] = FutureState(key)
                 if inform:
                     self.queue_locked("want_keys", key)
+                    claims = runtime.claimed_keys.get()
+                    if claims is not None:  # (an actor call's arguments: it answers once this is in)
+                        claims.append((self, key))
             self._refcount[key] = self._refcount.get(key, 0) + 1  # cancelled futures may remain
         return st
 

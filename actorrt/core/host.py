@@ -347,9 +347,9 @@ class Host:
         then leaves in this turn.
 
         All of them, not only the one just used: what was queued earlier for another
-        peer must not leave after it. A worker's claim on a key it was handed
-        (``want_keys`` to the scheduler) has to go out with, not after, the actor's
-        answer to its caller, which lets the caller drop its own copy."""
+        peer must not leave after it. (Leaving first does not make it arrive first on
+        another connection: where that order matters, as for a claim on keys a caller
+        is about to let go of, the sender waits for a receipt; see UserActor._claimed.)"""
         for comm in list(self._queued_flushes):  # (only those with something queued)
             comm.flush_now()
 

@@ -185,9 +185,12 @@ class UserActor(Actor):
             self.last_error = _error_text(job.error)
             reply.fail(job.error)
         else:
-            blob, futures = job.result
+            blob, futures, claims = job.result
             self._pass_keys(holder, futures)
-            reply.ok(blob)
+            if claims:
+                own_task(self, self._answer_once_claimed(claims, reply, blob))
+            else:
+                reply.ok(blob)
         self.host.flush_pending()  # (the caller waits: no turn of the loop in between)
         while self._blocked:
             kind = self._blocked[0][0]
@@ -196,9 +199,11 @@ class UserActor(Actor):
             self._start(*self._blocked.popleft())
 
     # --- running ------------------------------------------------------------------------------
-    def _run_sync(self, kind: int, name: str, args: Pickled | None) -> tuple[Pickled | None, list]:
+    def _run_sync(self, kind: int, name: str, args: Pickled | None) -> tuple[Pickled | None, list, list]:
         """On a lane thread: the method's result, pickled here rather than on the loop,
-        and the Futures inside it (kept alive until their keys pass to the caller)."""
+        the Futures inside it (kept alive until their keys pass to the caller), and the
+        keys the arguments' Futures claimed (the answer waits for the claims)."""
+        claims: list = []
         if kind == ATTRIBUTE:
             value = _read_attribute(self.instance, name, self.label)
         else:
@@ -210,11 +215,12 @@ class UserActor(Actor):
                 if args is None:
                     value = fn()
                 else:
-                    a, kw = _call_args(args, self.label, name)
+                    with runtime.collecting_claims(claims):
+                        a, kw = _call_args(args, self.label, name)
                     value = fn(*a, **kw)
             finally:
                 running.leave(ident)
-        return self._pack(value, name)
+        return (*self._pack(value, name), claims)
 
     def _pack(self, value: Any, name: str) -> tuple[Pickled | None, list]:
         if value is None:
@@ -235,19 +241,42 @@ class UserActor(Actor):
             self.host.tell(self.worker.scheduler, "want_keys", client=holder,
                            keys=[f.key for f in futures])
 
+    async def _answer_once_claimed(self, claims: list, reply: Reply, blob: Pickled | None) -> None:
+        await self._claimed(claims)
+        reply.ok(blob)
+        self.host.flush_pending()
+
+    async def _claimed(self, claims: list) -> None:
+        """Wait until the scheduler has this worker's claims on the keys of the Futures a
+        call's arguments brought. The caller drops its own copies as soon as the answer
+        comes, and its release travels on another connection than the claim: answered
+        first, the key could be forgotten before the claim arrives. Asking for the same
+        keys again (wanting twice changes nothing) is the receipt."""
+        client = self.worker.client()
+        keys = [key for table, key in claims if table is client.table]
+        if not keys:  # (a Future bound to some other client is that client's to claim)
+            return
+        try:
+            await self.host.ask(self.worker.scheduler, "want_keys", client=client.id, keys=keys)
+        except Exception as e:  # the scheduler is out of reach: answer all the same
+            logger.debug("could not confirm the claims of %s's arguments: %s", self.label, e)
+
     async def _run_async(self, name: str, args: Pickled | None, reply: Reply,
                          holder: str | None = None) -> None:
         try:
             a: Any = ()
             kw: dict = {}
+            claims: list = []
             if args is not None:
                 client = self.worker.client()
-                with runtime.binding(client):  # handles in the arguments bind here
+                with runtime.binding(client), runtime.collecting_claims(claims):  # handles bind here
                     a, kw = _call_args(args, self.label, name)
-                client.table.flush()  # Futures in them: want their keys before the reply goes out
+                client.table.flush()  # Futures in them: want their keys now
             value = await getattr(self.instance, name)(*a, **kw)
             blob, futures = self._pack(value, name)
             self._pass_keys(holder, futures)
+            if claims:
+                await self._claimed(claims)
             reply.ok(blob)
         except Exception as e:
             self.last_error = _error_text(e)
