@@ -7,10 +7,18 @@ import threading
 import pytest
 
 from actorrt import Client
+from actorrt.testing import wait_until
 
 
 def inc(x):
     return x + 1
+
+
+def congest(nbytes):
+    """A large message from this worker to the scheduler, sent and not waited for:
+    what this worker sends the scheduler next waits behind it."""
+    from actorrt import Pub
+    Pub("congestion").put(b"x" * nbytes)
 
 
 # --- Futures returned by actor methods -------------------------------------------------
@@ -42,6 +50,9 @@ class FutureMaker:
     async def from_async(self, x):
         return self.client.submit(inc, x, pure=False)
 
+    def congest(self, nbytes):
+        congest(nbytes)
+
 
 def test_future_returned_by_an_actor_method_resolves(client):
     # The actor's own Future is dropped once the reply is pickled: the key must pass to
@@ -59,6 +70,23 @@ def test_future_returned_by_an_actor_method_resolves_across_processes(pclient):
     [g] = maker.finished_in_list(10).result()
     h = maker.from_async(20).result()
     assert (g.result(timeout=10), h.result(timeout=10)) == (11, 21)
+
+
+@pytest.mark.parametrize("method", ["finished_in_list", "from_async"])
+def test_a_returned_future_is_forgotten_once_the_caller_lets_go_when_the_claim_is_slow(pclient, method):
+    """Once the caller lets go of a Future an actor method returned, the key is
+    forgotten: nothing on the actor's side keeps it (the lane thread that ran a sync
+    call used to hold its result until the next call), and the claim the actor's
+    worker makes for the caller, slowed here by 64 MB ahead of it on its connection, is
+    in before the answer, so it cannot arrive after the caller's release and hold the
+    key for a client that let go of it."""
+    maker = pclient.submit(FutureMaker, actor=True).result()
+    maker.congest(64 * 2**20).result()
+    got = getattr(maker, method)(30).result()
+    key = (got[0] if isinstance(got, list) else got).key
+    del got  # let go at once: the release leaves while the claim may still be queued
+    tasks = pclient.cluster.scheduler.state.tasks
+    wait_until(lambda: key not in tasks, timeout=10)
 
 
 class Keeper:
@@ -79,10 +107,7 @@ class Keeper:
         return [f.result(timeout=10) for f in self.futures]
 
     def congest(self, nbytes):
-        """A large message from this worker to the scheduler, sent and not waited for:
-        what this worker sends the scheduler next waits behind it."""
-        from actorrt import Pub
-        Pub("keeper-congestion").put(b"x" * nbytes)
+        congest(nbytes)
 
     def open_missing(self):
         open("/nonexistent/review/file")

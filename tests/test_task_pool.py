@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from actorrt.testing import poll_for
 from actorrt.worker.pool import Job, TaskPool
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,4 +47,38 @@ def test_each_burst_of_completions_ends_with_one_burst_done():
                 current.append(event[1])
         assert not current and all(bursts)
         assert sorted(i for burst in bursts for i in burst) == list(range(6))
+    asyncio.run(main())
+
+
+class Payload:
+    """A result whose lifetime a weak reference can watch."""
+
+
+def test_a_thread_keeps_nothing_of_a_job_it_has_handed_back():
+    """Once a job is handed back and the worker has dropped it, its result (and its
+    arguments) are gone: the thread that ran it, now waiting for the next job, holds
+    no reference. (It used to, until it ran something else: a freed result stayed in
+    memory.)"""
+    import gc
+    import weakref
+
+    async def main():
+        pool = TaskPool(1)
+        handed_back = asyncio.Event()
+        watched = []
+
+        def make():
+            payload = Payload()
+            watched.append(weakref.ref(payload))
+            return payload
+
+        def done(job):  # (keeps nothing: as the worker, once it stored and then freed the value)
+            handed_back.set()
+
+        pool.submit(Job(make, done))
+        await asyncio.wait_for(handed_back.wait(), 10)
+        try:  # (the thread lets go just after handing back: a little after this, not before)
+            await poll_for(lambda: gc.collect() is not None and watched[0]() is None, timeout=5)
+        finally:
+            pool.close()
     asyncio.run(main())

@@ -214,6 +214,9 @@ class TaskPool:
             run_job(job)
             if not self._completions.put(job):
                 return  # loop closed: the worker is gone
+            # Let go before waiting for the next job: its result and arguments would live
+            # on here after the worker freed them, until this thread ran something else.
+            job = None
 
     def secede(self) -> bool:
         """Called from a pool thread: give this job's slot back. Returns False outside a job."""

@@ -112,6 +112,7 @@ class Lane:
             run_job(job)
             if not self._completions.put(job):
                 return  # loop closed: the worker is gone
+            job = None  # (as TaskPool's threads: the last call's Futures are not kept alive here)
 
     def __repr__(self) -> str:
         return f"<Lane {self.name} {len(self._threads)}/{self.max_concurrency} threads>"
@@ -186,9 +187,8 @@ class UserActor(Actor):
             reply.fail(job.error)
         else:
             blob, futures, claims = job.result
-            self._pass_keys(holder, futures)
-            if claims:
-                own_task(self, self._answer_once_claimed(claims, reply, blob))
+            if claims or (futures and holder):
+                own_task(self, self._answer_once_keys_are_in(reply, blob, holder, futures, claims))
             else:
                 reply.ok(blob)
         self.host.flush_pending()  # (the caller waits: no turn of the loop in between)
@@ -230,36 +230,43 @@ class UserActor(Actor):
             blob = Pickled.dumps(value, what=f"result of {self.label}.{name}()")
         return blob, futures
 
-    def _pass_keys(self, holder: str | None, futures: list) -> None:
-        """Make the caller's client a holder of the Futures in a reply before it is sent:
-        this actor's own Futures go once the reply is out, and the key must not be
-        forgotten before the caller's copy says it wants it (as a Queue's get does)."""
+    # --- keys that change hands with a call ----------------------------------------------
+    # Futures travel both ways in a call: in its arguments (unpickled here, they claim
+    # their keys for this worker's client) and in its result (the caller's client will
+    # hold them). Either way a claim goes from this worker to the scheduler while the
+    # other side's release of the same key goes on another connection: the caller drops
+    # the copies it sent once answered, and drops those it got when it likes. Leaving
+    # first is not arriving first, so the answer waits for the scheduler's receipt of
+    # each claim: answered earlier, a busy connection could let the release arrive first
+    # and the key be forgotten (or a late claim keep it for ever).
+
+    async def _answer_once_keys_are_in(self, reply: Reply, blob: Pickled | None, holder: str | None,
+                                       futures: list, claims: list) -> None:
+        """Sync methods' answer, once the keys are in (``futures``, this actor's own, go
+        when this returns: after the claim on the caller's behalf)."""
+        await self._keys_in(holder, futures, claims)
+        reply.ok(blob)
+        self.host.flush_pending()
+
+    async def _keys_in(self, holder: str | None, futures: list, claims: list) -> None:
+        """The caller's client (``holder``) holds the keys of the Futures in the result,
+        and this worker's client those its arguments' Futures claimed."""
+        asks = []
         if futures and holder:
             for client in {id(f.client): f.client for f in futures}.values():
                 if client.loop is self.host.loop:
                     client.table.flush()  # a submit made by the method must reach the scheduler first
-            self.host.tell(self.worker.scheduler, "want_keys", client=holder,
-                           keys=[f.key for f in futures])
-
-    async def _answer_once_claimed(self, claims: list, reply: Reply, blob: Pickled | None) -> None:
-        await self._claimed(claims)
-        reply.ok(blob)
-        self.host.flush_pending()
-
-    async def _claimed(self, claims: list) -> None:
-        """Wait until the scheduler has this worker's claims on the keys of the Futures a
-        call's arguments brought. The caller drops its own copies as soon as the answer
-        comes, and its release travels on another connection than the claim: answered
-        first, the key could be forgotten before the claim arrives. Asking for the same
-        keys again (wanting twice changes nothing) is the receipt."""
-        client = self.worker.client()
-        keys = [key for table, key in claims if table is client.table]
-        if not keys:  # (a Future bound to some other client is that client's to claim)
-            return
-        try:
-            await self.host.ask(self.worker.scheduler, "want_keys", client=client.id, keys=keys)
-        except Exception as e:  # the scheduler is out of reach: answer all the same
-            logger.debug("could not confirm the claims of %s's arguments: %s", self.label, e)
+            asks.append((holder, [f.key for f in futures]))
+        if claims:
+            client = self.worker.client()
+            keys = [key for table, key in claims if table is client.table]
+            if keys:  # (a Future bound to some other client is that client's to claim)
+                asks.append((client.id, keys))
+        for who, keys in asks:  # (wanting a key twice changes nothing: the reply is the receipt)
+            try:
+                await self.host.ask(self.worker.scheduler, "want_keys", client=who, keys=keys)
+            except Exception as e:  # the scheduler is out of reach: answer all the same
+                logger.debug("could not confirm the claims of a call to %s: %s", self.label, e)
 
     async def _run_async(self, name: str, args: Pickled | None, reply: Reply,
                          holder: str | None = None) -> None:
@@ -274,9 +281,8 @@ class UserActor(Actor):
                 client.table.flush()  # Futures in them: want their keys now
             value = await getattr(self.instance, name)(*a, **kw)
             blob, futures = self._pack(value, name)
-            self._pass_keys(holder, futures)
-            if claims:
-                await self._claimed(claims)
+            if claims or (futures and holder):
+                await self._keys_in(holder, futures, claims)
             reply.ok(blob)
         except Exception as e:
             self.last_error = _error_text(e)
