@@ -332,13 +332,13 @@ def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[
     except BaseException as e:
         if e is not waiter.error:  # interrupted (Ctrl-C), not the outcome's own error
             try:
-                loop.call_soon_threadsafe(_withdraw, started, undo)
+                loop.call_soon_threadsafe(_after_interrupt, started, undo)
             except RuntimeError:
                 pass  # the loop is closed: nothing is left to withdraw
         raise
 
 
-def _withdraw(started: list, undo: Callable[[Any], None] | None) -> None:
+def _after_interrupt(started: list, undo: Callable[[Any], None] | None) -> None:
     """Loop side of an interrupted :func:`wait_on_loop`. It runs after ``_begin`` (one
     thread's callbacks run in order), so whatever was started is known here, whether
     or not the thread saw it: a pending awaitable is cancelled, and a value that came
@@ -400,8 +400,8 @@ def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
 
 
 __all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on",
-           "claimed_keys", "collecting_claims", "collecting_futures", "current_client", "current_job", "current_slots",
-           "current_worker", "default_client", "default_client_as", "enter_job", "install_slots",
-           "leave_job", "lend_client_makers", "make_actor_handle", "make_task_client", "on_loop",
-           "pickled_futures", "running_actor", "serve_actor", "set_default_client",
-           "unset_default_client", "wait_on_loop"]
+           "claimed_keys", "collecting_claims", "collecting_futures", "current_client",
+           "current_job", "current_slots", "current_worker", "default_client", "default_client_as",
+           "enter_job", "install_slots", "leave_job", "lend_client_makers", "make_actor_handle",
+           "make_task_client", "on_loop", "pickled_futures", "running_actor", "serve_actor",
+           "set_default_client", "unset_default_client", "wait_on_loop"]

@@ -349,7 +349,7 @@ class Host:
         All of them, not only the one just used: what was queued earlier for another
         peer must not leave after it. (Leaving first does not make it arrive first on
         another connection: where that order matters, as for a claim on keys a caller
-        is about to let go of, the sender waits for a receipt; see UserActor._claimed.)"""
+        is about to let go of, the sender waits for a receipt; see UserActor._keys_in.)"""
         for comm in list(self._queued_flushes):  # (only those with something queued)
             comm.flush_now()
 
