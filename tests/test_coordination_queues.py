@@ -345,6 +345,17 @@ def test_an_interrupted_sync_get_loses_no_item(client):
     assert q.get(timeout=5) == "item"
     assert q.qsize() == 0
 
+
+def test_an_interrupted_sync_sub_get_loses_no_message(client):
+    """As a Queue's: a message taken for a Sub.get whose caller is interrupted as it
+    arrives goes back to the front of the subscriber's buffer."""
+    sub = Sub("interrupted-sub", client=client)
+    inbox = sub._inbox
+    put = lambda: Pub("interrupted-sub", client=client).put("message")  # noqa: E731
+    with CtrlCWhen(lambda: len(inbox._wakeups) == 1, put), pytest.raises(KeyboardInterrupt):
+        sub.get()
+    assert sub.get(timeout=5) == "message"
+
 # --- Pub/Sub in particular ------------------------------------------------------------------
 def publish_range(name, start, stop, go):
     if go is not None:

@@ -162,12 +162,14 @@ class Proxy:
             value = await self.client.host.ask(ref, op, **fields)
         return value if then is None else then(value)
 
-    def _run(self, fn: Callable[[], Awaitable[Any]], *, then: Callable[[Any], Any] | None = None) -> Any:
-        """Run coroutine function ``fn`` on the client's face (for what is not one ask)."""
+    def _run(self, fn: Callable[[], Awaitable[Any]], *, then: Callable[[Any], Any] | None = None,
+             undo: Callable[[Any], None] | None = None) -> Any:
+        """Run coroutine function ``fn`` on the client's face (for what is not one ask).
+        ``undo``: see runtime.block_on (a sync wait interrupted as the value arrives)."""
         client = self.client
         if client.asynchronous:
             return fn() if then is None else _then(fn(), then)
-        value = run_on_loop(client, fn)
+        value = run_on_loop(client, fn, undo)
         return value if then is None else then(value)
 
     def __repr__(self) -> str:
@@ -255,10 +257,12 @@ def _withdraw(host: Any, ref: ActorRef, call: str, fut: "asyncio.Future[Any]",
     fut.add_done_callback(lambda f: _late_reply(f, on_late))
 
 
-def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run coroutine function ``fn`` on the client's loop from this thread; its value."""
+def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]],
+                undo: Callable[[Any], None] | None = None) -> Any:
+    """Run coroutine function ``fn`` on the client's loop from this thread; its value
+    (which, if the wait is interrupted as it arrives, goes to ``undo`` instead)."""
     _check_open(client)
-    return runtime.block_on(client.loop, fn)
+    return runtime.block_on(client.loop, fn, undo=undo)
 
 
 def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

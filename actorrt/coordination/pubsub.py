@@ -101,6 +101,15 @@ class Inbox(Actor):
     def handle_deliver(self, msgs: list) -> None:
         _check_messages("Inbox.deliver", msgs)
         self.buffer.extend(msgs)
+        self._wake()
+
+    def unget(self, msg: Pickled) -> None:
+        """On the loop: a message taken by a get whose caller was interrupted as it came
+        goes back to the front, for the next get."""
+        self.buffer.appendleft(msg)
+        self._wake()
+
+    def _wake(self) -> None:
         wakeups, self._wakeups = self._wakeups, []
         for fut in wakeups:
             if not fut.done():
@@ -242,10 +251,15 @@ class Sub(Proxy):
                 return self._load(inbox.buffer.popleft())
             except IndexError:
                 pass  # another thread took the last one
-        return self._run(lambda: self._next(timeout), then=self._load)
+        return self._run(lambda: self._next(timeout), then=self._load, undo=self._unget)
 
     def _load(self, blob: Pickled) -> Any:
         return load_value(blob, self.client)
+
+    def _unget(self, blob: Pickled) -> None:
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.unget(blob)
 
     def __iter__(self) -> Iterator[Any]:
         while True:
