@@ -10,6 +10,12 @@ Workloads, on two worker processes with one thread each:
 * actor -> actor: an actor calling another on the other worker, and on its own
   worker: median round trip.
 
+On the same worker the two runtimes do different things: dask.distributed runs the
+method inline, on the calling actor's thread (all of a worker's actors share one
+thread there), and returns the object itself; actorrt runs it on the callee's own
+lane (the thread its constructor ran on, so thread-bound state such as an sqlite
+connection keeps working) and returns a copy, which costs four thread hand-offs.
+
 Each figure is the best of ``--repeat`` runs (3; 1 with ``--quick``). Run from the
 repository root: ``python benchmarks/bench_actors.py [--quick]``.
 """
@@ -148,6 +154,8 @@ def main() -> None:
     print_table(rows, title=f"actor calls: 2 worker processes x 1 thread, best of {args.repeat}"
                             f"{' (--quick sizes)' if args.quick else ''}")
     print("targets (issue 4): sequential and task->actor ratio >= 4, pipelined ratio >= 10")
+    print("actor->actor on the same worker: dask calls the method inline on the caller's thread "
+          "(one thread for all its actors); actorrt runs it on the callee's own lane (see the docstring)")
 
 
 if __name__ == "__main__":  # dask's worker processes re-import this module
