@@ -2,7 +2,9 @@
 loop in bursts, and the worker hears when a burst has been handled (it sends the
 burst's reports then, in one message)."""
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -59,9 +61,6 @@ def test_a_thread_keeps_nothing_of_a_job_it_has_handed_back():
     arguments) are gone: the thread that ran it, now waiting for the next job, holds
     no reference. (It used to, until it ran something else: a freed result stayed in
     memory.)"""
-    import gc
-    import weakref
-
     async def main():
         pool = TaskPool(1)
         handed_back = asyncio.Event()
