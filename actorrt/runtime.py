@@ -94,12 +94,29 @@ class Slots(Protocol):
 
 
 class _ThreadState(threading.local):
+    posts = 0                       # calls this thread has had a loop make (post)
     job: Any = None                 # the job (task run or actor call) this thread runs
     slots: Slots | None = None      # its pool's slot policy, on pool threads
     actor: tuple[str, int] | None = None  # (key, max_concurrency) of the actor this lane serves
 
 
 _thread = _ThreadState()
+
+
+def post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """From a thread that does not run ``loop``: have it call ``fn(*args)`` soon (calls
+    from one thread run in the order made). Every hand-off from a thread to a loop goes
+    through here and is counted per thread (:func:`posts_made`), so a thread can tell
+    whether what it just ran asked the loop for anything (see UserActor._run_sync: an
+    answer written from the thread must not pass what the method's own sends left
+    queued on the loop). RuntimeError if the loop is closed."""
+    _thread.posts += 1
+    loop.call_soon_threadsafe(fn, *args)
+
+
+def posts_made() -> int:
+    """How many calls this thread has had a loop make so far (:func:`post`)."""
+    return _thread.posts
 
 
 def current_job() -> Any:
@@ -326,13 +343,13 @@ def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[
     be woken (a pool gives the slot back meanwhile); by default when ``fut`` is done."""
     waiter = Waiter()
     started: list[asyncio.Future] = []
-    loop.call_soon_threadsafe(_begin, start, waiter, started, then or _wake_when_done)
+    post(loop, _begin, start, waiter, started, then or _wake_when_done)
     try:
         return waiter.wait()
     except BaseException as e:
         if e is not waiter.error:  # interrupted (Ctrl-C), not the outcome's own error
             try:
-                loop.call_soon_threadsafe(_after_interrupt, started, undo)
+                post(loop, _after_interrupt, started, undo)
             except RuntimeError:
                 pass  # the loop is closed: nothing is left to withdraw
         raise
@@ -396,12 +413,12 @@ def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
     if asyncio._get_running_loop() is loop:
         fn(*args)
     else:
-        loop.call_soon_threadsafe(fn, *args)
+        post(loop, fn, *args)
 
 
 __all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on",
            "claimed_keys", "collecting_claims", "collecting_futures", "current_client",
            "current_job", "current_slots", "current_worker", "default_client", "default_client_as",
            "enter_job", "install_slots", "leave_job", "lend_client_makers", "make_actor_handle",
-           "make_task_client", "on_loop", "pickled_futures", "running_actor", "serve_actor",
-           "set_default_client", "unset_default_client", "wait_on_loop"]
+           "make_task_client", "on_loop", "pickled_futures", "post", "posts_made", "running_actor",
+           "serve_actor", "set_default_client", "unset_default_client", "wait_on_loop"]

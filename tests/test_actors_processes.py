@@ -3,8 +3,10 @@ import traceback
 import asyncio
 import gc
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -116,6 +118,75 @@ def test_ordering_and_pipelining_over_tcp(pclient):
     counter = pclient.submit(Counter, actor=True).result()
     futures = [counter.increment() for _ in range(2000)]
     assert [f.result() for f in futures] == list(range(1, 2001))
+
+
+class Recorder:
+    def __init__(self):
+        self.log = []
+
+    def add(self, tag, i):
+        self.log.append((tag, i))
+
+
+def test_calls_from_many_threads_keep_each_threads_order(pclient):
+    # The threads' calls share one outbox and one connection, and their answers leave
+    # from the actor's thread or from its worker's loop: each thread's calls still run
+    # in the order it made them.
+    recorder = pclient.submit(Recorder, actor=True).result()
+
+    def fire(tag):
+        return [recorder.add(tag, i) for i in range(500)]
+
+    threads = [threading.Thread(target=fire, args=(tag,)) for tag in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log = recorder.log  # (read after every call: one connection, one order)
+    assert len(log) == 2000
+    for tag in range(4):
+        assert [i for t, i in log if t == tag] == list(range(500))
+
+
+class LoopHolder:
+    def hold_the_loop_then_answer(self, port):
+        """Hold this worker's event loop (until the test lets go), then answer."""
+        held = threading.Event()
+
+        def hold():
+            with socket.create_connection(("127.0.0.1", port)) as gate:
+                gate.settimeout(60)
+                held.set()
+                gate.recv(1)  # (the test sends a byte once it has the answer)
+
+        # (Straight to the loop, not through runtime.post: a method that hands its
+        # loop work through the runtime is answered after it, from the loop.)
+        actorrt.get_worker().host.loop.call_soon_threadsafe(hold)
+        held.wait(60)
+        return "answered"
+
+    def ping(self):
+        return "pong"
+
+
+def test_an_actors_answer_does_not_wait_for_its_workers_loop(pclient):
+    # A sync method's answer leaves from the actor's own thread: a worker loop busy
+    # with something else (here: held still) does not delay it.
+    holder = pclient.submit(LoopHolder, actor=True).result()
+    with socket.create_server(("127.0.0.1", 0)) as gate:
+        gate.settimeout(30)
+        answer = holder.hold_the_loop_then_answer(gate.getsockname()[1])
+        try:
+            conn, _ = gate.accept()
+        except TimeoutError:
+            answer.result(timeout=5)  # the method failed before it held the loop: say why
+            raise
+        with conn:
+            try:
+                assert answer.result(timeout=20) == "answered"  # the loop is still held
+            finally:
+                conn.sendall(b"x")  # let go of the loop
+    assert holder.ping().result(timeout=20) == "pong"
 
 
 def test_released_actor_stops_in_its_process(pclient):

@@ -45,7 +45,11 @@ def test_hosts_talk_over_tls_and_large_values_move(pki):
             big = np.arange(3 << 20, dtype=np.float64)  # 24 MB: many TLS records, both ways
             back = await a.ask(ref, "echo", x=Pickled.dumps(big))
             assert np.array_equal(back.loads(), big)
-            assert isinstance(a.comm_to(b.address)._sock, ssl.SSLSocket)  # encrypted, not plain TCP
+            comm = a.comm_to(b.address)
+            assert isinstance(comm._sock, ssl.SSLSocket)  # encrypted, not plain TCP
+            # An SSL object must not write on one thread while the loop reads on another.
+            assert not comm.threads_may_send
+            assert await asyncio.to_thread(comm.send_from_thread, [ref.id, "echo", 0, {"x": 1}]) is False
     asyncio.run(main())
 
 

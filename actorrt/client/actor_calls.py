@@ -104,7 +104,7 @@ class Caller:
                 return
             self._scheduled = True
         try:
-            self.loop.call_soon_threadsafe(self._flush)
+            runtime.post(self.loop, self._flush)
         except RuntimeError:  # the loop is closed: so is the client
             self._flush_closed()
 

@@ -259,7 +259,7 @@ class ActorFuture(BaseActorFuture):
             waiter = self._done_future()
         else:  # awaited on another loop: hop through a thread-safe future
             cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self.client.loop.call_soon_threadsafe(st.add_callback, lambda _: _set_once(cf))
+            runtime.post(self.client.loop, st.add_callback, lambda _: _set_once(cf))
             waiter = asyncio.wrap_future(cf)
         try:
             await asyncio.wait_for(waiter, timeout)

@@ -176,7 +176,7 @@ class FutureTable:
                 self._loop.call_soon(self._flush_window)
             else:
                 try:
-                    self._loop.call_soon_threadsafe(self._flush_window)
+                    runtime.post(self._loop, self._flush_window)
                 except RuntimeError:
                     pass  # loop closed
 

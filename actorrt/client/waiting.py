@@ -411,7 +411,7 @@ def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> No
         if runtime.on_loop(loop):  # (results arrive on the client's loop: no hop needed)
             _resolve(fut)
         else:
-            loop.call_soon_threadsafe(_resolve, fut)
+            runtime.post(loop, _resolve, fut)
 
 
 def _resolve(fut: asyncio.Future) -> None:

@@ -271,7 +271,7 @@ def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs:
     _check_open(client)
     if kwargs:
         fn = functools.partial(fn, **kwargs)
-    client.loop.call_soon_threadsafe(fn, *args)
+    runtime.post(client.loop, fn, *args)
 
 
 def _release(client: "Client", registry: ActorRef, kind: str, name: str, holder: str) -> None:
@@ -280,8 +280,8 @@ def _release(client: "Client", registry: ActorRef, kind: str, name: str, holder:
     if client.status == "closed":
         return
     try:
-        client.loop.call_soon_threadsafe(
-            functools.partial(client.host.tell, registry, "release", kind=kind, name=name, holder=holder))
+        runtime.post(client.loop, functools.partial(client.host.tell, registry, "release", kind=kind,
+                                                    name=name, holder=holder))
     except RuntimeError:  # its loop is closed
         pass
 

@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
+from .. import runtime
 from ..core import Actor, ActorRef, Pickled
 from ..core.checks import bad, check_origin
 from ._actor import SystemActor
@@ -295,4 +296,4 @@ def _unsubscribe(host: "Host", topic: ActorRef, inbox: str) -> None:
     loop = host.loop
     if loop is None or loop.is_closed():
         return
-    loop.call_soon_threadsafe(run)
+    runtime.post(loop, run)

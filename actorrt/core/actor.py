@@ -127,18 +127,33 @@ class Actor:
 class Reply:
     """The right to answer one ask, possibly later. Answering twice is a no-op."""
 
-    __slots__ = ("_send", "done", "actor")
+    __slots__ = ("_send", "done", "actor", "send_from_thread")
 
     def __init__(self, send: Callable[[bool, Any], None], actor: Actor | None = None) -> None:
         self._send = send
         self.done = False
         self.actor = actor
+        # Set by the host when the ask came on a connection a thread may write to.
+        self.send_from_thread: Callable[[Any], bool] | None = None
 
     def ok(self, value: Any = None) -> None:
         if not self.done:
             self.done = True
             self._untrack()
             self._send(True, value)
+
+    def ok_from_thread(self, value: Any = None) -> bool:
+        """From a thread other than the loop's (an actor's method just returned there):
+        answer now, straight on the connection the ask came on. False, with nothing
+        done, when it cannot (see ``Comm.send_from_thread``): then ``ok`` on the loop.
+        Once it has, ``ok``/``fail`` do nothing. (If the loop fails the reply at the
+        same moment, as the actor stops, the asker takes whichever answer comes first
+        and drops the other.)"""
+        if self.done or self.send_from_thread is None or not self.send_from_thread(value):
+            return False
+        self.done = True
+        self._untrack()
+        return True
 
     def fail(self, exc: BaseException) -> None:
         if not self.done:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import logging
 import os
@@ -433,6 +434,8 @@ class Host:
         kwargs = fields
         if handler.wants_reply:
             reply = Reply(self._replier(comm, rid))
+            if rid and comm is not None and comm.threads_may_send:
+                reply.send_from_thread = functools.partial(self._reply_from_thread, comm, rid)
             track_reply(actor, reply)
             kwargs = {**fields, "reply": reply}
         if handler.wants_origin:
@@ -489,6 +492,10 @@ class Host:
             elif not ok:  # a tell's handler failed: said as any tell's failure is
                 self._reply_or_log(comm, rid, value)
         return send
+
+    @staticmethod
+    def _reply_from_thread(comm: Comm, rid: int, value: Any) -> bool:
+        return comm.send_from_thread(["", REPLY, rid, {"value": value}])
 
     def _reply(self, comm: Comm | None, rid: int, ok: bool, value: Any) -> None:
         if comm is None:  # a local ask: resolve on a later turn, like a remote one

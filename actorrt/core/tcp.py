@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 from typing import Any, Callable
 
 import msgpack
@@ -120,6 +121,8 @@ class TCPComm(Comm):
         self._peer_nonce = b""
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._writer = _SocketWriter(sock, self._loop, self._write_failed, WRITE_STALL_TIMEOUT)
+        self._in_hand = False  # the loop is writing a batch it took from the outbox
+        self.threads_may_send = not self._tls
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
         # bytes read and the last message written.
         self.last_received = self.last_sent = self._loop.time()
@@ -329,6 +332,13 @@ class TCPComm(Comm):
         if self.closed or self._phase != "open" or not self._outbox:
             return
         batch, self._outbox = self._outbox, []
+        self._in_hand = True  # (a sending thread waits its turn behind this batch)
+        try:
+            self._write_batch(batch)
+        finally:
+            self._in_hand = False
+
+    def _write_batch(self, batch: list) -> None:
         try:
             frames = pack_frames(batch, self._ref_type)
             self._check_sizes(frames)
@@ -355,6 +365,26 @@ class TCPComm(Comm):
     def flush_now(self) -> None:
         if self._flush_scheduled:
             self._flush()  # (the turn's scheduled flush then finds nothing)
+
+    def send_from_thread(self, msg: Any) -> bool:
+        # Encoded on the calling thread; written under the writer's lock, and only when
+        # nothing the loop holds for this peer (its batch, its queue) would go after it.
+        if self.closed or self._phase != "open" or self._outbox or self._in_hand or self._tls:
+            return False
+        try:
+            frames = pack_frames([msg], self._ref_type)
+            self._check_sizes(frames)
+        except Exception:
+            return False  # (sent the usual way, it fails the usual way: on_unencodable)
+        lengths = [memoryview(f).nbytes for f in frames]
+        if sum(lengths) > SMALL_WRITE_BYTES:
+            return False  # a large one goes in slices, from the loop
+        data = b"".join([encode_header(lengths), *frames])
+        with self._writer.lock:
+            if self.closed or self._outbox or self._in_hand or not self._writer.send_first(data):
+                return False
+        self.last_sent = self._loop.time()
+        return True
 
     def _check_sizes(self, frames: list, msg: Any = None) -> None:
         limit = self.peer_max_frame_bytes
@@ -420,6 +450,12 @@ class _SocketWriter:
     ``HIGH_WATER`` queued bytes, :meth:`drain` waits; a peer that takes nothing for
     ``stall_timeout`` seconds while we have data for it has stopped reading, and the
     connection is dropped (``on_error``) rather than kept growing.
+
+    The loop does all of this. One other thread may write too (:meth:`send_first`): a
+    small message with nothing queued ahead of it, sent by the thread that made it
+    rather than woken onto the loop to be sent from there. ``lock`` orders the two:
+    every touch of the socket's sending side and of the queue happens under it, and
+    nothing else does (a failure is reported after it is released, see ``_fail``).
     """
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop,
@@ -430,6 +466,7 @@ class _SocketWriter:
         self._loop = loop
         self._on_error = on_error
         self._stall_timeout = stall_timeout
+        self.lock = threading.Lock()
         self._queue: collections.deque[memoryview] = collections.deque()
         # Whether each queued view is of bytes made for this peer (counted in ``owned``)
         # rather than of a value its sender holds anyway (a result's buffer).
@@ -448,8 +485,17 @@ class _SocketWriter:
 
         The first ``owned`` buffers (all by default) were made for this peer: unsent,
         they count against OUTBOX_LIMIT; the others are views of values held anyway."""
-        if self._sock is None:
+        with self.lock:
+            error = self._write_locked(buffers, total, owned)
+        if error is not None:
+            self._fail(error)
             return
+        if self.owned > OUTBOX_LIMIT and self._backlog_check is None and self._sock is not None:
+            self._backlog_check = self._loop.call_later(OUTBOX_GRACE, self._check_backlog, self.owned)
+
+    def _write_locked(self, buffers: list, total: int, owned: int | None) -> BaseException | None:
+        if self._sock is None:
+            return None
         if not self._queue and total <= SMALL_WRITE_BYTES:
             # The common case, a batch of small messages: one join and one send, as
             # cheap as a transport's write (a round trip costs ~10 µs less than sendmsg
@@ -460,12 +506,44 @@ class _SocketWriter:
             except _WOULD_BLOCK:
                 n = 0
             except OSError as e:
-                self._fail(e)
-                return
-            self._progress += n
+                return e
+            self._count_sent(n)
             if n == len(data):
-                return
+                return None
             buffers, owned = [memoryview(data)[n:]], None  # (joined: all of it is a copy)
+        self._enqueue(buffers, owned)
+        if not self._waiting:
+            return self._send_locked()
+        return None
+
+    def send_first(self, data: bytes) -> bool:
+        """From a thread other than the loop's, with ``lock`` held: send ``data`` (one
+        small framed message) at once if nothing is queued ahead of it; False, and
+        nothing done, if something is.
+
+        What the socket does not take now, or an error, is the loop's to carry on with
+        (woken for it), so the failure is met where every other one is."""
+        if self._sock is None or self._queue or self._tls:
+            # (TLS: an SSL object must not read on one thread while writing on another.)
+            return False
+        try:
+            n = self._sock.send(data)
+        except OSError:  # (would block, or failed: the loop's next send says which)
+            n = 0
+        self._count_sent(n)
+        if n < len(data):
+            self._enqueue([memoryview(data)[n:]], None)
+            try:
+                self._loop.call_soon_threadsafe(self._on_writable)
+            except RuntimeError:  # the loop is closed, and this connection with it
+                pass
+        return True
+
+    def _count_sent(self, n: int) -> None:
+        self._progress += n
+        traffic.sent += n
+
+    def _enqueue(self, buffers: list, owned: int | None) -> None:
         queue, flags = self._queue, self._owned_flags
         for i, b in enumerate(buffers):
             view = b if type(b) is memoryview else memoryview(b)
@@ -476,10 +554,6 @@ class _SocketWriter:
                 self.buffered += view.nbytes
                 if mine:
                     self.owned += view.nbytes
-        if not self._waiting:
-            self._send()
-        if self.owned > OUTBOX_LIMIT and self._backlog_check is None and self._sock is not None:
-            self._backlog_check = self._loop.call_later(OUTBOX_GRACE, self._check_backlog, self.owned)
 
     def _check_backlog(self, before: int) -> None:
         self._backlog_check = None
@@ -493,7 +567,13 @@ class _SocketWriter:
             return
         self._backlog_check = self._loop.call_later(OUTBOX_GRACE, self._check_backlog, self.owned)
 
-    def _send(self) -> None:
+    def _on_writable(self) -> None:
+        with self.lock:
+            error = self._send_locked()
+        if error is not None:
+            self._fail(error)
+
+    def _send_locked(self) -> BaseException | None:
         sock, queue = self._sock, self._queue
         while queue and sock is not None:
             try:
@@ -506,10 +586,8 @@ class _SocketWriter:
             except _WOULD_BLOCK:
                 break
             except OSError as e:
-                self._fail(e)
-                return
-            self._progress += n
-            traffic.sent += n
+                return e
+            self._count_sent(n)
             self.buffered -= n
             flags = self._owned_flags
             while n:
@@ -525,17 +603,18 @@ class _SocketWriter:
                         self.owned -= n
                     n = 0
         if queue:
-            if not self._waiting:
+            if not self._waiting and sock is not None:
                 self._waiting = True
-                self._loop.add_writer(self._fd, self._send)
+                self._loop.add_writer(self._fd, self._on_writable)
                 self._arm_watchdog()
-            return
+            return None
         if self._waiting:
             self._waiting = False
             self._loop.remove_writer(self._fd)
         if self._close_after:
-            self._close_socket()
+            self._close_socket_locked()
         self._wake_drainers()
+        return None
 
     def _wake_drainers(self) -> None:
         if self.buffered <= LOW_WATER or self._sock is None:
@@ -567,17 +646,22 @@ class _SocketWriter:
         self._watchdog = self._loop.call_later(self._stall_timeout, self._check_stall, self._progress)
 
     def _fail(self, exc: BaseException) -> None:
-        self._close_socket()
+        """Loop side, ``lock`` not held: ``on_error`` closes the connection, and its
+        callbacks may do anything (a thread waiting for the lock must not wait on them)."""
+        with self.lock:
+            self._close_socket_locked()
         self._on_error(exc)
 
     def close_when_sent(self, abort: bool) -> None:
-        if abort or not self._queue:
-            self._close_socket()
-        else:  # flush what the peer was already sent, as a transport's close() would
+        with self.lock:
+            if abort or not self._queue:
+                self._close_socket_locked()
+                return
+            # Flush what the peer was already sent, as a transport's close() would.
             self._close_after = True
-            self._arm_watchdog()
+        self._arm_watchdog()
 
-    def _close_socket(self) -> None:
+    def _close_socket_locked(self) -> None:
         sock, self._sock = self._sock, None
         if self._watchdog is not None:
             self._watchdog.cancel()

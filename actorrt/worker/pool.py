@@ -226,7 +226,7 @@ class TaskPool:
         if job is None or job.seceded:
             return False
         job.seceded = True
-        self.loop.call_soon_threadsafe(self._on_secede, job)
+        runtime.post(self.loop, self._on_secede, job)
         return True
 
     def block_on(self, start: Callable[[], Awaitable[Any]],
@@ -250,5 +250,5 @@ class TaskPool:
             return
         job.seceded = False
         waiter = Waiter()
-        self.loop.call_soon_threadsafe(self._on_rejoin, job, lambda: waiter.set(None))
+        runtime.post(self.loop, self._on_rejoin, job, lambda: waiter.set(None))
         waiter.wait()

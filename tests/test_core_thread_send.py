@@ -1,0 +1,131 @@
+"""Sending from a thread other than the loop's (``Comm.send_from_thread``,
+``Reply.ok_from_thread``): a small message with nothing queued ahead of it is written
+by the thread that made it, and never passes what the loop holds for the same peer.
+
+Every test runs its own event loop, over real sockets (and one in-process pair, where
+no thread ever writes); they synchronise on replies and on the loop being held (a
+thread runs while the loop waits for it), never on sleeps.
+"""
+import contextlib
+import socket
+import threading
+
+import pytest
+
+from actorrt.core import Actor, CommClosedError
+
+from test_core_comm import Echo, hosts, no_leaks, run  # noqa: F401  (no_leaks: autouse)
+
+
+async def _connected():
+    """Two started TCP hosts, the first connected to the second, and an Echo on the second."""
+    stack = contextlib.AsyncExitStack()
+    h0, h1 = await stack.enter_async_context(hosts("tcp"))
+    echo = Echo()
+    ref = h1.spawn(echo, "echo")
+    await h0.ask(ref, "echo", x=0)  # (connects)
+    return stack, h0, h1, echo, ref
+
+
+def _in_thread(fn, *args):
+    """Run ``fn`` on another thread while the loop waits for it (holds the loop still)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn(*args)))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def _comm_at(host, peer):
+    return next(c for c in host._all_comms if c.peer_address == peer.address)
+
+
+def test_a_thread_never_passes_what_the_loop_has_queued_for_the_peer():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            h0.tell(ref, "record", x=1)  # queued: it leaves on this turn's flush
+            comm = h0.comm_to(h1.address)
+            # Nothing is sent from the thread: its message would arrive first.
+            assert _in_thread(comm.send_from_thread, [ref.id, "record", 0, {"x": 2}]) is False
+            h0.tell(ref, "record", x=2)
+            # With the queue written out, the thread may go first again.
+            await h0.ask(ref, "echo", x=0)
+            assert _in_thread(comm.send_from_thread, [ref.id, "record", 0, {"x": 3}]) is True
+            assert await h0.ask(ref, "get") == [1, 2, 3]
+    run(main())
+
+
+def test_what_the_socket_does_not_take_from_a_thread_goes_on_from_the_loop_in_order():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            comm, peer = h0.comm_to(h1.address), _comm_at(h1, h0)
+            comm._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            h1.loop.remove_reader(peer._fd)  # the peer stops reading
+            blob = bytes(30_000)
+
+            def send_until_one_is_left_over():
+                sent = 0
+                while comm._writer.buffered == 0:  # (until a send left bytes for the loop)
+                    assert comm.send_from_thread([ref.id, "record", 0, {"x": [sent, blob]}])
+                    sent += 1
+                # Now the loop holds the rest: the thread may not send before it.
+                assert not comm.send_from_thread([ref.id, "record", 0, {"x": [sent, blob]}])
+                return sent
+
+            sent = _in_thread(send_until_one_is_left_over)
+            h0.tell(ref, "record", x=[sent, blob])  # (the last one the usual way, after them)
+            h1.loop.add_reader(peer._fd, peer._read_ready)  # it reads again
+            seen = await h0.ask(ref, "get")
+            assert [i for i, b in seen] == list(range(sent + 1)) and all(b == blob for i, b in seen)
+            assert comm._writer.buffered == 0
+    run(main(), timeout=20)
+
+
+class Answers(Actor):
+    """Answers its deferred asks from a thread, as an actor's lane does."""
+
+    def __init__(self):
+        self.replies = []
+
+    def handle_later(self, reply):
+        self.replies.append(reply)
+
+    def handle_echo_count(self):
+        return len(self.replies)
+
+    def handle_answer_from_thread(self, value):
+        reply = self.replies.pop(0)
+        sent = _in_thread(reply.ok_from_thread, value)
+        reply.ok("from the loop")  # a no-op once answered
+        return sent
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_a_reply_from_a_thread_answers_once(transport):
+    async def main():
+        async with hosts(transport) as (h0, h1):
+            ref = h1.spawn(Answers(), "answers")
+            later = h0.ask(ref, "later")
+            sent = await h0.ask(ref, "answer_from_thread", value="from the thread")
+            # In-process there is no socket to write to: the loop answers.
+            assert sent is (transport == "tcp")
+            assert await later == ("from the thread" if sent else "from the loop")
+    run(main())
+
+
+def test_a_reply_from_a_thread_on_a_closed_connection_is_not_sent():
+    async def main():
+        async with hosts("tcp") as (h0, h1):
+            answers = Answers()
+            ref = h1.spawn(answers, "answers")
+            later = h0.ask(ref, "later")
+            await h0.ask(ref, "echo_count")  # (one connection keeps order: h1 holds the ask)
+            _comm_at(h1, h0).close()
+            reply = answers.replies.pop(0)
+            assert _in_thread(reply.ok_from_thread, "late") is False
+            assert not reply.done  # (the loop may still fail it; nothing was written)
+            with pytest.raises(CommClosedError):
+                await later  # the asker learns the connection closed
+    run(main())
