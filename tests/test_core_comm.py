@@ -933,3 +933,21 @@ def test_a_flood_from_one_peer_leaves_the_loop_turns_between_its_slices(transpor
             assert await a.ask(ref, "get") == list(range(40))  # (asked after: answered after all)
             assert any(0 < n < 40 for n in between), between  # other work ran mid-flood
     run(main())
+
+
+@pytest.mark.parametrize("size", [10, 1 << 20])
+def test_the_process_counts_every_byte_it_sends_and_receives(size):
+    # (A worker reports these figures: worker/activity.py.) Small batches take a
+    # shorter path out than large ones; both are counted.
+    from actorrt.core.tcp import traffic
+
+    async def main():
+        async with hosts("tcp") as (h0, h1):
+            ref = h1.spawn(Echo())
+            await h0.ask(ref, "echo", x=0)  # (connects)
+            sent, received = traffic.sent, traffic.received
+            await h0.ask(ref, "echo", x=b"x" * size)
+            # Both hosts live in this process: the value went out and came back, twice.
+            assert traffic.sent - sent >= 2 * size
+            assert traffic.received - received >= 2 * size
+    run(main())
