@@ -105,11 +105,13 @@ _thread = _ThreadState()
 
 def post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
     """From a thread that does not run ``loop``: have it call ``fn(*args)`` soon (calls
-    from one thread run in the order made). Every hand-off from a thread to a loop goes
-    through here and is counted per thread (:func:`posts_made`), so a thread can tell
-    whether what it just ran asked the loop for anything (see UserActor._run_sync: an
-    answer written from the thread must not pass what the method's own sends left
-    queued on the loop). RuntimeError if the loop is closed."""
+    from one thread run in the order made). RuntimeError if the loop is closed.
+
+    Every hand-off of work from a thread to a loop goes through here (not a pool thread
+    handing its finished job back, which comes last) and is counted per thread
+    (:func:`posts_made`), so a thread can tell whether what it just ran asked the loop
+    for anything: an actor's answer written from its thread must not pass what the
+    method's own sends left queued on the loop (UserActor._run_sync)."""
     _thread.posts += 1
     loop.call_soon_threadsafe(fn, *args)
 
