@@ -86,6 +86,8 @@ def test_what_the_socket_does_not_take_from_a_thread_goes_on_from_the_loop_in_or
 class Answers(Actor):
     """Answers its deferred asks from a thread, as an actor's lane does."""
 
+    answers_from_threads = True
+
     def __init__(self):
         self.replies = []
 
@@ -100,6 +102,20 @@ class Answers(Actor):
         sent = _in_thread(reply.ok_from_thread, value)
         reply.ok("from the loop")  # a no-op once answered
         return sent
+
+
+class AnswersOnTheLoop(Answers):
+    answers_from_threads = False  # (the default for an actor)
+
+
+def test_an_actor_that_does_not_answer_from_threads_is_answered_on_the_loop():
+    async def main():
+        async with hosts("tcp") as (h0, h1):
+            ref = h1.spawn(AnswersOnTheLoop(), "answers")
+            later = h0.ask(ref, "later")
+            assert await h0.ask(ref, "answer_from_thread", value="from the thread") is False
+            assert await later == "from the loop"
+    run(main())
 
 
 @pytest.mark.parametrize("transport", ["tcp", "inproc"])

@@ -97,6 +97,10 @@ class Actor:
     _handlers: dict[str, Handler] = {}
     host: "Host"
     id: str
+    #: Whether this actor's deferred replies may be answered from another thread
+    #: (``Reply.ok_from_thread``): the host then equips each one for it, which costs a
+    #: little per message, so only actors that do so (a user actor's lane) ask for it.
+    answers_from_threads = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -133,7 +137,8 @@ class Reply:
         self._send = send
         self.done = False
         self.actor = actor
-        # Set by the host when the ask came on a connection a thread may write to.
+        # Set by the host for an actor that answers from threads, when the ask came on a
+        # connection a thread may write to.
         self.send_from_thread: Callable[[Any], bool] | None = None
 
     def ok(self, value: Any = None) -> None:

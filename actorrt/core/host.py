@@ -434,7 +434,7 @@ class Host:
         kwargs = fields
         if handler.wants_reply:
             reply = Reply(self._replier(comm, rid))
-            if rid and comm is not None and comm.threads_may_send:
+            if actor.answers_from_threads and rid and comm is not None and comm.threads_may_send:
                 reply.send_from_thread = functools.partial(self._reply_from_thread, comm, rid)
             track_reply(actor, reply)
             kwargs = {**fields, "reply": reply}

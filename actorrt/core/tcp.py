@@ -122,7 +122,7 @@ class TCPComm(Comm):
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._writer = _SocketWriter(sock, self._loop, self._write_failed, WRITE_STALL_TIMEOUT)
         self._in_hand = False  # the loop is writing a batch it took from the outbox
-        self.threads_may_send = not self._tls
+        self.threads_may_send = not self._tls  # (an SSL object: one thread at a time)
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
         # bytes read and the last message written.
         self.last_received = self.last_sent = self._loop.time()
@@ -369,7 +369,8 @@ class TCPComm(Comm):
     def send_from_thread(self, msg: Any) -> bool:
         # Encoded on the calling thread; written under the writer's lock, and only when
         # nothing the loop holds for this peer (its batch, its queue) would go after it.
-        if self.closed or self._phase != "open" or self._outbox or self._in_hand or self._tls:
+        if (not self.threads_may_send or self.closed or self._phase != "open"
+                or self._outbox or self._in_hand):
             return False
         try:
             frames = pack_frames([msg], self._ref_type)
@@ -517,14 +518,14 @@ class _SocketWriter:
         return None
 
     def send_first(self, data: bytes) -> bool:
-        """From a thread other than the loop's, with ``lock`` held: send ``data`` (one
-        small framed message) at once if nothing is queued ahead of it; False, and
-        nothing done, if something is.
+        """From a thread other than the loop's, with ``lock`` held, on a plain socket (the
+        caller checks: an SSL object must not write on one thread while another reads):
+        send ``data`` (one small framed message) at once if nothing is queued ahead of
+        it; False, and nothing done, if something is.
 
         What the socket does not take now, or an error, is the loop's to carry on with
         (woken for it), so the failure is met where every other one is."""
-        if self._sock is None or self._queue or self._tls:
-            # (TLS: an SSL object must not read on one thread while writing on another.)
+        if self._sock is None or self._queue:
             return False
         try:
             n = self._sock.send(data)

@@ -127,6 +127,8 @@ class Lane:
 class UserActor(Actor):
     """A user's object living on this worker, served one call per message."""
 
+    answers_from_threads = True  # a sync method's answer may leave from its lane (_run_sync)
+
     def __init__(self, worker: "Worker", key: str, instance: Any, lane: Lane, label: str) -> None:
         self.worker = worker
         self.key = key
