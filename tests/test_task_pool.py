@@ -81,3 +81,17 @@ def test_a_thread_keeps_nothing_of_a_job_it_has_handed_back():
         finally:
             pool.close()
     asyncio.run(main())
+
+
+def test_a_job_submitted_after_close_starts_no_thread():
+    """A worker's loop may still hand its pool a job after closing it (a late
+    completion's next task): it is dropped with the others not started, as close()
+    says, rather than run on a new thread that nothing would ever tell to stop."""
+    async def main():
+        pool = TaskPool(1)
+        before = set(threading.enumerate())
+        pool.close()
+        pool.submit(Job(lambda: 1, lambda job: None))
+        assert [t for t in threading.enumerate() if t not in before] == []
+        assert not pool.ready and pool.running == 0
+    asyncio.run(main())

@@ -110,6 +110,8 @@ class TaskPool:
 
     # loop side -------------------------------------------------------------
     def submit(self, job: Job) -> None:
+        if self.closed:  # (as close() drops jobs not started: no thread is made for it)
+            return
         self.ready.append(job)
         self._dispatch()
 
@@ -194,7 +196,8 @@ class TaskPool:
         return self.running == 0 and not self.ready
 
     def close(self) -> None:
-        """Stop threads once they finish their current job; jobs not started are dropped."""
+        """Stop threads once they finish their current job; jobs not started, and any
+        submitted later, are dropped (a thread made for one would never be told to stop)."""
         self.closed = True
         self.ready.clear()
         for _ in self._threads:

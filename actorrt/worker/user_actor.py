@@ -81,7 +81,10 @@ class Lane:
         self._completions = Completions(self.loop, self._on_done)
 
     def submit(self, job: Job) -> None:
-        """Loop side: queue ``job``; ``job.done(job)`` runs on the loop afterwards."""
+        """Loop side: queue ``job``; ``job.done(job)`` runs on the loop afterwards.
+        Once closed, nothing: as the pool's, a thread made now would never stop."""
+        if self.closed:
+            return
         self._outstanding += 1
         if self._outstanding > len(self._threads) and len(self._threads) < self.max_concurrency:
             t = threading.Thread(target=self._main, name=f"{self.name}-{len(self._threads)}", daemon=True)
