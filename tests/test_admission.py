@@ -3,15 +3,16 @@ that submits faster than the cluster computes is slowed down (scheduler/admissio
 the client's FutureTable window)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
-from actorrt import Client, GraphTooLargeError, LocalCluster, wait
+from actorrt import Client, GraphTooLargeError, LocalCluster, runtime, wait
 from actorrt.client.futures import FutureTable
 from actorrt.scheduler.admission import Admission, default_max_tasks, default_max_unfinished
 from actorrt.scheduler.state import SchedulerState, TaskSpec
-from actorrt.testing import wait_until
+from actorrt.testing import poll_for, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -178,6 +179,29 @@ def test_closing_wakes_a_waiting_thread():
     table.close()
     waiting.join(10)
     assert not waiting.is_alive()
+
+
+def test_the_loop_is_asked_to_flush_only_once_the_lock_is_let_go():
+    """Asking while the lock is held would wake the loop only for it to wait for the
+    lock, and be woken again: the request waits for the outermost let-go."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        table = FutureTable()
+        sent: list = []
+        table.attach(loop, sent.extend)
+
+        def submit_from_a_thread():
+            before = runtime.posts_made()
+            with table.lock:
+                with table.lock:  # (reentrant: an inner let-go asks nothing yet)
+                    table.queue_locked("update_graph", ("spec", "k"))
+                held = runtime.posts_made() - before
+            return held, runtime.posts_made() - before
+
+        assert await loop.run_in_executor(None, submit_from_a_thread) == (0, 1)
+        await poll_for(lambda: sent, timeout=10)
+        assert sent == [["update_graph", [("spec", "k")]]]
+    asyncio.run(main())
 
 
 # --- on a cluster ----------------------------------------------------------------------------

@@ -95,3 +95,79 @@ def test_a_job_submitted_after_close_starts_no_thread():
         assert [t for t in threading.enumerate() if t not in before] == []
         assert not pool.ready and pool.running == 0
     asyncio.run(main())
+
+
+def test_a_jobs_follow_up_runs_on_its_thread_around_the_hand_back():
+    """``Job.then`` runs on the job's thread before the loop hears of the job (so the
+    loop sees what it decided); what it returns runs after the hand-back, and the loop
+    is woken only then (woken first, it would take the interpreter lock from the
+    thread, which has a socket write left to make)."""
+    async def main():
+        pool = TaskPool(1)
+        loop_thread = threading.get_ident()
+        seen = []
+        handed_back = asyncio.Event()
+
+        def then(job):
+            seen.append(("then", threading.get_ident() != loop_thread, job.result))
+            job.context["decided"] = True
+            return lambda: seen.append(("after", threading.get_ident() != loop_thread,
+                                        job in pool._completions._done))
+
+        def done(job):
+            seen.append(("done", job.context["decided"]))
+            handed_back.set()
+
+        pool.submit(Job(lambda: 7, done, context={}, then=then))
+        await asyncio.wait_for(handed_back.wait(), 20)
+        pool.close()
+        # The follow-up ran with the job handed over and the loop not yet woken for it.
+        assert seen == [("then", True, 7), ("after", True, True), ("done", True)]
+    asyncio.run(main())
+
+
+def test_a_failing_follow_up_is_logged_and_the_job_still_comes_back(caplog):
+    async def main():
+        pool = TaskPool(1)
+        results = asyncio.Queue()
+
+        def then(job):
+            raise RuntimeError("follow-up broke")
+
+        for i in range(2):  # (the thread survives to run the second)
+            pool.submit(Job(lambda i=i: i, lambda job: results.put_nowait(job.result), then=then))
+        assert [await asyncio.wait_for(results.get(), 20) for _ in range(2)] == [0, 1]
+        pool.close()
+    asyncio.run(main())
+    assert "follow-up of" in caplog.text and "follow-up broke" in caplog.text
+
+
+def test_finished_jobs_are_handed_back_on_demand():
+    """A thread that has put its job but not yet woken the loop (it is sending the
+    job's report): the loop can take the job back at once when a message about its
+    key comes first (Worker.handle_get_data), and the later wake-up finds nothing."""
+    async def main():
+        pool = TaskPool(1)
+        done = []
+        put = threading.Event()
+        release = threading.Event()
+
+        def then(job):
+            def after():
+                put.set()
+                release.wait(20)  # (the thread stalls after the hand-over)
+            return after
+
+        pool.submit(Job(lambda: "value", lambda job: done.append(job.result), then=then))
+        assert await asyncio.get_running_loop().run_in_executor(None, put.wait, 20)
+        assert done == []  # nothing woke the loop for it
+        pool.hand_back_finished()
+        assert done == ["value"]
+        release.set()
+        # The same thread runs the next job once it has woken the loop (for nothing).
+        second = asyncio.Event()
+        pool.submit(Job(lambda: "next", lambda job: (done.append(job.result), second.set())))
+        await asyncio.wait_for(second.wait(), 20)
+        assert done == ["value", "next"]  # the first handed back once
+        pool.close()
+    asyncio.run(main())

@@ -61,7 +61,7 @@ def test_compute_with_all_inputs_here_executes_at_once():
     s = W()
     s.stimulus_put_data({"x": 1}, {"x": 28})
     ex = only(s.stimulus_compute([task("y", {"x": [ME]})]), Execute)
-    assert ex == Execute("y", ex.job, "spec-y", "y", None, {"x": 1})
+    assert ex == Execute("y", ex.job, "spec-y", "y", None, {"x": 1}, 1)  # (run 1: its reports say so)
     assert s.rows["y"].state == "executing" and s.rows["x"].uses == 1
     assert s.stimulus_executed("y", ex.job, 2, 28, "int", 0.5) == [ReportFinished("y", 28, "int", 0.5, 1)]
     assert s.data == {"x": 1, "y": 2}

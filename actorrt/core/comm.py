@@ -154,6 +154,20 @@ class Comm:
         cross-CPU wake-up costs tens of microseconds on a VM).
 
         In-process connections never do: the loop hands their messages across anyway."""
+        data = self.frame_for_thread(msg)
+        return data is not None and self.write_from_thread(data)
+
+    def frame_for_thread(self, msg: Any) -> bytes | None:
+        """The first half of :meth:`send_from_thread`: ``msg`` encoded for
+        :meth:`write_from_thread`, or None if it may not go that way. A thread that has
+        something to do between the two (hand its work back to the loop) encodes
+        first: the loop, woken meanwhile, then takes the interpreter lock from a
+        thread that only has a socket write left."""
+        return None
+
+    def write_from_thread(self, data: bytes) -> bool:
+        """The second half of :meth:`send_from_thread`: write what
+        :meth:`frame_for_thread` made, if nothing is queued ahead of it (False if not)."""
         return False
 
     async def drain(self) -> None:

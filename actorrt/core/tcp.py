@@ -369,18 +369,25 @@ class TCPComm(Comm):
     def send_from_thread(self, msg: Any) -> bool:
         # Encoded on the calling thread; written under the writer's lock, and only when
         # nothing the loop holds for this peer (its batch, its queue) would go after it.
-        if (not self.threads_may_send or self.closed or self._phase != "open"
-                or self._outbox or self._in_hand):
-            return False
+        data = self.frame_for_thread(msg)
+        return data is not None and self.write_from_thread(data)
+
+    def frame_for_thread(self, msg: Any) -> bytes | None:
+        if not self.threads_may_send or self.closed or self._phase != "open":
+            return None
         try:
             frames = pack_frames([msg], self._ref_type)
             self._check_sizes(frames)
         except Exception:
-            return False  # (sent the usual way, it fails the usual way: on_unencodable)
+            return None  # (sent the usual way, it fails the usual way: on_unencodable)
         lengths = [memoryview(f).nbytes for f in frames]
         if sum(lengths) > SMALL_WRITE_BYTES:
-            return False  # a large one goes in slices, from the loop
-        data = b"".join([encode_header(lengths), *frames])
+            return None  # a large one goes in slices, from the loop
+        return b"".join([encode_header(lengths), *frames])
+
+    def write_from_thread(self, data: bytes) -> bool:
+        if self.closed or self._outbox or self._in_hand:
+            return False
         with self._writer.lock:
             if self.closed or self._outbox or self._in_hand or not self._writer.send_first(data):
                 return False

@@ -267,6 +267,10 @@ class Worker(Actor):
         data: dict[str, Pickled] = {}
         errors: dict[str, list] = {}
         store = self.data
+        if any(key not in store for key in keys):
+            # A task's thread reports its run before the loop stores the value
+            # (_report_from_thread): whoever asks may know of it before the loop does.
+            self.pool.hand_back_finished()
         for key in keys:
             if key in store:
                 try:
@@ -400,9 +404,9 @@ class Worker(Actor):
             _CARRY_OUT[type(instruction)](self, instruction)
 
     def _execute(self, ex: Execute) -> None:
-        run = TaskRun(self, ex.key, ex.job, ex.spec, ex.inputs, ex.name)
+        run = TaskRun(self, ex.key, ex.job, ex.spec, ex.inputs, ex.name, ex.run_id)
         if ex.actor is None:
-            self.pool.submit(Job(run, self._on_task_done, context=run))
+            self.pool.submit(Job(run, self._on_task_done, context=run, then=self._report_from_thread))
         else:
             self._builds.start(run, ex.name, ex.actor)
 
@@ -410,8 +414,9 @@ class Worker(Actor):
         run: TaskRun = job.context
         if job.error is None:
             value = job.result
-            out = self.state.stimulus_executed(run.key, run.job, value, sizeof(value), type_name(value),
-                                               run.duration)
+            sent = run.reported
+            nbytes, typ = (sent.nbytes, sent.type) if sent is not None else (sizeof(value), type_name(value))
+            out = self.state.stimulus_executed(run.key, run.job, value, nbytes, typ, run.duration)
         else:
             out = self.state.stimulus_execute_erred(run.key, run.job, user_frames_only(job.error))
         self._run = run  # its report carries its start, stop and thread
@@ -474,6 +479,9 @@ class Worker(Actor):
     def _report_finished(self, r: ReportFinished) -> None:
         run = self._run
         if run is not None and run.key == r.key:
+            if run.reported is not None:  # its thread sent it (or will: _report_late)
+                self._schedule_report()  # (what storing it moved to disk still goes)
+                return
             self._finished.append(Finished(r.key, r.nbytes, r.type, r.duration, r.run_id,
                                            self._inline_value(r), run.start, run.stop, run.thread))
         else:  # (a key found here already: no run)
@@ -482,23 +490,55 @@ class Worker(Actor):
         self._schedule_report()
 
     def _inline_value(self, r: ReportFinished) -> bytes | None:
-        """A small result's pickle, to travel with its report (no fetch needed for it);
-        None for a large one, one that does not pickle, or an actor's handle (which
-        stays with its worker). Plain bytes, not a Pickled: a msgpack extension per
-        task costs every hop a Python callback, which measured 25-45% of map+gather's
-        throughput (protocol.Finished)."""
-        if r.nbytes > INLINE_RESULT_BYTES or r.type == "Actor":
-            return None
         value = self.data.peek(r.key, _ABSENT)  # (one lookup; a spilled value is not loaded)
-        if value is _ABSENT:
+        return None if value is _ABSENT else inline_value(r.key, value, r.nbytes, r.type)
+
+    def _report_from_thread(self, job: Job) -> Callable[[], None] | None:
+        """Pool thread, the task just ran: its report, to leave from this thread once the
+        job is handed back (pool.Job.then), or None for the usual way, from the loop.
+
+        The scheduler, and a client waiting on it, then hear without this worker's loop
+        waking up and running the state machine first: a cross-CPU wake-up and the
+        bookkeeping taken off every task's round trip. The loop, handling the job after,
+        stores the value as ever and reports nothing more for it (``_report_finished``).
+
+        Only a plain success qualifies, whose function handed the loop nothing (a
+        submit, a secede, an event: the report must not overtake them), with no report
+        of this worker pending (an input's, which must arrive first), to a scheduler on
+        a connection threads may write to. The hand-back comes first, so a peer the
+        scheduler sends here for the value finds it handled. The state machine is not
+        asked: a run it would no longer report is one the scheduler freed or moved, and
+        the scheduler ignores reports of runs it gave up (their run id)."""
+        run: TaskRun = job.context
+        if job.error is not None or not run.quiet or run.run_id is None or self._report_scheduled:
             return None
-        try:
-            blob = Pickled.dumps(value, what=f"result of {r.key!r}")
-        except Exception:
-            return None  # fetched (and failing) the usual way, with the usual error
-        if blob.buffers or len(blob.header) > INLINE_RESULT_BYTES:
+        comm = self.host.comm_to(self.scheduler.address)
+        if comm is None or not comm.threads_may_send:
             return None
-        return blob.header
+        value = job.result
+        nbytes, typ = sizeof(value), type_name(value)
+        report = Finished(run.key, nbytes, typ, run.duration, run.run_id, inline_value(run.key, value, nbytes, typ),
+                          run.start, run.stop, run.thread)
+        data = comm.frame_for_thread(
+            [SCHEDULER_ID, "tasks_done", 0, {"worker": self.host.address, "finished": [report], "erred": []}])
+        if data is None:
+            return None
+        run.reported = report
+        return lambda: self._send_from_thread(comm, data, report)
+
+    def _send_from_thread(self, comm: Comm, data: bytes, report: Finished) -> None:
+        if not comm.write_from_thread(data):  # (something is queued ahead of it meanwhile)
+            loop = self.host.loop
+            assert loop is not None
+            try:
+                runtime.post(loop, self._report_late, report)
+            except RuntimeError:
+                pass  # the loop is closed: the worker is gone, and with it the report
+
+    def _report_late(self, report: Finished) -> None:
+        """A report its thread could not send: it goes with the loop's next batch."""
+        self._finished.append(report)
+        self._schedule_report()
 
     def _report_erred(self, r: ReportErred) -> None:
         if isinstance(r.error, Reschedule):  # not a failure: the scheduler places it again
@@ -548,6 +588,8 @@ class Worker(Actor):
         extra: dict[str, Any] = {} if memory is None else {"memory": memory}
         if self.activity:  # transfers and disk reads/writes ride along
             extra["activity"] = self.activity.drain()
+        if not (finished or erred or extra):
+            return  # (the only report was sent from its task's thread)
         self._tell_scheduler("tasks_done", finished=finished, erred=erred, **extra)
         self.host.flush_pending()
 
@@ -562,6 +604,23 @@ class Worker(Actor):
         report = self.memory_report()
         self._memory_sent, self._memory_sent_at = report, asyncio.get_running_loop().time()
         return list(report)
+
+
+def inline_value(key: str, value: Any, nbytes: int, typ: str | None) -> bytes | None:
+    """A small result's pickle, to travel with its report (no fetch needed for it);
+    None for a large one, one that does not pickle, or an actor's handle (which stays
+    with its worker). Plain bytes, not a Pickled: a msgpack extension per task costs
+    every hop a Python callback, which measured 25-45% of map+gather's throughput
+    (protocol.Finished)."""
+    if nbytes > INLINE_RESULT_BYTES or typ == "Actor":
+        return None
+    try:
+        blob = Pickled.dumps(value, what=f"result of {key!r}")
+    except Exception:
+        return None  # fetched (and failing) the usual way, with the usual error
+    if blob.buffers or len(blob.header) > INLINE_RESULT_BYTES:
+        return None
+    return blob.header
 
 
 _CARRY_OUT: dict[type, Callable[[Worker, Any], None]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import queue
 import threading
 from collections import deque
@@ -18,15 +19,25 @@ from typing import Any, Awaitable, Callable
 from .. import runtime
 from ..runtime import Waiter
 
+logger = logging.getLogger(__name__)
+
 
 class Job:
-    """One call to run on the pool. ``done(job)`` is called on the loop afterwards."""
+    """One call to run on the pool. ``done(job)`` is called on the loop afterwards.
 
-    __slots__ = ("fn", "done", "result", "error", "holds_slot", "seceded", "context")
+    ``then(job)``, if given, is called on the job's thread once it ran, before it is
+    handed back to the loop; what it returns (if anything) is called on that thread
+    right after the hand-back. A task's report leaves from its thread this way
+    (Worker._report_from_thread): decided before the loop sees the job, sent after.
+    """
 
-    def __init__(self, fn: Callable[[], Any], done: Callable[["Job"], None], context: Any = None) -> None:
+    __slots__ = ("fn", "done", "then", "result", "error", "holds_slot", "seceded", "context")
+
+    def __init__(self, fn: Callable[[], Any], done: Callable[["Job"], None], context: Any = None,
+                 then: "Callable[[Job], Callable[[], None] | None] | None" = None) -> None:
         self.fn = fn
         self.done = done
+        self.then = then
         self.result: Any = None
         self.error: BaseException | None = None
         self.holds_slot = False   # loop side: counts in ``running``
@@ -45,6 +56,17 @@ def run_job(job: Job) -> None:
         runtime.leave_job()
 
 
+def _then(job: Job) -> Callable[[], None] | None:
+    """Thread side: the job's follow-up, if it has one; never raises (as run_job)."""
+    if job.then is None:
+        return None
+    try:
+        return job.then(job)
+    except Exception:
+        logger.exception("follow-up of %r failed", job.context)
+        return None
+
+
 class Completions:
     """Hands finished jobs from threads back to the loop: one wake-up per burst.
 
@@ -59,13 +81,27 @@ class Completions:
         self._lock = threading.Lock()
         self._wakeup_pending = False
 
-    def put(self, job: Job) -> bool:
-        """Thread side. False once the loop is closed (the worker is gone)."""
+    def put(self, job: Job, wake: bool = True) -> bool:
+        """Thread side. False once the loop is closed (the worker is gone). With
+        ``wake`` False the loop is not woken for it yet: the thread has one more thing
+        to do first (send its task's report), and calls :meth:`wake` after."""
         with self._lock:
             self._done.append(job)
-            if self._wakeup_pending:
+            if self._wakeup_pending or not wake:
                 return True
             self._wakeup_pending = True
+        return self._wake()
+
+    def wake(self) -> bool:
+        """Thread side, after ``put(job, wake=False)``: wake the loop for what waits
+        here, unless a wake-up is on its way or the loop took it all already."""
+        with self._lock:
+            if self._wakeup_pending or not self._done:
+                return True
+            self._wakeup_pending = True
+        return self._wake()
+
+    def _wake(self) -> bool:
         try:
             self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
@@ -73,11 +109,13 @@ class Completions:
         return True
 
     def _drain(self) -> None:
+        """Loop side: hand back every job put so far (woken for it, or asked now)."""
         with self._lock:
             jobs = list(self._done)
             self._done.clear()
             self._wakeup_pending = False
-        self._on_jobs(jobs)
+        if jobs:
+            self._on_jobs(jobs)
 
 
 class TaskPool:
@@ -191,6 +229,12 @@ class TaskPool:
         self._rejoiners.append(lambda: waiter.set_from(fut))
         self._dispatch()
 
+    def hand_back_finished(self) -> None:
+        """Loop side: take back now the jobs threads finished and have not yet been
+        handed back for (a message about their keys is being handled, from a peer
+        that learned of them from a report their thread sent: Job.then)."""
+        self._completions._drain()
+
     @property
     def idle(self) -> bool:
         return self.running == 0 and not self.ready
@@ -215,8 +259,15 @@ class TaskPool:
             if job is None:
                 return
             run_job(job)
-            if not self._completions.put(job):
+            after = _then(job)
+            if not self._completions.put(job, wake=after is None):
                 return  # loop closed: the worker is gone
+            if after is not None:
+                # The loop is woken once this is done: woken first, it would take the
+                # interpreter lock from this thread (measured: 37 µs more per report).
+                after()
+                if not self._completions.wake():
+                    return
             # Let go before waiting for the next job: its result and arguments would live
             # on here after the worker freed them, until this thread ran something else.
             job = None

@@ -81,6 +81,7 @@ class Execute:
     name: str
     actor: dict | None
     inputs: dict[str, Any]
+    run_id: int | None  # the scheduler's name for this run (its reports carry it)
 
 
 @dataclass(slots=True)
@@ -411,7 +412,7 @@ class WorkerState:
             inputs = {k: data[k] for k in deps}
         row.job = job = next(self._jobs)
         self._move(row, "executing", sid)
-        out.append(Execute(row.key, job, task.spec, task.name, task.actor, inputs))
+        out.append(Execute(row.key, job, task.spec, task.name, task.actor, inputs, task.run_id))
 
     def _missing_inputs(self, row: KeyState, deps: dict[str, list[str]]) -> dict[str, list[str]]:
         """The inputs of ``row`` not here, with the holders to blame for each."""

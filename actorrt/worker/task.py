@@ -13,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from .. import runtime
 from ..core import Pickled
 from ..spec import substitute
 
@@ -66,32 +67,41 @@ class CoroutineTask:
 class TaskRun:
     """One run of one key here: called on a pool thread (or an actor's lane)."""
 
-    __slots__ = ("worker", "key", "job", "spec", "inputs", "start", "stop", "thread", "name")
+    __slots__ = ("worker", "key", "job", "spec", "inputs", "start", "stop", "thread", "name", "run_id",
+                 "quiet", "reported")
 
     def __init__(self, worker: "Worker", key: str, job: int, spec: Any, inputs: dict[str, Any],
-                 name: str = "") -> None:
+                 name: str = "", run_id: int | None = None) -> None:
         self.worker = worker  # get_worker() inside the task
         self.key = key
         self.name = name      # the task's name (the profiler counts its samples under it)
         self.job = job        # the state machine's name for this run
+        self.run_id = run_id  # the scheduler's
         self.spec = spec
         self.inputs = inputs
         # Wall clock (the task stream lines up runs from many hosts) and the thread's
         # ident (its lane); stop never before start, should the clock step back.
         self.start = self.stop = 0.0
         self.thread = 0
+        # Whether the function handed its worker's loop nothing to do (runtime.post: a
+        # submit, a secede, an event logged...): only then may its report overtake them.
+        self.quiet = False
+        # The report this run's thread sent (Worker._report_from_thread), else None.
+        self.reported: Any = None
 
     def __call__(self) -> Any:
         # Which thread runs which task, for the profiler's sampler (worker/profiler.py).
         running = self.worker.running_tasks
         self.thread = ident = threading.get_ident()
         running.enter(ident, self)
+        posts = runtime.posts_made()
         self.start = start = time.time()
         try:
             return call_task(self.worker.functions.load, self.spec, self.inputs)
         finally:
             stop = time.time()
             self.stop = stop if stop > start else start
+            self.quiet = runtime.posts_made() == posts
             running.leave(ident)
 
     @property
