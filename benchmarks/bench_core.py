@@ -8,7 +8,9 @@ Workloads: submit+gather of 5,000 trivial tasks; map of 10,000; the 256x(inc, do
 add) chain + sum; a pairwise tree reduction of 1,024 inputs; one task's whole round
 trip (``submit(inc, i).result()``, one at a time, 1,000 times); client start-up
 (Client() to first result). A second table gives the CPU time per task summed over every process
-of the cluster (client, scheduler, workers) for the submit and map workloads.
+of the cluster (client, scheduler, workers) for the submit, map and round-trip workloads;
+a third, the round trip against its floor: the same socket round trip and thread
+hand-offs with no work on them (pingpong.handoff_round_trip).
 
 Every repetition uses fresh arguments so that pure (hashed) keys never hit results
 left over from the previous repetition.
@@ -18,11 +20,13 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (Row, Workload, compare, format_columns, parse_args, print_table,  # noqa: E402
-                    tree_cpu_seconds)
+from common import (Row, Workload, compare, fmt_seconds, format_columns, parse_args,  # noqa: E402
+                    print_table, tree_cpu_seconds)
+from pingpong import handoff_round_trip  # noqa: E402
 
 
 def inc(x):
@@ -124,14 +128,14 @@ def workloads(quick: bool) -> list[Workload]:
     n_submit, n_map, n_chain, n_tree = (200, 400, 16, 64) if quick else (5_000, 10_000, 256, 1_024)
     n_trip = 50 if quick else 1_000
     submit_name = f"submit+gather {n_submit:,} tasks"
+    trip_name = f"submit(inc).result() round trip, one at a time ({n_trip:,})"
     map_name = f"map+gather {n_map:,} tasks"
     return [
         Workload(submit_name, _with_cpu(submit_name, submit_gather(n_submit)), tasks=n_submit),
         Workload(map_name, _with_cpu(map_name, map_gather(n_map)), tasks=n_map),
         Workload(f"chain {n_chain}x(inc, double, add) + sum", chain(n_chain)),
         Workload(f"tree reduction of {n_tree:,} inputs", tree(n_tree)),
-        Workload(f"submit(inc).result() round trip, one at a time ({n_trip:,})", round_trips(n_trip),
-                 tasks=n_trip, per_task=True),
+        Workload(trip_name, _with_cpu(trip_name, round_trips(n_trip)), tasks=n_trip, per_task=True),
         Workload("client start-up to first result", startup, needs_client=False),
     ]
 
@@ -160,11 +164,31 @@ def print_cpu_table(lines: list[tuple[str, str, str, str]]) -> None:
     print("CPU = user + system seconds of the client, scheduler and worker processes")
 
 
+def floor_rows(rows: list[Row], args: Any) -> list[tuple[str, str, str, str]]:
+    """The round trip against its floor (pingpong.handoff_round_trip): the same socket
+    round trip and thread hand-offs, with no work on them."""
+    out = []
+    for row in rows:
+        ours = row.seconds.get("actorrt")
+        if "round trip" not in row.workload or ours is None or row.tasks is None:
+            continue
+        floor = handoff_round_trip(row.tasks, repeat=1 if args.quick else args.repeat)
+        per = ours / row.tasks
+        out.append((row.workload, fmt_seconds(floor), fmt_seconds(per), f"{per / floor:.1f}x"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__, argv)
     rows = compare(workloads(args.quick), args)
     print_table(rows, title="actorrt vs dask.distributed: 2 worker processes x 1 thread")
     print_cpu_table(cpu_rows(rows))
+    floors = floor_rows(rows, args)
+    if floors:
+        print()
+        print(format_columns(("floor", "hand-offs only", "actorrt", "actorrt / floor (time)"), floors))
+        print("hand-offs only: caller thread -> loop -> TCP -> worker loop -> pool thread -> loop -> TCP"
+              " -> loop -> caller thread, no work (pingpong.handoff_round_trip)")
 
 
 if __name__ == "__main__":

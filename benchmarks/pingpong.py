@@ -14,12 +14,16 @@ Three stacks, each with an echo server in a child process and the timing loop he
 Two measures per stack: the latency of one round trip at a time, and the rate with
 many requests in flight on one connection (pipelined; each stack batches as it does).
 The first table compares actorrt with dask; the second shows actorrt over the floor.
+
+:func:`handoff_round_trip` is the floor of a task's round trip (bench_core.py's
+``submit(inc).result()``): the raw round trip plus the thread hand-offs a task takes.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import queue
 import socket
 import struct
 import subprocess
@@ -96,10 +100,39 @@ class PingProtocol(asyncio.Protocol):
         return futs
 
 
+class RelayProtocol(EchoProtocol):
+    """Server side of the hand-off floor: each frame goes to a thread, which hands it
+    back to the loop to write (a worker's loop -> pool thread -> loop, with no work)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        loop = asyncio.get_running_loop()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+        def pool_thread() -> None:
+            while (frame := self.jobs.get()) is not None:
+                loop.call_soon_threadsafe(self.transport.write, _LEN.pack(len(frame)) + frame)
+        threading.Thread(target=pool_thread, daemon=True).start()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        for frame in _split_frames(self.buf):
+            self.jobs.put(frame)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.jobs.put(None)
+
+
 # --- servers (run in the child process) ----------------------------------------------
 async def serve_raw() -> str:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
+    return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def serve_relay() -> str:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(RelayProtocol, "127.0.0.1", 0)
     return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
@@ -127,7 +160,7 @@ async def serve_dask() -> str:
     return server.address
 
 
-SERVERS = {"raw": serve_raw, "actorrt": serve_actorrt, "dask": serve_dask}
+SERVERS = {"raw": serve_raw, "relay": serve_relay, "actorrt": serve_actorrt, "dask": serve_dask}
 
 
 def serve(kind: str) -> None:
@@ -229,6 +262,53 @@ def pinger(kind: str) -> Iterator[Pinger]:
             yield p
         finally:
             p.close()
+
+
+# --- the floor of a task's round trip ---------------------------------------------------
+def handoff_round_trip(n: int, repeat: int = 3) -> float:
+    """Seconds per round trip along the path a task's takes, with no work on it: the
+    caller's thread -> a loop thread -> TCP -> a loop in another process -> a thread
+    there -> that loop -> TCP -> the first loop -> the caller's thread. Each thread
+    hand-off is a wake-up of a sleeping thread, as in ``submit(f).result()`` (whose
+    scheduler shares the client's loop, in process)."""
+    with echo_server("relay") as address:
+        host, port = address.rsplit(":", 1)
+        loop = asyncio.new_event_loop()
+        runner = threading.Thread(target=loop.run_forever, daemon=True)
+        runner.start()
+        proto = None
+        try:
+            _, proto = asyncio.run_coroutine_threadsafe(
+                loop.create_connection(PingProtocol, host, int(port)), loop).result(10)
+            frame = _LEN.pack(len(PAYLOAD)) + PAYLOAD
+
+            def send(waiter: threading.Lock) -> None:  # (on the loop)
+                proto.waiting.append(_Release(waiter))
+                proto.transport.write(frame)
+
+            def trips() -> None:
+                for _ in range(n):
+                    waiter = threading.Lock()
+                    waiter.acquire()
+                    loop.call_soon_threadsafe(send, waiter)
+                    waiter.acquire()  # (released on the loop when the reply is in)
+            return timeit(trips, repeat=repeat) / n
+        finally:
+            if proto is not None:
+                loop.call_soon_threadsafe(proto.transport.close)
+            loop.call_soon_threadsafe(loop.stop)
+            runner.join(10)
+            loop.close()
+
+
+class _Release:
+    """Stands in PingProtocol's queue for a future: the reply releases the caller."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
+
+    def set_result(self, frame: bytes) -> None:
+        self.lock.release()
 
 
 def workloads(quick: bool) -> list[Workload]:
