@@ -145,3 +145,35 @@ def test_a_reply_from_a_thread_on_a_closed_connection_is_not_sent():
             with pytest.raises(CommClosedError):
                 await later  # the asker learns the connection closed
     run(main())
+
+
+class SpokenFor(Actor):
+    """An actor whose threads speak for it: each message first takes back their work."""
+
+    def __init__(self):
+        self.taken_back = []   # what before_dispatch found, message by message
+        self.pending = []      # what a thread has done and the loop not yet taken in
+        self.before_dispatch = self._take_back
+
+    def _take_back(self):
+        self.taken_back.append(list(self.pending))
+        self.pending.clear()
+
+    def handle_note(self, x):
+        self.pending.append(x)
+
+    def handle_seen(self):
+        return self.taken_back[-1]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_an_actor_takes_back_its_threads_work_before_each_message(transport):
+    async def main():
+        async with hosts(transport) as (h0, h1):
+            actor = SpokenFor()
+            ref = h1.spawn(actor, "spoken-for")
+            await h0.ask(ref, "note", x=1)
+            actor.pending.append("from a thread")  # (as a task's thread would leave it)
+            assert await h0.ask(ref, "seen") == [1, "from a thread"]
+            assert await h0.ask(ref, "seen") == []
+    run(main())

@@ -132,14 +132,19 @@ def test_a_failing_follow_up_is_logged_and_the_job_still_comes_back(caplog):
         results = asyncio.Queue()
 
         def then(job):
-            raise RuntimeError("follow-up broke")
+            if job.result == 0:
+                raise RuntimeError("follow-up broke")
 
-        for i in range(2):  # (the thread survives to run the second)
+            def after():
+                raise RuntimeError("what it left for after broke")
+            return after
+
+        for i in range(3):  # (the thread survives both to run the third)
             pool.submit(Job(lambda i=i: i, lambda job: results.put_nowait(job.result), then=then))
-        assert [await asyncio.wait_for(results.get(), 20) for _ in range(2)] == [0, 1]
+        assert [await asyncio.wait_for(results.get(), 20) for _ in range(3)] == [0, 1, 2]
         pool.close()
     asyncio.run(main())
-    assert "follow-up of" in caplog.text and "follow-up broke" in caplog.text
+    assert "follow-up broke" in caplog.text and "what it left for after broke" in caplog.text
 
 
 def test_finished_jobs_are_handed_back_on_demand():

@@ -1,7 +1,7 @@
 """A task's report leaves from the thread that ran it (Worker._report_from_thread), over
 real worker processes: the scheduler and the client hear without the worker's loop
-waking first, and a peer that learns of the value from that report finds it here
-before the loop has stored it."""
+waking first, and any message that follows the report (a peer's fetch, a client's
+``run``) finds the value there, even before the loop was woken to store it."""
 import socket
 import threading
 
@@ -78,6 +78,8 @@ def test_a_peer_gets_a_value_its_workers_loop_has_not_stored_yet(pclient, tmp_pa
         x = pclient.submit(counted, str(runs), 4, workers=[a], pure=False)
         # Its report came from its thread; a's loop has not been woken for the job.
         assert x.result(timeout=20) == 40
+        # A message to a that follows the report finds the value there (taken back first).
+        assert pclient.run(lambda dask_worker, key=x.key: key in dask_worker.data, workers=[a]) == {a: True}
         y = pclient.submit(lambda v: v + 1, x, workers=[b], pure=False)
         # b asks a for x: a's loop takes the finished job back first, and answers.
         assert y.result(timeout=20) == 41

@@ -101,6 +101,10 @@ class Actor:
     #: (``Reply.ok_from_thread``): the host then equips each one for it, which costs a
     #: little per message, so only actors that do so (a user actor's lane) ask for it.
     answers_from_threads = False
+    #: Called on the loop before each message to this actor is handled, if set: an
+    #: actor whose threads speak for it (a worker's tasks report themselves) first
+    #: takes back what they did, so no message finds it behind what it has said.
+    before_dispatch: Callable[[], None] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -418,6 +418,8 @@ class Host:
                                     msg, _peer_name(comm), e)
 
     def _dispatch(self, actor: Actor, op: str, rid: int, fields: Any, comm: Comm | None) -> None:
+        if actor.before_dispatch is not None:
+            actor.before_dispatch()
         handler = actor._handlers.get(op) if isinstance(op, str) else None
         if handler is None:
             self._reply_or_log(comm, rid, UnknownOpError(f"{type(actor).__name__} has no op {op!r}"))

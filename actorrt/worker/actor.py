@@ -127,6 +127,9 @@ class Worker(Actor):
         self.pool = TaskPool(self.nthreads, name=f"actorrt-{self.name or 'worker'}")
         self.pool.on_secede = self._job_seceded
         self.pool.on_burst_done = self._send_reports  # (a burst's reports go at once)
+        # A task reports itself from its thread (_report_from_thread), before this loop
+        # stores its value: every message is handled after that, as the sender expects.
+        self.before_dispatch = self.pool.hand_back_finished
         self.closed = asyncio.Event()
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
         # In-process workers share one process: its size says nothing about any of them.
@@ -267,10 +270,6 @@ class Worker(Actor):
         data: dict[str, Pickled] = {}
         errors: dict[str, list] = {}
         store = self.data
-        if any(key not in store for key in keys):
-            # A task's thread reports its run before the loop stores the value
-            # (_report_from_thread): whoever asks may know of it before the loop does.
-            self.pool.hand_back_finished()
         for key in keys:
             if key in store:
                 try:
@@ -500,15 +499,18 @@ class Worker(Actor):
         The scheduler, and a client waiting on it, then hear without this worker's loop
         waking up and running the state machine first: a cross-CPU wake-up and the
         bookkeeping taken off every task's round trip. The loop, handling the job after,
-        stores the value as ever and reports nothing more for it (``_report_finished``).
+        stores the value as ever and reports nothing more for it (``_report_finished``);
+        any message it handles meanwhile waits for that (``before_dispatch``).
 
         Only a plain success qualifies, whose function handed the loop nothing (a
         submit, a secede, an event: the report must not overtake them), with no report
-        of this worker pending (an input's, which must arrive first), to a scheduler on
-        a connection threads may write to. The hand-back comes first, so a peer the
-        scheduler sends here for the value finds it handled. The state machine is not
-        asked: a run it would no longer report is one the scheduler freed or moved, and
-        the scheduler ignores reports of runs it gave up (their run id)."""
+        of this worker pending (an input's, which must arrive first; read off the loop,
+        but one pending was set before this task started), to a scheduler on a
+        connection threads may write to. The job is handed over first, so a message
+        whose sender learned of the value from the report finds it taken back. The
+        state machine is not asked: a run it would no longer report is one the
+        scheduler freed or moved, and the scheduler ignores reports of runs it gave up
+        (their run id)."""
         run: TaskRun = job.context
         if job.error is not None or not run.quiet or run.run_id is None or self._report_scheduled:
             return None

@@ -67,6 +67,14 @@ def _then(job: Job) -> Callable[[], None] | None:
         return None
 
 
+def _after(job: Job, after: Callable[[], None]) -> None:
+    """Thread side: what the follow-up left for after the hand-back; never raises."""
+    try:
+        after()
+    except Exception:
+        logger.exception("follow-up of %r failed after its hand-back", job.context)
+
+
 class Completions:
     """Hands finished jobs from threads back to the loop: one wake-up per burst.
 
@@ -107,6 +115,11 @@ class Completions:
         except RuntimeError:
             return False
         return True
+
+    def take_back(self) -> None:
+        """Loop side: hand back at once what threads have put, woken for or not."""
+        if self._done:  # (read unlocked: a job put before the caller's message is seen)
+            self._drain()
 
     def _drain(self) -> None:
         """Loop side: hand back every job put so far (woken for it, or asked now)."""
@@ -231,9 +244,9 @@ class TaskPool:
 
     def hand_back_finished(self) -> None:
         """Loop side: take back now the jobs threads finished and have not yet been
-        handed back for (a message about their keys is being handled, from a peer
-        that learned of them from a report their thread sent: Job.then)."""
-        self._completions._drain()
+        handed back for: a message is about to be handled whose sender may have
+        learned of them from a report their thread sent (Job.then)."""
+        self._completions.take_back()
 
     @property
     def idle(self) -> bool:
@@ -265,7 +278,7 @@ class TaskPool:
             if after is not None:
                 # The loop is woken once this is done: woken first, it would take the
                 # interpreter lock from this thread (measured: 37 µs more per report).
-                after()
+                _after(job, after)
                 if not self._completions.wake():
                     return
             # Let go before waiting for the next job: its result and arguments would live
