@@ -14,6 +14,8 @@ import actorrt
 from actorrt import ActorDeadError, Client
 from actorrt.testing import wait_until
 
+from loop_gates import hold_this_workers_loop, while_held
+
 
 class Counter:
     def __init__(self, start=0):
@@ -151,18 +153,7 @@ def test_calls_from_many_threads_keep_each_threads_order(pclient):
 class LoopHolder:
     def hold_the_loop_then_answer(self, port):
         """Hold this worker's event loop (until the test lets go), then answer."""
-        held = threading.Event()
-
-        def hold():
-            with socket.create_connection(("127.0.0.1", port)) as gate:
-                gate.settimeout(60)
-                held.set()
-                gate.recv(1)  # (the test sends a byte once it has the answer)
-
-        # (Straight to the loop, not through runtime.post: a method that hands its
-        # loop work through the runtime is answered after it, from the loop.)
-        actorrt.get_worker().host.loop.call_soon_threadsafe(hold)
-        held.wait(60)
+        hold_this_workers_loop(port)
         return "answered"
 
     def ping(self):
@@ -176,16 +167,10 @@ def test_an_actors_answer_does_not_wait_for_its_workers_loop(pclient):
     with socket.create_server(("127.0.0.1", 0)) as gate:
         gate.settimeout(30)
         answer = holder.hold_the_loop_then_answer(gate.getsockname()[1])
-        try:
-            conn, _ = gate.accept()
-        except TimeoutError:
-            answer.result(timeout=5)  # the method failed before it held the loop: say why
-            raise
-        with conn:
-            try:
-                assert answer.result(timeout=20) == "answered"  # the loop is still held
-            finally:
-                conn.sendall(b"x")  # let go of the loop
+
+        def answered_while_held():
+            assert answer.result(timeout=20) == "answered"
+        while_held(gate, lambda: answer.result(timeout=5), answered_while_held)
     assert holder.ping().result(timeout=20) == "pong"
 
 

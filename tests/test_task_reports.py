@@ -7,25 +7,14 @@ import threading
 
 import pytest
 
-import actorrt
+from loop_gates import hold_this_workers_loop, while_held
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def hold_the_loop_then_return(port):
     """Hold this worker's event loop (until the test lets go), then return."""
-    held = threading.Event()
-
-    def hold():
-        with socket.create_connection(("127.0.0.1", port)) as gate:
-            gate.settimeout(60)
-            held.set()
-            gate.recv(1)  # (the test sends a byte once it has the result)
-
-    # (Straight to the loop, not through the runtime: a task that hands its loop work
-    # through the runtime is reported after it, from the loop.)
-    actorrt.get_worker().host.loop.call_soon_threadsafe(hold)
-    held.wait(60)
+    hold_this_workers_loop(port)
     return "done"
 
 
@@ -33,16 +22,10 @@ def test_a_tasks_result_does_not_wait_for_its_workers_loop(pclient):
     with socket.create_server(("127.0.0.1", 0)) as gate:
         gate.settimeout(30)
         future = pclient.submit(hold_the_loop_then_return, gate.getsockname()[1], pure=False)
-        try:
-            conn, _ = gate.accept()
-        except TimeoutError:
-            future.result(timeout=5)  # the task failed before it held the loop: say why
-            raise
-        with conn:
-            try:
-                assert future.result(timeout=20) == "done"  # its worker's loop is still held
-            finally:
-                conn.sendall(b"x")  # let go of the loop
+
+        def done_while_held():
+            assert future.result(timeout=20) == "done"
+        while_held(gate, lambda: future.result(timeout=5), done_while_held)
     assert pclient.submit(len, "four", pure=False).result(timeout=20) == 4
 
 
