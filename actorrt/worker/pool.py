@@ -281,9 +281,10 @@ class TaskPool:
                 _after(job, after)
                 if not self._completions.wake():
                     return
-            # Let go before waiting for the next job: its result and arguments would live
-            # on here after the worker freed them, until this thread ran something else.
-            job = None
+            # Let go before waiting for the next job: its result and arguments (and its
+            # report) would live on here after the worker freed them, until this thread
+            # ran something else.
+            job = after = None
 
     def secede(self) -> bool:
         """Called from a pool thread: give this job's slot back. Returns False outside a job."""
