@@ -110,8 +110,9 @@ def post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) ->
     Every hand-off of work from a thread to a loop goes through here (not a pool thread
     handing its finished job back, which comes last) and is counted per thread
     (:func:`posts_made`), so a thread can tell whether what it just ran asked the loop
-    for anything: an actor's answer written from its thread must not pass what the
-    method's own sends left queued on the loop (UserActor._run_sync)."""
+    for anything: an actor's answer (UserActor._run_sync) or a task's report
+    (Worker._report_from_thread) written from its thread must not pass what the method
+    or the task left queued on the loop."""
     _thread.posts += 1
     loop.call_soon_threadsafe(fn, *args)
 

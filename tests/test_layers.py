@@ -145,9 +145,9 @@ _UNCOUNTED_HAND_OFFS = {"runtime.py": 1, "core/tcp.py": 1, "worker/pool.py": 1, 
 
 
 def test_hand_offs_to_a_loop_are_counted():
-    # An actor's answer leaves from its thread only if the method handed the loop
-    # nothing (runtime.posts_made); a hand-off that bypasses runtime.post would let the
-    # answer pass what the method sent.
+    # An actor's answer or a task's report leaves from its thread only if the method or
+    # the task handed the loop nothing (runtime.posts_made); a hand-off that bypasses
+    # runtime.post would let it pass what they sent.
     found: dict[str, int] = {}
     for path in _modules():
         for node in ast.walk(ast.parse(path.read_text())):

@@ -366,12 +366,9 @@ class TCPComm(Comm):
         if self._flush_scheduled:
             self._flush()  # (the turn's scheduled flush then finds nothing)
 
-    def send_from_thread(self, msg: Any) -> bool:
-        # Encoded on the calling thread; written under the writer's lock, and only when
-        # nothing the loop holds for this peer (its batch, its queue) would go after it.
-        data = self.frame_for_thread(msg)
-        return data is not None and self.write_from_thread(data)
-
+    # send_from_thread (Comm's) is these two: encoded on the calling thread; written under
+    # the writer's lock, only when nothing the loop holds for this peer (its batch, its
+    # queue) would go after it.
     def frame_for_thread(self, msg: Any) -> bytes | None:
         if not self.threads_may_send or self.closed or self._phase != "open":
             return None

@@ -413,9 +413,9 @@ class Worker(Actor):
         run: TaskRun = job.context
         if job.error is None:
             value = job.result
-            sent = run.reported
-            nbytes, typ = (sent.nbytes, sent.type) if sent is not None else (sizeof(value), type_name(value))
-            out = self.state.stimulus_executed(run.key, run.job, value, nbytes, typ, run.duration)
+            # (A size its thread measured for its report is not measured again.)
+            nbytes = run.reported.nbytes if run.reported is not None else sizeof(value)
+            out = self.state.stimulus_executed(run.key, run.job, value, nbytes, type_name(value), run.duration)
         else:
             out = self.state.stimulus_execute_erred(run.key, run.job, user_frames_only(job.error))
         self._run = run  # its report carries its start, stop and thread

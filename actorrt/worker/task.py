@@ -18,6 +18,7 @@ from ..core import Pickled
 from ..spec import substitute
 
 if TYPE_CHECKING:
+    from ..protocol import Finished
     from .actor import Worker
 
 # Functions kept loaded, by their pickle's header (many tasks share one function).
@@ -87,7 +88,7 @@ class TaskRun:
         # submit, a secede, an event logged...): only then may its report overtake them.
         self.quiet = False
         # The report this run's thread sent (Worker._report_from_thread), else None.
-        self.reported: Any = None
+        self.reported: Finished | None = None
 
     def __call__(self) -> Any:
         # Which thread runs which task, for the profiler's sampler (worker/profiler.py).
