@@ -83,8 +83,10 @@ class Slots(Protocol):
     loop: asyncio.AbstractEventLoop
 
     def block_on(self, start: Callable[[], Awaitable[Any]],
-                 undo: Callable[[Any], None] | None = None) -> Any:
-        """Wait for ``start()``'s outcome with the calling job's slot given back."""
+                 undo: Callable[[Any], None] | None = None, direct: "Direct | None" = None,
+                 arm: "Callable[[Waiter], bool] | None" = None) -> Any:
+        """Wait for ``start()``'s outcome with the calling job's slot given back
+        (``undo``, ``direct``, ``arm``: see :func:`block_on`)."""
 
     def secede(self) -> bool:
         """Give the calling job's slot back; False if there is none to give."""
@@ -103,18 +105,70 @@ class _ThreadState(threading.local):
 _thread = _ThreadState()
 
 
+class _Ledger:
+    """How many calls were handed to one loop (:func:`post`) and how many it has run."""
+
+    __slots__ = ("made", "run", "lock")
+
+    def __init__(self) -> None:
+        self.made = 0  # (any thread, under the lock)
+        self.run = 0   # (the loop's thread only)
+        self.lock = threading.Lock()
+
+
+_ledgers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ledger]" = weakref.WeakKeyDictionary()
+_ledgers_lock = threading.Lock()
+
+
+def _ledger(loop: asyncio.AbstractEventLoop) -> _Ledger:
+    ledger = _ledgers.get(loop)
+    if ledger is None:
+        with _ledgers_lock:
+            ledger = _ledgers.get(loop)
+            if ledger is None:
+                ledger = _ledgers[loop] = _Ledger()
+    return ledger
+
+
 def post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
     """From a thread that does not run ``loop``: have it call ``fn(*args)`` soon (calls
     from one thread run in the order made). RuntimeError if the loop is closed.
 
     Every hand-off of work from a thread to a loop goes through here (not a pool thread
-    handing its finished job back, which comes last) and is counted per thread
-    (:func:`posts_made`), so a thread can tell whether what it just ran asked the loop
-    for anything: an actor's answer (UserActor._run_sync) or a task's report
-    (Worker._report_from_thread) written from its thread must not pass what the method
-    or the task left queued on the loop."""
+    handing its finished job back, which comes last) and is counted twice:
+
+    - per thread (:func:`posts_made`), so a thread can tell whether what it just ran
+      asked the loop for anything: an actor's answer (UserActor._run_sync) or a task's
+      report (Worker._report_from_thread) written from its thread must not pass what
+      the method or the task left queued on the loop;
+    - per loop (:func:`caught_up`), so a thread about to send a message itself can
+      tell whether anything handed to the loop before, by any thread, is still to run
+      (and would then leave after it)."""
     _thread.posts += 1
-    loop.call_soon_threadsafe(fn, *args)
+    ledger = _ledger(loop)
+    with ledger.lock:
+        ledger.made += 1
+    try:
+        loop.call_soon_threadsafe(_run_posted, ledger, fn, args)
+    except RuntimeError:  # the loop is closed: never run, and no longer waited for
+        with ledger.lock:
+            ledger.made -= 1
+        raise
+
+
+def _run_posted(ledger: _Ledger, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        fn(*args)
+    finally:
+        ledger.run += 1
+
+
+def caught_up(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has run every call handed to it (:func:`post`) so far. A thread
+    sends a message itself (``Host.ask_from_thread``) only then: whatever those calls
+    queue for the wire went before it."""
+    ledger = _ledgers.get(loop)
+    return ledger is None or ledger.run == ledger.made
 
 
 def posts_made() -> int:
@@ -301,9 +355,16 @@ class Waiter:
         return self.result
 
 
+#: ``direct(on_done)``: send an ask from the calling thread and return the future its
+#: reply resolves, with ``on_done`` (if not None) attached before it can resolve; None
+#: if it cannot go that way (see ``Host.ask_from_thread``).
+Direct = Callable[["Callable[[asyncio.Future[Any]], None] | None"], "asyncio.Future[Any] | None"]
+
+
 def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
              arm: Callable[[Waiter], bool] | None = None,
-             undo: Callable[[Any], None] | None = None) -> Any:
+             undo: Callable[[Any], None] | None = None,
+             direct: Direct | None = None) -> Any:
     """Run ``start()`` on ``loop`` and wait, from this thread, for its outcome.
 
     ``start`` is called on the loop and returns an awaitable (a coroutine, or an
@@ -314,16 +375,24 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
     ``undo`` (a queue's get puts its items back).
 
     ``arm``, for an outcome the loop delivers anyway (an actor call's reply), saves
-    the hop to the loop where no slot is to be given back: ``arm(waiter)`` registers
-    ``waiter`` with the outcome, thread-safely, and returns False if it is already
-    there; block_on then returns None, and the caller reads the outcome itself.
+    the hop to the loop where no slot must be given back through it (outside a task,
+    or a task that only lends its slot, see ``TaskPool._wait_lending``):
+    ``arm(waiter)`` registers ``waiter`` with the outcome, thread-safely, and returns
+    False if it is already there; block_on then returns None, and the caller reads
+    the outcome itself.
+
+    ``direct``, for an ask this thread may write to the wire itself (see
+    :data:`Direct`), saves the hop to the loop on the way out: it is tried when the
+    loop has run everything handed to it so far (:func:`caught_up`), so the ask
+    cannot pass any of it. The loop is then woken by the reply alone, or, inside a
+    task's first wait, also to give the slot back, once the ask is on its way.
     """
     if asyncio._get_running_loop() is loop:  # (the non-raising form: this is a hot path)
         raise RuntimeError("blocking call on the client's event loop; use `await` "
                            "(Client(asynchronous=True)) from async code")
     slots = _thread.slots
     if slots is not None and slots.loop is loop:
-        return slots.block_on(start, undo)
+        return slots.block_on(start, undo, direct, arm)
     if arm is not None and slots is None:
         waiter = Waiter()
         return waiter.wait() if arm(waiter) else None
@@ -331,7 +400,7 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
     # gives its slot back: the rule does not depend on whose loop answers.
     seceded = slots is not None and slots.secede()
     try:
-        return wait_on_loop(loop, start, undo=undo)
+        return wait_on_loop(loop, start, undo=undo, direct=direct)
     finally:
         if seceded:
             assert slots is not None
@@ -340,13 +409,22 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
 
 def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
                  then: "Callable[[asyncio.Future, Waiter], None] | None" = None,
-                 undo: Callable[[Any], None] | None = None) -> Any:
+                 undo: Callable[[Any], None] | None = None,
+                 direct: Direct | None = None) -> Any:
     """The bare hand-off of :func:`block_on`: no slot policy of its own. ``then(fut,
     waiter)``, on the loop once ``start()``'s future exists, arranges for the waiter to
-    be woken (a pool gives the slot back meanwhile); by default when ``fut`` is done."""
+    be woken (a pool gives the slot back meanwhile); by default when ``fut`` is done.
+    (``direct``: see :func:`block_on`.)"""
     waiter = Waiter()
     started: list[asyncio.Future] = []
-    post(loop, _begin, start, waiter, started, then or _wake_when_done)
+    fut = direct(waiter.set_from if then is None else None) \
+        if direct is not None and caught_up(loop) else None
+    if fut is None:
+        post(loop, _begin, start, waiter, started, then or _wake_when_done)
+    else:
+        started.append(fut)  # (read on the loop only after a later post: _after_interrupt)
+        if then is not None:
+            post(loop, then, fut, waiter)
     try:
         return waiter.wait()
     except BaseException as e:
@@ -419,8 +497,8 @@ def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
         post(loop, fn, *args)
 
 
-__all__ = ["Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on",
-           "claimed_keys", "collecting_claims", "collecting_futures", "current_client",
+__all__ = ["Direct", "Ready", "Slots", "Waiter", "binding", "block_on", "bound_client", "call_on",
+           "caught_up", "claimed_keys", "collecting_claims", "collecting_futures", "current_client",
            "current_job", "current_slots", "current_worker", "default_client", "default_client_as",
            "enter_job", "install_slots", "leave_job", "lend_client_makers", "make_actor_handle",
            "make_task_client", "on_loop", "pickled_futures", "post", "posts_made", "running_actor",

@@ -12,7 +12,8 @@ import threading
 
 import pytest
 
-from actorrt.core import Actor, CommClosedError
+from actorrt.core import Actor, ActorRef, CommClosedError
+from actorrt.testing import poll_for
 
 from test_core_comm import Echo, hosts, no_leaks, run  # noqa: F401  (no_leaks: autouse)
 
@@ -176,4 +177,89 @@ def test_an_actor_takes_back_its_threads_work_before_each_message(transport):
             actor.pending.append("from a thread")  # (as a task's thread would leave it)
             assert await h0.ask(ref, "seen") == [1, "from a thread"]
             assert await h0.ask(ref, "seen") == []
+    run(main())
+
+
+# --- a thread's own asks and tells (Host.ask_from_thread, Host.tell_from_thread) -------------
+
+
+def test_a_threads_ask_is_written_by_the_thread_and_answered_on_the_loop():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            done = []
+            comm = h0.comm_to(h1.address)
+            fut = _in_thread(h0.ask_from_thread, ref, "echo", {"x": 5}, done.append)
+            # Written while this loop waited for the thread: the loop queued nothing.
+            assert fut is not None and not comm._outbox
+            assert await fut == 5
+            assert done == [fut]  # (attached first: it ran before this await returned) and not h0._pending
+            assert not any(h0._pending_by_comm.values())
+    run(main())
+
+
+def test_a_threads_ask_that_cannot_go_itself_leaves_nothing_behind():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            h0.tell(ref, "record", x=1)  # queued by the loop: a thread's ask would pass it
+            assert _in_thread(h0.ask_from_thread, ref, "echo", {"x": 2}) is None
+            assert _in_thread(h0.tell_from_thread, ref, "record", {"x": 2}) is False
+            await h0.ask(ref, "echo", x=0)  # (the queue is written out)
+            # Too large for one write from a thread (it goes in slices, from the loop).
+            big = bytes(1 << 20)
+            assert _in_thread(h0.ask_from_thread, ref, "echo", {"x": big}) is None
+            # No connection to that host yet (opening one is the loop's work).
+            elsewhere = ActorRef("tcp://127.0.0.1:9", "echo")
+            assert _in_thread(h0.ask_from_thread, elsewhere, "echo", {"x": 3}) is None
+            assert not h0._pending and not any(h0._pending_by_comm.values())
+            assert await h0.ask(ref, "get") == [1]
+    run(main())
+
+
+def test_a_threads_tell_keeps_its_place_after_what_the_loop_queued_before():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            assert _in_thread(h0.tell_from_thread, ref, "record", {"x": 1}) is True
+            h0.tell(ref, "record", x=2)
+            assert await h0.ask(ref, "get") == [1, 2]
+    run(main())
+
+
+def test_a_threads_ask_on_a_closed_connection_does_not_go_and_the_loop_asks_instead():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            comm = h0.comm_to(h1.address)
+            comm.close()
+            h0._comms[h1.address] = comm  # (as if the thread looked before the loop forgot it)
+            assert _in_thread(h0.ask_from_thread, ref, "echo", {"x": 1}) is None
+            del h0._comms[h1.address]
+            assert not h0._pending
+            assert await h0.ask(ref, "echo", x=2) == 2  # (the loop opens a new one)
+    run(main())
+
+
+def test_an_ask_in_flight_from_a_thread_fails_when_its_connection_closes():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            fut = _in_thread(h0.ask_from_thread, ref, "wait", {})
+            assert fut is not None
+            await poll_for(lambda: echo.held is not None)
+            h0.comm_to(h1.address).close()
+            with pytest.raises(CommClosedError):
+                await fut
+            assert not h0._pending
+    run(main())
+
+
+def test_no_thread_ask_on_an_in_process_connection():
+    async def main():
+        async with hosts("inproc") as (h0, h1):
+            ref = h1.spawn(Echo(), "echo")
+            await h0.ask(ref, "echo", x=0)
+            assert _in_thread(h0.ask_from_thread, ref, "echo", {"x": 1}) is None
+            assert _in_thread(h0.tell_from_thread, ref, "record", {"x": 1}) is False
     run(main())

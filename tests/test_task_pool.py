@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 
+from actorrt import runtime
 from actorrt.testing import poll_for
 from actorrt.worker.pool import Job, TaskPool
 
@@ -174,5 +175,117 @@ def test_finished_jobs_are_handed_back_on_demand():
         pool.submit(Job(lambda: "next", lambda job: (done.append(job.result), second.set())))
         await asyncio.wait_for(second.wait(), 20)
         assert done == ["value", "next"]  # the first handed back once
+        pool.close()
+    asyncio.run(main())
+
+
+# --- a wait that lends its slot (TaskPool._wait_lending) ------------------------------------
+
+
+class Waits:
+    """A job that waits twice through the pool: first on a loop future the test resolves
+    (the slot is given back, and on_secede told), then on an armed outcome (lent)."""
+
+    def __init__(self, pool, loop):
+        self.pool, self.loop = pool, loop
+        self.first = loop.create_future()
+        self.armed = []         # the second wait's waiter, once it waits
+        self.posts = None       # posts the thread made during the second wait
+
+    def run(self):
+        self.pool.block_on(lambda: self.first)
+        before = runtime.posts_made()
+        value = self.pool.block_on(self._never_started, arm=self._arm)
+        self.posts = runtime.posts_made() - before
+        return value
+
+    def _arm(self, waiter):
+        self.armed.append(waiter)
+        return True
+
+    def _never_started(self):  # (the armed outcome comes without the loop starting anything)
+        raise AssertionError("a lent wait does not start anything on the loop")
+
+
+def _submit(pool, fn):
+    done = asyncio.get_running_loop().create_future()
+    pool.submit(Job(fn, lambda job: done.set_result(job)))
+    return done
+
+
+def test_a_later_wait_lends_its_slot_and_takes_it_back_without_the_loop():
+    async def main():
+        pool = TaskPool(1)
+        seceded = []
+        pool.on_secede = seceded.append
+        waits = Waits(pool, asyncio.get_running_loop())
+        done = _submit(pool, waits.run)
+        await poll_for(lambda: seceded)  # the first wait gave the slot back, and said so
+        waits.first.set_result(None)
+        await poll_for(lambda: waits.armed)
+        assert pool.running == 1  # (lent, not taken: nothing wanted it)
+        waits.armed[0].set("second")
+        job = await done
+        assert job.result == "second" and job.error is None
+        assert waits.posts == 0  # the loop was never asked for anything
+        assert len(seceded) == 1 and pool.running == 0 and not pool._lent
+        pool.close()
+    asyncio.run(main())
+
+
+def test_a_job_started_while_a_slot_is_lent_runs_and_the_lender_waits_its_turn():
+    async def main():
+        pool = TaskPool(1)
+        pool.on_secede = lambda job: None
+        waits = Waits(pool, asyncio.get_running_loop())
+        done = _submit(pool, waits.run)
+        await poll_for(lambda: pool.running == 0)  # (the first wait gave the slot back)
+        waits.first.set_result(None)
+        await poll_for(lambda: waits.armed)
+        # Only the lent slot is free: the pool takes it for the new job.
+        release = threading.Event()
+        other = _submit(pool, lambda: release.wait(10) and "other")
+        await poll_for(lambda: not pool._lent)
+        waits.armed[0].set("second")  # the lender's outcome: it must wait for a slot
+        await poll_for(lambda: pool._rejoiners)
+        assert not done.done() and pool.running == 1
+        release.set()
+        assert (await other).result == "other"
+        job = await done
+        assert job.result == "second" and waits.posts == 1  # (one: to take a slot again)
+        assert pool.running == 0
+        pool.close()
+    asyncio.run(main())
+
+
+def test_a_slot_lent_while_a_job_waits_for_one_goes_to_that_job_at_once():
+    """The pool is full and a job waits in its queue when a running job lends its slot:
+    the loop is woken to pass the slot on (nothing else would wake it)."""
+    async def main():
+        pool = TaskPool(1)
+        pool.on_secede = lambda job: None
+        waits = Waits(pool, asyncio.get_running_loop())
+        go_on = threading.Event()
+
+        def wait_twice():
+            pool.block_on(lambda: waits.first)  # gives the slot back, then takes it again
+            go_on.wait(10)                      # holds it while the next job queues
+            before = runtime.posts_made()
+            value = pool.block_on(waits._never_started, arm=waits._arm)
+            waits.posts = runtime.posts_made() - before
+            return value
+
+        done = _submit(pool, wait_twice)
+        await poll_for(lambda: pool.running == 0)
+        waits.first.set_result(None)
+        await poll_for(lambda: pool.running == 1 and not pool._rejoiners)
+        queued = _submit(pool, lambda: "queued")
+        assert pool.ready  # (no slot for it)
+        go_on.set()
+        assert (await queued).result == "queued"  # it ran in the lent slot
+        assert not done.done()
+        waits.armed[0].set("second")
+        assert (await done).result == "second"
+        assert waits.posts == 2  # to pass the slot on, and to take one again
         pool.close()
     asyncio.run(main())

@@ -1,11 +1,19 @@
 """Sending actor calls: one ask from the caller's host straight to the actor's host.
 
 Every client (a user's, or the one a worker shares with its tasks and actors) has one
-:class:`Caller`. Calls made from other threads join a small outbox that is flushed
-onto the client's loop once per loop turn (one ``call_soon_threadsafe`` for however
-many calls arrived), so a tight loop of ``counter.increment()`` costs one wake-up of
-the loop per batch, not per call. Calls from one thread keep their order: the outbox
-is FIFO and a host keeps per-connection order.
+:class:`Caller`. A call made from another thread than the loop's goes one of two ways:
+
+* **written by that thread** (``Host.ask_from_thread``), when the caller's previous
+  such call has been answered and nothing handed to the loop is still to run: the
+  loop is woken only by the reply, so a sequential call costs one thread hand-off
+  fewer;
+* otherwise it joins a small outbox that is flushed onto the client's loop once per
+  loop turn (one wake-up for however many calls arrived), so a tight loop of
+  ``counter.increment()`` costs one write per batch, not per call.
+
+Calls from one thread keep their order: a thread writes a call itself only when none
+of its earlier ones is still in the outbox or the loop's hands, the outbox is FIFO,
+and a host keeps per-connection order.
 
 Each actor the client talks to has a :class:`Link`: where the actor lives now and
 whether that is being re-learned. The scheduler is asked only after a failure:
@@ -83,6 +91,7 @@ class Caller:
         self._lock = threading.Lock()
         self._outbox: list[tuple[Link, Call]] = []
         self._scheduled = False
+        self._last_from_thread: asyncio.Future | None = None  # the last call a thread sent itself
         self._tasks: set[asyncio.Task] = set()
 
     def link(self, key: str, label: str, ref: ActorRef) -> Link:
@@ -99,6 +108,11 @@ class Caller:
             self._dispatch(link, call)
             return
         with self._lock:
+            # Straight onto the wire if nothing sent earlier is still on its way to it
+            # (this thread's calls keep their order): the loop is then woken only by
+            # the reply, one thread hand-off fewer per call.
+            if not self._scheduled and self._send_from_thread(link, call):
+                return
             self._outbox.append((link, call))
             if self._scheduled:
                 return
@@ -107,6 +121,32 @@ class Caller:
             runtime.post(self.loop, self._flush)
         except RuntimeError:  # the loop is closed: so is the client
             self._flush_closed()
+
+    def _send_from_thread(self, link: Link, call: Call) -> bool:
+        """Send ``call`` from this thread (see Host.ask_from_thread); False if it must
+        go through the loop: the link is being re-learned, there is no open connection
+        to the actor's host to write on, or the loop has yet to run something handed
+        to it (a submit of a Future this call carries: the call must not pass it)."""
+        if link.resolving or link.dead is not None or self.host.status != "running" \
+                or not runtime.caught_up(self.loop):
+            return False
+        last = self._last_from_thread
+        if last is not None and not last.done():
+            # Calls come faster than replies (a pipeline): they go in the loop's batches,
+            # one write per turn for all of them rather than one per call.
+            return False
+        # (Written on an open connection, so it may have reached the actor if it fails.)
+        fut = self.host.ask_from_thread(link.ref, call.op, self._fields(call),
+                                        functools.partial(self._on_reply, link, call, True))
+        if fut is None:
+            return False
+        self._last_from_thread = fut
+        return True
+
+    def _fields(self, call: Call) -> dict:
+        if call.op == CALL:
+            return {"method": call.name, "args": call.args, "holder": self.client_id}
+        return {"name": call.name, "holder": self.client_id}
 
     def _flush(self) -> None:
         with self._lock:
@@ -139,10 +179,7 @@ class Caller:
         # the connection is still to be opened (a dead host refuses it).
         reachable = ref.address == host.address or host.is_connected(ref.address)
         try:
-            if call.op == CALL:
-                fut = host.ask(ref, CALL, method=call.name, args=call.args, holder=self.client_id)
-            else:
-                fut = host.ask(ref, GETATTR, name=call.name, holder=self.client_id)
+            fut = host.ask(ref, call.op, **self._fields(call))
         except Exception as e:  # the host is closing
             call.state.err(self._closed_error(e))
             return
@@ -206,10 +243,15 @@ class Caller:
             link.ref = ActorRef(info["address"], link.ref.id)
         else:
             link.dead = ActorDeadError(f"actor {link.label} {info.get('reason', 'is gone')}")
-        link.resolving = False
+        # The backlog goes out before the link is marked known: a thread sends a new
+        # call itself only once nothing sent earlier waits here (send).
         backlog, link.backlog = link.backlog, []
         for call in backlog:
-            self._dispatch(link, call)
+            if link.dead is not None or self._client_gone() or self.host.status != "running":
+                self._dispatch(link, call)
+            else:
+                self._ask(link, call)
+        link.resolving = False
 
     # --- closing -----------------------------------------------------------------------------
     def _client_gone(self) -> bool:

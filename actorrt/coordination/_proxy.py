@@ -198,21 +198,52 @@ def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict,
             host.tell(ref, "abandon", call=fields["call"])
             if on_late is not None:
                 on_late(value)
-        return runtime.block_on(client.loop, lambda: _withdrawable_future(host, ref, op, fields, on_late),
-                                undo=unseen)
-    return runtime.block_on(client.loop, lambda: host.ask(ref, op, **fields))
+
+        return runtime.block_on(
+            client.loop, lambda: _withdrawable_future(host, ref, op, fields, on_late), undo=unseen,
+            direct=lambda on_done: _withdrawable_from_thread(host, ref, op, fields, on_late, on_done))
+    return runtime.block_on(client.loop, lambda: host.ask(ref, op, **fields),
+                            direct=lambda on_done: host.ask_from_thread(ref, op, fields, on_done))
 
 
 def _withdrawable_future(host: Any, ref: ActorRef, op: str, fields: dict,
                          on_late: Callable[[Any], None] | None) -> "asyncio.Future[Any]":
-    """On the loop: :func:`_ask_withdrawable` as a bare future, for a thread's wait (no
-    coroutine: it would cost an asyncio Task and more turns of the loop per call).
-    Cancelled (the waiting thread was interrupted), the ask is withdrawn the same way.
-    (The async face keeps the coroutine: a Task cancelled after this future got its
-    value but before the Task resumed would drop the value, where the coroutine's
-    ``except CancelledError`` hands it back.)"""
-    fut = host.ask(ref, op, **fields)
-    outer = asyncio.get_running_loop().create_future()
+    """On the loop: a blocking ask as a withdrawable bare future (:func:`_withdrawable`)."""
+    def send(settle: Callable[["asyncio.Future[Any]"], None]) -> "asyncio.Future[Any]":
+        fut = host.ask(ref, op, **fields)
+        fut.add_done_callback(settle)
+        return fut
+    outer = _withdrawable(host, ref, fields["call"], on_late, None, send)
+    assert outer is not None  # (an ask on the loop always goes)
+    return outer
+
+
+def _withdrawable_from_thread(host: Any, ref: ActorRef, op: str, fields: dict,
+                              on_late: Callable[[Any], None] | None,
+                              on_done: "Callable[[asyncio.Future[Any]], None] | None",
+                              ) -> "asyncio.Future[Any] | None":
+    """From a thread: the same, sent by the thread itself (``runtime.Direct``), or None."""
+    return _withdrawable(host, ref, fields["call"], on_late, on_done,
+                         lambda settle: host.ask_from_thread(ref, op, fields, settle))
+
+
+def _withdrawable(host: Any, ref: ActorRef, call: str, on_late: Callable[[Any], None] | None,
+                  on_done: "Callable[[asyncio.Future[Any]], None] | None",
+                  send: "Callable[[Callable[[asyncio.Future[Any]], None]], asyncio.Future[Any] | None]",
+                  ) -> "asyncio.Future[Any] | None":
+    """:func:`_ask_withdrawable` as a bare future, for a thread's wait (no coroutine: it
+    would cost an asyncio Task and more turns of the loop per call). Cancelled (the
+    waiting thread was interrupted), the ask is withdrawn the same way. (The async face
+    keeps the coroutine: a Task cancelled after this future got its value but before
+    the Task resumed would drop the value, where the coroutine's ``except
+    CancelledError`` hands it back.)
+
+    ``send(settle)`` sends the ask, on the loop or from the thread, with ``settle``
+    attached to its future; this returns None if it did not go (from a thread: see
+    Host.ask_from_thread). Every callback is attached before the ask is sent, since a
+    thread may not attach one to a future the loop could already be resolving."""
+    outer = host.loop.create_future()
+    asked: list[asyncio.Future[Any]] = []
 
     def settle(f: "asyncio.Future[Any]") -> None:
         if outer.done():
@@ -225,12 +256,16 @@ def _withdrawable_future(host: Any, ref: ActorRef, op: str, fields: dict,
             outer.set_result(f.result())
 
     def given_up(o: "asyncio.Future[Any]") -> None:
-        if not o.cancelled():
-            return
-        _withdraw(host, ref, fields["call"], fut, on_late)
+        if o.cancelled():  # (runs on the loop, after send returned)
+            _withdraw(host, ref, call, asked[0], on_late)
 
-    fut.add_done_callback(settle)
+    if on_done is not None:
+        outer.add_done_callback(on_done)
     outer.add_done_callback(given_up)
+    fut = send(settle)
+    if fut is None:
+        return None
+    asked.append(fut)
     return outer
 
 
@@ -265,13 +300,15 @@ def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]],
     return runtime.block_on(client.loop, fn, undo=undo)
 
 
-def call_on_loop(client: "Client", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Have the loop call ``fn`` soon, without waiting. Calls from one thread run in
-    the order made, and before any later ask from that thread."""
+def tell_from_thread(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
+    """From a thread that does not run the client's loop: send a tell, without waiting.
+    Written by this thread itself once the loop has run everything handed to it so far
+    (so it passes none of it, see ``runtime.caught_up``), else through the loop; calls
+    from one thread keep their order either way."""
     _check_open(client)
-    if kwargs:
-        fn = functools.partial(fn, **kwargs)
-    runtime.post(client.loop, fn, *args)
+    if runtime.caught_up(client.loop) and client.host.tell_from_thread(ref, op, fields):
+        return
+    runtime.post(client.loop, functools.partial(client.host.tell, ref, op, **fields))
 
 
 def _release(client: "Client", registry: ActorRef, kind: str, name: str, holder: str) -> None:

@@ -161,6 +161,59 @@ class Host:
         comm = self._send(ref.address, [ref.id, op, rid, fields])
         return self._await_reply(rid, comm)
 
+    def ask_from_thread(self, ref: ActorRef, op: str, fields: dict,
+                        on_done: "Callable[[asyncio.Future[Any]], None] | None" = None,
+                        ) -> "asyncio.Future[Any] | None":
+        """``ask``, from a thread that does not run the loop, written straight onto the
+        open connection to ``ref``'s host: the loop is not woken to send it, only by
+        the reply. The future that reply resolves (on the loop), or None when the ask
+        cannot go this way (no open plain-TCP connection yet, something queued for
+        that peer, a large message): then the caller asks on the loop as usual.
+
+        ``on_done(fut)`` is attached before the ask can be answered, since attaching a
+        callback to a future another thread may resolve is not safe."""
+        assert self.loop is not None, "host not started"
+        comm = self._comm_for_thread(ref.address)
+        if comm is None:
+            return None
+        rid = next(self._rids)
+        data = comm.frame_for_thread([ref.id, op, rid, fields])
+        if data is None:
+            return None
+        fut = self.loop.create_future()
+        if on_done is not None:
+            fut.add_done_callback(on_done)
+        # Registered before it is written (the reply may come at once). A connection
+        # that closes in between is marked closed before the loop fails its asks, so
+        # either the write below sees it closed, or the loop fails this ask.
+        self._pending[rid] = (fut, comm)
+        self._pending_by_comm.setdefault(comm, set()).add(rid)
+        if comm.write_from_thread(data):
+            return fut
+        if self._pending.pop(rid, None) is None:
+            return fut  # the connection closed meanwhile, and the loop failed the ask
+        rids = self._pending_by_comm.get(comm)
+        if rids is not None:
+            rids.discard(rid)
+        return None
+
+    def tell_from_thread(self, ref: ActorRef, op: str, fields: dict) -> bool:
+        """``tell``, from a thread that does not run the loop, written straight onto the
+        open connection (as :meth:`ask_from_thread`); False if it cannot go that way."""
+        comm = self._comm_for_thread(ref.address)
+        if comm is None:
+            return False
+        data = comm.frame_for_thread([ref.id, op, 0, fields])
+        return data is not None and comm.write_from_thread(data)
+
+    def _comm_for_thread(self, address: str) -> Comm | None:
+        """The connection a thread may write a message to ``address`` on itself: open,
+        plain TCP, and with nothing still waiting for it to open."""
+        comm = self._comms.get(address)
+        if comm is None or not comm.threads_may_send or address in self._queued:
+            return None
+        return comm
+
     def _await_reply(self, rid: int, comm: Comm | None) -> "asyncio.Future[Any]":
         """The future request ``rid`` resolves; only ``comm`` may answer it."""
         assert self.loop is not None
@@ -256,13 +309,15 @@ class Host:
             logger.info("could not reach %s: %s", address, e)
             return
         self._connecting.pop(address, None)
-        for msg in self._queued.pop(address, []):
+        # Forgotten only once sent: a thread's ask (ask_from_thread) must not pass them.
+        for msg in self._queued.get(address, ()):
             comm.send(msg)
             if msg[2]:
                 entry = self._pending.get(msg[2])
                 if entry is not None:
                     self._pending[msg[2]] = (entry[0], comm)
                     self._pending_by_comm.setdefault(comm, set()).add(msg[2])
+        self._queued.pop(address, None)
 
     async def connect(self, address: str, timeout: float | None = None) -> Comm:
         """Return the open comm to ``address``, opening one if needed."""
@@ -329,7 +384,8 @@ class Host:
             self._fail_rid(msg[2], err)
 
     def _fail_pending(self, comm: Comm | None, exc: Exception) -> None:
-        rids = list(self._pending) if comm is None else self._pending_by_comm.pop(comm, ())
+        # (A copy: a thread's ask may add to the set meanwhile, see ask_from_thread.)
+        rids = list(self._pending) if comm is None else list(self._pending_by_comm.pop(comm, ()))
         for rid in rids:
             self._fail_rid(rid, exc)
 

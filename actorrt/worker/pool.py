@@ -31,7 +31,8 @@ class Job:
     (Worker._report_from_thread): decided before the loop sees the job, sent after.
     """
 
-    __slots__ = ("fn", "done", "then", "result", "error", "holds_slot", "seceded", "context")
+    __slots__ = ("fn", "done", "then", "result", "error", "holds_slot", "seceded", "context",
+                 "lent", "gave_back")
 
     def __init__(self, fn: Callable[[], Any], done: Callable[["Job"], None], context: Any = None,
                  then: "Callable[[Job], Callable[[], None] | None] | None" = None) -> None:
@@ -42,6 +43,8 @@ class Job:
         self.error: BaseException | None = None
         self.holds_slot = False   # loop side: counts in ``running``
         self.seceded = False      # thread side: secede() called and not yet rejoined
+        self.lent = False         # its slot is lent to the loop while it waits (TaskPool._lend)
+        self.gave_back = False    # loop side: it gave its slot back once (so on_secede was told)
         self.context = context
 
 
@@ -144,6 +147,9 @@ class TaskPool:
         self.running = 0                 # slots in use (loop side)
         self.ready: deque[Job] = deque()  # waiting for a slot
         self._rejoiners: deque[Callable[[], None]] = deque()
+        # Slots lent to the loop by waiting jobs, not yet taken into ``running`` (_lend).
+        self._lent: deque[Job] = deque()
+        self._lent_lock = threading.Lock()
         self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy_threads = 0
@@ -167,6 +173,8 @@ class TaskPool:
         self._dispatch()
 
     def _dispatch(self) -> None:
+        if self._lent:  # (read unlocked: a slot lent before this is seen)
+            self._take_lent()
         while self._rejoiners and self.running < self.nthreads:
             self.running += 1
             self._rejoiners.popleft()()
@@ -212,10 +220,24 @@ class TaskPool:
     def _on_secede(self, job: Job) -> None:
         if job.holds_slot:
             job.holds_slot = False
+            job.gave_back = True
             self.running -= 1
             self._dispatch()
             if self.on_secede is not None:
                 self.on_secede(job)
+
+    def _take_lent(self) -> None:
+        """Count the slots waiting jobs lent (:meth:`_lend`) as free, before any
+        decision that depends on them: every one goes through :meth:`_dispatch`."""
+        with self._lent_lock:
+            jobs = [job for job in self._lent if job.lent]
+            self._lent.clear()
+            for job in jobs:
+                job.lent = False
+        for job in jobs:
+            if job.holds_slot:
+                job.holds_slot = False
+                self.running -= 1
 
     def _on_rejoin(self, job: Job, wake: Callable[[], None]) -> None:
         if job.holds_slot:
@@ -298,18 +320,67 @@ class TaskPool:
         return True
 
     def block_on(self, start: Callable[[], Awaitable[Any]],
-                 undo: Callable[[Any], None] | None = None) -> Any:
+                 undo: Callable[[Any], None] | None = None,
+                 direct: runtime.Direct | None = None,
+                 arm: Callable[[Waiter], bool] | None = None) -> Any:
         """From a pool thread: run the awaitable ``start()`` makes on the loop and wait.
 
         The job's thread slot is given back while it waits and taken again before it
         returns, as secede/rejoin would, but with one hand-off to the loop and one back
         instead of three: blocking calls inside tasks (``result()``, actor calls, locks,
-        queues) cost little more than from a client. (``undo``: see runtime.block_on.)
+        queues) cost little more than from a client. (``undo``, ``direct``: see
+        runtime.block_on; an ask the thread sends itself is on its way before the loop
+        is asked to give the slot back.)
         """
         job = runtime.current_job()
         if job is None or job.seceded:  # not a task, or already seceded by hand
-            return runtime.wait_on_loop(self.loop, start, undo=undo)
-        return runtime.wait_on_loop(self.loop, start, functools.partial(self._slot_back_while, job), undo)
+            return runtime.wait_on_loop(self.loop, start, undo=undo, direct=direct)
+        if job.gave_back and (direct is not None or arm is not None):
+            return self._wait_lending(job, start, undo, direct, arm)
+        return runtime.wait_on_loop(self.loop, start, functools.partial(self._slot_back_while, job),
+                                    undo, direct)
+
+    def _wait_lending(self, job: Job, start: Callable[[], Awaitable[Any]],
+                      undo: Callable[[Any], None] | None, direct: runtime.Direct | None,
+                      arm: Callable[[Waiter], bool] | None) -> Any:
+        """:meth:`block_on` for a job that gave its slot back once already, waiting for
+        an ask it sends itself (``direct``) or for an outcome the loop delivers anyway
+        (``arm``): neither needs the loop woken on the way out, so the slot is only
+        lent to it (:meth:`_lend`), taken at the loop's next decision about slots.
+
+        The first wait of a job always wakes the loop (on_secede): a scheduler that
+        counts the job against this worker's slots must hear that it waits, or a task
+        it would place here, which the wait may depend on, never comes. After that, no
+        one but this pool counts the slot, and it takes the loan into account before
+        it starts anything (_dispatch)."""
+        self._lend(job)
+        try:
+            if arm is not None:
+                waiter = Waiter()
+                return waiter.wait() if arm(waiter) else None
+            return runtime.wait_on_loop(self.loop, start, undo=undo, direct=direct)
+        finally:
+            if not self._recall(job):
+                self._rejoin(job)  # the loop took the slot meanwhile: wait for one
+
+    def _lend(self, job: Job) -> None:
+        with self._lent_lock:
+            job.lent = True
+            self._lent.append(job)
+        # Someone waits for a slot already: the loop passes this one on now, as it would
+        # a slot given back. (Read after the loan is noted: a waiter queued after this
+        # read is queued by a _dispatch that finds the loan.)
+        if self._rejoiners or self.ready:
+            runtime.post(self.loop, self._dispatch)
+
+    def _recall(self, job: Job) -> bool:
+        """Take back a slot lent by :meth:`_lend`; False if the loop took it meanwhile."""
+        with self._lent_lock:
+            if not job.lent:
+                return False
+            job.lent = False
+            self._lent.remove(job)
+            return True
 
     def rejoin(self) -> None:
         """Called from a pool thread after :meth:`secede`: wait for a slot again."""
@@ -317,6 +388,9 @@ class TaskPool:
         if job is None or not job.seceded:
             return
         job.seceded = False
+        self._rejoin(job)
+
+    def _rejoin(self, job: Job) -> None:
         waiter = Waiter()
         runtime.post(self.loop, self._on_rejoin, job, lambda: waiter.set(None))
         waiter.wait()
