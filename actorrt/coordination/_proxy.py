@@ -308,6 +308,14 @@ def tell_from_thread(client: "Client", ref: ActorRef, op: str, **fields: Any) ->
     _check_open(client)
     if runtime.caught_up(client.loop) and client.host.tell_from_thread(ref, op, fields):
         return
+    tell_on_loop(client, ref, op, **fields)
+
+
+def tell_on_loop(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
+    """From a thread that does not run the client's loop: have the loop send a tell.
+    For a stream of tells nobody waits on, which the loop writes a turn's worth at a
+    time; calls from one thread keep their order."""
+    _check_open(client)
     runtime.post(client.loop, functools.partial(client.host.tell, ref, op, **fields))
 
 
