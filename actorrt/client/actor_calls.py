@@ -91,7 +91,8 @@ class Caller:
         self._lock = threading.Lock()
         self._outbox: list[tuple[Link, Call]] = []
         self._scheduled = False
-        self._last_from_thread: asyncio.Future | None = None  # the last call a thread sent itself
+        # The reply of the last call a thread sent itself (weakly: not its value).
+        self._last_from_thread: weakref.ref[asyncio.Future] | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def link(self, key: str, label: str, ref: ActorRef) -> Link:
@@ -130,7 +131,7 @@ class Caller:
         if link.resolving or link.dead is not None or self.host.status != "running" \
                 or not runtime.caught_up(self.loop):
             return False
-        last = self._last_from_thread
+        last = self._last_from_thread() if self._last_from_thread is not None else None
         if last is not None and not last.done():
             # Calls come faster than replies (a pipeline): they go in the loop's batches,
             # one write per turn for all of them rather than one per call.
@@ -140,7 +141,7 @@ class Caller:
                                         functools.partial(self._on_reply, link, call, True))
         if fut is None:
             return False
-        self._last_from_thread = fut
+        self._last_from_thread = weakref.ref(fut)
         return True
 
     def _fields(self, call: Call) -> dict:
