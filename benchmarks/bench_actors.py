@@ -10,6 +10,10 @@ Workloads, on two worker processes with one thread each:
 * actor -> actor: an actor calling another on the other worker, and on its own
   worker: median round trip.
 
+A second table gives the CPU time per sequential call, summed over the client, the
+scheduler and the worker processes (Linux: read from /proc): what each call costs the
+machine, which a latency on an idle machine hides.
+
 On the same worker the two runtimes do different things: dask.distributed runs the
 method inline, on the calling actor's thread (all of a worker's actors share one
 thread there), and returns the object itself; actorrt runs it on the callee's own
@@ -28,7 +32,15 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CLIENTS, Row, parse_args, print_table, runtimes  # noqa: E402
+from common import (  # noqa: E402
+    CLIENTS,
+    Row,
+    format_columns,
+    parse_args,
+    print_table,
+    runtimes,
+    tree_cpu_seconds,
+)
 
 SIZES = {"seq": 2_000, "pipelined": 10_000, "task": 2_000, "actor": 2_000}
 QUICK = {"seq": 50, "pipelined": 200, "task": 50, "actor": 50}
@@ -80,6 +92,14 @@ def best(repeat: int, run: Callable[[], float]) -> float:
     return min(run() for _ in range(max(1, repeat)))
 
 
+def with_cpu(run: Callable[[], Any]) -> tuple[Any, float | None]:
+    """``run()``'s value and the CPU seconds the whole process tree used meanwhile."""
+    before = tree_cpu_seconds()
+    value = run()
+    after = tree_cpu_seconds()
+    return value, (after - before if before is not None and after is not None else None)
+
+
 def measure(runtime: str, client: Any, sizes: dict[str, int], only: list[str],
             repeat: int) -> dict[str, float]:
     """Seconds per workload (latencies) or total seconds (the pipelined run)."""
@@ -94,9 +114,13 @@ def measure(runtime: str, client: Any, sizes: dict[str, int], only: list[str],
     for _ in range(20):  # warm up connections and code paths
         counter.increment().result()
     if wanted("sequential"):
-        runs = [_time_calls(counter, sizes["seq"]) for _ in range(max(1, repeat))]
+        timed = [with_cpu(lambda: _time_calls(counter, sizes["seq"])) for _ in range(max(1, repeat))]
+        runs = [lat for lat, _ in timed]
         out["seq-median"] = min(statistics.median(lat) for lat in runs)
         out["seq-p99"] = min(percentile(lat, 0.99) for lat in runs)
+        cpu = [c for _, c in timed if c is not None]
+        if cpu:
+            out["seq-cpu"] = min(cpu) / sizes["seq"]
     if wanted("pipelined"):
         def pipelined() -> float:
             start = time.perf_counter()
@@ -110,7 +134,11 @@ def measure(runtime: str, client: Any, sizes: dict[str, int], only: list[str],
         task = client.submit(task_calls, counter, sizes["task"], workers=[where], pure=False)
         return statistics.median(task.result())
     if wanted("task"):
-        out["task-other"] = best(repeat, lambda: in_task(b))
+        timed = [with_cpu(lambda: in_task(b)) for _ in range(max(1, repeat))]
+        out["task-other"] = min(median for median, _ in timed)
+        cpu = [c for _, c in timed if c is not None]
+        if cpu:
+            out["task-other-cpu"] = min(cpu) / sizes["task"]
         out["task-same"] = best(repeat, lambda: in_task(a))
     if wanted("actor"):
         far = actor_on(client, Driver, b)
@@ -153,9 +181,29 @@ def main() -> None:
             rows.append(Row(label, seconds))
     print_table(rows, title=f"actor calls: 2 worker processes x 1 thread, best of {args.repeat}"
                             f"{' (--quick sizes)' if args.quick else ''}")
-    print("targets (issue 4): sequential and task->actor ratio >= 4, pipelined ratio >= 10")
+    print("targets: client->actor ratio >= 5, task->actor >= 4 (issue 9), pipelined >= 10 (issue 4)")
     print("actor->actor on the same worker: dask calls the method inline on the caller's thread "
           "(one thread for all its actors); actorrt runs it on the callee's own lane (see the docstring)")
+    print_cpu_table(results)
+
+
+CPU_ROWS = [("client->actor, sequential", "seq-cpu"), ("task->actor, other worker", "task-other-cpu")]
+
+
+def print_cpu_table(results: dict[str, dict[str, float]]) -> None:
+    """CPU per call over all processes (the run with the least), where it was measured."""
+    lines = []
+    for label, key in CPU_ROWS:
+        per = {rt: results.get(rt, {}).get(key) for rt in ("actorrt", "dask")}
+        if per["actorrt"] is None:
+            continue
+        cells = ["-" if v is None else f"{v * 1e6:.0f} µs" for v in per.values()]
+        ratio = "n/a" if per["dask"] is None or not per["actorrt"] else f"{per['dask'] / per['actorrt']:.1f}x"
+        lines.append((label, *cells, ratio))
+    if lines:
+        print()
+        print(format_columns(("CPU per call (all processes)", "actorrt", "dask", "ratio"), lines))
+        print("CPU = user + system seconds of the client, scheduler and worker processes")
 
 
 if __name__ == "__main__":  # dask's worker processes re-import this module
