@@ -1,6 +1,7 @@
 """A thread writes its own asks and tells to the wire (Host.ask_from_thread): an actor
 call, a coordination call or a Queue put leaves from the thread that made it, so the
-loop is woken only by the reply. Over real worker processes: each test holds the loop
+loop is woken only by the reply; and an actor's lane, having answered from its
+thread, leaves the call's bookkeeping to the actor's next message. Over real worker processes: each test holds the loop
 that used to send the message, and sees the message arrive anyway.
 
 Also here: the rule that keeps it safe (a thread writes only once its loop has run
@@ -37,6 +38,9 @@ class Knocker:
         self.log.append(item)
 
     def items(self):
+        return list(self.log)
+
+    async def items_async(self):
         return list(self.log)
 
 
@@ -143,6 +147,18 @@ def test_threads_calling_at_once_each_keep_their_order(pclient):
     items = knocker.items().result()
     for t in range(4):
         assert [i for (who, i) in items if who == t] == list(range(40))
+
+
+def test_an_async_call_sees_every_sync_call_answered_from_its_lane_before_it(pclient):
+    """A sync call answered from its lane is handed back to the worker's loop only at
+    the actor's next message: an async call (which starts once every earlier sync call
+    is done) must find it done, whether it waited for its answer or not."""
+    knocker = pclient.submit(Knocker, actor=True, pure=False).result()
+    for i in range(30):
+        knocker.append(("waited", i)).result()
+        assert knocker.items_async().result()[-1] == ("waited", i)
+        knocker.append(("not waited", i))
+        assert knocker.items_async().result()[-1] == ("not waited", i)
 
 
 # --- the rule: a thread writes only once its loop has caught up ----------------------------

@@ -32,7 +32,7 @@ class Job:
     """
 
     __slots__ = ("fn", "done", "then", "result", "error", "holds_slot", "seceded", "context",
-                 "lent", "gave_back")
+                 "lent", "gave_back", "settled")
 
     def __init__(self, fn: Callable[[], Any], done: Callable[["Job"], None], context: Any = None,
                  then: "Callable[[Job], Callable[[], None] | None] | None" = None) -> None:
@@ -45,6 +45,9 @@ class Job:
         self.seceded = False      # thread side: secede() called and not yet rejoined
         self.lent = False         # its slot is lent to the loop while it waits (TaskPool._lend)
         self.gave_back = False    # loop side: it gave its slot back once (so on_secede was told)
+        # Thread side: its outcome already reached whoever waits for it (an actor's answer
+        # left from its lane), so the loop's part of it may wait for the loop's next message.
+        self.settled = False
         self.context = context
 
 

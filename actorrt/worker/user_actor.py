@@ -98,6 +98,11 @@ class Lane:
         (read from a lane thread, the loop's count may be a call behind: a hint)."""
         return self._outstanding == 1
 
+    def take_back(self) -> None:
+        """Loop side: hand back now the calls threads finished, woken for or not (a
+        settled call does not wake the loop: the next message to the actor takes it)."""
+        self._completions.take_back()
+
     def close(self) -> None:
         """Threads stop after their current call; calls not started are dropped."""
         self.closed = True
@@ -119,8 +124,15 @@ class Lane:
                 continue
             # The job's context makes get_worker()/get_client() work inside methods.
             run_job(job)
-            if not self._completions.put(job):
+            # A call whose answer has left needs the loop only for bookkeeping, which
+            # the actor's next message takes care of first (UserActor.before_dispatch):
+            # one wake-up of the loop less per call. Unless calls wait for it on the
+            # loop, as they may have started to since the call looked (so: again).
+            settled = job.settled
+            if not self._completions.put(job, wake=not settled):
                 return  # loop closed: the worker is gone
+            if settled and job.context.waits_for_hand_back() and not self._completions.wake():
+                return
             job = None  # (as TaskPool's threads: the last call's Futures are not kept alive here)
 
     def __repr__(self) -> str:
@@ -144,6 +156,15 @@ class UserActor(Actor):
         self.calls = 0                     # calls and reads received (the dashboard's rate)
         self.last_error: str | None = None  # the last call's exception, as "Type: message"
         self._blocked: deque[tuple[int, str, Any, Reply, str | None]] = deque()  # behind an async call
+        # A call answered from its lane comes back to the loop with the actor's next
+        # message at the latest (Lane._main), and must before that message is handled.
+        self.before_dispatch = lane.take_back
+
+    def waits_for_hand_back(self) -> bool:
+        """Whether calls wait on the loop for running ones to be handed back (calls
+        queued behind an async call, which starts once every earlier sync call is
+        done). Read from lane threads."""
+        return bool(self._blocked)
 
     def on_stop(self) -> None:
         self.lane.close()
@@ -221,7 +242,9 @@ class UserActor(Actor):
         loop first to send it costs a thread hand-off (client->actor median 175-201 µs
         against 184-219 µs in three alternating runs of benchmarks/bench_actors.py; 4.8-5.2x
         dask's speed against 4.3-4.7x). The loop's bookkeeping (``_sync_done``)
-        follows, off the caller's path. With other calls on their way through the lane
+        follows, off the caller's path, and without waking the loop for it: the call
+        is *settled* (Job.settled), taken back with the actor's next message
+        (``before_dispatch``), or at once if calls wait on the loop for it. With other calls on their way through the lane
         (a caller pipelining), the answers go back from the loop in bursts: one write
         for many, not one each.
         A method that handed the loop anything to do (a ``put_nowait``, a call it does
@@ -248,7 +271,9 @@ class UserActor(Actor):
         blob, futures = self._pack(value, name)
         if (not claims and not (futures and holder) and runtime.posts_made() == posts
                 and self.lane.only_call()):
-            reply.ok_from_thread(blob)  # (if it cannot, _sync_done answers from the loop)
+            # (If it cannot, _sync_done answers from the loop.)
+            if reply.ok_from_thread(blob) and not self.waits_for_hand_back():
+                runtime.current_job().settled = True
         return blob, futures, claims
 
     def _pack(self, value: Any, name: str) -> tuple[Pickled | None, list]:
