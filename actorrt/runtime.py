@@ -356,8 +356,9 @@ class Waiter:
 
 
 #: ``direct(on_done)``: send an ask from the calling thread and return the future its
-#: reply resolves, with ``on_done`` (if not None) attached before it can resolve; None
-#: if it cannot go that way (see ``Host.ask_from_thread``).
+#: reply resolves; ``on_done(fut)`` (if not None) is called on the loop as the reply
+#: resolves it (not if it is cancelled). None if it cannot go that way (see
+#: ``Host.ask_from_thread``).
 Direct = Callable[["Callable[[asyncio.Future[Any]], None] | None"], "asyncio.Future[Any] | None"]
 
 

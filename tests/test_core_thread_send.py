@@ -193,7 +193,8 @@ def test_a_threads_ask_is_written_by_the_thread_and_answered_on_the_loop():
             # Written while this loop waited for the thread: the loop queued nothing.
             assert fut is not None and not comm._outbox
             assert await fut == 5
-            assert done == [fut]  # (attached first: it ran before this await returned) and not h0._pending
+            assert done == [fut]  # (called as the reply resolved it)
+            assert not h0._pending and not h0._then
             assert not any(h0._pending_by_comm.values())
     run(main())
 
@@ -245,13 +246,15 @@ def test_an_ask_in_flight_from_a_thread_fails_when_its_connection_closes():
     async def main():
         stack, h0, h1, echo, ref = await _connected()
         async with stack:
-            fut = _in_thread(h0.ask_from_thread, ref, "wait", {})
+            done = []
+            fut = _in_thread(h0.ask_from_thread, ref, "wait", {}, done.append)
             assert fut is not None
             await poll_for(lambda: echo.held is not None)
             h0.comm_to(h1.address).close()
+            assert done == [fut]  # (called as the loop failed it)
             with pytest.raises(CommClosedError):
                 await fut
-            assert not h0._pending
+            assert not h0._pending and not h0._then
     run(main())
 
 
@@ -262,4 +265,18 @@ def test_no_thread_ask_on_an_in_process_connection():
             await h0.ask(ref, "echo", x=0)
             assert _in_thread(h0.ask_from_thread, ref, "echo", {"x": 1}) is None
             assert _in_thread(h0.tell_from_thread, ref, "record", {"x": 1}) is False
+    run(main())
+
+
+def test_a_threads_ask_cancelled_by_its_waiter_calls_nothing_when_answered():
+    async def main():
+        stack, h0, h1, echo, ref = await _connected()
+        async with stack:
+            done = []
+            fut = _in_thread(h0.ask_from_thread, ref, "wait", {}, done.append)
+            await poll_for(lambda: echo.held is not None)
+            fut.cancel()  # (an interrupted wait)
+            echo.held.ok("late")
+            assert await h0.ask(ref, "echo", x=1) == 1  # (the late answer came before this)
+            assert done == [] and not h0._pending and not h0._then
     run(main())

@@ -18,6 +18,7 @@ import pytest
 from actorrt import Client, Queue, runtime
 from actorrt.testing import wait_until
 
+from interrupts import CtrlCWhen
 from loop_gates import hold_this_workers_loop, while_held
 
 pytestmark = pytest.mark.timeout(90)
@@ -159,6 +160,23 @@ def test_an_async_call_sees_every_sync_call_answered_from_its_lane_before_it(pcl
         assert knocker.items_async().result()[-1] == ("waited", i)
         knocker.append(("not waited", i))
         assert knocker.items_async().result()[-1] == ("not waited", i)
+
+
+def test_an_interrupted_get_its_thread_sent_loses_no_item(pclient):
+    """Ctrl-C lands as the item of a get this thread wrote itself is on its way (a
+    client connected over TCP, on a loop of its own): the get raises KeyboardInterrupt
+    and the item goes back to the queue, as when the loop sent the get."""
+    address = pclient.scheduler.address
+    with Client(address) as remote:
+        assert remote.host.comm_to(address).threads_may_send  # (TCP: the thread writes)
+        q = Queue("interrupted-from-thread", client=remote)
+        q.qsize()  # (resolved now: the helper watches its getters)
+        queue_actor = pclient.cluster.scheduler_host.actors["queue/interrupted-from-thread"]
+        put = lambda: Queue("interrupted-from-thread", client=pclient).put("item")  # noqa: E731
+        with CtrlCWhen(lambda: len(queue_actor.getters) == 1, put), pytest.raises(KeyboardInterrupt):
+            q.get()
+        assert q.get(timeout=5) == "item"
+        assert q.qsize() == 0
 
 
 # --- the rule: a thread writes only once its loop has caught up ----------------------------

@@ -254,13 +254,13 @@ def _withdrawable(host: Any, ref: ActorRef, call: str, on_late: Callable[[Any], 
             outer.set_exception(f.exception())  # type: ignore[arg-type]
         else:
             outer.set_result(f.result())
+        if on_done is not None:
+            on_done(outer)  # (at once, as the ask's own on_done is called: no turn more)
 
     def given_up(o: "asyncio.Future[Any]") -> None:
         if o.cancelled():  # (runs on the loop, after send returned)
             _withdraw(host, ref, call, asked[0], on_late)
 
-    if on_done is not None:
-        outer.add_done_callback(on_done)
     outer.add_done_callback(given_up)
     fut = send(settle)
     if fut is None:

@@ -79,6 +79,9 @@ class Host:
         self._queued: dict[str, list] = {}
         self._rids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future, Comm | None]] = {}
+        # For a thread's asks (ask_from_thread): called as soon as the future is resolved,
+        # in the same turn, rather than as its done-callback one turn later.
+        self._then: dict[int, Callable[[asyncio.Future], None]] = {}
         self._pending_by_comm: dict[Comm, set[int]] = {}
         self._local_batch: list = []
         self._local_scheduled = False
@@ -170,8 +173,12 @@ class Host:
         cannot go this way (no open plain-TCP connection yet, something queued for
         that peer, a large message): then the caller asks on the loop as usual.
 
-        ``on_done(fut)`` is attached before the ask can be answered, since attaching a
-        callback to a future another thread may resolve is not safe."""
+        ``on_done(fut)`` is called on the loop as soon as the reply (or the connection's
+        failure) resolves the future, in that same turn (not a turn later, as a
+        done-callback would be: each turn is a few µs more on the caller's path). It is
+        registered before the ask can be answered, since attaching a callback to a
+        future another thread may resolve is not safe. (Cancelling the future, as an
+        interrupted wait does, does not call it.)"""
         assert self.loop is not None, "host not started"
         comm = self._comm_for_thread(ref.address)
         if comm is None:
@@ -182,7 +189,7 @@ class Host:
             return None
         fut = self.loop.create_future()
         if on_done is not None:
-            fut.add_done_callback(on_done)
+            self._then[rid] = on_done
         # Registered before it is written (the reply may come at once). A connection
         # that closes in between is marked closed before the loop fails its asks, so
         # either the write below sees it closed, or the loop fails this ask.
@@ -192,6 +199,7 @@ class Host:
             return fut
         if self._pending.pop(rid, None) is None:
             return fut  # the connection closed meanwhile, and the loop failed the ask
+        self._then.pop(rid, None)
         rids = self._pending_by_comm.get(comm)
         if rids is not None:
             rids.discard(rid)
@@ -391,8 +399,23 @@ class Host:
 
     def _fail_rid(self, rid: int, exc: BaseException) -> None:
         entry = self._pending.pop(rid, None) if rid else None
-        if entry is not None and not entry[0].done():
+        if entry is None:
+            return
+        if entry[0].done():  # (cancelled: an interrupted wait, nobody to call)
+            self._then.pop(rid, None)
+        else:
             entry[0].set_exception(exc)
+            self._answered(rid, entry[0])
+
+    def _answered(self, rid: int, fut: "asyncio.Future[Any]") -> None:
+        """Call what a thread's ask asked to be called once answered, if anything."""
+        then = self._then.pop(rid, None) if self._then else None
+        if then is None:
+            return
+        try:
+            then(fut)
+        except Exception:
+            logger.exception("callback of request %s failed", rid)
 
     def is_connected(self, address: str) -> bool:
         comm = self._comms.get(address)
@@ -589,6 +612,7 @@ class Host:
             if rids is not None:
                 rids.discard(rid)
         if fut.done():
+            self._then.pop(rid, None)  # (cancelled: an interrupted wait, nobody to call)
             return
         if "value" in fields:
             fut.set_result(fields["value"])
@@ -599,6 +623,7 @@ class Host:
             exc = loads_exception(err, fields.get("tb")) if isinstance(err, Pickled) else \
                 BadMessageError(f"malformed reply {fields!r}")
             fut.set_exception(exc)
+        self._answered(rid, fut)
 
     def __repr__(self) -> str:
         return f"<Host {self.name} {self.address} {self.status}>"
