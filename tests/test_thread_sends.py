@@ -44,6 +44,13 @@ class Knocker:
     async def items_async(self):
         return list(self.log)
 
+    def result_of(self, future):
+        return future.result(timeout=20)
+
+
+def inc(x):
+    return x + 1
+
 
 def _knocked(gate):
     conn, _ = gate.accept()
@@ -148,6 +155,19 @@ def test_threads_calling_at_once_each_keep_their_order(pclient):
     items = knocker.items().result()
     for t in range(4):
         assert [i for (who, i) in items if who == t] == list(range(40))
+
+
+def test_a_call_carrying_a_future_just_submitted_leaves_after_the_submission(pclient):
+    """The submit is handed to the loop, which writes it out as it runs it
+    (Client._deliver); the call, written by this thread, goes only once the loop has
+    run it (runtime.caught_up). The actor's worker claims the key and gets the value,
+    every time."""
+    knocker = pclient.submit(Knocker, actor=True, pure=False).result()
+    knocker.items().result()
+    for i in range(20):
+        future = pclient.submit(inc, i, pure=False)
+        assert knocker.result_of(future).result(timeout=30) == i + 1
+        del future
 
 
 def test_an_async_call_sees_every_sync_call_answered_from_its_lane_before_it(pclient):

@@ -423,6 +423,10 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                     tell(self.scheduler, "want_keys", client=FIRE_AND_FORGET, keys=items)
             except CommClosedError:
                 logger.warning("scheduler connection closed; dropped %s", op)
+        # On the wire before this turn ends: a thread that submitted, and then writes
+        # an actor call carrying the Future itself, waits for this flush to have run
+        # (runtime.caught_up), so its call then cannot leave before the submission.
+        self.host.flush_pending()
 
     def _send_graph(self, items: list, more: bool) -> None:
         """One chunk of tasks. The scheduler's acknowledgement (now, or once its backlog
