@@ -131,13 +131,15 @@ class Recorder:
 
 
 def test_calls_from_many_threads_keep_each_threads_order(pclient):
-    # The threads' calls share one outbox and one connection, and their answers leave
-    # from the actor's thread or from its worker's loop: each thread's calls still run
-    # in the order it made them.
+    # The threads' calls share one outbox and one connection, a call may leave from its
+    # own thread (one every third call is waited for: the next goes that way) or from
+    # the client's loop, and the answers from the actor's thread or from its worker's
+    # loop: each thread's calls still run in the order it made them.
     recorder = pclient.submit(Recorder, actor=True).result()
 
     def fire(tag):
-        return [recorder.add(tag, i) for i in range(500)]
+        return [recorder.add(tag, i).result() if i % 3 == 0 else recorder.add(tag, i)
+                for i in range(500)]
 
     threads = [threading.Thread(target=fire, args=(tag,)) for tag in range(4)]
     for t in threads:

@@ -133,30 +133,6 @@ def test_one_threads_calls_keep_their_order_whichever_way_each_goes(pclient):
     assert knocker.items().result() == expected
 
 
-def test_threads_calling_at_once_each_keep_their_order(pclient):
-    knocker = pclient.submit(Knocker, actor=True, pure=False).result()
-    errors = []
-
-    def calls(t):
-        try:
-            for i in range(40):
-                f = knocker.append((t, i))
-                if i % 3 == 0:
-                    f.result()
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=calls, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
-    items = knocker.items().result()
-    for t in range(4):
-        assert [i for (who, i) in items if who == t] == list(range(40))
-
-
 def test_a_call_carrying_a_future_just_submitted_leaves_after_the_submission(pclient):
     """The submit is handed to the loop, which writes it out as it runs it
     (Client._deliver); the call, written by this thread, goes only once the loop has
