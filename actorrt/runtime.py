@@ -411,12 +411,13 @@ def block_on(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]
 def wait_on_loop(loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[Any]],
                  then: "Callable[[asyncio.Future, Waiter], None] | None" = None,
                  undo: Callable[[Any], None] | None = None,
-                 direct: Direct | None = None) -> Any:
+                 direct: Direct | None = None, waiter: "Waiter | None" = None) -> Any:
     """The bare hand-off of :func:`block_on`: no slot policy of its own. ``then(fut,
     waiter)``, on the loop once ``start()``'s future exists, arranges for the waiter to
     be woken (a pool gives the slot back meanwhile); by default when ``fut`` is done.
-    (``direct``: see :func:`block_on`.)"""
-    waiter = Waiter()
+    (``direct``: see :func:`block_on`; ``waiter``: the one to wake, if not a new one:
+    the loop calls its ``set``.)"""
+    waiter = waiter if waiter is not None else Waiter()
     started: list[asyncio.Future] = []
     fut = direct(waiter.set_from if then is None else None) \
         if direct is not None and caught_up(loop) else None

@@ -97,9 +97,10 @@ def call_and_put_while_holding_the_loop(knocker, queue_name, hold_port, knock_po
     q.qsize()                 # (resolved: the proxy knows where the queue lives)
     knocker.items().result()  # (this worker's connection to the actor's worker is open)
     hold_this_workers_loop(hold_port)
-    call = knocker.knock(knock_port)  # neither waits for this worker's loop to send it
+    # Neither waits for this worker's loop to send it. (The put first: while an ask a
+    # thread wrote awaits its reply, the host's other messages go through the loop.)
     q.put("item")
-    return call
+    return knocker.knock(knock_port)
 
 
 def test_a_tasks_actor_call_and_queue_put_leave_while_its_workers_loop_is_held(pclient, gate):

@@ -3,10 +3,9 @@
 Every client (a user's, or the one a worker shares with its tasks and actors) has one
 :class:`Caller`. A call made from another thread than the loop's goes one of two ways:
 
-* **written by that thread** (``Host.ask_from_thread``), when the caller's previous
-  such call has been answered and nothing handed to the loop is still to run: the
-  loop is woken only by the reply, so a sequential call costs one thread hand-off
-  fewer;
+* **written by that thread** (``Host.ask_from_thread``), when no other ask a thread
+  wrote awaits its reply and nothing handed to the loop is still to run: the loop is
+  woken only by the reply, so a sequential call costs one thread hand-off fewer;
 * otherwise it joins a small outbox that is flushed onto the client's loop once per
   loop turn (one wake-up for however many calls arrived), so a tight loop of
   ``counter.increment()`` costs one write per batch, not per call.
@@ -91,8 +90,6 @@ class Caller:
         self._lock = threading.Lock()
         self._outbox: list[tuple[Link, Call]] = []
         self._scheduled = False
-        # The reply of the last call a thread sent itself (weakly: not its value).
-        self._last_from_thread: weakref.ref[asyncio.Future] | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def link(self, key: str, label: str, ref: ActorRef) -> Link:
@@ -131,18 +128,12 @@ class Caller:
         if link.resolving or link.dead is not None or self.host.status != "running" \
                 or not runtime.caught_up(self.loop):
             return False
-        last = self._last_from_thread() if self._last_from_thread is not None else None
-        if last is not None and not last.done():
-            # Calls come faster than replies (a pipeline): they go in the loop's batches,
-            # one write per turn for all of them rather than one per call.
-            return False
-        # (Written on an open connection, so it may have reached the actor if it fails.)
+        # (Written on an open connection, so it may have reached the actor if it fails.
+        # Calls made faster than replies come, a pipeline, go in the loop's batches: a
+        # host lets a thread write an ask only while none it wrote awaits its reply.)
         fut = self.host.ask_from_thread(link.ref, call.op, self._fields(call),
                                         functools.partial(self._on_reply, link, call, True))
-        if fut is None:
-            return False
-        self._last_from_thread = weakref.ref(fut)
-        return True
+        return fut is not None
 
     def _fields(self, call: Call) -> dict:
         if call.op == CALL:

@@ -82,6 +82,8 @@ class Host:
         # For a thread's asks (ask_from_thread): called as soon as the future is resolved,
         # in the same turn, rather than as its done-callback one turn later.
         self._then: dict[int, Callable[[asyncio.Future], None]] = {}
+        # Requests threads wrote themselves, not yet answered (ask_from_thread).
+        self._from_threads: set[int] = set()
         self._pending_by_comm: dict[Comm, set[int]] = {}
         self._local_batch: list = []
         self._local_scheduled = False
@@ -171,7 +173,10 @@ class Host:
         open connection to ``ref``'s host: the loop is not woken to send it, only by
         the reply. The future that reply resolves (on the loop), or None when the ask
         cannot go this way (no open plain-TCP connection yet, something queued for
-        that peer, a large message): then the caller asks on the loop as usual.
+        that peer, a large message), or while another ask a thread wrote awaits its
+        reply: then the caller asks on the loop as usual. (Threads that ask at once, or
+        one that pipelines, are served better by the loop, which writes a turn's
+        asks at once: one write, and one wake-up of the peer, for all of them.)
 
         ``on_done(fut)`` is called on the loop as soon as the reply (or the connection's
         failure) resolves the future, in that same turn (not a turn later, as a
@@ -195,10 +200,12 @@ class Host:
         # either the write below sees it closed, or the loop fails this ask.
         self._pending[rid] = (fut, comm)
         self._pending_by_comm.setdefault(comm, set()).add(rid)
+        self._from_threads.add(rid)
         if comm.write_from_thread(data):
             return fut
         if self._pending.pop(rid, None) is None:
             return fut  # the connection closed meanwhile, and the loop failed the ask
+        self._from_threads.discard(rid)
         self._then.pop(rid, None)
         rids = self._pending_by_comm.get(comm)
         if rids is not None:
@@ -207,7 +214,8 @@ class Host:
 
     def tell_from_thread(self, ref: ActorRef, op: str, fields: dict) -> bool:
         """``tell``, from a thread that does not run the loop, written straight onto the
-        open connection (as :meth:`ask_from_thread`); False if it cannot go that way."""
+        open connection (as :meth:`ask_from_thread`, on the same terms); False if it
+        cannot go that way."""
         comm = self._comm_for_thread(ref.address)
         if comm is None:
             return False
@@ -216,7 +224,10 @@ class Host:
 
     def _comm_for_thread(self, address: str) -> Comm | None:
         """The connection a thread may write a message to ``address`` on itself: open,
-        plain TCP, and with nothing still waiting for it to open."""
+        plain TCP, and with nothing still waiting for it to open; none while another
+        ask a thread wrote awaits its reply."""
+        if self._from_threads:
+            return None  # (see ask_from_thread)
         comm = self._comms.get(address)
         if comm is None or not comm.threads_may_send or address in self._queued:
             return None
@@ -401,6 +412,7 @@ class Host:
         entry = self._pending.pop(rid, None) if rid else None
         if entry is None:
             return
+        self._from_threads.discard(rid)
         if entry[0].done():  # (cancelled: an interrupted wait, nobody to call)
             self._then.pop(rid, None)
         else:
@@ -605,6 +617,7 @@ class Host:
             logger.warning("dropping a reply to request %s from the wrong connection %s", rid, origin)
             return
         del self._pending[rid]
+        self._from_threads.discard(rid)
         if not isinstance(fields, dict):
             fields = {"exc": BadMessageError(f"malformed reply {fields!r}")}
         if comm is not None:

@@ -62,6 +62,21 @@ def run_job(job: Job) -> None:
         runtime.leave_job()
 
 
+class _Loan(Waiter):
+    """The waiter of a job that lent its slot (TaskPool._wait_lending). The loop
+    delivers the outcome to it (``set``, on the loop: a reply, an armed actor reply),
+    and the pool settles the loan in the same turn before the thread is woken."""
+
+    __slots__ = ("_pool", "_job")
+
+    def __init__(self, pool: "TaskPool", job: Job) -> None:
+        super().__init__()
+        self._pool, self._job = pool, job
+
+    def set(self, result: Any, error: BaseException | None = None) -> None:
+        self._pool._loan_answered(self._job, functools.partial(Waiter.set, self, result, error))
+
+
 def _then(job: Job) -> Callable[[], None] | None:
     """Thread side: the job's follow-up, if it has one; never raises (as run_job)."""
     if job.then is None:
@@ -355,16 +370,40 @@ class TaskPool:
         counts the job against this worker's slots must hear that it waits, or a task
         it would place here, which the wait may depend on, never comes. After that, no
         one but this pool counts the slot, and it takes the loan into account before
-        it starts anything (_dispatch)."""
+        it starts anything (_dispatch).
+
+        The outcome is delivered on the loop, which settles the loan there and then
+        (:class:`_Loan`): returned untaken, the thread goes on at once; taken, the
+        thread waits its turn for a slot as a rejoin does, without a hand-off more
+        than a slot given back the usual way."""
+        loan = _Loan(self, job)
         self._lend(job)
+        if arm is not None:
+            if arm(loan):
+                return loan.wait()
+            self._settle_on_thread(job)  # (the outcome was here already)
+            return None
         try:
-            if arm is not None:
-                waiter = Waiter()
-                return waiter.wait() if arm(waiter) else None
-            return runtime.wait_on_loop(self.loop, start, undo=undo, direct=direct)
-        finally:
-            if not self._recall(job):
-                self._rejoin(job)  # the loop took the slot meanwhile: wait for one
+            return runtime.wait_on_loop(self.loop, start, undo=undo, direct=direct, waiter=loan)
+        except BaseException as e:
+            if e is not loan.error:  # (the loop never delivered: the loan is still out)
+                self._settle_on_thread(job)
+            raise
+
+    def _settle_on_thread(self, job: Job) -> None:
+        """Thread side: take back a loan whose outcome the loop will not deliver."""
+        if not self._recall(job):
+            self._rejoin(job)  # the loop took the slot meanwhile: wait for one
+
+    def _loan_answered(self, job: Job, wake: Callable[[], None]) -> None:
+        """Loop side: the outcome a lending job waits for is here. Its slot, if still
+        lent, is its own again; if the pool took it, the job waits for one first."""
+        if self._recall(job):
+            wake()
+            return
+        job.holds_slot = True
+        self._rejoiners.append(wake)
+        self._dispatch()
 
     def _lend(self, job: Job) -> None:
         with self._lent_lock:
