@@ -346,9 +346,10 @@ class TaskPool:
         The job's thread slot is given back while it waits and taken again before it
         returns, as secede/rejoin would, but with one hand-off to the loop and one back
         instead of three: blocking calls inside tasks (``result()``, actor calls, locks,
-        queues) cost little more than from a client. (``undo``, ``direct``: see
+        queues) cost little more than from a client. (``undo``, ``direct``, ``arm``: see
         runtime.block_on; an ask the thread sends itself is on its way before the loop
-        is asked to give the slot back.)
+        is asked to give the slot back.) A job's later waits on such an ask, or on an
+        armed outcome, only lend the slot (:meth:`_wait_lending`).
         """
         job = runtime.current_job()
         if job is None or job.seceded:  # not a task, or already seceded by hand
