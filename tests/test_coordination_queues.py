@@ -336,10 +336,16 @@ def test_an_interrupted_sync_get_loses_no_item(client):
     KeyboardInterrupt, and the item, which its caller will never see, goes back to
     the queue. (interrupt_main trips the flag while the main thread is parked; it
     raises once the reply wakes the thread: the window where the item had arrived.)"""
-    q = Queue("interrupted-get", client=client)
+    get_interrupted_as_its_item_comes(client, client, "interrupted-get")
+
+
+def get_interrupted_as_its_item_comes(getter, owner, name):
+    """``getter``'s sync get on Queue ``name`` is interrupted as its item arrives; the
+    item goes back. ``owner``: the client whose cluster object holds the queue actor."""
+    q = Queue(name, client=getter)
     q.qsize()  # (resolve the actor now: its getters are what the helper waits on)
-    actor = client.cluster.scheduler_host.actors["queue/interrupted-get"]
-    put = lambda: Queue("interrupted-get", client=client).put("item")  # noqa: E731
+    actor = owner.cluster.scheduler_host.actors[f"queue/{name}"]
+    put = lambda: Queue(name, client=owner).put("item")  # noqa: E731
     with CtrlCWhen(lambda: len(actor.getters) == 1, put), pytest.raises(KeyboardInterrupt):
         q.get()
     assert q.get(timeout=5) == "item"

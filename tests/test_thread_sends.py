@@ -18,8 +18,8 @@ import pytest
 from actorrt import Client, Queue, runtime
 from actorrt.testing import wait_until
 
-from interrupts import CtrlCWhen
 from loop_gates import hold_this_workers_loop, while_held
+from test_coordination_queues import get_interrupted_as_its_item_comes
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -166,14 +166,7 @@ def test_an_interrupted_get_its_thread_sent_loses_no_item(pclient):
     address = pclient.scheduler.address
     with Client(address) as remote:
         assert remote.host.comm_to(address).threads_may_send  # (TCP: the thread writes)
-        q = Queue("interrupted-from-thread", client=remote)
-        q.qsize()  # (resolved now: the helper watches its getters)
-        queue_actor = pclient.cluster.scheduler_host.actors["queue/interrupted-from-thread"]
-        put = lambda: Queue("interrupted-from-thread", client=pclient).put("item")  # noqa: E731
-        with CtrlCWhen(lambda: len(queue_actor.getters) == 1, put), pytest.raises(KeyboardInterrupt):
-            q.get()
-        assert q.get(timeout=5) == "item"
-        assert q.qsize() == 0
+        get_interrupted_as_its_item_comes(remote, pclient, "interrupted-from-thread")
 
 
 # --- the rule: a thread writes only once its loop has caught up ----------------------------
