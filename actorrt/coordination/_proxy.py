@@ -7,8 +7,8 @@ name and options and binds lazily to the client of wherever it is unpickled (the
 task's worker inside a task), so passing one to a task is cheap and safe.
 
 Each operation is one ask (``Proxy._call``): with an asynchronous client the public
-method returns a coroutine that awaits the reply; with a synchronous one it sends the
-ask from the calling thread through the client's loop and waits for the reply there
+method returns a coroutine that awaits the reply; with a synchronous one the calling
+thread sends the ask (itself, or through the client's loop) and waits for the reply
 (see "the sync face" below; from inside a task, a call that must wait gives the
 task's thread slot back meanwhile, as ``Client.sync`` does).
 """
@@ -150,7 +150,7 @@ class Proxy:
         if self._ref is None:
             run_on_loop(client, self._resolve)
         assert self._ref is not None
-        value = ask_on_loop(client, self._ref, op, fields, on_late=on_late)
+        value = ask_and_wait(client, self._ref, op, fields, on_late=on_late)
         return value if then is None else then(value)
 
     async def _call_async(self, op: str, fields: dict, then: Callable[[Any], Any] | None,
@@ -177,12 +177,13 @@ class Proxy:
 
 
 # --- the sync face ------------------------------------------------------------------
-# A sync call from a thread waits in runtime.block_on, like every other sync call: one
-# hand-off to the client's loop (which sends the ask) and one back (the reply), with a
-# task's thread slot given back while the reply is not in.
+# A sync call from a thread waits in runtime.block_on, like every other sync call: the
+# thread writes the ask itself when it may (``direct``: Host.ask_from_thread), else
+# hands it to the client's loop, and the reply comes back through the loop; a task's
+# thread slot is given back (or lent) while the reply is not in.
 
 
-def ask_on_loop(client: "Client", ref: ActorRef, op: str, fields: dict,
+def ask_and_wait(client: "Client", ref: ActorRef, op: str, fields: dict,
                 on_late: Callable[[Any], None] | None = None) -> Any:
     """Send one ask from this (non-loop) thread and wait for its reply.
 
@@ -300,7 +301,7 @@ def run_on_loop(client: "Client", fn: Callable[[], Awaitable[Any]],
     return runtime.block_on(client.loop, fn, undo=undo)
 
 
-def tell_from_thread(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
+def tell(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
     """From a thread that does not run the client's loop: send a tell, without waiting.
     Written by this thread itself once the loop has run everything handed to it so far
     (so it passes none of it, see ``runtime.caught_up``), else through the loop; calls

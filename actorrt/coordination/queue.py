@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import Pickled, Reply
 from ..core.checks import bad, str_list
 from ._actor import KeyHolder, SystemActor, Waiter
-from ._proxy import DONE, Proxy, check_timeout, dump_value, load_value, tell_from_thread
+from ._proxy import DONE, Proxy, check_timeout, dump_value, load_value, tell
 
 if TYPE_CHECKING:
     from ..client.client import Client
@@ -255,7 +255,7 @@ class Queue(Proxy):
         if client.asynchronous:
             client.host.tell(ref, "put_nowait", value=blob)
             return DONE
-        tell_from_thread(client, ref, "put_nowait", value=blob)
+        tell(client, ref, "put_nowait", value=blob)
         return None
 
     def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:

@@ -192,14 +192,12 @@ class Host:
         data = comm.frame_for_thread([ref.id, op, rid, fields])
         if data is None:
             return None
-        fut = self.loop.create_future()
         if on_done is not None:
             self._then[rid] = on_done
         # Registered before it is written (the reply may come at once). A connection
         # that closes in between is marked closed before the loop fails its asks, so
         # either the write below sees it closed, or the loop fails this ask.
-        self._pending[rid] = (fut, comm)
-        self._pending_by_comm.setdefault(comm, set()).add(rid)
+        fut = self._await_reply(rid, comm)
         self._from_threads.add(rid)
         if comm.write_from_thread(data):
             return fut
@@ -413,16 +411,15 @@ class Host:
         if entry is None:
             return
         self._from_threads.discard(rid)
-        if entry[0].done():  # (cancelled: an interrupted wait, nobody to call)
-            self._then.pop(rid, None)
-        else:
+        if not entry[0].done():
             entry[0].set_exception(exc)
-            self._answered(rid, entry[0])
+        self._answered(rid, entry[0])
 
     def _answered(self, rid: int, fut: "asyncio.Future[Any]") -> None:
-        """Call what a thread's ask asked to be called once answered, if anything."""
+        """Call what a thread's ask asked to be called once answered, if anything (not
+        for a future cancelled meanwhile: an interrupted wait, nobody to tell)."""
         then = self._then.pop(rid, None) if self._then else None
-        if then is None:
+        if then is None or fut.cancelled():
             return
         try:
             then(fut)
@@ -624,8 +621,8 @@ class Host:
             rids = self._pending_by_comm.get(comm)
             if rids is not None:
                 rids.discard(rid)
-        if fut.done():
-            self._then.pop(rid, None)  # (cancelled: an interrupted wait, nobody to call)
+        if fut.done():  # (cancelled: the asker gave up)
+            self._answered(rid, fut)
             return
         if "value" in fields:
             fut.set_result(fields["value"])

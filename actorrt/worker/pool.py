@@ -248,7 +248,7 @@ class TaskPool:
         """Count the slots waiting jobs lent (:meth:`_lend`) as free, before any
         decision that depends on them: every one goes through :meth:`_dispatch`."""
         with self._lent_lock:
-            jobs = [job for job in self._lent if job.lent]
+            jobs = list(self._lent)  # (a recalled loan leaves the deque: _recall)
             self._lent.clear()
             for job in jobs:
                 job.lent = False
