@@ -237,6 +237,66 @@ def test_envelope_refuses_arbitrary_objects():
         pack_frames([["a", "op", 0, {"x": object()}]], ActorRef)
 
 
+
+def test_an_envelope_refused_leaves_nothing_behind_for_the_next():
+    """A thread keeps its packers between messages: a refused one must not leak its
+    half-packed bytes, its buffers or its pickles' places into the next."""
+    big = Pickled.dumps(bytearray(BIG))
+    with pytest.raises(TypeError, match="object"):
+        pack_frames([["a", "op", 0, {"v": big, "x": object()}]], ActorRef)
+    small = Pickled.dumps(7)
+    frames = pack_frames([["a", "op", 1, {"v": small}]], ActorRef)
+    assert len(frames) == 1  # big's buffer is not carried over
+    [[_, _, rid, fields]] = unpack_frames([bytearray(f) for f in frames], ActorRef)
+    assert rid == 1 and fields["v"].loads() == 7
+
+
+
+def test_a_thread_keeps_no_large_packer_buffer_after_a_large_envelope():
+    """A packer's buffer grows to the largest envelope it packed and never shrinks: the
+    thread's packer that packed a large one is replaced, one that packed a small one kept."""
+    from actorrt.core import serialize
+
+    pack_frames([["a", "op", 0, {"v": Pickled.dumps(1)}]], ActorRef)
+    outer, inner = serialize._packers.outer, serialize._packers.inner
+    pack_frames([["a", "op", 1, {"v": Pickled.dumps(2)}]], ActorRef)
+    assert (serialize._packers.outer, serialize._packers.inner) == (outer, inner)
+    big_text = "x" * (2 * serialize.KEEP_PACKER_BYTES)
+    frames = pack_frames([["a", "op", 2, {"text": big_text}]], ActorRef)
+    assert serialize._packers.outer is not outer
+    [[_, _, _, fields]] = unpack_frames([bytearray(f) for f in frames], ActorRef)
+    assert fields["text"] == big_text
+    in_band = Pickled.dumps("y" * (2 * serialize.KEEP_PACKER_BYTES))  # (a str pickles in band)
+    assert not in_band.buffers
+    pack_frames([["a", "op", 3, {"v": in_band}]], ActorRef)
+    assert serialize._packers.inner is not inner
+
+
+def test_threads_packing_at_once_get_their_own_envelopes():
+    """Threads frame their own messages (Comm.frame_for_thread): each packs with its
+    own packers, so envelopes made at the same time never mix."""
+    n_threads, n_each = 8, 300
+    start = threading.Barrier(n_threads)
+    wrong: list = []
+
+    def pack_many(t: int) -> None:
+        start.wait()
+        for i in range(n_each):
+            value = Pickled.dumps((t, i))
+            ref = ActorRef(f"tcp://10.0.0.{t}:1", f"a{i}")
+            frames = pack_frames([[ref, "op", i, {"v": value, "again": value}]], ActorRef)
+            [[got_ref, _, rid, fields]] = unpack_frames([bytearray(f) for f in frames], ActorRef)
+            if (got_ref, rid, fields["v"].loads()) != (ref, i, (t, i)) or fields["again"] is not fields["v"]:
+                wrong.append((t, i))
+
+    threads = [threading.Thread(target=pack_many, args=(t,)) for t in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+
 msgpack_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
     | st.text() | st.binary(),
