@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     runtimes,
     tree_cpu_seconds,
 )
+from floors import FLOOR_COLUMNS, call_round_trip, floor_row  # noqa: E402
 
 SIZES = {"seq": 2_000, "pipelined": 10_000, "task": 2_000, "actor": 2_000}
 QUICK = {"seq": 50, "pipelined": 200, "task": 50, "actor": 50}
@@ -185,6 +186,20 @@ def main() -> None:
     print("actor->actor on the same worker: dask calls the method inline on the caller's thread "
           "(one thread for all its actors); actorrt runs it on the callee's own lane (see the docstring)")
     print_cpu_table(results)
+    if not args.only:
+        print_floor_table(results, sizes, args.repeat)
+
+
+def print_floor_table(results: dict[str, dict[str, float]], sizes: dict[str, int], repeat: int) -> None:
+    """The sequential calls against their floor: the same thread hand-offs and socket
+    writes with no work on them (floors.call_round_trip: answered from a lane thread)."""
+    floor = call_round_trip("lane", sizes["seq"], repeat)
+    lines = [floor_row(label, floor, results.get("actorrt", {}).get(key), results.get("dask", {}).get(key))
+             for label, key in (("client->actor, median", "seq-median"), ("task->actor, other worker", "task-other"))]
+    print()
+    print(format_columns(FLOOR_COLUMNS, lines))
+    print("floor: a thread writes a call, the other process's loop hands it to a thread that writes the "
+          "answer, this loop wakes the caller (benchmarks/floors.py)")
 
 
 CPU_ROWS = [("client->actor, sequential", "seq-cpu"), ("task->actor, other worker", "task-other-cpu")]

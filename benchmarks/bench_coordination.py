@@ -16,10 +16,12 @@ import importlib
 import itertools
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Workload, compare, parse_args, print_table  # noqa: E402
+from common import Row, Workload, compare, format_columns, parse_args, print_table  # noqa: E402
+from floors import FLOOR_COLUMNS, call_round_trip, floor_row  # noqa: E402
 
 _fresh = itertools.count()
 
@@ -160,6 +162,23 @@ def main(argv: list[str] | None = None) -> None:
     rows = compare(workloads(args.quick), args)
     print_table(rows, title="coordination round trips (time per pair) and throughput: "
                             "2 worker processes x 1 thread")
+    print("target: Queue task->task ratio >= 5 (issue 9)")
+    queue_rows = [row for row in rows if row.workload.startswith("Queue task->task")]
+    if queue_rows and not args.only:
+        print_floor_table(queue_rows[0], args)
+
+
+def print_floor_table(row: Row, args: Any) -> None:
+    """A consumer's ``Queue.get`` rate against its floor: one get at a time is a task
+    thread's call answered by the scheduler's loop (floors.call_round_trip("loop"))."""
+    assert row.tasks is not None
+    floor = call_round_trip("loop", 300 if args.quick else 3_000, args.repeat)
+    per_item = {rt: None if s is None else s / row.tasks for rt, s in row.seconds.items()}
+    print()
+    print(format_columns(FLOOR_COLUMNS, [floor_row("Queue task->task, time per item", floor,
+                                                   per_item.get("actorrt"), per_item.get("dask"))]))
+    print("floor: a thread writes a call, the other process's loop writes the answer, this loop wakes "
+          "the caller (benchmarks/floors.py); per item includes both tasks' start")
 
 
 if __name__ == "__main__":

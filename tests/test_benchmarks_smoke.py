@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-NOT_SCRIPTS = {"common.py", "profile_core.py"}  # a helper, and a profiler (not a comparison)
+NOT_SCRIPTS = {"common.py", "floors.py", "profile_core.py"}  # helpers, and a profiler (not comparisons)
 SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
 
 # Hides dask.distributed from a script as if it were not installed, then runs it.
@@ -70,3 +70,15 @@ def test_soak_runs_quick_without_dask():
     proc = _run([sys.executable, str(BENCH_DIR / "bench_soak.py"), "--quick", "--no-dask"], timeout=80)
     _check_table(proc, dask_expected=False)
     assert proc.stdout.count("memory flat") == 1 and "throughput kept" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_floors_run_quick():
+    """floors.py --quick: a round trip for each answering side, with its time (the
+    floor tables of bench_actors and bench_coordination come from the same function)."""
+    proc = _run([sys.executable, str(BENCH_DIR / "floors.py"), "--quick"], timeout=80)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for kind in ("loop", "lane"):
+        [line] = [line for line in proc.stdout.splitlines() if line.startswith(f"thread -> {kind} -> thread")]
+        assert line.rstrip().endswith(("µs", "ms")), proc.stdout

@@ -1,0 +1,161 @@
+"""The floors of a call's round trip: the thread hand-offs and socket writes a call
+takes, with no work on any of them.
+
+    python benchmarks/floors.py            # both floors, best of 3
+    python benchmarks/floors.py --quick    # fewer round trips
+
+A thread writes a small request on its own socket and sleeps; the other process
+answers; this process's loop reads the answer and wakes the thread. Two answering sides:
+
+* ``loop``: the other process's loop reads the request and writes the answer. A
+  coordination call's path (a task's ``Queue.get``: the queue lives on the
+  scheduler's loop): three wake-ups (that loop, this loop, the thread).
+* ``lane``: the other loop hands the request to a thread, which writes the answer
+  itself. An actor call's path (answered on the actor's lane, from its thread): four.
+
+What a runtime does on top (decoding, dispatch, pickling, its own bookkeeping) comes
+on top of these; ``bench_actors.py`` and ``bench_coordination.py`` print them beside
+their own rows, with the best ratio to dask.distributed such a path leaves room for.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import fmt_seconds, format_columns, parse_args  # noqa: E402
+
+MESSAGE = 40  # bytes: a small call's size on the wire
+KINDS = ("loop", "lane")
+
+
+def _nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def serve(kind: str) -> None:
+    """Child process: print the port, answer one connection until it closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    conn, _ = listener.accept()
+    listener.close()
+    _nodelay(conn)
+    conn.setblocking(False)
+    loop = asyncio.new_event_loop()
+    lane: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    if kind == "lane":
+        def answer_on_lane() -> None:
+            while (request := lane.get()) is not None:
+                conn.send(request)  # (the lane answers from its thread)
+        threading.Thread(target=answer_on_lane, daemon=True).start()
+    pending = bytearray()
+
+    def readable() -> None:
+        data = conn.recv(65536)
+        if not data:
+            lane.put(None)
+            loop.stop()
+            return
+        pending.extend(data)
+        while len(pending) >= MESSAGE:
+            request = bytes(pending[:MESSAGE])
+            del pending[:MESSAGE]
+            if kind == "lane":
+                lane.put(request)
+            else:
+                conn.send(request)
+
+    loop.add_reader(conn, readable)
+    loop.run_forever()
+
+
+def call_round_trip(kind: str, n: int, repeat: int = 3) -> float:
+    """Seconds per round trip of a thread's call answered as ``kind`` says (see the
+    module docstring), one at a time: the median of ``n``, the least of ``repeat`` runs."""
+    assert kind in KINDS
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind],
+                             stdout=subprocess.PIPE, text=True)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    sock: socket.socket | None = None
+    try:
+        assert child.stdout is not None
+        sock = socket.create_connection(("127.0.0.1", int(child.stdout.readline())), timeout=10)
+        _nodelay(sock)
+        sock.setblocking(False)
+        waiting: deque[threading.Lock] = deque()
+        pending = bytearray()
+
+        def readable(sock: socket.socket = sock) -> None:  # (this loop: the answer wakes its thread)
+            pending.extend(sock.recv(65536))
+            while len(pending) >= MESSAGE:
+                del pending[:MESSAGE]
+                waiting.popleft().release()
+
+        loop.call_soon(loop.add_reader, sock, readable)
+        runner.start()
+        request = b"x" * MESSAGE
+
+        def trips() -> float:
+            times = []
+            for _ in range(n):
+                waiter = threading.Lock()
+                waiter.acquire()
+                start = time.perf_counter()
+                waiting.append(waiter)
+                sock.send(request)  # (the calling thread writes its call itself)
+                waiter.acquire()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+        return min(trips() for _ in range(max(1, repeat)))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        if runner.is_alive():
+            runner.join(10)
+        loop.close()
+        if sock is not None:
+            sock.close()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def floor_row(label: str, floor: float, ours: float | None, dask: float | None) -> tuple[str, ...]:
+    """One line of a floor table (seconds per round trip): the floor, both runtimes, and
+    how far each is from it. ``dask / floor`` is the most any runtime taking these
+    hand-offs could be faster than dask.distributed here."""
+    def cell(v: float | None) -> str:
+        return "-" if v is None else fmt_seconds(v)
+
+    def over(v: float | None) -> str:
+        return "n/a" if v is None else f"{v / floor:.1f}x"
+    return (label, fmt_seconds(floor), cell(ours), cell(dask), over(ours), over(dask))
+
+
+FLOOR_COLUMNS = ("floor (no work on the hand-offs)", "floor", "actorrt", "dask", "actorrt / floor",
+                 "dask / floor")
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        return serve(sys.argv[2])
+    args = parse_args(__doc__, argv)
+    n, repeat = (300, 1) if args.quick else (3_000, args.repeat)
+    lines = [(f"thread -> {kind} -> thread", fmt_seconds(call_round_trip(kind, n, repeat)))
+             for kind in KINDS]
+    print(format_columns(("floor: a thread's call, answered by the other process's", "round trip"), lines))
+
+
+if __name__ == "__main__":
+    main()
