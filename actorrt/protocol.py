@@ -371,11 +371,14 @@ def decode_reports(msgs: list) -> list[KeyReport]:
 
 # --- maps of keys ----------------------------------------------------------------------------------
 
-def check_update_data(who_has: dict, nbytes: dict, types: dict) -> None:
+def check_update_data(who_has: dict, nbytes: dict, types: dict, puts: dict | None = None) -> None:
     op = "Scheduler.update_data"
     str_map(op, "who_has", who_has, is_str_list, "a list of str addresses")
     str_map(op, "nbytes", nbytes, is_count, "an int >= 0")
     str_map(op, "types", types, lambda v: v is None or type(v) is str, "a str or None")
+    if puts is not None:  # key -> holder -> the holder's serial number of that put
+        str_map(op, "puts", puts, lambda v: type(v) is dict and all(
+            type(a) is str and is_count(n) for a, n in v.items()), "a dict of str addresses -> int >= 0")
 
 
 def check_missing(missing: dict) -> None:

@@ -277,6 +277,44 @@ def test_scattering_a_held_key_again_records_the_new_copies():
     assert sorted(i.worker for i in out if isinstance(i, Free)) == ["w0", "w1"]
 
 
+
+def test_the_free_of_a_scattered_copy_names_its_put():
+    """A copy a client scattered is freed naming that worker's serial number of the put
+    (so the worker keeps a later put of the key: WorkerState.stimulus_free_keys); a
+    copy the scheduler did not learn of from a scatter is freed naming none."""
+    s = make(nworkers=2)
+    s.stimulus_update_data("c", {"d": ["w0", "w1"]}, {"d": 1}, {"d": "int"}, "s1",
+                           puts={"d": {"w0": 7, "w1": 3}})
+    out = s.stimulus_release_keys("c", ["d"], "s2")
+    assert sorted(i for i in out if isinstance(i, Free)) == [Free("w0", ["d"], {"d": 7}),
+                                                            Free("w1", ["d"], {"d": 3})]
+    # Scattered again (the same value, the same key): the new put is the one named.
+    s.stimulus_update_data("c", {"d": ["w0"]}, {"d": 1}, {"d": "int"}, "s3", puts={"d": {"w0": 9}})
+    assert s.stimulus_release_keys("c", ["d"], "s4") == [Free("w0", ["d"], {"d": 9})]
+    (c,) = computes(s.stimulus_update_graph("c", [TaskSpec("t", 0, ())], ["t"], "s5"))
+    s.stimulus_task_finished(c.worker, "t", 8, "int", "s6", run_id=c.run_id)
+    assert s.stimulus_release_keys("c", ["t"], "s7") == [Free(c.worker, ["t"])]
+
+
+def test_scattered_strays_of_a_computing_key_are_freed_naming_their_put():
+    s = make(nworkers=2)
+    s.stimulus_update_graph("c", [TaskSpec("k", 0, ())], ["k"], "s1")
+    runner = s.tasks["k"].processing_on.address
+    other = next(a for a in s.workers if a != runner)
+    out = s.stimulus_update_data("c2", {"k": [runner, other]}, {"k": 1}, {"k": "int"}, "s2",
+                                 puts={"k": {runner: 4, other: 5}})
+    assert out == [Free(other, ["k"], {"k": 5})]
+
+
+def test_a_scattered_replica_dropped_by_a_move_is_freed_naming_its_put():
+    from actorrt.scheduler.replicas import replicas_dropped
+
+    s = make(nworkers=2)
+    s.stimulus_update_data("c", {"d": ["w0", "w1"], "e": ["w1"]}, {"d": 1, "e": 1}, {"d": "int", "e": "int"},
+                           "s1", puts={"d": {"w0": 2, "w1": 6}, "e": {"w1": 7}})
+    assert replicas_dropped(s, "w1", ["d", "e"], "s2") == [Free("w1", ["d"], {"d": 6})]  # (e: its only copy)
+    assert s.stimulus_release_keys("c", ["d"], "s3") == [Free("w0", ["d"], {"d": 2})]
+
 def test_a_slot_given_back_on_a_worker_over_capacity_keeps_it_full():
     # Found under chaos: the adaptive saturation lowered capacity below what a worker
     # held, then a task seceded (long_running) and the worker was put in the idle set

@@ -174,6 +174,41 @@ def test_an_input_freed_while_its_task_waits_is_reported_missing():
     assert not s.rows and not s.data
 
 
+
+def test_a_free_of_a_put_keeps_the_value_put_again_since():
+    """A client released a scattered key and scattered it again (the same value: the
+    same key) before the scheduler's free of the first put arrived here: the second put
+    stays. The free of the put the scheduler learns of next drops it."""
+    s = W()
+    s.stimulus_put_data({"x": 1}, {"x": 8})
+    first = s.put_serial("x")
+    s.stimulus_put_data({"x": 1}, {"x": 8})
+    second = s.put_serial("x")
+    assert 0 < first < second
+    assert s.stimulus_free_keys(["x"], puts={"x": first}) == []
+    assert s.rows["x"].state == "memory" and s.data["x"] == 1
+    s.stimulus_free_keys(["x"], puts={"x": second})
+    assert not s.rows and not s.data
+
+
+def test_a_free_drops_the_put_it_names_and_any_value_named_by_none():
+    s = W()
+    s.stimulus_put_data({"x": 1, "y": 2}, {"x": 8, "y": 8})
+    s.stimulus_free_keys(["x"], puts={"x": s.put_serial("x")})
+    s.stimulus_free_keys(["y"])  # (a free naming no put: as before puts were numbered)
+    assert not s.rows and not s.data
+
+
+def test_copies_made_on_the_schedulers_word_are_not_numbered_puts():
+    s = W()
+    s.stimulus_put_data({"x": 1}, {"x": 8}, scattered=False)  # (acquire_replicas)
+    assert s.put_serial("x") == 0
+    s.stimulus_put_data({"x": 1}, {"x": 8})
+    assert s.put_serial("x") > 0
+    f = fetch_one(s, "z")
+    s.stimulus_fetched(f.transfer, {"z": 3}, {})
+    assert s.put_serial("z") == 0  # (fetched for a task: no put)
+
 def test_data_scattered_here_wakes_the_task_waiting_for_it():
     s = W()
     f = fetch_one(s, "x")

@@ -410,9 +410,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                 elif op in ("release_keys", "want_keys"):
                     tell(self.scheduler, op, client=self.id, keys=items)
                 elif op == "update_data":
-                    for who_has, nbytes, types in items:
+                    for who_has, nbytes, types, puts in items:
                         tell(self.scheduler, "update_data", client=self.id, who_has=who_has,
-                             nbytes=nbytes, types=types)
+                             nbytes=nbytes, types=types, puts=puts)
                 elif op == "cancel":
                     for keys, force in items:
                         tell(self.scheduler, "cancel", client=self.id, keys=keys, force=force)

@@ -192,12 +192,14 @@ async def scatter(client: "Client", data: Any, workers: Any, broadcast: bool, ha
     who_has: dict[str, list[str]] = {}
     nbytes: dict[str, int] = {}
     types: dict[str, str] = {}
+    puts: dict[str, dict[str, int]] = {}  # key -> worker -> its serial for this put
     for a, reply in zip(placement, replies):
-        for k, (n, t) in reply.items():
+        for k, (n, t, put) in reply.items():
             who_has.setdefault(k, []).append(a)
             nbytes[k], types[k] = n, t
+            puts.setdefault(k, {})[a] = put
     futures = {}
-    client.table.queue("update_data", (who_has, nbytes, types))
+    client.table.queue("update_data", (who_has, nbytes, types, puts))
     for k, _ in blobs:
         f = Future(k, client, inform=False)
         if not f._state.done():

@@ -324,10 +324,10 @@ class Scheduler(EventHandlers, Actor):
         self._apply(self.state.stimulus_retry(keys, self._sid("retry")))
 
     def handle_update_data(self, client: str, who_has: dict, nbytes: dict, types: dict,
-                           origin: Comm | None = None) -> None:
-        check_update_data(who_has, nbytes, types)
+                           origin: Comm | None = None, puts: dict | None = None) -> None:
+        check_update_data(who_has, nbytes, types, puts)
         self._check_peer("update_data", "client", client, origin)
-        self._apply(self.state.stimulus_update_data(client, who_has, nbytes, types, self._sid("scatter")))
+        self._apply(self.state.stimulus_update_data(client, who_has, nbytes, types, self._sid("scatter"), puts))
 
     def handle_who_has(self, keys: list | None = None) -> dict:
         """Where each key's data is; every key in memory when ``keys`` is None."""
@@ -594,7 +594,8 @@ class Scheduler(EventHandlers, Actor):
                     ins.key, ins.spec, ins.deps, ins.name,
                     None if actor is False else actor if type(actor) is dict else {}, ins.run_id, ins.sizes))
             elif type(ins) is Free:
-                self._send(ActorRef(ins.worker, WORKER_ID), "free_keys", *ins.keys)
+                self._send(ActorRef(ins.worker, WORKER_ID), "free_keys", *(
+                    ins.keys if not ins.puts else [(k, ins.puts[k]) if k in ins.puts else k for k in ins.keys]))
             elif type(ins) is Report:
                 ref = self.client_refs.get(ins.client)
                 if ref is not None:
@@ -627,6 +628,8 @@ class Scheduler(EventHandlers, Actor):
             for op, items in ops:
                 field = {"compute": "tasks", "free_keys": "keys", "report": "msgs"}[op]
                 fields: dict[str, Any] = {field: items}
+                if op == "free_keys" and not all(type(k) is str for k in items):
+                    fields = _free_fields(items)
                 if op == "report" and self._owed_acks:
                     acked = self._owed_acks.pop(ref, 0)
                     if acked:
@@ -638,6 +641,19 @@ class Scheduler(EventHandlers, Actor):
         self.host.flush_pending()
 
 
+
+
+def _free_fields(items: list) -> dict[str, Any]:
+    """A ``free_keys`` message's fields from its items: keys, and (key, put) for a
+    scattered copy, whose put the worker keeps if put again since (WorkerState.stimulus_free_keys)."""
+    keys, puts = [], {}
+    for item in items:
+        if type(item) is str:
+            keys.append(item)
+        else:
+            keys.append(item[0])
+            puts[item[0]] = item[1]
+    return {"keys": keys, "puts": puts}
 
 
 def _wire_info(report: Report, inline: dict[str, bytes] | None) -> dict:

@@ -22,9 +22,12 @@ class Compute(NamedTuple):
 
 
 class Free(NamedTuple):
-    """``worker`` drops its copies of ``keys`` (or stops running them)."""
+    """``worker`` drops its copies of ``keys`` (or stops running them). ``puts``: for a
+    copy a client scattered there, the worker's serial number of that put (a later put
+    of the key there is not dropped with it)."""
     worker: str
     keys: list
+    puts: dict | None = None
 
 
 class Report(NamedTuple):

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from .instructions import Free, Instruction
+from .task_state import forget_put
 
 if TYPE_CHECKING:
     from .placement import WorkerState
@@ -200,6 +201,7 @@ def replicas_dropped(state: "SchedulerState", worker: str, keys: Iterable[str],
     if ws is None:
         return []
     dropped = []
+    puts: dict[str, int] = {}  # (a scattered copy: the put the worker frees)
     for key in keys:
         ts = state.tasks.get(key)
         if ts is None or ws not in ts.who_has or len(ts.who_has) < 2:
@@ -207,7 +209,10 @@ def replicas_dropped(state: "SchedulerState", worker: str, keys: Iterable[str],
         state.placement.drop_replica(ts, ws)
         state.log.append((key, "memory", f"replica-off-{worker}", stimulus_id, time.time()))
         dropped.append(key)
-    return [Free(worker, dropped)] if dropped else []
+        put = forget_put(ts, ws)
+        if put:
+            puts[key] = put
+    return [Free(worker, dropped, puts or None)] if dropped else []
 
 
 __all__ = ["Move", "REBALANCE_TOLERANCE", "movable", "plan_rebalance", "plan_replicate", "plan_retire",

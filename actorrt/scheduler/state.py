@@ -32,7 +32,7 @@ from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
 from .invariants import InvalidStateError, check_invariants
-from .task_state import NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members, queue_priority, TaskState, TaskStatus, grow, shrink  # noqa: F401 (re-exported)
+from .task_state import NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members, queue_priority, TaskState, TaskStatus, forget_put, grow, shrink  # noqa: F401 (re-exported)
 
 #: Task names whose cancellations are counted (for the dashboard; freely named keys
 #: must not grow the scheduler without bound).
@@ -192,9 +192,12 @@ class SchedulerState:
                 and self.tasks.get(ts.key) is ts and not self._needed(ts) and not ts.dependents}
 
     def stimulus_update_data(self, client: str, who_has: dict[str, list[str]], nbytes: dict[str, int],
-                             types: dict[str, str], stimulus_id: str) -> list[Instruction]:
-        """Data was placed on workers directly (scatter)."""
+                             types: dict[str, str], stimulus_id: str,
+                             puts: dict[str, dict[str, int]] | None = None) -> list[Instruction]:
+        """Data was placed on workers directly (scatter); ``puts``: each holder's serial
+        number of its put (WorkerState.stimulus_put_data), named when it is freed."""
         for key, addresses in who_has.items():
+            key_puts = puts.get(key) if puts else None
             holders = [self.workers[a] for a in addresses if a in self.workers]
             ts = self.tasks.get(key)
             if ts is None:
@@ -210,11 +213,12 @@ class SchedulerState:
                 # the stray copies go, except where that task itself runs.
                 for ws in holders:
                     if ws is not ts.processing_on:
-                        self._out.append(Free(ws.address, [key]))
+                        put = key_puts.get(ws.address) if key_puts else None
+                        self._out.append(Free(ws.address, [key], {key: put} if put else None))
                 continue
             if ts.state == "memory":
                 for ws in holders:  # more copies of data already held: known, so freed later
-                    self.placement.add_replica(ts, ws)
+                    self._add_put_copy(ts, ws, key_puts)
                 continue
             self._story(ts, ts.state, "memory", stimulus_id)
             ts.state = "memory"
@@ -222,7 +226,7 @@ class SchedulerState:
             ts.nbytes = nbytes.get(key, 0)
             ts.type = _shared(types.get(key))
             for ws in holders:
-                self.placement.add_replica(ts, ws)
+                self._add_put_copy(ts, ws, key_puts)
             self._report(ts, only=client)
         return self._flush()
 
@@ -476,6 +480,21 @@ class SchedulerState:
         if self.validate_each:
             self.validate()
 
+    def _add_put_copy(self, ts: TaskState, ws: WorkerState, key_puts: dict[str, int] | None) -> None:
+        """``ws`` holds a copy of ``ts`` a client scattered there (with that put's serial)."""
+        self.placement.add_replica(ts, ws)
+        put = key_puts.get(ws.address) if key_puts else None
+        if put:
+            ts.puts = {**(ts.puts or {}), ws.address: put}
+        else:
+            forget_put(ts, ws)  # (an earlier put there, freed meanwhile)
+
+    def _free_copy(self, ts: TaskState, ws: WorkerState) -> Free:
+        """The Free of ``ws``'s copy of ``ts`` (no longer counted as one), naming the put
+        that scattered it there, if one did."""
+        put = forget_put(ts, ws)
+        return Free(ws.address, [ts.key], {ts.key: put} if put else None)
+
     def _story(self, ts: TaskState, start: str, finish: str, stimulus_id: str) -> None:
         # Every change of a task's state is told here, so the count of work ahead is
         # kept here too (admission control reads it per submission: a scan would not do).
@@ -628,7 +647,7 @@ class SchedulerState:
 
     def _memory_released(self, ts: TaskState, stimulus_id: str) -> Recs:
         for ws in self.placement.drop_replicas(ts):
-            self._out.append(Free(ws.address, [ts.key]))
+            self._out.append(self._free_copy(ts, ws))
         recs = self._to_released(ts)
         if self._needed(ts):
             # Data lost while still wanted: compute it again from its recipe.
@@ -674,7 +693,7 @@ class SchedulerState:
     def _memory_erred(self, ts: TaskState, stimulus_id: str) -> Recs:
         """A held actor died: its key fails, so its handles and dependents learn it."""
         for ws in self.placement.drop_replicas(ts):
-            self._out.append(Free(ws.address, [ts.key]))
+            self._out.append(self._free_copy(ts, ws))
         return self._to_erred(ts, stimulus_id)
 
     def _erred_released(self, ts: TaskState, stimulus_id: str) -> Recs:

@@ -165,6 +165,9 @@ class TaskState:
     retries: _Rare[int] = _Rare(0)
     suspicious: _Rare[int] = _Rare(0)
     workers: _Rare[set[str] | None] = _Rare(None)
+    # Copies a client scattered: holder address -> that worker's serial number of the
+    # put, named when the copy is freed (a later put there is then kept).
+    puts: _Rare[dict[str, int] | None] = _Rare(None)
 
     def __init__(self, key: str, spec: Any, name: str) -> None:
         self._rare: dict[str, Any] | None = None
@@ -190,3 +193,13 @@ class TaskState:
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
+
+
+def forget_put(ts: TaskState, ws: "WorkerState") -> int | None:
+    """The serial number of the put that scattered ``ws``'s copy of ``ts``, if one did,
+    no longer remembered (the copy is being freed)."""
+    puts = ts.puts
+    put = puts.get(ws.address) if puts else None
+    if put:
+        ts.puts = {a: n for a, n in puts.items() if a != ws.address}  # type: ignore[union-attr]
+    return put

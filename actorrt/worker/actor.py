@@ -223,10 +223,12 @@ class Worker(Actor):
                               f"on the connection this worker registered on; this came from "
                               f"{origin.peer_address!r} on another")
 
-    def handle_free_keys(self, keys: list, origin: Comm | None) -> None:
+    def handle_free_keys(self, keys: list, origin: Comm | None, puts: dict | None = None) -> None:
         self._from_scheduler("free_keys", origin)
         str_list("Worker.free_keys", "keys", keys)
-        self.carry_out(self.state.stimulus_free_keys(keys))
+        if puts is not None:
+            str_map("Worker.free_keys", "puts", puts, lambda v: type(v) is int, "a put's serial number")
+        self.carry_out(self.state.stimulus_free_keys(keys, puts=puts))
 
     def handle_close(self, origin: Comm | None) -> None:
         self._from_scheduler("close", origin)
@@ -287,7 +289,9 @@ class Worker(Actor):
         values = {key: blob.loads() for key, blob in data.items()}
         nbytes = {key: sizeof(value) for key, value in values.items()}
         self.carry_out(self.state.stimulus_put_data(values, nbytes))
-        return {key: [nbytes[key], type_name(value)] for key, value in values.items()}
+        # (The put's serial goes to the scheduler with the client's update_data: its
+        # free of this copy names it, so a later put of the key is not freed with it.)
+        return {key: [nbytes[key], type_name(value), self.state.put_serial(key)] for key, value in values.items()}
 
     async def handle_acquire_replicas(self, who_has: dict, origin: Comm | None) -> list:
         """Take copies of ``{key: [holders]}`` from peers, as our own (replicate,

@@ -40,7 +40,8 @@ async def acquire_replicas(worker: "Worker", who_has: dict[str, list[str]]) -> l
             for key in keys:
                 tried[key] += 1
             if values:
-                state_out = state.stimulus_put_data(values, {k: sizeof(v) for k, v in values.items()})
+                state_out = state.stimulus_put_data(values, {k: sizeof(v) for k, v in values.items()},
+                                                    scattered=False)
                 worker.carry_out(state_out)
                 for key in values:
                     wanted.pop(key, None)
@@ -55,7 +56,8 @@ def _adopt_local_copies(worker: "Worker", keys: list[str]) -> set[str]:
         row = worker.state.rows.get(key)
         if row is not None and row.state == "memory":
             if row.copy:
-                worker.carry_out(worker.state.stimulus_put_data({key: worker.data[key]}, {key: row.nbytes}))
+                worker.carry_out(worker.state.stimulus_put_data({key: worker.data[key]}, {key: row.nbytes},
+                                                                scattered=False))
             own.add(key)
     return own
 

@@ -137,7 +137,7 @@ class KeyState:
     """What this worker knows of one key."""
 
     __slots__ = ("key", "state", "task", "job", "actor", "waiting_on", "waiters", "missing", "unmovable",
-                 "long_running", "copy", "uses", "nbytes", "type", "batch")
+                 "long_running", "copy", "uses", "nbytes", "type", "batch", "put")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -158,6 +158,9 @@ class KeyState:
         self.nbytes = 0
         self.type = ""          # the value's type name, as reported (read here: the store may be on disk)
         self.batch: int | None = None              # the transfer bringing it (fetch, flight)
+        # Scattered here by a client: this worker's serial number of that put (0: computed,
+        # fetched or copied here). A free from the scheduler names the put it knew of.
+        self.put = 0
 
     def __repr__(self) -> str:
         return f"<KeyState {self.key!r} {self.state}>"
@@ -182,6 +185,7 @@ class WorkerState:
         self.log: deque[tuple[str, str, str, str]] = deque(maxlen=story_length)
         self._rng = rng or random.Random()
         self._transfers = itertools.count(1)
+        self._puts = itertools.count(1)
         self._jobs = itertools.count(1)
         self._stimuli = itertools.count(1)
 
@@ -258,8 +262,16 @@ class WorkerState:
         row.long_running = True
         return [LongRunning(key)]
 
-    def stimulus_free_keys(self, keys: Iterable[str], stimulus_id: str = "") -> list[Instruction]:
-        """The scheduler no longer wants ``keys`` here (computed, held or running)."""
+    def stimulus_free_keys(self, keys: Iterable[str], stimulus_id: str = "",
+                           puts: dict[str, int] | None = None) -> list[Instruction]:
+        """The scheduler no longer wants ``keys`` here (computed, held or running).
+
+        ``puts``: for a key scattered here, the put the scheduler frees (its serial
+        number, ``stimulus_put_data``). A value put here again since is kept: a client
+        that released a scattered key and scattered it again (the same value hashes to
+        the same key) puts it over its own connection, while the free of the first put
+        comes from the scheduler over another; the new put may arrive first, and the
+        scheduler learns of it (update_data) after the free."""
         sid = stimulus_id or self._sid("free-keys")
         out: list[Instruction] = []
         for key in keys:
@@ -269,14 +281,18 @@ class WorkerState:
             if row.state in _RUNS:
                 self._drop_run(row, sid, out)
             elif row.state == "memory":
+                if puts and row.put > puts.get(key, row.put):
+                    continue  # put again since the put the scheduler frees
                 self._drop_value(row, sid, out)
             # (fetch, flight, released: only local tasks want it, which the scheduler
             # does not know of; they keep it until they stop.)
         return out
 
     def stimulus_put_data(self, values: dict[str, Any], nbytes: dict[str, int],
-                          stimulus_id: str = "") -> list[Instruction]:
-        """Data was scattered here: it is ours (the scheduler learns of it from the client)."""
+                          stimulus_id: str = "", scattered: bool = True) -> list[Instruction]:
+        """Data was put here: it is ours. ``scattered``: by a client, which tells the
+        scheduler, naming each put (``put_serial``); else copied here on the scheduler's
+        word (acquire_replicas), which frees it without naming a put."""
         sid = stimulus_id or self._sid("put-data")
         out: list[Instruction] = []
         for key, value in values.items():
@@ -286,7 +302,15 @@ class WorkerState:
             elif row.state in _RUNS:
                 continue  # the run stands: the scheduler keeps it and waits for its report
             self._store(row, value, nbytes[key], False, sid, out)
+            if scattered:
+                row.put = next(self._puts)
         return out
+
+    def put_serial(self, key: str) -> int:
+        """The serial number of the put that stored ``key`` here (0: none, or not stored:
+        a run of it was going on)."""
+        row = self.rows.get(key)
+        return row.put if row is not None else 0
 
     def stimulus_scheduler_lost(self, stimulus_id: str = "") -> list[Instruction]:
         """The scheduler gave up on this worker: its runs are rerun elsewhere, its data
@@ -468,6 +492,7 @@ class WorkerState:
         row.type = type_name(value)
         row.copy = copy
         row.batch = None
+        row.put = 0  # (stimulus_put_data numbers a scatter's)
         if row.state == "memory":
             return
         self._move(row, "memory", sid)
@@ -481,6 +506,7 @@ class WorkerState:
         if row.uses:  # a local task still takes it: it will find it gone and say so
             self.data.pop(row.key, None)
             row.copy = False
+            row.put = 0
             row.actor = None
             self._move(row, "released", sid)
         else:
