@@ -39,7 +39,7 @@ from common import (  # noqa: E402
     parse_args,
     print_table,
     runtimes,
-    tree_cpu_seconds,
+    with_cpu,
 )
 from floors import FLOOR_COLUMNS, call_round_trip, floor_row  # noqa: E402
 
@@ -91,14 +91,6 @@ def actor_on(client: Any, cls: type, address: str) -> Any:
 def best(repeat: int, run: Callable[[], float]) -> float:
     """The best of ``repeat`` runs: the one least disturbed by the rest of the machine."""
     return min(run() for _ in range(max(1, repeat)))
-
-
-def with_cpu(run: Callable[[], Any]) -> tuple[Any, float | None]:
-    """``run()``'s value and the CPU seconds the whole process tree used meanwhile."""
-    before = tree_cpu_seconds()
-    value = run()
-    after = tree_cpu_seconds()
-    return value, (after - before if before is not None and after is not None else None)
 
 
 def measure(runtime: str, client: Any, sizes: dict[str, int], only: list[str],

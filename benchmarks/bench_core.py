@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (Row, Workload, compare, fmt_seconds, format_columns, parse_args,  # noqa: E402
-                    print_table, tree_cpu_seconds)
+                    print_table, with_cpu)
 from pingpong import handoff_round_trip  # noqa: E402
 
 
@@ -56,12 +56,10 @@ cpu_used: dict[tuple[str, str], float] = {}
 def _with_cpu(name: str, body):
     """Wrap ``body(client)`` to record the cluster's CPU seconds it used."""
     def run(client):
-        before = tree_cpu_seconds()
-        result = body(client)
-        after = tree_cpu_seconds()
-        if before is not None and after is not None:
+        result, cpu = with_cpu(lambda: body(client))
+        if cpu is not None:
             runtime = "dask" if type(client).__module__.startswith("distributed") else "actorrt"
-            cpu_used[(runtime, name)] = after - before
+            cpu_used[(runtime, name)] = cpu
         return result
     return run
 

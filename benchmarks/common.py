@@ -128,6 +128,15 @@ def tree_cpu_seconds(root: int | None = None) -> float | None:
     return total
 
 
+def with_cpu(run: Callable[[], Any]) -> tuple[Any, float | None]:
+    """``run()``'s value and the CPU seconds this process and its descendants used
+    meanwhile (None where that cannot be read)."""
+    before = tree_cpu_seconds()
+    value = run()
+    after = tree_cpu_seconds()
+    return value, (after - before if before is not None and after is not None else None)
+
+
 # --- clients --------------------------------------------------------------------
 @contextlib.contextmanager
 def actorrt_client(n_workers: int = N_WORKERS, threads_per_worker: int = THREADS_PER_WORKER,

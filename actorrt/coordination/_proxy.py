@@ -184,7 +184,7 @@ class Proxy:
 
 
 def ask_and_wait(client: "Client", ref: ActorRef, op: str, fields: dict,
-                on_late: Callable[[Any], None] | None = None) -> Any:
+                 on_late: Callable[[Any], None] | None = None) -> Any:
     """Send one ask from this (non-loop) thread and wait for its reply.
 
     If the wait is interrupted (Ctrl-C), a blocking ask is withdrawn as a cancelled

@@ -628,7 +628,7 @@ class Scheduler(EventHandlers, Actor):
             for op, items in ops:
                 field = {"compute": "tasks", "free_keys": "keys", "report": "msgs"}[op]
                 fields: dict[str, Any] = {field: items}
-                if op == "free_keys" and not all(type(k) is str for k in items):
+                if op == "free_keys":
                     fields = _free_fields(items)
                 if op == "report" and self._owed_acks:
                     acked = self._owed_acks.pop(ref, 0)
@@ -653,7 +653,7 @@ def _free_fields(items: list) -> dict[str, Any]:
         else:
             keys.append(item[0])
             puts[item[0]] = item[1]
-    return {"keys": keys, "puts": puts}
+    return {"keys": keys, "puts": puts} if puts else {"keys": keys}
 
 
 def _wire_info(report: Report, inline: dict[str, bytes] | None) -> dict:

@@ -244,9 +244,9 @@ class UserActor(Actor):
         dask's speed against 4.3-4.7x). The loop's bookkeeping (``_sync_done``)
         follows, off the caller's path, and without waking the loop for it: the call
         is *settled* (Job.settled), taken back with the actor's next message
-        (``before_dispatch``), or at once if calls wait on the loop for it. With other calls on their way through the lane
-        (a caller pipelining), the answers go back from the loop in bursts: one write
-        for many, not one each.
+        (``before_dispatch``), or at once if calls wait on the loop for it. With other
+        calls on their way through the lane (a caller pipelining), the answers go back
+        from the loop in bursts: one write for many, not one each.
         A method that handed the loop anything to do (a ``put_nowait``, a call it does
         not wait for, an event logged: ``runtime.post``) is answered from the loop too,
         after it: what the method sent leaves before its answer, as before."""
