@@ -184,14 +184,16 @@ def main() -> None:
 
 def print_floor_table(results: dict[str, dict[str, float]], sizes: dict[str, int], repeat: int) -> None:
     """The sequential calls against their floor: the same thread hand-offs and socket
-    writes with no work on them (floors.call_round_trip: answered from a lane thread)."""
-    floor = call_round_trip("lane", sizes["seq"], repeat)
+    writes with no work on them (floors.call_round_trip: answered from a lane thread,
+    read by the calling thread itself, as a sequential call's reply is on its own
+    connection)."""
+    floor = call_round_trip("lane", sizes["seq"], repeat, reader="thread")
     lines = [floor_row(label, floor, results.get("actorrt", {}).get(key), results.get("dask", {}).get(key))
              for label, key in (("client->actor, median", "seq-median"), ("task->actor, other worker", "task-other"))]
     print()
     print(format_columns(FLOOR_COLUMNS, lines))
     print("floor: a thread writes a call, the other process's loop hands it to a thread that writes the "
-          "answer, this loop wakes the caller (benchmarks/floors.py)")
+          "answer, which the calling thread reads itself (benchmarks/floors.py)")
 
 
 CPU_ROWS = [("client->actor, sequential", "seq-cpu"), ("task->actor, other worker", "task-other-cpu")]

@@ -5,13 +5,20 @@ takes, with no work on any of them.
     python benchmarks/floors.py --quick    # fewer round trips
 
 A thread writes a small request on its own socket and sleeps; the other process
-answers; this process's loop reads the answer and wakes the thread. Two answering sides:
+answers; the answer wakes the thread. Two answering sides:
 
 * ``loop``: the other process's loop reads the request and writes the answer. A
   coordination call's path (a task's ``Queue.get``: the queue lives on the
-  scheduler's loop): three wake-ups (that loop, this loop, the thread).
+  scheduler's loop).
 * ``lane``: the other loop hands the request to a thread, which writes the answer
-  itself. An actor call's path (answered on the actor's lane, from its thread): four.
+  itself. An actor call's path (answered on the actor's lane, from its thread).
+
+And two readers of the answer on this side:
+
+* ``loop``: this process's loop reads it and wakes the thread (a ``Queue.get``'s
+  path): one wake-up more.
+* ``thread``: the thread reads it off its socket itself (a sequential actor call's
+  path, on the calling thread's own connection: core/thread_channel.py).
 
 What a runtime does on top (decoding, dispatch, pickling, its own bookkeeping) comes
 on top of these; ``bench_actors.py`` and ``bench_coordination.py`` print them beside
@@ -36,6 +43,7 @@ from common import fmt_seconds, format_columns, parse_args  # noqa: E402
 
 MESSAGE = 40  # bytes: a small call's size on the wire
 KINDS = ("loop", "lane")
+READERS = ("loop", "thread")
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -78,10 +86,11 @@ def serve(kind: str) -> None:
     loop.run_forever()
 
 
-def call_round_trip(kind: str, n: int, repeat: int = 3) -> float:
-    """Seconds per round trip of a thread's call answered as ``kind`` says (see the
-    module docstring), one at a time: the median of ``n``, the least of ``repeat`` runs."""
-    assert kind in KINDS
+def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") -> float:
+    """Seconds per round trip of a thread's call answered as ``kind`` says and read by
+    ``reader`` (see the module docstring), one at a time: the median of ``n``, the least
+    of ``repeat`` runs."""
+    assert kind in KINDS and reader in READERS
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind],
                              stdout=subprocess.PIPE, text=True)
     loop = asyncio.new_event_loop()
@@ -101,9 +110,23 @@ def call_round_trip(kind: str, n: int, repeat: int = 3) -> float:
                 del pending[:MESSAGE]
                 waiting.popleft().release()
 
+        request = b"x" * MESSAGE
+        if reader == "thread":
+            sock.setblocking(True)
+
+            def own_trips() -> float:
+                times = []
+                for _ in range(n):
+                    start = time.perf_counter()
+                    sock.send(request)
+                    got = 0
+                    while got < MESSAGE:
+                        got += len(sock.recv(MESSAGE - got))
+                    times.append(time.perf_counter() - start)
+                return statistics.median(times)
+            return min(own_trips() for _ in range(max(1, repeat)))
         loop.call_soon(loop.add_reader, sock, readable)
         runner.start()
-        request = b"x" * MESSAGE
 
         def trips() -> float:
             times = []
@@ -152,8 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         return serve(sys.argv[2])
     args = parse_args(__doc__, argv)
     n, repeat = (300, 1) if args.quick else (3_000, args.repeat)
-    lines = [(f"thread -> {kind} -> thread", fmt_seconds(call_round_trip(kind, n, repeat)))
-             for kind in KINDS]
+    lines = [(f"thread -> {kind} -> {'loop -> ' if reader == 'loop' else ''}thread",
+              fmt_seconds(call_round_trip(kind, n, repeat, reader)))
+             for kind in KINDS for reader in READERS]
     print(format_columns(("floor: a thread's call, answered by the other process's", "round trip"), lines))
 
 

@@ -104,7 +104,15 @@ def map_gather(client: Any, n: int) -> None:
     client.gather(client.map(inc, range(start, start + n)))
 
 
-WORKLOADS: dict[str, Callable[[Any, int], None]] = {"submit": submit_gather, "map": map_gather}
+def round_trips(client: Any, n: int) -> None:
+    """One task at a time: a task's whole round trip, as bench_core's "round trip"."""
+    start = next(_fresh) * 10 * n
+    for i in range(n):
+        client.submit(inc, start + i).result()
+
+
+WORKLOADS: dict[str, Callable[[Any, int], None]] = {
+    "submit": submit_gather, "map": map_gather, "round-trip": round_trips}
 
 
 # --- CPU per thread from /proc ------------------------------------------------------

@@ -14,6 +14,13 @@ Calls from one thread keep their order: a thread writes a call itself only when 
 of its earlier ones is still in the outbox or the loop's hands, the outbox is FIFO,
 and a host keeps per-connection order.
 
+A thread that calls one host again and again gets a connection of its own to it
+(:class:`Route`, core/thread_channel.py), and reads the replies to its calls there
+itself while it waits: the loop is not woken at all for a sequential call. Its calls
+to that host take that connection only while none it sent another way is unanswered,
+and then all of them do (written by the loop when the thread may not write), so they
+still arrive in order.
+
 Each actor the client talks to has a :class:`Link`: where the actor lives now and
 whether that is being re-learned. The scheduler is asked only after a failure:
 
@@ -36,6 +43,9 @@ from .. import runtime
 from ..core import ActorRef
 from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
 from ..core.serialize import is_remote
+from ..core.thread_channel import ThreadChannel
+
+from .actor_future import Tally
 
 if TYPE_CHECKING:
     from .actor_handle import ActorFutureState
@@ -76,6 +86,40 @@ class Link:
         self.dead: ActorDeadError | None = None
 
 
+class Route:
+    """One thread's calls to one host: may they take the thread's own connection?"""
+
+    __slots__ = ("channel", "opening", "calls", "elsewhere", "__weakref__")
+
+    def __init__(self) -> None:
+        self.channel: ThreadChannel | None = None
+        self.opening = False  # the loop is opening the channel
+        self.calls = 0        # made so far (the channel is opened for a second one)
+        # This thread's calls to the host that went another way: until all are answered,
+        # a call on the channel might overtake them.
+        self.elsewhere = Tally()
+
+    def channel_open(self) -> "ThreadChannel | None":
+        """The channel, if it is open and no call sent another way is unanswered."""
+        channel = self.channel
+        if channel is None or channel.closed or self.elsewhere.answered != self.elsewhere.sent:
+            return None
+        return channel
+
+    def sent_elsewhere(self, state: "ActorFutureState") -> None:
+        self.elsewhere.sent += 1
+        state.counted_by(self.elsewhere)
+
+    def __del__(self) -> None:  # the thread ended (its thread-local routes go with it)
+        if self.channel is not None:
+            self.channel.release()
+
+
+class _Routes(threading.local):
+    def __init__(self) -> None:
+        self.by_address: dict[str, Route] = {}
+
+
 class Caller:
     """A client's sender of actor calls (see the module docstring)."""
 
@@ -91,6 +135,7 @@ class Caller:
         self._outbox: list[tuple[Link, Call]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task] = set()
+        self._routes = _Routes()
 
     def link(self, key: str, label: str, ref: ActorRef) -> Link:
         """The link to actor ``key``; a fresh one if the known one is dead and ``ref`` is newer."""
@@ -105,28 +150,47 @@ class Caller:
         if runtime.on_loop(self.loop):
             self._dispatch(link, call)
             return
+        route = self._route(link)
         with self._lock:
-            # Straight onto the wire if nothing sent earlier is still on its way to it
-            # (this thread's calls keep their order): the loop is then woken only by
-            # the reply, one thread hand-off fewer per call.
-            if not self._scheduled and self._send_from_thread(link, call):
-                return
-            self._outbox.append((link, call))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            runtime.post(self.loop, self._flush)
-        except RuntimeError:  # the loop is closed: so is the client
-            self._flush_closed()
+            post = False
+            if not self._send_on_channel(link, call, route):
+                if route is not None:
+                    route.sent_elsewhere(call.state)  # (counted before it can be answered)
+                # Straight onto the wire if nothing sent earlier is still on its way to
+                # it (this thread's calls keep their order): the loop is then woken only
+                # by the reply, one thread hand-off fewer per call.
+                if not self._send_from_thread(link, call):
+                    self._outbox.append((link, call))
+                    post = not self._scheduled
+                    self._scheduled = True
+        if post:
+            try:
+                runtime.post(self.loop, self._flush)
+            except RuntimeError:  # the loop is closed: so is the client
+                self._flush_closed()
+        self._open_if_wanted(route, link.ref.address)
+
+    def _send_on_channel(self, link: Link, call: Call, route: Route | None) -> bool:
+        """Send ``call`` on this thread's own connection to the actor's host, if it has
+        one and no call it sent another way is unanswered (core/thread_channel.py).
+        Written by the loop, after what the thread handed it, if the thread may not
+        write it (see below). ``_lock`` held."""
+        channel = route.channel_open() if route is not None else None
+        if channel is None or link.resolving or link.dead is not None or self.host.status != "running":
+            return False
+        may_write = not self._scheduled and runtime.caught_up(self.loop)
+        settle = functools.partial(self._on_channel_outcome, link, call)
+        call.state.on_channel(channel, channel.ask(link.ref.id, call.op, self._fields(call), settle, may_write))
+        return True
 
     def _send_from_thread(self, link: Link, call: Call) -> bool:
         """Send ``call`` from this thread (see Host.ask_from_thread); False if it must
         go through the loop: the link is being re-learned, there is no open connection
         to the actor's host to write on, or the loop has yet to run something handed
-        to it (a submit of a Future this call carries: the call must not pass it)."""
+        to it (a submit of a Future this call carries: the call must not pass it).
+        ``_lock`` held."""
         if link.resolving or link.dead is not None or self.host.status != "running" \
-                or not runtime.caught_up(self.loop):
+                or self._scheduled or not runtime.caught_up(self.loop):
             return False
         # (Written on an open connection, so it may have reached the actor if it fails.
         # Calls made faster than replies come, a pipeline, go in the loop's batches: a
@@ -134,6 +198,67 @@ class Caller:
         fut = self.host.ask_from_thread(link.ref, call.op, self._fields(call),
                                         functools.partial(self._on_reply, link, call, True))
         return fut is not None
+
+    def _route(self, link: Link) -> Route | None:
+        """This thread's route to the actor's host; None where a thread may not have a
+        connection of its own (this host, in-process, TLS). Asks the loop to open the
+        channel on the second call."""
+        address = link.ref.address
+        routes = self._routes.by_address
+        route = routes.get(address)
+        if route is None:
+            if address == self.host.address or not address.startswith("tcp://"):
+                return None
+            route = routes[address] = Route()
+        elif route.channel is not None and route.channel.closed:
+            route.channel, route.opening = None, False  # (opened again if still wanted)
+        route.calls += 1
+        return route
+
+    def _open_if_wanted(self, route: Route | None, address: str) -> None:
+        """Ask the loop to open this thread's channel for its second call to a host.
+        (After that call is sent: a hand-off to the loop pending would make it wait.)"""
+        if route is None or route.calls < 2 or route.channel is not None or route.opening \
+                or self.host.status != "running":
+            return
+        route.opening = True
+        try:
+            runtime.post(self.loop, self._open_channel, weakref.ref(route), address, threading.get_ident())
+        except RuntimeError:
+            pass  # the loop is closed: so is the client
+
+    def _open_channel(self, route_ref: "weakref.ref[Route]", address: str, owner: int) -> None:
+        task = self.loop.create_task(self._open_channel_async(route_ref, address, owner))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_channel_async(self, route_ref: "weakref.ref[Route]", address: str, owner: int) -> None:
+        try:
+            channel = await self.host.open_thread_channel(address, owner,
+                                                          functools.partial(runtime.post, self.loop))
+        except Exception as e:  # (calls go the shared way, as before)
+            logger.debug("no connection of its own for thread %s to %s: %s", owner, address, e)
+            return
+        route = route_ref()
+        if route is None:  # the thread ended meanwhile
+            channel.release()
+            return
+        route.channel = channel
+
+    def _on_channel_outcome(self, link: Link, call: Call, ok: bool, value: Any) -> None:
+        """A call's outcome read off its thread's channel, by that thread or the loop."""
+        if ok:
+            call.state.finish(value)
+        elif runtime.on_loop(self.loop):
+            self._on_failure(link, call, True, value)
+        elif isinstance(value, (ActorNotFoundError, ActorDeadError, OSError)) or self._client_gone():
+            # (The connection's loss, or the actor's: re-learning where it lives is the loop's.)
+            try:
+                runtime.post(self.loop, self._on_failure, link, call, True, value)
+            except RuntimeError:
+                call.state.err(self._closed_error(value))
+        else:
+            call.state.err(value)  # the method's own exception
 
     def _fields(self, call: Call) -> dict:
         if call.op == CALL:
@@ -184,7 +309,10 @@ class Caller:
         exc = fut.exception()
         if exc is None:
             call.state.finish(fut.result())
-            return
+        else:
+            self._on_failure(link, call, reachable, exc)
+
+    def _on_failure(self, link: Link, call: Call, reachable: bool, exc: BaseException) -> None:
         if self._client_gone():
             call.state.err(self._closed_error(exc))
         elif isinstance(exc, ActorNotFoundError) or (not reachable and self._lost_in_transit(link, exc)):

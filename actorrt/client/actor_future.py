@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import runtime
 from ..core import Pickled
 from ..core.serialize import remote_traceback_text
+from ..core.thread_channel import ThreadChannel
 from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
 from ..spec import funcname
@@ -43,6 +44,18 @@ if TYPE_CHECKING:
 _WAIT_LOCK = threading.Lock()
 
 
+class Tally:
+    """How many of one thread's calls to one host went another way than its channel,
+    and how many of those are answered. Each count has one writer (the thread; the
+    loop, which settles them), so neither needs a lock."""
+
+    __slots__ = ("sent", "answered")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.answered = 0
+
+
 class ActorFutureState:
     """The reply to one actor call. Resolved on the client's loop; waited on from any thread.
 
@@ -53,7 +66,8 @@ class ActorFutureState:
     """
 
     __slots__ = ("key", "status", "_value", "_loaded", "_exc", "_callbacks", "_waiters",
-                 "type", "workers", "cancel_reason", "traceback_text", "_tb", "__weakref__")
+                 "type", "workers", "cancel_reason", "traceback_text", "_tb", "_channel", "_rid",
+                 "_tally", "__weakref__")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -68,9 +82,30 @@ class ActorFutureState:
         self.cancel_reason: str | None = None
         self.traceback_text: str | None = None
         self._tb: types.TracebackType | None = None
+        # The calling thread's own connection, if the call went on it: its reply is read
+        # there (by that thread while it waits, else by the loop once lent to it).
+        self._channel: ThreadChannel | None = None
+        self._rid = 0
+        self._tally: Tally | None = None  # counts it answered, if it went another way
+
+    def on_channel(self, channel: ThreadChannel, rid: int) -> None:
+        """The call went as ask ``rid`` on ``channel`` (client/actor_calls.py)."""
+        self._channel, self._rid = channel, rid
+
+    def counted_by(self, tally: "Tally") -> None:
+        """The call went another way than its thread's channel: ``tally`` counts it
+        answered when it is (client/actor_calls.py)."""
+        self._tally = tally
 
     def done(self) -> bool:
         return self.status != "pending"
+
+    def observe(self) -> None:
+        """Someone looks at this reply without waiting in :meth:`arm` (``done()``, a
+        callback): if it is to come on a thread's own connection, have the loop read it."""
+        channel = self._channel
+        if channel is not None and self.status == "pending":
+            channel.lend()
 
     # loop side -----------------------------------------------------------------------
     def finish(self, value: Any) -> None:
@@ -88,9 +123,23 @@ class ActorFutureState:
             self._value, self._exc = value, exc
             self.status = status
             waiters, self._waiters = self._waiters, []
+            callbacks, self._callbacks = self._callbacks, []
+            channel, self._channel = self._channel, None
+            tally, self._tally = self._tally, None
+        if tally is not None:
+            tally.answered += 1
         for waiter in waiters:
             waiter.set(None)
-        callbacks, self._callbacks = self._callbacks, []
+        if callbacks and channel is not None and not runtime.on_loop(channel.loop):
+            # Read off the channel by its thread: callbacks are the loop's to run.
+            try:
+                runtime.post(channel.loop, self._run_callbacks, callbacks)
+            except RuntimeError:
+                pass  # the loop is closed: so is the client, and what waited on it
+        else:
+            self._run_callbacks(callbacks)
+
+    def _run_callbacks(self, callbacks: list) -> None:
         for cb in callbacks:
             try:
                 cb(self)
@@ -100,14 +149,22 @@ class ActorFutureState:
 
     def add_callback(self, fn: Callable[["ActorFutureState"], None]) -> None:
         """Call ``fn(state)`` once done (now, if already done). Loop thread only."""
-        if self.status != "pending":
-            fn(self)
+        with _WAIT_LOCK:  # (a thread reading its own channel may settle this meanwhile)
+            pending = self.status == "pending"
+            if pending:
+                self._callbacks.append(fn)
+        if pending:
+            self.observe()
         else:
-            self._callbacks.append(fn)
+            fn(self)
 
     # any thread -------------------------------------------------------------------------
     def arm(self, waiter: "runtime.Waiter") -> bool:
-        """Have ``waiter`` woken by the reply; False if it is here already."""
+        """Have ``waiter`` woken by the reply; False if it is here already. A reply to
+        come on this thread's own connection is read here, by this thread, first."""
+        channel = self._channel
+        if channel is not None and self.status == "pending":
+            channel.wait(self._rid)  # (False: the loop reads it, and sets the waiter)
         with _WAIT_LOCK:
             if self.status != "pending":
                 return False
@@ -184,9 +241,11 @@ class ActorFuture(BaseActorFuture):
 
     @property
     def status(self) -> str:
+        self._state.observe()
         return self._state.status
 
     def done(self) -> bool:
+        self._state.observe()
         return self._state.status != "pending"
 
     def cancelled(self) -> bool:

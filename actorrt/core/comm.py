@@ -94,8 +94,12 @@ def _mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
 
 # What a connection is for: "main" carries a peer's messages in order; "bulk" carries
 # only asks for large values and their replies, so a value on the wire never holds up
-# the control messages behind it (see Host.ask_bulk).
-CHANNELS = ("main", "bulk")
+# the control messages behind it (see Host.ask_bulk); "thread" carries one thread's
+# asks and their replies, which that thread reads itself (core/thread_channel.py).
+CHANNELS = ("main", "bulk", "thread")
+
+#: The op of a reply: ``["", REPLY, request id, {"value": ...} | {"error": ..., "tb": ...}]``.
+REPLY = "_reply"
 
 
 class Comm:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
-from .comm import Comm, CommClosedError, InprocComm, max_frame_bytes_setting
+from .comm import REPLY, Comm, CommClosedError, InprocComm, max_frame_bytes_setting
 from .listener import Listener, connect
 from .errors import (
     ActorDeadError,
@@ -32,10 +32,10 @@ from .liveness import PING, Heartbeat, heartbeat_settings
 from .loglimit import LogLimiter
 from .security import Security
 from .serialize import Pickled, dumps_exception, loads_exception
+from .thread_channel import ThreadChannel
 
 logger = logging.getLogger("actorrt.host")
 
-REPLY = "_reply"
 #: Longest time one peer's queued messages hold the loop before the rest waits a turn.
 DISPATCH_SLICE = 0.05
 
@@ -74,6 +74,7 @@ class Host:
         self._bulk_comms: dict[str, Comm] = {}  # second connections for large values (ask_bulk)
         self._bulk_connecting: dict[str, asyncio.Future[Comm]] = {}
         self._all_comms: set[Comm] = set()
+        self._thread_channels: dict[Comm, ThreadChannel] = {}  # opened here (open_thread_channel)
         self._queued_flushes: set[Comm] = set()  # connections with a flush queued (flush_pending)
         self._connecting: dict[str, asyncio.Task[None]] = {}
         self._queued: dict[str, list] = {}
@@ -285,6 +286,24 @@ class Host:
         self._bulk_comms[address] = comm
         return comm
 
+    async def open_thread_channel(self, address: str, owner: int,
+                                  post: Callable[..., None]) -> ThreadChannel:
+        """A connection to ``address`` for thread ``owner``'s asks, whose replies that
+        thread reads itself (core/thread_channel.py; ``post`` as there). Plain TCP only:
+        a TLS object must not be read on one thread while another writes."""
+        assert self.loop is not None, "host not started"
+        comm = await connect(address, local_address=self.address, secret=self.secret,
+                             ref_type=ActorRef, timeout=self.connect_timeout,
+                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
+                             channel="thread", ssl_context=self._client_ssl)
+        if self.status in ("closing", "closed") or not comm.threads_may_send:
+            comm.close()
+            raise CommClosedError(f"no thread connection to {address}: the host is closing, "
+                                  "or the connection is not plain TCP")
+        self._adopt(comm, address)
+        channel = self._thread_channels[comm] = ThreadChannel(comm, self.loop, owner, post)
+        return channel
+
     def _send(self, address: str, msg: list) -> Comm | None:
         """Route one message; returns the comm it went on (None if local or queued)."""
         if address == self.address:
@@ -361,7 +380,7 @@ class Host:
         comm.on_unencodable = lambda msg, exc: self._on_unencodable(comm, msg, exc)
         comm.queued_flushes = self._queued_flushes
         self._all_comms.add(comm)
-        if comm.channel == "bulk":  # only the side that dialled it sends asks on it
+        if comm.channel != "main":  # (bulk, thread) only the side that dialled it asks on it
             return
         if address and (address not in self._comms or self._comms[address].closed):
             self._comms[address] = comm
@@ -379,10 +398,16 @@ class Host:
             del self._comms[address]
         self._fail_pending(comm, CommClosedError(
             f"connection to {address} closed before the reply arrived" + (f" ({exc})" if exc else "")))
-        if comm.channel == "bulk":
+        channel = self._thread_channels.pop(comm, None)
+        if channel is not None:
+            channel.on_closed(exc)
+        if comm.channel != "main":
             if address and self._bulk_comms.get(address) is comm:
                 del self._bulk_comms[address]
-            return  # a bulk connection says nothing about whether the peer is alive
+            return  # a bulk or thread connection says nothing about whether the peer is alive
+        # Thread connections carry no heartbeat of their own: the main one speaks for the peer.
+        for other in [c for c in self._all_comms if c.channel == "thread" and c.peer_address == address]:
+            other.close(CommClosedError(f"the connection to {address} closed"))
         if address and self.status == "running":
             for cb in list(self.peer_lost_callbacks):
                 try:

@@ -81,8 +81,10 @@ class Heartbeat:
         now = self._loop.time()
         for comm in list(self._comms()):
             last_received = getattr(comm, "last_received", None)
-            if last_received is None or comm.closed:
-                continue  # in-process: nothing can go silent
+            if last_received is None or comm.closed or comm.channel == "thread":
+                # In-process: nothing can go silent. A thread's own connection is read
+                # by that thread, not the loop, and closes with the main one (Host).
+                continue
             silent = now - last_received
             if silent > self.timeout:
                 logger.warning("closing the connection to %s: nothing heard for %.1f s (heartbeat timeout %s s)",

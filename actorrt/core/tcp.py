@@ -12,6 +12,7 @@ import collections
 import hmac
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -123,6 +124,7 @@ class TCPComm(Comm):
         self._writer = _SocketWriter(sock, self._loop, self._write_failed, WRITE_STALL_TIMEOUT)
         self._in_hand = False  # the loop is writing a batch it took from the outbox
         self.threads_may_send = not self._tls  # (an SSL object: one thread at a time)
+        self._poller: Any = None  # select.poll() of a thread the reading is lent to
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
         # bytes read and the last message written.
         self.last_received = self.last_sent = self._loop.time()
@@ -223,6 +225,64 @@ class TCPComm(Comm):
                 # Out of turns with decrypted bytes held inside TLS: no socket event
                 # will announce them, so come back on the next loop turn.
                 self._loop.call_soon(self._read_ready)
+
+    # A thread reading for itself (core/thread_channel.py) --------------------------
+    def lend_reading(self) -> None:
+        """Loop side: stop reading; a thread reads with :meth:`read_from_thread` until
+        :meth:`take_reading_back`. (Bytes already read stay in the decoder, so either
+        reader goes on where the other stopped.)"""
+        if not self.closed:
+            self._loop.remove_reader(self._fd)
+
+    def take_reading_back(self) -> None:
+        """Loop side: read on the loop again."""
+        if not self.closed:
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    def read_from_thread(self, timeout: float, tell_loop: Callable[..., None]) -> list | None:
+        """From the one thread the reading is lent to: the messages that arrive within
+        ``timeout`` seconds (empty if only part of one did), or None if nothing did.
+        CommClosedError if the connection is lost or the peer sends garbage; the loop
+        is told (``tell_loop(fn, *args)`` has it call ``fn``), and closes it as it
+        would have."""
+        sock, decoder = self._sock, self._decoder
+        if sock is None or self.closed:
+            raise CommClosedError(f"connection to {self.peer_address} is closed")
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._fd, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            return None
+        buf = decoder.get_buffer()
+        try:
+            n = sock.recv_into(buf)
+        except _WOULD_BLOCK:
+            return []
+        except OSError as e:
+            return self._lost_on_thread(e, tell_loop)
+        finally:
+            buf.release()
+        if n == 0:
+            return self._lost_on_thread(None, tell_loop)
+        self.last_received = self._loop.time()
+        traffic.received += n
+        decoder.buffer_updated(n)
+        messages: list = []
+        try:
+            while (frames := decoder.next_message()) is not None:
+                messages.extend(unpack_frames(frames, self._ref_type))
+        except Exception as e:  # malformed input: as _read_ready would, drop this peer
+            logger.warning("closing connection from %s: %s", self.peer_address or self._peername(), e)
+            tell_loop(self.close, e)
+            raise CommClosedError(f"connection to {self.peer_address} closed: {e}") from None
+        if self._lowat != 1 or decoder.large_remaining:
+            self._set_lowat(sock, decoder.large_remaining)
+        return messages
+
+    def _lost_on_thread(self, exc: BaseException | None, tell_loop: Callable[..., None]) -> list:
+        tell_loop(self._lost, exc)
+        raise CommClosedError(f"connection to {self.peer_address} lost" + (f": {exc}" if exc else ""))
 
     def _set_lowat(self, sock: socket.socket, remaining: int) -> None:
         """While a large frame streams in, wake only for a worthwhile amount of it."""

@@ -1,0 +1,238 @@
+"""A connection one thread owns for its asks to one peer, whose replies it reads itself.
+
+A thread that asks and waits (``counter.increment().result()``) otherwise takes two
+wake-ups on its own side per call: the loop's, woken by the reply, and its own, woken by
+the loop. Reading the reply off the socket on the waiting thread saves the first one and
+all the loop's work on it: a sequential actor call costs about a third less (see
+docs/internals.md, "A thread's own connection").
+
+Who reads is decided per channel, under its lock:
+
+* **the owner thread**, while it waits for one of its asks (:meth:`ThreadChannel.wait`),
+  and only then: outside a wait nobody reads, so the loop is never woken for this socket;
+* **the loop**, once anyone else needs a reply the owner is not waiting for: another
+  thread waits on it, a callback is attached to it (``gather``, ``as_completed``,
+  ``await``), the owner has more than one ask out (a pipeline), a wait outlasts
+  ``PATIENCE`` (the loop's heartbeat then watches the peer), or the owner thread is
+  gone. :meth:`ThreadChannel.lend` hands the reading to the loop; the loop hands it back
+  once every ask is answered.
+
+Each ask is written by the owner straight onto the socket when nothing handed to the
+loop for this channel is still unsent, else the loop writes it after those: one
+connection, so the peer sees one thread's asks in the order they were made.
+
+A thread channel carries no heartbeat of its own: the host closes it with the main
+connection to the same peer (Host._on_comm_closed), which is watched.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from typing import Any, Callable
+
+from .comm import REPLY
+from .errors import BadMessageError, CommClosedError
+from .serialize import Pickled, loads_exception
+
+logger = logging.getLogger("actorrt.host")
+
+#: ``settle(ok, value)``: an ask's outcome, on whichever thread read it (``value`` is the
+#: exception when not ``ok``).
+Settle = Callable[[bool, Any], None]
+
+#: Longest a thread reads for a reply itself before the loop takes over (s). A reply
+#: that is slower than this is no longer a sequential call's latency; on the loop the
+#: wait is watched by the heartbeat like any other.
+PATIENCE = 0.5
+
+
+class ThreadChannel:
+    """One thread's connection to one peer host (see the module docstring).
+
+    ``post(fn, *args)``, from any thread, has the loop call ``fn(*args)`` after
+    everything that thread handed it before (so an ask the loop writes cannot pass
+    them); RuntimeError if the loop is closed."""
+
+    def __init__(self, comm: Any, loop: asyncio.AbstractEventLoop, owner: int,
+                 post: Callable[..., None]) -> None:
+        self.comm = comm
+        self.loop = loop
+        self.owner = owner                     # the thread's ident
+        self._post = post
+        self._lock = threading.Lock()
+        self._asks: dict[int, Settle] = {}     # unanswered, by request id
+        self._rids = itertools.count(1)
+        self._loop_reads = False               # else nobody, or the owner in wait()
+        self._owner_reading = False
+        self._lend_after_read = False          # asked for while the owner read
+        self._unsent = 0                       # asks handed to the loop, not yet written
+        self._owner_gone = False
+        comm.on_messages = self._on_loop_messages
+        comm.lend_reading()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.comm.closed)
+
+    # --- the owner thread -------------------------------------------------------------
+    def ask(self, actor_id: str, op: str, fields: dict, settle: Settle, may_write: bool) -> int:
+        """Send an ask; ``settle`` gets its outcome. Written from this thread if
+        ``may_write`` (nothing the thread handed the loop is still to run) and nothing
+        for this channel waits on the loop; else by the loop. Returns its request id."""
+        with self._lock:
+            rid = next(self._rids)
+            self._asks[rid] = settle
+            if len(self._asks) > 1:
+                self._lend_locked()  # a pipeline: its replies come faster than waits read them
+            direct = may_write and not self._unsent
+            if not direct:
+                self._unsent += 1
+        msg = [actor_id, op, rid, fields]
+        if direct:
+            data = self.comm.frame_for_thread(msg)
+            if data is not None and self.comm.write_from_thread(data):
+                return rid
+            with self._lock:
+                self._unsent += 1
+        try:
+            self._post(self._send_on_loop, rid, msg)
+        except RuntimeError:  # the loop is closed, and the connection with it
+            self._fail_one(rid, CommClosedError(f"connection to {self.comm.peer_address} closed"))
+        return rid
+
+    def wait(self, rid: int) -> bool:
+        """Read replies on this thread until ask ``rid``'s has come (True). False, at
+        once or after ``PATIENCE``, if the loop reads them instead: then wait for the
+        outcome as for any other (this has asked the loop to read)."""
+        with self._lock:
+            if rid not in self._asks:
+                return True
+            if self._loop_reads or self._owner_reading or threading.get_ident() != self.owner:
+                self._lend_locked()
+                return False
+            self._owner_reading = True
+        deadline = self.loop.time() + PATIENCE
+        try:
+            while rid in self._asks:
+                left = deadline - self.loop.time()
+                messages = self.comm.read_from_thread(left, self._call_on_loop) if left > 0 else None
+                if messages is None:
+                    self._lend_after_read = True  # slow: the loop waits for it, watching the peer
+                    return False
+                for msg in messages:
+                    self._on_message(msg)
+            return True
+        except CommClosedError as e:
+            self._fail_all(e)
+            return True
+        finally:
+            with self._lock:
+                self._owner_reading = False
+                if self._lend_after_read:
+                    self._lend_after_read = False
+                    self._lend_locked()
+
+    def release(self) -> None:
+        """The owner thread is done with this channel (it is ending): the loop reads
+        what is still to come, then closes it."""
+        with self._lock:
+            self._owner_gone = True
+            if self._asks:
+                self._lend_locked()
+                return
+        self._call_on_loop(self.comm.close)
+
+    # --- any thread ---------------------------------------------------------------------
+    def lend(self) -> None:
+        """Have the loop read the replies still to come (someone other than the owner,
+        or not in a wait, needs one)."""
+        with self._lock:
+            self._lend_locked()
+
+    def _lend_locked(self) -> None:
+        if self._owner_reading:
+            self._lend_after_read = True
+        elif not self._loop_reads and self._asks:
+            self._loop_reads = True
+            self._call_on_loop(self._start_loop_reading)
+
+    def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self._post(fn, *args)
+        except RuntimeError:  # the loop is closed, and the connection with it
+            pass
+
+    def _on_message(self, msg: Any) -> None:
+        if type(msg) is not list or len(msg) != 4 or msg[1] != REPLY:
+            if not (type(msg) is list and len(msg) == 4 and msg[2] == 0):
+                logger.warning("ignoring a message that is not a reply on a thread channel from %s",
+                               self.comm.peer_address)
+            return
+        rid, fields = msg[2], msg[3]
+        with self._lock:
+            settle = self._asks.pop(rid, None)
+        if settle is None:
+            return
+        if type(fields) is dict and "value" in fields:
+            settle(True, fields["value"])
+            return
+        err = fields.get("error") if type(fields) is dict else None
+        settle(False, loads_exception(err, fields.get("tb")) if isinstance(err, Pickled)
+               else BadMessageError(f"malformed reply {fields!r}"))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            asks, self._asks = self._asks, {}
+        for settle in asks.values():
+            settle(False, exc)
+
+    # --- the loop -----------------------------------------------------------------------
+    def _send_on_loop(self, rid: int, msg: list) -> None:
+        with self._lock:
+            self._unsent -= 1
+        if self.comm.closed:
+            self._fail_one(rid, CommClosedError(f"connection to {self.comm.peer_address} closed"))
+            return
+        self.comm.send(msg)
+
+    def _fail_one(self, rid: int, exc: BaseException) -> None:
+        with self._lock:
+            settle = self._asks.pop(rid, None)
+        if settle is not None:
+            settle(False, exc)
+
+    def _start_loop_reading(self) -> None:
+        self.comm.take_reading_back()
+        self._maybe_take_back()  # (everything may have been answered meanwhile)
+
+    def _on_loop_messages(self, messages: list, comm: Any) -> None:
+        for msg in messages:
+            self._on_message(msg)
+        if not self._asks:
+            # Not from inside the socket's read handler, which may read on after this.
+            self.loop.call_soon(self._maybe_take_back)
+
+    def _maybe_take_back(self) -> None:
+        """Every ask answered: the owner reads again (or, gone, the channel closes)."""
+        with self._lock:
+            if not self._loop_reads or self._asks or self.comm.closed:
+                return
+            if self._owner_gone:
+                close = True
+            else:
+                close = False
+                self._loop_reads = False
+                self.comm.lend_reading()
+        if close:
+            self.comm.close()
+
+    def on_closed(self, exc: BaseException | None) -> None:
+        """The connection closed: every ask still out fails, as on any connection."""
+        self._fail_all(CommClosedError(
+            f"connection to {self.comm.peer_address} closed before the reply arrived"
+            + (f" ({exc})" if exc else "")))
+
+    def __repr__(self) -> str:
+        return f"<ThreadChannel to {self.comm.peer_address} {len(self._asks)} asks>"
