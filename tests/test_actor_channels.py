@@ -117,6 +117,21 @@ def test_a_method_error_on_the_channel_raises_in_the_caller(pclient, counter):
     assert counter.increment().result() == 3
 
 
+def test_a_wait_that_times_out_leaves_the_channel_working(pclient, counter):
+    _route(pclient, counter)
+    assert counter.increment().result(timeout=20) == 3  # (a timed wait: the loop's)
+    with socket.create_server(("127.0.0.1", 0)) as gate:
+        gate.settimeout(30)
+        slow = counter.wait_for_gate(gate.getsockname()[1])
+        conn, _ = gate.accept()
+        with conn:
+            with pytest.raises(TimeoutError):
+                slow.result(timeout=0.05)
+            conn.sendall(b"g")
+            assert slow.result(timeout=20) == b"g"
+    assert [counter.increment().result() for _ in range(3)] == [4, 5, 6]
+
+
 def test_another_thread_can_wait_for_a_call_made_on_this_ones_channel(pclient, counter):
     _route(pclient, counter)
     future = counter.increment()

@@ -157,7 +157,7 @@ def test_asks_the_loop_writes_and_asks_the_thread_writes_arrive_in_order():
             await owner.do(asks)
             await poll_for(lambda: len(out.got) == 3)
             assert out.got["get"][1] == [1, 2]
-            assert channel._unsent == 0
+            assert not channel._outbox and not channel._flush_posted
     run(main())
 
 

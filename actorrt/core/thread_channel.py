@@ -17,9 +17,10 @@ Who reads is decided per channel, under its lock:
   gone. :meth:`ThreadChannel.lend` hands the reading to the loop; the loop hands it back
   once every ask is answered.
 
-Each ask is written by the owner straight onto the socket when nothing handed to the
-loop for this channel is still unsent, else the loop writes it after those: one
-connection, so the peer sees one thread's asks in the order they were made.
+An ask is written by the owner straight onto the socket when it is the only one out
+and nothing handed to the loop for this channel is still unsent; else the loop writes
+it after those, a turn's asks at once (a pipeline costs one write per batch, not per
+ask). One connection, so the peer sees one thread's asks in the order they were made.
 
 A thread channel carries no heartbeat of its own: the host closes it with the main
 connection to the same peer (Host._on_comm_closed), which is watched.
@@ -67,7 +68,8 @@ class ThreadChannel:
         self._loop_reads = False               # else nobody, or the owner in wait()
         self._owner_reading = False
         self._lend_after_read = False          # asked for while the owner read
-        self._unsent = 0                       # asks handed to the loop, not yet written
+        self._outbox: list = []                # asks for the loop to write, in order
+        self._flush_posted = False
         self._owner_gone = False
         comm.on_messages = self._on_loop_messages
         comm.lend_reading()
@@ -78,28 +80,32 @@ class ThreadChannel:
 
     # --- the owner thread -------------------------------------------------------------
     def ask(self, actor_id: str, op: str, fields: dict, settle: Settle, may_write: bool) -> int:
-        """Send an ask; ``settle`` gets its outcome. Written from this thread if
-        ``may_write`` (nothing the thread handed the loop is still to run) and nothing
-        for this channel waits on the loop; else by the loop. Returns its request id."""
+        """Send an ask; ``settle`` gets its outcome. Returns its request id.
+
+        Written from this thread if ``may_write`` (nothing the thread handed the loop is
+        still to run), it is the only ask out and nothing for this channel waits on the
+        loop. Else the loop writes it, after those: a pipeline's asks go in the loop's
+        batches, one write for however many came in one turn."""
+        msg: list = [actor_id, op, 0, fields]
         with self._lock:
-            rid = next(self._rids)
+            rid = msg[2] = next(self._rids)
             self._asks[rid] = settle
             if len(self._asks) > 1:
                 self._lend_locked()  # a pipeline: its replies come faster than waits read them
-            direct = may_write and not self._unsent
-            if not direct:
-                self._unsent += 1
-        msg = [actor_id, op, rid, fields]
+            direct = may_write and len(self._asks) == 1 and not self._flush_posted
         if direct:
             data = self.comm.frame_for_thread(msg)
             if data is not None and self.comm.write_from_thread(data):
                 return rid
-            with self._lock:
-                self._unsent += 1
-        try:
-            self._post(self._send_on_loop, rid, msg)
-        except RuntimeError:  # the loop is closed, and the connection with it
-            self._fail_one(rid, CommClosedError(f"connection to {self.comm.peer_address} closed"))
+        with self._lock:
+            self._outbox.append(msg)
+            post = not self._flush_posted
+            self._flush_posted = True
+        if post:
+            try:
+                self._post(self._flush)
+            except RuntimeError:  # the loop is closed, and the connection with it
+                self._fail_all(CommClosedError(f"connection to {self.comm.peer_address} closed"))
         return rid
 
     def wait(self, rid: int) -> bool:
@@ -189,13 +195,15 @@ class ThreadChannel:
             settle(False, exc)
 
     # --- the loop -----------------------------------------------------------------------
-    def _send_on_loop(self, rid: int, msg: list) -> None:
+    def _flush(self) -> None:
         with self._lock:
-            self._unsent -= 1
-        if self.comm.closed:
-            self._fail_one(rid, CommClosedError(f"connection to {self.comm.peer_address} closed"))
-            return
-        self.comm.send(msg)
+            batch, self._outbox = self._outbox, []
+            self._flush_posted = False
+        for msg in batch:
+            if self.comm.closed:
+                self._fail_one(msg[2], CommClosedError(f"connection to {self.comm.peer_address} closed"))
+            else:
+                self.comm.send(msg)
 
     def _fail_one(self, rid: int, exc: BaseException) -> None:
         with self._lock:
