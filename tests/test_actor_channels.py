@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from actorrt import ActorDeadError, Client
-from actorrt.client.actor_calls import caller_of
+from actorrt.client.routes import routes_of
 from actorrt.testing import wait_until
 
 from loop_gates import hold_this_workers_loop, while_held
@@ -52,9 +52,9 @@ class Counter:
 def _route(client, actor):
     """This thread's route to ``actor``'s worker, once its channel is open."""
     address = actor._ref.address
-    routes = caller_of(client)._routes.by_address
-    wait_until(lambda: address in routes and routes[address].channel is not None, timeout=20)
-    return routes[address]
+    routes = routes_of(client)
+    wait_until(lambda: getattr(routes.known(address), "channel", None) is not None, timeout=20)
+    return routes.known(address)
 
 
 def _holding(loop):

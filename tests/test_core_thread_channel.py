@@ -255,3 +255,30 @@ def test_no_thread_channel_from_a_host_that_is_closing():
             with pytest.raises(CommClosedError, match="closing"):
                 await h0.open_thread_channel(h1.address, threading.get_ident(), lambda *a: None)
     run(main())
+
+
+def test_a_read_interrupted_before_its_replies_are_settled_closes_the_channel():
+    """Ctrl-C lands on the main thread wherever it is: between reading a reply's bytes
+    and settling its ask, they would be lost and the stream's place with them. The
+    channel is closed and its asks fail, as on a lost connection; the interrupt goes on."""
+    async def main():
+        async with channel_pair() as (h0, h1, ref, owner, channel):
+            out = Outcomes()
+
+            def interrupted(msg):
+                raise KeyboardInterrupt
+
+            channel._on_message = interrupted
+
+            def call():
+                rid = channel.ask(ref.id, "echo", {"x": 1}, out.settle("x"), True)
+                try:
+                    channel.wait(rid)
+                except KeyboardInterrupt:
+                    return "interrupted"
+
+            assert await owner.do(call) == "interrupted"
+            await poll_for(lambda: channel.closed)
+            ok, exc, _ = out.got["x"]
+            assert not ok and isinstance(exc, CommClosedError) and "interrupted" in str(exc)
+    run(main())

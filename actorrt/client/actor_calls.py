@@ -15,7 +15,7 @@ of its earlier ones is still in the outbox or the loop's hands, the outbox is FI
 and a host keeps per-connection order.
 
 A thread that calls one host again and again gets a connection of its own to it
-(:class:`Route`, core/thread_channel.py), and reads the replies to its calls there
+(client/routes.py, core/thread_channel.py), and reads the replies to its calls there
 itself while it waits: the loop is not woken at all for a sequential call. Its calls
 to that host take that connection only while none it sent another way is unanswered,
 and then all of them do (written by the loop when the thread may not write), so they
@@ -43,9 +43,7 @@ from .. import runtime
 from ..core import ActorRef
 from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
 from ..core.serialize import is_remote
-from ..core.thread_channel import ThreadChannel
-
-from .actor_future import Tally
+from .routes import Route, routes_of
 
 if TYPE_CHECKING:
     from .actor_handle import ActorFutureState
@@ -86,40 +84,6 @@ class Link:
         self.dead: ActorDeadError | None = None
 
 
-class Route:
-    """One thread's calls to one host: may they take the thread's own connection?"""
-
-    __slots__ = ("channel", "opening", "calls", "elsewhere", "__weakref__")
-
-    def __init__(self) -> None:
-        self.channel: ThreadChannel | None = None
-        self.opening = False  # the loop is opening the channel
-        self.calls = 0        # made so far (the channel is opened for a second one)
-        # This thread's calls to the host that went another way: until all are answered,
-        # a call on the channel might overtake them.
-        self.elsewhere = Tally()
-
-    def channel_open(self) -> "ThreadChannel | None":
-        """The channel, if it is open and no call sent another way is unanswered."""
-        channel = self.channel
-        if channel is None or channel.closed or self.elsewhere.answered != self.elsewhere.sent:
-            return None
-        return channel
-
-    def sent_elsewhere(self, state: "ActorFutureState") -> None:
-        self.elsewhere.sent += 1
-        state.counted_by(self.elsewhere)
-
-    def __del__(self) -> None:  # the thread ended (its thread-local routes go with it)
-        if self.channel is not None:
-            self.channel.release()
-
-
-class _Routes(threading.local):
-    def __init__(self) -> None:
-        self.by_address: dict[str, Route] = {}
-
-
 class Caller:
     """A client's sender of actor calls (see the module docstring)."""
 
@@ -135,7 +99,7 @@ class Caller:
         self._outbox: list[tuple[Link, Call]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task] = set()
-        self._routes = _Routes()
+        self.routes = routes_of(client)
 
     def link(self, key: str, label: str, ref: ActorRef) -> Link:
         """The link to actor ``key``; a fresh one if the known one is dead and ``ref`` is newer."""
@@ -150,12 +114,13 @@ class Caller:
         if runtime.on_loop(self.loop):
             self._dispatch(link, call)
             return
-        route = self._route(link)
+        route = self.routes.route(link.ref.address)
         with self._lock:
             post = False
             if not self._send_on_channel(link, call, route):
-                if route is not None:
-                    route.sent_elsewhere(call.state)  # (counted before it can be answered)
+                if route is not None:  # (counted before it can be answered)
+                    route.elsewhere.sent += 1
+                    call.state.counted_by(route.elsewhere)
                 # Straight onto the wire if nothing sent earlier is still on its way to
                 # it (this thread's calls keep their order): the loop is then woken only
                 # by the reply, one thread hand-off fewer per call.
@@ -168,7 +133,7 @@ class Caller:
                 runtime.post(self.loop, self._flush)
             except RuntimeError:  # the loop is closed: so is the client
                 self._flush_closed()
-        self._open_if_wanted(route, link.ref.address)
+        self.routes.open_if_wanted(route, link.ref.address)
 
     def _send_on_channel(self, link: Link, call: Call, route: Route | None) -> bool:
         """Send ``call`` on this thread's own connection to the actor's host, if it has
@@ -198,52 +163,6 @@ class Caller:
         fut = self.host.ask_from_thread(link.ref, call.op, self._fields(call),
                                         functools.partial(self._on_reply, link, call, True))
         return fut is not None
-
-    def _route(self, link: Link) -> Route | None:
-        """This thread's route to the actor's host; None where a thread may not have a
-        connection of its own (this host, in-process, TLS). Asks the loop to open the
-        channel on the second call."""
-        address = link.ref.address
-        routes = self._routes.by_address
-        route = routes.get(address)
-        if route is None:
-            if address == self.host.address or not address.startswith("tcp://"):
-                return None
-            route = routes[address] = Route()
-        elif route.channel is not None and route.channel.closed:
-            route.channel, route.opening = None, False  # (opened again if still wanted)
-        route.calls += 1
-        return route
-
-    def _open_if_wanted(self, route: Route | None, address: str) -> None:
-        """Ask the loop to open this thread's channel for its second call to a host.
-        (After that call is sent: a hand-off to the loop pending would make it wait.)"""
-        if route is None or route.calls < 2 or route.channel is not None or route.opening \
-                or self.host.status != "running":
-            return
-        route.opening = True
-        try:
-            runtime.post(self.loop, self._open_channel, weakref.ref(route), address, threading.get_ident())
-        except RuntimeError:
-            pass  # the loop is closed: so is the client
-
-    def _open_channel(self, route_ref: "weakref.ref[Route]", address: str, owner: int) -> None:
-        task = self.loop.create_task(self._open_channel_async(route_ref, address, owner))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _open_channel_async(self, route_ref: "weakref.ref[Route]", address: str, owner: int) -> None:
-        try:
-            channel = await self.host.open_thread_channel(address, owner,
-                                                          functools.partial(runtime.post, self.loop))
-        except Exception as e:  # (calls go the shared way, as before)
-            logger.debug("no connection of its own for thread %s to %s: %s", owner, address, e)
-            return
-        route = route_ref()
-        if route is None:  # the thread ended meanwhile
-            channel.release()
-            return
-        route.channel = channel
 
     def _on_channel_outcome(self, link: Link, call: Call, ok: bool, value: Any) -> None:
         """A call's outcome read off its thread's channel, by that thread or the loop."""

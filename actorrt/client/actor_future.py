@@ -34,6 +34,7 @@ from ..durations import parse_timeout
 from ..spec import funcname
 from ..utils import fresh_ids
 from .future import Future, FutureState, held_future, wait_all
+from .routes import Tally
 
 if TYPE_CHECKING:
     from .client import Client
@@ -42,18 +43,6 @@ if TYPE_CHECKING:
 # --- the state of one call's reply ------------------------------------------------------
 
 _WAIT_LOCK = threading.Lock()
-
-
-class Tally:
-    """How many of one thread's calls to one host went another way than its channel,
-    and how many of those are answered. Each count has one writer (the thread; the
-    loop, which settles them), so neither needs a lock."""
-
-    __slots__ = ("sent", "answered")
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.answered = 0
 
 
 class ActorFutureState:
@@ -173,6 +162,20 @@ class ActorFutureState:
 
     def exception(self) -> BaseException | None:
         return self._exc if self.status == "error" else None
+
+    def settled_future(self, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
+        """On ``loop`` (the client's): a future done once this is settled. (No coroutine:
+        a task waiting for a call would cost an asyncio Task and three more turns.)"""
+        fut = loop.create_future()
+        self.add_callback(lambda _: _set_once(fut))
+        return fut
+
+    def outcome(self) -> Any:
+        """The reply as it came (a Pickled stays one); raises its error."""
+        if self.status == "error":
+            assert self._exc is not None
+            raise self._exc.with_traceback(self._tb)
+        return self._value
 
     def value(self, client: "Client | None" = None) -> Any:
         """The reply's value (unpickled in the calling thread, once); raises its error.
@@ -294,11 +297,8 @@ class ActorFuture(BaseActorFuture):
             runtime.block_on(self.client.loop, lambda: self._done_async(timeout))
 
     def _done_future(self) -> "asyncio.Future[None]":
-        """On the client's loop: a future done with the reply. (No coroutine: a task
-        waiting for a call would cost an asyncio Task and three more turns of the loop.)"""
-        fut = self.client.loop.create_future()
-        self._state.add_callback(lambda _: _set_once(fut))
-        return fut
+        """On the client's loop: a future done with the reply."""
+        return self._state.settled_future(self.client.loop)
 
     async def _result_async(self, timeout: float | None = None) -> Any:
         await self._done_async(timeout)

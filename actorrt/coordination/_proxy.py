@@ -17,15 +17,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from .. import runtime
 from ..durations import parse_timeout
+from ..client.actor_future import ActorFutureState
 from ..client.actor_handle import load_binding
 from ..client.errors import ClosedClientError
 from ..client.future import futures_of
+from ..client.routes import Route, routes_of
 from ..core import ActorRef, Pickled
+from ..core.thread_channel import ThreadChannel
 from ..utils import fresh_ids
 from .registry import REGISTRY_ID
 
@@ -177,10 +181,13 @@ class Proxy:
 
 
 # --- the sync face ------------------------------------------------------------------
-# A sync call from a thread waits in runtime.block_on, like every other sync call: the
-# thread writes the ask itself when it may (``direct``: Host.ask_from_thread), else
-# hands it to the client's loop, and the reply comes back through the loop; a task's
-# thread slot is given back (or lent) while the reply is not in.
+# A sync call from a thread waits in runtime.block_on, like every other sync call. From
+# a thread's second call to a host on, the ask goes on the thread's own connection to
+# it, and the thread reads the reply there itself while it waits (client/routes.py,
+# core/thread_channel.py). Else the thread writes the ask itself when it may
+# (``direct``: Host.ask_from_thread), or hands it to the client's loop, and the reply
+# comes back through the loop. A task's thread slot is given back (or lent) while the
+# reply is not in.
 
 
 def ask_and_wait(client: "Client", ref: ActorRef, op: str, fields: dict,
@@ -191,6 +198,76 @@ def ask_and_wait(client: "Client", ref: ActorRef, op: str, fields: dict,
     async one is: the actor drops it, and a late reply goes to ``on_late``.
     """
     _check_open(client)
+    routes = routes_of(client)
+    # (Not on the main thread, where Ctrl-C lands: interrupted as its reply is being
+    # read off its own connection, a get's item would be lost, see ThreadChannel.)
+    route = routes.route(ref.address) if threading.current_thread() is not threading.main_thread() else None
+    channel = route.channel_open() if route is not None else None
+    if channel is not None:
+        return _ask_on_channel(client, channel, ref, op, fields, on_late)
+    try:
+        value = _ask_shared(client, ref, op, fields, on_late)
+    except Exception:
+        _handled_so_far(route)  # (an error reply, or the connection's loss)
+        raise
+    except BaseException:
+        if route is not None:  # interrupted: the ask, and its withdrawal, may be on their way
+            route.tells_elsewhere = True
+        raise
+    finally:
+        routes.open_if_wanted(route, ref.address)
+    _handled_so_far(route)
+    return value
+
+
+def _handled_so_far(route: Route | None) -> None:
+    """An ask this thread sent the shared way is answered: its tells sent that way
+    before it were handled (one connection's messages are handled in order)."""
+    if route is not None:
+        route.tells_elsewhere = False
+
+
+def _ask_on_channel(client: "Client", channel: ThreadChannel, ref: ActorRef, op: str, fields: dict,
+                    on_late: Callable[[Any], None] | None) -> Any:
+    """:func:`ask_and_wait` on this thread's own connection to the actor's host: the
+    reply is read by this thread while it waits (or by the loop, see
+    core/thread_channel.py). Interrupted, a blocking ask is withdrawn on the same
+    connection, after it."""
+    state = ActorFutureState(f"{op}-{ref.id}")
+
+    def settle(ok: bool, value: Any) -> None:
+        if ok:
+            state.finish(value)
+        else:
+            state.err(value)
+    state.on_channel(channel, channel.ask(ref.id, op, fields, settle, runtime.caught_up(client.loop)))
+    try:
+        runtime.block_on(client.loop, functools.partial(state.settled_future, client.loop), arm=state.arm)
+    except BaseException:
+        if "call" in fields:
+            _withdraw_on_channel(client, channel, ref, fields["call"], state, on_late)
+        raise
+    return state.outcome()
+
+
+def _withdraw_on_channel(client: "Client", channel: ThreadChannel, ref: ActorRef, call: str,
+                         state: ActorFutureState, on_late: Callable[[Any], None] | None) -> None:
+    """As :func:`_withdraw`: the actor is told (after the ask, on its connection), and a
+    reply that came or comes goes to ``on_late``, on the loop."""
+    channel.tell(ref.id, "abandon", {"call": call}, runtime.caught_up(client.loop))
+
+    def late(st: ActorFutureState) -> None:
+        if st.status == "finished" and on_late is not None:
+            on_late(st.outcome())
+    try:
+        runtime.post(client.loop, state.add_callback, late)
+    except RuntimeError:
+        pass  # the loop is closed: nothing is left to hand back to
+
+
+def _ask_shared(client: "Client", ref: ActorRef, op: str, fields: dict,
+                on_late: Callable[[Any], None] | None) -> Any:
+    """:func:`ask_and_wait` on the host's shared connection to the actor's host."""
     host = client.host
     if "call" in fields:  # (a blocking ask: see Proxy._call)
         def unseen(value: Any) -> None:
@@ -307,9 +384,16 @@ def tell(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
     (so it passes none of it, see ``runtime.caught_up``), else through the loop; calls
     from one thread keep their order either way."""
     _check_open(client)
+    route = routes_of(client).route(ref.address, call=False)
+    channel = route.channel_open() if route is not None else None
+    if channel is not None:  # (after this thread's asks there: see ask_and_wait)
+        channel.tell(ref.id, op, fields, runtime.caught_up(client.loop))
+        return
+    if route is not None:
+        route.tells_elsewhere = True
     if runtime.caught_up(client.loop) and client.host.tell_from_thread(ref, op, fields):
         return
-    tell_on_loop(client, ref, op, **fields)
+    runtime.post(client.loop, functools.partial(client.host.tell, ref, op, **fields))
 
 
 def tell_on_loop(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
@@ -317,6 +401,9 @@ def tell_on_loop(client: "Client", ref: ActorRef, op: str, **fields: Any) -> Non
     For a stream of tells nobody waits on, which the loop writes a turn's worth at a
     time; calls from one thread keep their order."""
     _check_open(client)
+    route = routes_of(client).route(ref.address, call=False)
+    if route is not None:  # (the thread's next asks there must not take its channel past it)
+        route.tells_elsewhere = True
     runtime.post(client.loop, functools.partial(client.host.tell, ref, op, **fields))
 
 

@@ -228,7 +228,7 @@ class TCPComm(Comm):
 
     # A thread reading for itself (core/thread_channel.py) --------------------------
     def lend_reading(self) -> None:
-        """Loop side: stop reading; a thread reads with :meth:`read_from_thread` until
+        """Loop side: stop reading; a thread reads with :meth:`read_messages` until
         :meth:`take_reading_back`. (Bytes already read stay in the decoder, so either
         reader goes on where the other stopped.)"""
         if not self.closed:
@@ -239,21 +239,26 @@ class TCPComm(Comm):
         if not self.closed:
             self._loop.add_reader(self._fd, self._read_ready)
 
-    def read_from_thread(self, timeout: float, tell_loop: Callable[..., None]) -> list | None:
-        """From the one thread the reading is lent to: the messages that arrive within
-        ``timeout`` seconds (empty if only part of one did), or None if nothing did.
-        CommClosedError if the connection is lost or the peer sends garbage; the loop
-        is told (``tell_loop(fn, *args)`` has it call ``fn``), and closes it as it
-        would have."""
-        sock, decoder = self._sock, self._decoder
-        if sock is None or self.closed:
-            raise CommClosedError(f"connection to {self.peer_address} is closed")
+    def wait_readable(self, timeout: float) -> bool:
+        """From the one thread the reading is lent to: whether bytes (or the end) came
+        within ``timeout`` seconds. Nothing is read: interrupted here (Ctrl-C), the
+        connection is as it was."""
+        if self._sock is None or self.closed:
+            return True  # (read_messages says so)
         poller = self._poller
         if poller is None:
             poller = self._poller = select.poll()
             poller.register(self._fd, select.POLLIN)
-        if not poller.poll(max(0, int(timeout * 1000))):
-            return None
+        return bool(poller.poll(max(0, int(timeout * 1000))))
+
+    def read_messages(self, tell_loop: Callable[..., None]) -> list:
+        """From the one thread the reading is lent to, once :meth:`wait_readable`: the
+        messages that arrived (empty if only part of one did). CommClosedError if the
+        connection is lost or the peer sends garbage; the loop is told
+        (``tell_loop(fn, *args)`` has it call ``fn``), and closes it as it would have."""
+        sock, decoder = self._sock, self._decoder
+        if sock is None or self.closed:
+            raise CommClosedError(f"connection to {self.peer_address} is closed")
         buf = decoder.get_buffer()
         try:
             n = sock.recv_into(buf)

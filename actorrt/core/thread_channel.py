@@ -93,10 +93,22 @@ class ThreadChannel:
             if len(self._asks) > 1:
                 self._lend_locked()  # a pipeline: its replies come faster than waits read them
             direct = may_write and len(self._asks) == 1 and not self._flush_posted
+        self._send(msg, direct)
+        return rid
+
+    def tell(self, actor_id: str, op: str, fields: dict, may_write: bool) -> None:
+        """Send a tell (no reply), after every ask and tell this thread sent here before:
+        written from this thread if ``may_write`` and nothing for this channel waits on
+        the loop, else by the loop."""
+        with self._lock:
+            direct = may_write and not self._flush_posted
+        self._send([actor_id, op, 0, fields], direct)
+
+    def _send(self, msg: list, direct: bool) -> None:
         if direct:
             data = self.comm.frame_for_thread(msg)
             if data is not None and self.comm.write_from_thread(data):
-                return rid
+                return
         with self._lock:
             self._outbox.append(msg)
             post = not self._flush_posted
@@ -106,7 +118,6 @@ class ThreadChannel:
                 self._post(self._flush)
             except RuntimeError:  # the loop is closed, and the connection with it
                 self._fail_all(CommClosedError(f"connection to {self.comm.peer_address} closed"))
-        return rid
 
     def wait(self, rid: int) -> bool:
         """Read replies on this thread until ask ``rid``'s has come (True). False, at
@@ -123,12 +134,10 @@ class ThreadChannel:
         try:
             while rid in self._asks:
                 left = deadline - self.loop.time()
-                messages = self.comm.read_from_thread(left, self._call_on_loop) if left > 0 else None
-                if messages is None:
+                if left <= 0 or not self.comm.wait_readable(left):
                     self._lend_after_read = True  # slow: the loop waits for it, watching the peer
                     return False
-                for msg in messages:
-                    self._on_message(msg)
+                self._read_and_settle()
             return True
         except CommClosedError as e:
             self._fail_all(e)
@@ -139,6 +148,23 @@ class ThreadChannel:
                 if self._lend_after_read:
                     self._lend_after_read = False
                     self._lend_locked()
+
+    def _read_and_settle(self) -> None:
+        """Read what came and settle the asks it answers. Interrupted in between (Ctrl-C,
+        which lands on the main thread wherever it is), bytes read may be lost, and the
+        stream's place with them: the connection is closed, and every ask on it fails
+        as on a lost connection, rather than a later read misreading the stream."""
+        try:
+            for msg in self.comm.read_messages(self._call_on_loop):
+                self._on_message(msg)
+        except CommClosedError:
+            raise
+        except BaseException:
+            error = CommClosedError(f"connection to {self.comm.peer_address} closed: a read of its "
+                                    "replies was interrupted")
+            self._call_on_loop(self.comm.close, error)
+            self._fail_all(error)
+            raise
 
     def release(self) -> None:
         """The owner thread is done with this channel (it is ending): the loop reads
