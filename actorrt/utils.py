@@ -8,11 +8,14 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Awaitable, Callable, Iterator, TypeVar
+import weakref
+from typing import Any, Awaitable, Callable, Generic, Iterator, TypeVar
 
 from . import runtime
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class LoopRunner:
@@ -99,6 +102,25 @@ class FreshIds:
 
 #: The process's source of fresh ids (``f"inc-{fresh_ids.next()}"``).
 fresh_ids = FreshIds()
+
+
+class PerObject(Generic[K, V]):
+    """``make(obj)``, once per object: made on first use (by whichever thread asks
+    first) and dropped with the object (a client's caller of actors, its routes)."""
+
+    def __init__(self, make: Callable[[K], V]) -> None:
+        self._make = make
+        self._made: "weakref.WeakKeyDictionary[K, V]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, obj: K) -> V:
+        value = self._made.get(obj)
+        if value is None:
+            with self._lock:
+                value = self._made.get(obj)
+                if value is None:
+                    value = self._made[obj] = self._make(obj)
+        return value
 
 
 def env_count(name: str, default: int) -> int:

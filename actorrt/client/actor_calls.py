@@ -43,6 +43,7 @@ from .. import runtime
 from ..core import ActorRef
 from ..core.errors import ActorDeadError, ActorNotFoundError, CommClosedError
 from ..core.serialize import is_remote
+from ..utils import PerObject
 from .routes import Route, routes_of
 
 if TYPE_CHECKING:
@@ -304,16 +305,5 @@ class Caller:
         return f"<Caller {self.host.address} {len(self.links)} actors>"
 
 
-_callers: "weakref.WeakKeyDictionary[Client, Caller]" = weakref.WeakKeyDictionary()
-_callers_lock = threading.Lock()
-
-
-def caller_of(client: "Client") -> Caller:
-    """The client's caller, made on first use."""
-    caller = _callers.get(client)
-    if caller is None:
-        with _callers_lock:
-            caller = _callers.get(client)
-            if caller is None:
-                caller = _callers[client] = Caller(client)
-    return caller
+#: ``caller_of(client)``: the client's caller, made on first use.
+caller_of: "PerObject[Client, Caller]" = PerObject(Caller)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .. import runtime
 from ..core.thread_channel import ThreadChannel
+from ..utils import PerObject
 
 if TYPE_CHECKING:
     from .client import Client
@@ -138,16 +139,5 @@ class Routes:
         return f"<Routes {self.host.address}>"
 
 
-_routes: "weakref.WeakKeyDictionary[Client, Routes]" = weakref.WeakKeyDictionary()
-_routes_lock = threading.Lock()
-
-
-def routes_of(client: "Client") -> Routes:
-    """The client's routes, made on first use."""
-    routes = _routes.get(client)
-    if routes is None:
-        with _routes_lock:
-            routes = _routes.get(client)
-            if routes is None:
-                routes = _routes[client] = Routes(client)
-    return routes
+#: ``routes_of(client)``: the client's routes, made on first use.
+routes_of: "PerObject[Client, Routes]" = PerObject(Routes)
