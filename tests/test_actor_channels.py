@@ -48,6 +48,9 @@ class Counter:
     def fail(self):
         raise ValueError("from the method")
 
+    def blob(self, n):
+        return bytes(range(256)) * (n // 256)
+
 
 def _route(client, actor):
     """This thread's route to ``actor``'s worker, once its channel is open."""
@@ -108,6 +111,15 @@ def test_done_callbacks_gather_and_as_completed_see_a_channel_calls_reply(pclien
     assert pclient.gather([counter.increment(), counter.increment()]) == [5, 6]
     assert sorted(f.result() for f in as_completed([counter.increment(), counter.increment()])) == [7, 8]
     assert counter.increment().result() == 9  # and back to this thread
+
+
+def test_a_large_reply_streams_in_on_the_channel_in_many_reads(pclient, counter):
+    route = _route(pclient, counter)
+    counter.increment().result()  # (no call sent another way is unanswered)
+    big = counter.blob(8 << 20).result()  # (frames far larger than one read)
+    assert len(big) == 8 << 20 and big[:512] == bytes(range(256)) * 2 and big[-1] == 255
+    assert counter.increment().result() == 4
+    assert not route.channel.closed
 
 
 def test_a_method_error_on_the_channel_raises_in_the_caller(pclient, counter):
