@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,35 +112,26 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
                 waiting.popleft().release()
 
         request = b"x" * MESSAGE
+        trip: Callable[[], None]
         if reader == "thread":
             sock.setblocking(True)
 
-            def own_trips() -> float:
-                times = []
-                for _ in range(n):
-                    start = time.perf_counter()
-                    sock.send(request)
-                    got = 0
-                    while got < MESSAGE:
-                        got += len(sock.recv(MESSAGE - got))
-                    times.append(time.perf_counter() - start)
-                return statistics.median(times)
-            return min(own_trips() for _ in range(max(1, repeat)))
-        loop.call_soon(loop.add_reader, sock, readable)
-        runner.start()
+            def trip() -> None:  # (the calling thread writes its call and reads the answer)
+                sock.send(request)
+                got = 0
+                while got < MESSAGE:
+                    got += len(sock.recv(MESSAGE - got))
+        else:
+            loop.call_soon(loop.add_reader, sock, readable)
+            runner.start()
 
-        def trips() -> float:
-            times = []
-            for _ in range(n):
+            def trip() -> None:  # (the calling thread writes its call; this loop wakes it)
                 waiter = threading.Lock()
                 waiter.acquire()
-                start = time.perf_counter()
                 waiting.append(waiter)
-                sock.send(request)  # (the calling thread writes its call itself)
+                sock.send(request)
                 waiter.acquire()
-                times.append(time.perf_counter() - start)
-            return statistics.median(times)
-        return min(trips() for _ in range(max(1, repeat)))
+        return min(_median_seconds(trip, n) for _ in range(max(1, repeat)))
     finally:
         loop.call_soon_threadsafe(loop.stop)
         if runner.is_alive():
@@ -152,6 +144,15 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _median_seconds(trip: Callable[[], None], n: int) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        trip()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def floor_row(label: str, floor: float, ours: float | None, dask: float | None) -> tuple[str, ...]:

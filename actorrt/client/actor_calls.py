@@ -140,7 +140,7 @@ class Caller:
         """Send ``call`` on this thread's own connection to the actor's host, if it has
         one and no call it sent another way is unanswered (core/thread_channel.py).
         Written by the loop, after what the thread handed it, if the thread may not
-        write it (see below). ``_lock`` held."""
+        write it yet (as for :meth:`_send_from_thread`). ``_lock`` held."""
         channel = route.channel_open() if route is not None else None
         if channel is None or link.resolving or link.dead is not None or self.host.status != "running":
             return False

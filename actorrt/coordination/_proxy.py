@@ -393,7 +393,7 @@ def tell(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
         route.tells_elsewhere = True
     if runtime.caught_up(client.loop) and client.host.tell_from_thread(ref, op, fields):
         return
-    runtime.post(client.loop, functools.partial(client.host.tell, ref, op, **fields))
+    tell_on_loop(client, ref, op, **fields)
 
 
 def tell_on_loop(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:

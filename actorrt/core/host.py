@@ -274,14 +274,22 @@ class Host:
             if opening.done() and self._bulk_connecting.get(address) is opening:
                 del self._bulk_connecting[address]
 
-    async def _open_bulk(self, address: str) -> Comm:
+    async def _dial(self, address: str, channel: str = "main", timeout: float | None = None) -> Comm:
+        """A new connection to ``address`` for ``channel`` (the handshake says which),
+        with this host's identity and limits; refused if this host began closing
+        while it was being opened. Not yet adopted."""
         comm = await connect(address, local_address=self.address, secret=self.secret,
-                             ref_type=ActorRef, timeout=self.connect_timeout,
+                             ref_type=ActorRef, timeout=timeout or self.connect_timeout,
                              max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
-                             on_messages=self._on_messages, channel="bulk", ssl_context=self._client_ssl)
+                             on_messages=self._on_messages, channel=channel, ssl_context=self._client_ssl)
         if self.status in ("closing", "closed"):
             comm.close()
-            raise CommClosedError(f"host {self.address} closed while connecting")
+            raise CommClosedError(f"host {self.address} is closing: the connection to {address} "
+                                  "it was opening is dropped")
+        return comm
+
+    async def _open_bulk(self, address: str) -> Comm:
+        comm = await self._dial(address, "bulk")
         self._adopt(comm, address)
         self._bulk_comms[address] = comm
         return comm
@@ -292,14 +300,10 @@ class Host:
         thread reads itself (core/thread_channel.py; ``post`` as there). Plain TCP only:
         a TLS object must not be read on one thread while another writes."""
         assert self.loop is not None, "host not started"
-        comm = await connect(address, local_address=self.address, secret=self.secret,
-                             ref_type=ActorRef, timeout=self.connect_timeout,
-                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
-                             channel="thread", ssl_context=self._client_ssl)
-        if self.status in ("closing", "closed") or not comm.threads_may_send:
+        comm = await self._dial(address, "thread")
+        if not comm.threads_may_send:
             comm.close()
-            raise CommClosedError(f"no thread connection to {address}: the host is closing, "
-                                  "or the connection is not plain TCP")
+            raise CommClosedError(f"no thread connection to {address}: it is not plain TCP")
         self._adopt(comm, address)
         channel = self._thread_channels[comm] = ThreadChannel(comm, self.loop, owner, post)
         return channel
@@ -360,13 +364,7 @@ class Host:
         comm = self._comms.get(address)
         if comm is not None and not comm.closed:
             return comm
-        comm = await connect(address, local_address=self.address, secret=self.secret,
-                             ref_type=ActorRef, timeout=timeout or self.connect_timeout,
-                             max_frame_bytes=self.max_frame_bytes, shortcut=self.shortcut,
-                             on_messages=self._on_messages, ssl_context=self._client_ssl)
-        if self.status in ("closing", "closed"):
-            comm.close()
-            raise CommClosedError(f"host {self.address} closed while connecting")
+        comm = await self._dial(address, timeout=timeout)
         existing = self._comms.get(address)
         self._adopt(comm, address)
         return existing if existing is not None and not existing.closed else comm

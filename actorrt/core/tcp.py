@@ -184,23 +184,16 @@ class TCPComm(Comm):
         for _ in range(256 if self._tls else 16):
             if sock is None or self.closed:
                 return
-            buf = decoder.get_buffer()
             try:
-                n = sock.recv_into(buf)
+                n, size = self._take_in(sock)
             except _WOULD_BLOCK:
                 return
             except OSError as e:
                 self._lost(e)
                 return
-            finally:
-                size = len(buf)
-                buf.release()
             if n == 0:
                 self._lost(None)
                 return
-            self.last_received = self._loop.time()
-            traffic.received += n
-            decoder.buffer_updated(n)
             try:
                 while not self.closed:
                     frames = decoder.next_message()
@@ -216,8 +209,7 @@ class TCPComm(Comm):
                 # decrypted bytes can wait inside the TLS object with nothing on the
                 # socket to wake us: read on until it says it wants more.
                 continue
-            if self._lowat != 1 or decoder.large_remaining:
-                self._set_lowat(sock, decoder.large_remaining)
+            self._track_large_frame(sock)
             if n < size:  # the socket is drained: another read would only raise EAGAIN
                 return
         else:
@@ -259,20 +251,14 @@ class TCPComm(Comm):
         sock, decoder = self._sock, self._decoder
         if sock is None or self.closed:
             raise CommClosedError(f"connection to {self.peer_address} is closed")
-        buf = decoder.get_buffer()
         try:
-            n = sock.recv_into(buf)
+            n, _ = self._take_in(sock)
         except _WOULD_BLOCK:
             return []
         except OSError as e:
             return self._lost_on_thread(e, tell_loop)
-        finally:
-            buf.release()
         if n == 0:
             return self._lost_on_thread(None, tell_loop)
-        self.last_received = self._loop.time()
-        traffic.received += n
-        decoder.buffer_updated(n)
         messages: list = []
         try:
             while (frames := decoder.next_message()) is not None:
@@ -281,13 +267,31 @@ class TCPComm(Comm):
             logger.warning("closing connection from %s: %s", self.peer_address or self._peername(), e)
             tell_loop(self.close, e)
             raise CommClosedError(f"connection to {self.peer_address} closed: {e}") from None
-        if self._lowat != 1 or decoder.large_remaining:
-            self._set_lowat(sock, decoder.large_remaining)
+        self._track_large_frame(sock)
         return messages
 
     def _lost_on_thread(self, exc: BaseException | None, tell_loop: Callable[..., None]) -> list:
         tell_loop(self._lost, exc)
         raise CommClosedError(f"connection to {self.peer_address} lost" + (f": {exc}" if exc else ""))
+
+    def _take_in(self, sock: socket.socket) -> tuple[int, int]:
+        """One read into the decoder: (bytes read, room there was); 0 bytes read is the
+        peer's end. Raises what ``recv_into`` raises (would block, lost)."""
+        buf = self._decoder.get_buffer()
+        try:
+            n = sock.recv_into(buf)
+        finally:
+            size = len(buf)
+            buf.release()
+        if n:
+            self.last_received = self._loop.time()
+            traffic.received += n
+            self._decoder.buffer_updated(n)
+        return n, size
+
+    def _track_large_frame(self, sock: socket.socket) -> None:
+        if self._lowat != 1 or self._decoder.large_remaining:
+            self._set_lowat(sock, self._decoder.large_remaining)
 
     def _set_lowat(self, sock: socket.socket, remaining: int) -> None:
         """While a large frame streams in, wake only for a worthwhile amount of it."""

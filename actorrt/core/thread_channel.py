@@ -197,12 +197,14 @@ class ThreadChannel:
             pass
 
     def _on_message(self, msg: Any) -> None:
-        if type(msg) is not list or len(msg) != 4 or msg[1] != REPLY:
-            if not (type(msg) is list and len(msg) == 4 and msg[2] == 0):
-                logger.warning("ignoring a message that is not a reply on a thread channel from %s",
-                               self.comm.peer_address)
+        if type(msg) is not list or len(msg) != 4:
+            logger.warning("ignoring a malformed message on a thread channel from %s", self.comm.peer_address)
             return
-        rid, fields = msg[2], msg[3]
+        _, op, rid, fields = msg
+        if op != REPLY:
+            if rid:  # (a tell, a ping say, is dropped quietly: nothing waits for it)
+                logger.warning("ignoring an ask (%r) on a thread channel from %s", op, self.comm.peer_address)
+            return
         with self._lock:
             settle = self._asks.pop(rid, None)
         if settle is None:
@@ -253,14 +255,11 @@ class ThreadChannel:
         with self._lock:
             if not self._loop_reads or self._asks or self.comm.closed:
                 return
-            if self._owner_gone:
-                close = True
-            else:
-                close = False
+            if not self._owner_gone:
                 self._loop_reads = False
                 self.comm.lend_reading()
-        if close:
-            self.comm.close()
+                return
+        self.comm.close()  # (outside the lock: closing fails asks, which takes it)
 
     def on_closed(self, exc: BaseException | None) -> None:
         """The connection closed: every ask still out fails, as on any connection."""

@@ -29,6 +29,11 @@ class Free(NamedTuple):
     keys: list
     puts: dict | None = None
 
+    @classmethod
+    def one(cls, worker: str, key: str, put: int | None) -> "Free":
+        """The Free of one copy, naming the put that scattered it there (0/None: none did)."""
+        return cls(worker, [key], {key: put} if put else None)
+
 
 class Report(NamedTuple):
     """Tell ``client`` about ``key``: status is memory, erred, cancelled or lost."""

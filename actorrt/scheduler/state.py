@@ -213,8 +213,7 @@ class SchedulerState:
                 # the stray copies go, except where that task itself runs.
                 for ws in holders:
                     if ws is not ts.processing_on:
-                        put = key_puts.get(ws.address) if key_puts else None
-                        self._out.append(Free(ws.address, [key], {key: put} if put else None))
+                        self._out.append(Free.one(ws.address, key, key_puts.get(ws.address) if key_puts else None))
                 continue
             if ts.state == "memory":
                 for ws in holders:  # more copies of data already held: known, so freed later
@@ -492,8 +491,7 @@ class SchedulerState:
     def _free_copy(self, ts: TaskState, ws: WorkerState) -> Free:
         """The Free of ``ws``'s copy of ``ts`` (no longer counted as one), naming the put
         that scattered it there, if one did."""
-        put = forget_put(ts, ws)
-        return Free(ws.address, [ts.key], {ts.key: put} if put else None)
+        return Free.one(ws.address, ts.key, forget_put(ts, ws))
 
     def _story(self, ts: TaskState, start: str, finish: str, stimulus_id: str) -> None:
         # Every change of a task's state is told here, so the count of work ahead is
