@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-NOT_SCRIPTS = {"common.py", "floors.py", "profile_core.py"}  # helpers, and a profiler (not comparisons)
+NOT_SCRIPTS = {"common.py", "floors.py", "profile_core.py", "trace_path.py"}  # helpers, a profiler, a tracer (not comparisons)
 SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
 
 # Hides dask.distributed from a script as if it were not installed, then runs it.
