@@ -131,8 +131,26 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux)."""
+    out: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
 def worker_pids(client: Any) -> dict[str, int]:
-    return {f"worker {name}": proc.pid for name, proc in client.cluster.workers.items()}
+    """The worker processes. Under a nanny (the default) that is the nanny's child: the
+    cluster's own handle is the nanny, which runs no task."""
+    out = {}
+    for name, proc in client.cluster.workers.items():
+        children = _children(proc.pid) if client.cluster.nanny else []
+        out[f"worker {name}"] = children[0] if children else proc.pid
+    return out
 
 
 def _thread_label(pid: int, tid: int) -> str:

@@ -82,3 +82,15 @@ def test_floors_run_quick():
     for kind in ("loop", "lane"):
         [line] = [line for line in proc.stdout.splitlines() if line.startswith(f"thread -> {kind} -> thread")]
         assert line.rstrip().endswith(("µs", "ms")), proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_profile_core_reads_the_worker_processes():
+    """profile_core.py's CPU table counts the processes that run the tasks: under a
+    nanny (the default) that is the nanny's child, whose pool thread is busy."""
+    proc = _run([sys.executable, str(BENCH_DIR / "profile_core.py"), "--quick", "--profiler", "none",
+                 "--workload", "map"], timeout=80)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    pools = [line for line in proc.stdout.splitlines() if line.startswith("worker") and "(pool)" in line]
+    assert pools, proc.stdout
