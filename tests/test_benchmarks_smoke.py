@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-NOT_SCRIPTS = {"common.py", "floors.py", "profile_core.py", "trace_path.py"}  # helpers, a profiler, a tracer (not comparisons)
+NOT_SCRIPTS = {"common.py", "floors.py", "profile_core.py", "trace_path.py", "count_calls.py"}  # helpers, a profiler, a tracer, a call counter (not comparisons)
 SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
 
 # Hides dask.distributed from a script as if it were not installed, then runs it.
@@ -94,3 +94,21 @@ def test_profile_core_reads_the_worker_processes():
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     pools = [line for line in proc.stdout.splitlines() if line.startswith("worker") and "(pool)" in line]
     assert pools, proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_count_calls_counts_every_thread_and_compares(tmp_path):
+    """count_calls.py: calls per task into the scheduler (the loop's thread), the
+    workers' state machines and the task runs (their pool threads); and a --save file
+    read back with --against prints both columns."""
+    saved = tmp_path / "counts.json"
+    proc = _run([sys.executable, str(BENCH_DIR / "count_calls.py"), "--quick", "--workload", "map",
+                 "--save", str(saved)], timeout=100)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for module in ("scheduler/state.py", "worker/state.py", "worker/task.py"):
+        assert f"\n{module} " in proc.stdout, proc.stdout
+    proc = _run([sys.executable, str(BENCH_DIR / "count_calls.py"), "--quick", "--workload", "map",
+                 "--against", str(saved)], timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    assert "calls per task: before | now" in proc.stdout and "(against " in proc.stdout, proc.stdout
