@@ -257,10 +257,15 @@ class Step(NamedTuple):
     seen: int        # in how many round trips
 
 
-def steps(trips: list[list[Event]], common: float = 0.8) -> list[Step]:
+def steps(trips: list[list[Event]], common: float = 0.5) -> list[Step]:
     """The median of each step (one probe to the next) taken by at least ``common`` of
     the round trips, in the order they usually come. A label met twice in a trip (a read
-    by each process) is told apart by where, and by its count."""
+    by each process) is told apart by where, and by its count.
+
+    Where the path varies from trip to trip (two messages read at once or one at a time,
+    the task on one worker or the other), the steps of the usual variant are the ones
+    listed: the sum of the listed steps beside the whole trip's median says how much of
+    the trip they account for."""
     gaps: dict[tuple[str, str], list[float]] = defaultdict(list)
     position: dict[tuple[str, str], list[int]] = defaultdict(list)
     for trip in trips:
