@@ -63,6 +63,18 @@ def parse_args(description: str | None = None, argv: Sequence[str] | None = None
     return args
 
 
+def positive_count(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1 (``--n 0`` is refused, not
+    taken for the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive whole number, not {text!r}")
+    return value
+
+
 def have_dask() -> bool:
     """True when dask.distributed can be imported (without importing it)."""
     return importlib.util.find_spec("distributed") is not None

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import format_columns  # noqa: E402
+from common import format_columns, positive_count  # noqa: E402
 
 
 def inc(x: int) -> int:
@@ -157,27 +157,40 @@ def report(workload: str, tasks: int, counts: dict[str, int], top: int,
     return "\n".join(lines)
 
 
+def read_saved(parser: argparse.ArgumentParser, path: str) -> dict:
+    """A ``--save`` file's counts, by workload; a file that is not one ends the run
+    with an error naming it."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        for entry in saved.values():
+            if not (isinstance(entry["tasks"], int) and entry["tasks"] > 0 and isinstance(entry["counts"], dict)):
+                raise ValueError("an entry without a task count and counts")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        parser.error(f"--against {path}: not a file count_calls.py --save wrote ({type(e).__name__}: {e})")
+    return saved
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append",
                         help="repeatable; default: all")
-    parser.add_argument("--n", type=int, default=None,
+    parser.add_argument("--n", type=positive_count, default=None,
                         help="tasks per workload (default 3,000; --quick 300); a tenth of that one at a time")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--top", type=int, default=25, help="modules and functions listed")
+    parser.add_argument("--top", type=positive_count, default=25, help="modules and functions listed")
     parser.add_argument("--save", metavar="FILE", help="write the counts as JSON")
     parser.add_argument("--against", metavar="FILE", help="a --save file: list what changed since")
     args = parser.parse_args(argv)
     n = args.n or (300 if args.quick else 3_000)
-    before = None
-    if args.against:
-        with open(args.against) as f:
-            before = json.load(f)
+    before = read_saved(parser, args.against) if args.against else None
     saved = {}
     for workload in args.workload or list(WORKLOADS):
         tasks, counts = count(workload, n if workload != "round-trip" else max(1, n // 10))
         saved[workload] = {"tasks": tasks, "counts": counts}
-        old = before.get(workload) if before else None
+        old = before.get(workload) if before is not None else None
+        if before is not None and old is None:
+            print(f"({args.against} has no counts for {workload}: nothing to compare with)")
         print(report(workload, tasks, counts, args.top,
                      old["counts"] if old else None, old["tasks"] if old else None))
         print()

@@ -120,7 +120,10 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
                 sock.send(request)
                 got = 0
                 while got < MESSAGE:
-                    got += len(sock.recv(MESSAGE - got))
+                    chunk = sock.recv(MESSAGE - got)
+                    if not chunk:
+                        raise ConnectionError(f"the {kind} server closed the connection mid-answer")
+                    got += len(chunk)
         else:
             loop.call_soon(loop.add_reader, sock, readable)
             runner.start()

@@ -33,11 +33,11 @@ import tempfile
 import time
 from collections import defaultdict
 from collections import Counter as Tally
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import format_columns  # noqa: E402
+from common import format_columns, positive_count  # noqa: E402
 
 #: ``(module, "Class.method", returns too)``: a probe's label is its qualified name, and
 #: ``"... returns"`` for the return of one traced both ways.
@@ -152,14 +152,19 @@ class Counter:
         return self.n
 
 
-def call_actor(counter: Any, n: int) -> float:
-    """``n`` sequential calls; their median seconds."""
+def median_seconds(trip: Callable[[], Any], n: int) -> float:
+    """``trip()`` ``n`` times, one at a time; the median seconds of one."""
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        counter.increment().result()
+        trip()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def call_actor(counter: Any, n: int) -> float:
+    """``n`` sequential calls; their median seconds."""
+    return median_seconds(lambda: counter.increment().result(), n)
 
 
 def run_path(path: str, n: int) -> float:
@@ -171,12 +176,7 @@ def run_path(path: str, n: int) -> float:
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with Client(n_workers=2, threads_per_worker=1) as client:
         if path == "round-trip":
-            times = []
-            for i in range(n):
-                t = time.perf_counter()
-                assert client.submit(inc, i, pure=False).result() == i + 1
-                times.append(time.perf_counter() - t)
-            return statistics.median(times)
+            return median_seconds(lambda: client.submit(inc, 1, pure=False).result(), n)
         first, second = sorted(client.scheduler_info()["workers"])
         counter = client.submit(Counter, actor=True, workers=[first]).result()
         if path == "actor":
@@ -268,6 +268,7 @@ def steps(trips: list[list[Event]], common: float = 0.5) -> list[Step]:
     the trip they account for."""
     gaps: dict[tuple[str, str], list[float]] = defaultdict(list)
     position: dict[tuple[str, str], list[int]] = defaultdict(list)
+    handoff: dict[tuple[str, str], bool] = {}  # (a name holds its where: the same for every trip)
     for trip in trips:
         seen: Tally[str] = Tally()
         names = []
@@ -279,13 +280,13 @@ def steps(trips: list[list[Event]], common: float = 0.5) -> list[Step]:
             key = (names[i - 1], names[i])
             gaps[key].append((trip[i].ns - trip[i - 1].ns) / 1e3)
             position[key].append(i)
+            handoff[key] = trip[i].where != trip[i - 1].where
     out = []
     for key, values in gaps.items():
         if len(values) < common * len(trips):
             continue
-        handoff = key[0].split(" @ ")[1].split(" #")[0] != key[1].split(" @ ")[1].split(" #")[0]
         out.append((statistics.median(position[key]),
-                    Step(key[0], key[1], handoff, statistics.median(values), len(values))))
+                    Step(key[0], key[1], handoff[key], statistics.median(values), len(values))))
     return [step for _, step in sorted(out, key=lambda p: p[0])]
 
 
@@ -318,7 +319,7 @@ def trace(path: str, n: int, extra: Sequence[Probe] = ()) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--path", choices=sorted(PROBES), default="round-trip")
-    parser.add_argument("--n", type=int, default=None, help="round trips (default 3,000; --quick 200)")
+    parser.add_argument("--n", type=positive_count, default=None, help="round trips (default 3,000; --quick 200)")
     parser.add_argument("--quick", action="store_true", help="200 round trips")
     parser.add_argument("--probe", action="append", type=parse_probe, default=[], metavar="MODULE:CLASS.METHOD[+]",
                         help="trace this function too (+: its return as well); repeatable")

@@ -96,9 +96,16 @@ class ActorFutureState:
         if channel is not None and self.status == "pending":
             channel.lend()
 
-    # loop side -----------------------------------------------------------------------
+    # loop side (or the thread reading its own channel) ---------------------------------
     def finish(self, value: Any) -> None:
         self._settle("finished", value, None)
+
+    def settle(self, ok: bool, value: Any) -> None:
+        """An ask's outcome as a thread channel hands it (``value``: the exception if not ``ok``)."""
+        if ok:
+            self.finish(value)
+        else:
+            self.err(value)
 
     def err(self, exc: BaseException) -> None:
         self.traceback_text = remote_traceback_text(exc)

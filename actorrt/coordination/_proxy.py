@@ -234,13 +234,7 @@ def _ask_on_channel(client: "Client", channel: ThreadChannel, ref: ActorRef, op:
     core/thread_channel.py). Interrupted, a blocking ask is withdrawn on the same
     connection, after it."""
     state = ActorFutureState(f"{op}-{ref.id}")
-
-    def settle(ok: bool, value: Any) -> None:
-        if ok:
-            state.finish(value)
-        else:
-            state.err(value)
-    state.on_channel(channel, channel.ask(ref.id, op, fields, settle, runtime.caught_up(client.loop)))
+    state.on_channel(channel, channel.ask(ref.id, op, fields, state.settle, runtime.caught_up(client.loop)))
     try:
         runtime.block_on(client.loop, functools.partial(state.settled_future, client.loop), arm=state.arm)
     except BaseException:
@@ -393,7 +387,7 @@ def tell(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
         route.tells_elsewhere = True
     if runtime.caught_up(client.loop) and client.host.tell_from_thread(ref, op, fields):
         return
-    tell_on_loop(client, ref, op, **fields)
+    _post_tell(client, ref, op, fields)
 
 
 def tell_on_loop(client: "Client", ref: ActorRef, op: str, **fields: Any) -> None:
@@ -404,6 +398,10 @@ def tell_on_loop(client: "Client", ref: ActorRef, op: str, **fields: Any) -> Non
     route = routes_of(client).route(ref.address, call=False)
     if route is not None:  # (the thread's next asks there must not take its channel past it)
         route.tells_elsewhere = True
+    _post_tell(client, ref, op, fields)
+
+
+def _post_tell(client: "Client", ref: ActorRef, op: str, fields: dict) -> None:
     runtime.post(client.loop, functools.partial(client.host.tell, ref, op, **fields))
 
 

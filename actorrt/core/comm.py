@@ -27,8 +27,9 @@ import hmac
 import os
 from typing import Any, Callable
 
-from .errors import CommClosedError
+from .errors import BadMessageError, CommClosedError
 from .framing import UNLIMITED
+from .serialize import Pickled, loads_exception
 
 # 3: a run's start, stop and thread in tasks_done; transfers and disk activity; CPU
 # and network figures in a worker's memory report (the task stream).
@@ -100,6 +101,23 @@ CHANNELS = ("main", "bulk", "thread")
 
 #: The op of a reply: ``["", REPLY, request id, {"value": ...} | {"error": ..., "tb": ...}]``.
 REPLY = "_reply"
+
+
+def reply_outcome(fields: Any) -> tuple[bool, Any]:
+    """A reply's fields as ``(ok, value)``, ``value`` the exception when not ok:
+    ``{"value": v}``; ``{"error": pickled exception, "tb": text}`` from a peer;
+    ``{"exc": exception}`` from this host's own loop (a local ask). Anything else is a
+    peer's malformed reply, and fails the ask saying so."""
+    if type(fields) is dict:
+        if "value" in fields:
+            return True, fields["value"]
+        err = fields.get("error")
+        if isinstance(err, Pickled):
+            return False, loads_exception(err, fields.get("tb"))
+        exc = fields.get("exc")
+        if isinstance(exc, BaseException):
+            return False, exc
+    return False, BadMessageError(f"malformed reply {fields!r}")
 
 
 class Comm:

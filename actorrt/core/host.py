@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
-from .comm import REPLY, Comm, CommClosedError, InprocComm, max_frame_bytes_setting
+from .comm import REPLY, Comm, CommClosedError, InprocComm, max_frame_bytes_setting, reply_outcome
 from .listener import Listener, connect
 from .errors import (
     ActorDeadError,
@@ -31,7 +31,7 @@ from .errors import (
 from .liveness import PING, Heartbeat, heartbeat_settings
 from .loglimit import LogLimiter
 from .security import Security
-from .serialize import Pickled, dumps_exception, loads_exception
+from .serialize import dumps_exception
 from .thread_channel import ThreadChannel
 
 logger = logging.getLogger("actorrt.host")
@@ -638,8 +638,6 @@ class Host:
             return
         del self._pending[rid]
         self._from_threads.discard(rid)
-        if not isinstance(fields, dict):
-            fields = {"exc": BadMessageError(f"malformed reply {fields!r}")}
         if comm is not None:
             rids = self._pending_by_comm.get(comm)
             if rids is not None:
@@ -647,15 +645,11 @@ class Host:
         if fut.done():  # (cancelled: the asker gave up)
             self._answered(rid, fut)
             return
-        if "value" in fields:
-            fut.set_result(fields["value"])
-        elif "exc" in fields:
-            fut.set_exception(fields["exc"])
+        ok, value = reply_outcome(fields)
+        if ok:
+            fut.set_result(value)
         else:
-            err = fields.get("error")
-            exc = loads_exception(err, fields.get("tb")) if isinstance(err, Pickled) else \
-                BadMessageError(f"malformed reply {fields!r}")
-            fut.set_exception(exc)
+            fut.set_exception(value)
         self._answered(rid, fut)
 
     def __repr__(self) -> str:

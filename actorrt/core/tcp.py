@@ -16,7 +16,7 @@ import select
 import socket
 import ssl
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import msgpack
 
@@ -256,9 +256,9 @@ class TCPComm(Comm):
         except _WOULD_BLOCK:
             return []
         except OSError as e:
-            return self._lost_on_thread(e, tell_loop)
+            self._lost_on_thread(e, tell_loop)
         if n == 0:
-            return self._lost_on_thread(None, tell_loop)
+            self._lost_on_thread(None, tell_loop)
         messages: list = []
         try:
             while (frames := decoder.next_message()) is not None:
@@ -270,7 +270,7 @@ class TCPComm(Comm):
         self._track_large_frame(sock)
         return messages
 
-    def _lost_on_thread(self, exc: BaseException | None, tell_loop: Callable[..., None]) -> list:
+    def _lost_on_thread(self, exc: BaseException | None, tell_loop: Callable[..., None]) -> NoReturn:
         tell_loop(self._lost, exc)
         raise CommClosedError(f"connection to {self.peer_address} lost" + (f": {exc}" if exc else ""))
 

@@ -33,9 +33,8 @@ import logging
 import threading
 from typing import Any, Callable
 
-from .comm import REPLY
-from .errors import BadMessageError, CommClosedError
-from .serialize import Pickled, loads_exception
+from .comm import REPLY, reply_outcome
+from .errors import CommClosedError
 
 logger = logging.getLogger("actorrt.host")
 
@@ -207,14 +206,8 @@ class ThreadChannel:
             return
         with self._lock:
             settle = self._asks.pop(rid, None)
-        if settle is None:
-            return
-        if type(fields) is dict and "value" in fields:
-            settle(True, fields["value"])
-            return
-        err = fields.get("error") if type(fields) is dict else None
-        settle(False, loads_exception(err, fields.get("tb")) if isinstance(err, Pickled)
-               else BadMessageError(f"malformed reply {fields!r}"))
+        if settle is not None:
+            settle(*reply_outcome(fields))
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
