@@ -746,6 +746,41 @@ def test_messages_arriving_with_the_handshake_proof_are_not_lost():
     run(main())
 
 
+@pytest.mark.parametrize("fields", [{"exc": "not an exception"}, {"error": "not a pickle"}, ["a", "list"]],
+                         ids=["exc-not-an-exception", "error-not-a-pickle", "not-a-map"])
+def test_a_malformed_reply_fails_its_ask_naming_it(fields):
+    """A peer's reply whose fields are not a value or an error fails the ask with
+    BadMessageError, rather than leaving it waiting; the connection stays."""
+    async def main():
+        async with hosts("tcp", secrets=[SECRET]) as (a,):
+            async def serve(reader, writer):
+                nonce = os.urandom(16)
+                writer.write(frames_bytes([hello_frame(nonce, "tcp://raw-server:1")]))
+                peer = msgpack.unpackb((await read_frames(reader))[0])
+                writer.write(frames_bytes([msgpack.packb({"mac": _mac(SECRET, b"accept", peer["nonce"], nonce)})]))
+                await read_frames(reader)  # the client's proof
+                with contextlib.suppress(asyncio.IncompleteReadError):  # (until the host closes)
+                    while True:  # answer every ask: "bad" as the test says, others with their x
+                        for _, op, rid, body in msgpack.unpackb((await read_frames(reader))[0],
+                                                                strict_map_key=False):
+                            reply = fields if op == "bad" else {"value": body["x"]}
+                            writer.write(frames_bytes([msgpack.packb([["", "_reply", rid, reply]])]))
+                writer.close()
+
+            server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            address = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            try:
+                await a.connect(address)
+                ref = ActorRef(address, "raw")
+                with pytest.raises(BadMessageError, match="malformed reply"):
+                    await asyncio.wait_for(a.ask(ref, "bad"), 10)
+                assert await a.ask(ref, "good", x=7) == 7
+            finally:
+                server.close()
+                await server.wait_closed()
+    run(main())
+
+
 def test_host_close_drops_connections_still_in_handshake():
     async def main():
         async with hosts("tcp", secrets=[SECRET]) as (b,):
