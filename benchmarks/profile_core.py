@@ -111,8 +111,27 @@ def round_trips(client: Any, n: int) -> None:
         client.submit(inc, start + i).result()
 
 
+def double(x: int) -> int:
+    return 2 * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def chain(client: Any, n: int) -> None:
+    """``n // 3`` of (inc, double, add) and their sum: tasks with inputs, as
+    bench_core's "chain"."""
+    start = next(_fresh) * 10 * n
+    zs = []
+    for i in range(start, start + max(1, n // 3)):
+        x = client.submit(inc, i)
+        zs.append(client.submit(add, x, client.submit(double, x)))
+    client.submit(sum, zs).result()
+
+
 WORKLOADS: dict[str, Callable[[Any, int], None]] = {
-    "submit": submit_gather, "map": map_gather, "round-trip": round_trips}
+    "submit": submit_gather, "map": map_gather, "round-trip": round_trips, "chain": chain}
 
 
 # --- CPU per thread from /proc ------------------------------------------------------
@@ -145,10 +164,12 @@ def _children(pid: int) -> list[int]:
 
 def worker_pids(client: Any) -> dict[str, int]:
     """The worker processes. Under a nanny (the default) that is the nanny's child: the
-    cluster's own handle is the nanny, which runs no task."""
+    cluster's own handle is the nanny, which runs no task. (A tree from before the
+    nanny has no ``nanny`` attribute: its handles are the workers, for A/B runs.)"""
     out = {}
+    nanny = getattr(client.cluster, "nanny", False)
     for name, proc in client.cluster.workers.items():
-        children = _children(proc.pid) if client.cluster.nanny else []
+        children = _children(proc.pid) if nanny else []
         out[f"worker {name}"] = children[0] if children else proc.pid
     return out
 
@@ -427,7 +448,7 @@ def _print_modules(stats: pstats.Stats, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=[*WORKLOADS, "both"], default="both")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--n", type=int, default=None, help="tasks per workload (default 20,000)")
     parser.add_argument("--top", type=int, default=15, help="functions listed per thread")
     parser.add_argument("--profiler", choices=["py-spy", "cprofile", "none"], default=None,
@@ -440,11 +461,11 @@ def main(argv: list[str] | None = None) -> None:
     n = args.n or (1_000 if args.quick else 20_000)
     top = 8 if args.quick else args.top
     profiler = args.profiler or ("py-spy" if shutil.which("py-spy") else "cprofile")
-    names = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    names = list(WORKLOADS) if args.workload == "all" else [args.workload]
     import actorrt
     for name in names:
         work = WORKLOADS[name]
-        print(f"=== {name} + gather of {n:,} trivial tasks, 2 worker processes x 1 thread ===\n")
+        print(f"=== {name} of {n:,} trivial tasks, 2 worker processes x 1 thread ===\n")
         with actorrt.Client(n_workers=2, threads_per_worker=1) as client:
             work(client, min(n, 500))  # warm up: connections, function caches, pool threads
             print(cpu_table(client, lambda: work(client, n), n))

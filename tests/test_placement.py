@@ -382,7 +382,7 @@ def test_validate_catches_occupancy_changed_behind_the_ordering():
     sneaky = task("sneaky")
     sneaky.state, sneaky.processing_on = "processing", p.workers["w0"]
     p.workers["w0"].processing.add(sneaky)  # full now, yet still listed as free
-    with pytest.raises(AssertionError, match="idle"):
+    with pytest.raises(AssertionError, match="not settled"):
         p.validate(check)
 
 

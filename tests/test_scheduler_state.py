@@ -716,21 +716,33 @@ def test_member_sets_share_their_singletons_and_copy_on_change():
     assert members.minus(one, "x") is one
 
 
+def _has_own_dict(ts) -> bool:
+    import gc
+    return any(type(r) is dict for r in gc.get_referents(ts))  # (vars(ts) would create it)
+
+
 def test_rarely_set_fields_cost_a_held_task_nothing_until_set():
-    from actorrt.scheduler.task_state import TaskState
+    from actorrt.scheduler.task_state import ERROR_FIELDS, TaskState, reset_rare
     ts = TaskState("k", None, "f")
-    assert (ts.exception, ts.workers, ts.actor, ts.retries, ts._rare) == (None, None, False, 0, None)
+    assert (ts.exception, ts.workers, ts.actor, ts.retries) == (None, None, False, 0)
+    assert not _has_own_dict(ts)
     ts.exception, ts.retries, ts.actor = ValueError("x"), 2, {"name": "a"}
     assert (type(ts.exception), ts.retries, ts.actor) == (ValueError, 2, {"name": "a"})
-    assert set(ts._rare) == {"exception", "retries", "actor"}
-    ts.retries = 0.0  # not the default's type: kept as given
-    assert type(ts.retries) is float
-    ts.exception = ts.retries = ts.actor = None
-    ts.actor = False
-    ts.retries = 0
-    assert ts._rare is None and (ts.exception, ts.retries, ts.actor) == (None, 0, False)
+    assert _has_own_dict(ts) and set(vars(ts)) == {"exception", "retries", "actor"}
+    reset_rare(ts, *ERROR_FIELDS, "retries", "actor")
+    assert vars(ts) == {} and (ts.exception, ts.retries, ts.actor) == (None, 0, False)
+    assert TaskState.retries == 0 and TaskState.exception is None  # the defaults stay shared
     with pytest.raises(AttributeError):
-        ts.colour = "red"  # still slotted
+        ts.no_such_field  # an unknown name is still an error
+
+
+def test_a_plain_task_sets_no_rare_field_on_its_way_through():
+    s = make()
+    (c,) = computes(s.stimulus_update_graph("c", [TaskSpec("x", 0, ()), TaskSpec("y", 0, ("x",))], ["y"], "s1"))
+    (c,) = computes(s.stimulus_task_finished(c.worker, "x", 8, "int", "s2"))
+    s.stimulus_task_finished(c.worker, "y", 8, "int", "s3")
+    assert s.tasks["y"].state == "memory"
+    assert not any(_has_own_dict(ts) for ts in s.tasks.values())
 
 
 def test_member_cache_is_bounded_and_forgets():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -43,8 +44,12 @@ if TYPE_CHECKING:
 
 
 class WorkerState:
-    __slots__ = ("address", "capacity", "has_what", "host", "long_running", "name", "nthreads", "paused",
-                 "processing", "resources", "seq", "used_resources")
+    """A worker as placement sees it. ``busy``, ``load`` and ``has_free_slot`` follow
+    from the others; they are kept as fields, refreshed by :meth:`settle` whenever the
+    others change, because placement reads them several times per task."""
+
+    __slots__ = ("address", "busy", "capacity", "has_free_slot", "has_what", "host", "load", "long_running",
+                 "name", "nthreads", "paused", "processing", "resources", "seq", "used_resources")
 
     def __init__(self, address: str, nthreads: int, saturation: float, seq: int, name: str = "",
                  resources: dict[str, float] | None = None) -> None:
@@ -65,19 +70,19 @@ class WorkerState:
         self.seq = seq
         # Paused for memory (its process is nearly full): no new task goes there.
         self.paused = False
+        self.settle()
 
-    @property
-    def busy(self) -> int:
-        """Tasks holding a thread slot here."""
-        return len(self.processing) - len(self.long_running)
+    def settle(self) -> None:
+        """Refresh what follows from the tasks held, the capacity and the pause."""
+        busy = self.busy = len(self.processing) - len(self.long_running)  # tasks holding a slot
+        # The order of ``Placement.idle``: least occupied first; among equals the
+        # earliest to join, so that a choice never depends on the order of a set.
+        self.load = (busy / self.nthreads, self.seq)
+        self.has_free_slot = busy < self.capacity and not self.paused
 
     @property
     def occupancy(self) -> float:
-        return self.busy / self.nthreads
-
-    @property
-    def has_free_slot(self) -> bool:
-        return self.busy < self.capacity and not self.paused
+        return self.load[0]
 
     @property
     def managed_bytes(self) -> int:
@@ -92,10 +97,7 @@ def _capacity(nthreads: int, saturation: float) -> int:
     return max(1, int(nthreads * saturation))
 
 
-def _load(ws: WorkerState) -> tuple[float, int]:
-    """Least occupied first; among equals the earliest to join, so that a choice
-    never depends on the order of a set."""
-    return ws.occupancy, ws.seq
+_load = operator.attrgetter("load")
 
 
 class Placement:
@@ -289,13 +291,15 @@ class Placement:
         return self._present(ts.workers)
 
     # ------------------------------------------------------------- occupancy
-    # A worker's place in ``idle`` is keyed on its occupancy: it leaves the list before
-    # its occupancy changes and comes back after, or the list loses track of it.
+    # A worker's place in ``idle`` is keyed on its ``load``: it leaves the list before
+    # what the load follows from changes, and comes back after, settled; or the list
+    # loses track of it.
     def _unlist(self, ws: WorkerState) -> None:
         if ws.has_free_slot:
             self.idle.remove(ws)
 
     def _relist(self, ws: WorkerState) -> None:
+        ws.settle()
         if ws.has_free_slot:
             self.idle.add(ws)
 
@@ -433,7 +437,7 @@ class Placement:
                 candidates = pinned
         if not candidates:
             return None
-        return min(candidates, key=lambda ws: (not ws.has_free_slot, *_load(ws)))
+        return min(candidates, key=lambda ws: (not ws.has_free_slot, *ws.load))
 
     def _free_holder_of_most_input(self, ts: TaskState) -> WorkerState | None:
         # +1 per input: among holders of empty or unmeasured values, the count decides.
@@ -444,7 +448,7 @@ class Placement:
         free = [ws for ws in held if ws.has_free_slot]
         if not free:
             return None
-        return max(free, key=lambda ws: (held[ws], -ws.occupancy, -ws.seq))
+        return max(free, key=lambda ws: (held[ws], -ws.load[0], -ws.seq))
 
     def _choose_for_actor(self, ts: TaskState) -> WorkerState | None:
         """Spread actors: the allowed worker hosting the fewest, then the least occupied.
@@ -469,7 +473,7 @@ class Placement:
             homes = (other.processing_on,) if other.processing_on is not None else other.who_has
             for home in homes:
                 hosted[home] = hosted.get(home, 0) + 1
-        return min(candidates, key=lambda ws: (hosted.get(ws, 0), *_load(ws)))
+        return min(candidates, key=lambda ws: (hosted.get(ws, 0), *ws.load))
 
     def pinned_workers_gone(self, ts: TaskState) -> bool:
         """Whether ``ts`` may run only on given workers (``workers=`` without
@@ -483,6 +487,8 @@ class Placement:
         for ws in self.workers.values():
             check((ws in self.idle) == ws.has_free_slot, f"{ws} idle-set mismatch")
             check(ws.long_running <= ws.processing, f"{ws} long-running tasks not processing")
+            check(ws.busy == len(ws.processing) - len(ws.long_running) and ws.load[0] == ws.busy / ws.nthreads
+                  and ws.has_free_slot == (ws.busy < ws.capacity and not ws.paused), f"{ws} not settled")
             for ts in ws.processing:
                 check(ts.state == "processing" and ts.processing_on is ws, f"{ws} processing {ts}")
             for ts in ws.has_what:

@@ -32,7 +32,8 @@ from ..protocol import FIRE_AND_FORGET, TaskSpec  # noqa: F401 (both re-exported
 from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
 from .invariants import InvalidStateError, check_invariants
-from .task_state import NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members, queue_priority, TaskState, TaskStatus, forget_put, grow, shrink  # noqa: F401 (re-exported)
+from .task_state import (ERROR_FIELDS, NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members,  # noqa: F401 (re-exported)
+                         TaskState, TaskStatus, forget_put, grow, queue_priority, reset_rare, shrink)
 
 #: Task names whose cancellations are counted (for the dashboard; freely named keys
 #: must not grow the scheduler without bound).
@@ -140,8 +141,9 @@ class SchedulerState:
             else:
                 continue  # same key already known (pure=True dedup): keep what we have
             ts.priority = queue_priority(spec.priority, generation, next(self._seq))
-            ts.retries = spec.retries
-            ts.actor, ts.resources = spec.actor, spec.resources or None
+            if (spec.retries, spec.actor, spec.resources or None) != (ts.retries, ts.actor, ts.resources):
+                # (Rare fields: written only when not all defaults, see TaskState.)
+                ts.retries, ts.actor, ts.resources = spec.retries, spec.actor, spec.resources or None
             if spec.actor:
                 self.placement.actors.add(ts)
             if spec.workers is not None:
@@ -221,7 +223,7 @@ class SchedulerState:
                 continue
             self._story(ts, ts.state, "memory", stimulus_id)
             ts.state = "memory"
-            ts.exception = ts.traceback = ts.blame = None  # (from erred: the data replaces it)
+            reset_rare(ts, *ERROR_FIELDS)  # (from erred: the data replaces it)
             ts.nbytes = nbytes.get(key, 0)
             ts.type = _shared(types.get(key))
             for ws in holders:
@@ -307,8 +309,7 @@ class SchedulerState:
             ts = stack.pop()
             if ts.state != "erred":
                 continue
-            ts.exception = ts.traceback = ts.blame = None
-            ts.suspicious = 0  # asked to try again: past worker deaths no longer count
+            reset_rare(ts, *ERROR_FIELDS, "suspicious")  # past worker deaths no longer count
             self._story(ts, "erred", "released", stimulus_id)
             ts.state = "released"
             recs[ts.key] = "waiting"
@@ -597,7 +598,8 @@ class SchedulerState:
         assert ws is not None
         self.placement.add_replica(ts, ws)
         ts.state = "memory"
-        ts.suspicious = 0
+        if ts.suspicious:
+            reset_rare(ts, "suspicious")
         self.finished_total += 1
         recs: Recs = {}
         for dts in ts.waiters:
@@ -678,7 +680,7 @@ class SchedulerState:
             f"actor {ts.name} ({ts.key}) died with its worker {address}"
             + (f" after {ts.restarts} restart(s) (max_restarts={limit})" if limit else
                " (no restarts: max_restarts=0)"))
-        ts.traceback = None
+        reset_rare(ts, "traceback")
         return "erred"
 
     def _fail_pinned_actor(self, ts: TaskState, address: str) -> None:
@@ -686,7 +688,7 @@ class SchedulerState:
             f"actor {ts.name} ({ts.key}) died with its worker {address} and cannot restart: "
             f"the workers it is pinned to ({', '.join(sorted(ts.workers or ()))}) are gone "
             "(pass allow_other_workers=True to let it restart elsewhere)")
-        ts.traceback = None
+        reset_rare(ts, "traceback")
 
     def _memory_erred(self, ts: TaskState, stimulus_id: str) -> Recs:
         """A held actor died: its key fails, so its handles and dependents learn it."""
@@ -695,7 +697,7 @@ class SchedulerState:
         return self._to_erred(ts, stimulus_id)
 
     def _erred_released(self, ts: TaskState, stimulus_id: str) -> Recs:
-        ts.exception = ts.traceback = ts.blame = None
+        reset_rare(ts, *ERROR_FIELDS)
         return self._to_released(ts)
 
     def _to_released(self, ts: TaskState) -> Recs:

@@ -2,7 +2,7 @@
 through; :mod:`.state` moves it. A record with no behaviour of its own."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from .placement import WorkerState
@@ -104,73 +104,46 @@ class Members:
         self._alone.pop(member, None)
 
 
-T = TypeVar("T")
+#: What a failed task records of its failure, cleared when it runs again.
+ERROR_FIELDS = ("exception", "traceback", "blame")
 
 
-class _Rare(Generic[T]):
-    """A field most tasks leave at its default, kept in the task's ``_rare`` dict only
-    once set to something else. Eleven such slots cost 88 bytes of every held task;
-    reading one through here costs ~0.1 µs more than a slot, a few times per task."""
-
-    __slots__ = ("name", "default")
-
-    def __init__(self, default: T) -> None:
-        self.default = default
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, ts: None, owner: type | None = None) -> "_Rare[T]": ...
-    @overload
-    def __get__(self, ts: "TaskState", owner: type | None = None) -> T: ...
-
-    def __get__(self, ts: "TaskState | None", owner: type | None = None) -> Any:
-        if ts is None:
-            return self
-        rare = ts._rare
-        return self.default if rare is None else rare.get(self.name, self.default)
-
-    def __set__(self, ts: "TaskState", value: T) -> None:
-        rare = ts._rare
-        default = self.default
-        if value is default or (type(value) is type(default) and value == default):
-            if rare is not None:
-                rare.pop(self.name, None)
-                if not rare:
-                    ts._rare = None
-            return
-        if rare is None:
-            ts._rare = {self.name: value}
-        else:
-            rare[self.name] = value
+def reset_rare(ts: "TaskState", *names: str) -> None:
+    """Put rarely set fields of ``ts`` back to their defaults (the class's), so that they
+    cost the task nothing again. Assigning the default would keep an entry for it."""
+    rare = ts.__dict__
+    for name in names:
+        rare.pop(name, None)
 
 
 class TaskState:
-    __slots__ = ("_rare", "dependencies", "dependents", "key", "name", "nbytes", "priority", "processing_on",
-                 "run_id", "spec", "state", "type", "waiters", "waiting_on", "who_has", "who_wants")
+    # The fields every task uses are slots. The rest are class attributes below, read
+    # at a slot's speed (no Python call) and, once a task sets one, kept in its
+    # ``__dict__``: created on the first such write, so a task that never sets one pays
+    # 8 bytes for them all. Write one only when it differs from the default, and put
+    # it back with :func:`reset_rare`: assigning the default would create the dict.
+    __slots__ = ("__dict__", "dependencies", "dependents", "key", "name", "nbytes", "priority",
+                 "processing_on", "run_id", "spec", "state", "type", "waiters", "waiting_on", "who_has",
+                 "who_wants")
 
-    # What most tasks never change (see _Rare).
-    actor: _Rare[Any] = _Rare(False)  # a user actor's options (a dict), or True; False for a task
-    allow_other_workers: _Rare[bool] = _Rare(False)
-    blame: _Rare[str | None] = _Rare(None)
-    exception: _Rare[Any] = _Rare(None)
-    traceback: _Rare[str | None] = _Rare(None)
+    actor: Any = False  # a user actor's options (a dict), or True; False for a task
+    allow_other_workers: bool = False
+    blame: str | None = None
+    exception: Any = None
+    traceback: str | None = None
     # An input the scheduler did not know at submission: the task can never run (it is
     # not among ``dependencies``, so without this a re-run would go without it).
-    missing_input: _Rare[str | None] = _Rare(None)
-    resources: _Rare[dict[str, float] | None] = _Rare(None)  # held on its worker while it runs
-    restarts: _Rare[int] = _Rare(0)  # how often this actor was re-created after its worker died
-    retries: _Rare[int] = _Rare(0)
-    suspicious: _Rare[int] = _Rare(0)
-    workers: _Rare[set[str] | None] = _Rare(None)
+    missing_input: str | None = None
+    resources: dict[str, float] | None = None  # held on its worker while it runs
+    restarts: int = 0  # how often this actor was re-created after its worker died
+    retries: int = 0
+    suspicious: int = 0
+    workers: set[str] | None = None
     # Copies a client scattered: holder address -> that worker's serial number of the
     # put, named when the copy is freed (a later put there is then kept).
-    puts: _Rare[dict[str, int] | None] = _Rare(None)
+    puts: dict[str, int] | None = None
 
     def __init__(self, key: str, spec: Any, name: str) -> None:
-        self._rare: dict[str, Any] | None = None
         self.key = key
         self.state: TaskStatus = "released"
         self.spec = spec
@@ -201,5 +174,9 @@ def forget_put(ts: TaskState, ws: "WorkerState") -> int | None:
     puts = ts.puts
     put = puts.get(ws.address) if puts else None
     if put:
-        ts.puts = {a: n for a, n in puts.items() if a != ws.address}  # type: ignore[union-attr]
+        rest = {a: n for a, n in puts.items() if a != ws.address}  # type: ignore[union-attr]
+        if rest:
+            ts.puts = rest
+        else:
+            reset_rare(ts, "puts")
     return put
