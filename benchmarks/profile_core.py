@@ -94,21 +94,25 @@ def inc(x: int) -> int:
     return x + 1
 
 
-def submit_gather(client: Any, n: int) -> None:
+# Each workload runs about ``n`` tasks and returns how many it ran.
+def submit_gather(client: Any, n: int) -> int:
     start = next(_fresh) * 10 * n
     client.gather([client.submit(inc, start + i) for i in range(n)])
+    return n
 
 
-def map_gather(client: Any, n: int) -> None:
+def map_gather(client: Any, n: int) -> int:
     start = next(_fresh) * 10 * n
     client.gather(client.map(inc, range(start, start + n)))
+    return n
 
 
-def round_trips(client: Any, n: int) -> None:
+def round_trips(client: Any, n: int) -> int:
     """One task at a time: a task's whole round trip, as bench_core's "round trip"."""
     start = next(_fresh) * 10 * n
     for i in range(n):
         client.submit(inc, start + i).result()
+    return n
 
 
 def double(x: int) -> int:
@@ -119,7 +123,7 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-def chain(client: Any, n: int) -> None:
+def chain(client: Any, n: int) -> int:
     """``n // 3`` of (inc, double, add) and their sum: tasks with inputs, as
     bench_core's "chain"."""
     start = next(_fresh) * 10 * n
@@ -128,10 +132,39 @@ def chain(client: Any, n: int) -> None:
         x = client.submit(inc, i)
         zs.append(client.submit(add, x, client.submit(double, x)))
     client.submit(sum, zs).result()
+    return 3 * len(zs) + 1
 
 
-WORKLOADS: dict[str, Callable[[Any, int], None]] = {
-    "submit": submit_gather, "map": map_gather, "round-trip": round_trips, "chain": chain}
+def fib(k: int) -> int:
+    from actorrt import get_client
+    if k < 2:
+        return k
+    c = get_client()
+    return sum(c.gather([c.submit(fib, k - 1, pure=False), c.submit(fib, k - 2, pure=False)]))
+
+
+def fib_tasks(k: int) -> int:
+    """The tasks :func:`fib` ``(k)`` runs."""
+    a, b = 1, 1  # the tasks of fib(0), fib(1)
+    for _ in range(k - 1):
+        a, b = b, a + b + 1
+    return b if k else a
+
+
+def tasks_from_tasks(client: Any, n: int) -> int:
+    """fib by tasks that submit tasks and wait for them (bench_futures' "fib ... impure"):
+    the largest fib with at most ``n`` tasks, then smaller ones to make up the rest."""
+    ran = 0
+    while n - ran >= 1:
+        k = max(k for k in range(40) if fib_tasks(k) <= n - ran)
+        client.submit(fib, k, pure=False).result()
+        ran += fib_tasks(k)
+    return ran
+
+
+WORKLOADS: dict[str, Callable[[Any, int], int]] = {
+    "submit": submit_gather, "map": map_gather, "round-trip": round_trips, "chain": chain,
+    "tasks-from-tasks": tasks_from_tasks}
 
 
 # --- CPU per thread from /proc ------------------------------------------------------
@@ -181,11 +214,12 @@ def _thread_label(pid: int, tid: int) -> str:
     return "MainThread (loop)" if tid == pid else f"thread {tid} (pool)"
 
 
-def cpu_table(client: Any, run: Callable[[], None], n: int) -> str:
+def cpu_table(client: Any, run: Callable[[], int]) -> str:
+    """CPU per thread of every process while ``run()`` runs its tasks (it returns how many)."""
     procs = {"client+scheduler": os.getpid(), **worker_pids(client)}
     before = {p: thread_cpu(pid) for p, pid in procs.items()}
     t0 = time.perf_counter()
-    run()
+    n = run()
     wall = time.perf_counter() - t0
     after = {p: thread_cpu(pid) for p, pid in procs.items()}
     lines, total = [], 0.0
@@ -303,7 +337,7 @@ def _short_frame(frame: str) -> str:
     return f"{m['func']} ({m['file']}:{m['line']})"[:95] if m else frame[:95]
 
 
-def pyspy_run(work: Callable[[Any, int], None], n: int, top: int, rate: int, gil: bool) -> None:
+def pyspy_run(work: Callable[[Any, int], int], n: int, top: int, rate: int, gil: bool) -> None:
     import actorrt
     with tempfile.TemporaryDirectory() as tmp, \
             actorrt.Client(n_workers=2, threads_per_worker=1) as client:
@@ -314,7 +348,7 @@ def pyspy_run(work: Callable[[Any, int], None], n: int, top: int, rate: int, gil
                                 *(["--gil"] if gil else []), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)  # py-spy attaches to the process tree
         t0 = time.perf_counter()
-        work(client, n)
+        n = work(client, n)
         wall = time.perf_counter() - t0
         spy.send_signal(signal.SIGINT)
         _, err = spy.communicate(timeout=60)
@@ -373,8 +407,9 @@ def _short(func: tuple) -> str:
     return f"{_module_of(filename)}:{line} {name}"[:90]
 
 
-def profile_client(client: Any, run: Callable[[], None]) -> tuple[pstats.Stats, pstats.Stats]:
-    """Profile the caller's thread and the client's loop thread during ``run()``."""
+def profile_client(client: Any, run: Callable[[], int]) -> tuple[pstats.Stats, pstats.Stats, int]:
+    """Profile the caller's thread and the client's loop thread during ``run()``; and
+    what it returned (the tasks it ran)."""
     caller, loop_prof = cProfile.Profile(), cProfile.Profile()
     on_loop = threading.Event()
 
@@ -385,7 +420,7 @@ def profile_client(client: Any, run: Callable[[], None]) -> tuple[pstats.Stats, 
     on_loop.wait()
     caller.enable()
     try:
-        run()
+        n = run()
     finally:
         caller.disable()
         off = threading.Event()
@@ -395,10 +430,10 @@ def profile_client(client: Any, run: Callable[[], None]) -> tuple[pstats.Stats, 
             off.set()
         client.loop.call_soon_threadsafe(disable)
         off.wait()
-    return pstats.Stats(caller), pstats.Stats(loop_prof)
+    return pstats.Stats(caller), pstats.Stats(loop_prof), n
 
 
-def cprofile_run(work: Callable[[Any, int], None], n: int, top: int) -> None:
+def cprofile_run(work: Callable[[Any, int], int], n: int, top: int) -> None:
     import actorrt
     with tempfile.TemporaryDirectory() as tmp:
         hook_dir = os.path.join(tmp, "hook")
@@ -409,12 +444,12 @@ def cprofile_run(work: Callable[[Any, int], None], n: int, top: int) -> None:
                "PYTHONPATH": os.pathsep.join(p for p in (hook_dir, os.environ.get("PYTHONPATH")) if p)}
         warm = min(n, 500)
         with actorrt.Client(n_workers=2, threads_per_worker=1, worker_env=env) as client:
-            work(client, warm)
+            warm = work(client, warm)
             pids = worker_pids(client)
             for pid in pids.values():
                 os.kill(pid, signal.SIGUSR1)
             time.sleep(0.2)  # let each worker's loop wake up and run its handler
-            caller, loop = profile_client(client, lambda: work(client, n))
+            caller, loop, n = profile_client(client, lambda: work(client, n))
             for pid in pids.values():
                 os.kill(pid, signal.SIGUSR2)
             time.sleep(0.5)
@@ -465,10 +500,10 @@ def main(argv: list[str] | None = None) -> None:
     import actorrt
     for name in names:
         work = WORKLOADS[name]
-        print(f"=== {name} of {n:,} trivial tasks, 2 worker processes x 1 thread ===\n")
+        print(f"=== {name}, about {n:,} trivial tasks, 2 worker processes x 1 thread ===\n")
         with actorrt.Client(n_workers=2, threads_per_worker=1) as client:
             work(client, min(n, 500))  # warm up: connections, function caches, pool threads
-            print(cpu_table(client, lambda: work(client, n), n))
+            print(cpu_table(client, lambda: work(client, n)))
         print()
         if profiler == "py-spy":
             pyspy_run(work, n, top, args.rate, args.gil)

@@ -1,5 +1,7 @@
 """The workers' sampler and client.profile: in-process workers and a real worker process."""
+import inspect
 import os
+import sys
 import threading
 import time
 
@@ -11,7 +13,7 @@ from actorrt.core.errors import BadMessageError
 from actorrt.protocol import WORKER_ID
 from actorrt.testing import gen_cluster, wait_until
 from actorrt.worker.profiler import INTERVAL_ENV, RunningThreads, Sampler, check_interval, interval_from_environ
-from actorrt.worker.task import ActorCall
+from actorrt.worker.task import ActorCall, call_task
 
 
 @pytest.fixture(autouse=True)
@@ -247,3 +249,178 @@ def test_a_stop_before_the_sampler_falls_asleep_is_not_lost():
     thread = sampler._thread
     sampler.stop()
     assert not thread.is_alive()
+
+
+# --- what a sample costs where threads wait (fib by tasks from tasks: hundreds) -------
+class Unpickled:
+    """A task's arguments as call_task reads them, unpickled already (locks do not pickle)."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def loads(self):
+        return self.args, {}
+
+
+def run_as_task(fn, *args):
+    """``fn(*args)`` below call_task, as a pool thread runs a task: the sampler's paths
+    start at the frame call_task calls."""
+    return call_task(lambda blob: blob, (fn, Unpickled(*args)), {})
+
+
+def start_task_threads(running, n, fn, *args, name="fib"):
+    def main():
+        running.enter(threading.get_ident(), ActorCall("k", name))
+        try:
+            run_as_task(fn, *args)
+        finally:
+            running.leave(threading.get_ident())
+    threads = [threading.Thread(target=main) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def innermost(thread):
+    return sys._current_frames().get(thread.ident)
+
+
+def at_line(thread, code, line):
+    """Whether ``thread``'s innermost frame runs ``code`` at ``line`` (a thread blocked
+    in a C call made on that line is there from the moment it starts the line)."""
+    frame = innermost(thread)
+    return frame is not None and frame.f_code is code and frame.f_lineno == line
+
+
+def line_of(fn, text):
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+def wait_on(lock):
+    lock.acquire()  # every thread waits here
+    lock.release()
+
+
+def test_threads_in_one_wait_are_walked_once_and_counted_together(monkeypatch):
+    import actorrt.worker.profiler as profiler
+    running, lock = RunningThreads(), threading.Lock()
+    sampler = Sampler(running, interval=0.01)
+    walks, adds = [], []
+    walk, add = profiler.frame_path, sampler.history.add
+    monkeypatch.setattr(profiler, "frame_path", lambda *a, **k: walks.append(1) or walk(*a, **k))
+    monkeypatch.setattr(sampler.history, "add", lambda *a, **k: adds.append(a) or add(*a, **k))
+    lock.acquire()
+    threads = start_task_threads(running, 40, wait_on, lock)
+    try:
+        line = line_of(wait_on, "lock.acquire()")
+        wait_until(lambda: all(at_line(t, wait_on.__code__, line) for t in threads))
+        assert sampler.sample() == 40 and len(walks) == 40
+        assert len(adds) == 1 and adds[0][1] == "fib" and adds[0][3] == 40  # one path, 40 threads
+        assert sampler.sample() == 40 and len(walks) == 40  # nobody moved: no stack walked again
+        tree = sampler.history.get()
+        assert tree["count"] == 80 == sampler.history.samples
+        (node,) = tree["children"].values()
+        assert node["description"]["name"] == "wait_on" and node["count"] == 80
+    finally:
+        lock.release()
+        for t in threads:
+            t.join(10)
+
+
+def two_waits(first, second):
+    first.acquire()
+    second.acquire()
+
+
+def lines_sampled(history):
+    """The line numbers of the outermost frames in ``history``'s tree."""
+    return sorted(c["description"]["line_number"] for c in history.get()["children"].values())
+
+
+def test_a_thread_that_moved_on_in_the_same_frame_is_read_again():
+    running, first, second = RunningThreads(), threading.Lock(), threading.Lock()
+    sampler = Sampler(running, interval=0.01)
+    first.acquire()
+    second.acquire()
+    (thread,) = start_task_threads(running, 1, two_waits, first, second)
+    code = two_waits.__code__
+    lines = [line_of(two_waits, "first.acquire()"), line_of(two_waits, "second.acquire()")]
+    try:
+        wait_until(lambda: at_line(thread, code, lines[0]))
+        sampler.sample()
+        first.release()
+        wait_until(lambda: at_line(thread, code, lines[1]))
+        sampler.sample()
+        assert lines_sampled(sampler.history) == lines  # the same frame on its next line: read again
+    finally:
+        second.release()
+        thread.join(10)
+
+
+def stepper(lock):
+    while True:
+        lock.acquire()  # each time it is resumed, the generator waits here
+        yield
+
+
+def resumed_twice(lock):
+    steps = stepper(lock)
+    next(steps)  # first resumption
+    next(steps)  # second resumption, from another line
+
+
+def test_a_generator_resumed_from_elsewhere_is_read_again():
+    # Its frame is the same object on the same line both times, but its caller moved:
+    # a path kept from the first sample would name the caller's old line.
+    running, lock = RunningThreads(), threading.Lock()
+    sampler = Sampler(running, interval=0.01)
+    lock.acquire()
+    (thread,) = start_task_threads(running, 1, resumed_twice, lock)
+    wait_line = line_of(stepper, "lock.acquire()")
+    callers = [line_of(resumed_twice, "first resumption"), line_of(resumed_twice, "second resumption")]
+
+    def resumed_from(line):
+        frame = innermost(thread)
+        return (frame is not None and frame.f_code is stepper.__code__ and frame.f_lineno == wait_line
+                and frame.f_back.f_lineno == line)
+    try:
+        wait_until(lambda: resumed_from(callers[0]))
+        sampler.sample()
+        lock.release()  # the generator takes it, yields, and is resumed from the next line
+        wait_until(lambda: resumed_from(callers[1]))
+        sampler.sample()
+        assert lines_sampled(sampler.history) == callers
+    finally:
+        lock.release()
+        thread.join(10)
+
+
+def test_a_finished_task_is_not_kept_alive_by_the_sampler():
+    # The sampler keeps each thread's innermost frame from one sample to the next: a
+    # frame whose task ended must go with the next sample, or once no task runs.
+    import gc
+    import weakref
+    running, lock, refs = RunningThreads(), threading.Lock(), []
+    sampler = Sampler(running, interval=0.001, name="actorrt-profiler-test")
+
+    def holds_a_value(lock):
+        value = Payload()
+        refs.append(weakref.ref(value))
+        lock.acquire()
+
+    lock.acquire()
+    gc.disable()
+    try:
+        sampler.start()
+        (thread,) = start_task_threads(running, 1, holds_a_value, lock)
+        wait_until(lambda: at_line(thread, holds_a_value.__code__, line_of(holds_a_value, "lock.acquire()")))
+        seen = sampler.history.samples
+        wait_until(lambda: sampler.history.samples > seen)  # sampled while it waits
+        lock.release()
+        thread.join(10)
+        wait_until(lambda: running._idle)  # the sampler is asleep: no task runs
+        assert refs[0]() is None  # freed with no collection
+    finally:
+        gc.enable()
+        sampler.stop()

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from types import CodeType, FrameType
-from typing import Any, Container, Iterable
+from typing import Any, Container, Iterable, Sequence
 
 #: Frames kept per sample, from the outermost (the task's function) inwards: recursion
 #: deeper than this is counted at the last frame kept.
@@ -208,8 +208,8 @@ class _Bucket:
                 tree = self.trees[name] = new_tree()
         return tree
 
-    def add(self, path: list[Frame], name: str, max_groups: int) -> None:
-        self.budget -= add_path(self.tree_for(name, max_groups), path, budget=self.budget)
+    def add(self, path: Sequence[Frame], name: str, max_groups: int, count: int = 1) -> None:
+        self.budget -= add_path(self.tree_for(name, max_groups), path, count, budget=self.budget)
 
     def fold(self, other: "_Bucket", max_groups: int) -> None:
         for name, tree in other.trees.items():
@@ -244,12 +244,12 @@ class ProfileHistory:
         self._minutes: deque[_Bucket] = deque(maxlen=-(-(keep - self.recent) // 60))
         self._lock = threading.Lock()
 
-    def add(self, path: list[Frame], name: str, when: float | None = None) -> None:
-        """Count one sample of a thread running a task called ``name``."""
+    def add(self, path: Sequence[Frame], name: str, when: float | None = None, count: int = 1) -> None:
+        """Count ``count`` samples (threads seen at once) of a task called ``name``."""
         second = int(time.time() if when is None else when)
         with self._lock:
-            self.samples += 1
-            self._bucket(second).add(path, name, self.max_groups)
+            self.samples += count
+            self._bucket(second).add(path, name, self.max_groups, count)
             self._age(second)
 
     def _bucket(self, second: int) -> _Bucket:
