@@ -468,3 +468,59 @@ def test_the_nanny_removes_a_dead_workers_spill_directory(scheduler, tmp_path):
     finally:
         nanny.terminate()
         _reap(nanny)
+
+
+def _cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")
+
+
+def _parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not LINUX, reason="the first worker is forked from its nanny on Linux only; elsewhere "
+                                      "every worker is a new interpreter")
+def test_the_first_worker_is_a_copy_of_its_nanny_and_a_restarted_one_a_new_interpreter(scheduler):
+    nanny = _cli_worker(scheduler, "--name", "w")
+    try:
+        address, info = _one_worker(scheduler)
+        # Forked: the nanny's own command line, and no second interpreter start.
+        assert _parent(info["pid"]) == nanny.pid and _cmdline(info["pid"]) == _cmdline(nanny.pid)
+        os.kill(info["pid"], signal.SIGKILL)
+        wait_until(lambda: [a for a in dict(scheduler.scheduler.worker_info) if a != address], timeout=20)
+        address, info = _one_worker(scheduler)
+        assert _parent(info["pid"]) == nanny.pid and b"--no-nanny" in _cmdline(info["pid"])
+    finally:
+        nanny.terminate()
+        _reap(nanny)
+
+
+FORK_FIRST = """
+import asyncio, os, signal, sys
+from actorrt.deploy.nanny import Nanny, NannyLink, can_fork_first
+
+# A restarted worker: a new interpreter, which registers and then closes for good.
+SPAWNED = ("import os; from actorrt.deploy.nanny import NannyLink; link = NannyLink.from_environ(); "
+           "print('spawned', link.nanny_pid == os.getppid(), flush=True); link.ready('tcp://b:1')")
+nanny = Nanny([sys.executable, "-c", SPAWNED])
+assert can_fork_first()
+if not nanny.fork_first():  # the copy: the first worker
+    link = NannyLink.from_environ()
+    print("forked", link.nanny_pid == os.getppid(), link.orphaned(), os.read(0, 1) == b"", flush=True)
+    link.ready("tcp://a:1")
+    os.kill(os.getpid(), signal.SIGKILL)  # dies after it registered: the nanny starts another
+print("nanny", asyncio.run(nanny.run()), nanny.restarts, flush=True)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="the first worker is forked from its nanny on Linux only")
+def test_a_forked_first_worker_is_linked_to_its_nanny_and_replaced_by_a_new_interpreter():
+    out = subprocess.run([sys.executable, "-c", FORK_FIRST], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    # Its link names the nanny (not itself: it would take itself for an orphan and
+    # leave), its stdin is empty as a spawned worker's; once it died, the nanny
+    # started the command, whose worker registered and closed: status 0, one restart.
+    assert out.stdout.splitlines() == ["forked True False True", "spawned True", "nanny 0 1"], out.stderr

@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -124,11 +125,12 @@ class Nanny:
         self.local_directory = local_directory
         self.name = name
         self.interval = interval
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | Forked | None = None
         self.address: str | None = None  # of the current worker, once it registered
         self.restarts = 0
         self.stopping = False
         self._child_event: asyncio.Event | None = None
+        self._first: tuple[Forked, int] | None = None  # forked, not yet run (fork_first)
         self._grace: asyncio.TimerHandle | None = None
         self._warned: set[str] = set()
 
@@ -156,16 +158,56 @@ class Nanny:
                 loop.remove_signal_handler(sig)
 
     # --- one worker process ------------------------------------------------------------
-    async def _run_worker(self) -> Exit:
+    def fork_first(self) -> bool:
+        """Fork the first worker from this process: True here, in the nanny; False in
+        the copy, which is to go on as the worker (its link to the nanny is in its
+        environment, as :meth:`_spawn` puts it there).
+
+        The nanny has imported what the worker runs already: a worker started as a new
+        interpreter imports it all again, 0.1-0.2 s added to every cluster's start
+        (two interpreters one after the other). A copy starts at once. Call it before
+        the nanny starts its event loop or any thread, so that the copy inherits
+        neither; a restarted worker is a new interpreter (:meth:`_spawn`), as a worker
+        restarted to start clean must be. Linux only (:func:`can_fork_first`).
+        """
+        ready_r, ready_w = os.pipe()
+        preexec = die_with_parent()
+        link = self._link_env(ready_w)  # (here: it names this process, the nanny)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # (or what is buffered would be written twice)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(ready_r)
+            if preexec is not None:
+                preexec()
+            os.environ.update(link)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)  # (as a spawned worker's stdin)
+            os.close(devnull)
+            return False
+        os.close(ready_w)
+        self._first = (Forked(pid), ready_r)
+        return True
+
+    def _spawn(self) -> "tuple[subprocess.Popen, int]":
+        """A new worker process running ``command``; it and the nanny's end of its pipe."""
         ready_r, ready_w = os.pipe()
         try:
-            proc = subprocess.Popen(self.command, env=self._child_env(ready_w), pass_fds=(ready_w,),
-                                    stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
+            proc = subprocess.Popen(self.command, env={**os.environ, **self._link_env(ready_w)},
+                                    pass_fds=(ready_w,), stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         except BaseException:
             os.close(ready_r)
             raise
         finally:
             os.close(ready_w)  # the child's copy is now the only one: EOF means it is gone
+        return proc, ready_r
+
+    async def _run_worker(self) -> Exit:
+        proc: subprocess.Popen | Forked
+        if self._first is not None:
+            (proc, ready_r), self._first = self._first, None
+        else:
+            proc, ready_r = self._spawn()
         self.proc, self.address = proc, None
         pipe = _ReadyPipe(ready_r)
         supervisor = asyncio.ensure_future(self._supervise(proc, pipe))
@@ -181,10 +223,11 @@ class Nanny:
         assert proc.returncode is not None
         return Exit(proc.pid, proc.returncode, self.address is not None)
 
-    def _child_env(self, ready_fd: int) -> dict[str, str]:
-        return {**os.environ, READY_FD_ENV: str(ready_fd), NANNY_PID_ENV: str(os.getpid())}
+    def _link_env(self, ready_fd: int) -> dict[str, str]:
+        """What a worker's environment says of its nanny (read by :meth:`NannyLink.from_environ`)."""
+        return {READY_FD_ENV: str(ready_fd), NANNY_PID_ENV: str(os.getpid())}
 
-    async def _exited(self, proc: subprocess.Popen) -> None:
+    async def _exited(self, proc: subprocess.Popen | Forked) -> None:
         """Return once ``proc`` has ended (and is reaped); SIGCHLD wakes us."""
         event = self._child_event
         assert event is not None
@@ -197,7 +240,7 @@ class Nanny:
             except asyncio.TimeoutError:
                 pass
 
-    async def _supervise(self, proc: subprocess.Popen, pipe: "_ReadyPipe") -> None:
+    async def _supervise(self, proc: subprocess.Popen | Forked, pipe: "_ReadyPipe") -> None:
         """Learn that the worker registered, then watch its memory."""
         await pipe.settled()
         if pipe.line is None:
@@ -208,7 +251,7 @@ class Nanny:
                         self.name, proc.pid)
         await self._watch_memory(proc)
 
-    async def _watch_memory(self, proc: subprocess.Popen) -> None:
+    async def _watch_memory(self, proc: subprocess.Popen | Forked) -> None:
         if self.memory_limit is None or self.terminate is None:
             return
         threshold = int(self.memory_limit * self.terminate)
@@ -282,7 +325,37 @@ class Nanny:
             self._grace = asyncio.get_running_loop().call_later(STOP_GRACE, _kill_if_running, proc)
 
 
-def _kill_if_running(proc: subprocess.Popen) -> None:
+class Forked:
+    """A worker forked by :meth:`Nanny.fork_first`: what the nanny uses of
+    ``subprocess.Popen``, for a child it did not start as one."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None  # as Popen's: -N when killed by signal N
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def can_fork_first() -> bool:
+    """Whether the first worker may be forked (:meth:`Nanny.fork_first`): on Linux, and
+    while this process runs no other thread (a fork copies none of them, and any lock
+    one of them held stays held in the copy for good)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def _kill_if_running(proc: subprocess.Popen | Forked) -> None:
     if proc.poll() is None:
         logger.warning("nanny %d: worker pid %d did not stop within %g s; killing it",
                        os.getpid(), proc.pid, STOP_GRACE)
@@ -404,5 +477,5 @@ class NannyLink:
             await asyncio.sleep(interval)
 
 
-__all__ = ["Exit", "MAX_EARLY_RESTARTS", "Nanny", "NannyLink", "RESTART_EXIT_CODE", "after_exit", "describe_exit", "die_with_parent",
+__all__ = ["Exit", "Forked", "MAX_EARLY_RESTARTS", "Nanny", "can_fork_first", "NannyLink", "RESTART_EXIT_CODE", "after_exit", "describe_exit", "die_with_parent",
            "exit_status"]
