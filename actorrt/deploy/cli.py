@@ -154,7 +154,9 @@ async def _worker(args: Any) -> int:
 
 
 def _run_nanny(args: Any, argv: list[str]) -> int:
-    """This process supervises the worker: the same command, with ``--no-nanny``, as a child."""
+    """This process supervises the worker, its child: at first (Linux) a copy of this
+    process, which returns here as the worker with that worker's exit status; once
+    restarted, the same command with ``--no-nanny``. The nanny itself never returns."""
     # A name that outlives restarts: a restarted worker has a new address, and is
     # recognised by its name (the scheduler's restart_workers waits for it).
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
