@@ -86,14 +86,43 @@ def test_floors_run_quick():
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_profile_core_reads_the_worker_processes():
+@pytest.mark.parametrize("workload", ["map", "tasks-from-tasks"])
+def test_profile_core_reads_the_worker_processes(workload):
     """profile_core.py's CPU table counts the processes that run the tasks: under a
     nanny (the default) that is the nanny's child, whose pool thread is busy."""
     proc = _run([sys.executable, str(BENCH_DIR / "profile_core.py"), "--quick", "--profiler", "none",
-                 "--workload", "map"], timeout=80)
+                 "--workload", workload], timeout=80)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     pools = [line for line in proc.stdout.splitlines() if line.startswith("worker") and "(pool)" in line]
     assert pools, proc.stdout
+
+
+def test_profile_core_counts_the_tasks_fib_runs():
+    """The tasks-from-tasks workload divides by the tasks it ran: fib(k) is one task
+    and those of fib(k-1) and fib(k-2) (bench_futures' 465 and 1,973), and it makes
+    up a count it cannot hit with one fib out of smaller ones."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import profile_core
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    assert [profile_core.fib_tasks(k) for k in range(6)] == [1, 1, 3, 5, 9, 15]
+    assert (profile_core.fib_tasks(12), profile_core.fib_tasks(15)) == (465, 1973)
+
+    class Counting:
+        """Stands for a client: counts what a fib(k) submitted would run."""
+        def __init__(self):
+            self.ran = 0
+
+        def submit(self, fn, k, pure):
+            self.ran += profile_core.fib_tasks(k)
+            return self
+
+        def result(self):
+            return None
+    for n in (1, 2, 10, 1000):
+        client = Counting()
+        assert profile_core.tasks_from_tasks(client, n) == client.ran == n
 
 
 @pytest.mark.slow
