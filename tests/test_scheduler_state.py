@@ -745,6 +745,18 @@ def test_a_plain_task_sets_no_rare_field_on_its_way_through():
     assert not any(_has_own_dict(ts) for ts in s.tasks.values())
 
 
+def test_resetting_a_rare_field_never_set_costs_nothing():
+    # Scattered data resets a task's error fields: a key scattered fresh has none set,
+    # and the reset must not make the dict they would live in.
+    from actorrt.scheduler.task_state import ERROR_FIELDS, TaskState, reset_rare
+    ts = TaskState("k", None, "f")
+    reset_rare(ts, *ERROR_FIELDS, "suspicious")
+    assert not _has_own_dict(ts)
+    s = make()
+    s.stimulus_update_data("c", {"x": [next(iter(s.workers))]}, {"x": 8}, {"x": "int"}, "s1")
+    assert s.tasks["x"].state == "memory" and not _has_own_dict(s.tasks["x"])
+
+
 def test_member_cache_is_bounded_and_forgets():
     from actorrt.scheduler.task_state import Members
     members = Members(limit=3)

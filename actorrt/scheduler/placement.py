@@ -81,10 +81,6 @@ class WorkerState:
         self.has_free_slot = busy < self.capacity and not self.paused
 
     @property
-    def occupancy(self) -> float:
-        return self.load[0]
-
-    @property
     def managed_bytes(self) -> int:
         """Bytes of the values held here, as their holders measured them."""
         return sum(ts.nbytes for ts in self.has_what)

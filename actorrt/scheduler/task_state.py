@@ -110,10 +110,14 @@ ERROR_FIELDS = ("exception", "traceback", "blame")
 
 def reset_rare(ts: "TaskState", *names: str) -> None:
     """Put rarely set fields of ``ts`` back to their defaults (the class's), so that they
-    cost the task nothing again. Assigning the default would keep an entry for it."""
-    rare = ts.__dict__
+    cost the task nothing again. Assigning the default would keep an entry for it.
+
+    A field still at the class's default is not looked up in ``ts.__dict__``: reading
+    that attribute would make the dict this is meant to spare (every scattered key
+    goes through here)."""
     for name in names:
-        rare.pop(name, None)
+        if getattr(ts, name) is not getattr(TaskState, name):
+            ts.__dict__.pop(name, None)
 
 
 class TaskState:
