@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import json
 import os
 import sys
@@ -32,48 +31,10 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import format_columns, positive_count  # noqa: E402
+from task_workloads import Driver, chain, map_gather, round_trips  # noqa: E402
 
 
-def inc(x: int) -> int:
-    return x + 1
-
-
-def double(x: int) -> int:
-    return 2 * x
-
-
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-_fresh = itertools.count(1)
-
-
-def map_gather(client: Any, n: int) -> int:
-    start = next(_fresh) * 10 * n
-    client.gather(client.map(inc, range(start, start + n)))
-    return n
-
-
-def chain(client: Any, n: int) -> int:
-    """``n // 3`` of (inc, double, add), then their sum: tasks with inputs."""
-    start = next(_fresh) * 10 * n
-    zs = []
-    for i in range(start, start + n // 3):
-        x = client.submit(inc, i)
-        y = client.submit(double, x)
-        zs.append(client.submit(add, x, y))
-    client.submit(sum, zs).result()
-    return 3 * len(zs) + 1
-
-
-def round_trips(client: Any, n: int) -> int:
-    for i in range(n):
-        client.submit(inc, i, pure=False).result()
-    return n
-
-
-WORKLOADS: dict[str, Callable[[Any, int], int]] = {"map": map_gather, "chain": chain, "round-trip": round_trips}
+WORKLOADS: dict[str, Driver] = {"map": map_gather, "chain": chain, "round-trip": round_trips}
 
 
 class CallCounter:

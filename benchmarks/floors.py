@@ -30,17 +30,16 @@ import asyncio
 import os
 import queue
 import socket
-import statistics
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import fmt_seconds, format_columns, parse_args  # noqa: E402
+from task_workloads import median_seconds  # noqa: E402
 
 MESSAGE = 40  # bytes: a small call's size on the wire
 KINDS = ("loop", "lane")
@@ -134,7 +133,7 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
                 waiting.append(waiter)
                 sock.send(request)
                 waiter.acquire()
-        return min(_median_seconds(trip, n) for _ in range(max(1, repeat)))
+        return min(median_seconds(trip, n) for _ in range(max(1, repeat)))
     finally:
         loop.call_soon_threadsafe(loop.stop)
         if runner.is_alive():
@@ -147,15 +146,6 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def _median_seconds(trip: Callable[[], None], n: int) -> float:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        trip()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def floor_row(label: str, floor: float, ours: float | None, dask: float | None) -> tuple[str, ...]:

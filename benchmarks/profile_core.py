@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import itertools
 import os
 import pstats
 import re
@@ -43,7 +42,9 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import fmt_seconds, format_columns  # noqa: E402
+from common import fmt_seconds, format_columns, positive_count  # noqa: E402
+from task_workloads import (Driver, chain, map_gather, round_trips, submit_gather,  # noqa: E402
+                            tasks_from_tasks)
 
 # Installed as sitecustomize.py in the worker processes (only its env var turns it on).
 PROFILE_HOOK = '''
@@ -87,82 +88,7 @@ IDLE = ("method 'poll' of 'select.epoll'", "method 'acquire' of '_thread.lock'",
         "method 'get' of '_queue.SimpleQueue'", "method 'select' of 'select.epoll'",
         "built-in method time.sleep", "method 'wait' of", "method 'control' of 'select.kqueue'")
 
-_fresh = itertools.count(1)
-
-
-def inc(x: int) -> int:
-    return x + 1
-
-
-# Each workload runs about ``n`` tasks and returns how many it ran.
-def submit_gather(client: Any, n: int) -> int:
-    start = next(_fresh) * 10 * n
-    client.gather([client.submit(inc, start + i) for i in range(n)])
-    return n
-
-
-def map_gather(client: Any, n: int) -> int:
-    start = next(_fresh) * 10 * n
-    client.gather(client.map(inc, range(start, start + n)))
-    return n
-
-
-def round_trips(client: Any, n: int) -> int:
-    """One task at a time: a task's whole round trip, as bench_core's "round trip"."""
-    start = next(_fresh) * 10 * n
-    for i in range(n):
-        client.submit(inc, start + i).result()
-    return n
-
-
-def double(x: int) -> int:
-    return 2 * x
-
-
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-def chain(client: Any, n: int) -> int:
-    """``n // 3`` of (inc, double, add) and their sum: tasks with inputs, as
-    bench_core's "chain"."""
-    start = next(_fresh) * 10 * n
-    zs = []
-    for i in range(start, start + max(1, n // 3)):
-        x = client.submit(inc, i)
-        zs.append(client.submit(add, x, client.submit(double, x)))
-    client.submit(sum, zs).result()
-    return 3 * len(zs) + 1
-
-
-def fib(k: int) -> int:
-    from actorrt import get_client
-    if k < 2:
-        return k
-    c = get_client()
-    return sum(c.gather([c.submit(fib, k - 1, pure=False), c.submit(fib, k - 2, pure=False)]))
-
-
-def fib_tasks(k: int) -> int:
-    """The tasks :func:`fib` ``(k)`` runs."""
-    a, b = 1, 1  # the tasks of fib(0), fib(1)
-    for _ in range(k - 1):
-        a, b = b, a + b + 1
-    return b if k else a
-
-
-def tasks_from_tasks(client: Any, n: int) -> int:
-    """fib by tasks that submit tasks and wait for them (bench_futures' "fib ... impure"):
-    the largest fib with at most ``n`` tasks, then smaller ones to make up the rest."""
-    ran = 0
-    while n - ran >= 1:
-        k = max(k for k in range(40) if fib_tasks(k) <= n - ran)
-        client.submit(fib, k, pure=False).result()
-        ran += fib_tasks(k)
-    return ran
-
-
-WORKLOADS: dict[str, Callable[[Any, int], int]] = {
+WORKLOADS: dict[str, Driver] = {
     "submit": submit_gather, "map": map_gather, "round-trip": round_trips, "chain": chain,
     "tasks-from-tasks": tasks_from_tasks}
 
@@ -337,7 +263,7 @@ def _short_frame(frame: str) -> str:
     return f"{m['func']} ({m['file']}:{m['line']})"[:95] if m else frame[:95]
 
 
-def pyspy_run(work: Callable[[Any, int], int], n: int, top: int, rate: int, gil: bool) -> None:
+def pyspy_run(work: Driver, n: int, top: int, rate: int, gil: bool) -> None:
     import actorrt
     with tempfile.TemporaryDirectory() as tmp, \
             actorrt.Client(n_workers=2, threads_per_worker=1) as client:
@@ -433,7 +359,7 @@ def profile_client(client: Any, run: Callable[[], int]) -> tuple[pstats.Stats, p
     return pstats.Stats(caller), pstats.Stats(loop_prof), n
 
 
-def cprofile_run(work: Callable[[Any, int], int], n: int, top: int) -> None:
+def cprofile_run(work: Driver, n: int, top: int) -> None:
     import actorrt
     with tempfile.TemporaryDirectory() as tmp:
         hook_dir = os.path.join(tmp, "hook")
@@ -484,11 +410,11 @@ def _print_modules(stats: pstats.Stats, n: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
-    parser.add_argument("--n", type=int, default=None, help="tasks per workload (default 20,000)")
-    parser.add_argument("--top", type=int, default=15, help="functions listed per thread")
+    parser.add_argument("--n", type=positive_count, default=None, help="tasks per workload (default 20,000)")
+    parser.add_argument("--top", type=positive_count, default=15, help="functions listed per thread")
     parser.add_argument("--profiler", choices=["py-spy", "cprofile", "none"], default=None,
                         help="default: py-spy when installed, else cprofile")
-    parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    parser.add_argument("--rate", type=positive_count, default=500, help="py-spy samples per second")
     parser.add_argument("--gil", action="store_true",
                         help="py-spy: sample only threads holding the GIL (drops GIL waits and syscalls)")
     parser.add_argument("--quick", action="store_true", help="1,000 tasks, top 8")

@@ -30,14 +30,14 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections import Counter as Tally
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import format_columns, positive_count  # noqa: E402
+from task_workloads import Counter, call_actor, inc, median_seconds  # noqa: E402
 
 #: ``(module, "Class.method", returns too)``: a probe's label is its qualified name, and
 #: ``"... returns"`` for the return of one traced both ways.
@@ -138,42 +138,11 @@ class Event(NamedTuple):
     where: str  # "process/thread"
 
 
-# --- workloads (module level: the workers unpickle them by reference) ----------------
-def inc(x: int) -> int:
-    return x + 1
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def increment(self) -> int:
-        self.n += 1
-        return self.n
-
-
-def median_seconds(trip: Callable[[], Any], n: int) -> float:
-    """``trip()`` ``n`` times, one at a time; the median seconds of one."""
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        trip()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def call_actor(counter: Any, n: int) -> float:
-    """``n`` sequential calls; their median seconds."""
-    return median_seconds(lambda: counter.increment().result(), n)
-
-
+# --- workloads ----------------------------------------------------------------------
 def run_path(path: str, n: int) -> float:
     """Run ``n`` round trips of ``path`` on a fresh cluster; their median seconds."""
     from actorrt import Client
 
-    if __name__ != "__main__":  # imported: the workers cannot import this module by name
-        import cloudpickle
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with Client(n_workers=2, threads_per_worker=1) as client:
         if path == "round-trip":
             return median_seconds(lambda: client.submit(inc, 1, pure=False).result(), n)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-NOT_SCRIPTS = {"common.py", "floors.py", "profile_core.py", "trace_path.py", "count_calls.py"}  # helpers, a profiler, a tracer, a call counter (not comparisons)
+# Helpers, the tools' workloads, a profiler, a tracer, a call counter: not comparisons.
+NOT_SCRIPTS = {"common.py", "floors.py", "task_workloads.py", "profile_core.py", "trace_path.py", "count_calls.py"}
 SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
 
 # Hides dask.distributed from a script as if it were not installed, then runs it.
@@ -97,17 +98,17 @@ def test_profile_core_reads_the_worker_processes(workload):
     assert pools, proc.stdout
 
 
-def test_profile_core_counts_the_tasks_fib_runs():
-    """The tasks-from-tasks workload divides by the tasks it ran: fib(k) is one task
-    and those of fib(k-1) and fib(k-2) (bench_futures' 465 and 1,973), and it makes
-    up a count it cannot hit with one fib out of smaller ones."""
+def test_the_tasks_from_tasks_workload_counts_the_tasks_fib_runs():
+    """The tasks-from-tasks workload (profile_core.py) divides by the tasks it ran:
+    fib(k) is one task and those of fib(k-1) and fib(k-2) (bench_futures' 465 and
+    1,973), and it makes up a count it cannot hit with one fib out of smaller ones."""
     sys.path.insert(0, str(BENCH_DIR))
     try:
-        import profile_core
+        import task_workloads as workloads
     finally:
         sys.path.remove(str(BENCH_DIR))
-    assert [profile_core.fib_tasks(k) for k in range(6)] == [1, 1, 3, 5, 9, 15]
-    assert (profile_core.fib_tasks(12), profile_core.fib_tasks(15)) == (465, 1973)
+    assert [workloads.fib_tasks(k) for k in range(6)] == [1, 1, 3, 5, 9, 15]
+    assert (workloads.fib_tasks(12), workloads.fib_tasks(15)) == (465, 1973)
 
     class Counting:
         """Stands for a client: counts what a fib(k) submitted would run."""
@@ -115,14 +116,14 @@ def test_profile_core_counts_the_tasks_fib_runs():
             self.ran = 0
 
         def submit(self, fn, k, pure):
-            self.ran += profile_core.fib_tasks(k)
+            self.ran += workloads.fib_tasks(k)
             return self
 
         def result(self):
             return None
     for n in (1, 2, 10, 1000):
         client = Counting()
-        assert profile_core.tasks_from_tasks(client, n) == client.ran == n
+        assert workloads.tasks_from_tasks(client, n) == client.ran == n
 
 
 @pytest.mark.slow
