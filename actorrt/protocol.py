@@ -184,6 +184,20 @@ def decode_tasks(tasks: list) -> list[TaskSpec]:
     return specs
 
 
+# --- a task a client hands a worker itself (client/direct.py, worker/direct.py) -------
+
+#: The worker's answer to ``run_direct``: ``[DIRECT_FINISHED, Finished]``,
+#: ``[DIRECT_ERRED, Erred]`` (the report the client relays to the scheduler) or
+#: ``[DIRECT_DECLINED, reason]`` (nothing ran, nothing is kept).
+DIRECT_FINISHED, DIRECT_ERRED, DIRECT_DECLINED = "finished", "erred", "declined"
+
+
+def check_direct_spec(spec: Any) -> None:
+    """A ``run_direct`` ask's ``spec``, as a task's travels."""
+    if not _is_spec(spec):
+        raise bad("Worker.run_direct", "'spec'", "[pickled function, pickled arguments or None]", spec)
+
+
 def _task_error(i: int, spec: TaskSpec) -> BadMessageError:
     """What exactly is wrong with task ``i`` (the slow path, only for bad tasks)."""
     where = f"'tasks'[{i}]"
@@ -512,7 +526,8 @@ def check_metadata_keys(op: str, keys: Any) -> list:
 
 
 __all__ = ["PLAIN_EVENT_LIMIT", "event_message", "GraphTooLargeError", "DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
-           "WORKER_ID", "ACTIVITY_ACTIONS", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
+           "WORKER_ID", "ACTIVITY_ACTIONS", "DIRECT_DECLINED", "DIRECT_ERRED", "DIRECT_FINISHED",
+           "check_direct_spec", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",
            "decode_activity", "decode_tasks", "decode_tasks_done", "keys_field", "check_topic", "check_topics", "check_metadata_keys",

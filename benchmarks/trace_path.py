@@ -58,8 +58,15 @@ PROBES: dict[str, list[Probe]] = {
         ("actorrt.client.futures", "FutureTable._flush_window", False),
         ("actorrt.scheduler.actor", "Scheduler.handle_release_keys", False),
         ("actorrt.scheduler.actor", "Scheduler.handle_update_graph", True),
-        ("actorrt.scheduler.actor", "Scheduler._flush", False),
+        ("actorrt.scheduler.outbox", "Outbox.flush", False),
         ("actorrt.worker.actor", "Worker.handle_compute", False),
+        # A lone task the waiting thread runs on a worker itself (client/direct.py);
+        # ACTORRT_DIRECT_TASKS=0 traces the way through the scheduler instead.
+        ("actorrt.client.direct", "DirectRuns.run", True),
+        ("actorrt.worker.actor", "Worker.handle_run_direct", False),
+        ("actorrt.worker.direct", "DirectAsks._send_from_thread", True),
+        ("actorrt.core.tcp", "TCPComm.read_messages", True),
+        ("actorrt.client.direct", "DirectRuns._answered", True),
         ("actorrt.worker.task", "TaskRun.__call__", True),
         ("actorrt.scheduler.actor", "Scheduler.handle_tasks_done", True),
         ("actorrt.client.future", "FutureState.finish", False),

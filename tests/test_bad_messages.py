@@ -106,7 +106,7 @@ class Rig:
         state = scheduler.state
 
         def quiet():
-            if scheduler._out or scheduler._flush_scheduled:
+            if not scheduler.outbox.idle:
                 return False
             # (A graph's task that nobody wants stays 'released': it is not running.)
             if any(ts.state not in ("memory", "erred", "released") for ts in state.tasks.values()):

@@ -17,15 +17,14 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from .. import runtime
-from ..core import Actor, ActorRef, Host, Pickled, secret_file
+from ..core import ActorRef, Host, Pickled, secret_file
 from ..core.addresses import with_default_scheme
-from ..core.checks import check_origin
 from ..core.comm import Comm
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
-from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError, decode_reports
+from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
 from ..utils import LoopRunner, fresh_ids, when_imported
@@ -53,7 +52,6 @@ from .arguments import (
 from .collections import DaskDefault
 from .compat import (
     CurrentClientMethods,
-    warn_unrunnable,
     without_dask_only_options,
 )
 from .data_moves import DataMoveMethods
@@ -64,6 +62,8 @@ from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .plugins import PluginMethods
 from .profiling import ProfilingMethods
+from .direct import DirectRuns
+from .reports import ClientActor
 from .futures import FutureTable
 from .task_stream import TaskStreamMethods
 from .semantics import cancelled_dependency, check_workers_wanted, released_future
@@ -72,38 +72,6 @@ from .semantics import cancelled_dependency, check_workers_wanted, released_futu
 RECONNECT_TIMEOUT = 30.0
 
 logger = logging.getLogger("actorrt.client")
-
-
-class ClientActor(Actor):
-    """Receives the scheduler's reports about this client's keys."""
-
-    def __init__(self, client: "Client") -> None:
-        self.client = client
-
-    def handle_report(self, msgs: list, origin: Any, acked: int = 0) -> None:
-        """The scheduler's news of keys; ``acked``: tasks sent with ``ack_later`` that
-        it has now taken (scheduler.actor.handle_update_graph)."""
-        check_origin("ClientActor.report", "the scheduler", self.client.scheduler.address, origin,
-                     self.client.host)
-        if acked < 0:
-            raise BadMessageError(f"ClientActor.report: field 'acked' must be at least 0, got {acked}")
-        table = self.client.table
-        for key, status, info in decode_reports(msgs):
-            st = table.get(key)
-            if st is None:
-                continue
-            if status == "memory":
-                st.finish(info.get("workers", []), info.get("type"), info.get("value"))
-            elif status == "erred":
-                st.err(info.get("exception"), info.get("traceback"))
-            elif status == "cancelled":
-                st.cancel(info.get("reason"))
-            elif status == "lost":
-                st.lost()
-            elif status == "unrunnable":  # (it stays pending: such a worker may join)
-                warn_unrunnable(key, info.get("reason"))
-        if acked:
-            table.acknowledged(acked)
 
 
 class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods, ExtraMethods,
@@ -180,6 +148,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
         self._scheduler_comm = host.comm_to(scheduler_address)  # the worker's, which it shares
         self.table.attach(self.loop, self._deliver)
+        self.direct = DirectRuns(self)
         host.spawn(ClientActor(self), self.id)
         self.status = "running"
         host.tell(self.scheduler, "register_client", client=self.id, ref=ActorRef(host.address, self.id))
@@ -223,6 +192,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self._scheduler_comm: Comm | None = await self.host.connect(address, timeout=self.timeout)
         self.scheduler = ActorRef(address, SCHEDULER_ID)
         self.table.attach(self.loop, self._deliver)
+        self.direct = DirectRuns(self)  # lone tasks run on a worker by the waiting thread (direct.py)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)
         registered = await asyncio.wait_for(
@@ -387,6 +357,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
             raise exc
         if self.asynchronous:
             return fn(*args, **kwargs)
+        self.table.flush_soon()  # (a report relayed lazily reaches the scheduler before this asks it)
         try:
             return runtime.block_on(self.loop, lambda: fn(*args, **kwargs))
         except BaseException as e:
@@ -418,6 +389,16 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                         tell(self.scheduler, "cancel", client=self.id, keys=keys, force=force)
                 elif op == "retry":
                     tell(self.scheduler, "retry", keys=[k for ks in items for k in ks])
+                elif op == "direct_started":
+                    for task, _, worker in items:
+                        tell(self.scheduler, "direct_started", client=self.id, task=task, worker=worker)
+                elif op == "direct_done":
+                    for worker, finished, erred in items:
+                        tell(self.scheduler, "direct_done", client=self.id, worker=worker, finished=finished,
+                             erred=erred)
+                elif op == "direct_declined":
+                    for worker, key in items:
+                        tell(self.scheduler, "direct_declined", client=self.id, worker=worker, keys=[key])
                 elif op == "fire_and_forget":
                     # The scheduler's holder that keeps work alive until it is done.
                     tell(self.scheduler, "want_keys", client=FIRE_AND_FORGET, keys=items)
@@ -601,8 +582,12 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
             specs.append([k, [fn_blob, args_blob], sorted(deps), name, priority, retries,
                           restrict, allow_other_workers, actor, resources])
         table = self.table
+        # A lone task the thread may run on a worker itself waits for its result() call
+        # rather than wake the loop (client/direct.py).
+        lazy = len(specs) == 1 and not hidden and not packed[0][0] and not retries and restrict is None \
+            and not actor and not resources and self.direct.may_run_here()
         with table.lock:
-            futures = [held_future(k, self, table.hold_new(k, spec)) for k, spec in zip(out_keys, specs)]
+            futures = [held_future(k, self, table.hold_new(k, spec, lazy=lazy)) for k, spec in zip(out_keys, specs)]
         for i, kept in hidden.items():
             # A Future hidden in an argument is no dependency: the worker's unpickled copy
             # claims its key, and the caller's copy may be a temporary. Keep it until the

@@ -49,8 +49,11 @@ def shared_holders(workers: Iterable[str]) -> tuple[str, ...]:
 
 
 class FutureState:
-    """What the client knows about one key. Mutated only on the client's loop; a thread
-    may only :meth:`arm` a waiter on it."""
+    """What the client knows about one key. Mutated on the client's loop; a thread may
+    :meth:`arm` a waiter on it, and the thread that ran its task on a worker itself
+    (client/direct.py) settles it with :meth:`finish_off_loop` / :meth:`err_off_loop`.
+    Its status changes under ``_ARM_LOCK`` (the first to settle it wins) and its
+    callbacks run on the loop."""
 
     __slots__ = ("key", "status", "type", "workers", "inline", "_exception", "traceback_text",
                  "cancel_reason", "_callbacks", "_waiters", "__weakref__")
@@ -72,24 +75,46 @@ class FutureState:
         return self.status in DONE
 
     def finish(self, workers: Iterable[str], typ: str | None, inline: bytes | None = None) -> None:
-        self.status = "finished"
         self.workers = shared_holders(workers)
         self.type = typ
         self.inline = inline
-        self._fire()
+        self._fire("finished")
 
     def err(self, exception: Any, traceback: str | None) -> None:
-        self.status = "error"
         self._exception = exception
         self.traceback_text = traceback
-        self._fire()
+        self._fire("error")
 
     def cancel(self, reason: str | None = None) -> None:
         if self.status in DONE and self.status != "finished":
             return
-        self.status = "cancelled"
         self.cancel_reason = reason
-        self._fire()
+        self._fire("cancelled")
+
+    def finish_off_loop(self, loop: asyncio.AbstractEventLoop, workers: Iterable[str], typ: str | None,
+                        inline: bytes | None) -> bool:
+        """From another thread than the loop's: :meth:`finish`, unless the state was
+        settled meanwhile (False)."""
+        with _ARM_LOCK:
+            if self.status != "pending":
+                return False
+            self.workers = shared_holders(workers)
+            self.type = typ
+            self.inline = inline
+            self.status = "finished"
+        self._fire_off_loop(loop)
+        return True
+
+    def err_off_loop(self, loop: asyncio.AbstractEventLoop, exception: Any, traceback: str | None) -> bool:
+        """From another thread than the loop's: :meth:`err`, unless settled meanwhile."""
+        with _ARM_LOCK:
+            if self.status != "pending":
+                return False
+            self._exception = exception
+            self.traceback_text = traceback
+            self.status = "error"
+        self._fire_off_loop(loop)
+        return True
 
     def lost(self) -> None:
         self.status = "pending"
@@ -115,12 +140,15 @@ class FutureState:
 
     def add_callback(self, fn: Callable[["FutureState"], None]) -> None:
         """Call ``fn(state)`` once done (now, if already done). Loop thread only."""
-        if self.done():
-            fn(self)
-        elif self._callbacks is None:
-            self._callbacks = [fn]
-        else:
-            self._callbacks.append(fn)
+        if not self.done():
+            with _ARM_LOCK:  # (a thread may be settling it: finish_off_loop)
+                if not self.done():
+                    if self._callbacks is None:
+                        self._callbacks = [fn]
+                    else:
+                        self._callbacks.append(fn)
+                    return
+        fn(self)
 
     def arm(self, waiter: "runtime.Waiter") -> bool:
         """Any thread: have ``waiter`` woken once this is done; False if it is already."""
@@ -132,14 +160,30 @@ class FutureState:
             self._waiters.append(waiter)
             return True
 
-    def _fire(self) -> None:
+    def _fire(self, status: str) -> None:
         # Always under the lock: a thread in arm() that saw 'pending' may be appending
         # right now, and an unlocked look would miss its waiter (a lost wake-up).
         with _ARM_LOCK:
+            self.status = status
             waiters, self._waiters = self._waiters, None
+            callbacks, self._callbacks = self._callbacks, None
         for waiter in waiters or ():
             waiter.set(None)
-        callbacks, self._callbacks = self._callbacks, None
+        self._run_callbacks(callbacks)
+
+    def _fire_off_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        with _ARM_LOCK:
+            waiters, self._waiters = self._waiters, None
+            callbacks, self._callbacks = self._callbacks, None
+        for waiter in waiters or ():
+            waiter.set(None)
+        if callbacks:
+            try:
+                runtime.post(loop, self._run_callbacks, callbacks)
+            except RuntimeError:
+                pass  # the loop is closed: so is the client, and whatever waited on it
+
+    def _run_callbacks(self, callbacks: list | None) -> None:
         for cb in callbacks or ():
             try:
                 cb(self)
@@ -251,6 +295,10 @@ class Future:
             # (runtime.block_on's arm), the thread takes it without a hop to the loop.
             # (In a task the wait goes through the loop anyway: one trip, not two.)
             st = self._state
+            # Alone and unsent: run it on a worker from here (direct.py); else what is
+            # queued lazily goes now, as it may be this very task.
+            if st.status == "pending" and not client.direct.run(self.key, st):
+                client.table.flush_soon()
             runtime.block_on(client.loop, lambda: wait_all([st]), arm=st.arm)
             if st.status == "finished" and st.inline is not None:
                 from .transfer import inline_value  # (transfer imports this module)
@@ -327,6 +375,9 @@ class Future:
         kept = runtime.pickled_futures.get()
         if kept is not None:
             kept.append(self)
+        # Wherever the copy goes (an actor call, a queue), its key is claimed there: the
+        # scheduler must have heard of it by then, if it was submitted lazily.
+        self.client.table.flush_soon()
         return _rebuild_future, (self.key,)
 
     def _repr_html_(self) -> str:

@@ -31,6 +31,9 @@ GRAPH_CHUNK = 5_000
 DEFAULT_WINDOW = 20_000
 #: Tasks queued here, not yet sent, before a thread that submits more waits for room.
 DEFAULT_BACKLOG = 100_000
+#: Seconds a message that is not urgent (a release, a relayed report) may wait for
+#: company before the loop sends it (FutureTable.queue_lazily_locked).
+BATCH_INTERVAL = 0.002
 
 
 class OutboxLock:
@@ -114,6 +117,9 @@ class FutureTable:
         self._room = threading.Condition(self.lock)  # type: ignore[arg-type]
         self._outbox: Outbox = []
         self._flush_scheduled = False
+        self.lazy = False  # something was queued without asking for a flush (queue_lazily)
+        self._batching = False  # the loop flushes every BATCH_INTERVAL (queue_lazily_locked)
+        self._batch_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Callable[[Outbox], None] | None = None
         self.closed = False  # once closed, released keys are not reported
@@ -165,18 +171,22 @@ class FutureTable:
         with self.lock:
             self._refcount[key] = self._refcount.get(key, 0) + 1
 
-    def hold_new(self, key: str, spec: Any = None, wanted: bool = True) -> FutureState:
+    def hold_new(self, key: str, spec: Any = None, wanted: bool = True, lazy: bool = False) -> FutureState:
         """Lock held: a Future for ``key`` about to be submitted with ``spec``.
 
         A key known already keeps its state (the first submission wins, as in dask)
         unless it was cancelled: then a fresh state, so the old Futures stay cancelled
         while the new ones follow the new run. ``spec`` None submits nothing; with
-        ``wanted`` the key (a Future output of a graph) is wanted again instead."""
+        ``wanted`` the key (a Future output of a graph) is wanted again instead;
+        ``lazy``: its submission is queued lazily (``queue_lazily_locked``)."""
         st = self._states.get(key)
         if st is None or st.status == "cancelled":
             st = self._states[key] = FutureState(key)
             if spec is not None:
-                self.queue_locked("update_graph", (spec, key))
+                if lazy:  # (likely to be taken for a direct run at once: client/direct.py)
+                    self.queue_lazily_locked("update_graph", (spec, key))
+                else:
+                    self.queue_locked("update_graph", (spec, key))
             elif wanted:
                 self.queue_locked("want_keys", key)
         self._refcount[key] = self._refcount.get(key, 0) + 1
@@ -193,7 +203,7 @@ class FutureTable:
             st = self._states.pop(key, None)
             if st is None or self.closed:
                 return
-            self.queue_locked("release_keys", key)
+            self.queue_lazily_locked("release_keys", key)
 
     def detach(self, states: Iterable[FutureState]) -> None:
         """Lock held: forget these states (cancelled) so a new submit starts afresh and
@@ -225,6 +235,36 @@ class FutureTable:
     def queue_locked(self, op: str, item: Any) -> None:
         """Lock held: append to the outbox; consecutive ops of one kind merge into one
         message. (Callers hold the lock over several changes that must go together.)"""
+        self._append(op, item)
+        self._schedule_flush()
+
+    def queue_lazily(self, op: str, item: Any) -> None:
+        with self.lock:
+            self.queue_lazily_locked(op, item)
+
+    def queue_lazily_locked(self, op: str, item: Any) -> None:
+        """Lock held: append to the outbox a message that is not urgent (a release, a
+        relayed report); it goes with the next flush, and within ``BATCH_INTERVAL``.
+        The first such message wakes the loop, which flushes, then flushes every
+        ``BATCH_INTERVAL`` while more come: a thread busy with round trips wakes the
+        loop once per interval, not once per message (in a LocalCluster's process the
+        loop's turns contend with that thread for the GIL on every round trip).
+        Whatever is queued after it still follows it."""
+        self._append(op, item)
+        self.lazy = True
+        if not self._batching:
+            self._batching = True
+            if not self._flush_scheduled:
+                self._schedule_flush()
+
+    def flush_soon(self) -> None:
+        """Any thread: have the loop send now what was queued lazily, if anything was
+        (a question to the scheduler follows: it must see what this client did)."""
+        if self.lazy:
+            with self.lock:
+                self._schedule_flush()
+
+    def _append(self, op: str, item: Any) -> None:
         box = self._outbox
         if box and box[-1][0] == op:
             box[-1][1].append(item)
@@ -232,10 +272,12 @@ class FutureTable:
             box.append([op, [item]])
         if op == "update_graph":
             self.queued_tasks += 1
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
-                self._loop.call_soon(self._flush_window)
+                self._loop.call_soon(self._woken)
             else:
                 self.lock.wake_on_release(self._post_flush)
 
@@ -243,9 +285,25 @@ class FutureTable:
         """From another thread, the lock let go: have the loop flush."""
         assert self._loop is not None
         try:
-            runtime.post(self._loop, self._flush_window)
+            runtime.post(self._loop, self._woken)
         except RuntimeError:
             pass  # loop closed
+
+    def _woken(self) -> None:
+        """On the loop, asked to flush: flush, and keep flushing what is queued lazily
+        every ``BATCH_INTERVAL`` while some comes (see ``queue_lazily_locked``)."""
+        if self._batching and self._batch_timer is None:
+            assert self._loop is not None
+            self._batch_timer = self._loop.call_later(BATCH_INTERVAL, self._batch_tick)
+        self._flush_window()
+
+    def _batch_tick(self) -> None:
+        self._batch_timer = None
+        with self.lock:
+            if not self.lazy:
+                self._batching = False  # (under the lock: the next lazy message wakes us)
+                return
+        self._woken()
 
     def flush(self) -> None:
         """On the loop: send everything queued, window or not: a message that must follow
@@ -260,7 +318,7 @@ class FutureTable:
     def _flush(self, window: bool) -> None:
         with self.lock:
             box = self._sendable(window)
-            self._flush_scheduled = False
+            self._flush_scheduled = self.lazy = False
         if box and self._send is not None:
             self._send(box)
 
@@ -296,6 +354,25 @@ class FutureTable:
         if self.queued_tasks < queued:  # room made: wake threads waiting for it
             self._room.notify_all()
         return out
+
+    def take_lone(self, key: str, worker: str) -> list | None:
+        """Lock held: the spec of ``key``'s submission, if it is still queued here, alone
+        in its message, and a task a worker may run with no word from the scheduler (no
+        inputs, no restrictions, resources, retries or actor). Its message becomes a
+        ``direct_started`` naming ``worker``, in the same place, so what this client
+        says next about the key still follows it (client/direct.py)."""
+        for entry in self._outbox:
+            op, items = entry
+            if op != "update_graph" or len(items) != 1 or items[0][1] != key:
+                continue
+            spec = items[0][0]
+            _, _, deps, _, _, retries, restrict, _, actor, resources = spec
+            if deps or retries or restrict is not None or actor or resources:
+                return None
+            entry[0], entry[1] = "direct_started", [(spec, key, worker)]
+            self.queued_tasks -= 1
+            return spec
+        return None
 
     def acknowledged(self, n: int) -> None:
         """On the loop: the scheduler took ``n`` tasks (or the message is lost: its

@@ -2,7 +2,6 @@
 instructions back into messages, batched per destination and per loop turn."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import logging
@@ -32,7 +31,9 @@ from ..protocol import (
 )
 from ..run import run_here
 from .datasets import Datasets
+from .direct_runs import direct_declined, direct_erred, direct_finished, direct_started
 from .moves import DataMover, workers_to_close
+from .outbox import FIELD, Outbox
 from .events import EventHandlers
 from .placement import WorkerState
 from .plugins import Plugins
@@ -62,8 +63,8 @@ class Scheduler(EventHandlers, Actor):
         # (None: this same host). Identity is that connection, not the name it gave.
         self._peer_comms: dict[tuple[str, str], Comm | None] = {}
         self._stimuli = itertools.count()
-        self._out: dict[ActorRef, list[tuple[str, list]]] = {}  # per ref: (op, items) in order
-        self._flush_scheduled = False
+        # Messages to workers and clients, batched per loop turn (outbox.py).
+        self.outbox = Outbox(lambda: self.host, self._message_fields)
         # Per client (by its actor's ref, where its reports go): tasks it sent with
         # ``ack_later`` and that were admitted, not yet acknowledged (the count rides on
         # its next report, or on the reply to its next ask).
@@ -85,6 +86,7 @@ class Scheduler(EventHandlers, Actor):
             self.host.peer_lost_callbacks.remove(self._on_peer_lost)
         self.actors.close()
         self.plugins.close()
+        self.outbox.close()
 
     def _sid(self, what: str) -> str:
         return f"{what}-{next(self._stimuli)}"
@@ -176,6 +178,7 @@ class Scheduler(EventHandlers, Actor):
         if self.worker_info.pop(address, None) is None:
             return
         logger.info("removing worker %s (%s)", address, why)
+        self.outbox.forget(address)
         self.workers_event("remove-worker", address, reason=why)
         self._apply(self.state.stimulus_remove_worker(address, self._sid(why)))
         self.plugins.worker_left(address)
@@ -527,6 +530,36 @@ class Scheduler(EventHandlers, Actor):
         # scheduler keeps none of them: a later holder fetches from the worker).
         self._apply(out, {f.key: f.value for f in done if f.value is not None})
 
+    # --- a client's tasks run on a worker it chose (direct_runs.py) ----------
+    def handle_direct_started(self, client: str, task: list, worker: str, origin: Comm | None) -> None:
+        """``client`` submitted ``task`` and handed it to ``worker`` itself."""
+        self._check_peer("direct_started", "client", client, origin)
+        [spec] = decode_tasks([task])
+        self._apply(direct_started(self.state, client, spec, worker, self._sid("direct-started")))
+
+    def handle_direct_done(self, client: str, worker: str, finished: list, erred: list,
+                           origin: Comm | None) -> None:
+        """The report ``worker`` gave ``client`` of the runs it handed it, relayed: as the
+        worker's own ``tasks_done``, but it comes in order with the client's messages."""
+        self._check_peer("direct_done", "client", client, origin)
+        done, failed = decode_tasks_done(finished, erred)
+        state = self.state
+        self.task_stream.add_reports(worker, done, failed, state.key_and_name)
+        out: list[Instruction] = []
+        for f in done:
+            out += direct_finished(state, client, worker, f.key, f.nbytes, f.type, self._sid("direct-finished"),
+                                   f.duration)
+        for e in failed:
+            out += direct_erred(state, client, worker, e.key, e.exception, e.traceback, self._sid("direct-erred"))
+        self._apply(out, {f.key: f.value for f in done if f.value is not None})
+
+    def handle_direct_declined(self, client: str, worker: str, keys: list, origin: Comm | None) -> None:
+        """The runs of ``keys`` that ``client`` handed ``worker`` will not happen there."""
+        self._check_peer("direct_declined", "client", client, origin)
+        keys_field("direct_declined", keys)
+        for key in keys:
+            self._apply(direct_declined(self.state, worker, key, self._sid("direct-declined")))
+
     def handle_long_running(self, worker: str, keys: list, origin: Comm | None) -> None:
         """Tasks on ``worker`` gave their thread slots back (seceded while waiting)."""
         keys_field("long_running", keys)
@@ -606,41 +639,17 @@ class Scheduler(EventHandlers, Actor):
             self.admission.progress(self.state.unfinished)
 
     def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
-        """Queue items for ``op`` at ``ref``, batched per loop turn.
+        self.outbox.send(ref, op, *items)
 
-        Consecutive items of one op share a message, but ops keep their order: a
-        ``compute``, ``free_keys``, ``compute`` of one key (cancelled, then submitted
-        again) must not reach the worker as compute, compute, free.
-        """
-        queue = self._out.setdefault(ref, [])
-        if queue and queue[-1][0] == op:
-            queue[-1][1].extend(items)
-        else:
-            queue.append((op, list(items)))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out, self._out = self._out, {}
-        for ref, ops in out.items():
-            for op, items in ops:
-                field = {"compute": "tasks", "free_keys": "keys", "report": "msgs"}[op]
-                fields: dict[str, Any] = {field: items}
-                if op == "free_keys":
-                    fields = _free_fields(items)
-                if op == "report" and self._owed_acks:
-                    acked = self._owed_acks.pop(ref, 0)
-                    if acked:
-                        fields["acked"] = acked
-                try:
-                    self.host.tell(ref, op, **fields)
-                except Exception:
-                    logger.exception("could not send %s to %s", op, ref)
-        self.host.flush_pending()
-
-
+    def _message_fields(self, ref: ActorRef, op: str, items: list) -> dict[str, Any]:
+        if op == "free_keys":
+            return _free_fields(items)
+        fields: dict[str, Any] = {FIELD[op]: items}
+        if op == "report" and self._owed_acks:
+            acked = self._owed_acks.pop(ref, 0)
+            if acked:
+                fields["acked"] = acked
+        return fields
 
 
 def _free_fields(items: list) -> dict[str, Any]:

@@ -159,6 +159,7 @@ class DataMover:
         if not who_has:
             return set()
         try:
+            sch.outbox.send_held(recipient)  # (a free held back must not arrive after the copies)
             got: Any = await sch.host.ask(ActorRef(recipient, WORKER_ID), "acquire_replicas", who_has=who_has)
         except Exception as e:
             logger.info("worker %s could not take copies of %d values: %s", recipient, len(who_has), e)

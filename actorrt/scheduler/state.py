@@ -33,7 +33,8 @@ from .instructions import Compute, Free, Instruction, Report
 from .placement import Placement, WorkerState
 from .invariants import InvalidStateError, check_invariants
 from .task_state import (ERROR_FIELDS, NO_TASKS, NOBODY, TASK_STATES, UNFINISHED, Members,  # noqa: F401 (re-exported)
-                         TaskState, TaskStatus, forget_put, grow, queue_priority, reset_rare, shrink)
+                         TaskState, TaskStatus, forget_put, grow, queue_priority, reset_rare, shared_type_name,
+                         shrink)
 
 #: Task names whose cancellations are counted (for the dashboard; freely named keys
 #: must not grow the scheduler without bound).
@@ -128,34 +129,7 @@ class SchedulerState:
         ``more``: this is a part of a larger graph, whose next part (with the dependents
         of some of these tasks) follows; what nothing wants is judged once it is in."""
         generation = next(self._generation)
-        new: list[TaskState] = []
-        for spec in tasks:
-            ts = self.tasks.get(spec.key)
-            if ts is None:
-                # (Names repeat across a graph: one string each, not one per task.)
-                ts = self.tasks[spec.key] = TaskState(spec.key, spec.spec, sys.intern(spec.name))
-                new.append(ts)
-            elif ts.state == "released" and ts.spec is None:
-                ts.spec = spec.spec
-                new.append(ts)
-            else:
-                continue  # same key already known (pure=True dedup): keep what we have
-            ts.priority = queue_priority(spec.priority, generation, next(self._seq))
-            if (spec.retries, spec.actor, spec.resources or None) != (ts.retries, ts.actor, ts.resources):
-                # (Rare fields: written only when not all defaults, see TaskState.)
-                ts.retries, ts.actor, ts.resources = spec.retries, spec.actor, spec.resources or None
-            if spec.actor:
-                self.placement.actors.add(ts)
-            if spec.workers is not None:
-                ts.workers = set(spec.workers)
-                ts.allow_other_workers = spec.allow_other_workers
-            for dep_key in spec.deps:
-                dep = self.tasks.get(dep_key)
-                if dep is None:
-                    ts.missing_input = dep_key
-                    continue
-                ts.dependencies = grow(ts.dependencies, dep)
-                dep.dependents = grow(dep.dependents, ts)
+        new = [ts for spec in tasks if (ts := self._add_task(spec, generation)) is not None]
         recs: Recs = {}
         for key in wanted:
             ts = self.tasks.get(key)
@@ -186,6 +160,35 @@ class SchedulerState:
         if unwanted:
             self._run(unwanted, stimulus_id)
         return self._flush()
+
+    def _add_task(self, spec: TaskSpec, generation: int) -> TaskState | None:
+        """The task ``spec`` submits, made (or given its recipe); None for a key known
+        already (pure=True dedup: what we have is kept)."""
+        ts = self.tasks.get(spec.key)
+        if ts is None:
+            # (Names repeat across a graph: one string each, not one per task.)
+            ts = self.tasks[spec.key] = TaskState(spec.key, spec.spec, sys.intern(spec.name))
+        elif ts.state == "released" and ts.spec is None:
+            ts.spec = spec.spec
+        else:
+            return None
+        ts.priority = queue_priority(spec.priority, generation, next(self._seq))
+        if (spec.retries, spec.actor, spec.resources or None) != (ts.retries, ts.actor, ts.resources):
+            # (Rare fields: written only when not all defaults, see TaskState.)
+            ts.retries, ts.actor, ts.resources = spec.retries, spec.actor, spec.resources or None
+        if spec.actor:
+            self.placement.actors.add(ts)
+        if spec.workers is not None:
+            ts.workers = set(spec.workers)
+            ts.allow_other_workers = spec.allow_other_workers
+        for dep_key in spec.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                ts.missing_input = dep_key
+                continue
+            ts.dependencies = grow(ts.dependencies, dep)
+            dep.dependents = grow(dep.dependents, ts)
+        return ts
 
     def _unwanted(self, candidates: list[TaskState]) -> Recs:
         """Of tasks submitted in one graph, those still held that nothing wants,
@@ -225,7 +228,7 @@ class SchedulerState:
             ts.state = "memory"
             reset_rare(ts, *ERROR_FIELDS)  # (from erred: the data replaces it)
             ts.nbytes = nbytes.get(key, 0)
-            ts.type = _shared(types.get(key))
+            ts.type = shared_type_name(types.get(key))
             for ws in holders:
                 self._add_put_copy(ts, ws, key_puts)
             self._report(ts, only=client)
@@ -384,7 +387,7 @@ class SchedulerState:
         if ts.processing_on is not ws:
             return []  # a stale report from a worker this task was moved away from
         ts.nbytes = nbytes
-        ts.type = _shared(type)
+        ts.type = shared_type_name(type)
         self._run({key: "memory"}, stimulus_id)
         return self._flush()
 
@@ -792,8 +795,3 @@ def _missing_dependency_error(key: str, dep_key: str) -> Exception:
         f"task {key!r} depends on {dep_key!r}, which the scheduler does not know "
         "(was its Future released or cancelled before submission?)")
 
-
-def _shared(type_name: str | None) -> str | None:
-    """One string per type name, not one per task: a held task's type would cost ~55
-    bytes apiece as each report's decoded copy."""
-    return sys.intern(type_name) if type_name else type_name

@@ -2,6 +2,8 @@
 through; :mod:`.state` moves it. A record with no behaviour of its own."""
 from __future__ import annotations
 
+import sys
+
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -184,3 +186,9 @@ def forget_put(ts: TaskState, ws: "WorkerState") -> int | None:
         else:
             reset_rare(ts, "puts")
     return put
+
+
+def shared_type_name(type_name: str | None) -> str | None:
+    """One string per type name, not one per task: a held task's type would cost ~55
+    bytes apiece as each report's decoded copy."""
+    return sys.intern(type_name) if type_name else type_name

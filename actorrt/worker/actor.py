@@ -29,6 +29,7 @@ from ..protocol import (
     Erred,
     Finished,
     WorkerMemory,
+    check_direct_spec,
     check_topic,
     event_message,
     decode_compute,
@@ -38,6 +39,7 @@ from ..run import run_here
 from ..spec import Reschedule
 from ..utils import sizeof
 from .activity import ActivityLog, ProcessUsage
+from .direct import DirectAsks
 from .memory import MemorySettings, parse_memory_limit
 from .monitor import MemoryMonitor
 from .plugins import WorkerPlugins
@@ -78,6 +80,9 @@ MEMORY_REPORT_INTERVAL = 0.5
 class Worker(Actor):
     """Holds results, runs tasks, serves its data to peers and clients."""
 
+    # A run a client handed us is answered from the thread that ran it (direct.py).
+    answers_from_threads = True
+
     def __init__(self, scheduler_address: str, nthreads: int = 1, name: str = "",
                  death_timeout: float = DEATH_TIMEOUT, *, memory_limit: object = None,
                  local_directory: str | None = None, memory: MemorySettings | None = None,
@@ -116,6 +121,7 @@ class Worker(Actor):
         self._client: Any = None
         self.user_actors: dict[str, Any] = {}  # key -> UserActor hosted here (user_actor.py)
         self._builds = ActorBuilds(self)
+        self.direct = DirectAsks(self)  # runs clients handed us themselves (direct.py)
         self._on_task_done = self._task_done  # (one bound method, not one per task)
         self.plugins = WorkerPlugins(self)  # client.register_plugin's WorkerPlugins (plugins.py)
         self.running_tasks = RunningThreads()  # thread id -> its task (task.py), for:
@@ -262,6 +268,11 @@ class Worker(Actor):
             reply.ok(outcome)
         else:  # a coroutine hook: answered when it is done
             own_task(self, _reply_with(reply, outcome))
+
+    def handle_run_direct(self, key: str, spec: list, name: str, reply: Reply) -> None:
+        """A client's lone task, to run now and answer with its report (direct.py)."""
+        check_direct_spec(spec)
+        self.direct.accept(key, spec, name, reply)
 
     # --- data ----------------------------------------------------------------
     def handle_get_data(self, keys: list) -> dict:
@@ -474,6 +485,8 @@ class Worker(Actor):
 
     def _abandon(self, abandon: Abandon) -> None:
         self._builds.abandon(abandon.job)  # (a job on the pool runs on; its outcome is ignored)
+        if self.direct.asks:
+            self.direct.declined(abandon.key, "the scheduler freed or placed the key meanwhile")
 
     def _stop_actor(self, stop: StopActor) -> None:
         stop_user_actor(self, stop.key)
@@ -481,6 +494,9 @@ class Worker(Actor):
     # --- reports, batched per loop turn -------------------------------------
     def _report_finished(self, r: ReportFinished) -> None:
         run = self._run
+        if self.direct.asks and r.key in self.direct.asks:
+            self._direct_finished(r, run)
+            return
         if run is not None and run.key == r.key:
             if run.reported is not None:  # its thread sent it (or will: _report_late)
                 self._schedule_report()  # (what storing it moved to disk still goes)
@@ -491,6 +507,16 @@ class Worker(Actor):
             self._finished.append(Finished(r.key, r.nbytes, r.type, r.duration, r.run_id,
                                            self._inline_value(r), None, None, None))
         self._schedule_report()
+
+    def _direct_finished(self, r: ReportFinished, run: TaskRun | None) -> None:
+        """A run a client handed us ended: the report is its answer (unless its thread
+        gave it), never the scheduler's (the client relays it)."""
+        if run is not None and run.key == r.key and run.reported is not None:
+            self.direct.asks.pop(r.key, None)  # (answered from its thread)
+        else:
+            self.direct.finished(Finished(r.key, r.nbytes, r.type, r.duration, None, self._inline_value(r),
+                                          *_run_times(run, r.key)), run is None or run.quiet)
+        self._schedule_report()  # (what storing it moved to disk still goes)
 
     def _inline_value(self, r: ReportFinished) -> bytes | None:
         value = self.data.peek(r.key, _ABSENT)  # (one lookup; a spilled value is not loaded)
@@ -516,15 +542,22 @@ class Worker(Actor):
         scheduler freed or moved, and the scheduler ignores reports of runs it gave up
         (their run id)."""
         run: TaskRun = job.context
-        if job.error is not None or not run.quiet or run.run_id is None or self._report_scheduled:
+        if job.error is not None or not run.quiet:
             return None
-        comm = self.host.comm_to(self.scheduler.address)
-        if comm is None or not comm.threads_may_send:
-            return None
+        direct = run.run_id is None and run.key in self.direct.asks  # (its answer goes to a client)
+        comm = None
+        if not direct:
+            if run.run_id is None or self._report_scheduled:
+                return None
+            comm = self.host.comm_to(self.scheduler.address)
+            if comm is None or not comm.threads_may_send:
+                return None
         value = job.result
         nbytes, typ = sizeof(value), type_name(value)
         report = Finished(run.key, nbytes, typ, run.duration, run.run_id, inline_value(run.key, value, nbytes, typ),
                           run.start, run.stop, run.thread)
+        if comm is None:
+            return self.direct.answer_from_thread(run, report)
         data = comm.frame_for_thread(
             [SCHEDULER_ID, "tasks_done", 0, {"worker": self.host.address, "finished": [report], "erred": []}])
         if data is None:
@@ -548,10 +581,15 @@ class Worker(Actor):
 
     def _report_erred(self, r: ReportErred) -> None:
         if isinstance(r.error, Reschedule):  # not a failure: the scheduler places it again
+            if self.direct.declined(r.key, "the task raised Reschedule"):
+                return
             self._tell_scheduler("reschedule", key=r.key, run_id=r.run_id)
             return
         blob, tb = dumps_exception(r.error)
         run = self._run
+        if self.direct.asks and r.key in self.direct.asks:
+            self.direct.erred(Erred(r.key, blob, tb, None, *_run_times(run, r.key)), run is None or run.quiet)
+            return
         if run is not None and run.key == r.key:
             self._erred.append(Erred(r.key, blob, tb, r.run_id, run.start, run.stop, run.thread))
         else:  # (an input that could not be moved here: no run)
@@ -610,6 +648,13 @@ class Worker(Actor):
         report = self.memory_report()
         self._memory_sent, self._memory_sent_at = report, asyncio.get_running_loop().time()
         return list(report)
+
+
+def _run_times(run: TaskRun | None, key: str) -> tuple[float | None, float | None, int | None]:
+    """A report's start, stop and thread: ``run``'s if it is the run of ``key``."""
+    if run is not None and run.key == key:
+        return run.start, run.stop, run.thread
+    return None, None, None
 
 
 def inline_value(key: str, value: Any, nbytes: int, typ: str | None) -> bytes | None:
