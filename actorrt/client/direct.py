@@ -62,8 +62,9 @@ class DirectRuns:
         self.worker: str | None = None
 
     def seen(self, workers: list) -> None:
-        """Loop: the scheduler reported a result of ours held by ``workers``."""
-        if workers:
+        """Loop: the scheduler reported a result of ours held by ``workers``. (Only a
+        TCP worker is remembered: a thread has a connection of its own only to one.)"""
+        if workers and workers[0].startswith("tcp://"):
             self.worker = workers[0]
 
     def may_run_here(self) -> bool:

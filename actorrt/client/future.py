@@ -140,9 +140,9 @@ class FutureState:
 
     def add_callback(self, fn: Callable[["FutureState"], None]) -> None:
         """Call ``fn(state)`` once done (now, if already done). Loop thread only."""
-        if not self.done():
+        if self.status not in DONE:
             with _ARM_LOCK:  # (a thread may be settling it: finish_off_loop)
-                if not self.done():
+                if self.status not in DONE:
                     if self._callbacks is None:
                         self._callbacks = [fn]
                     else:
@@ -169,7 +169,8 @@ class FutureState:
             callbacks, self._callbacks = self._callbacks, None
         for waiter in waiters or ():
             waiter.set(None)
-        self._run_callbacks(callbacks)
+        if callbacks:
+            self._run_callbacks(callbacks)
 
     def _fire_off_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         with _ARM_LOCK:
@@ -298,7 +299,7 @@ class Future:
             # Alone and unsent: run it on a worker from here (direct.py); else what is
             # queued lazily goes now, as it may be this very task.
             if st.status == "pending" and not client.direct.run(self.key, st):
-                client.table.flush_soon()
+                client.table.flush_soon(tasks_only=True)
             runtime.block_on(client.loop, lambda: wait_all([st]), arm=st.arm)
             if st.status == "finished" and st.inline is not None:
                 from .transfer import inline_value  # (transfer imports this module)

@@ -118,6 +118,7 @@ class FutureTable:
         self._outbox: Outbox = []
         self._flush_scheduled = False
         self.lazy = False  # something was queued without asking for a flush (queue_lazily)
+        self.lazy_tasks = False  # a task, among them
         self._batching = False  # the loop flushes every BATCH_INTERVAL (queue_lazily_locked)
         self._batch_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -235,8 +236,20 @@ class FutureTable:
     def queue_locked(self, op: str, item: Any) -> None:
         """Lock held: append to the outbox; consecutive ops of one kind merge into one
         message. (Callers hold the lock over several changes that must go together.)"""
-        self._append(op, item)
-        self._schedule_flush()
+        # (Written out, not shared with queue_lazily_locked: one call per task, per key.)
+        box = self._outbox
+        if box and box[-1][0] == op:
+            box[-1][1].append(item)
+        else:
+            box.append([op, [item]])
+        if op == "update_graph":
+            self.queued_tasks += 1
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
+                self._loop.call_soon(self._woken)
+            else:
+                self.lock.wake_on_release(self._post_flush)
 
     def queue_lazily(self, op: str, item: Any) -> None:
         with self.lock:
@@ -250,21 +263,6 @@ class FutureTable:
         loop once per interval, not once per message (in a LocalCluster's process the
         loop's turns contend with that thread for the GIL on every round trip).
         Whatever is queued after it still follows it."""
-        self._append(op, item)
-        self.lazy = True
-        if not self._batching:
-            self._batching = True
-            if not self._flush_scheduled:
-                self._schedule_flush()
-
-    def flush_soon(self) -> None:
-        """Any thread: have the loop send now what was queued lazily, if anything was
-        (a question to the scheduler follows: it must see what this client did)."""
-        if self.lazy:
-            with self.lock:
-                self._schedule_flush()
-
-    def _append(self, op: str, item: Any) -> None:
         box = self._outbox
         if box and box[-1][0] == op:
             box[-1][1].append(item)
@@ -272,6 +270,20 @@ class FutureTable:
             box.append([op, [item]])
         if op == "update_graph":
             self.queued_tasks += 1
+            self.lazy_tasks = True
+        self.lazy = True
+        if not self._batching:
+            self._batching = True
+            if not self._flush_scheduled:
+                self._schedule_flush()
+
+    def flush_soon(self, tasks_only: bool = False) -> None:
+        """Any thread: have the loop send now what was queued lazily, if anything was
+        (a question to the scheduler follows: it must see what this client did);
+        ``tasks_only``: only if a task was (a thread about to wait for one)."""
+        if self.lazy_tasks if tasks_only else self.lazy:
+            with self.lock:
+                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
@@ -318,7 +330,7 @@ class FutureTable:
     def _flush(self, window: bool) -> None:
         with self.lock:
             box = self._sendable(window)
-            self._flush_scheduled = self.lazy = False
+            self._flush_scheduled = self.lazy = self.lazy_tasks = False
         if box and self._send is not None:
             self._send(box)
 

@@ -64,7 +64,7 @@ class Scheduler(EventHandlers, Actor):
         self._peer_comms: dict[tuple[str, str], Comm | None] = {}
         self._stimuli = itertools.count()
         # Messages to workers and clients, batched per loop turn (outbox.py).
-        self.outbox = Outbox(lambda: self.host, self._message_fields)
+        self.outbox = Outbox(self._message_fields)
         # Per client (by its actor's ref, where its reports go): tasks it sent with
         # ``ack_later`` and that were admitted, not yet acknowledged (the count rides on
         # its next report, or on the reply to its next ask).
@@ -80,6 +80,7 @@ class Scheduler(EventHandlers, Actor):
 
     def on_start(self) -> None:
         self.host.peer_lost_callbacks.append(self._on_peer_lost)
+        self.outbox.host = self.host
 
     def on_stop(self) -> None:
         if self._on_peer_lost in self.host.peer_lost_callbacks:
@@ -620,26 +621,24 @@ class Scheduler(EventHandlers, Actor):
     def _apply(self, instructions: list[Instruction], inline: dict[str, bytes] | None = None) -> None:
         """Send what the state machine asks; ``inline``: small values (by key) that the
         memory reports carry to their clients."""
+        send = self.outbox.send
         for ins in instructions:
             if type(ins) is Compute:
                 actor = ins.actor
-                self._send(ActorRef(ins.worker, WORKER_ID), "compute", ComputeTask(
+                send(ActorRef(ins.worker, WORKER_ID), "compute", ComputeTask(
                     ins.key, ins.spec, ins.deps, ins.name,
                     None if actor is False else actor if type(actor) is dict else {}, ins.run_id, ins.sizes))
             elif type(ins) is Free:
-                self._send(ActorRef(ins.worker, WORKER_ID), "free_keys", *(
+                send(ActorRef(ins.worker, WORKER_ID), "free_keys", *(
                     ins.keys if not ins.puts else [(k, ins.puts[k]) if k in ins.puts else k for k in ins.keys]))
             elif type(ins) is Report:
                 ref = self.client_refs.get(ins.client)
                 if ref is not None:
-                    self._send(ref, "report", KeyReport(ins.key, ins.status, _wire_info(ins, inline)))
+                    send(ref, "report", KeyReport(ins.key, ins.status, _wire_info(ins, inline)))
         if self.actors.waiters:  # a handle waits to learn where its actor went
             self.actors.wake()
         if self.admission.waiting:  # work finished or went: a held-back client may go on
             self.admission.progress(self.state.unfinished)
-
-    def _send(self, ref: ActorRef, op: str, *items: Any) -> None:
-        self.outbox.send(ref, op, *items)
 
     def _message_fields(self, ref: ActorRef, op: str, items: list) -> dict[str, Any]:
         if op == "free_keys":

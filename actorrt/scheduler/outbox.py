@@ -39,8 +39,8 @@ Fields = Callable[[ActorRef, str, list], dict]
 class Outbox:
     """Per peer, ``(op, items)`` in order, sent once per loop turn (see the module docstring)."""
 
-    def __init__(self, host: Callable[[], Host], fields: Fields) -> None:
-        self._host = host  # (the actor's host is known only once it is spawned)
+    def __init__(self, fields: Fields) -> None:
+        self.host: Host | None = None  # the scheduler's, set once it is spawned
         self._fields = fields
         self._out: dict[ActorRef, list[tuple[str, list]]] = {}
         self._flush_scheduled = False
@@ -68,6 +68,7 @@ class Outbox:
         self._flush_scheduled = False
         out, self._out = self._out, {}
         held = self._held
+        host = self._host()
         for ref, ops in out.items():
             if ref.id == WORKER_ID:
                 waiting = held.pop(ref, None)
@@ -79,10 +80,10 @@ class Outbox:
                     ops = [("free_keys", waiting)]
                 elif waiting is not None:
                     ops.insert(0, ("free_keys", waiting))
-            self._tell(ref, ops)
+            self._tell(host, ref, ops)
         if held and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FREE_LINGER, self._send_all_held)
-        self._host().flush_pending()
+        host.flush_pending()
 
     def send_held(self, worker: str) -> None:
         """Send what is held back for ``worker`` now: it is about to be asked something
@@ -90,8 +91,9 @@ class Outbox:
         ref = ActorRef(worker, WORKER_ID)
         waiting = self._held.pop(ref, None)
         if waiting is not None:
-            self._tell(ref, [("free_keys", waiting)])
-            self._host().flush_pending()
+            host = self._host()
+            self._tell(host, ref, [("free_keys", waiting)])
+            host.flush_pending()
 
     def forget(self, worker: str) -> None:
         """``worker`` is gone: nothing held for it goes."""
@@ -106,12 +108,16 @@ class Outbox:
     def _send_all_held(self) -> None:
         self._timer = None
         held, self._held = self._held, {}
-        for ref, waiting in held.items():
-            self._tell(ref, [("free_keys", waiting)])
-        self._host().flush_pending()
-
-    def _tell(self, ref: ActorRef, ops: list[tuple[str, list]]) -> None:
         host = self._host()
+        for ref, waiting in held.items():
+            self._tell(host, ref, [("free_keys", waiting)])
+        host.flush_pending()
+
+    def _host(self) -> Host:
+        assert self.host is not None, "the scheduler is not started"
+        return self.host
+
+    def _tell(self, host: Host, ref: ActorRef, ops: list[tuple[str, list]]) -> None:
         for op, items in ops:
             try:
                 host.tell(ref, op, **self._fields(ref, op, items))

@@ -1,0 +1,252 @@
+"""Messages that are not urgent wait for company: the client's lazily queued ones
+(a release, a relayed report) go once per ``BATCH_INTERVAL`` while they keep coming,
+and the scheduler holds a worker's lone ``free_keys`` for ``FREE_LINGER``; neither
+changes the order in which anything arrives. And a Future's state settled by another
+thread than the loop's (a direct run's answer) still runs its callbacks on the loop."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from actorrt.client import futures as client_futures
+from actorrt.client.future import FutureState
+from actorrt.client.futures import FutureTable
+from actorrt.core import ActorRef
+from actorrt.protocol import WORKER_ID
+from actorrt.scheduler import outbox as scheduler_outbox
+from actorrt.scheduler.outbox import Outbox
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# --- the client's outbox ------------------------------------------------------------------
+
+class Recorder:
+    """A loop-attached FutureTable's deliveries, and how often the loop was woken."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.batches: list = []
+        self.delivered = asyncio.Event()
+        self.table = FutureTable()
+        self.table.attach(loop, self.deliver)
+
+    def deliver(self, box: list) -> None:
+        self.batches.append([(op, list(items)) for op, items in box])
+        self.delivered.set()
+
+    async def next_batch(self) -> list:
+        await asyncio.wait_for(self.delivered.wait(), 5)
+        self.delivered.clear()
+        return self.batches[-1]
+
+
+def from_thread(fn, *args):
+    """Run ``fn`` on another thread (as a user's thread queues), and wait for it."""
+    t = threading.Thread(target=fn, args=args)
+    t.start()
+    t.join(5)
+
+
+def test_the_first_lazy_message_goes_at_once_and_the_next_ones_together(monkeypatch):
+    monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 0.2)
+
+    async def main():
+        rec = Recorder(asyncio.get_running_loop())
+        from_thread(rec.table.queue_lazily, "release_keys", "a")
+        assert await rec.next_batch() == [("release_keys", ["a"])]
+        for key in ("b", "c", "d"):
+            from_thread(rec.table.queue_lazily, "release_keys", key)
+        await asyncio.sleep(0.05)  # (well within the interval: nothing more went)
+        assert len(rec.batches) == 1
+        assert await rec.next_batch() == [("release_keys", ["b", "c", "d"])]
+        # Nothing more came for an interval: batching stops, and the next goes at once.
+        await asyncio.sleep(0.3)
+        from_thread(rec.table.queue_lazily, "release_keys", "e")
+        assert await rec.next_batch() == [("release_keys", ["e"])]
+
+    asyncio.run(main())
+
+
+def test_an_urgent_message_takes_the_lazy_ones_before_it_along(monkeypatch):
+    monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 10.0)
+
+    async def main():
+        rec = Recorder(asyncio.get_running_loop())
+        from_thread(rec.table.queue_lazily, "release_keys", "a")
+        await rec.next_batch()  # (the first goes at once)
+        from_thread(rec.table.queue_lazily, "release_keys", "b")
+
+        def submit():
+            with rec.table.lock:
+                rec.table.queue_locked("update_graph", ("spec", "b"))
+        from_thread(submit)
+        assert await rec.next_batch() == [("release_keys", ["b"]), ("update_graph", [("spec", "b")])]
+
+    asyncio.run(main())
+
+
+def test_flush_soon_sends_what_waits_before_a_question(monkeypatch):
+    monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 10.0)
+
+    async def main():
+        rec = Recorder(asyncio.get_running_loop())
+        from_thread(rec.table.queue_lazily, "release_keys", "a")
+        await rec.next_batch()
+        from_thread(rec.table.queue_lazily, "release_keys", "b")
+        from_thread(rec.table.flush_soon, True)  # (only a lazily queued task would go)
+        await asyncio.sleep(0.05)
+        assert len(rec.batches) == 1
+        from_thread(rec.table.flush_soon)
+        assert await rec.next_batch() == [("release_keys", ["b"])]
+
+    asyncio.run(main())
+
+
+def test_a_lone_unsent_submission_can_be_taken_for_a_direct_run():
+    table = FutureTable()
+    sent: list = []
+    table._send = sent.extend
+    spec = ["k", ["fn", None], [], "inc", 0, 0, None, False, False, None]
+    with table.lock:
+        table.queue_locked("release_keys", "old")
+        table.queue_locked("update_graph", (spec, "k"))
+        assert table.take_lone("k", "tcp://w:1") is spec
+        table.queue_locked("release_keys", "k")
+    table._flush_window()
+    assert sent == [["release_keys", ["old"]], ["direct_started", [(spec, "k", "tcp://w:1")]],
+                    ["release_keys", ["k"]]]
+    assert table.queued_tasks == 0
+    with table.lock:
+        table.queue_locked("update_graph", (spec, "k"))
+        table.queue_locked("update_graph", (["j", *spec[1:]], "j"))
+        assert table.take_lone("k", "tcp://w:1") is None  # (not alone in its message)
+        assert table.take_lone("gone", "tcp://w:1") is None
+
+
+@pytest.mark.parametrize("index, value", [(2, ["dep"]), (5, 1), (6, ["tcp://w:2"]), (8, True), (9, {"GPU": 1})])
+def test_only_a_task_that_needs_nothing_from_the_scheduler_is_taken(index, value):
+    table = FutureTable()
+    spec = ["k", ["fn", None], [], "inc", 0, 0, None, False, False, None]
+    spec[index] = value
+    with table.lock:
+        table.queue_locked("update_graph", (spec, "k"))
+        assert table.take_lone("k", "tcp://w:1") is None
+    assert table._outbox == [["update_graph", [(spec, "k")]]]
+
+
+# --- the scheduler's outbox ------------------------------------------------------------------
+
+class FakeHost:
+    def __init__(self) -> None:
+        self.told: list = []
+        self.flushes = 0
+
+    def tell(self, ref, op, **fields):
+        self.told.append((ref.address, op, fields))
+
+    def flush_pending(self):
+        self.flushes += 1
+
+
+def fields(ref, op, items):
+    return {scheduler_outbox.FIELD[op]: items}
+
+
+def worker(address):
+    return ActorRef(address, WORKER_ID)
+
+
+def test_a_workers_lone_frees_linger_then_go_together(monkeypatch):
+    monkeypatch.setattr(scheduler_outbox, "FREE_LINGER", 0.05)
+
+    async def main():
+        out = Outbox(fields)
+        out.host = host = FakeHost()
+        out.send(worker("w1"), "free_keys", "a")
+        out.send(ActorRef("c", "client"), "report", "r1")
+        await asyncio.sleep(0)
+        assert host.told == [("c", "report", {"msgs": ["r1"]})] and not out.idle
+        out.send(worker("w1"), "free_keys", "b")
+        await asyncio.sleep(0)
+        assert len(host.told) == 1
+        await asyncio.sleep(0.1)
+        assert host.told[1:] == [("w1", "free_keys", {"keys": ["a", "b"]})] and out.idle
+
+    asyncio.run(main())
+
+
+def test_held_frees_go_before_the_next_message_to_that_worker(monkeypatch):
+    monkeypatch.setattr(scheduler_outbox, "FREE_LINGER", 10.0)
+
+    async def main():
+        out = Outbox(fields)
+        out.host = host = FakeHost()
+        out.send(worker("w1"), "free_keys", "a")  # freed ...
+        await asyncio.sleep(0)
+        out.send(worker("w1"), "compute", "a")    # ... and placed there again: the free first
+        await asyncio.sleep(0)
+        assert host.told == [("w1", "free_keys", {"keys": ["a"]}), ("w1", "compute", {"tasks": ["a"]})]
+        out.send(worker("w2"), "free_keys", "b")
+        await asyncio.sleep(0)
+        out.send_held("w2")  # (before a data move asks w2 for copies)
+        assert host.told[-1] == ("w2", "free_keys", {"keys": ["b"]})
+        out.send(worker("w3"), "free_keys", "c")
+        await asyncio.sleep(0)
+        out.forget("w3")  # (w3 is gone)
+        out.close()
+        assert out.idle and all(t[0] != "w3" for t in host.told)
+
+    asyncio.run(main())
+
+
+def test_many_held_frees_go_without_waiting(monkeypatch):
+    monkeypatch.setattr(scheduler_outbox, "FREE_LINGER", 10.0)
+    monkeypatch.setattr(scheduler_outbox, "FREE_LINGER_KEYS", 3)
+
+    async def main():
+        out = Outbox(fields)
+        out.host = host = FakeHost()
+        for key in "abc":
+            out.send(worker("w1"), "free_keys", key)
+            await asyncio.sleep(0)
+        assert host.told == [("w1", "free_keys", {"keys": ["a", "b", "c"]})]
+        out.close()
+
+    asyncio.run(main())
+
+
+# --- a Future's state settled off the loop ----------------------------------------------------
+
+def test_a_state_settled_by_another_thread_runs_its_callbacks_on_the_loop():
+    async def main():
+        loop = asyncio.get_running_loop()
+        st = FutureState("k")
+        ran_on: list = []
+        st.add_callback(lambda s: ran_on.append((threading.get_ident(), s.status)))
+        settled: list = []
+        from_thread(lambda: settled.append(st.finish_off_loop(loop, ["tcp://w:1"], "int", b"v")))
+        assert settled == [True] and st.status == "finished" and st.inline == b"v"
+        assert ran_on == []  # (not on the settling thread)
+        await asyncio.sleep(0)
+        assert ran_on == [(threading.get_ident(), "finished")]
+        # Settled already: a second outcome changes nothing, and a late callback runs at once.
+        from_thread(lambda: settled.append(st.err_off_loop(loop, "boom", None)))
+        assert settled == [True, False] and st.status == "finished"
+        st.add_callback(lambda s: ran_on.append("late"))
+        assert ran_on[-1] == "late"
+
+    asyncio.run(main())
+
+
+def test_a_cancel_on_the_loop_wins_over_a_later_answer():
+    async def main():
+        loop = asyncio.get_running_loop()
+        st = FutureState("k")
+        st.cancel("stop")
+        got: list = []
+        from_thread(lambda: got.append(st.finish_off_loop(loop, ["tcp://w:1"], "int", b"v")))
+        assert got == [False] and st.status == "cancelled"
+
+    asyncio.run(main())
