@@ -6,11 +6,12 @@
 Both runtimes get ``Client(n_workers=2, threads_per_worker=1)`` with worker processes.
 Workloads: submit+gather of 5,000 trivial tasks; map of 10,000; the 256x(inc, double,
 add) chain + sum; a pairwise tree reduction of 1,024 inputs; one task's whole round
-trip (``submit(inc, i).result()``, one at a time, 1,000 times); client start-up
-(Client() to first result). A second table gives the CPU time per task summed over every process
-of the cluster (client, scheduler, workers) for the submit, map and round-trip workloads;
-a third, the round trip against its floor: the same socket round trip and thread
-hand-offs with no work on them (pingpong.handoff_round_trip).
+trip (``submit(inc, i).result()``, one at a time, 1,000 times), as it goes (straight to
+a worker: client/direct.py) and as it went before (through the scheduler); client
+start-up (Client() to first result). A second table gives the CPU time per task summed
+over every process of the cluster (client, scheduler, workers) for the submit, map and
+round-trip workloads; a third, the round trips against their floors: the same socket
+writes and thread hand-offs with no work on them.
 
 Every repetition uses fresh arguments so that pure (hashed) keys never hit results
 left over from the previous repetition.
@@ -26,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (Row, Workload, compare, fmt_seconds, format_columns, parse_args,  # noqa: E402
                     print_table, with_cpu)
+from floors import call_round_trip  # noqa: E402
 from pingpong import handoff_round_trip  # noqa: E402
 
 
@@ -106,13 +108,22 @@ def tree(n: int):
     return run
 
 
-def round_trips(n: int):
+def round_trips(n: int, direct: bool = True):
     """``submit(inc, i).result()`` one at a time: a task's whole round trip, client to
-    worker and back (issue 9's target: <= 300 us here, <= 4 socket round trips)."""
+    worker and back (issue 9's target: <= 300 us here, <= 4 socket round trips). The
+    waiting thread runs each on a worker itself (client/direct.py); ``direct=False``
+    sends them through the scheduler instead, as before (dask's run is the same)."""
     def run(client):
         start = _offset(n)
-        for i in range(start, start + n):
-            assert client.submit(inc, i, pure=False).result() == i + 1
+        runs = getattr(client, "direct", None)
+        if runs is not None:
+            runs.enabled = direct
+        try:
+            for i in range(start, start + n):
+                assert client.submit(inc, i, pure=False).result() == i + 1
+        finally:
+            if runs is not None:
+                runs.enabled = True
     return run
 
 
@@ -127,6 +138,7 @@ def workloads(quick: bool) -> list[Workload]:
     n_trip = 50 if quick else 1_000
     submit_name = f"submit+gather {n_submit:,} tasks"
     trip_name = f"submit(inc).result() round trip, one at a time ({n_trip:,})"
+    via_name = f"the same round trip through the scheduler ({n_trip:,})"
     map_name = f"map+gather {n_map:,} tasks"
     return [
         Workload(submit_name, _with_cpu(submit_name, submit_gather(n_submit)), tasks=n_submit),
@@ -134,6 +146,7 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(f"chain {n_chain}x(inc, double, add) + sum", chain(n_chain)),
         Workload(f"tree reduction of {n_tree:,} inputs", tree(n_tree)),
         Workload(trip_name, _with_cpu(trip_name, round_trips(n_trip)), tasks=n_trip, per_task=True),
+        Workload(via_name, _with_cpu(via_name, round_trips(n_trip, direct=False)), tasks=n_trip, per_task=True),
         Workload("client start-up to first result", startup, needs_client=False),
     ]
 
@@ -163,14 +176,20 @@ def print_cpu_table(lines: list[tuple[str, str, str, str]]) -> None:
 
 
 def floor_rows(rows: list[Row], args: Any) -> list[tuple[str, str, str, str]]:
-    """The round trip against its floor (pingpong.handoff_round_trip): the same socket
-    round trip and thread hand-offs, with no work on them."""
+    """The round trips against their floors: the same socket writes and thread hand-offs,
+    with no work on them. Straight to a worker: the calling thread writes, the worker's
+    loop hands the request to a thread that answers, the caller reads the answer itself
+    (floors.call_round_trip). Through the scheduler: pingpong.handoff_round_trip."""
     out = []
+    repeat = 1 if args.quick else args.repeat
     for row in rows:
         ours = row.seconds.get("actorrt")
         if "round trip" not in row.workload or ours is None or row.tasks is None:
             continue
-        floor = handoff_round_trip(row.tasks, repeat=1 if args.quick else args.repeat)
+        if "through the scheduler" in row.workload:
+            floor = handoff_round_trip(row.tasks, repeat=repeat)
+        else:
+            floor = call_round_trip("lane", row.tasks, repeat, reader="thread")
         per = ours / row.tasks
         out.append((row.workload, fmt_seconds(floor), fmt_seconds(per), f"{per / floor:.1f}x"))
     return out
@@ -185,8 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     if floors:
         print()
         print(format_columns(("floor", "hand-offs only", "actorrt", "actorrt / floor (time)"), floors))
-        print("hand-offs only: caller thread -> loop -> TCP -> worker loop -> pool thread -> loop -> TCP"
-              " -> loop -> caller thread, no work (pingpong.handoff_round_trip)")
+        print("hand-offs only, no work: straight to a worker, caller thread -> TCP -> worker loop -> pool"
+              " thread -> TCP -> caller thread (floors.call_round_trip); through the scheduler, caller thread"
+              " -> loop -> TCP -> worker loop -> pool thread -> loop -> TCP -> loop -> caller thread"
+              " (pingpong.handoff_round_trip)")
 
 
 if __name__ == "__main__":

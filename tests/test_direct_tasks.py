@@ -14,6 +14,7 @@ import pytest
 
 from actorrt import CancelledError, Client, get_client
 from actorrt.testing import wait_until
+from actorrt.utils import env_switch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -218,3 +219,16 @@ def test_the_scheduler_state_stays_consistent(c):
     for i in range(50):
         assert c.submit(inc, i, pure=False).result() == i + 1
     assert c.sync(c._ask_scheduler, "validate")
+
+
+@pytest.mark.parametrize("value, on", [("0", False), ("off", False), ("False", False), ("1", True), ("yes", True),
+                                       ("", True)])
+def test_the_environment_switch(monkeypatch, value, on):
+    monkeypatch.setenv("ACTORRT_DIRECT_TASKS", value)
+    assert env_switch("ACTORRT_DIRECT_TASKS", True) is on
+
+
+def test_a_bad_switch_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("ACTORRT_DIRECT_TASKS", "maybe")
+    with pytest.raises(ValueError, match="ACTORRT_DIRECT_TASKS must be 1 or 0.*'maybe'"):
+        Client(n_workers=1, processes=False)

@@ -27,7 +27,7 @@ from ..durations import parse_timeout
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
-from ..utils import LoopRunner, fresh_ids, when_imported
+from ..utils import LoopRunner, env_switch, fresh_ids, when_imported
 from . import transfer
 from .actor_handle import (
     actor_futures_of,
@@ -89,6 +89,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                  set_as_default: bool = True, name: str | None = None, security: Security | None = None,
                  **cluster_kwargs: Any) -> None:
         self.asynchronous = asynchronous
+        # ACTORRT_DIRECT_TASKS=0: every task through the scheduler (client/direct.py);
+        # read first, so that a bad value starts nothing.
+        self._direct_tasks = env_switch("ACTORRT_DIRECT_TASKS", True)
         self.security = security  # TLS files for tls:// (core/security.py)
         self.id = f"client-{name or ''}{uuid.uuid4().hex[:12]}"
         self.status = "created"
@@ -148,7 +151,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self.scheduler = ActorRef(scheduler_address, SCHEDULER_ID)
         self._scheduler_comm = host.comm_to(scheduler_address)  # the worker's, which it shares
         self.table.attach(self.loop, self._deliver)
-        self.direct = DirectRuns(self)
+        self.direct = DirectRuns(self, self._direct_tasks)
         host.spawn(ClientActor(self), self.id)
         self.status = "running"
         host.tell(self.scheduler, "register_client", client=self.id, ref=ActorRef(host.address, self.id))
@@ -192,7 +195,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         self._scheduler_comm: Comm | None = await self.host.connect(address, timeout=self.timeout)
         self.scheduler = ActorRef(address, SCHEDULER_ID)
         self.table.attach(self.loop, self._deliver)
-        self.direct = DirectRuns(self)  # lone tasks run on a worker by the waiting thread (direct.py)
+        self.direct = DirectRuns(self, self._direct_tasks)  # lone tasks a waiting thread runs (direct.py)
         actor = ClientActor(self)
         self.host.spawn(actor, self.id)
         registered = await asyncio.wait_for(

@@ -24,7 +24,6 @@ client says ``direct_declined`` and the scheduler places the task as any other.
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -41,21 +40,16 @@ logger = logging.getLogger("actorrt.client")
 
 
 
-def enabled_by_environment() -> bool:
-    """``ACTORRT_DIRECT_TASKS=0`` sends every task through the scheduler (to compare)."""
-    return os.environ.get("ACTORRT_DIRECT_TASKS", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 class DirectRuns:
     """One client's runs of lone tasks on workers it picks (see the module docstring)."""
 
-    def __init__(self, client: "Client", enabled: bool | None = None) -> None:
+    def __init__(self, client: "Client", enabled: bool = True) -> None:
         self._client = weakref.ref(client)
         self.client_id = client.id
         self.loop = client.loop
         self.table = client.table
         self.routes = routes_of(client)
-        self.enabled = enabled_by_environment() if enabled is None else enabled
+        self.enabled = enabled  # (off: every task through the scheduler; ACTORRT_DIRECT_TASKS=0)
         # The worker to try: the last one the scheduler said holds a result of ours
         # (``seen``), or the last that ran one for us. None after a decline, until the
         # scheduler names one again.
