@@ -24,7 +24,6 @@ client says ``direct_declined`` and the scheduler places the task as any other.
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from .. import runtime
@@ -39,13 +38,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("actorrt.client")
 
 
-
 class DirectRuns:
     """One client's runs of lone tasks on workers it picks (see the module docstring)."""
 
     def __init__(self, client: "Client", enabled: bool = True) -> None:
-        self._client = weakref.ref(client)
-        self.client_id = client.id
         self.loop = client.loop
         self.table = client.table
         self.routes = routes_of(client)

@@ -269,6 +269,11 @@ class Worker(Actor):
         else:  # a coroutine hook: answered when it is done
             own_task(self, _reply_with(reply, outcome))
 
+    @property
+    def connected(self) -> bool:
+        """Whether this worker is registered with its scheduler, on a live connection."""
+        return self._scheduler_comm is not None and not self._scheduler_comm.closed
+
     def handle_run_direct(self, key: str, spec: list, name: str, reply: Reply) -> None:
         """A client's lone task, to run now and answer with its report (direct.py)."""
         check_direct_spec(spec)

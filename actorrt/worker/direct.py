@@ -20,7 +20,6 @@ relayed sooner, the report could reach the scheduler before what the task sent i
 """
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Callable
 
 from .. import runtime
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from .actor import Worker
     from .task import TaskRun
 
-logger = logging.getLogger("actorrt.worker")
-
 
 class DirectAsks:
     """The asks to run a task here that wait for their run's end, by key."""
@@ -42,9 +39,6 @@ class DirectAsks:
         self.worker = worker
         # key -> the ask to answer. Read by pool threads (one dict lookup), written by the loop.
         self.asks: dict[str, Reply] = {}
-
-    def __len__(self) -> int:
-        return len(self.asks)
 
     # --- the loop ---------------------------------------------------------------------
     def accept(self, key: str, spec: list, name: str, reply: Reply) -> None:
@@ -60,7 +54,7 @@ class DirectAsks:
     def _refusal(self, key: str) -> str | None:
         w = self.worker
         pool = w.pool
-        if w._scheduler_comm is None or w._scheduler_comm.closed:
+        if not w.connected:
             return "the worker is not connected to its scheduler"
         if key in w.state.rows:
             return "the key is known here already"
@@ -93,11 +87,6 @@ class DirectAsks:
             return False
         reply.ok([DIRECT_DECLINED, why])
         return True
-
-    def decline_all(self, why: str) -> None:
-        asks, self.asks = self.asks, {}
-        for reply in asks.values():
-            reply.ok([DIRECT_DECLINED, why])
 
     def _answer(self, reply: Reply, answer: list, quiet: bool) -> None:
         if quiet:
