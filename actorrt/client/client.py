@@ -62,7 +62,7 @@ from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .plugins import PluginMethods
 from .profiling import ProfilingMethods
-from .direct import DirectRuns
+from .direct import DirectRuns, by_worker
 from .reports import ClientActor
 from .futures import FutureTable
 from .task_stream import TaskStreamMethods
@@ -393,15 +393,15 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                 elif op == "retry":
                     tell(self.scheduler, "retry", keys=[k for ks in items for k in ks])
                 elif op == "direct_started":
-                    for task, _, worker in items:
-                        tell(self.scheduler, "direct_started", client=self.id, task=task, worker=worker)
+                    tell(self.scheduler, "direct_started", client=self.id, tasks=[t for t, _, _ in items],
+                         workers=[w for _, _, w in items])
                 elif op == "direct_done":
-                    for worker, finished, erred in items:
+                    for worker, (finished, erred) in by_worker(items).items():
                         tell(self.scheduler, "direct_done", client=self.id, worker=worker, finished=finished,
                              erred=erred)
                 elif op == "direct_declined":
-                    for worker, key in items:
-                        tell(self.scheduler, "direct_declined", client=self.id, worker=worker, keys=[key])
+                    for worker, (keys, _) in by_worker(items).items():
+                        tell(self.scheduler, "direct_declined", client=self.id, worker=worker, keys=keys)
                 elif op == "fire_and_forget":
                     # The scheduler's holder that keeps work alive until it is done.
                     tell(self.scheduler, "want_keys", client=FIRE_AND_FORGET, keys=items)

@@ -107,7 +107,7 @@ class DirectRuns:
             why = value[1] if ok and _is_declined(value) else value
             logger.debug("%s not run on %s directly: %s", key, worker, why)
             self.worker = None
-            self.table.queue("direct_declined", (worker, key))
+            self.table.queue("direct_declined", (worker, [key], []))
             return
         kind, record = report
         if kind == DIRECT_FINISHED:
@@ -116,6 +116,20 @@ class DirectRuns:
         else:
             self.table.queue_lazily("direct_done", (worker, [], [record]))
             st.err_off_loop(self.loop, record[1], record[2])
+
+
+def by_worker(items: list) -> dict[str, tuple[list, list]]:
+    """``(worker, firsts, seconds)`` items (the outbox's ``direct_done`` and
+    ``direct_declined``) merged per worker: one message each."""
+    merged: dict[str, tuple[list, list]] = {}
+    for worker, first, second in items:
+        into = merged.get(worker)
+        if into is None:
+            merged[worker] = (list(first), list(second))
+        else:
+            into[0].extend(first)
+            into[1].extend(second)
+    return merged
 
 
 def _is_declined(value: Any) -> bool:

@@ -532,11 +532,15 @@ class Scheduler(EventHandlers, Actor):
         self._apply(out, {f.key: f.value for f in done if f.value is not None})
 
     # --- a client's tasks run on a worker it chose (direct_runs.py) ----------
-    def handle_direct_started(self, client: str, task: list, worker: str, origin: Comm | None) -> None:
-        """``client`` submitted ``task`` and handed it to ``worker`` itself."""
+    def handle_direct_started(self, client: str, tasks: list, workers: list, origin: Comm | None) -> None:
+        """``client`` submitted ``tasks`` and handed each to its worker in ``workers`` itself."""
         self._check_peer("direct_started", "client", client, origin)
-        [spec] = decode_tasks([task])
-        self._apply(direct_started(self.state, client, spec, worker, self._sid("direct-started")))
+        specs = decode_tasks(tasks)
+        keys_field("direct_started", workers, "workers")
+        if len(workers) != len(specs):
+            raise BadMessageError(f"Scheduler.direct_started: {len(specs)} tasks but {len(workers)} workers")
+        for spec, worker in zip(specs, workers):
+            self._apply(direct_started(self.state, client, spec, worker, self._sid("direct-started")))
 
     def handle_direct_done(self, client: str, worker: str, finished: list, erred: list,
                            origin: Comm | None) -> None:
