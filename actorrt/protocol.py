@@ -160,12 +160,13 @@ def _is_spec(blobs: Any) -> bool:
             and type(blobs[0]) is Pickled and (blobs[1] is None or type(blobs[1]) is Pickled))
 
 
-def decode_tasks(tasks: list) -> list[TaskSpec]:
-    """The TaskSpecs of an ``update_graph`` message, every field of every task checked."""
+def decode_tasks(tasks: list, op: str = UPDATE_GRAPH) -> list[TaskSpec]:
+    """The TaskSpecs of an ``update_graph`` message (or ``op``'s), every field of every
+    task checked."""
     specs = []
     for i, t in enumerate(tasks):
         if (type(t) is not list and type(t) is not tuple) or len(t) != 10:
-            raise bad(UPDATE_GRAPH, f"'tasks'[{i}]", f"a list {_TASK_SHAPE}", t)
+            raise bad(op, f"'tasks'[{i}]", f"a list {_TASK_SHAPE}", t)
         key, blobs, deps, name, priority, retries, workers, allow_other, actor, resources = t
         if not (type(key) is str and _is_spec(blobs)
                 and (type(deps) is list or type(deps) is tuple) and type(name) is str
@@ -174,12 +175,12 @@ def decode_tasks(tasks: list) -> list[TaskSpec]:
                 and (workers is None or is_str_list(workers)) and type(allow_other) is bool
                 and (actor is False or actor is True or type(actor) is dict)
                 and (resources is None or is_resources(resources))):
-            raise _task_error(i, _new(TaskSpec, t))
+            raise _task_error(i, _new(TaskSpec, t), op)
         for dep in deps:
             if type(dep) is not str or dep == key:
-                raise _task_error(i, _new(TaskSpec, t))
+                raise _task_error(i, _new(TaskSpec, t), op)
         if type(actor) is dict:
-            check_actor_options(f"'tasks'[{i}] actor", actor)
+            check_actor_options(f"'tasks'[{i}] actor", actor, op)
         specs.append(_new(TaskSpec, t))
     return specs
 
@@ -198,36 +199,36 @@ def check_direct_spec(spec: Any) -> None:
         raise bad("Worker.run_direct", "'spec'", "[pickled function, pickled arguments or None]", spec)
 
 
-def _task_error(i: int, spec: TaskSpec) -> BadMessageError:
+def _task_error(i: int, spec: TaskSpec, op: str = UPDATE_GRAPH) -> BadMessageError:
     """What exactly is wrong with task ``i`` (the slow path, only for bad tasks)."""
     where = f"'tasks'[{i}]"
     key, blobs, deps, name, priority, retries, workers, allow_other, actor, resources = spec
     if type(key) is not str:
-        return bad(UPDATE_GRAPH, f"{where} key", "a str", key)
+        return bad(op, f"{where} key", "a str", key)
     where = f"{where} (key {key!r})"
     if not _is_spec(blobs):
-        return bad(UPDATE_GRAPH, f"{where} spec", "[pickled function, pickled arguments or None]", blobs)
+        return bad(op, f"{where} spec", "[pickled function, pickled arguments or None]", blobs)
     if type(deps) is not list and type(deps) is not tuple:
-        return bad(UPDATE_GRAPH, f"{where} deps", "a list of keys", deps)
+        return bad(op, f"{where} deps", "a list of keys", deps)
     for dep in deps:
         if type(dep) is not str:
-            return bad(UPDATE_GRAPH, f"{where} deps", "a list of str keys", dep)
+            return bad(op, f"{where} deps", "a list of str keys", dep)
         if dep == key:
-            return BadMessageError(f"{UPDATE_GRAPH}: task {key!r} in field 'tasks'[{i}] deps "
+            return BadMessageError(f"{op}: task {key!r} in field 'tasks'[{i}] deps "
                                    "depends on itself")
     if type(name) is not str:
-        return bad(UPDATE_GRAPH, f"{where} name", "a str", name)
+        return bad(op, f"{where} name", "a str", name)
     if not (type(priority) is int or type(priority) is float and math.isfinite(priority)):
-        return bad(UPDATE_GRAPH, f"{where} priority", "an int or a finite float", priority)
+        return bad(op, f"{where} priority", "an int or a finite float", priority)
     if type(retries) is not int or retries < 0:
-        return bad(UPDATE_GRAPH, f"{where} retries", "an int >= 0", retries)
+        return bad(op, f"{where} retries", "an int >= 0", retries)
     if workers is not None and not is_str_list(workers):
-        return bad(UPDATE_GRAPH, f"{where} workers", "None or a list of str addresses", workers)
+        return bad(op, f"{where} workers", "None or a list of str addresses", workers)
     if type(allow_other) is not bool:
-        return bad(UPDATE_GRAPH, f"{where} allow_other_workers", "a bool", allow_other)
+        return bad(op, f"{where} allow_other_workers", "a bool", allow_other)
     if resources is not None and not is_resources(resources):
-        return bad(UPDATE_GRAPH, f"{where} resources", f"None or {RESOURCES_SHAPE}", resources)
-    return bad(UPDATE_GRAPH, f"{where} actor", "a bool or a dict of actor options", actor)
+        return bad(op, f"{where} resources", f"None or {RESOURCES_SHAPE}", resources)
+    return bad(op, f"{where} actor", "a bool or a dict of actor options", actor)
 
 
 # --- resources -----------------------------------------------------------------------------
@@ -259,17 +260,17 @@ def decode_resources(op: str, value: Any) -> dict[str, float]:
     return {k: float(v) for k, v in value.items()}
 
 
-def check_actor_options(where: str, options: dict) -> None:
+def check_actor_options(where: str, options: dict, op: str = UPDATE_GRAPH) -> None:
     """A user actor's options: known names, each of the right type (a bad
     ``max_restarts`` would otherwise fail only when the actor's worker dies)."""
     for name, value in options.items():
         rule = _ACTOR_OPTIONS.get(name) if type(name) is str else None
         if rule is None:
-            raise BadMessageError(f"{UPDATE_GRAPH}: field {where} has unknown option {describe(name)} "
+            raise BadMessageError(f"{op}: field {where} has unknown option {describe(name)} "
                                   f"(known: {', '.join(sorted(_ACTOR_OPTIONS))})")
         expected, ok = rule
         if not ok(value):
-            raise bad(UPDATE_GRAPH, f"{where} option {name!r}", expected, value)
+            raise bad(op, f"{where} option {name!r}", expected, value)
 
 
 # --- compute (scheduler -> worker) ---------------------------------------------------------
@@ -317,8 +318,9 @@ def _time_ok(t: Any) -> bool:
 # the calls, which doubled the cost of decoding a report.)
 
 
-def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list[Erred]]:
-    """Every item of a worker's report, checked before any is applied."""
+def decode_tasks_done(finished: list, erred: list, op: str = TASKS_DONE) -> tuple[list[Finished], list[Erred]]:
+    """Every item of a worker's report (``op``'s: a client relays one), checked before any
+    is applied."""
     done = []
     for i, item in enumerate(finished):
         if not ((type(item) is list or type(item) is Finished or type(item) is tuple) and len(item) == 9
@@ -330,7 +332,7 @@ def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list
                 and ((t := item[6]) is None or (type(t) is float and t - t == 0.0))
                 and ((t := item[7]) is None or (type(t) is float and t - t == 0.0))
                 and (item[8] is None or type(item[8]) is int)):
-            raise bad(TASKS_DONE, f"'finished'[{i}]", _FINISHED_SHAPE, item)
+            raise bad(op, f"'finished'[{i}]", _FINISHED_SHAPE, item)
         done.append(_new(Finished, item))
     failed = []
     for i, item in enumerate(erred):
@@ -341,7 +343,7 @@ def decode_tasks_done(finished: list, erred: list) -> tuple[list[Finished], list
                 and ((t := item[4]) is None or (type(t) is float and t - t == 0.0))
                 and ((t := item[5]) is None or (type(t) is float and t - t == 0.0))
                 and (item[6] is None or type(item[6]) is int)):
-            raise bad(TASKS_DONE, f"'erred'[{i}]", _ERRED_SHAPE, item)
+            raise bad(op, f"'erred'[{i}]", _ERRED_SHAPE, item)
         failed.append(_new(Erred, item))
     return done, failed
 

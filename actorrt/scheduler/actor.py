@@ -535,7 +535,7 @@ class Scheduler(EventHandlers, Actor):
     def handle_direct_started(self, client: str, tasks: list, workers: list, origin: Comm | None) -> None:
         """``client`` submitted ``tasks`` and handed each to its worker in ``workers`` itself."""
         self._check_peer("direct_started", "client", client, origin)
-        specs = decode_tasks(tasks)
+        specs = decode_tasks(tasks, "Scheduler.direct_started")
         keys_field("direct_started", workers, "workers")
         if len(workers) != len(specs):
             raise BadMessageError(f"Scheduler.direct_started: {len(specs)} tasks but {len(workers)} workers")
@@ -547,7 +547,7 @@ class Scheduler(EventHandlers, Actor):
         """The report ``worker`` gave ``client`` of the runs it handed it, relayed: as the
         worker's own ``tasks_done``, but it comes in order with the client's messages."""
         self._check_peer("direct_done", "client", client, origin)
-        done, failed = decode_tasks_done(finished, erred)
+        done, failed = decode_tasks_done(finished, erred, "Scheduler.direct_done")
         state = self.state
         self.task_stream.add_reports(worker, done, failed, state.key_and_name)
         out: list[Instruction] = []
