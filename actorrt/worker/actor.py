@@ -519,8 +519,8 @@ class Worker(Actor):
         if run is not None and run.key == r.key and run.reported is not None:
             self.direct.asks.pop(r.key, None)  # (answered from its thread)
         else:
-            self.direct.finished(Finished(r.key, r.nbytes, r.type, r.duration, None, self._inline_value(r),
-                                          *_run_times(run, r.key)), run is None or run.quiet)
+            self.direct.report(Finished(r.key, r.nbytes, r.type, r.duration, None, self._inline_value(r),
+                                        *_run_times(run, r.key)), run is None or run.quiet)
         self._schedule_report()  # (what storing it moved to disk still goes)
 
     def _inline_value(self, r: ReportFinished) -> bytes | None:
@@ -593,7 +593,7 @@ class Worker(Actor):
         blob, tb = dumps_exception(r.error)
         run = self._run
         if self.direct.asks and r.key in self.direct.asks:
-            self.direct.erred(Erred(r.key, blob, tb, None, *_run_times(run, r.key)), run is None or run.quiet)
+            self.direct.report(Erred(r.key, blob, tb, None, *_run_times(run, r.key)), run is None or run.quiet)
             return
         if run is not None and run.key == r.key:
             self._erred.append(Erred(r.key, blob, tb, r.run_id, run.start, run.stop, run.thread))

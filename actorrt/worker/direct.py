@@ -64,20 +64,13 @@ class DirectAsks:
             return "no thread free"
         return None
 
-    def finished(self, report: Finished, quiet: bool) -> bool:
+    def report(self, report: Finished | Erred, quiet: bool) -> bool:
         """The run of ``report.key``, if it was a direct one, is answered with its report
         (True); else it is the scheduler's to hear of (False)."""
         reply = self.asks.pop(report.key, None)
         if reply is None:
             return False
-        self._answer(reply, [DIRECT_FINISHED, report], quiet)
-        return True
-
-    def erred(self, report: Erred, quiet: bool) -> bool:
-        reply = self.asks.pop(report.key, None)
-        if reply is None:
-            return False
-        self._answer(reply, [DIRECT_ERRED, report], quiet)
+        self._answer(reply, [DIRECT_FINISHED if type(report) is Finished else DIRECT_ERRED, report], quiet)
         return True
 
     def declined(self, key: str, why: str) -> bool:
