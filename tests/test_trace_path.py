@@ -89,11 +89,13 @@ def test_the_script_traces_a_task_round_trip_through_every_process():
     assert "untraced median" in out and "hand-offs" in out, out
     lines = out.splitlines()
     # The worker processes' probes report too (the task runs on a worker's pool thread),
-    # and the answer reaches the submitting thread in this process: a hand-off (read by
-    # the thread itself off its own connection to the worker: client/direct.py).
+    # and the answer comes back to this process, where the round trip ends in the
+    # submitting thread (which reads it itself off its own connection: client/direct.py).
     assert any("TaskRun.__call__" in line and "@ worker-" in line for line in lines), out
-    assert any(line.startswith(">> ") and line.split("|")[0].strip().endswith("@ client/MainThread")
-               for line in lines), out
+    steps = [line.split("|")[0].strip() for line in lines if " @ " in line and "|" in line]
+    last_on_worker = max(i for i, step in enumerate(steps) if "@ worker-" in step)
+    assert "@ client/" in steps[last_on_worker + 1], out
+    assert steps[-1].endswith("@ client/MainThread"), out
 
 
 def test_where_the_path_varies_the_usual_variant_is_listed():
