@@ -290,3 +290,33 @@ def test_a_slot_lent_while_a_job_waits_for_one_goes_to_that_job_at_once():
         assert waits.posts == 1  # to pass the slot on (taking one again is the loop's)
         pool.close()
     asyncio.run(main())
+
+
+def test_a_settled_job_is_not_woken_for_but_gives_its_slot_to_work_queued_after_it():
+    """A job whose outcome reached its asker from its thread (Job.settled: a direct run's
+    answer) is left for the next message to take back; the loop is not woken for it.
+    Work queued meanwhile with no slot free takes it back itself and runs at once."""
+    async def main():
+        pool = TaskPool(1)
+        loop = asyncio.get_running_loop()
+        wakes = []
+        wake = pool._completions._wake
+        pool._completions._wake = lambda: (wakes.append(1), wake())[1]
+        handed_back = []
+        sent = threading.Event()
+
+        def settle(job):
+            def after():
+                job.settled = True
+                sent.set()
+            return after
+
+        pool.submit(Job(lambda: "first", lambda job: handed_back.append(job.result), then=settle))
+        await loop.run_in_executor(None, sent.wait, 10)
+        second = asyncio.Event()
+        pool.submit(Job(lambda: "second", lambda job: (handed_back.append(job.result), second.set())))
+        await asyncio.wait_for(second.wait(), 10)
+        # (One thread: it ran the second job only once done with the first, wake or not.)
+        assert handed_back == ["first", "second"] and len(wakes) == 1
+        pool.close()
+    asyncio.run(main())

@@ -562,7 +562,7 @@ class Worker(Actor):
         report = Finished(run.key, nbytes, typ, run.duration, run.run_id, inline_value(run.key, value, nbytes, typ),
                           run.start, run.stop, run.thread)
         if comm is None:
-            return self.direct.answer_from_thread(run, report)
+            return self.direct.answer_from_thread(job, run, report)
         data = comm.frame_for_thread(
             [SCHEDULER_ID, "tasks_done", 0, {"worker": self.host.address, "finished": [report], "erred": []}])
         if data is None:

@@ -29,6 +29,7 @@ from ..protocol import DIRECT_DECLINED, DIRECT_ERRED, DIRECT_FINISHED, ComputeTa
 
 if TYPE_CHECKING:
     from .actor import Worker
+    from .pool import Job
     from .task import TaskRun
 
 
@@ -97,18 +98,21 @@ class DirectAsks:
         reply.ok(answer)
 
     # --- a pool thread --------------------------------------------------------------------
-    def answer_from_thread(self, run: "TaskRun", report: Finished) -> Callable[[], None] | None:
+    def answer_from_thread(self, job: "Job", run: "TaskRun", report: Finished) -> Callable[[], None] | None:
         """Pool thread, ``run`` just ended quietly with ``report``: the answer, to send from
         this thread once the job is handed back (as Worker._report_from_thread), or None
-        (not a direct run, or its connection takes no writes from threads)."""
+        (not a direct run, or its connection takes no writes from threads). Sent, the
+        job is settled: the loop need not wake for it (pool.TaskPool._thread_main)."""
         reply = self.asks.get(run.key)
         if reply is None or reply.send_from_thread is None:
             return None
         run.reported = report
-        return lambda: self._send_from_thread(reply, report)
+        return lambda: self._send_from_thread(job, reply, report)
 
-    def _send_from_thread(self, reply: Reply, report: Finished) -> None:
-        if not reply.ok_from_thread([DIRECT_FINISHED, report]):  # (queued behind other writes: the loop answers)
+    def _send_from_thread(self, job: "Job", reply: Reply, report: Finished) -> None:
+        if reply.ok_from_thread([DIRECT_FINISHED, report]):
+            job.settled = True
+        else:  # (queued behind other writes: the loop answers)
             loop = self.worker.host.loop
             assert loop is not None
             try:

@@ -193,6 +193,8 @@ class TaskPool:
     def _dispatch(self) -> None:
         if self._lent:  # (read unlocked: a slot lent before this is seen)
             self._take_lent()
+        if self.running >= self.nthreads and (self.ready or self._rejoiners):
+            self._completions.take_back()  # (a settled job is not woken for: _thread_main)
         while self._rejoiners and self.running < self.nthreads:
             self.running += 1
             self._rejoiners.popleft()()
@@ -319,7 +321,12 @@ class TaskPool:
                 # The loop is woken once this is done: woken first, it would take the
                 # interpreter lock from this thread (measured: 37 µs more per report).
                 _after(job, after)
-                if not self._completions.wake():
+                # A job whose outcome already reached its asker is taken back with the
+                # loop's next message (the worker's before_dispatch), unless work waits
+                # for its slot: then the loop is woken as ever. (The loop, queueing work
+                # with no slot free, looks for finished jobs itself: _dispatch.)
+                if not (job.settled and not self.ready and not self._rejoiners) \
+                        and not self._completions.wake():
                     return
             # Let go before waiting for the next job: its result and arguments (and its
             # report) would live on here after the worker freed them, until this thread
