@@ -100,7 +100,10 @@ def call_and_put_while_holding_the_loop(knocker, queue_name, hold_port, knock_po
     # Neither waits for this worker's loop to send it. (The put first: while an ask a
     # thread wrote awaits its reply, the host's other messages go through the loop.)
     q.put("item")
-    return knocker.knock(knock_port)
+    knocked = knocker.knock(knock_port)
+    # The answer, not the pending call: a pending ActorFuture in a task's result could
+    # not be pickled if the result were fetched before the answer was read.
+    return knocked.result(timeout=30)
 
 
 def test_a_tasks_actor_call_and_queue_put_leave_while_its_workers_loop_is_held(pclient, gate):
@@ -117,7 +120,7 @@ def test_a_tasks_actor_call_and_queue_put_leave_while_its_workers_loop_is_held(p
             assert _knocked(gate) == b"k"
             assert Queue(name, client=pclient).get(timeout=20) == "item"
         while_held(hold_gate, lambda: task.result(timeout=5), arrived_while_held)
-    task.result(timeout=20)
+    assert task.result(timeout=20) == "knocked"
 
 
 def test_one_threads_calls_keep_their_order_whichever_way_each_goes(pclient):
