@@ -65,8 +65,10 @@ def ran_direct(client, key):
 
 
 def warm(client):
-    """Round trips until this thread has its own connection to a worker."""
-    for i in range(5):
+    """Round trips until this thread has its own connection to a worker. (It asks for
+    one on its second round trip to a worker, and the loop opens it meanwhile; the
+    scheduler may place the first ones on either worker.)"""
+    for i in range(100):
         f = client.submit(inc, i, pure=False)
         f.result()
         if ran_direct(client, f.key):
@@ -83,6 +85,9 @@ def test_a_round_trip_goes_straight_to_a_worker_and_looks_like_any_other(c):
     assert [tuple(e[1:3]) for e in c.story(f.key)] == [("released", "processing"), ("processing", "memory")]
     assert c.who_has([f])[f.key] == [c.direct.worker]
     assert c.gather(f) == 42
+    # The task stream has its run (start, stop, worker, thread: the worker's report, relayed).
+    [record] = [r for r in c.get_task_stream() if r["key"] == f.key]
+    assert record["worker"] == c.direct.worker and record["startstops"][0]["action"] == "compute"
     key = f.key
     del f
     wait_until(lambda: key not in {k for keys in c.has_what().values() for k in keys})
