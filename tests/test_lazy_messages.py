@@ -17,6 +17,7 @@ from actorrt.core import ActorRef
 from actorrt.protocol import WORKER_ID
 from actorrt.scheduler import outbox as scheduler_outbox
 from actorrt.scheduler.outbox import Outbox
+from actorrt.testing import poll_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,21 +51,29 @@ def from_thread(fn, *args):
 
 
 def test_the_first_lazy_message_goes_at_once_and_the_next_ones_together(monkeypatch):
-    monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 0.2)
+    # (The interval's timer is fired by hand: no test waits on a clock.)
+    monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 3600.0)
+
+    def tick(table):
+        table._batch_timer.cancel()
+        table._batch_tick()
 
     async def main():
         rec = Recorder(asyncio.get_running_loop())
-        from_thread(rec.table.queue_lazily, "release_keys", "a")
+        table = rec.table
+        from_thread(table.queue_lazily, "release_keys", "a")
         assert await rec.next_batch() == [("release_keys", ["a"])]
         for key in ("b", "c", "d"):
-            from_thread(rec.table.queue_lazily, "release_keys", key)
-        await asyncio.sleep(0.05)  # (well within the interval: nothing more went)
-        assert len(rec.batches) == 1
+            from_thread(table.queue_lazily, "release_keys", key)
+        assert not table._flush_scheduled and table.lazy  # (queued; the loop was not asked)
+        tick(table)
         assert await rec.next_batch() == [("release_keys", ["b", "c", "d"])]
-        # Nothing more came for an interval: batching stops, and the next goes at once.
-        await asyncio.sleep(0.3)
-        from_thread(rec.table.queue_lazily, "release_keys", "e")
+        # An interval with nothing lazy: batching stops, and the next goes at once.
+        tick(table)
+        assert not table._batching and table._batch_timer is None
+        from_thread(table.queue_lazily, "release_keys", "e")
         assert await rec.next_batch() == [("release_keys", ["e"])]
+        assert len(rec.batches) == 3
 
     asyncio.run(main())
 
@@ -96,8 +105,7 @@ def test_flush_soon_sends_what_waits_before_a_question(monkeypatch):
         await rec.next_batch()
         from_thread(rec.table.queue_lazily, "release_keys", "b")
         from_thread(rec.table.flush_soon, True)  # (only a lazily queued task would go)
-        await asyncio.sleep(0.05)
-        assert len(rec.batches) == 1
+        assert not rec.table._flush_scheduled
         from_thread(rec.table.flush_soon)
         assert await rec.next_batch() == [("release_keys", ["b"])]
 
@@ -171,7 +179,7 @@ def test_a_workers_lone_frees_linger_then_go_together(monkeypatch):
         out.send(worker("w1"), "free_keys", "b")
         await asyncio.sleep(0)
         assert len(host.told) == 1
-        await asyncio.sleep(0.1)
+        await poll_for(lambda: len(host.told) == 2, timeout=5)  # (FREE_LINGER on)
         assert host.told[1:] == [("w1", "free_keys", {"keys": ["a", "b"]})] and out.idle
 
     asyncio.run(main())
