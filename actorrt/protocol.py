@@ -193,6 +193,14 @@ def decode_tasks(tasks: list, op: str = UPDATE_GRAPH) -> list[TaskSpec]:
 DIRECT_FINISHED, DIRECT_ERRED, DIRECT_DECLINED = "finished", "erred", "declined"
 
 
+def runs_alone(task: "TaskSpec | list") -> bool:
+    """Whether a submitted task (a TaskSpec, or the list it travels as) needs nothing
+    from the scheduler to run: no inputs, no worker restrictions, no resources, no
+    retries, not an actor. Only such a task may go straight to a worker."""
+    _, _, deps, _, _, retries, workers, _, actor, resources = task
+    return not deps and not retries and workers is None and not actor and not resources
+
+
 def check_direct_spec(spec: Any) -> None:
     """A ``run_direct`` ask's ``spec``, as a task's travels."""
     if not _is_spec(spec):
@@ -529,7 +537,7 @@ def check_metadata_keys(op: str, keys: Any) -> list:
 
 __all__ = ["PLAIN_EVENT_LIMIT", "event_message", "GraphTooLargeError", "DASHBOARD_ID", "FIRE_AND_FORGET", "INLINE_RESULT_BYTES", "REGISTRY_ID", "SCHEDULER_ID",
            "WORKER_ID", "ACTIVITY_ACTIONS", "DIRECT_DECLINED", "DIRECT_ERRED", "DIRECT_FINISHED",
-           "check_direct_spec", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
+           "check_direct_spec", "runs_alone", "Activity", "ComputeTask", "Erred", "Finished", "KeyReport", "TaskSpec", "WorkerMemory", "check_actor_options",
            "check_missing", "check_update_data", "dataset_holder", "decode_compute", "decode_memory", "decode_reports",
            "RESOURCES_SHAPE", "decode_resources", "is_resources",
            "decode_activity", "decode_tasks", "decode_tasks_done", "keys_field", "check_topic", "check_topics", "check_metadata_keys",

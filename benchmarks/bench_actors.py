@@ -42,18 +42,10 @@ from common import (  # noqa: E402
     with_cpu,
 )
 from floors import FLOOR_COLUMNS, call_round_trip, floor_row  # noqa: E402
+from task_workloads import Counter  # noqa: E402
 
 SIZES = {"seq": 2_000, "pipelined": 10_000, "task": 2_000, "actor": 2_000}
 QUICK = {"seq": 50, "pipelined": 200, "task": 50, "actor": 50}
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def increment(self) -> int:
-        self.n += 1
-        return self.n
 
 
 class Driver:

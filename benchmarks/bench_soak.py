@@ -53,6 +53,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 from common import (CLIENTS, N_WORKERS, THREADS_PER_WORKER, Row, format_columns,  # noqa: E402
                     have_dask, parse_args, print_table)
+from task_workloads import Counter, add, inc  # noqa: E402
 
 KINDS = ("tasks", "actor calls", "primitive ops", "pubsub msgs")
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -76,23 +77,7 @@ class Sizes:
 
 
 # --- the workload's pieces (module level: the workers unpickle them) -----------------------
-def inc(x: int) -> int:
-    return x + 1
-
-
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def increment(self) -> int:
-        self.n += 1
-        return self.n
-
-
+# (inc, add and Counter are task_workloads', which travel by value.)
 def fill_queue(libname: str, name: str, n: int) -> int:
     """A task feeding a queue the client drains (primitives used from a worker)."""
     q = importlib.import_module(libname).Queue(name)

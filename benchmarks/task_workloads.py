@@ -1,4 +1,5 @@
-"""The workloads the measuring tools run (count_calls.py, profile_core.py, trace_path.py).
+"""The workloads the measuring tools run (count_calls.py, profile_core.py, trace_path.py),
+and the task functions and actor class bench_actors.py and bench_soak.py share with them.
 
 Each driver takes a client and about ``n`` tasks' worth, runs them, and returns the
 number of tasks it ran (what the tools divide by). Arguments are fresh on every call,

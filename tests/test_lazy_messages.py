@@ -61,17 +61,17 @@ def test_the_first_lazy_message_goes_at_once_and_the_next_ones_together(monkeypa
     async def main():
         rec = Recorder(asyncio.get_running_loop())
         table = rec.table
-        from_thread(table.queue_lazily, "release_keys", "a")
+        from_thread(table.queue, "release_keys", "a", True)
         assert await rec.next_batch() == [("release_keys", ["a"])]
         for key in ("b", "c", "d"):
-            from_thread(table.queue_lazily, "release_keys", key)
+            from_thread(table.queue, "release_keys", key, True)
         assert not table._flush_scheduled and table.lazy  # (queued; the loop was not asked)
         tick(table)
         assert await rec.next_batch() == [("release_keys", ["b", "c", "d"])]
         # An interval with nothing lazy: batching stops, and the next goes at once.
         tick(table)
         assert not table._batching and table._batch_timer is None
-        from_thread(table.queue_lazily, "release_keys", "e")
+        from_thread(table.queue, "release_keys", "e", True)
         assert await rec.next_batch() == [("release_keys", ["e"])]
         assert len(rec.batches) == 3
 
@@ -83,9 +83,9 @@ def test_an_urgent_message_takes_the_lazy_ones_before_it_along(monkeypatch):
 
     async def main():
         rec = Recorder(asyncio.get_running_loop())
-        from_thread(rec.table.queue_lazily, "release_keys", "a")
+        from_thread(rec.table.queue, "release_keys", "a", True)
         await rec.next_batch()  # (the first goes at once)
-        from_thread(rec.table.queue_lazily, "release_keys", "b")
+        from_thread(rec.table.queue, "release_keys", "b", True)
 
         def submit():
             with rec.table.lock:
@@ -101,9 +101,9 @@ def test_flush_soon_sends_what_waits_before_a_question(monkeypatch):
 
     async def main():
         rec = Recorder(asyncio.get_running_loop())
-        from_thread(rec.table.queue_lazily, "release_keys", "a")
+        from_thread(rec.table.queue, "release_keys", "a", True)
         await rec.next_batch()
-        from_thread(rec.table.queue_lazily, "release_keys", "b")
+        from_thread(rec.table.queue, "release_keys", "b", True)
         from_thread(rec.table.flush_soon, True)  # (only a lazily queued task would go)
         assert not rec.table._flush_scheduled
         from_thread(rec.table.flush_soon)

@@ -24,7 +24,7 @@ from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.tracebacks import remote_tail
 from ..durations import parse_timeout
-from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError
+from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError, runs_alone
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
 from ..utils import LoopRunner, env_switch, fresh_ids, when_imported
@@ -587,8 +587,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
         table = self.table
         # A lone task the thread may run on a worker itself waits for its result() call
         # rather than wake the loop (client/direct.py).
-        lazy = len(specs) == 1 and not hidden and not packed[0][0] and not retries and restrict is None \
-            and not actor and not resources and self.direct.may_run_here()
+        lazy = len(specs) == 1 and not hidden and runs_alone(specs[0]) and self.direct.may_run_here()
         with table.lock:
             futures = [held_future(k, self, table.hold_new(k, spec, lazy=lazy)) for k, spec in zip(out_keys, specs)]
         for i, kept in hidden.items():

@@ -111,10 +111,10 @@ class DirectRuns:
             return
         kind, record = report
         if kind == DIRECT_FINISHED:
-            self.table.queue_lazily("direct_done", (worker, [record], []))
+            self.table.queue("direct_done", (worker, [record], []), lazy=True)
             st.finish_off_loop(self.loop, [worker], record[2], record[5])
         else:
-            self.table.queue_lazily("direct_done", (worker, [], [record]))
+            self.table.queue("direct_done", (worker, [], [record]), lazy=True)
             st.err_off_loop(self.loop, record[1], record[2])
 
 

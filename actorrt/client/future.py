@@ -95,26 +95,11 @@ class FutureState:
                         inline: bytes | None) -> bool:
         """From another thread than the loop's: :meth:`finish`, unless the state was
         settled meanwhile (False)."""
-        with _ARM_LOCK:
-            if self.status != "pending":
-                return False
-            self.workers = shared_holders(workers)
-            self.type = typ
-            self.inline = inline
-            self.status = "finished"
-        self._fire_off_loop(loop)
-        return True
+        return self._settle_off_loop(loop, "finished", workers=shared_holders(workers), type=typ, inline=inline)
 
     def err_off_loop(self, loop: asyncio.AbstractEventLoop, exception: Any, traceback: str | None) -> bool:
         """From another thread than the loop's: :meth:`err`, unless settled meanwhile."""
-        with _ARM_LOCK:
-            if self.status != "pending":
-                return False
-            self._exception = exception
-            self.traceback_text = traceback
-            self.status = "error"
-        self._fire_off_loop(loop)
-        return True
+        return self._settle_off_loop(loop, "error", _exception=exception, traceback_text=traceback)
 
     def lost(self) -> None:
         self.status = "pending"
@@ -172,8 +157,15 @@ class FutureState:
         if callbacks:
             self._run_callbacks(callbacks)
 
-    def _fire_off_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _settle_off_loop(self, loop: asyncio.AbstractEventLoop, status: str, **fields: Any) -> bool:
+        """Set ``fields`` and ``status``, under the lock, if nothing settled the state
+        first; wake its waiters here and have the loop run its callbacks."""
         with _ARM_LOCK:
+            if self.status != "pending":
+                return False
+            for name, value in fields.items():
+                setattr(self, name, value)
+            self.status = status
             waiters, self._waiters = self._waiters, None
             callbacks, self._callbacks = self._callbacks, None
         for waiter in waiters or ():
@@ -183,6 +175,7 @@ class FutureState:
                 runtime.post(loop, self._run_callbacks, callbacks)
             except RuntimeError:
                 pass  # the loop is closed: so is the client, and whatever waited on it
+        return True
 
     def _run_callbacks(self, callbacks: list | None) -> None:
         for cb in callbacks or ():

@@ -14,6 +14,7 @@ import threading
 from typing import Any, Callable, Iterable
 
 from .. import runtime
+from ..protocol import runs_alone
 from ..utils import env_count
 from .future import FutureState
 
@@ -32,7 +33,7 @@ DEFAULT_WINDOW = 20_000
 #: Tasks queued here, not yet sent, before a thread that submits more waits for room.
 DEFAULT_BACKLOG = 100_000
 #: Seconds a message that is not urgent (a release, a relayed report) may wait for
-#: company before the loop sends it (FutureTable.queue_lazily_locked).
+#: company before the loop sends it (FutureTable.queue_locked).
 BATCH_INTERVAL = 0.002
 
 
@@ -117,9 +118,9 @@ class FutureTable:
         self._room = threading.Condition(self.lock)  # type: ignore[arg-type]
         self._outbox: Outbox = []
         self._flush_scheduled = False
-        self.lazy = False  # something was queued without asking for a flush (queue_lazily)
+        self.lazy = False  # something was queued lazily, not yet sent (queue_locked)
         self.lazy_tasks = False  # a task, among them
-        self._batching = False  # the loop flushes every BATCH_INTERVAL (queue_lazily_locked)
+        self._batching = False  # the loop flushes every BATCH_INTERVAL (queue_locked)
         self._batch_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Callable[[Outbox], None] | None = None
@@ -179,15 +180,12 @@ class FutureTable:
         unless it was cancelled: then a fresh state, so the old Futures stay cancelled
         while the new ones follow the new run. ``spec`` None submits nothing; with
         ``wanted`` the key (a Future output of a graph) is wanted again instead;
-        ``lazy``: its submission is queued lazily (``queue_lazily_locked``)."""
+        ``lazy``: its submission is queued lazily (``queue_locked``)."""
         st = self._states.get(key)
         if st is None or st.status == "cancelled":
             st = self._states[key] = FutureState(key)
-            if spec is not None:
-                if lazy:  # (likely to be taken for a direct run at once: client/direct.py)
-                    self.queue_lazily_locked("update_graph", (spec, key))
-                else:
-                    self.queue_locked("update_graph", (spec, key))
+            if spec is not None:  # (lazy: likely to be taken for a direct run: client/direct.py)
+                self.queue_locked("update_graph", (spec, key), lazy)
             elif wanted:
                 self.queue_locked("want_keys", key)
         self._refcount[key] = self._refcount.get(key, 0) + 1
@@ -204,7 +202,7 @@ class FutureTable:
             st = self._states.pop(key, None)
             if st is None or self.closed:
                 return
-            self.queue_lazily_locked("release_keys", key)
+            self.queue_locked("release_keys", key, True)
 
     def detach(self, states: Iterable[FutureState]) -> None:
         """Lock held: forget these states (cancelled) so a new submit starts afresh and
@@ -229,14 +227,21 @@ class FutureTable:
         return states
 
     # --- the outbox -------------------------------------------------------------------
-    def queue(self, op: str, item: Any) -> None:
+    def queue(self, op: str, item: Any, lazy: bool = False) -> None:
         with self.lock:
-            self.queue_locked(op, item)
+            self.queue_locked(op, item, lazy)
 
-    def queue_locked(self, op: str, item: Any) -> None:
+    def queue_locked(self, op: str, item: Any, lazy: bool = False) -> None:
         """Lock held: append to the outbox; consecutive ops of one kind merge into one
-        message. (Callers hold the lock over several changes that must go together.)"""
-        # (Written out, not shared with queue_lazily_locked: one call per task, per key.)
+        message. (Callers hold the lock over several changes that must go together.)
+
+        ``lazy``: not urgent (a release, a relayed report, a submission likely to be
+        taken for a direct run). It goes with the next flush, and within
+        ``BATCH_INTERVAL``: the first lazy message wakes the loop, which flushes, then
+        flushes every ``BATCH_INTERVAL`` while more come. A thread busy with round
+        trips wakes the loop once per interval, not once per message (in a
+        LocalCluster's process the loop's turns contend with that thread for the GIL
+        on every round trip). Whatever is queued after it still follows it."""
         box = self._outbox
         if box and box[-1][0] == op:
             box[-1][1].append(item)
@@ -244,38 +249,15 @@ class FutureTable:
             box.append([op, [item]])
         if op == "update_graph":
             self.queued_tasks += 1
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
-            if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
-                self._loop.call_soon(self._woken)
-            else:
-                self.lock.wake_on_release(self._post_flush)
-
-    def queue_lazily(self, op: str, item: Any) -> None:
-        with self.lock:
-            self.queue_lazily_locked(op, item)
-
-    def queue_lazily_locked(self, op: str, item: Any) -> None:
-        """Lock held: append to the outbox a message that is not urgent (a release, a
-        relayed report); it goes with the next flush, and within ``BATCH_INTERVAL``.
-        The first such message wakes the loop, which flushes, then flushes every
-        ``BATCH_INTERVAL`` while more come: a thread busy with round trips wakes the
-        loop once per interval, not once per message (in a LocalCluster's process the
-        loop's turns contend with that thread for the GIL on every round trip).
-        Whatever is queued after it still follows it."""
-        box = self._outbox
-        if box and box[-1][0] == op:
-            box[-1][1].append(item)
-        else:
-            box.append([op, [item]])
-        if op == "update_graph":
-            self.queued_tasks += 1
-            self.lazy_tasks = True
-        self.lazy = True
-        if not self._batching:
+            if lazy:
+                self.lazy_tasks = True
+        if lazy:
+            self.lazy = True
+            if self._batching:
+                return
             self._batching = True
-            if not self._flush_scheduled:
-                self._schedule_flush()
+        if not self._flush_scheduled:  # (a call once per flush, not per item)
+            self._schedule_flush()
 
     def flush_soon(self, tasks_only: bool = False) -> None:
         """Any thread: have the loop send now what was queued lazily, if anything was
@@ -303,7 +285,7 @@ class FutureTable:
 
     def _woken(self) -> None:
         """On the loop, asked to flush: flush, and keep flushing what is queued lazily
-        every ``BATCH_INTERVAL`` while some comes (see ``queue_lazily_locked``)."""
+        every ``BATCH_INTERVAL`` while some comes (see ``queue_locked``)."""
         if self._batching and self._batch_timer is None:
             assert self._loop is not None
             self._batch_timer = self._loop.call_later(BATCH_INTERVAL, self._batch_tick)
@@ -378,8 +360,7 @@ class FutureTable:
             if op != "update_graph" or len(items) != 1 or items[0][1] != key:
                 continue
             spec = items[0][0]
-            _, _, deps, _, _, retries, restrict, _, actor, resources = spec
-            if deps or retries or restrict is not None or actor or resources:
+            if not runs_alone(spec):
                 return None
             entry[0], entry[1] = "direct_started", [(spec, key, worker)]
             self.queued_tasks -= 1

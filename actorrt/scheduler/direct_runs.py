@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocol import TaskSpec
+from ..protocol import TaskSpec, runs_alone
 from .instructions import Free, Instruction, Report
 from .state import SchedulerState
 
@@ -35,8 +35,7 @@ def direct_started(state: SchedulerState, client: str, spec: TaskSpec, worker: s
                    stimulus_id: str) -> list[Instruction]:
     """``client`` submitted ``spec`` and sent it to ``worker`` to run now."""
     ws = state.workers.get(worker)
-    if ws is None or spec.key in state.tasks or spec.deps or spec.actor or spec.workers is not None \
-            or spec.resources or spec.retries:
+    if ws is None or spec.key in state.tasks or not runs_alone(spec):
         # Not a lone new task on a live worker: an ordinary submission. A run the
         # worker makes of it anyway is reported as stale and freed.
         return state.stimulus_update_graph(client, [spec], [spec.key], stimulus_id)
@@ -76,9 +75,8 @@ def direct_erred(state: SchedulerState, client: str, worker: str, key: str, exce
 def direct_declined(state: SchedulerState, worker: str, key: str, stimulus_id: str) -> list[Instruction]:
     """The run handed to ``worker`` will not happen there: place the task anew."""
     ts = state.tasks.get(key)
-    if ts is None or ts.run_id != DIRECT_RUN or ts.processing_on is None \
-            or ts.processing_on.address != worker or ts.state != "processing":
-        return []
+    if ts is None or ts.run_id != DIRECT_RUN:
+        return []  # (placed by the scheduler since: its own run stands)
     return state.stimulus_reschedule(worker, key, stimulus_id)
 
 

@@ -3,7 +3,6 @@ through; :mod:`.state` moves it. A record with no behaviour of its own."""
 from __future__ import annotations
 
 import sys
-
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:

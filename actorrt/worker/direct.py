@@ -65,14 +65,11 @@ class DirectAsks:
             return "no thread free"
         return None
 
-    def report(self, report: Finished | Erred, quiet: bool) -> bool:
-        """The run of ``report.key``, if it was a direct one, is answered with its report
-        (True); else it is the scheduler's to hear of (False)."""
+    def report(self, report: Finished | Erred, quiet: bool) -> None:
+        """The direct run of ``report.key`` ended: its report is the answer."""
         reply = self.asks.pop(report.key, None)
-        if reply is None:
-            return False
-        self._answer(reply, [DIRECT_FINISHED if type(report) is Finished else DIRECT_ERRED, report], quiet)
-        return True
+        if reply is not None:
+            self._answer(reply, [DIRECT_FINISHED if type(report) is Finished else DIRECT_ERRED, report], quiet)
 
     def declined(self, key: str, why: str) -> bool:
         """The run of ``key`` was dropped before it ended (or asked to be placed anew)."""

@@ -193,7 +193,7 @@ class TaskPool:
     def _dispatch(self) -> None:
         if self._lent:  # (read unlocked: a slot lent before this is seen)
             self._take_lent()
-        if self.running >= self.nthreads and (self.ready or self._rejoiners):
+        if self.running >= self.nthreads and self._completions._done and (self.ready or self._rejoiners):
             self._completions.take_back()  # (a settled job is not woken for: _thread_main)
         while self._rejoiners and self.running < self.nthreads:
             self.running += 1
