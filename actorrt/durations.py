@@ -97,7 +97,10 @@ def _checked(seconds: float, given: Any, name: str, allow_none: bool) -> float |
 
 
 def parse_timeout(value: Any, name: str = "timeout") -> float | None:
-    """A timeout: a duration, or ``None`` for none (the usual case)."""
+    """A timeout: a duration, or ``None`` for none (the usual case, on every blocking
+    call's path: answered without the parser)."""
+    if value is None:
+        return None
     return parse_duration(value, name)
 
 

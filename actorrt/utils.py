@@ -132,19 +132,6 @@ def env_count(name: str, default: int) -> int:
     return positive_count(name, text)
 
 
-def env_switch(name: str, default: bool) -> bool:
-    """The on/off switch in environment variable ``name`` (1/0, true/false, yes/no,
-    on/off), else ``default``; ValueError naming the variable for anything else."""
-    text = os.environ.get(name, "").strip().lower()
-    if not text:
-        return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {os.environ[name]!r}")
-
-
 def positive_count(name: str, text: str) -> int:
     """``text`` as a positive integer; ValueError naming ``name`` otherwise."""
     try:

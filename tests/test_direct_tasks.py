@@ -14,7 +14,7 @@ import pytest
 
 from actorrt import CancelledError, Client, get_client
 from actorrt.testing import wait_until
-from actorrt.utils import env_switch
+from actorrt.core.env import env_switch
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,6 +20,7 @@ from .. import runtime
 from ..core import ActorRef, Host, Pickled, secret_file
 from ..core.addresses import with_default_scheme
 from ..core.comm import Comm
+from ..core.env import env_switch
 from ..core.errors import BadMessageError, CommClosedError, SerializationError
 from ..core.security import Security
 from ..core.tracebacks import remote_tail
@@ -27,7 +28,7 @@ from ..durations import parse_timeout
 from ..protocol import FIRE_AND_FORGET, SCHEDULER_ID, GraphTooLargeError, runs_alone
 from ..spec import funcname, pack_args, replace_refs
 from ..integrations import joblib_backend
-from ..utils import LoopRunner, env_switch, fresh_ids, when_imported
+from ..utils import LoopRunner, fresh_ids, when_imported
 from . import transfer
 from .actor_handle import (
     actor_futures_of,

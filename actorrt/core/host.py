@@ -551,8 +551,10 @@ class Host:
                 reply.send_from_thread = functools.partial(self._reply_from_thread, comm, rid)
             track_reply(actor, reply)
             kwargs = {**fields, "reply": reply}
-        if handler.wants_origin:
-            kwargs = {**kwargs, "origin": comm}
+            if handler.wants_origin:
+                kwargs["origin"] = comm
+        elif handler.wants_origin:
+            kwargs = {**fields, "origin": comm}
         method = getattr(actor, handler.name)
         try:
             result = method(**kwargs)

@@ -1,6 +1,7 @@
 """Listening and connecting: the entry points that make Comms.
 
-A ``Listener`` accepts on a socket (TCP or TLS) or registers an in-process address,
+A ``Listener`` accepts on a socket (TCP or TLS, and for ``tcp://`` a Unix socket
+beside it for this machine's peers, see ``unix.py``) or registers an in-process address,
 and bounds what strangers may cost before they prove the secret (``MAX_PENDING_HANDSHAKES``
 at once, each for at most ``tcp.HANDSHAKE_TIMEOUT``). ``connect`` dials an address.
 """
@@ -24,6 +25,7 @@ from .comm import (
     split_host_port,
 )
 from .errors import AuthenticationError, CommClosedError
+from . import unix
 from .tcp import TCPComm
 
 logger = logging.getLogger("actorrt.comm")
@@ -49,6 +51,7 @@ class Listener:
         self.max_frame_bytes = max_frame_bytes
         self.shortcut = shortcut
         self._sock: socket.socket | None = None
+        self._unix_sock: socket.socket | None = None  # the same-machine shortcut (unix.py)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Accepted connections still in the handshake, oldest first: they belong to
         # nobody else yet (an open one is its host's).
@@ -80,17 +83,20 @@ class Listener:
                                  "so listen on tls:// instead of tcp://")
             self._tls = scheme == "tls"
             self._sock = listening_socket(host, port)
-            self._loop.add_reader(self._sock.fileno(), self._accept_ready)
+            self._loop.add_reader(self._sock.fileno(), self._accept_ready, self._sock)
             # What peers dial: never a wildcard (see core/addresses.py).
             self.address = advertised(host, self._sock.getsockname()[1], self.contact_address, scheme)
+            self._unix_sock = unix.listen(self.address) if not self._tls else None
+            if self._unix_sock is not None:
+                self._loop.add_reader(self._unix_sock.fileno(), self._accept_ready, self._unix_sock)
         _local_listeners[self.address] = self
 
-    def _accept_ready(self) -> None:
+    def _accept_ready(self, sock: socket.socket) -> None:
         for _ in range(64):  # a burst of connections must not hold the loop
             if self._sock is None:
                 return
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # e.g. out of file descriptors: log, keep listening
@@ -130,11 +136,12 @@ class Listener:
     async def stop(self) -> None:
         if _local_listeners.get(self.address) is self:
             del _local_listeners[self.address]
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+        for sock in (self._sock, self._unix_sock):
+            if sock is not None:
+                assert self._loop is not None
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
+        self._sock = self._unix_sock = None
         for comm in list(self._pending):  # (opened ones are closed by their host)
             comm.close(CommClosedError(f"listener {self.address} stopped during the handshake"))
 
@@ -171,7 +178,12 @@ async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> lis
         return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
-async def _connected_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+async def _connected_socket(loop: asyncio.AbstractEventLoop, address: str, host: str,
+                            port: int) -> socket.socket:
+    """A socket connected to ``address``: on this machine a Unix one (unix.py), else TCP."""
+    sock = unix.connect(address)
+    if sock is not None:
+        return sock
     infos = await _resolve(loop, host, port)
     error: OSError | None = None
     for family, type_, proto, _, sockaddr in infos:
@@ -224,7 +236,7 @@ async def connect(address: str, *, local_address: str | None, secret: bytes | No
     delay = 0.01
 
     async def attempt() -> TCPComm:
-        sock = await _connected_socket(loop, host, port)
+        sock = await _connected_socket(loop, address, host, port)
         if scheme == "tls":
             assert ssl_context is not None
             sock = ssl_context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)

@@ -20,7 +20,8 @@ from typing import Any, Callable, NoReturn
 
 import msgpack
 
-from .comm import CHANNELS, MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION, ROLE_ACCEPT, ROLE_CONNECT, Comm, _mac
+from .comm import (CHANNELS, MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION, ROLE_ACCEPT, ROLE_CONNECT, Comm, _mac,
+                   host_of)
 from .errors import AuthenticationError, CommClosedError, SerializationError
 from .framing import MAX_FRAMES, STAGE_BYTES, UNLIMITED, FrameDecoder, encode_header
 from .serialize import pack_frames, unpack_frames
@@ -121,8 +122,14 @@ class TCPComm(Comm):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._peer_nonce = b""
         self._tls = isinstance(sock, ssl.SSLSocket)
+        # SO_RCVLOWAT is TCP's: a Unix socket's poll ignores it (core/unix.py).
+        self._lowat_works = _HAS_RCVLOWAT and sock.family != socket.AF_UNIX
         self._writer = _SocketWriter(sock, self._loop, self._write_failed, WRITE_STALL_TIMEOUT)
         self._in_hand = False  # the loop is writing a batch it took from the outbox
+        # A thread's own connection (thread_channel.py), accepted here: its one thread
+        # waits for the answers to what it just sent, so they are written as soon as
+        # what was read is handled, not a loop turn later (_read_ready).
+        self._answers_now = False
         self.threads_may_send = not self._tls  # (an SSL object: one thread at a time)
         self._poller: Any = None  # select.poll() of a thread the reading is lent to
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
@@ -211,6 +218,8 @@ class TCPComm(Comm):
                 continue
             self._track_large_frame(sock)
             if n < size:  # the socket is drained: another read would only raise EAGAIN
+                if self._answers_now and self._flush_scheduled:
+                    self._flush()
                 return
         else:
             if self._tls and sock is not None and not self.closed and sock.pending():  # type: ignore[attr-defined]
@@ -290,13 +299,13 @@ class TCPComm(Comm):
         return n, size
 
     def _track_large_frame(self, sock: socket.socket) -> None:
-        if self._lowat != 1 or self._decoder.large_remaining:
+        if (self._lowat != 1 or self._decoder.large_remaining) and self._lowat_works:
             self._set_lowat(sock, self._decoder.large_remaining)
 
     def _set_lowat(self, sock: socket.socket, remaining: int) -> None:
         """While a large frame streams in, wake only for a worthwhile amount of it."""
         lowat = min(remaining, RCVLOWAT_BYTES) or 1
-        if lowat != self._lowat and _HAS_RCVLOWAT and not self.closed:
+        if lowat != self._lowat and not self.closed:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
                 self._lowat = lowat
@@ -319,13 +328,24 @@ class TCPComm(Comm):
 
     @property
     def peer_ip(self) -> str | None:
-        """The IP this connection comes from, as the network sees it."""
+        """The IP this connection comes from, as the network sees it. A Unix socket's
+        peer is on this machine and dialled the listener's advertised address
+        (core/unix.py): over TCP it would have come from that very IP (a connection to
+        one of this machine's addresses leaves from it), so that is its IP here."""
+        if self._sock is None:
+            return None
+        if self._sock.family == socket.AF_UNIX:
+            listener = self.local_address if self._role == ROLE_ACCEPT else self.peer_address
+            return (host_of(listener) if listener else None) or "127.0.0.1"
         try:
-            return str(self._sock.getpeername()[0]) if self._sock is not None else None
+            return str(self._sock.getpeername()[0])
         except OSError:
             return None
 
     def _peername(self) -> str:
+        if self._sock is not None and self._sock.family == socket.AF_UNIX:
+            # (Its name says nothing: empty on the accepting side, ours on the other.)
+            return f"{self.peer_address or 'a process on this machine'} (Unix socket)"
         try:
             return str(self._sock.getpeername()) if self._sock is not None else "?"
         except OSError:
@@ -358,6 +378,7 @@ class TCPComm(Comm):
                 raise ValueError(f"unknown channel {channel!r} in handshake")
             if self._role == ROLE_ACCEPT:
                 self.channel = channel  # the dialling side chose what this connection is for
+                self._answers_now = channel == "thread"
             self._peer_nonce = nonce
             self.peer_address = address
             self.peer_max_frame_bytes = peer_max
