@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -63,6 +62,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import sockets  # noqa: E402
 from common import CLIENTS, format_columns, parse_args, runtimes, timeit  # noqa: E402
 
 MB = 2 ** 20
@@ -130,14 +130,14 @@ def _import_numpy() -> str:
 
 
 # --- the socket floor ----------------------------------------------------------------------
-def _floor_sender(port: int, nbytes: int, repeat: int, chunk: int, *tls: str) -> None:
+def _floor_sender(address: str, nbytes: int, repeat: int, chunk: int, *tls: str) -> None:
     """Child process: connect, then send ``nbytes`` from a numpy array per go byte,
     in ``chunk``-byte slices of a memoryview (no copies), or in one piece if 0.
     ``tls`` = (CA, certificate, key) wraps the connection in (mutual) TLS."""
     arr = np.ones(nbytes // 8)
     view = arr.data.cast("B")
     step = chunk or nbytes
-    with socket.create_connection(("127.0.0.1", port)) as raw:
+    with sockets.connect(address, timeout=TIMEOUT) as raw:
         sock = _tls_context(ssl.Purpose.SERVER_AUTH, *tls).wrap_socket(
             raw, server_hostname="127.0.0.1") if tls else raw
         for _ in range(repeat + 1):  # (the first one warms the connection up)
@@ -158,14 +158,14 @@ def _tls_context(purpose: ssl.Purpose, ca: str, cert: str, key: str) -> ssl.SSLC
 
 
 def floor_seconds(nbytes: int, repeat: int, chunk: int = FLOOR_CHUNK, tls: tuple[str, str, str] = ()) -> float:
-    """Best time to receive ``nbytes`` over loopback TCP from another process, over
-    (mutual) TLS when ``tls`` = (CA, certificate, key) is given."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
+    """Best time to receive ``nbytes`` from another process: on the kind of socket
+    actorrt uses between two processes here (sockets.py), or over loopback TCP with
+    (mutual) TLS when ``tls`` = (CA, certificate, key) is given (tls:// is never a
+    Unix socket)."""
+    server, address = sockets.listener("tcp" if tls else None)
+    with server:
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--floor-send",
-                                  str(port), str(nbytes), str(repeat), str(chunk), *tls], stdin=subprocess.DEVNULL)
+                                  address, str(nbytes), str(repeat), str(chunk), *tls], stdin=subprocess.DEVNULL)
         try:
             server.settimeout(60)
             conn, _ = server.accept()
@@ -466,8 +466,9 @@ def floor_table(results: dict, floors: dict[tuple[str, int], Result], sizes: lis
         lines.append(row)
     return "\n".join([
         format_columns(header, lines),
-        f"socket floor: sendall of {FLOOR_CHUNK // MB} MB memoryview slices -> recv_into a pre-touched "
-        "buffer; (one sendall): the whole payload in one call",
+        f"socket floor ({sockets.same_machine_kind()}, as actorrt's between two processes here): sendall of "
+        f"{FLOOR_CHUNK // MB} MB memoryview slices -> recv_into a pre-touched buffer; (one sendall): the "
+        "whole payload in one call",
         "÷ floor = actorrt's MB/s / the floor's MB/s (1.00x = as fast as a bare socket)"])
 
 
@@ -516,7 +517,7 @@ def rss_table(results: dict, sizes: list[int], names: list[str]) -> str:
 # --- main ------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     if argv is None and len(sys.argv) in (6, 9) and sys.argv[1] == "--floor-send":
-        return _floor_sender(*(int(a) for a in sys.argv[2:6]), *sys.argv[6:])
+        return _floor_sender(sys.argv[2], *(int(a) for a in sys.argv[3:6]), *sys.argv[6:])
     args = parse_args(__doc__, argv)
     sizes = list(QUICK_SIZES_MB if args.quick else SIZES_MB)
     names = runtimes(args)

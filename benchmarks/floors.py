@@ -20,6 +20,9 @@ And two readers of the answer on this side:
 * ``thread``: the thread reads it off its socket itself (a sequential actor call's
   path, on the calling thread's own connection: core/thread_channel.py).
 
+The socket is the kind actorrt uses between two processes of this machine
+(``sockets.py``: a Unix one on Linux, TCP with ``ACTORRT_UNIX_SOCKETS=0``).
+
 What a runtime does on top (decoding, dispatch, pickling, its own bookkeeping) comes
 on top of these; ``bench_actors.py`` and ``bench_coordination.py`` print them beside
 their own rows, with the best ratio to dask.distributed such a path leaves room for.
@@ -38,6 +41,7 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import sockets  # noqa: E402
 from common import fmt_seconds, format_columns, parse_args  # noqa: E402
 from task_workloads import median_seconds  # noqa: E402
 
@@ -46,17 +50,13 @@ KINDS = ("loop", "lane")
 READERS = ("loop", "thread")
 
 
-def _nodelay(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def serve(kind: str) -> None:
-    """Child process: print the port, answer one connection until it closes."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    print(listener.getsockname()[1], flush=True)
+    """Child process: print the address, answer one connection until it closes."""
+    listener, address = sockets.listener()
+    print(address, flush=True)
     conn, _ = listener.accept()
     listener.close()
-    _nodelay(conn)
+    sockets.nodelay(conn)
     conn.setblocking(False)
     loop = asyncio.new_event_loop()
     lane: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -98,8 +98,7 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
     sock: socket.socket | None = None
     try:
         assert child.stdout is not None
-        sock = socket.create_connection(("127.0.0.1", int(child.stdout.readline())), timeout=10)
-        _nodelay(sock)
+        sock = sockets.connect(child.stdout.readline().strip())
         sock.setblocking(False)
         waiting: deque[threading.Lock] = deque()
         pending = bytearray()
@@ -173,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
               fmt_seconds(call_round_trip(kind, n, repeat, reader)))
              for kind in KINDS for reader in READERS]
     print(format_columns(("floor: a thread's call, answered by the other process's", "round trip"), lines))
+    print(f"over a {sockets.same_machine_kind()} socket (the kind actorrt uses between two processes here)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import queue
-import socket
 import struct
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import sockets  # noqa: E402
 from common import (Row, Workload, compare, fmt_seconds, format_columns, parse_args, print_table, timeit)
 
 _LEN = struct.Struct("!I")
@@ -44,7 +44,7 @@ PAYLOAD = b"x" * 32
 def _nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sockets.nodelay(sock)
 
 
 def _split_frames(buf: bytearray) -> list[bytes]:
@@ -124,16 +124,14 @@ class RelayProtocol(EchoProtocol):
 
 
 # --- servers (run in the child process) ----------------------------------------------
+# The floors listen on the kind of socket actorrt uses between two processes here
+# (sockets.py: a Unix one, unless that is off), as its own Host does.
 async def serve_raw() -> str:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
-    return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    return (await sockets.serve(EchoProtocol))[1]
 
 
 async def serve_relay() -> str:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(RelayProtocol, "127.0.0.1", 0)
-    return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    return (await sockets.serve(RelayProtocol))[1]
 
 
 async def serve_actorrt() -> str:
@@ -211,8 +209,7 @@ class Pinger:
 
     async def _open(self, address: str) -> None:
         if self.kind == "raw":
-            host, port = address.rsplit(":", 1)
-            _, self.proto = await asyncio.get_running_loop().create_connection(PingProtocol, host, int(port))
+            _, self.proto = await sockets.open_connection(PingProtocol, address)
         elif self.kind == "actorrt":
             from actorrt.core import ActorRef, Host
             self.host = Host(None, name="pinger")
@@ -267,19 +264,18 @@ def pinger(kind: str) -> Iterator[Pinger]:
 # --- the floor of a task's round trip ---------------------------------------------------
 def handoff_round_trip(n: int, repeat: int = 3) -> float:
     """Seconds per round trip along the path a task's takes, with no work on it: the
-    caller's thread -> a loop thread -> TCP -> a loop in another process -> a thread
-    there -> that loop -> TCP -> the first loop -> the caller's thread. Each thread
+    caller's thread -> a loop thread -> socket -> a loop in another process -> a thread
+    there -> that loop -> socket -> the first loop -> the caller's thread. Each thread
     hand-off is a wake-up of a sleeping thread, as in ``submit(f).result()`` (whose
     scheduler shares the client's loop, in process)."""
     with echo_server("relay") as address:
-        host, port = address.rsplit(":", 1)
         loop = asyncio.new_event_loop()
         runner = threading.Thread(target=loop.run_forever, daemon=True)
         runner.start()
         proto = None
         try:
             _, proto = asyncio.run_coroutine_threadsafe(
-                loop.create_connection(PingProtocol, host, int(port)), loop).result(10)
+                sockets.open_connection(PingProtocol, address), loop).result(10)
             frame = _LEN.pack(len(PAYLOAD)) + PAYLOAD
 
             def send(waiter: threading.Lock) -> None:  # (on the loop)

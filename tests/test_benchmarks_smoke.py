@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-# Helpers, the tools' workloads, a profiler, a tracer, a call counter: not comparisons.
-NOT_SCRIPTS = {"common.py", "floors.py", "task_workloads.py", "profile_core.py", "trace_path.py", "count_calls.py"}
+# Helpers (floors, the floors' sockets), the tools' workloads, a profiler, a tracer, a call counter:
+# not comparisons.
+NOT_SCRIPTS = {"common.py", "floors.py", "sockets.py", "task_workloads.py", "profile_core.py", "trace_path.py", "count_calls.py"}
 SCRIPTS = sorted(p.name for p in BENCH_DIR.glob("*.py") if p.name not in NOT_SCRIPTS and not p.name.startswith("_"))
 
 # Hides dask.distributed from a script as if it were not installed, then runs it.
