@@ -185,6 +185,21 @@ class TCPComm(Comm):
 
     # receiving ---------------------------------------------------------------
     def _read_ready(self) -> None:
+        if not self._answers_now:
+            self._read_batch()
+            return
+        # A thread's own connection: what handling this read sends goes out at its end,
+        # in one write, and no flush is left queued for a later turn of the loop (its
+        # thread waits for exactly these answers).
+        held = self._flush_scheduled
+        self._flush_scheduled = True  # (sends meanwhile queue no flush of their own)
+        try:
+            self._read_batch()
+        finally:
+            if not held:
+                self._flush()
+
+    def _read_batch(self) -> None:
         sock, decoder = self._sock, self._decoder
         # A bounded number of reads per wake-up: one busy peer must not starve the loop.
         # TLS hands out one record (16 KiB) per read: allow more of them per wake-up.
@@ -218,8 +233,6 @@ class TCPComm(Comm):
                 continue
             self._track_large_frame(sock)
             if n < size:  # the socket is drained: another read would only raise EAGAIN
-                if self._answers_now and self._flush_scheduled:
-                    self._flush()
                 return
         else:
             if self._tls and sock is not None and not self.closed and sock.pending():  # type: ignore[attr-defined]
