@@ -101,6 +101,29 @@ def test_the_owner_reads_its_reply_itself_while_the_loop_stays_asleep():
     run(main())
 
 
+def test_the_peer_writes_its_answers_as_the_read_that_brought_the_asks_ends():
+    """The accepting side of a thread channel answers at the end of the read that
+    brought the asks, in one write, and leaves no flush queued for a later turn of its
+    loop: its peer is one thread waiting for exactly those answers."""
+    async def main():
+        async with channel_pair() as (h0, h1, ref, owner, channel):
+            [accepted] = [c for c in h1._all_comms if c.channel == "thread"]
+            left_queued = []
+            read = accepted._read_ready
+
+            def watched():
+                read()
+                left_queued.append((len(accepted._outbox), accepted._flush_scheduled))
+            accepted._loop.add_reader(accepted._fd, watched)  # (replaces the loop's callback)
+            out = Outcomes()
+            for i in range(3):
+                assert await owner.do(lambda: channel.wait(
+                    channel.ask(ref.id, "echo", {"x": i}, out.settle(i), True)))
+                assert out.got[i] == (True, i, owner.ident)
+            assert left_queued and set(left_queued) == {(0, False)}
+    run(main())
+
+
 def test_a_method_error_comes_back_as_the_ask_outcome():
     async def main():
         async with channel_pair() as (h0, h1, ref, owner, channel):
