@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (Row, Workload, compare, fmt_seconds, format_columns, parse_args,  # noqa: E402
                     print_table, with_cpu)
+import sockets  # noqa: E402
 from floors import call_round_trip  # noqa: E402
 from pingpong import handoff_round_trip  # noqa: E402
 
@@ -204,9 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     if floors:
         print()
         print(format_columns(("floor", "hand-offs only", "actorrt", "actorrt / floor (time)"), floors))
-        print("hand-offs only, no work: straight to a worker, caller thread -> TCP -> worker loop -> pool"
-              " thread -> TCP -> caller thread (floors.call_round_trip); through the scheduler, caller thread"
-              " -> loop -> TCP -> worker loop -> pool thread -> loop -> TCP -> loop -> caller thread"
+        print(f"hand-offs only, no work, over a {sockets.same_machine_kind()} socket as actorrt's: straight to a"
+              " worker, caller thread -> socket -> worker loop -> pool thread -> socket -> caller thread"
+              " (floors.call_round_trip); through the scheduler, caller thread -> loop -> socket -> worker"
+              " loop -> pool thread -> loop -> socket -> loop -> caller thread"
               " (pingpong.handoff_round_trip)")
 
 

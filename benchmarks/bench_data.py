@@ -20,8 +20,9 @@ bytes throughout, MB/s too. Three transfers, each timed on its own:
 
 Tables: MB/s per transfer (ratio = dask time / actorrt time, >1 = actorrt faster;
 one row against dask's default route, one against ``direct=True``); actorrt against
-the physical floor, a raw loopback TCP transfer of the same byte count between two
-processes (the receiver ``recv_into`` a preallocated, pre-touched buffer, the sender
+the physical floor, a raw transfer of the same byte count between two processes, on
+the kind of socket actorrt uses between them (a Unix one on Linux, see sockets.py;
+the receiver ``recv_into`` a preallocated, pre-touched buffer, the sender
 ``sendall`` from a memoryview in 1 MB slices; a second column gives one ``sendall``
 of the whole, which is markedly slower on large sizes here); and the peak RSS growth of the receiving and the
 sending process per transfer, divided by the payload. The peak is the process's
