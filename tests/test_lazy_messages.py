@@ -78,6 +78,27 @@ def test_the_first_lazy_message_goes_at_once_and_the_next_ones_together(monkeypa
     asyncio.run(main())
 
 
+def test_a_lazy_submission_is_left_for_its_thread_until_the_tick(monkeypatch):
+    """Its thread is about to take it for a direct run: the loop, woken, only starts the
+    interval's timer, so it cannot send the submission first; nobody took it, it goes
+    at the tick."""
+    monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 3600.0)
+
+    async def main():
+        rec = Recorder(asyncio.get_running_loop())
+        table = rec.table
+        from_thread(table.queue, "update_graph", ("spec", "k"), True)
+        await poll_for(lambda: table._batch_timer is not None, timeout=5)  # (the loop ran)
+        assert rec.batches == [] and not table._flush_scheduled
+        with table.lock:  # (still there to be taken)
+            assert table._outbox == [["update_graph", [("spec", "k")]]]
+        table._batch_timer.cancel()
+        table._batch_tick()
+        assert await rec.next_batch() == [("update_graph", [("spec", "k")])]
+
+    asyncio.run(main())
+
+
 def test_an_urgent_message_takes_the_lazy_ones_before_it_along(monkeypatch):
     monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 10.0)
 

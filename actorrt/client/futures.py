@@ -241,7 +241,14 @@ class FutureTable:
         flushes every ``BATCH_INTERVAL`` while more come. A thread busy with round
         trips wakes the loop once per interval, not once per message (in a
         LocalCluster's process the loop's turns contend with that thread for the GIL
-        on every round trip). Whatever is queued after it still follows it."""
+        on every round trip). Whatever is queued after it still follows it.
+
+        A lazy submission is not flushed at once even when first: its thread is about
+        to take it for a direct run (``take_lone``, from ``Future.result``), and a
+        loop woken to send it would race that thread for it, and win whenever the
+        thread is held up a moment (the loop's wake-up takes the GIL from it). The loop
+        only starts the interval's timer; the submission goes at the tick if nobody
+        took it, or sooner with anything urgent (``flush_soon`` among them)."""
         box = self._outbox
         if box and box[-1][0] == op:
             box[-1][1].append(item)
@@ -256,6 +263,9 @@ class FutureTable:
             if self._batching:
                 return
             self._batching = True
+            if op == "update_graph":
+                self._arm_batch()
+                return
         if not self._flush_scheduled:  # (a call once per flush, not per item)
             self._schedule_flush()
 
@@ -283,12 +293,34 @@ class FutureTable:
         except RuntimeError:
             pass  # loop closed
 
-    def _woken(self) -> None:
-        """On the loop, asked to flush: flush, and keep flushing what is queued lazily
-        every ``BATCH_INTERVAL`` while some comes (see ``queue_locked``)."""
+    def _arm_batch(self) -> None:
+        """Lock held: have the loop start the interval's timer, and flush nothing now
+        (a lazy submission's first message, see ``queue_locked``)."""
+        if self._flush_scheduled or self._loop is None:
+            return  # (a flush is on its way: its turn starts the timer)
+        if asyncio._get_running_loop() is self._loop:
+            self._start_batch()
+        else:
+            self.lock.wake_on_release(self._post_start_batch)
+
+    def _post_start_batch(self) -> None:
+        assert self._loop is not None
+        try:
+            runtime.post(self._loop, self._start_batch)
+        except RuntimeError:
+            pass  # loop closed
+
+    def _start_batch(self) -> None:
+        """On the loop: flush what is queued lazily every ``BATCH_INTERVAL`` while some
+        comes (the timer, if it is not running)."""
         if self._batching and self._batch_timer is None:
             assert self._loop is not None
             self._batch_timer = self._loop.call_later(BATCH_INTERVAL, self._batch_tick)
+
+    def _woken(self) -> None:
+        """On the loop, asked to flush: flush, and keep flushing what is queued lazily
+        every ``BATCH_INTERVAL`` while some comes (see ``queue_locked``)."""
+        self._start_batch()
         self._flush_window()
 
     def _batch_tick(self) -> None:
