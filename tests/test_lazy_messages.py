@@ -99,19 +99,22 @@ def test_a_lazy_submission_is_left_for_its_thread_until_the_tick(monkeypatch):
     asyncio.run(main())
 
 
+async def batching_with_b_queued() -> Recorder:
+    """A table batching its lazy messages (the first, release "a", went at once), with
+    release "b" queued lazily since, waiting for the interval's tick."""
+    rec = Recorder(asyncio.get_running_loop())
+    from_thread(rec.table.queue, "release_keys", "a", True)
+    assert await rec.next_batch() == [("release_keys", ["a"])]
+    from_thread(rec.table.queue, "release_keys", "b", True)
+    return rec
+
+
 def test_an_urgent_message_takes_the_lazy_ones_before_it_along(monkeypatch):
     monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 10.0)
 
     async def main():
-        rec = Recorder(asyncio.get_running_loop())
-        from_thread(rec.table.queue, "release_keys", "a", True)
-        await rec.next_batch()  # (the first goes at once)
-        from_thread(rec.table.queue, "release_keys", "b", True)
-
-        def submit():
-            with rec.table.lock:
-                rec.table.queue_locked("update_graph", ("spec", "b"))
-        from_thread(submit)
+        rec = await batching_with_b_queued()
+        from_thread(rec.table.queue, "update_graph", ("spec", "b"))
         assert await rec.next_batch() == [("release_keys", ["b"]), ("update_graph", [("spec", "b")])]
 
     asyncio.run(main())
@@ -121,10 +124,7 @@ def test_flush_soon_sends_what_waits_before_a_question(monkeypatch):
     monkeypatch.setattr(client_futures, "BATCH_INTERVAL", 10.0)
 
     async def main():
-        rec = Recorder(asyncio.get_running_loop())
-        from_thread(rec.table.queue, "release_keys", "a", True)
-        await rec.next_batch()
-        from_thread(rec.table.queue, "release_keys", "b", True)
+        rec = await batching_with_b_queued()
         from_thread(rec.table.flush_soon, True)  # (only a lazily queued task would go)
         assert not rec.table._flush_scheduled
         from_thread(rec.table.flush_soon)

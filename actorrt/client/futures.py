@@ -10,6 +10,7 @@ states themselves change only on the client's loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from typing import Any, Callable, Iterable
 
@@ -280,33 +281,27 @@ class FutureTable:
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
-            if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
-                self._loop.call_soon(self._woken)
-            else:
-                self.lock.wake_on_release(self._post_flush)
-
-    def _post_flush(self) -> None:
-        """From another thread, the lock let go: have the loop flush."""
-        assert self._loop is not None
-        try:
-            runtime.post(self._loop, self._woken)
-        except RuntimeError:
-            pass  # loop closed
+            self._have_loop_call(self._woken)
 
     def _arm_batch(self) -> None:
         """Lock held: have the loop start the interval's timer, and flush nothing now
         (a lazy submission's first message, see ``queue_locked``)."""
-        if self._flush_scheduled or self._loop is None:
-            return  # (a flush is on its way: its turn starts the timer)
-        if asyncio._get_running_loop() is self._loop:
-            self._start_batch()
-        else:
-            self.lock.wake_on_release(self._post_start_batch)
+        if not self._flush_scheduled and self._loop is not None:  # (else a flush's turn starts it)
+            self._have_loop_call(self._start_batch)
 
-    def _post_start_batch(self) -> None:
+    def _have_loop_call(self, fn: Callable[[], None]) -> None:
+        """Lock held: have the loop call ``fn``, on its next turn; from another thread,
+        once the lock is let go (the loop would only wait for it)."""
+        assert self._loop is not None
+        if asyncio._get_running_loop() is self._loop:  # (the non-raising form: hot path)
+            self._loop.call_soon(fn)
+        else:
+            self.lock.wake_on_release(functools.partial(self._post, fn))
+
+    def _post(self, fn: Callable[[], None]) -> None:
         assert self._loop is not None
         try:
-            runtime.post(self._loop, self._start_batch)
+            runtime.post(self._loop, fn)
         except RuntimeError:
             pass  # loop closed
 
