@@ -127,6 +127,9 @@ class Comm:
     local_address: str | None = None
     channel = "main"
     threads_may_send = False  # whether send_from_thread can ever succeed
+    #: Who reads this connection instead of the loop, if anyone: a user actor's lane
+    #: reads its callers' own connections itself (worker/lane_reads.py).
+    lent_to: Any = None
 
     def __init__(self) -> None:
         self.closed = False

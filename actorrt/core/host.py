@@ -608,6 +608,15 @@ class Host:
                 self._reply_or_log(comm, rid, value)
         return send
 
+    def reply_to(self, comm: Comm, rid: int) -> Reply:
+        """The answer to ask ``rid`` that came on ``comm`` and was read off it outside
+        the loop's dispatch (a user actor's lane reads its callers' own connections:
+        worker/lane_reads.py); answerable from that thread like a dispatched one."""
+        reply = Reply(self._replier(comm, rid))
+        if comm.threads_may_send:
+            reply.send_from_thread = functools.partial(self._reply_from_thread, comm, rid)
+        return reply
+
     @staticmethod
     def _reply_from_thread(comm: Comm, rid: int, value: Any) -> bool:
         return comm.send_from_thread(["", REPLY, rid, {"value": value}])

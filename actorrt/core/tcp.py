@@ -241,6 +241,10 @@ class TCPComm(Comm):
                 self._loop.call_soon(self._read_ready)
 
     # A thread reading for itself (core/thread_channel.py) --------------------------
+    def fileno(self) -> int:
+        """The socket's file descriptor (a thread the reading is lent to polls it)."""
+        return self._fd
+
     def lend_reading(self) -> None:
         """Loop side: stop reading; a thread reads with :meth:`read_messages` until
         :meth:`take_reading_back`. (Bytes already read stay in the decoder, so either

@@ -31,6 +31,7 @@ from .. import runtime
 from ..core import Actor, Pickled, Reply, own_task
 from ..core.checks import describe
 from ..core.errors import BadMessageError
+from .lane_reads import LaneReads, lane_reads_enabled
 from .pool import Completions, Job, run_job
 from .task import ActorCall, TaskRun
 
@@ -79,6 +80,8 @@ class Lane:
         self._threads: list[threading.Thread] = []
         self._outstanding = 0            # submitted, not yet handed back (loop side)
         self._completions = Completions(self.loop, self._on_done)
+        # Set once the actor is up, if its thread reads its callers' connections itself.
+        self.reads: LaneReads | None = None
 
     def submit(self, job: Job) -> None:
         """Loop side: queue ``job``; ``job.done(job)`` runs on the loop afterwards.
@@ -91,6 +94,12 @@ class Lane:
             self._threads.append(t)
             t.start()
         self._work.put(job)
+        if self.reads is not None:
+            self.reads.wake()
+
+    def has_work(self) -> bool:
+        """Lane side: whether jobs wait in the lane's queue."""
+        return not self._work.empty()
 
     def only_call(self) -> bool:
         """Whether the call a lane thread is running is the only one submitted and not yet
@@ -108,6 +117,8 @@ class Lane:
         self.closed = True
         for _ in self._threads:
             self._work.put(None)
+        if self.reads is not None:
+            self.reads.close()
 
     def _on_done(self, jobs: list[Job]) -> None:
         self._outstanding -= len(jobs)
@@ -116,14 +127,27 @@ class Lane:
 
     def _main(self) -> None:
         runtime.serve_actor(self.key, self.max_concurrency)
+        try:
+            self._serve()
+        finally:
+            if self.reads is not None:
+                self.reads.exited()
+
+    def _serve(self) -> None:
         while True:
-            job = self._work.get()
+            reads = self.reads
+            job = self._work.get() if reads is None else reads.next_job(self._work)
             if job is None or self.closed:
                 if job is None:
                     return
                 continue
             # The job's context makes get_worker()/get_client() work inside methods.
-            run_job(job)
+            if reads is None:
+                run_job(job)
+            else:
+                reads.running(True)
+                run_job(job)
+                reads.running(False)
             # A call whose answer has left needs the loop only for bookkeeping, which
             # the actor's next message takes care of first (UserActor.before_dispatch):
             # one wake-up of the loop less per call. Unless calls wait for it on the
@@ -156,6 +180,8 @@ class UserActor(Actor):
         self.calls = 0                     # calls and reads received (the dashboard's rate)
         self.last_error: str | None = None  # the last call's exception, as "Type: message"
         self._blocked: deque[tuple[int, str, Any, Reply, str | None]] = deque()  # behind an async call
+        if lane.max_concurrency == 1 and lane_reads_enabled() and not _has_async_methods(type(instance)):
+            lane.reads = LaneReads(self, lane)
         # A call answered from its lane comes back to the loop with the actor's next
         # message at the latest (Lane._main), and must before that message is handled.
         self.before_dispatch = lane.take_back
@@ -175,7 +201,7 @@ class UserActor(Actor):
 
     # --- messages ---------------------------------------------------------------------
     def handle_call(self, method: str, reply: Reply, args: Pickled | None = None,
-                    holder: str | None = None) -> None:
+                    holder: str | None = None, origin: Any = None) -> None:
         self.calls += 1
         kind = self._kinds.get(method)
         if kind is None:
@@ -185,6 +211,9 @@ class UserActor(Actor):
             fn = getattr(self.instance, method)
             kind = self._kinds[method] = ASYNC if inspect.iscoroutinefunction(fn) else SYNC
         self._submit(kind, method, args, reply, holder)
+        reads = self.lane.reads
+        if reads is not None and origin is not None and origin.lent_to is None:
+            reads.offer(origin)  # (a caller thread's own connection: its next call may skip the loop)
 
     def handle_getattr(self, name: str, reply: Reply, holder: str | None = None) -> None:
         if name.startswith("_"):
@@ -195,7 +224,28 @@ class UserActor(Actor):
     def handle_info(self) -> dict:
         return {"key": self.key, "class": self.label, "methods": sorted(self.methods),
                 "max_concurrency": self.lane.max_concurrency, "running": self._sync_running,
-                "waiting": len(self._blocked), "calls": self.calls, "last_error": self.last_error}
+                "waiting": len(self._blocked), "calls": self.calls_received(), "last_error": self.last_error}
+
+    def calls_received(self) -> int:
+        """Calls and reads received, by the loop or straight by the lane."""
+        reads = self.lane.reads
+        return self.calls + (reads.calls if reads is not None else 0)
+
+    # --- calls the lane read off its callers' connections (lane_reads.py) ----------------
+    def runs_on_lane(self, method: str) -> bool:
+        """From the lane's thread: whether a call of ``method`` may run straight there
+        (a sync method the loop has seen called, nothing waiting behind an async call)."""
+        return self._kinds.get(method) == SYNC and not self._blocked
+
+    def run_direct(self, method: str, args: Pickled | None, reply: Reply,
+                   holder: str | None) -> tuple[Pickled | None, list, list]:
+        """On the lane's thread, which read the call itself: run it as any sync call."""
+        return self._run_sync(SYNC, method, args, reply, holder, direct=True)
+
+    def finish_direct(self, reply: Reply, holder: str | None, job: Job) -> None:
+        """Loop side: answer a call the lane read and ran, but could not answer itself."""
+        self._answer(reply, holder, job)
+        self.host.flush_pending()
 
     # --- ordering ---------------------------------------------------------------------------
     def _submit(self, kind: int, name: str, args: Any, reply: Reply, holder: str | None) -> None:
@@ -214,15 +264,7 @@ class UserActor(Actor):
 
     def _sync_done(self, reply: Reply, holder: str | None, job: Job) -> None:
         self._sync_running -= 1
-        if job.error is not None:
-            self.last_error = _error_text(job.error)
-            reply.fail(job.error)
-        else:
-            blob, futures, claims = job.result
-            if claims or (futures and holder):
-                own_task(self, self._answer_once_keys_are_in(reply, blob, holder, futures, claims))
-            else:
-                reply.ok(blob)
+        self._answer(reply, holder, job)
         self.host.flush_pending()  # (the caller waits: no turn of the loop in between)
         while self._blocked:
             kind = self._blocked[0][0]
@@ -230,9 +272,20 @@ class UserActor(Actor):
                 break
             self._start(*self._blocked.popleft())
 
+    def _answer(self, reply: Reply, holder: str | None, job: Job) -> None:
+        if job.error is not None:
+            self.last_error = _error_text(job.error)
+            reply.fail(job.error)
+            return
+        blob, futures, claims = job.result
+        if claims or (futures and holder):
+            own_task(self, self._answer_once_keys_are_in(reply, blob, holder, futures, claims))
+        else:
+            reply.ok(blob)
+
     # --- running ------------------------------------------------------------------------------
     def _run_sync(self, kind: int, name: str, args: Pickled | None, reply: Reply,
-                  holder: str | None) -> tuple[Pickled | None, list, list]:
+                  holder: str | None, direct: bool = False) -> tuple[Pickled | None, list, list]:
         """On a lane thread: the method's result, pickled here rather than on the loop,
         the Futures inside it (kept alive until their keys pass to the caller), and the
         keys the arguments' Futures claimed (the answer waits for the claims).
@@ -270,7 +323,7 @@ class UserActor(Actor):
                 running.leave(ident)
         blob, futures = self._pack(value, name)
         if (not claims and not (futures and holder) and runtime.posts_made() == posts
-                and self.lane.only_call()):
+                and (direct or self.lane.only_call())):
             # (If it cannot, _sync_done answers from the loop.)
             if reply.ok_from_thread(blob) and not self.waits_for_hand_back():
                 runtime.current_job().settled = True
@@ -347,6 +400,10 @@ class UserActor(Actor):
 
     def __repr__(self) -> str:
         return f"<UserActor {self.label} on {getattr(self, 'host', None) and self.host.address}>"
+
+
+def _has_async_methods(cls: type) -> bool:
+    return any(inspect.iscoroutinefunction(getattr(cls, name, None)) for name in public_methods(cls))
 
 
 def _error_text(error: BaseException) -> str:

@@ -1,0 +1,255 @@
+"""A user actor's lane reads its callers' own connections (worker/lane_reads.py): a
+thread's sequential calls run on the lane without the worker's loop, and whatever the
+lane cannot run there (another actor's ask, an attribute read, an error, keys changing
+hands, a caller's next ask while a method blocks) is still served, in order.
+
+Over real worker processes (a thread's own connection is plain TCP). Proof that the
+lane read a call itself: the worker's loop is held while the call is answered.
+Synchronised on replies, gates and ``wait_until``, never on sleeps.
+"""
+import socket
+import threading
+
+import pytest
+
+import actorrt
+from actorrt import Client
+from actorrt.testing import wait_until
+from actorrt.worker import lane_reads
+
+from loop_gates import hold_this_workers_loop, while_held
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
+
+    def fail(self):
+        raise ValueError("raised on the lane")
+
+    def hold_the_loop(self, port):
+        hold_this_workers_loop(port)
+
+    def wait_for_opening(self):
+        """Block until another actor of this worker opens the worker's gate."""
+        gate = _worker_gate()
+        if not gate.wait(60):
+            raise TimeoutError("never opened")
+        return "opened"
+
+    def submit_double(self, x):
+        return actorrt.get_client().submit(double, x, pure=False)
+
+    def total(self, futures):
+        return sum(f.result() for f in futures)
+
+
+class Opener:
+    def open(self):
+        _worker_gate().set()
+        return "set"
+
+
+class AsyncCounter:
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
+
+    async def later(self):
+        return self.n
+
+
+def double(x):
+    return 2 * x
+
+
+def _worker_gate():
+    """One event per worker process, shared by its actors."""
+    worker = actorrt.get_worker()
+    return worker.__dict__.setdefault("lane_reads_test_gate", threading.Event())
+
+
+def _lane_state(key, dask_worker):
+    ua = dask_worker.user_actors.get(key)
+    if ua is None:
+        return None
+    reads = ua.lane.reads
+    return {"reads": reads is not None, "direct": reads.calls if reads else 0,
+            "holds": reads.holds if reads else 0, "received": ua.calls_received()}
+
+
+def lane_state(client, actor):
+    states = [s for s in client.run(_lane_state, actor._key).values() if s is not None]
+    assert len(states) == 1
+    return states[0]
+
+
+def _sequential(actor, n):
+    return [actor.increment().result() for _ in range(n)]
+
+
+def lend(client, actor):
+    """Call ``actor`` until its lane reads this thread's connection (the client opens
+    the connection after a thread's second call to a host, the first call on it lends
+    it); the count reached."""
+    for _ in range(200):
+        n = actor.increment().result(timeout=30)
+        if lane_state(client, actor)["holds"] == 1:
+            return n
+    raise AssertionError(f"the lane of {actor} never read this thread's connection")
+
+
+def until_direct(client, actor, call):
+    """``call()`` again until the lane ran one itself (a method's first call goes
+    through the loop, which learns its kind; a machine pausing the lane past
+    STUCK_AFTER sends the next one there too)."""
+    for _ in range(20):
+        before = lane_state(client, actor)["direct"]
+        call()
+        if lane_state(client, actor)["direct"] > before:
+            return
+    raise AssertionError(f"the lane of {actor} never ran a call itself")
+
+
+@pytest.fixture
+def counter(pclient):
+    """A Counter whose lane reads this thread's connection, and its count."""
+    actor = pclient.submit(Counter, actor=True, pure=False).result()
+    return actor, lend(pclient, actor)
+
+
+def test_sequential_calls_run_on_the_lane_while_the_workers_loop_is_held(pclient, counter):
+    counter, n = counter
+    got = []
+
+    def calls():
+        assert held.result(timeout=10) is None  # (answered from the lane: the loop is held)
+        got.extend(counter.increment().result(timeout=10) for _ in range(3))
+
+    with socket.create_server(("127.0.0.1", 0)) as gate:
+        gate.settimeout(30)
+        held = counter.hold_the_loop(gate.getsockname()[1])
+        while_held(gate, lambda: held.result(timeout=5), calls)
+    assert got == [n + 1, n + 2, n + 3]
+    state = lane_state(pclient, counter)
+    assert state["direct"] >= 3 and state["received"] == n + 4
+
+
+def test_a_method_error_on_the_lane_raises_in_the_caller_and_the_lane_goes_on(pclient, counter):
+    counter, n = counter
+    def fails():
+        with pytest.raises(ValueError, match="raised on the lane"):
+            counter.fail().result(timeout=30)
+
+    until_direct(pclient, counter, fails)
+    assert _sequential(counter, 2) == [n + 1, n + 2]
+
+
+def test_futures_pass_both_ways_through_calls_the_lane_ran(pclient, counter):
+    counter, _ = counter
+    xs = iter(range(100))
+
+    def result_holds_a_future():  # (answered by the loop, once the caller holds its key)
+        x = next(xs)
+        assert counter.submit_double(x).result(timeout=30).result(timeout=30) == 2 * x
+
+    def arguments_hold_futures():  # (answered by the loop, once the actor's worker holds them)
+        inputs = pclient.map(double, [1, 2, next(xs)], pure=False)
+        assert counter.total(inputs).result(timeout=30) == 2 * (3 + inputs[2].result())
+
+    until_direct(pclient, counter, result_holds_a_future)
+    until_direct(pclient, counter, arguments_hold_futures)
+
+
+def test_what_the_lane_cannot_run_goes_to_the_loop_in_order(pclient, counter):
+    counter, n = counter
+    # An attribute read, an unknown method and plain calls, one after the other.
+    assert counter.n == n
+    assert counter.increment().result() == n + 1
+    with pytest.raises(AttributeError, match="no method 'missing'"):
+        counter._send("call", "missing", (), {}).result(timeout=30)
+    assert counter.increment().result() == n + 2
+    assert counter.n == n + 2
+    # Pipelined calls: those that arrive together go to the loop, all in the order sent.
+    futures = [counter.increment() for _ in range(20)]
+    assert [f.result(timeout=30) for f in futures] == list(range(n + 3, n + 23))
+    assert lend(pclient, counter) > n + 22
+
+
+def test_a_method_blocked_until_the_same_threads_next_ask_still_gets_it(pclient):
+    waiter = pclient.submit(Counter, actor=True, pure=False).result()
+    worker = waiter._ref.address
+    opener = pclient.submit(Opener, actor=True, workers=[worker], pure=False).result()
+    assert opener._ref.address == worker
+    n = lend(pclient, waiter)
+    blocked = waiter.wait_for_opening()
+    # The lane runs wait_for_opening and reads nothing meanwhile: the loop takes the
+    # connection back (STUCK_AFTER) and hands the opener this thread's next ask.
+    assert opener.open().result(timeout=30) == "set"
+    assert blocked.result(timeout=30) == "opened"
+    assert _sequential(waiter, 1) == [n + 1]
+
+
+def test_two_threads_calling_one_actor_each_keep_their_order(pclient, counter):
+    counter, n = counter
+    results = {}
+
+    def calls(name):
+        results[name] = _sequential(counter, 40)
+
+    threads = [threading.Thread(target=calls, args=(name,)) for name in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    a, b = results["a"], results["b"]
+    assert a == sorted(a) and b == sorted(b)
+    assert sorted(a + b) == list(range(n + 1, n + 81))
+
+
+def test_an_idle_lane_gives_its_connection_back_and_borrows_it_again(pclient, counter):
+    counter, n = counter
+    wait_until(lambda: lane_state(pclient, counter)["holds"] == 0, timeout=20, interval=0.05)
+    assert lend(pclient, counter) == n + 1  # (the first call after lends it again)
+
+
+def test_a_released_actor_gives_its_connections_back(pclient):
+    actor = pclient.submit(Counter, actor=True, pure=False).result()
+    key, worker = actor._key, actor._ref.address
+    lend(pclient, actor)
+    del actor
+    wait_until(lambda: pclient.run(_lane_state, key, workers=[worker])[worker] is None, timeout=20, interval=0.05)
+    # The worker's loop reads the thread's connection again: a new actor there is served.
+    again = pclient.submit(Counter, actor=True, workers=[worker], pure=False).result()
+    assert _sequential(again, 3) == [1, 2, 3]
+
+
+def test_an_actor_with_an_async_method_is_served_by_the_loop(pclient):
+    actor = pclient.submit(AsyncCounter, actor=True, pure=False).result()
+    assert _sequential(actor, 4) == [1, 2, 3, 4]
+    assert actor.later().result(timeout=30) == 4
+    state = lane_state(pclient, actor)
+    assert state == {"reads": False, "direct": 0, "holds": 0, "received": 5}
+
+
+def test_the_lane_reads_nothing_when_switched_off(monkeypatch):
+    monkeypatch.setenv("ACTORRT_LANE_READS", "0")
+    with Client(n_workers=1, threads_per_worker=1, processes=True) as c:
+        actor = c.submit(Counter, actor=True, pure=False).result()
+        assert _sequential(actor, 5) == [1, 2, 3, 4, 5]
+        assert lane_state(c, actor) == {"reads": False, "direct": 0, "holds": 0, "received": 5}
+
+
+def test_a_malformed_switch_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("ACTORRT_LANE_READS", "maybe")
+    with pytest.raises(ValueError, match="ACTORRT_LANE_READS"):
+        lane_reads.lane_reads_enabled()
