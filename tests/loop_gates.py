@@ -13,9 +13,10 @@ import threading
 import actorrt
 
 
-def hold_this_workers_loop(port: int) -> None:
+def hold_this_workers_loop(port: int, wait: bool = True) -> None:
     """On a worker, from a task's or an actor's thread: hold the worker's loop until
-    the gate at ``port`` sends a byte; return once it is held."""
+    the gate at ``port`` sends a byte; return once it is held (or at once, if not
+    ``wait``: the loop holds on its next turn, after what it was handed before)."""
     held = threading.Event()
 
     def hold():
@@ -25,7 +26,8 @@ def hold_this_workers_loop(port: int) -> None:
             gate.recv(1)
 
     actorrt.get_worker().host.loop.call_soon_threadsafe(hold)
-    held.wait(60)
+    if wait:
+        held.wait(60)
 
 
 def while_held(gate: socket.socket, answer, check) -> None:
