@@ -92,6 +92,7 @@ class LaneReads:
         self._busy_since: float | None = None   # the lane runs a call while it holds some
         self._last_used = time.monotonic()
         self._closed = False
+        self._handing_back = False               # the loop dispatches what the lane gave back
         self.calls = 0                           # calls run straight off a connection
         self._poller = select.poll()             # (the lane's thread only)
         self._watched: set[int] = set()
@@ -102,7 +103,7 @@ class LaneReads:
         """A call to this lane's actor came on ``comm``: lend it to the lane if it is a
         caller thread's own connection nobody else reads. Lent on the loop's next turn,
         once the read in progress is over."""
-        if self._closed or comm.lent_to is not None or comm.channel != "thread" \
+        if self._closed or self._handing_back or comm.lent_to is not None or comm.channel != "thread" \
                 or not isinstance(comm, TCPComm) or not comm.threads_may_send:
             return
         comm.lent_to = self
@@ -128,7 +129,14 @@ class LaneReads:
         if comm.lent_to is self:
             comm.lent_to = None
         if messages and not comm.closed and comm.on_messages is not None:
-            comm.on_messages(messages, comm)
+            # Calls that came several at once (a caller pipelining) lend nothing: the
+            # lane would only hand the next batch back again. The next call that finds
+            # the lane idle lends the connection anew (UserActor.handle_call).
+            self._handing_back = len(messages) > 1
+            try:
+                comm.on_messages(messages, comm)
+            finally:
+                self._handing_back = False
         if not comm.closed and comm.lent_to is None:
             comm.take_reading_back()
 

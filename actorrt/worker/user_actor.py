@@ -212,8 +212,10 @@ class UserActor(Actor):
             kind = self._kinds[method] = ASYNC if inspect.iscoroutinefunction(fn) else SYNC
         self._submit(kind, method, args, reply, holder)
         reads = self.lane.reads
-        if reads is not None and origin is not None and origin.lent_to is None:
-            reads.offer(origin)  # (a caller thread's own connection: its next call may skip the loop)
+        if reads is not None and origin is not None and origin.lent_to is None and self.lane.only_call():
+            # A caller thread's own connection, and the lane idle but for this call (not
+            # in the middle of a pipeline): its next call may skip the loop.
+            reads.offer(origin)
 
     def handle_getattr(self, name: str, reply: Reply, holder: str | None = None) -> None:
         if name.startswith("_"):
