@@ -5,13 +5,17 @@ takes, with no work on any of them.
     python benchmarks/floors.py --quick    # fewer round trips
 
 A thread writes a small request on its own socket and sleeps; the other process
-answers; the answer wakes the thread. Two answering sides:
+answers; the answer wakes the thread. Three answering sides:
 
 * ``loop``: the other process's loop reads the request and writes the answer. A
   coordination call's path (a task's ``Queue.get``: the queue lives on the
   scheduler's loop).
 * ``lane``: the other loop hands the request to a thread, which writes the answer
-  itself. An actor call's path (answered on the actor's lane, from its thread).
+  itself. An actor call's path when its worker's loop reads it
+  (``ACTORRT_LANE_READS=0``, or an actor that does not qualify).
+* ``thread``: a thread of the other process reads the request off the socket itself
+  and writes the answer. A sequential actor call's path, read by the actor's lane
+  (worker/lane_reads.py): no loop on either side.
 
 And two readers of the answer on this side:
 
@@ -46,7 +50,7 @@ from common import fmt_seconds, format_columns, parse_args  # noqa: E402
 from task_workloads import median_seconds  # noqa: E402
 
 MESSAGE = 40  # bytes: a small call's size on the wire
-KINDS = ("loop", "lane")
+KINDS = ("loop", "lane", "thread")
 READERS = ("loop", "thread")
 
 
@@ -57,6 +61,9 @@ def serve(kind: str) -> None:
     conn, _ = listener.accept()
     listener.close()
     sockets.nodelay(conn)
+    if kind == "thread":
+        answer_on_thread(conn)
+        return
     conn.setblocking(False)
     loop = asyncio.new_event_loop()
     lane: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -84,6 +91,16 @@ def serve(kind: str) -> None:
 
     loop.add_reader(conn, readable)
     loop.run_forever()
+
+
+def answer_on_thread(conn: socket.socket) -> None:
+    """Read each request on this thread and answer it from here, until the peer closes."""
+    pending = bytearray()
+    while data := conn.recv(65536):
+        pending.extend(data)
+        while len(pending) >= MESSAGE:
+            conn.send(bytes(pending[:MESSAGE]))
+            del pending[:MESSAGE]
 
 
 def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") -> float:
