@@ -7,6 +7,7 @@ Over real worker processes (a thread's own connection is plain TCP). Proof that 
 lane read a call itself: the worker's loop is held while the call is answered.
 Synchronised on replies, gates and ``wait_until``, never on sleeps.
 """
+import asyncio
 import socket
 import threading
 
@@ -14,6 +15,7 @@ import pytest
 
 import actorrt
 from actorrt import Client
+from actorrt.core.tcp import TCPComm
 from actorrt.testing import wait_until
 from actorrt.worker import lane_reads
 
@@ -274,3 +276,130 @@ def test_a_malformed_switch_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("ACTORRT_LANE_READS", "maybe")
     with pytest.raises(ValueError, match="ACTORRT_LANE_READS"):
         lane_reads.lane_reads_enabled()
+
+
+# --- the rules, unit by unit (no cluster: an actor, a lane and a connection of stand-ins) ---
+
+class _Lane:
+    def __init__(self, loop):
+        self.loop = loop
+        self.queued = False
+
+    def has_work(self):
+        return self.queued
+
+
+class _Host:
+    def __init__(self):
+        self.backlog = False
+
+    def backlogged(self, comm):
+        return self.backlog
+
+
+class _Actor:
+    id = "actor-k"
+    label = "K"
+
+    def __init__(self):
+        self.host = _Host()
+        self.sync = {"increment"}
+
+    def runs_on_lane(self, method):
+        return method in self.sync
+
+
+@pytest.fixture
+def reads():
+    loop = asyncio.new_event_loop()
+    r = lane_reads.LaneReads(_Actor(), _Lane(loop))
+    yield r
+    r.exited()
+    loop.close()
+
+
+CALL = ["actor-k", "call", 7, {"method": "increment", "args": None, "holder": "client-1"}]
+
+
+def test_one_plain_call_to_its_actor_runs_on_the_lane(reads):
+    assert reads._plain_call([CALL]) == (7, "increment", None, "client-1")
+
+
+@pytest.mark.parametrize("messages", [
+    [CALL, CALL],                                                      # several at once: a pipeline
+    [["actor-other", "call", 7, CALL[3]]],                              # another actor's
+    [["actor-k", "getattr", 7, {"name": "n", "holder": None}]],         # an attribute read
+    [["actor-k", "call", 0, CALL[3]]],                                  # a tell, no answer wanted
+    [["actor-k", "call", "7", CALL[3]]],                                # a request id that is no int
+    [["actor-k", "call", 7, {"method": "increment", "extra": 1}]],      # an unknown field
+    [["actor-k", "call", 7, {"method": 3}]],                            # a method name that is no str
+    [["actor-k", "call", 7, {"method": "increment", "args": b"raw"}]],  # args that are not pickled
+    [["actor-k", "call", 7, {"method": "later"}]],                      # a method the loop has not seen
+    [["actor-k", "call", 7]],                                           # malformed
+    ["garbage"],
+])
+def test_anything_else_goes_to_the_loop(reads, messages):
+    assert reads._plain_call(messages) is None
+
+
+def test_a_call_waits_behind_what_the_loop_queued_for_the_lane(reads):
+    reads.lane.queued = True
+    assert reads._plain_call([CALL]) is None
+
+
+class _Comm(TCPComm):
+    """Just what lending looks at (never connected)."""
+
+    def __init__(self):
+        self.channel = "thread"
+        self.threads_may_send = True
+        self.closed = False
+        self.lent = False
+
+    def lend_reading(self):
+        self.lent = True
+
+    def fileno(self):
+        return 99
+
+
+def test_a_connection_is_lent_on_the_next_turn_unless_messages_wait_before(reads):
+    loop = reads.loop
+    lent, waiting = _Comm(), _Comm()
+    reads.offer(lent)
+    assert lent.lent_to is reads and not lent.lent  # (the read in progress is the loop's)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert lent.lent and reads.holds == 1
+    reads.actor.host.backlog = True
+    reads.offer(waiting)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not waiting.lent and waiting.lent_to is None
+
+
+def test_a_lane_stuck_in_a_call_or_idle_gives_its_connections_back(reads):
+    comm = _Comm()
+    comm.lent_to = reads
+    comm.take_reading_back = lambda: setattr(comm, "lent", False)
+    reads._comms[99], comm.lent = comm, True
+    now = reads._last_used
+    assert reads.reclaim(now + 0.01) and comm.lent  # (busy with nothing, used just now)
+    reads.running(True)
+    assert reads.reclaim(reads._busy_since + lane_reads.STUCK_AFTER / 2)
+    assert not reads.reclaim(reads._busy_since + lane_reads.STUCK_AFTER + 0.001)
+    assert not comm.lent and comm.lent_to is None and reads.holds == 0
+    reads.running(False)
+    reads._comms[99], comm.lent_to, comm.lent = comm, reads, True
+    assert not reads.reclaim(reads._last_used + lane_reads.IDLE_RETURN + 0.001)
+    assert not comm.lent
+
+
+def test_a_pipelined_batch_handed_back_lends_nothing(reads):
+    comm = _Comm()
+    comm.lent_to = reads
+    comm.take_reading_back = lambda: None
+    offered = []
+    comm.on_messages = lambda messages, c: offered.extend(reads.offer(c) for _ in messages)
+    reads.give_back(comm, [CALL, CALL])
+    assert comm.lent_to is None  # (offers during the hand-back are ignored)
+    reads.give_back(comm, [CALL])
+    assert comm.lent_to is reads

@@ -471,6 +471,10 @@ class Host:
         return comm if comm is not None and not comm.closed else None
 
     # receiving -------------------------------------------------------------
+    def backlogged(self, comm: Comm) -> bool:
+        """Whether messages of ``comm`` already read wait for a later turn (``_handle_slice``)."""
+        return comm in self._backlog
+
     def _on_messages(self, batch: list, comm: Comm | None) -> None:
         backlog = self._backlog.get(comm)
         if backlog is not None:  # earlier messages of this peer still wait their turn

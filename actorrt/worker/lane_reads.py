@@ -110,7 +110,9 @@ class LaneReads:
         self.loop.call_soon(self._lend, comm)
 
     def _lend(self, comm: TCPComm) -> None:
-        if self._closed or comm.closed or comm.lent_to is not self:
+        if self._closed or comm.closed or comm.lent_to is not self or self.actor.host.backlogged(comm):
+            # (Messages read before still wait their turn on the loop: what the lane
+            # would read now must not pass them. The next call lends it.)
             if comm.lent_to is self:
                 comm.lent_to = None
             return
@@ -213,7 +215,7 @@ class LaneReads:
                     except OSError:
                         pass
                 else:
-                    self._read(fd)
+                    self._read_safely(fd)
 
     def running(self, job: bool) -> None:
         """The lane starts (True) or ends (False) a job off its queue: while it runs one,
@@ -234,6 +236,16 @@ class LaneReads:
         for fd in fds - self._watched:
             self._poller.register(fd, select.POLLIN)
         self._watched = fds
+
+    def _read_safely(self, fd: int) -> None:
+        try:
+            self._read(fd)
+        except Exception:  # (a bug here must not stop the lane: the loop reads this one again)
+            logger.exception("actor %s: reading a caller's connection on its lane failed", self.actor.label)
+            with self._lock:
+                comm = self._comms.pop(fd, None)
+            if comm is not None:
+                self._tell_loop(self.give_back, comm, [])
 
     def _read(self, fd: int) -> None:
         with self._lock:
