@@ -112,9 +112,12 @@ class LaneReads:
     def _lend(self, comm: TCPComm) -> None:
         if self._closed or comm.closed or comm.lent_to is not self or self.actor.host.backlogged(comm):
             # (Messages read before still wait their turn on the loop: what the lane
-            # would read now must not pass them. The next call lends it.)
+            # would read now must not pass them. The next call lends it.) The loop
+            # reads it meanwhile: offered while the lane gave it back, it had stopped.
             if comm.lent_to is self:
                 comm.lent_to = None
+                if not comm.closed:
+                    comm.take_reading_back()
             return
         comm.lend_reading()
         with self._lock:
@@ -263,7 +266,7 @@ class LaneReads:
             call = self._plain_call(messages)
             if call is None:
                 del self._comms[fd]
-                runtime.post(self.loop, self.give_back, comm, messages)
+                self._tell_loop(self.give_back, comm, messages)
                 return
             self._busy_since = time.monotonic()
         try:
