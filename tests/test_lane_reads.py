@@ -312,10 +312,13 @@ class _Actor:
 @pytest.fixture
 def reads():
     loop = asyncio.new_event_loop()
+    errors = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
     r = lane_reads.LaneReads(_Actor(), _Lane(loop))
     yield r
     r.exited()
     loop.close()
+    assert not errors  # (a callback that raised)
 
 
 CALL = ["actor-k", "call", 7, {"method": "increment", "args": None, "holder": "client-1"}]
