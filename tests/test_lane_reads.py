@@ -46,6 +46,9 @@ class Counter:
             raise TimeoutError("never opened")
         return "opened"
 
+    def echo(self, value):
+        return value
+
     def submit_double(self, x):
         return actorrt.get_client().submit(double, x, pure=False)
 
@@ -191,6 +194,16 @@ def test_futures_pass_both_ways_through_calls_the_lane_ran(pclient, counter):
 
     until_direct(pclient, counter, result_holds_a_future)
     until_direct(pclient, counter, arguments_hold_futures)
+
+
+def test_large_arguments_and_answers_pass_through_calls_the_lane_ran(pclient, counter):
+    counter, _ = counter
+    blob = bytes(range(256)) * (32 * 1024)  # 8 MiB: read by the lane in many pieces
+
+    def echoes():  # (the answer is too large to leave from the lane: the loop sends it)
+        assert counter.echo(blob).result(timeout=60) == blob
+
+    until_direct(pclient, counter, echoes)
 
 
 def test_what_the_lane_cannot_run_goes_to_the_loop_in_order(pclient, counter):
