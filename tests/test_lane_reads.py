@@ -90,7 +90,8 @@ def _lane_state(key, dask_worker):
         return None
     reads = ua.lane.reads
     return {"reads": reads is not None, "direct": reads.calls if reads else 0,
-            "holds": reads.holds if reads else 0, "received": ua.calls_received()}
+            "holds": reads.holds if reads else 0, "received": ua.calls_received(),
+            "eventfd": reads is not None and reads.eventfd_open}
 
 
 def lane_state(client, actor):
@@ -254,8 +255,12 @@ def test_two_threads_calling_one_actor_each_keep_their_order(pclient, counter):
 
 def test_an_idle_lane_gives_its_connection_back_and_borrows_it_again(pclient, counter):
     counter, n = counter
+    assert lane_state(pclient, counter)["eventfd"]
+    # Unused, the connection goes back to the loop, and the lane's eventfd is closed.
     wait_until(lambda: lane_state(pclient, counter)["holds"] == 0, timeout=20, interval=0.05)
+    wait_until(lambda: not lane_state(pclient, counter)["eventfd"], timeout=20, interval=0.05)
     assert lend(pclient, counter) == n + 1  # (the first call after lends it again)
+    assert lane_state(pclient, counter)["eventfd"]
 
 
 def test_a_released_actor_gives_its_connections_back(pclient):
@@ -274,7 +279,7 @@ def test_an_actor_with_an_async_method_is_served_by_the_loop(pclient):
     assert _sequential(actor, 4) == [1, 2, 3, 4]
     assert actor.later().result(timeout=30) == 4
     state = lane_state(pclient, actor)
-    assert state == {"reads": False, "direct": 0, "holds": 0, "received": 5}
+    assert state == {"reads": False, "direct": 0, "holds": 0, "received": 5, "eventfd": False}
 
 
 def test_the_lane_reads_nothing_when_switched_off(monkeypatch):
@@ -282,7 +287,8 @@ def test_the_lane_reads_nothing_when_switched_off(monkeypatch):
     with Client(n_workers=1, threads_per_worker=1, processes=True) as c:
         actor = c.submit(Counter, actor=True, pure=False).result()
         assert _sequential(actor, 5) == [1, 2, 3, 4, 5]
-        assert lane_state(c, actor) == {"reads": False, "direct": 0, "holds": 0, "received": 5}
+        assert lane_state(c, actor) == {"reads": False, "direct": 0, "holds": 0, "received": 5,
+                                        "eventfd": False}
 
 
 def test_a_malformed_switch_is_refused_by_name(monkeypatch):
@@ -297,6 +303,10 @@ class _Lane:
     def __init__(self, loop):
         self.loop = loop
         self.queued = False
+        self.roused = 0
+
+    def rouse(self):
+        self.roused += 1
 
     def has_work(self):
         return self.queued
@@ -390,6 +400,7 @@ def test_a_connection_is_lent_on_the_next_turn_unless_messages_wait_before(reads
     assert lent.lent_to is reads and not lent.lent  # (the read in progress is the loop's)
     loop.run_until_complete(asyncio.sleep(0))
     assert lent.lent and reads.holds == 1
+    assert reads.lane.roused == 1  # (its thread, maybe waiting on its queue alone, now polls)
     reads.actor.host.backlog = True
     waiting.lend_reading()  # (as the lane had it: given back, and offered again meanwhile)
     reads.offer(waiting)
@@ -422,3 +433,16 @@ def test_a_pipelined_batch_handed_back_lends_nothing(reads):
     assert comm.lent_to is None  # (offers during the hand-back are ignored)
     reads.give_back(comm, [CALL])
     assert comm.lent_to is reads
+
+
+def test_without_a_file_descriptor_to_spare_the_loop_reads_as_before(reads, monkeypatch):
+    def no_descriptor(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(lane_reads.os, "eventfd", no_descriptor)
+    comm = _Comm()
+    comm.lend_reading()  # (as after a hand-back)
+    reads.offer(comm)
+    reads.loop.run_until_complete(asyncio.sleep(0))
+    assert comm.lent_to is None and comm.taken_back and reads.holds == 0
+    assert not reads.eventfd_open and reads.lane.roused == 0

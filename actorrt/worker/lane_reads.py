@@ -17,7 +17,8 @@ Who reads a connection is decided under :class:`LaneReads`'s lock:
   of the actor a call on it went to (:meth:`LaneReads.offer`), after the read that
   brought the call (the rest of that read is the loop's);
 * **the lane's thread** then waits for its work queue *and* those sockets together
-  (``poll`` on an eventfd and the sockets). A read holding exactly one plain sync call
+  (``poll`` on an eventfd the queue signals, and the sockets; the eventfd exists only
+  while the lane holds a connection). A read holding exactly one plain sync call
   to its actor (the sequential caller's case) runs there; anything else (another actor,
   an ``async`` method, an attribute read, a pipelined batch, a peer's garbage) goes
   back to the loop with the reading, untouched and in order (:meth:`LaneReads.give_back`);
@@ -87,7 +88,11 @@ class LaneReads:
         self.loop = lane.loop
         self._lock = threading.Lock()
         self._comms: dict[int, TCPComm] = {}     # lent to the lane, by file descriptor
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # An eventfd wakes the lane's thread in poll; it exists only while the lane
+        # holds connections (made by the loop as it lends one, closed by the lane's
+        # thread once it holds none): a worker with a thousand actors does not spend
+        # a thousand file descriptors on them.
+        self._wake_fd = -1
         self._polling = False                    # the lane's thread waits in poll
         self._busy_since: float | None = None   # the lane runs a call while it holds some
         self._last_used = time.monotonic()
@@ -96,7 +101,6 @@ class LaneReads:
         self.calls = 0                           # calls run straight off a connection
         self._poller = select.poll()             # (the lane's thread only)
         self._watched: set[int] = set()
-        self._poller.register(self._wake_fd, select.POLLIN)
 
     # --- loop side ----------------------------------------------------------------------
     def offer(self, comm: Any) -> None:
@@ -119,12 +123,23 @@ class LaneReads:
                 if not comm.closed:
                     comm.take_reading_back()
             return
-        comm.lend_reading()
         with self._lock:
+            fresh = self._wake_fd < 0
+            if fresh:
+                try:
+                    self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                except OSError as e:  # (out of file descriptors: the loop reads it, as before)
+                    logger.debug("actor %s: its lane reads no connection: %s", self.actor.label, e)
+                    comm.lent_to = None
+                    comm.take_reading_back()
+                    return
+            comm.lend_reading()
             self._comms[comm.fileno()] = comm
             self._last_used = time.monotonic()
             polling = self._polling
-        if polling:
+        if fresh:
+            self.lane.rouse()  # (its thread may wait on its queue alone: poll from now on)
+        elif polling:
             self._wake()  # (to watch the new socket too)
         LaneWatch.of(self.loop).add(self)
 
@@ -157,6 +172,7 @@ class LaneReads:
                 return True
             comms, self._comms = list(self._comms.values()), {}
         self._return_all(comms)
+        self._wake()  # (its thread then closes the eventfd and waits on its queue alone)
         return False
 
     def close(self) -> None:
@@ -189,22 +205,34 @@ class LaneReads:
         """How many connections the lane reads now."""
         return len(self._comms)
 
+    @property
+    def eventfd_open(self) -> bool:
+        """Whether the lane's eventfd exists (while it holds connections, and until its
+        thread next looks after they all went back)."""
+        return self._wake_fd >= 0
+
     # --- lane side ------------------------------------------------------------------------
-    def next_job(self, work: "queue.SimpleQueue[Job | None]") -> Job | None:
-        """The lane's next job, running the calls its connections bring meanwhile."""
+    def next_job(self, work: "queue.SimpleQueue[Any]") -> Any:
+        """The lane's next job, running the calls its connections bring meanwhile
+        (while it holds none, simply the next job)."""
         while True:
             try:
                 return work.get_nowait()
             except queue.Empty:
                 pass
             with self._lock:
-                self._polling = True
-                fds = set(self._comms)
+                if not self._comms or self._closed:
+                    self._drop_wake_fd()
+                    idle = True
+                else:
+                    self._polling, idle = True, False
+                    fds = set(self._comms) | {self._wake_fd}
+            if idle:
+                self._watch(set())
+                return work.get()  # (a lend puts Lane.ROUSE in it)
             # (After saying so: a job queued from now on writes the eventfd.)
-            if not work.empty() or self._closed:
+            if not work.empty():
                 self._polling = False
-                if self._closed:
-                    return work.get()
                 continue
             self._watch(fds)
             try:
@@ -229,7 +257,11 @@ class LaneReads:
         """The lane's thread stops: nothing waits on the eventfd any more."""
         self._closed = True
         with self._lock:
-            fd, self._wake_fd = self._wake_fd, -1
+            self._drop_wake_fd()
+
+    def _drop_wake_fd(self) -> None:
+        """Lane's thread, lock held: close the eventfd (none is polled after this)."""
+        fd, self._wake_fd = self._wake_fd, -1
         if fd >= 0:
             os.close(fd)
 

@@ -70,6 +70,10 @@ class Lane:
     """One actor's threads: runs its sync calls in arrival order, at most ``max_concurrency``
     at once. Completions go back to the loop in bursts (one wake-up for many)."""
 
+    #: Put in the queue to make a thread waiting on it alone look again at how it waits
+    #: (it now has connections to read: lane_reads.py); no job.
+    ROUSE: Any = object()
+
     def __init__(self, max_concurrency: int, name: str, key: str) -> None:
         self.loop = asyncio.get_running_loop()
         self.max_concurrency = max_concurrency
@@ -96,6 +100,10 @@ class Lane:
         self._work.put(job)
         if self.reads is not None:
             self.reads.wake()
+
+    def rouse(self) -> None:
+        """Loop side: see ``ROUSE``."""
+        self._work.put(self.ROUSE)
 
     def has_work(self) -> bool:
         """Lane side: whether jobs wait in the lane's queue."""
@@ -137,6 +145,8 @@ class Lane:
         while True:
             reads = self.reads
             job = self._work.get() if reads is None else reads.next_job(self._work)
+            if job is self.ROUSE:
+                continue
             if job is None or self.closed:
                 if job is None:
                     return
@@ -326,7 +336,8 @@ class UserActor(Actor):
         blob, futures = self._pack(value, name)
         if (not claims and not (futures and holder) and runtime.posts_made() == posts
                 and (direct or self.lane.only_call())):
-            # (If it cannot, _sync_done answers from the loop.)
+            # (If it cannot, the loop answers: _sync_done, or finish_direct for a call
+            # the lane read itself.)
             if reply.ok_from_thread(blob) and not self.waits_for_hand_back():
                 runtime.current_job().settled = True
         return blob, futures, claims
