@@ -117,6 +117,9 @@ def _schedstat_seconds(pid: int, tid: str) -> float | None:
         return None
 
 
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _stat_seconds(pid: int, tid: str) -> float | None:
     try:
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
@@ -124,7 +127,7 @@ def _stat_seconds(pid: int, tid: str) -> float | None:
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
 def cpu_resolution() -> str:

@@ -8,6 +8,7 @@ lane read a call itself: the worker's loop is held while the call is answered.
 Synchronised on replies, gates and ``wait_until``, never on sleeps.
 """
 import asyncio
+import os
 import socket
 import threading
 
@@ -22,6 +23,10 @@ from actorrt.worker import lane_reads
 from loop_gates import hold_this_workers_loop, while_held
 
 pytestmark = pytest.mark.timeout(90)
+
+#: A lane reads its callers' connections only where ``os.eventfd`` exists (Linux).
+needs_eventfd = pytest.mark.skipif(not hasattr(os, "eventfd"),
+                                   reason="a lane reads its callers' connections only on Linux (os.eventfd)")
 
 
 class Counter:
@@ -115,6 +120,11 @@ def lend(client, actor):
     raise AssertionError(f"the lane of {actor} never read this thread's connection")
 
 
+def skip_without_eventfd():
+    if not hasattr(os, "eventfd"):
+        pytest.skip(needs_eventfd.kwargs["reason"])
+
+
 def until_direct(client, actor, call):
     """``call()`` again until the lane ran one itself (a method's first call goes
     through the loop, which learns its kind; a machine pausing the lane past
@@ -130,6 +140,7 @@ def until_direct(client, actor, call):
 @pytest.fixture
 def counter(pclient):
     """A Counter whose lane reads this thread's connection, and its count."""
+    skip_without_eventfd()
     actor = pclient.submit(Counter, actor=True, pure=False).result()
     return actor, lend(pclient, actor)
 
@@ -222,6 +233,7 @@ def test_what_the_lane_cannot_run_goes_to_the_loop_in_order(pclient, counter):
     assert lend(pclient, counter) > n + 22
 
 
+@needs_eventfd
 def test_a_method_blocked_until_the_same_threads_next_ask_still_gets_it(pclient):
     waiter = pclient.submit(Counter, actor=True, pure=False).result()
     worker = waiter._ref.address
@@ -263,6 +275,7 @@ def test_an_idle_lane_gives_its_connection_back_and_borrows_it_again(pclient, co
     assert lane_state(pclient, counter)["eventfd"]
 
 
+@needs_eventfd
 def test_a_released_actor_gives_its_connections_back(pclient):
     actor = pclient.submit(Counter, actor=True, pure=False).result()
     key, worker = actor._key, actor._ref.address
@@ -334,6 +347,7 @@ class _Actor:
 
 @pytest.fixture
 def reads():
+    skip_without_eventfd()
     loop = asyncio.new_event_loop()
     errors = []
     loop.set_exception_handler(lambda _, context: errors.append(context))

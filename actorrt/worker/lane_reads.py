@@ -73,8 +73,8 @@ _CALL_FIELDS = frozenset({"method", "args", "holder"})
 
 def lane_reads_enabled() -> bool:
     """Whether lanes may read their callers' connections (``ACTORRT_LANE_READS``; Linux
-    only: the lane waits on an eventfd)."""
-    return hasattr(os, "eventfd") and env_switch("ACTORRT_LANE_READS", True)
+    only: the lane waits on an eventfd). A malformed switch is refused everywhere."""
+    return env_switch("ACTORRT_LANE_READS", True) and hasattr(os, "eventfd")
 
 
 class LaneReads:
@@ -118,10 +118,7 @@ class LaneReads:
             # (Messages read before still wait their turn on the loop: what the lane
             # would read now must not pass them. The next call lends it.) The loop
             # reads it meanwhile: offered while the lane gave it back, it had stopped.
-            if comm.lent_to is self:
-                comm.lent_to = None
-                if not comm.closed:
-                    comm.take_reading_back()
+            self._return(comm)
             return
         with self._lock:
             fresh = self._wake_fd < 0
@@ -130,8 +127,7 @@ class LaneReads:
                     self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 except OSError as e:  # (out of file descriptors: the loop reads it, as before)
                     logger.debug("actor %s: its lane reads no connection: %s", self.actor.label, e)
-                    comm.lent_to = None
-                    comm.take_reading_back()
+                    self._return(comm)
                     return
             comm.lend_reading()
             self._comms[comm.fileno()] = comm
@@ -170,18 +166,30 @@ class LaneReads:
             if not ((busy is not None and now - busy >= STUCK_AFTER)
                     or (busy is None and now - self._last_used >= IDLE_RETURN)):
                 return True
-            comms, self._comms = list(self._comms.values()), {}
-        self._return_all(comms)
-        self._wake()  # (its thread then closes the eventfd and waits on its queue alone)
+        self._take_all_back()
         return False
 
     def close(self) -> None:
         """The lane closes (its actor stops, the worker closes): the loop reads again."""
         self._closed = True
+        self._take_all_back()
+
+    def _take_all_back(self) -> None:
+        """Loop side: every connection lent to the lane is the loop's to read again; the
+        lane's thread, woken, then closes its eventfd and waits on its queue alone.
+        (A call the lane read just before runs on: what comes after it is the loop's.)"""
         with self._lock:
             comms, self._comms = list(self._comms.values()), {}
-        self._return_all(comms)
+        for comm in comms:
+            self._return(comm)
         self._wake()
+
+    def _return(self, comm: TCPComm) -> None:
+        """Loop side: the loop reads ``comm`` again, unless someone else was lent it since."""
+        if comm.lent_to is self:
+            comm.lent_to = None
+            if not comm.closed:
+                comm.take_reading_back()
 
     def wake(self) -> None:
         """After a job was queued for the lane: wake its thread if it waits in poll."""
@@ -192,13 +200,6 @@ class LaneReads:
         with self._lock:  # (never a number the lane's thread closed and the kernel reused)
             if self._wake_fd >= 0:
                 os.eventfd_write(self._wake_fd, 1)
-
-    def _return_all(self, comms: list[TCPComm]) -> None:
-        for comm in comms:
-            if comm.lent_to is self:
-                comm.lent_to = None
-                if not comm.closed:
-                    comm.take_reading_back()
 
     @property
     def holds(self) -> int:

@@ -222,7 +222,7 @@ class UserActor(Actor):
             kind = self._kinds[method] = ASYNC if inspect.iscoroutinefunction(fn) else SYNC
         self._submit(kind, method, args, reply, holder)
         reads = self.lane.reads
-        if reads is not None and origin is not None and origin.lent_to is None and self.lane.only_call():
+        if reads is not None and origin is not None and self.lane.only_call():
             # A caller thread's own connection, and the lane idle but for this call (not
             # in the middle of a pipeline): its next call may skip the loop.
             reads.offer(origin)
