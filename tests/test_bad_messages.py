@@ -399,6 +399,13 @@ CASES = [
     ("scheduler", "direct_done", dict(client="c", worker=5, finished=[], erred=[]), "'worker'"),
     ("scheduler", "direct_done", dict(client="c", worker="W", finished=[["k"]], erred=[]), "'finished'[0]"),
     ("scheduler", "direct_done", dict(client="c", worker="W", finished=[], erred=[["k", "x"]]), "'erred'[0]"),
+    ("scheduler", "direct_complete", dict(client="c", tasks=[_task()], workers="W", finished=[]), "'workers'"),
+    ("scheduler", "direct_complete", dict(client="c", tasks=[_task()], workers=["W"], finished=[["t"]]),
+     "'finished'[0]"),
+    ("scheduler", "direct_complete", dict(client="c", tasks=[_task()], workers=["W"], finished=[]),
+     "1 tasks, 1 workers and 0 reports"),
+    ("scheduler", "direct_complete", dict(client="c", tasks=[_task()], workers=["W"], finished=[
+        ["other", 8, "int", 0.001, -1, None, None, None, None]]), "reports 'other', not the task"),
     ("scheduler", "direct_declined", dict(client="c", worker="W", keys="k"), "'keys'"),
     ("scheduler", "direct_declined", dict(client="c", worker=None, keys=["k"]), "'worker'"),
     # a worker

@@ -60,8 +60,15 @@ def c():
 
 
 def ran_direct(client, key):
-    """Whether the scheduler heard of ``key``'s last run from the client, not placed it."""
-    return any(str(e[3]).startswith("direct-started") for e in client.story(key))
+    """Whether the scheduler heard of ``key``'s last run from the client, not placed it
+    (on its own, or its whole life at once: the Future was dropped before the client's
+    batch went out)."""
+    return any(str(e[3]).startswith(("direct-started", "direct-complete")) for e in client.story(key))
+
+
+def whole_life_told(client, key):
+    """Whether the client told ``key``'s start, finish and release in one message."""
+    return any(str(e[3]).startswith("direct-complete") for e in client.story(key))
 
 
 def until_direct(client, submit, tries=20):
@@ -233,6 +240,29 @@ def test_turned_off_every_task_goes_through_the_scheduler(c):
         assert not ran_direct(c, f.key)
     finally:
         c.direct.enabled = True
+
+
+def test_round_trips_dropped_at_once_leave_only_their_records(c):
+    """``submit(f, x).result()`` with the Future dropped at once: the client tells each
+    task's whole life in one message; the scheduler need never hold the key, yet its
+    story, the task stream and the workers' memory are as if it had."""
+    warm(c)
+    keys = []
+    for i in range(2_000):  # (until a batch held a whole life: nearly every one does)
+        f = c.submit(inc, i, pure=False)
+        assert f.result() == i + 1
+        keys.append(f.key)
+        del f
+        if len(keys) >= 50 and any(whole_life_told(c, k) for k in keys[-50:]):
+            break
+    assert any(whole_life_told(c, k) for k in keys[-50:])
+    c.sync(c._ask_scheduler, "validate")
+    for key in keys:
+        assert [tuple(e[1:3]) for e in c.story(key)][-2:] == [("memory", "released"), ("released", "forgotten")]
+    streamed = {r["key"]: r for r in c.get_task_stream() if r["key"] in set(keys)}
+    assert set(streamed) == set(keys)
+    assert {r["startstops"][0]["action"] for r in streamed.values()} == {"compute"}
+    wait_until(lambda: not set(keys) & {k for held in c.has_what().values() for k in held})
 
 
 def test_the_scheduler_state_stays_consistent(c):

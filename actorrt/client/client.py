@@ -63,7 +63,7 @@ from .extras import ExtraMethods
 from .future import CallbackThread, Future, FutureState, futures_of, held_future
 from .plugins import PluginMethods
 from .profiling import ProfilingMethods
-from .direct import DirectRuns, by_worker
+from .direct import DirectRuns, by_worker, fold_lives
 from .reports import ClientActor
 from .futures import FutureTable
 from .task_stream import TaskStreamMethods
@@ -378,7 +378,7 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
             self.table.unsent(sum(len(items) for op, items in box if op in ("update_graph", "update_graph_more")))
             return
         tell = self.host.tell
-        for op, items in box:
+        for op, items in fold_lives(box):
             try:
                 if op in ("update_graph", "update_graph_more"):
                     self._send_graph(items, more=op == "update_graph_more")
@@ -396,6 +396,9 @@ class Client(AdminMethods, DatasetMethods, CurrentClientMethods, DataMoveMethods
                 elif op == "direct_started":
                     tell(self.scheduler, "direct_started", client=self.id, tasks=[t for t, _, _ in items],
                          workers=[w for _, _, w in items])
+                elif op == "direct_complete":
+                    tell(self.scheduler, "direct_complete", client=self.id, tasks=[t for t, _, _ in items],
+                         workers=[w for _, w, _ in items], finished=[f for _, _, f in items])
                 elif op == "direct_done":
                     for worker, (finished, erred) in by_worker(items).items():
                         tell(self.scheduler, "direct_done", client=self.id, worker=worker, finished=finished,

@@ -118,6 +118,80 @@ class DirectRuns:
             st.err_off_loop(self.loop, record[1], record[2])
 
 
+#: Outbox ops that may be folded: about direct runs, and releases (client/futures.py).
+_LIFE_OPS = frozenset(("direct_started", "direct_done", "release_keys"))
+
+
+def fold_lives(box: list) -> list:
+    """``box`` (the outbox's ``[[op, items], ...]``, about to go) with the whole lives
+    of lone tasks folded: a key started on a worker, finished there and released, in
+    that order, within one stretch of direct-run messages and releases, goes as one
+    ``direct_complete`` item, not as one item in each of three messages.
+    ``submit(f, x).result()`` in a loop then costs the scheduler one message per batch
+    (and, for a key it never held, no task at all: scheduler/direct_runs.py).
+
+    Only a stretch is folded: nothing else this client says (a dependent's
+    submission, a want, a cancel) may name the key between its start and its release,
+    and messages about other keys in the stretch do not touch a lone task."""
+    out: list = []
+    start = 0
+    for i, (op, _) in enumerate(box + [["", None]]):
+        if op in _LIFE_OPS:
+            continue
+        if start < i:
+            out.extend(_fold_stretch(box[start:i]))
+        if i < len(box):
+            out.append(box[i])
+        start = i + 1
+    return out
+
+
+def _fold_stretch(stretch: list) -> list:
+    """One stretch of ``_LIFE_OPS`` messages, its whole lives folded (see fold_lives)."""
+    # key -> [start item, finished record, released]; None: seen out of order or twice
+    lives: dict[str, list | None] = {}
+    for op, items in stretch:
+        if op == "direct_started":
+            for item in items:
+                key = item[1]
+                lives[key] = None if key in lives else [item, None, False]
+        elif op == "direct_done":
+            for worker, finished, erred in items:
+                for record in finished:
+                    life = lives.get(record[0])
+                    if life is not None and life[1] is None and life[0][2] == worker:
+                        life[1] = record
+                    elif life is not None:
+                        lives[record[0]] = None
+                for record in erred:
+                    lives[record[0]] = None
+        else:
+            for key in items:
+                life = lives.get(key)
+                if life is not None and life[1] is not None and not life[2]:
+                    life[2] = True
+                elif life is not None:
+                    lives[key] = None
+    whole = {key: life for key, life in lives.items() if life is not None and life[2]}
+    if not whole:
+        return stretch
+    folded: list = [["direct_complete", [(life[0][0], life[0][2], life[1]) for life in whole.values()]]]
+    for op, items in stretch:
+        if op == "direct_started":
+            kept = [item for item in items if item[1] not in whole]
+        elif op == "direct_done":
+            kept = []
+            for worker, finished, erred in items:
+                finished = [record for record in finished if record[0] not in whole]
+                if finished or erred:
+                    kept.append((worker, finished, erred))
+        else:
+            kept = [key for key in items if key not in whole]
+        if kept:
+            folded.append([op, kept])
+    return folded
+
+
 def by_worker(items: list) -> dict[str, tuple[list, list]]:
     """``(worker, firsts, seconds)`` items (the outbox's ``direct_done`` and
     ``direct_declined``) merged per worker: one message each."""

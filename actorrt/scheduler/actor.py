@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..protocol import (
 )
 from ..run import run_here
 from .datasets import Datasets
-from .direct_runs import direct_declined, direct_erred, direct_finished, direct_started
+from .direct_runs import direct_complete, direct_declined, direct_erred, direct_finished, direct_started
 from .moves import DataMover, workers_to_close
 from .outbox import FIELD, Outbox
 from .events import EventHandlers
@@ -557,6 +558,29 @@ class Scheduler(EventHandlers, Actor):
         for e in failed:
             out += direct_erred(state, client, worker, e.key, e.exception, e.traceback, self._sid("direct-erred"))
         self._apply(out, {f.key: f.value for f in done if f.value is not None})
+
+    def handle_direct_complete(self, client: str, tasks: list, workers: list, finished: list,
+                               origin: Comm | None) -> None:
+        """Tasks ``client`` handed ``workers`` itself, which finished there (``finished``:
+        the reports it relays) and which it released since: each one's whole life, as
+        ``direct_started``, ``direct_done`` and ``release_keys`` in one message."""
+        self._check_peer("direct_complete", "client", client, origin)
+        specs = decode_tasks(tasks, "Scheduler.direct_complete")
+        keys_field("direct_complete", workers, "workers")
+        done, _ = decode_tasks_done(finished, [], "Scheduler.direct_complete")
+        if not len(specs) == len(workers) == len(done):
+            raise BadMessageError(f"Scheduler.direct_complete: {len(specs)} tasks, {len(workers)} workers "
+                                  f"and {len(done)} reports")
+        for i, (spec, f) in enumerate(zip(specs, done)):
+            if spec.key != f.key:
+                raise BadMessageError(f"Scheduler.direct_complete: 'finished'[{i}] reports {f.key!r:.100}, "
+                                      f"not the task it stands beside ({spec.key!r:.100})")
+        state = self.state
+        names = {spec.key: spec.name for spec in specs}
+        for worker in dict.fromkeys(workers):
+            self.task_stream.add_reports(worker, [f for f, w in zip(done, workers) if w == worker], [],
+                                         lambda key: (key, sys.intern(names[key])))
+        self._apply(direct_complete(state, client, list(zip(specs, workers, done)), self._sid("direct-complete")))
 
     def handle_direct_declined(self, client: str, worker: str, keys: list, origin: Comm | None) -> None:
         """The runs of ``keys`` that ``client`` handed ``worker`` will not happen there."""
