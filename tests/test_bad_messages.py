@@ -406,6 +406,8 @@ CASES = [
      "1 tasks, 1 workers and 0 reports"),
     ("scheduler", "direct_complete", dict(client="c", tasks=[_task()], workers=["W"], finished=[
         ["other", 8, "int", 0.001, -1, None, None, None, None]]), "reports 'other', not the task"),
+    ("scheduler", "direct_complete", dict(client="queue/bad-msgs", tasks=[_task()], workers=["W"], finished=[
+        ["t", 8, "int", 0.001, -1, None, None, None, None]]), "not a client"),
     ("scheduler", "direct_declined", dict(client="c", worker="W", keys="k"), "'keys'"),
     ("scheduler", "direct_declined", dict(client="c", worker=None, keys=["k"]), "'worker'"),
     # a worker

@@ -564,7 +564,6 @@ class Scheduler(EventHandlers, Actor):
         """Tasks ``client`` handed ``workers`` itself, which finished there (``finished``:
         the reports it relays) and which it released since: each one's whole life, as
         ``direct_started``, ``direct_done`` and ``release_keys`` in one message."""
-        self._check_peer("direct_complete", "client", client, origin)
         specs = decode_tasks(tasks, "Scheduler.direct_complete")
         keys_field("direct_complete", workers, "workers")
         done, _ = decode_tasks_done(finished, [], "Scheduler.direct_complete")
@@ -575,6 +574,7 @@ class Scheduler(EventHandlers, Actor):
             if spec.key != f.key:
                 raise BadMessageError(f"Scheduler.direct_complete: 'finished'[{i}] reports {f.key!r:.100}, "
                                       f"not the task it stands beside ({spec.key!r:.100})")
+        self._check_holder("direct_complete", client, origin)  # (it releases the keys, too)
         state = self.state
         names = {spec.key: spec.name for spec in specs}
         for worker in dict.fromkeys(workers):
