@@ -217,6 +217,36 @@ def test_futures_stay_alive_while_queued(client):
     assert "queue/futs" not in state.tasks[key].who_wants
 
 
+def test_a_future_dropped_and_got_back_at_once_keeps_its_value(any_client):
+    """The client lets go of its Future while the queue holds the key, and gets it back
+    before its release left (releases wait up to 2 ms for company). The release must
+    reach the queue's host first: after the get, it would take the key from the very
+    client the queue just handed it to, and the value would be freed under it."""
+    c = any_client
+    q = Queue("dropped-and-got-back", client=c)
+    for i in range(30):
+        f = c.submit(inc, i, pure=False)
+        f.result()
+        q.put(f)
+        del f
+        g = q.get(timeout=10)
+        assert g.result(timeout=10) == i + 1
+        del g
+
+
+@gen_cluster()
+async def test_a_future_dropped_and_got_back_at_once_keeps_its_value_async(c, cluster):
+    q = Queue("dropped-and-got-back-async")
+    for i in range(30):
+        f = c.submit(inc, i, pure=False)
+        await f
+        await q.put(f)
+        del f
+        g = await q.get(timeout=10)
+        assert await asyncio.wait_for(g, 10) == i + 1
+        del g
+
+
 def test_future_from_a_task_to_the_client_and_back(client):
     key = client.submit(submit_and_put, "fq", pure=False).result()
     f = Queue("fq").get(timeout=5)

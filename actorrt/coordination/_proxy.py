@@ -154,12 +154,18 @@ class Proxy:
         if self._ref is None:
             run_on_loop(client, self._resolve)
         assert self._ref is not None
+        # What this client queued lazily goes first (a release waits up to 2 ms for
+        # company): the actor may hand this client a key it just let go of (a Queue.get
+        # of a Future it put), and that release, arriving after, would free the value.
+        client.table.flush_soon()
         value = ask_and_wait(client, self._ref, op, fields, on_late=on_late)
         return value if then is None else then(value)
 
     async def _call_async(self, op: str, fields: dict, then: Callable[[Any], Any] | None,
                           blocking: bool, on_late: Callable[[Any], None] | None) -> Any:
         ref = self._ref or await self._resolve()
+        if self.client.table.lazy:  # (sent before the ask, as in ``_call``)
+            self.client.table.flush()
         if blocking:
             value = await _ask_withdrawable(self.client.host, ref, op, fields, on_late)
         else:
