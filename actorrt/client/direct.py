@@ -23,6 +23,7 @@ client says ``direct_declined`` and the scheduler places the task as any other.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -134,15 +135,8 @@ def fold_lives(box: list) -> list:
     submission, a want, a cancel) may name the key between its start and its release,
     and messages about other keys in the stretch do not touch a lone task."""
     out: list = []
-    start = 0
-    for i, (op, _) in enumerate(box + [["", None]]):
-        if op in _LIFE_OPS:
-            continue
-        if start < i:
-            out.extend(_fold_stretch(box[start:i]))
-        if i < len(box):
-            out.append(box[i])
-        start = i + 1
+    for is_stretch, entries in itertools.groupby(box, lambda entry: entry[0] in _LIFE_OPS):
+        out.extend(_fold_stretch(list(entries)) if is_stretch else entries)
     return out
 
 

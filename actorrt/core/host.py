@@ -550,9 +550,7 @@ class Host:
                 return
         kwargs = fields
         if handler.wants_reply:
-            reply = Reply(self._replier(comm, rid))
-            if actor.answers_from_threads and rid and comm is not None and comm.threads_may_send:
-                reply.send_from_thread = functools.partial(self._reply_from_thread, comm, rid)
+            reply = self.reply_to(comm, rid, actor.answers_from_threads)
             track_reply(actor, reply)
             kwargs = {**fields, "reply": reply}
             if handler.wants_origin:
@@ -612,12 +610,13 @@ class Host:
                 self._reply_or_log(comm, rid, value)
         return send
 
-    def reply_to(self, comm: Comm, rid: int) -> Reply:
-        """The answer to ask ``rid`` that came on ``comm`` and was read off it outside
-        the loop's dispatch (a user actor's lane reads its callers' own connections:
-        worker/lane_reads.py); answerable from that thread like a dispatched one."""
+    def reply_to(self, comm: Comm | None, rid: int, from_threads: bool = True) -> Reply:
+        """The answer to ask ``rid`` that came on ``comm`` (None: a local ask), given to
+        its handler by the dispatch, or made for an ask read off ``comm`` outside it (a
+        user actor's lane reads its callers' own connections: worker/lane_reads.py).
+        ``from_threads``: answerable from another thread, where the connection allows."""
         reply = Reply(self._replier(comm, rid))
-        if comm.threads_may_send:
+        if from_threads and rid and comm is not None and comm.threads_may_send:
             reply.send_from_thread = functools.partial(self._reply_from_thread, comm, rid)
         return reply
 
