@@ -43,8 +43,8 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import fmt_seconds, format_columns, positive_count  # noqa: E402
-from task_workloads import (Driver, chain, map_gather, round_trips, submit_gather,  # noqa: E402
-                            tasks_from_tasks)
+from task_workloads import (Driver, chain, map_gather, queue_task_to_task, round_trips,  # noqa: E402
+                            submit_gather, tasks_from_tasks)
 
 # Installed as sitecustomize.py in the worker processes (only its env var turns it on).
 PROFILE_HOOK = '''
@@ -90,7 +90,7 @@ IDLE = ("method 'poll' of 'select.epoll'", "method 'acquire' of '_thread.lock'",
 
 WORKLOADS: dict[str, Driver] = {
     "submit": submit_gather, "map": map_gather, "round-trip": round_trips, "chain": chain,
-    "tasks-from-tasks": tasks_from_tasks}
+    "tasks-from-tasks": tasks_from_tasks, "queue": queue_task_to_task}
 
 
 # --- CPU per thread from /proc ------------------------------------------------------

@@ -84,6 +84,14 @@ def call_actor(counter: Any, n: int) -> float:
     return median_seconds(lambda: counter.increment().result(), n)
 
 
+def get_queued(name: str, n: int) -> float:
+    """``n`` sequential gets from Queue ``name`` (filled beforehand); their median
+    seconds. Run as a task (task -> the scheduler's queue actor)."""
+    import actorrt
+    q = actorrt.Queue(name)
+    return median_seconds(lambda: q.get(timeout=60), n)
+
+
 # --- drivers: (client, n) -> tasks run -------------------------------------------------
 def submit_gather(client: Any, n: int) -> int:
     start = _offset(n)
@@ -126,6 +134,33 @@ def tasks_from_tasks(client: Any, n: int) -> int:
         client.submit(fib, k, pure=False).result()
         ran += fib_tasks(k)
     return ran
+
+
+def queue_produce(name: str, n: int) -> int:
+    import actorrt
+    q = actorrt.Queue(name)
+    for i in range(n):
+        q.put(i)
+    return n
+
+
+def queue_consume(name: str, n: int) -> int:
+    import actorrt
+    q = actorrt.Queue(name)
+    got = [q.get(timeout=60) for _ in range(n)]
+    assert got == list(range(n)), "items lost, duplicated or reordered"
+    return n
+
+
+def queue_task_to_task(client: Any, n: int) -> int:
+    """``n`` items from a producer task to a consumer task on the other worker through
+    a Queue, as bench_coordination's "Queue task->task"; counts items, not tasks."""
+    name = f"profiled-queue-{_offset(n)}"
+    workers = sorted(client.scheduler_info()["workers"])
+    consumer = client.submit(queue_consume, name, n, workers=[workers[0]], pure=False)
+    producer = client.submit(queue_produce, name, n, workers=[workers[1]], pure=False)
+    assert client.gather([producer, consumer]) == [n, n]
+    return n
 
 
 Driver = Callable[[Any, int], int]

@@ -3,6 +3,7 @@
     python benchmarks/trace_path.py                      # submit(inc).result(), one at a time
     python benchmarks/trace_path.py --path actor         # the client calls an actor
     python benchmarks/trace_path.py --path task-actor    # a task calls an actor on the other worker
+    python benchmarks/trace_path.py --path queue-get     # a task gets items off a filled Queue
     python benchmarks/trace_path.py --probe actorrt.client.client:Client._send_graph+
 
 Runs on ``Client(n_workers=2, threads_per_worker=1)`` with worker processes. The
@@ -37,7 +38,7 @@ from typing import NamedTuple, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import format_columns, positive_count  # noqa: E402
-from task_workloads import Counter, call_actor, inc, median_seconds  # noqa: E402
+from task_workloads import Counter, call_actor, get_queued, inc, median_seconds  # noqa: E402
 
 #: ``(module, "Class.method", returns too)``: a probe's label is its qualified name, and
 #: ``"... returns"`` for the return of one traced both ways.
@@ -85,8 +86,17 @@ PROBES: dict[str, list[Probe]] = {
     ],
 }
 PROBES["task-actor"] = PROBES["actor"]
+PROBES["queue-get"] = [
+    ("actorrt.coordination.queue", "Queue.get", True),
+    ("actorrt.core.thread_channel", "ThreadChannel.ask", True),
+    ("actorrt.core.thread_channel", "ThreadChannel.wait", True),
+    ("actorrt.coordination.queue", "QueueActor.handle_get", True),
+    ("actorrt.core.tcp", "TCPComm.read_messages", True),
+    *TRANSPORT,
+]
 #: the probe each round trip begins with
-FIRST = {"round-trip": "Client.submit", "actor": "Caller.send", "task-actor": "Caller.send"}
+FIRST = {"round-trip": "Client.submit", "actor": "Caller.send", "task-actor": "Caller.send",
+         "queue-get": "Queue.get"}
 
 # Installed as sitecustomize.py on the workers' PYTHONPATH, and run in this process:
 # wraps the probes named in ACTORRT_TRACE_PROBES and writes their events into
@@ -148,12 +158,17 @@ class Event(NamedTuple):
 # --- workloads ----------------------------------------------------------------------
 def run_path(path: str, n: int) -> float:
     """Run ``n`` round trips of ``path`` on a fresh cluster; their median seconds."""
-    from actorrt import Client
+    from actorrt import Client, Queue
 
     with Client(n_workers=2, threads_per_worker=1) as client:
         if path == "round-trip":
             return median_seconds(lambda: client.submit(inc, 1, pure=False).result(), n)
         first, second = sorted(client.scheduler_info()["workers"])
+        if path == "queue-get":
+            queue = Queue("traced", client=client)
+            for i in range(n):
+                queue.put(i)
+            return client.submit(get_queued, "traced", n, workers=[second], pure=False).result()
         counter = client.submit(Counter, actor=True, workers=[first]).result()
         if path == "actor":
             return call_actor(counter, n)

@@ -31,6 +31,7 @@ from .errors import (
 from .liveness import PING, Heartbeat, heartbeat_settings
 from .loglimit import LogLimiter
 from .security import Security
+from . import spin
 from .serialize import dumps_exception
 from .thread_channel import ThreadChannel
 
@@ -62,6 +63,8 @@ class Host:
         self._server_ssl = self.security.server_context() if self.security.enabled else None
         self._client_ssl = self.security.client_context() if self.security.enabled else None
         self.heartbeat_interval, self.heartbeat_timeout = heartbeat_settings(heartbeat_interval, heartbeat_timeout)
+        # How long a thread polls for a reply on its own connection before it sleeps.
+        self.spin_budget = spin.default_budget()
         self._heartbeat: Heartbeat | None = None
         self._bad_input = LogLimiter(logger)  # lines about peers' malformed messages, rate-limited
         # A host that does not listen (a client) still needs a name peers can key it by.
@@ -305,7 +308,7 @@ class Host:
             comm.close()
             raise CommClosedError(f"no thread connection to {address}: it is not plain TCP")
         self._adopt(comm, address)
-        channel = self._thread_channels[comm] = ThreadChannel(comm, self.loop, owner, post)
+        channel = self._thread_channels[comm] = ThreadChannel(comm, self.loop, owner, post, self.spin_budget)
         return channel
 
     def _send(self, address: str, msg: list) -> Comm | None:

@@ -16,6 +16,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from typing import Any, Callable, NoReturn
 
 import msgpack
@@ -263,11 +264,27 @@ class TCPComm(Comm):
         connection is as it was."""
         if self._sock is None or self.closed:
             return True  # (read_messages says so)
+        return bool(self._thread_poller().poll(max(0, int(timeout * 1000))))
+
+    def readable_within(self, budget: float) -> bool:
+        """From the one thread the reading is lent to: poll without sleeping, for up to
+        ``budget`` seconds, until bytes (or the end) are there (core/spin.py). Nothing is
+        read. The GIL is let go in every poll, so the process's other threads run on."""
+        if self._sock is None or self.closed:
+            return True
+        poll, clock = self._thread_poller().poll, time.perf_counter
+        end = clock() + budget
+        while not poll(0):
+            if clock() >= end:
+                return False
+        return True
+
+    def _thread_poller(self) -> Any:
         poller = self._poller
         if poller is None:
             poller = self._poller = select.poll()
             poller.register(self._fd, select.POLLIN)
-        return bool(poller.poll(max(0, int(timeout * 1000))))
+        return poller
 
     def read_messages(self, tell_loop: Callable[..., None]) -> list:
         """From the one thread the reading is lent to, once :meth:`wait_readable`: the

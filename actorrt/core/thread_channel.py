@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from .comm import REPLY, reply_outcome
 from .errors import CommClosedError
+from .spin import SpinPolicy
 
 logger = logging.getLogger("actorrt.host")
 
@@ -53,10 +54,11 @@ class ThreadChannel:
 
     ``post(fn, *args)``, from any thread, has the loop call ``fn(*args)`` after
     everything that thread handed it before (so an ask the loop writes cannot pass
-    them); RuntimeError if the loop is closed."""
+    them); RuntimeError if the loop is closed. ``spin_budget``: how long the owner
+    polls for a reply before it sleeps, at most (seconds; core/spin.py)."""
 
     def __init__(self, comm: Any, loop: asyncio.AbstractEventLoop, owner: int,
-                 post: Callable[..., None]) -> None:
+                 post: Callable[..., None], spin_budget: float = 0.0) -> None:
         self.comm = comm
         self.loop = loop
         self.owner = owner                     # the thread's ident
@@ -70,6 +72,7 @@ class ThreadChannel:
         self._outbox: list = []                # asks for the loop to write, in order
         self._flush_posted = False
         self._owner_gone = False
+        self._spin = SpinPolicy(spin_budget)  # (the owner's alone: used in wait())
         comm.on_messages = self._on_loop_messages
         comm.lend_reading()
 
@@ -131,6 +134,9 @@ class ThreadChannel:
             self._owner_reading = True
         deadline = self.loop.time() + PATIENCE
         try:
+            budget = self._spin.next_budget()
+            if budget:  # poll a while first: a reply that lands meanwhile wakes no one
+                self._spin.polled(self.comm.readable_within(budget))
             while rid in self._asks:
                 left = deadline - self.loop.time()
                 if left <= 0 or not self.comm.wait_readable(left):

@@ -1,0 +1,78 @@
+"""Spin, then sleep: how long a thread polls for a reply before it parks in ``poll``.
+
+A thread that sleeps in ``poll`` until its reply arrives pays for being woken: its
+peer's write must wake it (on a virtual machine an idle vCPU halts, and waking it is an
+inter-processor interrupt through the hypervisor), and the scheduler must run it again.
+On the 2-core test machine that is 15-20 µs on each end of a sequential call that takes
+~120 µs in all. A thread that is still polling when the reply lands is not woken: its
+next ``poll(0)`` sees it, and the writer's ``send`` returns sooner too. A client→actor
+call went from 120 to 75 µs that way (benchmarks/bench_actors.py).
+
+Polling only pays when the reply comes within the budget, and it costs a core while it
+lasts, so the budget adapts per connection, as adaptive mutexes do (``SpinPolicy``):
+
+* a wait whose reply came while it polled keeps polling next time;
+* a wait that polled its whole budget in vain (a slow peer, a loaded machine, a reply
+  that needs this process's own loop, which the poller keeps from the GIL) parks at
+  once for the next 1, 2, 4, ... 64 waits, then tries again. A connection whose replies
+  are slow therefore spends at most one budget per 64 waits polling.
+
+``ACTORRT_SPIN_US`` sets the budget in microseconds (default ``DEFAULT_BUDGET_US``);
+0 turns polling off. With one CPU it is off: the peer cannot run while we poll.
+"""
+from __future__ import annotations
+
+import os
+
+from .env import env_number
+
+SWITCH = "ACTORRT_SPIN_US"
+
+#: The default budget (µs): a little over a sequential call's reply time on the 2-core
+#: test machine while its caller polls (40-50 µs), so a loaded moment still catches it.
+DEFAULT_BUDGET_US = 100.0
+
+#: The longest a connection parks without polling after misses in a row (in waits).
+MAX_BACKOFF = 64
+
+
+def default_budget() -> float:
+    """The polling budget in seconds for this process: from ``ACTORRT_SPIN_US``, 0.0
+    with a single CPU to run on."""
+    micros = env_number(SWITCH, DEFAULT_BUDGET_US)
+    return micros / 1e6 if _cpus() > 1 else 0.0
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        return os.cpu_count() or 1
+
+
+class SpinPolicy:
+    """One connection's polling budget, wait by wait (module docstring).
+
+    Not thread-safe: one waiting thread owns it (a thread channel's owner)."""
+
+    __slots__ = ("budget", "_skip", "_backoff")
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self._skip = 0       # waits left that park at once
+        self._backoff = 1    # waits to park at once after the next miss
+
+    def next_budget(self) -> float:
+        """How long the next wait polls before it parks (seconds; 0.0: park at once)."""
+        if self._skip:
+            self._skip -= 1
+            return 0.0
+        return self.budget
+
+    def polled(self, caught: bool) -> None:
+        """The outcome of a wait that polled: did its reply come while it did?"""
+        if caught:
+            self._backoff = 1
+        else:
+            self._skip = self._backoff
+            self._backoff = min(2 * self._backoff, MAX_BACKOFF)
