@@ -23,6 +23,8 @@ lasts, so the budget adapts per connection, as adaptive mutexes do (``SpinPolicy
 from __future__ import annotations
 
 import os
+import select
+import time
 
 from .env import env_number
 
@@ -76,3 +78,29 @@ class SpinPolicy:
         else:
             self._skip = self._backoff
             self._backoff = min(2 * self._backoff, MAX_BACKOFF)
+
+
+class SocketPoll:
+    """One thread's wait for a socket to turn readable (or to end): asleep in ``poll``,
+    or polling without sleeping for a while. The GIL is let go in every ``poll``, also
+    ``poll(0)``, so the process's other threads run on while one spins."""
+
+    __slots__ = ("_poll",)
+
+    def __init__(self, fd: int) -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        self._poll = poller.poll
+
+    def sleep(self, timeout: float) -> bool:
+        """Whether it turned readable within ``timeout`` seconds, asleep meanwhile."""
+        return bool(self._poll(max(0, int(timeout * 1000))))
+
+    def spin(self, budget: float) -> bool:
+        """Whether it turned readable within ``budget`` seconds, polling meanwhile."""
+        poll, clock = self._poll, time.perf_counter
+        end = clock() + budget
+        while not poll(0):
+            if clock() >= end:
+                return False
+        return True

@@ -12,11 +12,9 @@ import collections
 import hmac
 import logging
 import os
-import select
 import socket
 import ssl
 import threading
-import time
 from typing import Any, Callable, NoReturn
 
 import msgpack
@@ -26,6 +24,7 @@ from .comm import (CHANNELS, MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION, ROLE_ACCEPT,
 from .errors import AuthenticationError, CommClosedError, SerializationError
 from .framing import MAX_FRAMES, STAGE_BYTES, UNLIMITED, FrameDecoder, encode_header
 from .serialize import pack_frames, unpack_frames
+from .spin import SocketPoll
 
 logger = logging.getLogger("actorrt.comm")
 
@@ -132,7 +131,7 @@ class TCPComm(Comm):
         # what was read is handled, not a loop turn later (_read_ready).
         self._answers_now = False
         self.threads_may_send = not self._tls  # (an SSL object: one thread at a time)
-        self._poller: Any = None  # select.poll() of a thread the reading is lent to
+        self._poll = SocketPoll(self._fd)  # a thread's, the reading lent to it
         # Signs of life, for the heartbeat (core/liveness.py): loop times of the last
         # bytes read and the last message written.
         self.last_received = self.last_sent = self._loop.time()
@@ -260,31 +259,13 @@ class TCPComm(Comm):
 
     def wait_readable(self, timeout: float) -> bool:
         """From the one thread the reading is lent to: whether bytes (or the end) came
-        within ``timeout`` seconds. Nothing is read: interrupted here (Ctrl-C), the
-        connection is as it was."""
-        if self._sock is None or self.closed:
-            return True  # (read_messages says so)
-        return bool(self._thread_poller().poll(max(0, int(timeout * 1000))))
+        within ``timeout`` seconds, asleep meanwhile. Nothing is read: interrupted here
+        (Ctrl-C), the connection is as it was."""
+        return self._sock is None or self.closed or self._poll.sleep(timeout)
 
     def readable_within(self, budget: float) -> bool:
-        """From the one thread the reading is lent to: poll without sleeping, for up to
-        ``budget`` seconds, until bytes (or the end) are there (core/spin.py). Nothing is
-        read. The GIL is let go in every poll, so the process's other threads run on."""
-        if self._sock is None or self.closed:
-            return True
-        poll, clock = self._thread_poller().poll, time.perf_counter
-        end = clock() + budget
-        while not poll(0):
-            if clock() >= end:
-                return False
-        return True
-
-    def _thread_poller(self) -> Any:
-        poller = self._poller
-        if poller is None:
-            poller = self._poller = select.poll()
-            poller.register(self._fd, select.POLLIN)
-        return poller
+        """The same, polling without sleeping for up to ``budget`` seconds (core/spin.py)."""
+        return self._sock is None or self.closed or self._poll.spin(budget)
 
     def read_messages(self, tell_loop: Callable[..., None]) -> list:
         """From the one thread the reading is lent to, once :meth:`wait_readable`: the
