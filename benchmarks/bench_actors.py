@@ -179,19 +179,20 @@ def main() -> None:
 def print_floor_table(results: dict[str, dict[str, float]], sizes: dict[str, int], repeat: int) -> None:
     """The sequential calls against their floor: the same thread hand-offs and socket
     writes with no work on them (floors.call_round_trip), read by the calling thread
-    itself, as a sequential call's reply is on its own connection; answered by a thread
+    itself, polling first, as a sequential call's reply is on its own connection
+    (core/spin.py); answered by a thread
     that read the call itself when actor lanes read their callers' connections
     (worker/lane_reads.py), else by a thread the loop hands it to."""
     lane_reads = lane_reads_enabled()
-    floor = call_round_trip("thread" if lane_reads else "lane", sizes["seq"], repeat, reader="thread")
+    floor = call_round_trip("thread" if lane_reads else "lane", sizes["seq"], repeat, reader="poll")
     lines = [floor_row(label, floor, results.get("actorrt", {}).get(key), results.get("dask", {}).get(key))
              for label, key in (("client->actor, median", "seq-median"), ("task->actor, other worker", "task-other"))]
     print()
     print(format_columns(FLOOR_COLUMNS, lines))
     answered = ("a thread of the other process reads it and writes the answer" if lane_reads else
                 "the other process's loop hands it to a thread that writes the answer")
-    print(f"floor: a thread writes a call, {answered}, which the calling thread reads itself "
-          "(benchmarks/floors.py)")
+    print(f"floor: a thread writes a call, {answered}, which the calling thread reads itself, "
+          "polling for it first (benchmarks/floors.py)")
 
 
 CPU_ROWS = [("client->actor, sequential", "seq-cpu"), ("task->actor, other worker", "task-other-cpu")]

@@ -171,15 +171,15 @@ def main(argv: list[str] | None = None) -> None:
 def print_floor_table(row: Row, args: Any) -> None:
     """A consumer's ``Queue.get`` rate against its floor: one get at a time is a task
     thread's call answered by the scheduler's loop, whose reply the thread reads off its
-    own connection itself (floors.call_round_trip("loop", reader="thread"))."""
+    own connection itself, polling for it first (floors.call_round_trip("loop", reader="poll"))."""
     assert row.tasks is not None
-    floor = call_round_trip("loop", 300 if args.quick else 3_000, args.repeat, reader="thread")
+    floor = call_round_trip("loop", 300 if args.quick else 3_000, args.repeat, reader="poll")
     per_item = {rt: None if s is None else s / row.tasks for rt, s in row.seconds.items()}
     print()
     print(format_columns(FLOOR_COLUMNS, [floor_row("Queue task->task, time per item", floor,
                                                    per_item.get("actorrt"), per_item.get("dask"))]))
-    print("floor: a thread writes a call, the other process's loop writes the answer, the thread reads "
-          "it itself (benchmarks/floors.py); per item includes both tasks' start")
+    print("floor: a thread writes a call, the other process's loop writes the answer, the thread polls "
+          "for it and reads it itself (benchmarks/floors.py); per item includes both tasks' start")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ answers; the answer wakes the thread. Three answering sides:
   and writes the answer. A sequential actor call's path, read by the actor's lane
   (worker/lane_reads.py): no loop on either side.
 
-And two readers of the answer on this side:
+And three readers of the answer on this side:
 
-* ``loop``: this process's loop reads it and wakes the thread (a ``Queue.get``'s
-  path): one wake-up more.
-* ``thread``: the thread reads it off its socket itself (a sequential actor call's
-  path, on the calling thread's own connection: core/thread_channel.py).
+* ``loop``: this process's loop reads it and wakes the thread: one wake-up more.
+* ``thread``: the thread sleeps in a read of its socket, and the answer wakes it.
+* ``poll``: the thread polls its socket without sleeping, for up to actorrt's budget
+  (core/spin.py, ``ACTORRT_SPIN_US``), then sleeps in a read: the answer wakes no one
+  when it comes meanwhile. A sequential actor call's path, and a task's ``Queue.get``'s,
+  on the calling thread's own connection (core/thread_channel.py).
 
 The socket is the kind actorrt uses between two processes of this machine
 (``sockets.py``: a Unix one on Linux, TCP with ``ACTORRT_UNIX_SOCKETS=0``).
@@ -39,7 +41,9 @@ import queue
 import socket
 import subprocess
 import sys
+import select
 import threading
+import time
 from collections import deque
 from typing import Callable
 
@@ -51,7 +55,7 @@ from task_workloads import median_seconds  # noqa: E402
 
 MESSAGE = 40  # bytes: a small call's size on the wire
 KINDS = ("loop", "lane", "thread")
-READERS = ("loop", "thread")
+READERS = ("loop", "thread", "poll")
 
 
 def serve(kind: str) -> None:
@@ -128,11 +132,17 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
 
         request = b"x" * MESSAGE
         trip: Callable[[], None]
-        if reader == "thread":
+        if reader in ("thread", "poll"):
             sock.setblocking(True)
+            poll = select.poll()
+            poll.register(sock, select.POLLIN)
+            budget = spin_budget() if reader == "poll" else 0.0
 
             def trip() -> None:  # (the calling thread writes its call and reads the answer)
                 sock.send(request)
+                end = time.perf_counter() + budget
+                while budget and not poll.poll(0) and time.perf_counter() < end:
+                    pass
                 got = 0
                 while got < MESSAGE:
                     chunk = sock.recv(MESSAGE - got)
@@ -164,6 +174,12 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
             child.wait()
 
 
+def spin_budget() -> float:
+    """How long actorrt's waiting threads poll before they sleep here (seconds)."""
+    from actorrt.core.spin import default_budget
+    return default_budget()
+
+
 def floor_row(label: str, floor: float, ours: float | None, dask: float | None) -> tuple[str, ...]:
     """One line of a floor table (seconds per round trip): the floor, both runtimes, and
     how far each is from it. ``dask / floor`` is the most any runtime taking these
@@ -185,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         return serve(sys.argv[2])
     args = parse_args(__doc__, argv)
     n, repeat = (300, 1) if args.quick else (3_000, args.repeat)
-    lines = [(f"thread -> {kind} -> {'loop -> ' if reader == 'loop' else ''}thread",
+    lines = [(f"thread -> {kind} -> {'loop -> ' if reader == 'loop' else ''}thread"
+              + (" (polling)" if reader == "poll" else ""),
               fmt_seconds(call_round_trip(kind, n, repeat, reader)))
              for kind in KINDS for reader in READERS]
     print(format_columns(("floor: a thread's call, answered by the other process's", "round trip"), lines))

@@ -81,14 +81,16 @@ def test_floors_run_quick():
     floor tables of bench_actors and bench_coordination come from the same function)."""
     proc = _run([sys.executable, str(BENCH_DIR / "floors.py"), "--quick"], timeout=80)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    for kind in ("loop", "lane"):
-        [line] = [line for line in proc.stdout.splitlines() if line.startswith(f"thread -> {kind} -> thread")]
-        assert line.rstrip().endswith(("µs", "ms")), proc.stdout
+    rows = {line.split("|")[0].strip(): line.split("|")[1].strip()
+            for line in proc.stdout.splitlines() if line.startswith("thread ->")}
+    for kind in ("loop", "lane", "thread"):
+        for label in (f"thread -> {kind} -> thread", f"thread -> {kind} -> thread (polling)"):
+            assert rows.get(label, "").endswith(("µs", "ms")), proc.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("workload", ["map", "tasks-from-tasks"])
+@pytest.mark.parametrize("workload", ["map", "tasks-from-tasks", "queue"])
 def test_profile_core_reads_the_worker_processes(workload):
     """profile_core.py's CPU table counts the processes that run the tasks: under a
     nanny (the default) that is the nanny's child, whose pool thread is busy."""
