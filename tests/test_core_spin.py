@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from actorrt.core import Actor, Host, spin
-from actorrt.core.spin import MAX_BACKOFF, SpinPolicy
+from actorrt.core.spin import MAX_BACKOFF, MAX_MISSES, SpinPolicy
 
 from test_core_comm import run  # noqa: F401
 from test_core_thread_channel import Outcomes, channel_pair
@@ -29,33 +29,55 @@ def test_a_connection_whose_replies_come_while_it_polls_polls_every_time():
         policy.polled(True)
 
 
-def test_misses_in_a_row_park_at_once_for_twice_as_many_waits_each_time_up_to_the_cap():
+def test_a_connection_whose_polls_all_miss_parks_for_twice_as_many_waits_each_time_up_to_the_cap():
     policy = SpinPolicy(1e-4)
     parked = []
     assert policy.next_budget() == 1e-4
-    for _ in range(8):
+    for _ in range(9):
         policy.polled(False)  # the wait that polled missed its reply
         n = 0
         while policy.next_budget() == 0.0:  # (ends on the next wait that polls)
             n += 1
         parked.append(n)
-    assert parked == [1, 2, 4, 8, 16, 32, 64, 64]
+    # One miss is not yet many (an average over ~8 polls); then 1, 2, 4 ... 64.
+    assert parked == [0, 1, 2, 4, 8, 16, 32, 64, 64]
     assert MAX_BACKOFF == 64
 
 
-def test_a_catch_after_misses_resets_the_backoff():
+def test_an_occasional_miss_among_catches_keeps_it_polling():
     policy = SpinPolicy(1e-4)
-    policy.next_budget()
-    policy.polled(False)
-    assert budgets(policy, 1) == [0.0]
-    policy.next_budget()
-    policy.polled(False)
-    assert budgets(policy, 2) == [0.0, 0.0]
-    policy.next_budget()
-    policy.polled(True)
-    assert budgets(policy, 3) == [1e-4] * 3  # (nothing parks after a catch)
-    policy.polled(False)
-    assert budgets(policy, 2) == [0.0, 1e-4]  # (a miss after a catch parks one wait, not four)
+    for i in range(200):
+        assert policy.next_budget() == 1e-4
+        policy.polled(i % 10 != 0)  # one in ten missed
+    assert policy.misses <= MAX_MISSES
+
+
+def waits_that_polled(policy, outcomes):
+    """Run waits until ``outcomes`` (one per poll) run out; how many of them polled."""
+    outcomes, waits, polled = iter(outcomes), 0, 0
+    for waits in range(1, 100_000):
+        if policy.next_budget():
+            polled += 1
+            caught = next(outcomes, None)
+            if caught is None:
+                return polled, waits
+            policy.polled(caught)
+    raise AssertionError("ran out of waits")
+
+
+def test_replies_that_come_as_late_as_the_budget_half_the_time_stop_the_polling():
+    policy = SpinPolicy(1e-4)
+    polled, waits = waits_that_polled(policy, [True, False] * 30)
+    assert polled / waits < 0.1  # (polls a wait in ~64 once it has seen that)
+
+
+def test_polls_that_catch_again_bring_the_polling_back():
+    policy = SpinPolicy(1e-4)
+    waits_that_polled(policy, [False] * 10)
+    assert policy.misses > MAX_MISSES
+    waits_that_polled(policy, [True] * 12)  # (the share of misses decays by 1/8 a catch)
+    assert policy.misses <= MAX_MISSES
+    assert budgets(policy, 5) == [1e-4] * 5
 
 
 def test_the_budget_comes_from_the_environment_in_microseconds(monkeypatch):
@@ -119,7 +141,7 @@ def test_a_reply_that_comes_while_the_owner_polls_is_read_without_sleeping(monke
 
 
 class Gate(Actor):
-    """Answers ``wait`` once it has both the ask and a value given by ``open``,
+    """Answers each ``wait`` once it has both the ask and a value given by ``open``,
     whichever comes last."""
 
     def __init__(self):
@@ -136,10 +158,10 @@ class Gate(Actor):
     def _answer(self):
         if self.held is not None and self.value is not None:
             self.held.ok(self.value)
-            self.held = None
+            self.held = self.value = None
 
 
-def test_a_reply_held_past_the_poll_is_still_read_and_the_next_wait_parks_at_once(monkeypatch):
+def test_replies_held_past_the_poll_are_still_read_and_then_a_wait_parks_at_once(monkeypatch):
     monkeypatch.setattr(spin, "_cpus", lambda: 2)
     monkeypatch.setenv("ACTORRT_SPIN_US", "1000")
 
@@ -148,12 +170,11 @@ def test_a_reply_held_past_the_poll_is_still_read_and_the_next_wait_parks_at_onc
             gate = Gate()
             gate_ref = h1.spawn(gate, "gate")
             loop = asyncio.get_running_loop()
-            opened = []
+            values = iter(range(7, 100))
 
-            def after(found):  # (the reply is let go only once the owner's poll gave up)
-                if not found and not opened:
-                    opened.append(True)
-                    loop.call_soon_threadsafe(gate.open, 7)
+            def after(found):  # (a held reply is let go only once the owner's poll gave up)
+                if not found:
+                    loop.call_soon_threadsafe(gate.open, next(values))
             found = watch_polls(channel, after)
             out = Outcomes()
 
@@ -163,13 +184,14 @@ def test_a_reply_held_past_the_poll_is_still_read_and_the_next_wait_parks_at_onc
                     return channel.wait(rid)
                 return go
 
-            assert await owner.do(call(gate_ref.id, "wait", {}, "held")) is True
-            assert out.got["held"] == (True, 7, owner.ident)  # (read by the owner, after sleeping)
-            assert found == [False]
+            for name, value in (("held-1", 7), ("held-2", 8)):
+                assert await owner.do(call(gate_ref.id, "wait", {}, name)) is True
+                assert out.got[name] == (True, value, owner.ident)  # (read by the owner, after sleeping)
+            assert found == [False, False]  # (two misses in a row are many)
             assert await owner.do(call(ref.id, "add", {"a": 1}, "parked")) is True
-            assert found == [False]  # this wait did not poll
+            assert found == [False, False]  # this wait did not poll
             assert await owner.do(call(ref.id, "add", {"a": 2}, "polled")) is True
-            assert len(found) == 2  # and this one did again
+            assert len(found) == 3  # and this one did again
             assert out.got["parked"][:2] == (True, 1) and out.got["polled"][:2] == (True, 2)
     run(main())
 
