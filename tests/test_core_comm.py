@@ -986,3 +986,27 @@ def test_the_process_counts_every_byte_it_sends_and_receives(size):
             assert traffic.sent - sent >= 2 * size
             assert traffic.received - received >= 2 * size
     run(main())
+
+
+def test_a_write_to_a_peer_that_closed_its_end_is_a_lost_connection_said_quietly(caplog):
+    """A process writing to a peer that just exited (a scheduler's last frees as a
+    cluster closes) finds the connection broken on write, not on read: it is lost all
+    the same, and not worth a warning, as a read finding the end is not."""
+    async def main():
+        async with hosts("tcp") as (h0, h1):
+            ref = h1.spawn(Echo(), "echo")
+            await h0.ask(ref, "echo", x=0)
+            comm = h0.comm_to(h1.address)
+            h1.comm_to(h0.address).close()  # (its socket is closed now: nothing queued on it)
+            # In this same turn, before h0's loop can read the end: writes until one fails.
+            for i in range(3):
+                h0.tell(ref, "record", x=i)
+                comm.flush_now()
+                if comm.closed:
+                    break
+            assert comm.closed
+            assert h0.comm_to(h1.address) is None
+    with caplog.at_level(logging.DEBUG, logger="actorrt"):
+        run(main())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "actorrt.comm"], \
+        [r.getMessage() for r in caplog.records]

@@ -337,7 +337,9 @@ class TCPComm(Comm):
         self._closed(CommClosedError(f"connection to {self.peer_address} lost" + (f": {exc}" if exc else "")))
 
     def _write_failed(self, exc: BaseException) -> None:
-        if not self.closed:
+        # A peer that closed its end (it exited; a cluster closing) is a lost connection
+        # however it is noticed: no louder for a write than for a read finding the end.
+        if not self.closed and not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
             logger.warning("closing connection to %s: %s", self.peer_address or self._peername(), exc)
         self._lost(exc)
 
