@@ -99,7 +99,7 @@ def test_one_cpu_never_polls(monkeypatch):
 @pytest.mark.parametrize("text", ["fast", "-5", "nan", "inf"])
 def test_a_malformed_budget_is_refused_by_name_when_the_host_is_made(monkeypatch, text):
     monkeypatch.setenv("ACTORRT_SPIN_US", text)
-    with pytest.raises(ValueError, match="ACTORRT_SPIN_US must be a number >= 0"):
+    with pytest.raises(ValueError, match="ACTORRT_SPIN_US must be a number of microseconds >= 0"):
         Host("tcp://127.0.0.1:0")
 
 

@@ -47,7 +47,7 @@ def test_quiet_connections_are_kept_alive_and_silent_ones_closed():
 
 
 @pytest.mark.parametrize("interval,timeout,error", [
-    ("abc", None, "ACTORRT_HEARTBEAT_INTERVAL must be a number of seconds, got 'abc'"),
+    ("abc", None, "ACTORRT_HEARTBEAT_INTERVAL must be a positive number of seconds, got 'abc'"),
     ("-1", None, "must be a positive number"),
     ("2", "1", "must be longer than its interval"),
 ])

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any, Callable, Iterable
 
+from .env import env_number
 from .errors import CommClosedError
 
 logger = logging.getLogger("actorrt.liveness")
@@ -37,23 +37,12 @@ DEFAULT_TIMEOUT = 10.0
 PING = "_ping"
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
 def heartbeat_settings(interval: float | None = None, timeout: float | None = None) -> tuple[float, float]:
     """``(interval, timeout)`` from the arguments, else the environment, else the defaults."""
-    interval = interval if interval is not None else _seconds("ACTORRT_HEARTBEAT_INTERVAL", DEFAULT_INTERVAL)
-    timeout = timeout if timeout is not None else _seconds("ACTORRT_HEARTBEAT_TIMEOUT", DEFAULT_TIMEOUT)
+    if interval is None:
+        interval = env_number("ACTORRT_HEARTBEAT_INTERVAL", DEFAULT_INTERVAL, "seconds", positive=True)
+    if timeout is None:
+        timeout = env_number("ACTORRT_HEARTBEAT_TIMEOUT", DEFAULT_TIMEOUT, "seconds", positive=True)
     if timeout <= interval:
         raise ValueError(f"the heartbeat timeout ({timeout} s) must be longer than its interval ({interval} s)")
     return interval, timeout

@@ -51,7 +51,7 @@ MISS_WEIGHT = 1 / 8
 def default_budget() -> float:
     """The polling budget in seconds for this process: from ``ACTORRT_SPIN_US``, 0.0
     with a single CPU to run on."""
-    micros = env_number(SWITCH, DEFAULT_BUDGET_US)
+    micros = env_number(SWITCH, DEFAULT_BUDGET_US, "microseconds")
     return micros / 1e6 if _cpus() > 1 else 0.0
 
 
