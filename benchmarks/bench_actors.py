@@ -180,9 +180,9 @@ def print_floor_table(results: dict[str, dict[str, float]], sizes: dict[str, int
     """The sequential calls against their floor: the same thread hand-offs and socket
     writes with no work on them (floors.call_round_trip), read by the calling thread
     itself, polling first, as a sequential call's reply is on its own connection
-    (core/spin.py); answered by a thread
-    that read the call itself when actor lanes read their callers' connections
-    (worker/lane_reads.py), else by a thread the loop hands it to."""
+    (core/spin.py); answered by a thread that read the call itself when actor lanes
+    read their callers' connections (worker/lane_reads.py), else by a thread the loop
+    hands it to."""
     lane_reads = lane_reads_enabled()
     floor = call_round_trip("thread" if lane_reads else "lane", sizes["seq"], repeat, reader="poll")
     lines = [floor_row(label, floor, results.get("actorrt", {}).get(key), results.get("dask", {}).get(key))

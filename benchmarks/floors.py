@@ -38,10 +38,10 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import select
 import socket
 import subprocess
 import sys
-import select
 import threading
 import time
 from collections import deque

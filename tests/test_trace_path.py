@@ -98,6 +98,21 @@ def test_the_script_traces_a_task_round_trip_through_every_process():
     assert steps[-1].endswith("@ client/MainThread"), out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_script_traces_a_tasks_queue_get_to_the_scheduler_and_back():
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "trace_path.py"), "--quick", "--path", "queue-get"],
+                          cwd=BENCH_DIR.parent, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                          capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    steps = [line.split("|")[0].strip() for line in proc.stdout.splitlines() if " @ " in line and "|" in line]
+    # The get leaves the task's thread on a worker, is served by the queue on the
+    # scheduler (this process), and ends back in that thread.
+    assert any(step.startswith(">> TCPComm._read_ready @ client/") for step in steps), proc.stdout
+    assert any("QueueActor.handle_get @ client/" in step for step in steps), proc.stdout
+    assert "Queue.get returns @ worker-" in steps[-1], proc.stdout
+
+
 def test_where_the_path_varies_the_usual_variant_is_listed():
     """Two trips in three read a message alone, one reads two at once: the default lists
     the usual one's steps."""

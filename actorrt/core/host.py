@@ -17,6 +17,7 @@ import os
 import time
 from typing import Any, Callable, Iterator
 
+from . import spin
 from .actor import Actor, ActorRef, Reply, fail_open_replies, own_task, track_reply
 from .checks import check_fields
 from .comm import REPLY, Comm, CommClosedError, InprocComm, max_frame_bytes_setting, reply_outcome
@@ -31,7 +32,6 @@ from .errors import (
 from .liveness import PING, Heartbeat, heartbeat_settings
 from .loglimit import LogLimiter
 from .security import Security
-from . import spin
 from .serialize import dumps_exception
 from .thread_channel import ThreadChannel
 
