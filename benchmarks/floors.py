@@ -24,7 +24,8 @@ And three readers of the answer on this side:
 * ``poll``: the thread polls its socket without sleeping, for up to actorrt's budget
   (core/spin.py, ``ACTORRT_SPIN_US``), then sleeps in a read: the answer wakes no one
   when it comes meanwhile. A sequential actor call's path, and a task's ``Queue.get``'s,
-  on the calling thread's own connection (core/thread_channel.py).
+  on the calling thread's own connection (core/thread_channel.py). A ``thread``
+  answerer then polls for each call the same way, as an actor's lane does.
 
 The socket is the kind actorrt uses between two processes of this machine
 (``sockets.py``: a Unix one on Linux, TCP with ``ACTORRT_UNIX_SOCKETS=0``).
@@ -58,15 +59,17 @@ KINDS = ("loop", "lane", "thread")
 READERS = ("loop", "thread", "poll")
 
 
-def serve(kind: str) -> None:
-    """Child process: print the address, answer one connection until it closes."""
+def serve(kind: str, polling: bool = False) -> None:
+    """Child process: print the address, answer one connection until it closes
+    (``polling``: a ``thread`` answerer polls for each request first, as an actor's
+    lane does)."""
     listener, address = sockets.listener()
     print(address, flush=True)
     conn, _ = listener.accept()
     listener.close()
     sockets.nodelay(conn)
     if kind == "thread":
-        answer_on_thread(conn)
+        answer_on_thread(conn, spin_budget() if polling else 0.0)
         return
     conn.setblocking(False)
     loop = asyncio.new_event_loop()
@@ -97,10 +100,18 @@ def serve(kind: str) -> None:
     loop.run_forever()
 
 
-def answer_on_thread(conn: socket.socket) -> None:
-    """Read each request on this thread and answer it from here, until the peer closes."""
+def answer_on_thread(conn: socket.socket, budget: float = 0.0) -> None:
+    """Read each request on this thread and answer it from here, until the peer closes;
+    polling for up to ``budget`` seconds before each read sleeps."""
     pending = bytearray()
-    while data := conn.recv(65536):
+    poll = select.poll()
+    poll.register(conn, select.POLLIN)
+    while True:
+        end = time.perf_counter() + budget
+        while budget and not poll.poll(0) and time.perf_counter() < end:
+            pass
+        if not (data := conn.recv(65536)):
+            break
         pending.extend(data)
         while len(pending) >= MESSAGE:
             conn.send(bytes(pending[:MESSAGE]))
@@ -112,7 +123,8 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
     ``reader`` (see the module docstring), one at a time: the median of ``n``, the least
     of ``repeat`` runs."""
     assert kind in KINDS and reader in READERS
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind],
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind,
+                              *(["polling"] if reader == "poll" else [])],
                              stdout=subprocess.PIPE, text=True)
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever, daemon=True)
@@ -197,8 +209,8 @@ FLOOR_COLUMNS = ("floor (no work on the hand-offs)", "floor", "actorrt", "dask",
 
 
 def main(argv: list[str] | None = None) -> None:
-    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        return serve(sys.argv[2])
+    if argv is None and len(sys.argv) in (3, 4) and sys.argv[1] == "--serve":
+        return serve(sys.argv[2], sys.argv[3:] == ["polling"])
     args = parse_args(__doc__, argv)
     n, repeat = (300, 1) if args.quick else (3_000, args.repeat)
     lines = [(f"thread -> {kind} -> {'loop -> ' if reader == 'loop' else ''}thread"

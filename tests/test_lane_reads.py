@@ -9,6 +9,7 @@ Synchronised on replies, gates and ``wait_until``, never on sleeps.
 """
 import asyncio
 import os
+import select
 import socket
 import threading
 
@@ -16,6 +17,7 @@ import pytest
 
 import actorrt
 from actorrt import Client
+from actorrt.core.spin import SpinPolicy
 from actorrt.core.tcp import TCPComm
 from actorrt.testing import wait_until
 from actorrt.worker import lane_reads
@@ -460,3 +462,32 @@ def test_without_a_file_descriptor_to_spare_the_loop_reads_as_before(reads, monk
     reads.loop.run_until_complete(asyncio.sleep(0))
     assert comm.lent_to is None and comm.taken_back and reads.holds == 0
     assert not reads.eventfd_open and reads.lane.roused == 0
+
+
+def test_the_lanes_thread_polls_before_it_sleeps_and_counts_what_its_polls_find(reads, monkeypatch):
+    """The lane's wait (``_wait_for_events``) polls for up to its budget first, as a
+    caller waiting for its answer does (core/spin.py): what comes meanwhile is caught;
+    what comes later is still waited for, asleep, and the poll counts as a miss."""
+    r, w = os.pipe()
+    try:
+        reads._poller.register(r, select.POLLIN)
+        reads._spin = SpinPolicy(30.0)  # (30 s: what is there already is surely caught)
+        os.write(w, b"x")
+        assert [fd for fd, _ in reads._wait_for_events()] == [r]
+        assert reads._spin.misses == 0.0
+        os.read(r, 1)
+
+        poll_for = lane_reads.poll_for
+
+        def then_write(poll, budget):  # (the bytes come only once the poll gave up)
+            found = poll_for(poll, budget)
+            if not found:
+                os.write(w, b"y")
+            return found
+        monkeypatch.setattr(lane_reads, "poll_for", then_write)
+        reads._spin = SpinPolicy(0.001)
+        assert [fd for fd, _ in reads._wait_for_events()] == [r]  # (asleep in poll, woken)
+        assert reads._spin.misses > 0.0
+    finally:
+        os.close(r)
+        os.close(w)

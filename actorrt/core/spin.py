@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from typing import Callable
 
 from .env import env_number
 
@@ -110,9 +111,15 @@ class SocketPoll:
 
     def spin(self, budget: float) -> bool:
         """Whether it turned readable within ``budget`` seconds, polling meanwhile."""
-        poll, clock = self._poll, time.perf_counter
-        end = clock() + budget
-        while not poll(0):
-            if clock() >= end:
-                return False
-        return True
+        return bool(poll_for(self._poll, budget))
+
+
+def poll_for(poll: Callable[[int], list], budget: float) -> list:
+    """``poll(0)`` of a ``select.poll`` again and again, for up to ``budget`` seconds:
+    the first events it reports, or [] if none came."""
+    clock = time.perf_counter
+    end = clock() + budget
+    while not (events := poll(0)):
+        if clock() >= end:
+            break
+    return events

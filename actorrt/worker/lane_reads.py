@@ -18,7 +18,8 @@ Who reads a connection is decided under :class:`LaneReads`'s lock:
   brought the call (the rest of that read is the loop's);
 * **the lane's thread** then waits for its work queue *and* those sockets together
   (``poll`` on an eventfd the queue signals, and the sockets; the eventfd exists only
-  while the lane holds a connection). A read holding exactly one plain sync call
+  while the lane holds a connection), polling a while before it sleeps, as a caller
+  waiting for its answer does (core/spin.py). A read holding exactly one plain sync call
   to its actor (the sequential caller's case) runs there; anything else (another actor,
   an ``async`` method, an attribute read, a pipelined batch, a peer's garbage) goes
   back to the loop with the reading, untouched and in order (:meth:`LaneReads.give_back`);
@@ -51,6 +52,7 @@ from ..core import Pickled
 from ..core.actor import track_reply
 from ..core.env import env_switch
 from ..core.errors import CommClosedError
+from ..core.spin import SpinPolicy, poll_for
 from ..core.tcp import TCPComm
 from .pool import Job, run_job
 
@@ -80,9 +82,10 @@ def lane_reads_enabled() -> bool:
 class LaneReads:
     """One lane's borrowed connections (see the module docstring). Loop side:
     :meth:`offer`, :meth:`give_back`, :meth:`reclaim`, :meth:`close`. Lane side:
-    :meth:`next_job`, :meth:`running`, :meth:`exited`."""
+    :meth:`next_job`, :meth:`running`, :meth:`exited`. ``spin_budget``: how long its
+    thread polls before it sleeps, at most (seconds; core/spin.py)."""
 
-    def __init__(self, actor: "UserActor", lane: "Lane") -> None:
+    def __init__(self, actor: "UserActor", lane: "Lane", spin_budget: float = 0.0) -> None:
         self.actor = actor
         self.lane = lane
         self.loop = lane.loop
@@ -101,6 +104,7 @@ class LaneReads:
         self.calls = 0                           # calls run straight off a connection
         self._poller = select.poll()             # (the lane's thread only)
         self._watched: set[int] = set()
+        self._spin = SpinPolicy(spin_budget)     # (the lane's thread only)
 
     # --- loop side ----------------------------------------------------------------------
     def offer(self, comm: Any) -> None:
@@ -237,7 +241,7 @@ class LaneReads:
                 continue
             self._watch(fds)
             try:
-                events = self._poller.poll()
+                events = self._wait_for_events()
             finally:
                 self._polling = False
             for fd, _ in events:
@@ -248,6 +252,17 @@ class LaneReads:
                         pass
                 else:
                     self._read_safely(fd)
+
+    def _wait_for_events(self) -> list:
+        """The lane's thread: poll its sockets and its eventfd, at first without
+        sleeping (core/spin.py): a caller that calls again at once then wakes no one."""
+        budget = self._spin.next_budget()
+        if budget:
+            events = poll_for(self._poller.poll, budget)
+            self._spin.polled(bool(events))
+            if events:
+                return events
+        return self._poller.poll()
 
     def running(self, job: bool) -> None:
         """The lane starts (True) or ends (False) a job off its queue: while it runs one,
