@@ -52,7 +52,7 @@ from ..core import Pickled
 from ..core.actor import track_reply
 from ..core.env import env_switch
 from ..core.errors import CommClosedError
-from ..core.spin import SpinPolicy, poll_for
+from ..core.spin import SpinPolicy, default_budget, poll_for
 from ..core.tcp import TCPComm
 from .pool import Job, run_job
 
@@ -82,10 +82,9 @@ def lane_reads_enabled() -> bool:
 class LaneReads:
     """One lane's borrowed connections (see the module docstring). Loop side:
     :meth:`offer`, :meth:`give_back`, :meth:`reclaim`, :meth:`close`. Lane side:
-    :meth:`next_job`, :meth:`running`, :meth:`exited`. ``spin_budget``: how long its
-    thread polls before it sleeps, at most (seconds; core/spin.py)."""
+    :meth:`next_job`, :meth:`running`, :meth:`exited`."""
 
-    def __init__(self, actor: "UserActor", lane: "Lane", spin_budget: float = 0.0) -> None:
+    def __init__(self, actor: "UserActor", lane: "Lane") -> None:
         self.actor = actor
         self.lane = lane
         self.loop = lane.loop
@@ -104,7 +103,7 @@ class LaneReads:
         self.calls = 0                           # calls run straight off a connection
         self._poller = select.poll()             # (the lane's thread only)
         self._watched: set[int] = set()
-        self._spin = SpinPolicy(spin_budget)     # (the lane's thread only)
+        self._spin = SpinPolicy(default_budget())  # (the lane's thread only: core/spin.py)
 
     # --- loop side ----------------------------------------------------------------------
     def offer(self, comm: Any) -> None:

@@ -191,7 +191,7 @@ class UserActor(Actor):
         self.last_error: str | None = None  # the last call's exception, as "Type: message"
         self._blocked: deque[tuple[int, str, Any, Reply, str | None]] = deque()  # behind an async call
         if lane.max_concurrency == 1 and lane_reads_enabled() and not _has_async_methods(type(instance)):
-            lane.reads = LaneReads(self, lane, worker.host.spin_budget)
+            lane.reads = LaneReads(self, lane)
         # A call answered from its lane comes back to the loop with the actor's next
         # message at the latest (Lane._main), and must before that message is handled.
         self.before_dispatch = lane.take_back
