@@ -44,13 +44,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sockets  # noqa: E402
+from actorrt.core.spin import default_budget, poll_for  # noqa: E402  (the floor polls as actorrt does)
 from common import fmt_seconds, format_columns, parse_args  # noqa: E402
 from task_workloads import median_seconds  # noqa: E402
 
@@ -69,7 +69,7 @@ def serve(kind: str, polling: bool = False) -> None:
     listener.close()
     sockets.nodelay(conn)
     if kind == "thread":
-        answer_on_thread(conn, spin_budget() if polling else 0.0)
+        answer_on_thread(conn, default_budget() if polling else 0.0)
         return
     conn.setblocking(False)
     loop = asyncio.new_event_loop()
@@ -102,14 +102,14 @@ def serve(kind: str, polling: bool = False) -> None:
 
 def answer_on_thread(conn: socket.socket, budget: float = 0.0) -> None:
     """Read each request on this thread and answer it from here, until the peer closes;
-    polling for up to ``budget`` seconds before each read sleeps."""
+    polling for up to ``budget`` seconds before each read sleeps (as actorrt's lanes do,
+    with its own ``poll_for``)."""
     pending = bytearray()
     poll = select.poll()
     poll.register(conn, select.POLLIN)
     while True:
-        end = time.perf_counter() + budget
-        while budget and not poll.poll(0) and time.perf_counter() < end:
-            pass
+        if budget:
+            poll_for(poll.poll, budget)
         if not (data := conn.recv(65536)):
             break
         pending.extend(data)
@@ -148,13 +148,12 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
             sock.setblocking(True)
             poll = select.poll()
             poll.register(sock, select.POLLIN)
-            budget = spin_budget() if reader == "poll" else 0.0
+            budget = default_budget() if reader == "poll" else 0.0
 
             def trip() -> None:  # (the calling thread writes its call and reads the answer)
                 sock.send(request)
-                end = time.perf_counter() + budget
-                while budget and not poll.poll(0) and time.perf_counter() < end:
-                    pass
+                if budget:
+                    poll_for(poll.poll, budget)
                 got = 0
                 while got < MESSAGE:
                     chunk = sock.recv(MESSAGE - got)
@@ -184,12 +183,6 @@ def call_round_trip(kind: str, n: int, repeat: int = 3, reader: str = "loop") ->
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def spin_budget() -> float:
-    """How long actorrt's waiting threads poll before they sleep here (seconds)."""
-    from actorrt.core.spin import default_budget
-    return default_budget()
 
 
 def floor_row(label: str, floor: float, ours: float | None, dask: float | None) -> tuple[str, ...]:

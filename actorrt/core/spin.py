@@ -1,12 +1,15 @@
-"""Spin, then sleep: how long a thread polls for a reply before it parks in ``poll``.
+"""Spin, then sleep: how long a thread polls its sockets before it parks in ``poll``.
 
-A thread that sleeps in ``poll`` until its reply arrives pays for being woken: its
+A thread that sleeps in ``poll`` until its message arrives pays for being woken: its
 peer's write must wake it (on a virtual machine an idle vCPU halts, and waking it is an
 inter-processor interrupt through the hypervisor), and the scheduler must run it again.
-On the 2-core test machine that is 15-20 µs on each end of a sequential call that takes
-~120 µs in all. A thread that is still polling when the reply lands is not woken: its
-next ``poll(0)`` sees it, and the writer's ``send`` returns sooner too. A client→actor
-call went from 120 to 75 µs that way (benchmarks/bench_actors.py).
+On the 2-core test machine that is 15-20 µs on each end of a sequential call that took
+~120 µs in all. A thread that is still polling when the message lands is not woken: its
+next ``poll(0)`` sees it, and the writer's ``send`` returns sooner too. Two kinds of
+thread poll: the owner of a thread's own connection, for its reply
+(core/thread_channel.py), and an actor's lane, for its callers' next call
+(worker/lane_reads.py). A client→actor call went from 120 to 78 µs with the first and
+to 41 µs with both (benchmarks/bench_actors.py).
 
 Polling only pays when the reply comes within the budget, and it costs a core while it
 lasts, so the budget adapts per connection, as adaptive mutexes do (``SpinPolicy``):
@@ -64,9 +67,9 @@ def _cpus() -> int:
 
 
 class SpinPolicy:
-    """One connection's polling budget, wait by wait (module docstring).
+    """One waiter's polling budget, wait by wait (module docstring).
 
-    Not thread-safe: one waiting thread owns it (a thread channel's owner)."""
+    Not thread-safe: one waiting thread owns it (a thread channel's owner, a lane)."""
 
     __slots__ = ("budget", "misses", "_skip", "_backoff")
 
